@@ -1,0 +1,163 @@
+# ksync - one Makefile.  `make help` lists the targets.
+#
+# Variables a user may set:
+#   ARCH=x86_64|aarch64|generic   arch/ layer (default: this CPU; generic = C11 only)
+#   CC, CXX, BUILD (output dir, default build), PREFIX, DESTDIR
+#   STRESS_ARGS="..."             extra arguments for `make stress`
+#   BENCH_ARGS="..."              extra arguments for `make bench`
+#   SAN=address,undefined|thread  (used by `make asan` / `make tsan`)
+
+CC      ?= gcc
+CXX     ?= g++
+BUILD   ?= build
+PREFIX  ?= /usr/local
+DESTDIR ?=
+VERSION := 0.1.0
+SOVER   := 0
+
+HOST_ARCH := $(shell uname -m)
+ifeq ($(origin ARCH),undefined)
+  ifneq ($(filter $(HOST_ARCH),x86_64 aarch64),)
+    ARCH := $(HOST_ARCH)
+  else
+    ARCH := generic
+  endif
+endif
+ifneq ($(SAN),)
+  ifneq ($(findstring thread,$(SAN)),)
+    ARCH := generic   # TSan understands C11 atomics and fences, not inline asm
+  endif
+endif
+
+WARN    := -Wall -Wextra -Werror -Wshadow -Wstrict-prototypes -Wmissing-prototypes
+SANFLAGS := $(if $(SAN),-fsanitize=$(SAN) -fno-sanitize-recover=all -fno-omit-frame-pointer,)
+CPPFLAGS += -D_GNU_SOURCE -Iinclude
+CFLAGS  ?= -O2 -g
+LIB_CFLAGS := -std=c11 $(WARN) -fPIC -fvisibility=hidden -Iarch/$(ARCH) -Isrc $(SANFLAGS)
+APP_CFLAGS := -std=c11 $(WARN) -Iarch/$(ARCH) -Isrc $(SANFLAGS)
+LDLIBS  += -lpthread
+
+LIB_SRCS := $(filter-out src/debug_yield.c,$(wildcard src/*.c))
+LIB_OBJS := $(LIB_SRCS:src/%.c=$(BUILD)/obj/%.o)
+YLIB_OBJS := $(LIB_SRCS:src/%.c=$(BUILD)/yobj/%.o) $(BUILD)/yobj/debug_yield.o
+HEADERS  := include/ksync.h $(wildcard include/ksync/*.h)
+
+STATIC   := $(BUILD)/libksync.a
+YSTATIC  := $(BUILD)/libksync-yield.a
+SHARED   := $(BUILD)/libksync.so.$(VERSION)
+
+TEST_C   := $(wildcard tests/*.c)
+TEST_CXX := $(wildcard tests/*.cc)
+TEST_OBJS := $(TEST_C:tests/%.c=$(BUILD)/tests/%.o) $(TEST_CXX:tests/%.cc=$(BUILD)/tests/%.o)
+TEST_BIN := $(BUILD)/tests/ksync-tests
+
+STRESS_COMMON := stress/harness.c
+STRESS_SRCS := $(STRESS_COMMON) stress/main.c $(wildcard stress/s_*.c)
+BENCH_SRCS  := $(STRESS_COMMON) stress/bench.c $(wildcard stress/b_*.c)
+STRESS_BIN  := $(BUILD)/stress/ksync-stress
+BENCH_BIN   := $(BUILD)/stress/ksync-bench
+REF_LIBS    := -lck -lurcu -lurcu-cds
+
+.PHONY: all help deps test run-tests stress bench asan tsan check-aarch64 install clean check-exports
+all: $(STATIC) $(BUILD)/libksync.so
+
+help:
+	@sed -n 's/^## //p' Makefile
+## make                 build/libksync.a and build/libksync.so (SONAME libksync.so.0)
+## make test            install missing packages (as root), build and run the Criterion tests
+## make stress          the course scenarios S1-S22 on short defaults (plus a yield-injected run)
+## make bench           throughput/latency against glibc, Concurrency Kit and liburcu, callgrind counts
+## make asan | tsan     the tests under AddressSanitizer+UBSan / ThreadSanitizer
+## make check-aarch64   cross-build for AArch64 and run the stress runner under qemu-aarch64
+## make install         PREFIX=/usr/local DESTDIR= : headers, libraries, pkg-config file
+## make clean
+
+# ---- library ----------------------------------------------------------------
+$(BUILD)/obj/%.o: src/%.c $(HEADERS) src/internal.h arch/$(ARCH)/ks_arch.h | $(BUILD)/obj
+	$(CC) $(CPPFLAGS) $(LIB_CFLAGS) $(CFLAGS) -c $< -o $@
+$(BUILD)/yobj/%.o: src/%.c $(HEADERS) src/internal.h arch/$(ARCH)/ks_arch.h | $(BUILD)/yobj
+	$(CC) $(CPPFLAGS) -DKS_DEBUG_YIELD $(LIB_CFLAGS) $(CFLAGS) -c $< -o $@
+
+$(STATIC): $(LIB_OBJS)
+	rm -f $@ && ar rcs $@ $^
+$(YSTATIC): $(YLIB_OBJS)
+	rm -f $@ && ar rcs $@ $^
+$(SHARED): $(LIB_OBJS)
+	$(CC) -shared -Wl,-soname,libksync.so.$(SOVER) -Wl,--no-undefined $(SANFLAGS) -o $@ $^ $(LDLIBS)
+$(BUILD)/libksync.so: $(SHARED)
+	ln -sf libksync.so.$(VERSION) $(BUILD)/libksync.so.$(SOVER)
+	ln -sf libksync.so.$(VERSION) $@
+
+$(BUILD)/obj $(BUILD)/yobj $(BUILD)/tests $(BUILD)/stress:
+	mkdir -p $@
+
+# Only ks_* symbols may leave the shared library.
+check-exports: $(BUILD)/libksync.so
+	@bad=$$(nm -D --defined-only $(SHARED) | awk '{print $$3}' | grep -v '^ks_' || true); \
+	if [ -n "$$bad" ]; then echo "exported non-ks_ symbols: $$bad"; exit 1; fi; \
+	echo "exports: $$(nm -D --defined-only $(SHARED) | grep -c ' T ks_') ks_* functions, nothing else"
+
+# ---- dependencies -------------------------------------------------------------
+deps:
+	@sh tools/deps.sh base
+
+# ---- tests ------------------------------------------------------------------
+$(BUILD)/tests/%.o: tests/%.c $(HEADERS) | $(BUILD)/tests
+	$(CC) $(CPPFLAGS) $(APP_CFLAGS) $(CFLAGS) -c $< -o $@
+$(BUILD)/tests/%.o: tests/%.cc $(HEADERS) | $(BUILD)/tests
+	$(CXX) $(CPPFLAGS) -std=c++17 -Wall -Wextra -Werror $(SANFLAGS) $(CFLAGS) -c $< -o $@
+$(TEST_BIN): $(TEST_OBJS) $(STATIC)
+	$(CXX) $(SANFLAGS) -o $@ $(TEST_OBJS) $(STATIC) -lcriterion $(LDLIBS)
+
+run-tests: $(TEST_BIN)
+	$(TEST_BIN) $(TEST_ARGS)
+
+test: deps
+	@$(MAKE) --no-print-directory all check-exports run-tests
+
+asan: deps
+	@$(MAKE) --no-print-directory BUILD=build/asan SAN=address,undefined run-tests
+tsan: deps
+	@$(MAKE) --no-print-directory BUILD=build/tsan SAN=thread run-tests
+
+# ---- stress and bench -----------------------------------------------------------
+$(STRESS_BIN): $(STRESS_SRCS) $(wildcard stress/*.h) $(YSTATIC) | $(BUILD)/stress
+	$(CC) $(CPPFLAGS) -DKS_DEBUG_YIELD $(APP_CFLAGS) $(CFLAGS) -Istress -o $@ $(STRESS_SRCS) $(YSTATIC) $(REF_LIBS) $(LDLIBS) -lm
+$(BENCH_BIN): $(BENCH_SRCS) $(wildcard stress/*.h) $(STATIC) | $(BUILD)/stress
+	$(CC) $(CPPFLAGS) $(APP_CFLAGS) $(CFLAGS) -Istress -o $@ $(BENCH_SRCS) $(STATIC) $(REF_LIBS) $(LDLIBS) -lm
+
+stress: deps
+	@$(MAKE) --no-print-directory $(STRESS_BIN)
+	$(STRESS_BIN) --scenario all $(STRESS_ARGS)
+	$(STRESS_BIN) --scenario all --yield 20 $(STRESS_ARGS)
+
+bench: deps
+	@$(MAKE) --no-print-directory $(BENCH_BIN)
+	$(BENCH_BIN) $(BENCH_ARGS)
+
+# ---- AArch64 under qemu-user ------------------------------------------------------
+AARCH64_CC := aarch64-linux-gnu-gcc
+check-aarch64:
+	@sh tools/deps.sh aarch64
+	@$(MAKE) --no-print-directory CC=$(AARCH64_CC) ARCH=aarch64 BUILD=build/aarch64 \
+	    build/aarch64/stress/ksync-stress build/aarch64/stress/ksync-selftest
+	qemu-aarch64 -L / build/aarch64/stress/ksync-selftest
+	qemu-aarch64 -L / build/aarch64/stress/ksync-stress --scenario all --threads 4 --iters 20000 --yield 20
+
+$(BUILD)/stress/ksync-selftest: stress/selftest.c $(STATIC) | $(BUILD)/stress
+	$(CC) $(CPPFLAGS) $(APP_CFLAGS) $(CFLAGS) -o $@ $< $(STATIC) $(LDLIBS)
+
+# ---- install ------------------------------------------------------------------
+install: all
+	install -d $(DESTDIR)$(PREFIX)/include/ksync $(DESTDIR)$(PREFIX)/lib/pkgconfig
+	install -m 644 include/ksync.h $(DESTDIR)$(PREFIX)/include/
+	install -m 644 $(filter-out include/ksync.h,$(HEADERS)) $(DESTDIR)$(PREFIX)/include/ksync/
+	install -m 644 $(STATIC) $(DESTDIR)$(PREFIX)/lib/
+	install -m 755 $(SHARED) $(DESTDIR)$(PREFIX)/lib/
+	ln -sf libksync.so.$(VERSION) $(DESTDIR)$(PREFIX)/lib/libksync.so.$(SOVER)
+	ln -sf libksync.so.$(VERSION) $(DESTDIR)$(PREFIX)/lib/libksync.so
+	sed -e 's|@PREFIX@|$(PREFIX)|' -e 's|@VERSION@|$(VERSION)|' tools/ksync.pc.in \
+	    > $(DESTDIR)$(PREFIX)/lib/pkgconfig/ksync.pc
+
+clean:
+	rm -rf build

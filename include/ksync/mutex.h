@@ -1,0 +1,93 @@
+/* ksync/mutex.h - a futex mutex: one 32-bit word, one CAS to lock, one CAS to
+ * unlock when nobody waits.  Algorithm, state machine and proof sketch:
+ * docs/mutex.md.
+ *
+ *   ks_mutex_t m = KS_MUTEX_INIT;        (all zeros is a valid unlocked mutex)
+ *   ks_mutex_init(&m, KS_SHARED);        (for a mutex in shared memory)
+ *   ks_mutex_lock(&m) ... ks_mutex_unlock(&m);
+ *
+ * Return values (errno codes, never through errno):
+ *   lock        0, EINVAL (NULL)
+ *   trylock     0, EBUSY (held, or being handed to a long waiter), EINVAL
+ *   timedlock   0, ETIMEDOUT, EINVAL (NULL or negative deadline; the deadline
+ *               is absolute CLOCK_MONOTONIC ns, see ksync/time.h)
+ *   unlock      0, EPERM (the mutex is not locked), EINVAL
+ *   destroy     0, EBUSY (locked or waited on), EINVAL
+ * The mutex is not recursive and does not record its owner: relocking from
+ * the owner deadlocks, and unlocking a mutex another thread holds is not
+ * detected (use ks_rmutex for both).
+ *
+ * Destroy/free right after unlock: once ks_mutex_unlock() has made the
+ * mutex available it touches nothing but the futex wake on its address, so
+ * a thread that then locks, unlocks and frees it is safe (POSIX's rule,
+ * glibc bug 13690).
+ */
+#ifndef KSYNC_MUTEX_H
+#define KSYNC_MUTEX_H
+
+#include <ksync/common.h>
+#include <ksync/time.h>
+
+#define KS_MUTEX_LOCKED 1u    /* held */
+#define KS_MUTEX_CONTENDED 2u /* threads may be asleep: unlock must wake one */
+#define KS_MUTEX_STARVING 4u  /* a waiter waited too long: newcomers queue */
+
+typedef struct ks_mutex {
+    uint32_t state; /* the futex word: KS_MUTEX_* bits */
+    uint32_t flags; /* KS_SHARED or 0; constant after init */
+} ks_mutex_t;
+
+#define KS_MUTEX_INIT {0u, 0u}
+
+KS_EXTERN_C_BEGIN
+
+KS_API int ks_mutex_init(ks_mutex_t *m, unsigned flags);
+KS_API int ks_mutex_destroy(ks_mutex_t *m);
+KS_API int ks_mutex_lock_slow(ks_mutex_t *m, int64_t deadline);
+KS_API int ks_mutex_unlock_slow(ks_mutex_t *m);
+
+/* Fast paths: a single CAS each.  Acquire on lock pairs with the release
+ * in the unlock that made the word 0; release on unlock pairs with the next
+ * locker's acquire CAS. */
+static inline int ks_mutex_trylock(ks_mutex_t *m)
+{
+    uint32_t expect = 0;
+    if (KS_UNLIKELY(!m))
+        return EINVAL;
+    if (__atomic_compare_exchange_n(&m->state, &expect, KS_MUTEX_LOCKED, 0, __ATOMIC_ACQUIRE,
+                                    __ATOMIC_RELAXED))
+        return 0;
+    return EBUSY;
+}
+
+static inline int ks_mutex_lock(ks_mutex_t *m)
+{
+    uint32_t expect = 0;
+    if (KS_LIKELY(m && __atomic_compare_exchange_n(&m->state, &expect, KS_MUTEX_LOCKED, 0,
+                                                   __ATOMIC_ACQUIRE, __ATOMIC_RELAXED)))
+        return 0;
+    return ks_mutex_lock_slow(m, KS_FOREVER);
+}
+
+static inline int ks_mutex_timedlock(ks_mutex_t *m, int64_t deadline)
+{
+    uint32_t expect = 0;
+    if (KS_LIKELY(m && deadline >= 0 &&
+                  __atomic_compare_exchange_n(&m->state, &expect, KS_MUTEX_LOCKED, 0,
+                                              __ATOMIC_ACQUIRE, __ATOMIC_RELAXED)))
+        return 0;
+    return ks_mutex_lock_slow(m, deadline);
+}
+
+static inline int ks_mutex_unlock(ks_mutex_t *m)
+{
+    uint32_t expect = KS_MUTEX_LOCKED;
+    if (KS_LIKELY(m && __atomic_compare_exchange_n(&m->state, &expect, 0, 0, __ATOMIC_RELEASE,
+                                                   __ATOMIC_RELAXED)))
+        return 0;
+    return ks_mutex_unlock_slow(m);
+}
+
+KS_EXTERN_C_END
+
+#endif

@@ -1,0 +1,139 @@
+/* src/futex.c - the only place in ksync that calls futex(2).
+ *
+ * Waits use FUTEX_WAIT_BITSET with FUTEX_BITSET_MATCH_ANY: it takes an
+ * *absolute* timeout on CLOCK_MONOTONIC (no FUTEX_CLOCK_REALTIME), so a
+ * caller's deadline survives any number of retries unchanged and a
+ * wall-clock step changes nothing (PITFALLS B.9 items 32-33).
+ *
+ * What every caller can rely on (PITFALLS B.1):
+ *  - a 0 return proves nothing (stale wakes from an earlier object at the same
+ *    address, EINTR): callers loop on their own state;
+ *  - EINTR is folded into 0 here, once;
+ *  - ETIMEDOUT is confirmed by reading the clock (nsync re-reads the clock
+ *    after ETIMEDOUT; item 34), and a deadline already in the past returns
+ *    ETIMEDOUT without entering the kernel (an old NPTL hung there);
+ *  - private vs shared op is the object's KS_SHARED flag (item 6);
+ *  - kernels without private futexes (before 2.6.22) answer ENOSYS to the
+ *    private op: we then use the shared op for every object from there on,
+ *    so waiter and waker still agree (item 4);
+ *  - on 32-bit targets with a 64-bit time_t the timeout goes through
+ *    futex_time64 with a 64-bit timespec (item 5).
+ */
+#include "internal.h"
+
+#include <linux/futex.h>
+#include <stdint.h>
+#include <sys/syscall.h>
+#include <time.h>
+#include <unistd.h>
+
+static _Thread_local struct ks_futex_stats tls_stats;
+
+/* 0 until a kernel refuses FUTEX_PRIVATE_FLAG; relaxed: the value is
+ * monotonic (0 -> FUTEX_PRIVATE_FLAG never happens, only the reverse) and a
+ * thread that reads a stale value gets one more ENOSYS and retries. */
+static int private_broken;
+
+static inline int op_flags(unsigned flags)
+{
+    if ((flags & KS_SHARED) || __atomic_load_n(&private_broken, __ATOMIC_RELAXED))
+        return 0;
+    return FUTEX_PRIVATE_FLAG;
+}
+
+#if defined(SYS_futex_time64) && __SIZEOF_LONG__ == 4
+struct ks_kts { int64_t tv_sec; int64_t tv_nsec; };
+#define KS_SYS_FUTEX_TIMED SYS_futex_time64
+#else
+#define ks_kts timespec
+#define KS_SYS_FUTEX_TIMED SYS_futex
+#endif
+
+static long futex_call(long nr, const uint32_t *uaddr, int op, uint32_t val, const void *ts_or_val2,
+                       const uint32_t *uaddr2, uint32_t val3)
+{
+    return syscall(nr, uaddr, op, val, ts_or_val2, uaddr2, val3);
+}
+
+int ks_futex_wait(const uint32_t *word, uint32_t expect, int64_t deadline, unsigned flags)
+{
+    struct ks_kts ts, *tsp = NULL;
+
+    if (deadline != KS_FOREVER) {
+        if (deadline <= ks_now())
+            return ETIMEDOUT;
+        ts.tv_sec = deadline / KS_NSEC_PER_SEC;
+        ts.tv_nsec = deadline % KS_NSEC_PER_SEC;
+        tsp = &ts;
+    }
+    tls_stats.waits++;
+    for (;;) {
+        int pf = op_flags(flags);
+        long r = futex_call(KS_SYS_FUTEX_TIMED, word, FUTEX_WAIT_BITSET | pf, expect, tsp, NULL,
+                            FUTEX_BITSET_MATCH_ANY);
+        if (r == 0)
+            return 0;
+        switch (errno) {
+        case EAGAIN:
+            return EAGAIN;
+        case ETIMEDOUT:
+            /* Trust but verify: the kernel's clock and ours are the same
+             * CLOCK_MONOTONIC, so this is only belt and braces. */
+            return (deadline != KS_FOREVER && ks_now() >= deadline) ? ETIMEDOUT : 0;
+        case ENOSYS:
+            if (pf) {
+                __atomic_store_n(&private_broken, 1, __ATOMIC_RELAXED);
+                continue;
+            }
+            return 0; /* seen from interrupted waits on some old kernels (urcu b2633d2) */
+        case EINTR:
+        default:
+            return 0; /* spurious: the caller re-checks and keeps its deadline */
+        }
+    }
+}
+
+int ks_futex_wake(const uint32_t *word, int n, unsigned flags)
+{
+    tls_stats.wakes++;
+    for (;;) {
+        int pf = op_flags(flags);
+        long r = futex_call(SYS_futex, word, FUTEX_WAKE | pf, (uint32_t)n, NULL, NULL, 0);
+        if (r >= 0) {
+            tls_stats.woken += (uint64_t)r;
+            return (int)r;
+        }
+        if (errno == ENOSYS && pf) {
+            __atomic_store_n(&private_broken, 1, __ATOMIC_RELAXED);
+            continue;
+        }
+        /* EFAULT: the memory was unmapped after the releasing store, which
+         * a caller is allowed to do (PITFALLS B.3): nobody is left to wake. */
+        return 0;
+    }
+}
+
+int ks_futex_requeue(const uint32_t *word, uint32_t expect, int n_wake, int n_move,
+                     const uint32_t *to, unsigned flags)
+{
+    tls_stats.wakes++;
+    for (;;) {
+        int pf = op_flags(flags);
+        long r = futex_call(SYS_futex, word, FUTEX_CMP_REQUEUE | pf, (uint32_t)n_wake,
+                            (const void *)(uintptr_t)n_move, to, expect);
+        if (r >= 0) {
+            tls_stats.woken += (uint64_t)r;
+            return (int)r;
+        }
+        if (errno == ENOSYS && pf) {
+            __atomic_store_n(&private_broken, 1, __ATOMIC_RELAXED);
+            continue;
+        }
+        return errno == EAGAIN ? -EAGAIN : 0;
+    }
+}
+
+void ks_futex_stats(struct ks_futex_stats *out)
+{
+    *out = tls_stats;
+}

@@ -1,0 +1,58 @@
+/* src/internal.h - what ksync's sources share and users never see. */
+#ifndef KS_INTERNAL_H
+#define KS_INTERNAL_H
+
+#include <errno.h>
+#include <stdint.h>
+
+#define KS_ARCH_INSIDE 1
+#include "ks_arch.h"
+#undef KS_ARCH_INSIDE
+
+#include <ksync/common.h>
+#include <ksync/time.h>
+#include <ksync/debug.h>
+
+#define KS_HIDDEN __attribute__((visibility("hidden")))
+
+/* ---- futex core (src/futex.c is the only file that makes the syscall) ----
+ *
+ * ks_futex_wait: sleep while *word == expect, until woken or `deadline`
+ *   (absolute CLOCK_MONOTONIC ns, KS_FOREVER for none).  Returns
+ *     0          woken, or a spurious/EINTR return: re-check your state
+ *     EAGAIN     *word != expect when the kernel looked: re-check your state
+ *     ETIMEDOUT  the deadline has passed (confirmed against the clock; a
+ *                deadline already past returns this without a syscall)
+ *   It never returns EINTR: a signal handler running during the wait is a
+ *   spurious wake-up, and the caller's loop keeps its absolute deadline.
+ * ks_futex_wake: wake up to n waiters; returns how many the kernel woke.
+ * ks_futex_requeue: wake up to n_wake waiters on `word` and move up to
+ *   n_move others to `to`, if *word == expect (FUTEX_CMP_REQUEUE); returns
+ *   the number woken plus moved, or -EAGAIN if *word != expect.
+ * flags: KS_SHARED selects the process-shared futex op; the choice is a
+ *   property of the object, fixed at init, so waiter and waker always agree
+ *   (PITFALLS B.1 item 6).
+ */
+KS_HIDDEN int ks_futex_wait(const uint32_t *word, uint32_t expect, int64_t deadline, unsigned flags);
+KS_HIDDEN int ks_futex_wake(const uint32_t *word, int n, unsigned flags);
+KS_HIDDEN int ks_futex_requeue(const uint32_t *word, uint32_t expect, int n_wake, int n_move,
+                               const uint32_t *to, unsigned flags);
+
+
+/* ---- race widening (make stress builds the library with KS_DEBUG_YIELD) --
+ * KS_RACE_POINT() marks a place inside a primitive where another thread's
+ * interleaving matters (between publishing a waiter and sleeping, between a
+ * releasing store and the wake, ...).  In the yield build it randomly yields
+ * the CPU, spins or sleeps a few microseconds; otherwise it is nothing. */
+#ifdef KS_DEBUG_YIELD
+KS_HIDDEN void ks_race_point(void);
+#define KS_RACE_POINT() ks_race_point()
+#else
+#define KS_RACE_POINT() ((void)0)
+#endif
+
+/* Spin budget before sleeping: bounded (musl cut 10000 to 100 after
+ * measuring ~200k wasted cycles; PITFALLS item 9). */
+#define KS_SPIN_LIMIT 100
+
+#endif

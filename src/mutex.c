@@ -1,0 +1,160 @@
+/* src/mutex.c - slow paths of ks_mutex.  Full write-up: docs/mutex.md.
+ *
+ * The futex word (m->state) holds three bits:
+ *
+ *   LOCKED     the mutex is held
+ *   CONTENDED  threads may be asleep on the word: the unlocker must wake one
+ *   STARVING   a waiter has been waiting longer than KS_MUTEX_STARVE_NS:
+ *              newcomers must not take the mutex, only threads that have
+ *              already slept on it may
+ *
+ *   state                    meaning                       next
+ *   0                        free                          lock fast path -> L
+ *   L                        held, nobody asleep           unlock fast path -> 0
+ *   L|C                      held, maybe sleepers          unlock -> 0 + wake 1
+ *   L|C|S                    held, a long waiter exists    unlock -> S + wake 1
+ *   S (|C)                   free, reserved for a thread   a woken waiter -> L|C|S
+ *                            that has slept
+ *
+ * This is Drepper's three-state mutex ("Futexes Are Tricky", mutex3: 0 / 1 /
+ * 2 = locked-maybe-waiters) with two additions:
+ *  - a bounded spin that stops as soon as anybody sleeps or starves (spinning
+ *    past queued waiters only steals the lock from them: musl f5fb20b0);
+ *  - eventual fairness in the style of Go's sync.Mutex and nsync's
+ *    MU_LONG_WAIT: a waiter that has waited more than KS_MUTEX_STARVE_NS sets
+ *    S, which stops barging until it gets the lock.  Each unlock wakes the
+ *    oldest sleeper (the kernel queues waiters of one priority in FIFO order),
+ *    so while S is set the mutex is handed down the queue.
+ *
+ * Invariants:
+ *  (I1) a thread only sleeps on a word value with C set, so the unlock that
+ *       changes that value sees C and wakes someone;
+ *  (I2) a thread that acquires after having slept sets C (it cannot know
+ *       whether others still sleep: Drepper's rule, musl 0db393d3);
+ *  (I3) S is set only by a waiter that will itself come back to the word
+ *       (it sleeps with C set, so an unlock wakes a sleeper), and that
+ *       waiter clears S when it leaves, by acquiring or by timing out; so S
+ *       never strands a free mutex with nobody to take it.
+ */
+#include "internal.h"
+
+#include <ksync/mutex.h>
+
+#define L KS_MUTEX_LOCKED
+#define C KS_MUTEX_CONTENDED
+#define S KS_MUTEX_STARVING
+
+/* How long a waiter may lose to barging threads before it turns the mutex
+ * FIFO.  Go uses 1 ms; measured in docs/mutex.md. */
+#define KS_MUTEX_STARVE_NS 1000000
+
+int ks_mutex_init(ks_mutex_t *m, unsigned flags)
+{
+    if (!m || (flags & ~KS_FLAGS_VALID))
+        return EINVAL;
+    m->state = 0;
+    m->flags = flags;
+    return 0;
+}
+
+int ks_mutex_destroy(ks_mutex_t *m)
+{
+    if (!m)
+        return EINVAL;
+    /* relaxed: destroy is only legal when no other thread uses the mutex;
+     * this check is a courtesy for the caller who got that wrong. */
+    if (__atomic_load_n(&m->state, __ATOMIC_RELAXED) != 0)
+        return EBUSY;
+    return 0;
+}
+
+int ks_mutex_lock_slow(ks_mutex_t *m, int64_t deadline)
+{
+    if (!m || deadline < 0)
+        return EINVAL;
+    const unsigned fl = m->flags;
+    uint32_t s;
+
+    /* Spin while the holder runs and nobody is queued. */
+    for (int i = 0; i < KS_SPIN_LIMIT; i++) {
+        s = __atomic_load_n(&m->state, __ATOMIC_RELAXED);
+        if (s == 0) {
+            /* acquire: pairs with the release in unlock. */
+            if (__atomic_compare_exchange_n(&m->state, &s, L, 1, __ATOMIC_ACQUIRE, __ATOMIC_RELAXED))
+                return 0;
+            continue;
+        }
+        if (s & (C | S))
+            break;
+        ks_cpu_relax();
+    }
+
+    int slept = 0;    /* this thread has slept on the word: it may take an S word */
+    int set_s = 0;    /* this thread set S and must clear it when it leaves */
+    int64_t since = 0;
+    s = __atomic_load_n(&m->state, __ATOMIC_RELAXED);
+    for (;;) {
+        if (!(s & L) && (!(s & S) || slept)) {
+            uint32_t ns = s | L | (slept ? C : 0); /* (I2) */
+            if (set_s)
+                ns &= ~S;
+            /* acquire: pairs with the release in unlock. */
+            if (__atomic_compare_exchange_n(&m->state, &s, ns, 1, __ATOMIC_ACQUIRE, __ATOMIC_RELAXED))
+                return 0;
+            continue;
+        }
+        uint32_t ns = s | C; /* (I1) */
+        int want_s = slept && !set_s && !(s & S) && ks_now() - since > KS_MUTEX_STARVE_NS;
+        if (want_s)
+            ns |= S;
+        if (ns != s) {
+            /* relaxed: announcing a sleeper publishes no data; the kernel
+             * re-reads the word before it lets us sleep. */
+            if (!__atomic_compare_exchange_n(&m->state, &s, ns, 1, __ATOMIC_RELAXED, __ATOMIC_RELAXED))
+                continue;
+            set_s |= want_s;
+        }
+        if (!slept)
+            since = ks_now();
+        KS_RACE_POINT();
+        int r = ks_futex_wait(&m->state, ns, deadline, fl);
+        slept = 1;
+        if (r == ETIMEDOUT) {
+            if (set_s) {
+                /* (I3): clear S on the way out; relaxed, nothing published. */
+                s = __atomic_load_n(&m->state, __ATOMIC_RELAXED);
+                while (!__atomic_compare_exchange_n(&m->state, &s, s & ~S, 1, __ATOMIC_RELAXED,
+                                                    __ATOMIC_RELAXED))
+                    ;
+                /* If the mutex is free right now, S was what kept the others
+                 * away; wake one so it does not wait for a future unlock. */
+                if (!(s & L) && (s & C))
+                    ks_futex_wake(&m->state, 1, fl);
+            }
+            return ETIMEDOUT;
+        }
+        s = __atomic_load_n(&m->state, __ATOMIC_RELAXED);
+    }
+}
+
+int ks_mutex_unlock_slow(ks_mutex_t *m)
+{
+    if (!m)
+        return EINVAL;
+    const unsigned fl = m->flags; /* read before the release: see below */
+    uint32_t s = __atomic_load_n(&m->state, __ATOMIC_RELAXED);
+    do {
+        if (!(s & L))
+            return EPERM;
+        /* release: pairs with the acquire CAS of the next locker.  Clears L
+         * and C, keeps S so the hand-off to a slept thread continues. */
+    } while (!__atomic_compare_exchange_n(&m->state, &s, s & S, 1, __ATOMIC_RELEASE, __ATOMIC_RELAXED));
+    /* From here the mutex may already be locked, unlocked and freed by
+     * another thread: touch nothing but the futex address (the wake is
+     * harmless on freed or reused memory; B.3 item 12). */
+    if (s & (C | S)) {
+        KS_RACE_POINT();
+        ks_futex_wake(&m->state, 1, fl);
+    }
+    return 0;
+}

@@ -1,0 +1,146 @@
+/* src/rmutex.c - recursive mutex on top of ks_mutex.  docs/rmutex.md.
+ *
+ *   owner   depth   meaning
+ *   0       0       free (lock.state may still show sleepers)
+ *   T       n >= 1  held n times by thread T
+ *
+ * Only the owner writes `owner` and `depth` while it holds `lock`.  Another
+ * thread may read `owner` at any time to ask "is it me?": it can only see 0,
+ * some other thread's id, or (if it is the owner) its own, never its own id
+ * by mistake, because no other thread ever writes that value.  Those reads
+ * and writes are relaxed atomics: the id answers only the "is it me" question
+ * and publishes nothing; the data the mutex protects is ordered by
+ * lock.state's acquire/release.
+ */
+#include "internal.h"
+
+#include <ksync/rmutex.h>
+#include <pthread.h>
+#include <sys/random.h>
+#include <sys/syscall.h>
+#include <unistd.h>
+
+static _Thread_local uint64_t tls_id;
+static uint32_t proc_nonce;      /* set once per process image (see below) */
+static uint32_t thread_seq;      /* relaxed: only needs distinct values */
+static pthread_once_t nonce_once = PTHREAD_ONCE_INIT;
+
+static void new_nonce(void)
+{
+    uint32_t n;
+    if (getrandom(&n, sizeof n, GRND_NONBLOCK) != (ssize_t)sizeof n)
+        n = (uint32_t)ks_ticks() ^ (uint32_t)getpid() * 2654435761u;
+    __atomic_store_n(&proc_nonce, n, __ATOMIC_RELAXED);
+}
+
+/* After fork() the child's only thread inherits the forking thread's cached
+ * id and would believe it owns whatever that thread held.  Forget it, and
+ * draw a new nonce: the child is a new process for KS_SHARED objects. */
+static void after_fork_child(void)
+{
+    tls_id = 0;
+    new_nonce();
+}
+
+static void init_once(void)
+{
+    new_nonce();
+    pthread_atfork(NULL, NULL, after_fork_child);
+}
+
+uint64_t ks_thread_id(void)
+{
+    if (KS_LIKELY(tls_id))
+        return tls_id;
+    pthread_once(&nonce_once, init_once);
+    uint32_t seq = __atomic_add_fetch(&thread_seq, 1, __ATOMIC_RELAXED);
+    uint32_t lo = __atomic_load_n(&proc_nonce, __ATOMIC_RELAXED) + seq * 0x9e3779b9u;
+    tls_id = ((uint64_t)(uint32_t)syscall(SYS_gettid) << 32) | lo;
+    if (!tls_id)
+        tls_id = 1;
+    return tls_id;
+}
+
+int ks_rmutex_init(ks_rmutex_t *r, unsigned flags)
+{
+    if (!r)
+        return EINVAL;
+    int e = ks_mutex_init(&r->lock, flags);
+    if (e)
+        return e;
+    r->depth = 0;
+    r->owner = 0;
+    return 0;
+}
+
+int ks_rmutex_destroy(ks_rmutex_t *r)
+{
+    if (!r)
+        return EINVAL;
+    if (__atomic_load_n(&r->owner, __ATOMIC_RELAXED) != 0)
+        return EBUSY;
+    return ks_mutex_destroy(&r->lock);
+}
+
+/* Re-entry by the owner: bump the depth, or refuse at the limit. */
+static int reenter(ks_rmutex_t *r)
+{
+    if (r->depth == KS_RMUTEX_MAX_DEPTH)
+        return EAGAIN;
+    r->depth++;
+    return 0;
+}
+
+static void take(ks_rmutex_t *r, uint64_t me)
+{
+    r->depth = 1;
+    /* relaxed: see the header comment; lock.state's acquire already ordered us. */
+    __atomic_store_n(&r->owner, me, __ATOMIC_RELAXED);
+}
+
+int ks_rmutex_timedlock(ks_rmutex_t *r, int64_t deadline)
+{
+    if (!r || deadline < 0)
+        return EINVAL;
+    uint64_t me = ks_thread_id();
+    if (__atomic_load_n(&r->owner, __ATOMIC_RELAXED) == me)
+        return reenter(r);
+    int e = ks_mutex_timedlock(&r->lock, deadline);
+    if (e)
+        return e;
+    take(r, me);
+    return 0;
+}
+
+int ks_rmutex_lock(ks_rmutex_t *r)
+{
+    return ks_rmutex_timedlock(r, KS_FOREVER);
+}
+
+int ks_rmutex_trylock(ks_rmutex_t *r)
+{
+    if (!r)
+        return EINVAL;
+    uint64_t me = ks_thread_id();
+    if (__atomic_load_n(&r->owner, __ATOMIC_RELAXED) == me)
+        return reenter(r);
+    int e = ks_mutex_trylock(&r->lock);
+    if (e)
+        return e;
+    take(r, me);
+    return 0;
+}
+
+int ks_rmutex_unlock(ks_rmutex_t *r)
+{
+    if (!r)
+        return EINVAL;
+    if (__atomic_load_n(&r->owner, __ATOMIC_RELAXED) != ks_thread_id())
+        return EPERM;
+    if (--r->depth)
+        return 0;
+    /* relaxed: the unlock's release store orders it before the next owner's
+     * acquire; other threads only compare it with their own id. */
+    __atomic_store_n(&r->owner, 0, __ATOMIC_RELAXED);
+    return ks_mutex_unlock(&r->lock);
+}

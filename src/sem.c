@@ -1,0 +1,195 @@
+/* src/sem.c - slow paths of ks_sem.  Full write-up: docs/sem.md.
+ *
+ * One 64-bit word holds everything a post needs to decide whether to wake,
+ * so a single atomic both posts and decides (glibc's fix for bug 12674):
+ *
+ *   bits 0-30   value V           units available
+ *   bit 31      WAKING            a futex wake has been issued (or is about to
+ *                                 be) and some registered waiter will run its
+ *                                 loop again; further posts need not wake
+ *   bits 32-63  waiters N         threads registered in the slow path
+ *
+ * post:    V+1; if N > 0 and !WAKING, also set WAKING and FUTEX_WAKE 1 after
+ *          the CAS.  Nothing is read after the CAS.
+ * waiter:  registers (N+1) unless it can take a unit; then loops:
+ *            V > 0  take a unit, unregister and clear WAKING in one CAS; if
+ *                   units and other waiters remain, set WAKING again and wake
+ *                   one more ("chained wake-up")
+ *            V == 0 clear WAKING (if set) and FUTEX_WAIT on the low word == 0
+ *          on ETIMEDOUT it takes a unit if one appeared, else unregisters
+ *          (and clears WAKING) in one CAS.
+ *
+ * No lost wake-up.  Suppose V > 0 and N > 0.  V rose through a post; that
+ * post either issued a wake (WAKING was clear) or saw WAKING set.  WAKING is
+ * cleared only by a waiter that is running its loop, and only (a) together
+ * with taking a unit, in which case it re-arms WAKING and wakes another if
+ * V > 1 and N > 1, or (b) when it observed V == 0.  So whenever V > 0 with
+ * registered waiters, either a waiter is awake in its loop, or a wake is in
+ * flight to a sleeper: FUTEX_WAKE wakes a sleeper if one is queued, and a
+ * waiter between its clearing CAS and FUTEX_WAIT sleeps only if the low word
+ * is still 0 (V == 0, WAKING clear) - a post changes it, so it returns
+ * EAGAIN and loops.
+ *
+ * Why WAKING at all: with many threads and few permits, glibc's sem_post
+ * makes a FUTEX_WAKE on every post that sees a waiter, and the woken thread
+ * usually finds the unit already re-taken by a running thread.  WAKING keeps
+ * at most one wake in flight (docs/sem.md has the figures).
+ *
+ * Known limit: a thread killed between a post's CAS and its wake leaves
+ * WAKING set, and the waiters sleep until a waiter times out and clears it.
+ * The same death inside any other ksync primitive is just as fatal (none is
+ * robust); see docs/sem.md.
+ */
+#include "internal.h"
+
+#include <ksync/sem.h>
+
+#define V(x) ((x) & KS_SEM_VALUE_MASK)
+#define NW(x) ((x) >> 32)
+#define WAKING KS_SEM_WAKING
+#define ONE_W KS_SEM_ONE_WAITER
+
+/* The futex word: the half of the 64-bit state that holds V and WAKING. */
+static inline const uint32_t *fword(const ks_sem_t *s)
+{
+#if __BYTE_ORDER__ == __ORDER_BIG_ENDIAN__
+    return (const uint32_t *)&s->state + 1;
+#else
+    return (const uint32_t *)&s->state;
+#endif
+}
+
+int ks_sem_init_bounded(ks_sem_t *s, unsigned value, unsigned max, unsigned flags)
+{
+    if (!s || (flags & ~KS_FLAGS_VALID) || max == 0 || max > KS_SEM_VALUE_MAX || value > max)
+        return EINVAL;
+    s->state = value;
+    s->max = max;
+    s->flags = flags;
+    return 0;
+}
+
+int ks_sem_init(ks_sem_t *s, unsigned value, unsigned flags)
+{
+    return ks_sem_init_bounded(s, value, KS_SEM_VALUE_MAX, flags);
+}
+
+int ks_sem_destroy(ks_sem_t *s)
+{
+    if (!s)
+        return EINVAL;
+    /* relaxed: a courtesy check; destroy is only legal with no users. */
+    if (NW(__atomic_load_n(&s->state, __ATOMIC_RELAXED)))
+        return EBUSY;
+    return 0;
+}
+
+int ks_sem_post_slow(ks_sem_t *s)
+{
+    if (!s)
+        return EINVAL;
+    /* Everything post needs from the object is read before the CAS. */
+    const uint64_t lim = s->max ? s->max : KS_SEM_VALUE_MAX;
+    const unsigned fl = s->flags;
+    uint64_t v = __atomic_load_n(&s->state, __ATOMIC_RELAXED), nv;
+    int wake;
+    do {
+        if (V(v) >= lim)
+            return EOVERFLOW;
+        nv = v + 1;
+        wake = NW(v) && !(v & WAKING);
+        if (wake)
+            nv |= WAKING;
+        /* release: pairs with the acquire CAS of whoever takes the unit. */
+    } while (!__atomic_compare_exchange_n(&s->state, &v, nv, 1, __ATOMIC_RELEASE, __ATOMIC_RELAXED));
+    if (wake) {
+        KS_RACE_POINT();
+        ks_futex_wake(fword(s), 1, fl); /* address only: s may be gone */
+    }
+    return 0;
+}
+
+/* Take a unit while registered (v has V > 0): unregister and clear WAKING in
+ * the same CAS, re-arming WAKING for a chained wake if work remains.
+ * Returns 1 on success, 0 if the CAS lost (v is then reloaded). */
+static int take_registered(ks_sem_t *s, uint64_t *v, unsigned fl)
+{
+    uint64_t nv = ((*v - 1 - ONE_W) & ~WAKING);
+    int chain = V(*v) > 1 && NW(*v) > 1;
+    if (chain)
+        nv |= WAKING;
+    /* acquire: pairs with the release CAS in post. */
+    if (!__atomic_compare_exchange_n(&s->state, v, nv, 1, __ATOMIC_ACQUIRE, __ATOMIC_RELAXED))
+        return 0;
+    if (chain) {
+        KS_RACE_POINT();
+        ks_futex_wake(fword(s), 1, fl);
+    }
+    return 1;
+}
+
+int ks_sem_wait_slow(ks_sem_t *s, int64_t deadline)
+{
+    if (!s || deadline < 0)
+        return EINVAL;
+    const unsigned fl = s->flags;
+    uint64_t v;
+
+    /* Spin briefly, but only while nobody is queued (spinning past queued
+     * waiters just steals from them, PITFALLS item 9). */
+    for (int i = 0; i < KS_SPIN_LIMIT; i++) {
+        v = __atomic_load_n(&s->state, __ATOMIC_RELAXED);
+        if (NW(v))
+            break;
+        if (V(v) && __atomic_compare_exchange_n(&s->state, &v, v - 1, 1, __ATOMIC_ACQUIRE,
+                                                __ATOMIC_RELAXED))
+            return 0;
+        ks_cpu_relax();
+    }
+
+    /* Take a unit, or register as a waiter. */
+    v = __atomic_load_n(&s->state, __ATOMIC_RELAXED);
+    for (;;) {
+        if (V(v)) {
+            /* acquire: pairs with the release CAS in post. */
+            if (__atomic_compare_exchange_n(&s->state, &v, v - 1, 1, __ATOMIC_ACQUIRE, __ATOMIC_RELAXED))
+                return 0;
+        } else if (__atomic_compare_exchange_n(&s->state, &v, v + ONE_W, 1, __ATOMIC_RELAXED,
+                                               __ATOMIC_RELAXED)) {
+            /* relaxed: registering publishes no data; post reads N in its own CAS. */
+            v += ONE_W;
+            break;
+        }
+    }
+
+    for (;;) {
+        if (V(v)) {
+            if (take_registered(s, &v, fl))
+                return 0;
+            continue;
+        }
+        if (v & WAKING) {
+            /* relaxed: the token carries no data, see the proof above. */
+            if (!__atomic_compare_exchange_n(&s->state, &v, v & ~WAKING, 1, __ATOMIC_RELAXED,
+                                             __ATOMIC_RELAXED))
+                continue;
+            v &= ~WAKING;
+        }
+        KS_RACE_POINT();
+        int r = ks_futex_wait(fword(s), 0, deadline, fl);
+        v = __atomic_load_n(&s->state, __ATOMIC_RELAXED);
+        if (r != ETIMEDOUT)
+            continue;
+        /* Timed out: leave, unless a unit is there to take right now. */
+        for (;;) {
+            if (V(v)) {
+                if (take_registered(s, &v, fl))
+                    return 0;
+                continue;
+            }
+            if (__atomic_compare_exchange_n(&s->state, &v, (v - ONE_W) & ~WAKING, 1, __ATOMIC_RELAXED,
+                                            __ATOMIC_RELAXED))
+                return ETIMEDOUT;
+        }
+    }
+}
