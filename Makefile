@@ -53,7 +53,7 @@ TEST_BIN := $(BUILD)/tests/ksync-tests
 
 STRESS_COMMON := stress/harness.c
 STRESS_SRCS := $(STRESS_COMMON) stress/main.c $(wildcard stress/s_*.c)
-BENCH_SRCS  := $(STRESS_COMMON) stress/bench.c $(wildcard stress/b_*.c)
+BENCH_SRCS  := stress/bench.c $(wildcard stress/b_*.c)
 STRESS_BIN  := $(BUILD)/stress/ksync-stress
 BENCH_BIN   := $(BUILD)/stress/ksync-bench
 REF_LIBS    := -lck -lurcu -lurcu-cds
