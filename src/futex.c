@@ -52,7 +52,8 @@ struct ks_kts { int64_t tv_sec; int64_t tv_nsec; };
 static long futex_call(long nr, const uint32_t *uaddr, int op, uint32_t val, const void *ts_or_val2,
                        const uint32_t *uaddr2, uint32_t val3)
 {
-    return syscall(nr, uaddr, op, val, ts_or_val2, uaddr2, val3);
+    /* syscall() reads its arguments as longs: widen them explicitly. */
+    return syscall(nr, uaddr, (long)op, (long)val, ts_or_val2, uaddr2, (long)val3);
 }
 
 int ks_futex_wait(const uint32_t *word, uint32_t expect, int64_t deadline, unsigned flags)
