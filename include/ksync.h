@@ -7,6 +7,11 @@
 #include <ksync/mutex.h>
 #include <ksync/rmutex.h>
 #include <ksync/sem.h>
+#include <ksync/event.h>
+#include <ksync/cond.h>
+#include <ksync/barrier.h>
+#include <ksync/rwlock.h>
+#include <ksync/once.h>
 #include <ksync/debug.h>
 
 #endif

@@ -1,6 +1,7 @@
 /* src/futex.c - the only place in ksync that calls futex(2).
  *
- * Waits use FUTEX_WAIT_BITSET with FUTEX_BITSET_MATCH_ANY: it takes an
+ * Waits use FUTEX_WAIT_BITSET (mask FUTEX_BITSET_MATCH_ANY unless the
+ * caller parks different kinds of waiters on one word): it takes an
  * *absolute* timeout on CLOCK_MONOTONIC (no FUTEX_CLOCK_REALTIME), so a
  * caller's deadline survives any number of retries unchanged and a
  * wall-clock step changes nothing (PITFALLS B.9 items 32-33).
@@ -58,6 +59,12 @@ static long futex_call(long nr, const uint32_t *uaddr, int op, uint32_t val, con
 
 int ks_futex_wait(const uint32_t *word, uint32_t expect, int64_t deadline, unsigned flags)
 {
+    return ks_futex_wait_mask(word, expect, deadline, flags, FUTEX_BITSET_MATCH_ANY);
+}
+
+int ks_futex_wait_mask(const uint32_t *word, uint32_t expect, int64_t deadline, unsigned flags,
+                       uint32_t mask)
+{
     struct ks_kts ts, *tsp = NULL;
 
     if (deadline != KS_FOREVER) {
@@ -70,8 +77,7 @@ int ks_futex_wait(const uint32_t *word, uint32_t expect, int64_t deadline, unsig
     tls_stats.waits++;
     for (;;) {
         int pf = op_flags(flags);
-        long r = futex_call(KS_SYS_FUTEX_TIMED, word, FUTEX_WAIT_BITSET | pf, expect, tsp, NULL,
-                            FUTEX_BITSET_MATCH_ANY);
+        long r = futex_call(KS_SYS_FUTEX_TIMED, word, FUTEX_WAIT_BITSET | pf, expect, tsp, NULL, mask);
         if (r == 0)
             return 0;
         switch (errno) {
@@ -96,10 +102,15 @@ int ks_futex_wait(const uint32_t *word, uint32_t expect, int64_t deadline, unsig
 
 int ks_futex_wake(const uint32_t *word, int n, unsigned flags)
 {
+    return ks_futex_wake_mask(word, n, flags, FUTEX_BITSET_MATCH_ANY);
+}
+
+int ks_futex_wake_mask(const uint32_t *word, int n, unsigned flags, uint32_t mask)
+{
     tls_stats.wakes++;
     for (;;) {
         int pf = op_flags(flags);
-        long r = futex_call(SYS_futex, word, FUTEX_WAKE | pf, (uint32_t)n, NULL, NULL, 0);
+        long r = futex_call(SYS_futex, word, FUTEX_WAKE_BITSET | pf, (uint32_t)n, NULL, NULL, mask);
         if (r >= 0) {
             tls_stats.woken += (uint64_t)r;
             return (int)r;

@@ -35,9 +35,21 @@
  */
 KS_HIDDEN int ks_futex_wait(const uint32_t *word, uint32_t expect, int64_t deadline, unsigned flags);
 KS_HIDDEN int ks_futex_wake(const uint32_t *word, int n, unsigned flags);
+/* The same with a FUTEX_WAIT_BITSET/FUTEX_WAKE_BITSET mask: a wake reaches
+ * only waiters whose mask shares a bit with it (ks_rwlock parks readers and
+ * writers on one word and wakes either kind). */
+KS_HIDDEN int ks_futex_wait_mask(const uint32_t *word, uint32_t expect, int64_t deadline, unsigned flags,
+                                 uint32_t mask);
+KS_HIDDEN int ks_futex_wake_mask(const uint32_t *word, int n, unsigned flags, uint32_t mask);
 KS_HIDDEN int ks_futex_requeue(const uint32_t *word, uint32_t expect, int n_wake, int n_move,
                                const uint32_t *to, unsigned flags);
 
+
+/* Lock a ks_mutex as a thread that has slept on it: no spinning, and the
+ * CONTENDED bit is always set, because threads requeued from a condition
+ * variable may be asleep on the mutex word (PITFALLS item 19). */
+struct ks_mutex;
+KS_HIDDEN int ks_mutex_lock_requeued(struct ks_mutex *m);
 
 /* ---- race widening (make stress builds the library with KS_DEBUG_YIELD) --
  * KS_RACE_POINT() marks a place inside a primitive where another thread's

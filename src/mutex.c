@@ -68,15 +68,29 @@ int ks_mutex_destroy(ks_mutex_t *m)
     return 0;
 }
 
+static int lock_slow(ks_mutex_t *m, int64_t deadline, int slept);
+
 int ks_mutex_lock_slow(ks_mutex_t *m, int64_t deadline)
 {
     if (!m || deadline < 0)
         return EINVAL;
+    return lock_slow(m, deadline, 0);
+}
+
+int ks_mutex_lock_requeued(ks_mutex_t *m)
+{
+    return lock_slow(m, KS_FOREVER, 1);
+}
+
+/* slept: the caller has already slept on this word (or on a condition
+ * variable whose waiters may have been requeued onto it). */
+static int lock_slow(ks_mutex_t *m, int64_t deadline, int slept)
+{
     const unsigned fl = m->flags;
     uint32_t s;
 
     /* Spin while the holder runs and nobody is queued. */
-    for (int i = 0; i < KS_SPIN_LIMIT; i++) {
+    for (int i = 0; !slept && i < KS_SPIN_LIMIT; i++) {
         s = __atomic_load_n(&m->state, __ATOMIC_RELAXED);
         if (s == 0) {
             /* acquire: pairs with the release in unlock. */
@@ -89,7 +103,6 @@ int ks_mutex_lock_slow(ks_mutex_t *m, int64_t deadline)
         ks_cpu_relax();
     }
 
-    int slept = 0;    /* this thread has slept on the word: it may take an S word */
     int set_s = 0;    /* this thread set S and must clear it when it leaves */
     int64_t since = 0;
     s = __atomic_load_n(&m->state, __ATOMIC_RELAXED);
@@ -104,7 +117,7 @@ int ks_mutex_lock_slow(ks_mutex_t *m, int64_t deadline)
             continue;
         }
         uint32_t ns = s | C; /* (I1) */
-        int want_s = slept && !set_s && !(s & S) && ks_now() - since > KS_MUTEX_STARVE_NS;
+        int want_s = since && !set_s && !(s & S) && ks_now() - since > KS_MUTEX_STARVE_NS;
         if (want_s)
             ns |= S;
         if (ns != s) {
@@ -114,7 +127,7 @@ int ks_mutex_lock_slow(ks_mutex_t *m, int64_t deadline)
                 continue;
             set_s |= want_s;
         }
-        if (!slept)
+        if (!since)
             since = ks_now();
         KS_RACE_POINT();
         int r = ks_futex_wait(&m->state, ns, deadline, fl);

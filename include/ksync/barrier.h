@@ -1,0 +1,37 @@
+/* ksync/barrier.h - reusable barrier (pthread_barrier, Python's Barrier
+ * without abort).  docs/barrier.md.
+ *
+ *   ks_barrier_t b;  ks_barrier_init(&b, nthreads, 0);
+ *   int r = ks_barrier_wait(&b);   KS_BARRIER_SERIAL for exactly one caller
+ *                                   of each phase, 0 for the others
+ *
+ * init: 0, EINVAL (NULL, count 0, count > KS_BARRIER_MAX, unknown flags).
+ * wait: KS_BARRIER_SERIAL, 0, EINVAL.  destroy: 0, EBUSY (a phase is
+ * partly filled), EINVAL.  The barrier may be destroyed (and freed) as soon
+ * as every wait of the last phase has returned; no thread touches it after
+ * its own wait returns.  Waiters spin briefly, then sleep.
+ */
+#ifndef KSYNC_BARRIER_H
+#define KSYNC_BARRIER_H
+
+#include <ksync/common.h>
+
+#define KS_BARRIER_SERIAL (-1) /* same value as PTHREAD_BARRIER_SERIAL_THREAD */
+#define KS_BARRIER_MAX 0x7fffffffu
+
+typedef struct ks_barrier {
+    uint32_t seq;     /* futex word: phase number << 1 | SLEEPERS */
+    uint32_t arrived; /* threads arrived in the current phase */
+    uint32_t count;   /* threads per phase; constant */
+    uint32_t flags;   /* KS_SHARED or 0; constant */
+} ks_barrier_t;
+
+KS_EXTERN_C_BEGIN
+
+KS_API int ks_barrier_init(ks_barrier_t *b, unsigned count, unsigned flags);
+KS_API int ks_barrier_destroy(ks_barrier_t *b);
+KS_API int ks_barrier_wait(ks_barrier_t *b);
+
+KS_EXTERN_C_END
+
+#endif

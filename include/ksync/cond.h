@@ -1,0 +1,59 @@
+/* ksync/cond.h - condition variable for ks_mutex.  docs/cond.md.
+ *
+ *   ks_cond_t c = KS_COND_INIT;                 (all zeros)
+ *   ks_mutex_lock(&m);
+ *   while (!predicate) ks_cond_wait(&c, &m);
+ *   ks_mutex_unlock(&m);
+ *   ... elsewhere: change predicate under m; ks_cond_signal(&c) or ks_cond_broadcast(&c);
+ *
+ * Return values: wait 0, EPERM (m is not locked), EINVAL; timedwait also
+ * ETIMEDOUT (the mutex is re-acquired in every case); signal, broadcast 0,
+ * EINVAL; destroy 0, EINVAL.
+ *
+ * Spurious wake-ups are part of the contract: a wait may return 0 without a
+ * signal (and a signal may release more than one waiter that is still
+ * spinning), so callers loop on their predicate.  signal and broadcast with
+ * nobody waiting make no syscall.  broadcast wakes one waiter and moves the
+ * others onto the mutex's futex (FUTEX_CMP_REQUEUE), so they are woken one
+ * at a time by unlocks instead of stampeding; for a KS_SHARED condition
+ * variable, or a waiter set using different mutexes, it wakes all instead.
+ *
+ * Destroy right after broadcast (PITFALLS item 20): ks_cond_destroy waits
+ * until every waiter that has been woken has stopped touching the object, so
+ * the usual "broadcast, unlock, destroy, free" is safe.  Destroying a
+ * condition variable that threads are still blocked on (never signalled) is
+ * undefined in POSIX; here it blocks until they leave.
+ */
+#ifndef KSYNC_COND_H
+#define KSYNC_COND_H
+
+#include <ksync/common.h>
+#include <ksync/mutex.h>
+#include <ksync/time.h>
+
+typedef struct ks_cond {
+    uint32_t seq;      /* futex word: bumped by every signal/broadcast that finds waiters */
+    uint32_t waiters;  /* threads inside wait (bit 31: destroy is waiting for them to leave) */
+    uint32_t sleepers; /* threads inside FUTEX_WAIT (or requeued to the mutex) */
+    uint32_t flags;    /* KS_SHARED or 0; constant after init */
+    ks_mutex_t *mutex; /* the mutex of the latest wait: broadcast requeues onto it */
+} ks_cond_t;
+
+#define KS_COND_INIT {0u, 0u, 0u, 0u, 0}
+
+KS_EXTERN_C_BEGIN
+
+KS_API int ks_cond_init(ks_cond_t *c, unsigned flags);
+KS_API int ks_cond_destroy(ks_cond_t *c);
+KS_API int ks_cond_timedwait(ks_cond_t *c, ks_mutex_t *m, int64_t deadline);
+KS_API int ks_cond_signal(ks_cond_t *c);
+KS_API int ks_cond_broadcast(ks_cond_t *c);
+
+static inline int ks_cond_wait(ks_cond_t *c, ks_mutex_t *m)
+{
+    return ks_cond_timedwait(c, m, KS_FOREVER);
+}
+
+KS_EXTERN_C_END
+
+#endif

@@ -1,0 +1,47 @@
+/* ksync/once.h - run-once initialisation (pthread_once).  docs/once.md.
+ *
+ *   static ks_once_t once = KS_ONCE_INIT;     (all zeros)
+ *   ks_once(&once, init_fn);                  init_fn: void (*)(void)
+ *
+ * The first caller runs init_fn; every other caller, concurrent or later,
+ * returns only after init_fn has returned, and sees everything it wrote.
+ * Returns 0, or EINVAL for a NULL argument.  After completion a call is one
+ * acquire load.  init_fn must return normally: leaving it by longjmp or
+ * thread cancellation leaves the other callers blocked (as with a
+ * non-cancellable pthread_once), and calling ks_once on the same object from
+ * inside init_fn deadlocks.  KS_ONCE_INIT_SHARED is the initialiser for an
+ * object in shared memory used by several processes.
+ */
+#ifndef KSYNC_ONCE_H
+#define KSYNC_ONCE_H
+
+#include <ksync/common.h>
+
+#define KS_ONCE_NEW 0u      /* nobody has started */
+#define KS_ONCE_RUNNING 1u  /* a thread runs init_fn */
+#define KS_ONCE_WAITED 2u   /* running, and other threads sleep */
+#define KS_ONCE_DONE 3u
+
+typedef struct ks_once {
+    uint32_t state; /* the futex word */
+    uint32_t flags; /* KS_SHARED or 0 */
+} ks_once_t;
+
+#define KS_ONCE_INIT {0u, 0u}
+#define KS_ONCE_INIT_SHARED {0u, 1u}
+
+KS_EXTERN_C_BEGIN
+
+KS_API int ks_once_slow(ks_once_t *o, void (*fn)(void));
+
+/* acquire: pairs with the release store of KS_ONCE_DONE after fn returned. */
+static inline int ks_once(ks_once_t *o, void (*fn)(void))
+{
+    if (KS_LIKELY(o && fn && __atomic_load_n(&o->state, __ATOMIC_ACQUIRE) == KS_ONCE_DONE))
+        return 0;
+    return ks_once_slow(o, fn);
+}
+
+KS_EXTERN_C_END
+
+#endif

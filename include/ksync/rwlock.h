@@ -1,0 +1,142 @@
+/* ksync/rwlock.h - reader-writer lock, writer-preferring.  docs/rwlock.md.
+ *
+ *   ks_rwlock_t l = KS_RWLOCK_INIT;      (all zeros)
+ *   ks_rwlock_rdlock(&l) / tryrdlock / timedrdlock(&l, deadline)
+ *   ks_rwlock_wrlock(&l) / trywrlock / timedwrlock(&l, deadline)
+ *   ks_rwlock_unlock(&l)                 (either kind)
+ *
+ * Policy: writer-preferring.  Once a writer waits, new readers wait too, so
+ * a stream of readers cannot starve a writer; readers that already hold the
+ * lock finish, then the writer goes.  Consequence (as with Rust's and
+ * glibc's writer-preferring locks): a thread that takes a read lock twice can
+ * deadlock if a writer starts waiting between the two.  Readers can wait
+ * behind a continuous stream of writers.
+ *
+ * Return values: rdlock 0, EAGAIN (KS_RWLOCK_MAX_READERS readers), EINVAL;
+ * tryrdlock also EBUSY; trywrlock 0, EBUSY, EINVAL; timed variants also
+ * ETIMEDOUT and EINVAL for a negative deadline; unlock 0, EPERM (not locked),
+ * EINVAL; destroy 0, EBUSY (locked or waited on), EINVAL.  The read fast path
+ * is one compare-and-swap; unlock is one when nobody waits.
+ */
+#ifndef KSYNC_RWLOCK_H
+#define KSYNC_RWLOCK_H
+
+#include <ksync/common.h>
+#include <ksync/time.h>
+
+/* state, low 32 bits (the futex word):
+ *   bits 0-29  readers holding the lock, or KS_RWLOCK_WRITER (all ones) when
+ *              a writer holds it
+ *   bit 30     READERS_SLEEP: readers may be asleep
+ *   bit 31     WRITER_WAITS: a writer waits; new readers must not enter
+ * high 32 bits: number of writers registered as waiting. */
+#define KS_RWLOCK_WRITER 0x3fffffffull
+#define KS_RWLOCK_MAX_READERS (KS_RWLOCK_WRITER - 1)
+#define KS_RWLOCK_READERS_SLEEP (1ull << 30)
+#define KS_RWLOCK_WRITER_WAITS (1ull << 31)
+#define KS_RWLOCK_ONE_WRITER (1ull << 32)
+
+typedef struct ks_rwlock {
+    uint64_t state __attribute__((aligned(8)));
+    uint32_t flags; /* KS_SHARED or 0; constant after init */
+    uint32_t reserved;
+} ks_rwlock_t;
+
+#define KS_RWLOCK_INIT {0u, 0u, 0u}
+
+KS_EXTERN_C_BEGIN
+
+KS_API int ks_rwlock_init(ks_rwlock_t *l, unsigned flags);
+KS_API int ks_rwlock_destroy(ks_rwlock_t *l);
+KS_API int ks_rwlock_rdlock_slow(ks_rwlock_t *l, int64_t deadline);
+KS_API int ks_rwlock_wrlock_slow(ks_rwlock_t *l, int64_t deadline);
+KS_API int ks_rwlock_unlock_slow(ks_rwlock_t *l);
+
+static inline int ks_rwlock_read_lockable_(uint64_t v)
+{
+    return (v & KS_RWLOCK_WRITER) < KS_RWLOCK_MAX_READERS && !(v & KS_RWLOCK_WRITER_WAITS);
+}
+
+/* acquire (every lock CAS below): pairs with the release in unlock. */
+static inline int ks_rwlock_tryrdlock(ks_rwlock_t *l)
+{
+    if (KS_UNLIKELY(!l))
+        return EINVAL;
+    uint64_t v = __atomic_load_n(&l->state, __ATOMIC_RELAXED);
+    while (ks_rwlock_read_lockable_(v))
+        if (__atomic_compare_exchange_n(&l->state, &v, v + 1, 1, __ATOMIC_ACQUIRE, __ATOMIC_RELAXED))
+            return 0;
+    return (v & KS_RWLOCK_WRITER) == KS_RWLOCK_MAX_READERS ? EAGAIN : EBUSY;
+}
+
+static inline int ks_rwlock_rdlock(ks_rwlock_t *l)
+{
+    if (KS_LIKELY(l != 0)) {
+        uint64_t v = __atomic_load_n(&l->state, __ATOMIC_RELAXED);
+        if (ks_rwlock_read_lockable_(v) &&
+            __atomic_compare_exchange_n(&l->state, &v, v + 1, 0, __ATOMIC_ACQUIRE, __ATOMIC_RELAXED))
+            return 0;
+    }
+    return ks_rwlock_rdlock_slow(l, KS_FOREVER);
+}
+
+static inline int ks_rwlock_timedrdlock(ks_rwlock_t *l, int64_t deadline)
+{
+    if (KS_LIKELY(l != 0 && deadline >= 0)) {
+        uint64_t v = __atomic_load_n(&l->state, __ATOMIC_RELAXED);
+        if (ks_rwlock_read_lockable_(v) &&
+            __atomic_compare_exchange_n(&l->state, &v, v + 1, 0, __ATOMIC_ACQUIRE, __ATOMIC_RELAXED))
+            return 0;
+    }
+    return ks_rwlock_rdlock_slow(l, deadline);
+}
+
+static inline int ks_rwlock_trywrlock(ks_rwlock_t *l)
+{
+    if (KS_UNLIKELY(!l))
+        return EINVAL;
+    uint64_t v = __atomic_load_n(&l->state, __ATOMIC_RELAXED);
+    while (!(v & KS_RWLOCK_WRITER))
+        if (__atomic_compare_exchange_n(&l->state, &v, v | KS_RWLOCK_WRITER, 1, __ATOMIC_ACQUIRE,
+                                        __ATOMIC_RELAXED))
+            return 0;
+    return EBUSY;
+}
+
+static inline int ks_rwlock_wrlock(ks_rwlock_t *l)
+{
+    uint64_t zero = 0;
+    if (KS_LIKELY(l && __atomic_compare_exchange_n(&l->state, &zero, KS_RWLOCK_WRITER, 0,
+                                                   __ATOMIC_ACQUIRE, __ATOMIC_RELAXED)))
+        return 0;
+    return ks_rwlock_wrlock_slow(l, KS_FOREVER);
+}
+
+static inline int ks_rwlock_timedwrlock(ks_rwlock_t *l, int64_t deadline)
+{
+    uint64_t zero = 0;
+    if (KS_LIKELY(l && deadline >= 0 &&
+                  __atomic_compare_exchange_n(&l->state, &zero, KS_RWLOCK_WRITER, 0, __ATOMIC_ACQUIRE,
+                                              __ATOMIC_RELAXED)))
+        return 0;
+    return ks_rwlock_wrlock_slow(l, deadline);
+}
+
+/* Fast unlock when nobody waits and (for a reader) others still hold it or
+ * no one waits: one CAS.  release: pairs with the acquire of the next locker. */
+static inline int ks_rwlock_unlock(ks_rwlock_t *l)
+{
+    if (KS_LIKELY(l != 0)) {
+        uint64_t v = __atomic_load_n(&l->state, __ATOMIC_RELAXED);
+        uint64_t held = v & KS_RWLOCK_WRITER;
+        if (held && !(v & ~KS_RWLOCK_WRITER) &&
+            __atomic_compare_exchange_n(&l->state, &v, held == KS_RWLOCK_WRITER ? 0 : v - 1, 0,
+                                        __ATOMIC_RELEASE, __ATOMIC_RELAXED))
+            return 0;
+    }
+    return ks_rwlock_unlock_slow(l);
+}
+
+KS_EXTERN_C_END
+
+#endif

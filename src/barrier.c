@@ -1,0 +1,109 @@
+/* src/barrier.c - reusable counting barrier.  docs/barrier.md.
+ *
+ *   seq      = phase << 1 | SLEEPERS   (the futex word)
+ *   arrived  = threads that have arrived in this phase
+ *
+ * wait:  p = seq's phase (read BEFORE arriving);  n = ++arrived
+ *        n == count: arrived = 0, then seq = (p+1) << 1 (release), and
+ *                    FUTEX_WAKE all if SLEEPERS was set -> KS_BARRIER_SERIAL
+ *        otherwise:  spin, then set SLEEPERS and sleep, until seq's phase != p -> 0
+ *
+ * Why a thread reads the phase before arriving: it can only be reading phase
+ * p or later, and phase p cannot end without its own arrival, so it reads
+ * exactly p.  Why no thread overtakes into the next phase: a thread of phase
+ * p+1 arrives only after it has seen seq move to p+1, and the last arriver
+ * reset `arrived` before that release store.  Destroy after return
+ * (PITFALLS item 25): the last arriver's final access is the seq RMW (the
+ * wake after it is on the address only), and every other thread's final
+ * access is the load that saw seq move.
+ */
+#include "internal.h"
+
+#include <ksync/barrier.h>
+#include <unistd.h>
+
+#define SLEEPERS 1u
+#define PHASE_ONE 2u
+#define BARRIER_SPIN 2000 /* a phase on another running core ends within this */
+
+/* Spinning only helps if the threads still missing can run meanwhile: with
+ * more parties than CPUs, a spinner takes the CPU a missing thread needs. */
+static int online_cpus(void)
+{
+    static int n; /* relaxed: every thread computes the same value */
+    int v = __atomic_load_n(&n, __ATOMIC_RELAXED);
+    if (!v) {
+        long c = sysconf(_SC_NPROCESSORS_ONLN);
+        v = c > 0 ? (int)c : 1;
+        __atomic_store_n(&n, v, __ATOMIC_RELAXED);
+    }
+    return v;
+}
+
+int ks_barrier_init(ks_barrier_t *b, unsigned count, unsigned flags)
+{
+    if (!b || count == 0 || count > KS_BARRIER_MAX || (flags & ~KS_FLAGS_VALID))
+        return EINVAL;
+    b->seq = 0;
+    b->arrived = 0;
+    b->count = count;
+    b->flags = flags;
+    return 0;
+}
+
+int ks_barrier_destroy(ks_barrier_t *b)
+{
+    if (!b)
+        return EINVAL;
+    /* relaxed: a courtesy check; destroy is only legal with no users. */
+    return __atomic_load_n(&b->arrived, __ATOMIC_RELAXED) ? EBUSY : 0;
+}
+
+int ks_barrier_wait(ks_barrier_t *b)
+{
+    if (!b || b->count == 0)
+        return EINVAL;
+    const unsigned fl = b->flags;
+    const uint32_t count = b->count;
+    /* acquire: pairs with the release RMW that opened this phase, so the
+     * reset of `arrived` is visible before we add to it. */
+    const uint32_t phase = __atomic_load_n(&b->seq, __ATOMIC_ACQUIRE) & ~SLEEPERS;
+    /* acq_rel: the last arriver must see every earlier arriver's writes
+     * (acquire), and its own are released through the seq store below. */
+    uint32_t n = __atomic_add_fetch(&b->arrived, 1, __ATOMIC_ACQ_REL);
+    if (n == count) {
+        /* relaxed: ordered before the release RMW on seq, and nobody adds to
+         * `arrived` until they have seen that RMW. */
+        __atomic_store_n(&b->arrived, 0, __ATOMIC_RELAXED);
+        KS_RACE_POINT();
+        /* release: pairs with the waiters' acquire loads of seq. */
+        uint32_t old = __atomic_exchange_n(&b->seq, phase + PHASE_ONE, __ATOMIC_RELEASE);
+        if (old & SLEEPERS)
+            ks_futex_wake(&b->seq, INT32_MAX, fl); /* address only from here */
+        return KS_BARRIER_SERIAL;
+    }
+
+    const int spin = count <= (uint32_t)online_cpus() ? BARRIER_SPIN : 0;
+    for (int i = 0; i < spin; i++) {
+        /* acquire: pairs with the last arriver's release exchange. */
+        if ((__atomic_load_n(&b->seq, __ATOMIC_ACQUIRE) & ~SLEEPERS) != phase)
+            return 0;
+        ks_cpu_relax();
+    }
+    uint32_t s = __atomic_load_n(&b->seq, __ATOMIC_ACQUIRE);
+    for (;;) {
+        if ((s & ~SLEEPERS) != phase)
+            return 0;
+        if (!(s & SLEEPERS)) {
+            /* acquire both ways (GCC wants failure <= success): on failure the
+             * reloaded word may be the next phase; success only announces. */
+            if (!__atomic_compare_exchange_n(&b->seq, &s, s | SLEEPERS, 1, __ATOMIC_ACQUIRE,
+                                             __ATOMIC_ACQUIRE))
+                continue;
+            s |= SLEEPERS;
+        }
+        KS_RACE_POINT();
+        ks_futex_wait(&b->seq, s, KS_FOREVER, fl);
+        s = __atomic_load_n(&b->seq, __ATOMIC_ACQUIRE);
+    }
+}
