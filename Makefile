@@ -56,7 +56,8 @@ STRESS_SRCS := $(STRESS_COMMON) stress/main.c $(wildcard stress/s_*.c)
 BENCH_SRCS  := stress/bench.c $(wildcard stress/b_*.c)
 STRESS_BIN  := $(BUILD)/stress/ksync-stress
 BENCH_BIN   := $(BUILD)/stress/ksync-bench
-REF_LIBS    := -lck -lurcu -lurcu-cds
+REF_LIBS    ?= -lck -lurcu -lurcu-cds
+REF_INC     ?=
 
 .PHONY: all help deps test run-tests stress bench asan tsan check-aarch64 install clean check-exports
 all: $(STATIC) $(BUILD)/libksync.so
@@ -122,9 +123,9 @@ tsan: deps
 
 # ---- stress and bench -----------------------------------------------------------
 $(STRESS_BIN): $(STRESS_SRCS) $(wildcard stress/*.h) $(YSTATIC) | $(BUILD)/stress
-	$(CC) $(CPPFLAGS) -DKS_DEBUG_YIELD $(APP_CFLAGS) $(CFLAGS) -Istress -o $@ $(STRESS_SRCS) $(YSTATIC) $(REF_LIBS) $(LDLIBS) -lm
+	$(CC) $(CPPFLAGS) -DKS_DEBUG_YIELD $(APP_CFLAGS) $(CFLAGS) -Istress $(REF_INC) -o $@ $(STRESS_SRCS) $(YSTATIC) $(REF_LIBS) $(LDLIBS) -lm
 $(BENCH_BIN): $(BENCH_SRCS) $(wildcard stress/*.h) $(STATIC) | $(BUILD)/stress
-	$(CC) $(CPPFLAGS) $(APP_CFLAGS) $(CFLAGS) -Istress -o $@ $(BENCH_SRCS) $(STATIC) $(REF_LIBS) $(LDLIBS) -lm
+	$(CC) $(CPPFLAGS) $(APP_CFLAGS) $(CFLAGS) -Istress $(REF_INC) -o $@ $(BENCH_SRCS) $(STATIC) $(REF_LIBS) $(LDLIBS) -lm
 
 stress: deps
 	@$(MAKE) --no-print-directory $(STRESS_BIN)
@@ -137,9 +138,12 @@ bench: deps
 
 # ---- AArch64 under qemu-user ------------------------------------------------------
 AARCH64_CC := aarch64-linux-gnu-gcc
+AARCH64_CK := $(CURDIR)/build/aarch64/deps
 check-aarch64:
-	@sh tools/deps.sh aarch64
+	@sh tools/deps.sh aarch64 $(AARCH64_CK)
 	@$(MAKE) --no-print-directory CC=$(AARCH64_CC) ARCH=aarch64 BUILD=build/aarch64 \
+	    REF_INC="-isystem $(AARCH64_CK)/usr/include" \
+	    REF_LIBS="$(AARCH64_CK)/usr/lib/aarch64-linux-gnu/libck.a -lurcu -lurcu-cds" \
 	    build/aarch64/stress/ksync-stress build/aarch64/stress/ksync-selftest
 	qemu-aarch64 -L / build/aarch64/stress/ksync-selftest
 	qemu-aarch64 -L / build/aarch64/stress/ksync-stress --scenario all --threads 4 --iters 20000 --yield 20

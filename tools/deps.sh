@@ -1,18 +1,25 @@
 #!/bin/sh
 # Install what ksync's build, tests and references need, on Debian 12.
-#   tools/deps.sh base      Criterion, Concurrency Kit, liburcu, pkg-config, valgrind
-#   tools/deps.sh aarch64   cross gcc, qemu-user and the arm64 libraries the
-#                           cross-built stress runner links (multiarch)
-# Idempotent: a package that is already installed is not asked for again, and
-# nothing runs apt when nothing is missing. As non-root it prints the exact
-# command to run and fails.
+#   tools/deps.sh base           Criterion, Concurrency Kit, liburcu, pkg-config, valgrind
+#   tools/deps.sh aarch64 DIR    cross gcc, qemu-user, arm64 libc and liburcu
+#                                (multiarch), and Concurrency Kit for arm64
+#                                unpacked into DIR (see below)
+# Idempotent: nothing runs apt when nothing is missing.  As non-root it
+# prints the exact command to run and fails.
+#
+# Why CK for arm64 is unpacked rather than installed: libck-dev:amd64 and
+# libck-dev:arm64 both ship /usr/include/ck_md.h with different contents, so
+# dpkg cannot co-install them and installing one removes the other.
 set -eu
 
+native=$(dpkg --print-architecture)
 set_name=${1:-base}
 case "$set_name" in
-base)    pkgs="libcriterion-dev libck-dev liburcu-dev pkg-config valgrind"; arch_needed= ;;
-aarch64) pkgs="gcc-aarch64-linux-gnu qemu-user libc6:arm64 libck-dev:arm64 liburcu-dev:arm64"; arch_needed=arm64 ;;
-*) echo "usage: $0 base|aarch64" >&2; exit 2 ;;
+base)    pkgs="libcriterion-dev:$native libck-dev:$native liburcu-dev:$native pkg-config valgrind"
+         foreign= ;;
+aarch64) pkgs="gcc-aarch64-linux-gnu qemu-user libc6:arm64 liburcu-dev:arm64"
+         foreign=arm64 ;;
+*) echo "usage: $0 base | aarch64 DIR" >&2; exit 2 ;;
 esac
 
 missing=
@@ -20,20 +27,35 @@ for p in $pkgs; do
     st=$(dpkg-query -W -f='${db:Status-Abbrev}' "$p" 2>/dev/null || true)
     case "$st" in ii*) ;; *) missing="$missing $p" ;; esac
 done
-[ -z "$missing" ] && exit 0
 
-cmd="apt-get update && DEBIAN_FRONTEND=noninteractive apt-get install -y$missing"
-if [ -n "$arch_needed" ]; then
-    cmd="dpkg --add-architecture $arch_needed && $cmd"
+need_arch=
+if [ -n "$foreign" ] && ! dpkg --print-foreign-architectures | grep -qx "$foreign"; then
+    need_arch=$foreign
 fi
-if [ "$(id -u)" != 0 ]; then
-    echo "ksync: missing packages:$missing" >&2
-    echo "ksync: run as root:  $cmd" >&2
-    exit 1
+
+if [ -n "$missing" ] || [ -n "$need_arch" ]; then
+    cmd="apt-get update && DEBIAN_FRONTEND=noninteractive apt-get install -y$missing"
+    [ -n "$need_arch" ] && cmd="dpkg --add-architecture $need_arch && $cmd"
+    if [ "$(id -u)" != 0 ]; then
+        echo "ksync: missing packages:$missing" >&2
+        echo "ksync: run as root:  $cmd" >&2
+        exit 1
+    fi
+    echo "ksync: installing$missing" >&2
+    [ -n "$need_arch" ] && dpkg --add-architecture "$need_arch"
+    apt-get update -qq
+    [ -n "$missing" ] && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $missing >/dev/null
 fi
-echo "ksync: installing$missing" >&2
-if [ -n "$arch_needed" ] && ! dpkg --print-foreign-architectures | grep -qx "$arch_needed"; then
-    dpkg --add-architecture "$arch_needed"
+
+if [ "$set_name" = aarch64 ]; then
+    dir=${2:?usage: $0 aarch64 DIR}
+    if [ ! -f "$dir/usr/lib/aarch64-linux-gnu/libck.a" ]; then
+        mkdir -p "$dir"
+        tmp=$(mktemp -d)
+        chmod 777 "$tmp" # apt's download sandbox user must be able to write there
+        (cd "$tmp" && apt-get download -qq libck-dev:arm64 2>/dev/null ||
+            { apt-get update -qq && apt-get download -qq libck-dev:arm64; })
+        dpkg -x "$tmp"/libck-dev_*_arm64.deb "$dir"
+        rm -rf "$tmp"
+    fi
 fi
-apt-get update -qq
-DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $missing >/dev/null

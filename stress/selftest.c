@@ -1,0 +1,369 @@
+/* stress/selftest.c - ksync-selftest: a quick, self-contained check of
+ * ks_mutex, ks_rmutex and ks_sem semantics and error codes, single- and
+ * multi-threaded, with no test framework.  It exists for targets where the
+ * Criterion suite does not run, such as the AArch64 build under qemu-user
+ * (make check-aarch64); it links the plain library (no KS_DEBUG_YIELD).
+ *
+ * Prints one line per failed check and, last, exactly
+ *     selftest: N passed, M failed
+ * and exits non-zero if M > 0.
+ */
+#include <ksync/mutex.h>
+#include <ksync/rmutex.h>
+#include <ksync/sem.h>
+#include <ksync/time.h>
+
+#include <errno.h>
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <time.h>
+
+static unsigned passed;
+static atomic_uint failed; /* checks may fail in helper threads */
+static pthread_mutex_t out_lock = PTHREAD_MUTEX_INITIALIZER;
+
+static void check(int ok, const char *what, long got, int line)
+{
+    if (ok) {
+        pthread_mutex_lock(&out_lock);
+        passed++;
+        pthread_mutex_unlock(&out_lock);
+        return;
+    }
+    atomic_fetch_add(&failed, 1);
+    pthread_mutex_lock(&out_lock);
+    fprintf(stderr, "FAIL selftest.c:%d: %s (got %ld)\n", line, what, got);
+    pthread_mutex_unlock(&out_lock);
+}
+
+/* EQ(expr, want): expr must equal want. */
+#define EQ(expr, want)                                                                            \
+    do {                                                                                      \
+        long got_ = (long)(expr);                                                             \
+        check(got_ == (long)(want), #expr " == " #want, got_, __LINE__);                      \
+    } while (0)
+#define TRUE(cond) check(!!(cond), #cond, 0, __LINE__)
+
+#define MS 1000000LL
+
+/* Start fn(arg); returns 1 if the thread runs (and must be joined). */
+static int run_thread(void *(*fn)(void *), void *arg, pthread_t *tid)
+{
+    int e = pthread_create(tid, NULL, fn, arg);
+    check(e == 0, "pthread_create", e, __LINE__);
+    return e == 0;
+}
+
+static void sleep_ms(long ms)
+{
+    struct timespec ts = {ms / 1000, (ms % 1000) * 1000000L};
+    nanosleep(&ts, NULL);
+}
+
+/* ---- time ------------------------------------------------------------------- */
+
+static void test_time(void)
+{
+    int64_t a = ks_now(), b = ks_now();
+    TRUE(a > 0 && b >= a);
+    EQ(ks_deadline_after(-1), -1);
+    EQ(ks_deadline_after(KS_FOREVER) == KS_FOREVER, 1);
+    int64_t d = ks_deadline_after(5 * MS);
+    TRUE(d >= b + 5 * MS);
+    struct timespec bad = {1, 1000000000L};
+    int64_t out;
+    EQ(ks_deadline_from_timespec(CLOCK_MONOTONIC, &bad, &out), EINVAL);
+}
+
+/* ---- mutex ------------------------------------------------------------------- */
+
+static ks_mutex_t held_m = KS_MUTEX_INIT;
+
+static void *try_held_mutex(void *arg)
+{
+    (void)arg;
+    EQ(ks_mutex_trylock(&held_m), EBUSY);
+    int64_t t0 = ks_now();
+    EQ(ks_mutex_timedlock(&held_m, ks_deadline_after(30 * MS)), ETIMEDOUT);
+    TRUE(ks_now() - t0 >= 30 * MS);
+    EQ(ks_mutex_timedlock(&held_m, ks_now()), ETIMEDOUT);
+    return NULL;
+}
+
+static void *lock_when_released(void *arg)
+{
+    (void)arg;
+    /* Blocks until the main thread unlocks, well before this deadline. */
+    EQ(ks_mutex_timedlock(&held_m, ks_deadline_after(10000 * MS)), 0);
+    EQ(ks_mutex_unlock(&held_m), 0);
+    return NULL;
+}
+
+static void test_mutex_single(void)
+{
+    ks_mutex_t m = KS_MUTEX_INIT;
+    EQ(ks_mutex_init(NULL, 0), EINVAL);
+    EQ(ks_mutex_init(&m, 0x80), EINVAL);
+    EQ(ks_mutex_init(&m, KS_PRIVATE), 0);
+    EQ(ks_mutex_lock(&m), 0);
+    EQ(ks_mutex_trylock(&m), EBUSY);
+    EQ(ks_mutex_destroy(&m), EBUSY);
+    EQ(ks_mutex_timedlock(&m, ks_now()), ETIMEDOUT);
+    EQ(ks_mutex_unlock(&m), 0);
+    EQ(ks_mutex_unlock(&m), EPERM); /* not locked: refused, nothing changes */
+    EQ(ks_mutex_trylock(&m), 0);
+    EQ(ks_mutex_unlock(&m), 0);
+    EQ(ks_mutex_timedlock(&m, -1), EINVAL);
+    EQ(ks_mutex_timedlock(&m, ks_deadline_after(MS)), 0);
+    EQ(ks_mutex_unlock(&m), 0);
+    EQ(ks_mutex_lock(NULL), EINVAL);
+    EQ(ks_mutex_unlock(NULL), EINVAL);
+    EQ(ks_mutex_trylock(NULL), EINVAL);
+    EQ(ks_mutex_destroy(&m), 0);
+    ks_mutex_t s;
+    EQ(ks_mutex_init(&s, KS_SHARED), 0);
+    EQ(ks_mutex_lock(&s), 0);
+    EQ(ks_mutex_unlock(&s), 0);
+    EQ(ks_mutex_destroy(&s), 0);
+}
+
+static void test_mutex_threads(void)
+{
+    pthread_t t;
+    /* A held mutex: another thread's trylock is EBUSY, its timedlock times out. */
+    EQ(ks_mutex_lock(&held_m), 0);
+    if (run_thread(try_held_mutex, NULL, &t))
+        pthread_join(t, NULL);
+    /* A blocked locker is woken by the unlock (no lost wake-up). */
+    if (run_thread(lock_when_released, NULL, &t)) {
+        sleep_ms(20);
+        EQ(ks_mutex_unlock(&held_m), 0);
+        pthread_join(t, NULL);
+    } else {
+        ks_mutex_unlock(&held_m);
+    }
+    EQ(ks_mutex_destroy(&held_m), 0);
+}
+
+/* ---- counters under contention ------------------------------------------------------ */
+
+#define NTHR 4
+#define NINC 20000
+
+static ks_mutex_t cm = KS_MUTEX_INIT;
+static ks_rmutex_t cr = KS_RMUTEX_INIT;
+static long counter_m, counter_r;
+
+static void *count_mutex(void *arg)
+{
+    (void)arg;
+    for (int i = 0; i < NINC; i++) {
+        if (ks_mutex_lock(&cm))
+            return NULL;
+        counter_m++;
+        ks_mutex_unlock(&cm);
+    }
+    return NULL;
+}
+
+static void *count_rmutex(void *arg)
+{
+    (void)arg;
+    for (int i = 0; i < NINC / 2; i++) {
+        if (ks_rmutex_lock(&cr))
+            return NULL;
+        if (ks_rmutex_lock(&cr) == 0) { /* re-entry: the seed's log() */
+            counter_r++;
+            ks_rmutex_unlock(&cr);
+        }
+        ks_rmutex_unlock(&cr);
+    }
+    return NULL;
+}
+
+static void run_n(void *(*fn)(void *))
+{
+    pthread_t t[NTHR];
+    int n = 0;
+    for (; n < NTHR; n++)
+        if (!run_thread(fn, NULL, &t[n]))
+            break;
+    for (int i = 0; i < n; i++)
+        pthread_join(t[i], NULL);
+}
+
+static void test_counters(void)
+{
+    run_n(count_mutex);
+    EQ(counter_m, (long)NTHR * NINC);
+    run_n(count_rmutex);
+    EQ(counter_r, (long)NTHR * (NINC / 2));
+    EQ(ks_mutex_destroy(&cm), 0);
+    EQ(ks_rmutex_destroy(&cr), 0);
+}
+
+/* ---- recursive mutex ----------------------------------------------------------------- */
+
+static ks_rmutex_t held_r = KS_RMUTEX_INIT;
+static uint64_t main_id;
+
+static void *poke_held_rmutex(void *arg)
+{
+    (void)arg;
+    TRUE(ks_thread_id() != 0 && ks_thread_id() != main_id);
+    EQ(ks_rmutex_trylock(&held_r), EBUSY);
+    EQ(ks_rmutex_unlock(&held_r), EPERM); /* not the owner */
+    EQ(ks_rmutex_timedlock(&held_r, ks_deadline_after(20 * MS)), ETIMEDOUT);
+    return NULL;
+}
+
+static void test_rmutex(void)
+{
+    ks_rmutex_t r;
+    main_id = ks_thread_id();
+    TRUE(main_id != 0 && main_id == ks_thread_id());
+    EQ(ks_rmutex_init(NULL, 0), EINVAL);
+    EQ(ks_rmutex_init(&r, KS_PRIVATE), 0);
+    EQ(ks_rmutex_unlock(&r), EPERM);
+    EQ(ks_rmutex_lock(&r), 0);
+    EQ(ks_rmutex_lock(&r), 0);
+    EQ(ks_rmutex_trylock(&r), 0);
+    EQ(ks_rmutex_timedlock(&r, ks_now()), 0); /* re-entry never waits */
+    EQ(ks_rmutex_destroy(&r), EBUSY);
+    for (int i = 0; i < 4; i++)
+        EQ(ks_rmutex_unlock(&r), 0);
+    EQ(ks_rmutex_unlock(&r), EPERM);
+    EQ(ks_rmutex_timedlock(&r, -1), EINVAL);
+    EQ(ks_rmutex_destroy(&r), 0);
+
+    pthread_t t;
+    EQ(ks_rmutex_lock(&held_r), 0);
+    EQ(ks_rmutex_lock(&held_r), 0);
+    if (run_thread(poke_held_rmutex, NULL, &t))
+        pthread_join(t, NULL);
+    EQ(ks_rmutex_unlock(&held_r), 0);
+    EQ(ks_rmutex_unlock(&held_r), 0);
+    EQ(ks_rmutex_trylock(&held_r), 0); /* the refused unlocks changed nothing */
+    EQ(ks_rmutex_unlock(&held_r), 0);
+    EQ(ks_rmutex_destroy(&held_r), 0);
+}
+
+/* ---- semaphore ------------------------------------------------------------------------ */
+
+static ks_sem_t ping = KS_SEM_INIT(0), pong = KS_SEM_INIT(0);
+#define ROUNDS 5000
+
+static void *ponger(void *arg)
+{
+    (void)arg;
+    for (int i = 0; i < ROUNDS; i++) {
+        if (ks_sem_wait(&ping) || ks_sem_post(&pong))
+            return NULL;
+    }
+    return NULL;
+}
+
+static ks_sem_t limit;
+static atomic_int in_use, over;
+
+static void *use_limited(void *arg)
+{
+    (void)arg;
+    for (int i = 0; i < 5000; i++) {
+        if (ks_sem_wait(&limit))
+            return NULL;
+        if (atomic_fetch_add_explicit(&in_use, 1, memory_order_relaxed) + 1 > 2)
+            atomic_fetch_add(&over, 1);
+        atomic_fetch_sub_explicit(&in_use, 1, memory_order_relaxed);
+        ks_sem_post(&limit);
+    }
+    return NULL;
+}
+
+static ks_sem_t late = KS_SEM_INIT(0);
+
+static void *wait_for_late_post(void *arg)
+{
+    (void)arg;
+    int64_t t0 = ks_now();
+    EQ(ks_sem_timedwait(&late, ks_deadline_after(10000 * MS)), 0);
+    TRUE(ks_now() - t0 < 10000 * MS);
+    return NULL;
+}
+
+static void test_sem(void)
+{
+    ks_sem_t s, b;
+    EQ(ks_sem_init(NULL, 0, 0), EINVAL);
+    EQ(ks_sem_init(&s, 0, 0x80), EINVAL);
+    EQ(ks_sem_init_bounded(&b, 4, 3, 0), EINVAL);
+    EQ(ks_sem_init_bounded(&b, 0, 0, 0), EINVAL);
+    EQ(ks_sem_init_bounded(&b, 0, KS_SEM_VALUE_MAX + 1u, 0), EINVAL);
+    EQ(ks_sem_value(NULL), -EINVAL);
+
+    EQ(ks_sem_init(&s, 0, KS_PRIVATE), 0);
+    EQ(ks_sem_trywait(&s), EAGAIN);
+    EQ(ks_sem_timedwait(&s, ks_now()), ETIMEDOUT);
+    EQ(ks_sem_timedwait(&s, -1), EINVAL);
+    int64_t t0 = ks_now();
+    EQ(ks_sem_timedwait(&s, ks_deadline_after(30 * MS)), ETIMEDOUT);
+    TRUE(ks_now() - t0 >= 30 * MS);
+    EQ(ks_sem_value(&s), 0);
+    EQ(ks_sem_post(&s), 0);
+    EQ(ks_sem_post(&s), 0);
+    EQ(ks_sem_value(&s), 2);
+    EQ(ks_sem_wait(&s), 0);
+    EQ(ks_sem_timedwait(&s, ks_deadline_after(MS)), 0);
+    EQ(ks_sem_value(&s), 0);
+    EQ(ks_sem_destroy(&s), 0);
+
+    EQ(ks_sem_init_bounded(&b, 2, 2, KS_PRIVATE), 0);
+    EQ(ks_sem_post(&b), EOVERFLOW);
+    EQ(ks_sem_value(&b), 2); /* the refused post changed nothing */
+    EQ(ks_sem_trywait(&b), 0);
+    EQ(ks_sem_post(&b), 0);
+    EQ(ks_sem_post(&b), EOVERFLOW);
+    EQ(ks_sem_value(&b), 2);
+    EQ(ks_sem_destroy(&b), 0);
+
+    /* Ping-pong: every round sleeps and wakes through the futex. */
+    pthread_t t;
+    int rounds = 0;
+    if (run_thread(ponger, NULL, &t)) {
+        for (; rounds < ROUNDS; rounds++)
+            if (ks_sem_post(&ping) || ks_sem_wait(&pong))
+                break;
+        pthread_join(t, NULL);
+    }
+    EQ(rounds, ROUNDS);
+    EQ(ks_sem_value(&ping) + ks_sem_value(&pong), 0);
+
+    /* Two permits, four threads: never more than two inside. */
+    EQ(ks_sem_init(&limit, 2, KS_PRIVATE), 0);
+    run_n(use_limited);
+    EQ(atomic_load(&over), 0);
+    EQ(ks_sem_value(&limit), 2);
+    EQ(ks_sem_destroy(&limit), 0);
+
+    /* A timed wait is satisfied by a post that comes before the deadline. */
+    if (run_thread(wait_for_late_post, NULL, &t)) {
+        sleep_ms(20);
+        EQ(ks_sem_post(&late), 0);
+        pthread_join(t, NULL);
+    }
+    EQ(ks_sem_value(&late), 0);
+}
+
+int main(void)
+{
+    test_time();
+    test_mutex_single();
+    test_mutex_threads();
+    test_counters();
+    test_rmutex();
+    test_sem();
+    unsigned f = atomic_load(&failed);
+    printf("selftest: %u passed, %u failed\n", passed, f);
+    return f ? 1 : 0;
+}
