@@ -6,7 +6,8 @@
  * wait:  p = seq's phase (read BEFORE arriving);  n = ++arrived
  *        n == count: arrived = 0, then seq = (p+1) << 1 (release), and
  *                    FUTEX_WAKE all if SLEEPERS was set -> KS_BARRIER_SERIAL
- *        otherwise:  spin, then set SLEEPERS and sleep, until seq's phase != p -> 0
+ *        otherwise:  spin (if all parties can run at once), then set SLEEPERS
+ *                    and sleep, until seq's phase != p -> 0
  *
  * Why a thread reads the phase before arriving: it can only be reading phase
  * p or later, and phase p cannot end without its own arrival, so it reads
@@ -20,25 +21,14 @@
 #include "internal.h"
 
 #include <ksync/barrier.h>
-#include <unistd.h>
 
 #define SLEEPERS 1u
 #define PHASE_ONE 2u
-#define BARRIER_SPIN 2000 /* a phase on another running core ends within this */
-
-/* Spinning only helps if the threads still missing can run meanwhile: with
- * more parties than CPUs, a spinner takes the CPU a missing thread needs. */
-static int online_cpus(void)
-{
-    static int n; /* relaxed: every thread computes the same value */
-    int v = __atomic_load_n(&n, __ATOMIC_RELAXED);
-    if (!v) {
-        long c = sysconf(_SC_NPROCESSORS_ONLN);
-        v = c > 0 ? (int)c : 1;
-        __atomic_store_n(&n, v, __ATOMIC_RELAXED);
-    }
-    return v;
-}
+/* ~10 us of cpu_relax here: a phase whose missing threads are running on
+ * other CPUs ends within that.  Spinning happens only if every party can
+ * have a CPU (count <= usable CPUs); otherwise a spinner would take the CPU
+ * a missing thread needs, which is how CK's spinning barriers collapse. */
+#define BARRIER_SPIN 200
 
 int ks_barrier_init(ks_barrier_t *b, unsigned count, unsigned flags)
 {
@@ -83,7 +73,7 @@ int ks_barrier_wait(ks_barrier_t *b)
         return KS_BARRIER_SERIAL;
     }
 
-    const int spin = count <= (uint32_t)online_cpus() ? BARRIER_SPIN : 0;
+    const int spin = count <= (uint32_t)ks_usable_cpus() ? BARRIER_SPIN : 0;
     for (int i = 0; i < spin; i++) {
         /* acquire: pairs with the last arriver's release exchange. */
         if ((__atomic_load_n(&b->seq, __ATOMIC_ACQUIRE) & ~SLEEPERS) != phase)

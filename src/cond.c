@@ -87,7 +87,7 @@ int ks_cond_timedwait(ks_cond_t *c, ks_mutex_t *m, int64_t deadline)
     ks_mutex_unlock(m);
 
     int r = 0, slept = 0;
-    for (int i = 0; i < COND_SPIN; i++) {
+    for (int i = 0, n = ks_spin_budget(COND_SPIN); i < n; i++) {
         if (__atomic_load_n(&c->seq, __ATOMIC_RELAXED) != s)
             goto woken;
         ks_cpu_relax();

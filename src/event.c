@@ -77,8 +77,13 @@ int ks_event_timedwait(ks_event_t *e, int64_t deadline)
     /* acquire (here and below): pairs with the release CAS in set(). */
     uint32_t v = __atomic_load_n(&e->word, __ATOMIC_ACQUIRE);
     const uint32_t gen = v & GEN_MASK;
+    if (v & SET)
+        return 0;
+    /* A deadline already past: one look, no spinning, no SLEEPERS residue. */
+    if (deadline != KS_FOREVER && deadline <= ks_now())
+        return ETIMEDOUT;
     /* Spin briefly: a setter running on another CPU is usually close. */
-    for (int i = 0; i < KS_SPIN_LIMIT && !(v & SET) && (v & GEN_MASK) == gen; i++) {
+    for (int i = 0, n = ks_spin_budget(KS_SPIN_LIMIT); i < n && !(v & SET) && (v & GEN_MASK) == gen; i++) {
         ks_cpu_relax();
         v = __atomic_load_n(&e->word, __ATOMIC_ACQUIRE);
     }

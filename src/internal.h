@@ -63,6 +63,14 @@ KS_HIDDEN void ks_race_point(void);
 #define KS_RACE_POINT() ((void)0)
 #endif
 
+/* CPUs the calling thread may run on (its affinity mask, re-read now and
+ * then): spinning is pointless unless another thread can run meanwhile. */
+KS_HIDDEN int ks_usable_cpus(void);
+static inline int ks_spin_budget(int rounds)
+{
+    return ks_usable_cpus() > 1 ? rounds : 0;
+}
+
 /* Spin budget before sleeping: bounded (musl cut 10000 to 100 after
  * measuring ~200k wasted cycles; PITFALLS item 9). */
 #define KS_SPIN_LIMIT 100

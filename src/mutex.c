@@ -90,7 +90,7 @@ static int lock_slow(ks_mutex_t *m, int64_t deadline, int slept)
     uint32_t s;
 
     /* Spin while the holder runs and nobody is queued. */
-    for (int i = 0; !slept && i < KS_SPIN_LIMIT; i++) {
+    for (int i = 0, n = slept ? 0 : ks_spin_budget(KS_SPIN_LIMIT); i < n; i++) {
         s = __atomic_load_n(&m->state, __ATOMIC_RELAXED);
         if (s == 0) {
             /* acquire: pairs with the release in unlock. */
@@ -116,6 +116,10 @@ static int lock_slow(ks_mutex_t *m, int64_t deadline, int slept)
                 return 0;
             continue;
         }
+        /* A deadline already past: fail before announcing a sleeper, so a
+         * trylock-like call leaves no CONTENDED residue (no spurious wake). */
+        if (!since && deadline != KS_FOREVER && deadline <= ks_now())
+            return ETIMEDOUT;
         uint32_t ns = s | C; /* (I1) */
         int want_s = since && !set_s && !(s & S) && ks_now() - since > KS_MUTEX_STARVE_NS;
         if (want_s)

@@ -112,7 +112,7 @@ int ks_rwlock_rdlock_slow(ks_rwlock_t *l, int64_t deadline)
     const unsigned fl = l->flags;
     uint64_t v = __atomic_load_n(&l->state, __ATOMIC_RELAXED);
     /* Spin while a writer holds it and nobody queues behind it. */
-    for (int i = 0; i < KS_SPIN_LIMIT && R(v) == WRITER && !(v & (RS | WW)); i++) {
+    for (int i = 0, n = ks_spin_budget(KS_SPIN_LIMIT); i < n && R(v) == WRITER && !(v & (RS | WW)); i++) {
         ks_cpu_relax();
         v = __atomic_load_n(&l->state, __ATOMIC_RELAXED);
     }
@@ -125,6 +125,8 @@ int ks_rwlock_rdlock_slow(ks_rwlock_t *l, int64_t deadline)
         }
         if (R(v) == KS_RWLOCK_MAX_READERS)
             return EAGAIN;
+        if (deadline != KS_FOREVER && deadline <= ks_now())
+            return ETIMEDOUT; /* past deadline: no RS residue */
         if (!(v & RS)) {
             /* relaxed: announcing a sleeper publishes nothing. */
             if (!__atomic_compare_exchange_n(&l->state, &v, v | RS, 1, __ATOMIC_RELAXED, __ATOMIC_RELAXED))
@@ -146,7 +148,7 @@ int ks_rwlock_wrlock_slow(ks_rwlock_t *l, int64_t deadline)
     const unsigned fl = l->flags;
     uint64_t v = __atomic_load_n(&l->state, __ATOMIC_RELAXED), nv;
     /* Spin while the lock is held and no other writer queues. */
-    for (int i = 0; i < KS_SPIN_LIMIT && R(v) && !NW(v); i++) {
+    for (int i = 0, n = ks_spin_budget(KS_SPIN_LIMIT); i < n && R(v) && !NW(v); i++) {
         ks_cpu_relax();
         v = __atomic_load_n(&l->state, __ATOMIC_RELAXED);
     }
@@ -165,6 +167,8 @@ int ks_rwlock_wrlock_slow(ks_rwlock_t *l, int64_t deadline)
             continue;
         }
         if (!registered) {
+            if (deadline != KS_FOREVER && deadline <= ks_now())
+                return ETIMEDOUT; /* past deadline: do not register at all */
             /* relaxed: registering publishes nothing; unlock reads NW in its CAS. */
             nv = (v + ONE_W) | WW;
             if (!__atomic_compare_exchange_n(&l->state, &v, nv, 1, __ATOMIC_RELAXED, __ATOMIC_RELAXED))

@@ -137,7 +137,7 @@ int ks_sem_wait_slow(ks_sem_t *s, int64_t deadline)
 
     /* Spin briefly, but only while nobody is queued (spinning past queued
      * waiters just steals from them, PITFALLS item 9). */
-    for (int i = 0; i < KS_SPIN_LIMIT; i++) {
+    for (int i = 0, n = ks_spin_budget(KS_SPIN_LIMIT); i < n; i++) {
         v = __atomic_load_n(&s->state, __ATOMIC_RELAXED);
         if (NW(v))
             break;
@@ -147,9 +147,12 @@ int ks_sem_wait_slow(ks_sem_t *s, int64_t deadline)
         ks_cpu_relax();
     }
 
-    /* Take a unit, or register as a waiter. */
+    /* Take a unit, or register as a waiter (unless the deadline has passed). */
+    const int expired = deadline != KS_FOREVER && deadline <= ks_now();
     v = __atomic_load_n(&s->state, __ATOMIC_RELAXED);
     for (;;) {
+        if (!V(v) && expired)
+            return ETIMEDOUT;
         if (V(v)) {
             /* acquire: pairs with the release CAS in post. */
             if (__atomic_compare_exchange_n(&s->state, &v, v - 1, 1, __ATOMIC_ACQUIRE, __ATOMIC_RELAXED))
