@@ -219,5 +219,8 @@ extern const struct st_scenario st_family_mutex[]; /* s_mutex.c: S1 S2 S3 S17 */
 extern const struct st_scenario st_family_rmutex[]; /* s_rmutex.c: S4 */
 extern const struct st_scenario st_family_sem[];   /* s_sem.c: S5 S6 S7 */
 extern const struct st_scenario st_family_cost[];  /* s_cost.c: S15 */
+extern const struct st_scenario st_family_event[]; /* s_event.c: S8 */
+extern const struct st_scenario st_family_cond[];  /* s_cond.c: S9 */
+extern const struct st_scenario st_family_barrier[]; /* s_barrier.c: S19 */
 
 #endif
