@@ -1,0 +1,227 @@
+/* stress/bench.h - what the ksync-bench sections share.
+ *
+ * ksync-bench measures ksync against glibc (pthread_mutex, sem_t, a
+ * mutex+condvar semaphore) and Concurrency Kit spinlocks, all in one run,
+ * and prints each figure as the median of --reps repetitions with the ratio
+ * ksync/reference taken from the same run.  One file per section:
+ *
+ *   b_uncontended.c   1. lock+unlock on one thread: ns and callgrind Ir
+ *   b_counter.c       2. contended counter, T threads, Mops/s
+ *   b_limiter.c       3. 16 threads through a 3-permit semaphore, Mops/s
+ *   b_cpu.c           4. CPU used by a thread blocked for --seconds
+ *
+ * bench.c holds main(), the options, the context header, the PASS/MISS
+ * summary and the one helper every section uses to run threads: a "team"
+ * of n threads released together by a barrier, stopped by a flag after a
+ * time cap, each reporting its ops, thread CPU time and futex call counts.
+ */
+#ifndef KSYNC_BENCH_H
+#define KSYNC_BENCH_H
+
+#include <ksync/debug.h>
+#include <ksync/mutex.h>
+#include <ksync/rmutex.h>
+#include <ksync/sem.h>
+#include <ksync/time.h>
+
+/* Concurrency Kit picks its fences from the memory model in ck_md.h, which
+ * Debian generates per architecture (amd64: TSO, arm64: RMO).  The two
+ * packages cannot be co-installed (tools/deps.sh unpacks the arm64 one
+ * instead), but a machine where someone installed libck-dev:arm64 by hand has
+ * the arm64 header in /usr/include, and CK's spinlocks would then carry
+ * fences x86-64 never needs: refuse to measure such a reference. */
+#include <ck_md.h>
+#if defined(__x86_64__) && !defined(CK_MD_TSO)
+#error "/usr/include/ck_md.h is not the amd64 one: apt-get install --reinstall libck-dev:amd64"
+#endif
+#if defined(CK_MD_TSO)
+#define BENCH_CK_MD_NOTE "TSO"
+#elif defined(CK_MD_PSO)
+#define BENCH_CK_MD_NOTE "PSO"
+#else
+#define BENCH_CK_MD_NOTE "RMO"
+#endif
+#include <ck_spinlock.h>
+#include <pthread.h>
+#include <semaphore.h>
+#include <stdint.h>
+
+#define BENCH_LINE 128 /* keep per-thread and shared data on separate lines */
+#define BENCH_MAX_THREADS 1024
+#define BENCH_MAX_TLIST 16
+
+/* ---- options ---------------------------------------------------------- */
+
+enum {
+    SEC_UNCONTENDED = 1u << 0, /* section 1 */
+    SEC_MUTEX = 1u << 1,       /* section 2: contended counter */
+    SEC_SEM = 1u << 2,         /* section 3: semaphore limiter */
+    SEC_CPU = 1u << 3,         /* section 4: CPU while blocked */
+    SEC_ALL = 0xfu,
+};
+
+struct bench_opts {
+    unsigned sections;     /* SEC_* bits */
+    int reps;              /* repetitions per figure (median printed) */
+    double seconds;        /* measurement cap of sections 2-4 */
+    int tlist[BENCH_MAX_TLIST];
+    int ntlist;            /* thread counts of section 2 */
+    uint64_t iters;        /* section 1: pairs per timed repetition */
+    uint64_t cg_iters;     /* section 1: pairs per callgrind repetition */
+    int callgrind;         /* section 1: run the callgrind half */
+    const char *valgrind;  /* valgrind executable */
+    int lim_threads;       /* section 3 */
+    int permits;           /* section 3 */
+    int work_ns;           /* section 3: busy work while holding a permit */
+    int pin;               /* PIN_*: team threads bound to CPUs */
+    int verbose;           /* print every repetition's value */
+};
+enum { PIN_NEVER, PIN_AUTO, PIN_ALWAYS }; /* auto: pin when threads <= online CPUs */
+extern struct bench_opts bopt;
+
+/* ---- small helpers (bench.c) --------------------------------------------- */
+
+int64_t bench_now(void);        /* CLOCK_MONOTONIC ns */
+int64_t bench_thread_cpu(void); /* CLOCK_THREAD_CPUTIME_ID ns of the caller */
+void bench_sleep_ns(int64_t ns);
+/* Create and join a thread, once.  glibc (2.34 on) takes its mutexes and
+ * semaphores without atomic instructions while the process has never
+ * created a thread; a lock matters only in a multi-threaded process, so the
+ * uncontended figures are taken after this. */
+void bench_go_multithreaded(void);
+/* Print an error and exit(2): a result that fails its integrity check must
+ * not be reported as a figure. */
+void bench_fail(const char *fmt, ...) __attribute__((format(printf, 1, 2), noreturn));
+
+/* Median, min and max of n >= 1 values (v is reordered). */
+struct bench_stat {
+    double med, min, max;
+};
+struct bench_stat bench_stats(double *v, int n);
+/* The same, first printing the values in run order under --verbose. */
+struct bench_stat bench_stats_l(const char *label, double *v, int n);
+/* Relative spread (max-min)/median in percent, 0 when the median is 0. */
+double bench_spread(struct bench_stat s);
+
+/* Busy work that the compiler cannot remove: about ns nanoseconds once
+ * bench_spin_calibrate() has run. */
+void bench_spin(uint64_t iters);
+uint64_t bench_spin_calibrate(int64_t ns, double *ns_per_iter);
+
+/* Register a target for the final PASS/MISS list.  value NAN means "not
+ * measured in this run".  cmp is "<=", ">=" or "<". */
+void bench_target(const char *what, double value, const char *cmp, double limit, const char *unit);
+
+/* ---- the thread team ----------------------------------------------------- */
+
+extern int bench_stop_flag;
+/* relaxed: the flag only tells workers to finish; results are read after
+ * pthread_join, which orders everything. */
+static inline int bench_stopped(void)
+{
+    return __atomic_load_n(&bench_stop_flag, __ATOMIC_RELAXED);
+}
+
+typedef struct bench_thr {
+    int id;
+    void *arg;         /* the team's arg */
+    uint64_t ops;      /* set by the body: work items completed */
+    int64_t begin_ns;  /* after the start barrier */
+    int64_t end_ns;    /* when the body returned */
+    int64_t cpu_ns;    /* thread CPU time spent in the body */
+    struct ks_futex_stats fx; /* ksync futex calls made in the body */
+    uint64_t vcsw;     /* voluntary context switches in the body (blocked) */
+    uint64_t ivcsw;    /* involuntary ones (preempted) */
+} __attribute__((aligned(BENCH_LINE))) bench_thr_t;
+
+struct bench_team {
+    int n;                           /* threads */
+    void (*body)(bench_thr_t *t);    /* run by each; loops until bench_stopped() */
+    void *arg;
+    int64_t cap_ns;                  /* main sets the stop flag after this */
+    void (*release)(void *arg);      /* optional: called by main right after stop */
+    /* results */
+    bench_thr_t *thr;                /* n entries, freed by bench_team_free */
+    int64_t start_ns;                /* barrier release, seen by main */
+    int64_t elapsed_ns;              /* start_ns to the last body's end */
+    uint64_t ops;                    /* sum of thr[].ops */
+    int pinned;                      /* threads were bound to CPUs (bopt.pin) */
+};
+void bench_team_run(struct bench_team *team);
+void bench_team_free(struct bench_team *team);
+
+/* ---- the locks under test: one storage type, uniform adapters ------------- */
+
+typedef union bench_lock {
+    ks_mutex_t ks;
+    ks_rmutex_t ksr;
+    ks_sem_t kss;
+    pthread_mutex_t pm;
+    sem_t ps;
+    ck_spinlock_fas_t fas;
+    ck_spinlock_ticket_t ticket;
+    ck_spinlock_mcs_t mcs; /* the MCS queue tail */
+} bench_lock_t;
+
+/* Per-thread context for locks that need one (the MCS queue node; reused
+ * across acquisitions, which MCS allows once the lock is released). */
+typedef struct bench_ctx {
+    ck_spinlock_mcs_context_t mcs;
+} bench_ctx_t;
+
+/* name_init / name_acq / name_rel for each primitive.  acq/rel of a
+ * semaphore are wait/post.  Return values are not checked in the loops:
+ * the counter and permit checks catch a lock that does not exclude. */
+static inline void ks_mutex_b_init(bench_lock_t *l) { ks_mutex_init(&l->ks, 0); }
+static inline void ks_mutex_b_acq(bench_lock_t *l, bench_ctx_t *c) { (void)c; ks_mutex_lock(&l->ks); }
+static inline void ks_mutex_b_rel(bench_lock_t *l, bench_ctx_t *c) { (void)c; ks_mutex_unlock(&l->ks); }
+
+static inline void pthread_mutex_b_init(bench_lock_t *l) { pthread_mutex_init(&l->pm, NULL); }
+static inline void pthread_mutex_b_acq(bench_lock_t *l, bench_ctx_t *c) { (void)c; pthread_mutex_lock(&l->pm); }
+static inline void pthread_mutex_b_rel(bench_lock_t *l, bench_ctx_t *c) { (void)c; pthread_mutex_unlock(&l->pm); }
+
+static inline void ck_fas_b_init(bench_lock_t *l) { ck_spinlock_fas_init(&l->fas); }
+static inline void ck_fas_b_acq(bench_lock_t *l, bench_ctx_t *c) { (void)c; ck_spinlock_fas_lock(&l->fas); }
+static inline void ck_fas_b_rel(bench_lock_t *l, bench_ctx_t *c) { (void)c; ck_spinlock_fas_unlock(&l->fas); }
+
+static inline void ck_ticket_b_init(bench_lock_t *l) { ck_spinlock_ticket_init(&l->ticket); }
+static inline void ck_ticket_b_acq(bench_lock_t *l, bench_ctx_t *c) { (void)c; ck_spinlock_ticket_lock(&l->ticket); }
+static inline void ck_ticket_b_rel(bench_lock_t *l, bench_ctx_t *c) { (void)c; ck_spinlock_ticket_unlock(&l->ticket); }
+
+static inline void ck_mcs_b_init(bench_lock_t *l) { ck_spinlock_mcs_init(&l->mcs); }
+static inline void ck_mcs_b_acq(bench_lock_t *l, bench_ctx_t *c) { ck_spinlock_mcs_lock(&l->mcs, &c->mcs); }
+static inline void ck_mcs_b_rel(bench_lock_t *l, bench_ctx_t *c) { ck_spinlock_mcs_unlock(&l->mcs, &c->mcs); }
+
+static inline void ks_rmutex_b_init(bench_lock_t *l) { ks_rmutex_init(&l->ksr, 0); }
+static inline void ks_rmutex_b_acq(bench_lock_t *l, bench_ctx_t *c) { (void)c; ks_rmutex_lock(&l->ksr); }
+static inline void ks_rmutex_b_rel(bench_lock_t *l, bench_ctx_t *c) { (void)c; ks_rmutex_unlock(&l->ksr); }
+
+static inline void pthread_rec_b_init(bench_lock_t *l)
+{
+    pthread_mutexattr_t a;
+    pthread_mutexattr_init(&a);
+    pthread_mutexattr_settype(&a, PTHREAD_MUTEX_RECURSIVE);
+    pthread_mutex_init(&l->pm, &a);
+    pthread_mutexattr_destroy(&a);
+}
+#define pthread_rec_b_acq pthread_mutex_b_acq
+#define pthread_rec_b_rel pthread_mutex_b_rel
+
+/* Semaphores start at 1 for section 1 (wait then post). */
+static inline void ks_sem_b_init(bench_lock_t *l) { ks_sem_init(&l->kss, 1, 0); }
+static inline void ks_sem_b_acq(bench_lock_t *l, bench_ctx_t *c) { (void)c; ks_sem_wait(&l->kss); }
+static inline void ks_sem_b_rel(bench_lock_t *l, bench_ctx_t *c) { (void)c; ks_sem_post(&l->kss); }
+
+static inline void sem_t_b_init(bench_lock_t *l) { sem_init(&l->ps, 0, 1); }
+static inline void sem_t_b_acq(bench_lock_t *l, bench_ctx_t *c) { (void)c; sem_wait(&l->ps); }
+static inline void sem_t_b_rel(bench_lock_t *l, bench_ctx_t *c) { (void)c; sem_post(&l->ps); }
+
+/* ---- sections ------------------------------------------------------------- */
+
+void bench_uncontended(void);
+int bench_callgrind_child(void); /* the process valgrind runs (internal option) */
+void bench_counter(void);
+void bench_limiter(void);
+void bench_cpu(void);
+
+#endif
