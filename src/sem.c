@@ -9,8 +9,9 @@
  *                                 loop again; further posts need not wake
  *   bits 32-63  waiters N         threads registered in the slow path
  *
- * post:    V+1; if N > 0 and !WAKING, also set WAKING and FUTEX_WAKE 1 after
- *          the CAS.  Nothing is read after the CAS.
+ * post:    V+1; if N > 0 and !WAKING and (the value was 0, or this is one in
+ *          64 of the thread's posts), also set WAKING, and FUTEX_WAKE 1
+ *          after the CAS.  Nothing is read after the CAS.
  * waiter:  registers (N+1) unless it can take a unit; then loops:
  *            V > 0  take a unit, unregister and clear WAKING in one CAS; if
  *                   units and other waiters remain, set WAKING again and wake
@@ -19,21 +20,26 @@
  *          on ETIMEDOUT it takes a unit if one appeared, else unregisters
  *          (and clears WAKING) in one CAS.
  *
- * No lost wake-up.  Suppose V > 0 and N > 0.  V rose through a post; that
- * post either issued a wake (WAKING was clear) or saw WAKING set.  WAKING is
- * cleared only by a waiter that is running its loop, and only (a) together
- * with taking a unit, in which case it re-arms WAKING and wakes another if
- * V > 1 and N > 1, or (b) when it observed V == 0.  So whenever V > 0 with
- * registered waiters, either a waiter is awake in its loop, or a wake is in
- * flight to a sleeper: FUTEX_WAKE wakes a sleeper if one is queued, and a
- * waiter between its clearing CAS and FUTEX_WAIT sleeps only if the low word
- * is still 0 (V == 0, WAKING clear) - a post changes it, so it returns
- * EAGAIN and loops.
+ * No lost wake-up.  Claim: whenever V > 0 and N > 0, a registered waiter is
+ * awake in its loop or a wake is in flight to a sleeper.  A waiter registers
+ * and sleeps only while V == 0, so V > 0 with waiters begins with a post
+ * that took V from 0 to 1; that post woke one (or found WAKING set: a wake
+ * already in flight).  WAKING is cleared only by a waiter running its loop,
+ * and only (a) together with taking a unit, in which case it re-arms WAKING
+ * and wakes another if V > 1 and N > 1, or (b) when it observed V == 0.
+ * Posts that find V > 0 need not wake: the units they add are either taken by
+ * the running threads, or found by the woken waiter, which chains.  A waiter
+ * between its clearing CAS and FUTEX_WAIT sleeps only if the low word is
+ * still 0, and a post changes it, so its wait returns EAGAIN.
  *
- * Why WAKING at all: with many threads and few permits, glibc's sem_post
- * makes a FUTEX_WAKE on every post that sees a waiter, and the woken thread
- * usually finds the unit already re-taken by a running thread.  WAKING keeps
- * at most one wake in flight (docs/sem.md has the figures).
+ * Why WAKING and the 0 -> 1 rule: with many threads and few permits, glibc's
+ * sem_post makes a FUTEX_WAKE on every post that sees a waiter, and the woken
+ * thread usually finds the unit already re-taken by a running thread.  Here a
+ * post wakes only when a unit appears where there was none, and at most one
+ * wake is in flight (docs/sem.md has the figures).  The price is fairness:
+ * threads that keep posting and waiting re-take units ahead of sleepers, as
+ * with any barging semaphore; one post in 64 per thread wakes a sleeper
+ * anyway, so sleepers get turns while the running threads keep going.
  *
  * Known limit: a thread killed between a post's CAS and its wake leaves
  * WAKING set, and the waiters sleep until a waiter times out and clears it.
@@ -48,6 +54,11 @@
 #define NW(x) ((x) >> 32)
 #define WAKING KS_SEM_WAKING
 #define ONE_W KS_SEM_ONE_WAITER
+
+/* Anti-starvation: every KS_SEM_FAIR_PERIOD-th slow-path post of a thread
+ * wakes a sleeper even if units are already available. */
+#define KS_SEM_FAIR_PERIOD 64
+static _Thread_local unsigned tls_posts;
 
 /* The futex word: the half of the 64-bit state that holds V and WAKING. */
 static inline const uint32_t *fword(const ks_sem_t *s)
@@ -91,13 +102,19 @@ int ks_sem_post_slow(ks_sem_t *s)
     /* Everything post needs from the object is read before the CAS. */
     const uint64_t lim = s->max ? s->max : KS_SEM_VALUE_MAX;
     const unsigned fl = s->flags;
+    const int fair_turn = ++tls_posts % KS_SEM_FAIR_PERIOD == 0;
     uint64_t v = __atomic_load_n(&s->state, __ATOMIC_RELAXED), nv;
     int wake;
     do {
         if (V(v) >= lim)
             return EOVERFLOW;
         nv = v + 1;
-        wake = NW(v) && !(v & WAKING);
+        /* Wake on 0 -> 1 (while units are available, either the threads that
+         * keep posting and waiting take them, or a woken waiter is running
+         * and chains: see the proof above), and on one in
+         * KS_SEM_FAIR_PERIOD of this thread's posts, so sleepers get a turn
+         * even while running threads keep the value above 0. */
+        wake = NW(v) && !(v & WAKING) && (V(v) == 0 || fair_turn);
         if (wake)
             nv |= WAKING;
         /* release: pairs with the acquire CAS of whoever takes the unit. */
