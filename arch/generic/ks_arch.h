@@ -3,7 +3,10 @@
  * Every architecture header provides exactly this set, and must agree with
  * this one in meaning (tests/test_arch.c and the AArch64 self-test check the
  * observable parts).  The generic version is what ThreadSanitizer builds use:
- * TSan understands C11 fences and atomics, not inline asm.
+ * TSan models C11 atomic operations, not inline asm.  It does not model
+ * stand-alone fences either (GCC warns with -Wtsan), which is one more reason
+ * ksync's algorithms put their ordering on the atomic operations themselves
+ * and call no fence.
  *
  *   ks_fence_full()      orders every earlier load/store before every later one
  *   ks_fence_acquire()   earlier loads before later loads and stores

@@ -1,0 +1,352 @@
+/* tests/helpers.h - small fixtures shared by ksync's Criterion tests:
+ * threads released together through a start gate, MAP_SHARED anonymous
+ * memory for fork() tests, per-thread CPU time, timing slack and a few
+ * waiting helpers.  No test framework of its own: assertions are Criterion's.
+ *
+ * Criterion asserts are only made from the test's main thread; worker
+ * threads and forked children report results through memory (or the child's
+ * exit status) and the main thread asserts on them.
+ */
+#ifndef KS_TEST_HELPERS_H
+#define KS_TEST_HELPERS_H
+
+#include <criterion/criterion.h>
+
+#include <errno.h>
+#include <pthread.h>
+#include <sched.h>
+#include <signal.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/ioctl.h>
+#include <sys/mman.h>
+#include <sys/syscall.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
+
+#include <linux/hw_breakpoint.h>
+#include <linux/perf_event.h>
+
+#include <ksync.h>
+
+/* ---- timing slack -------------------------------------------------------
+ * Timed calls must never return before their deadline (checked exactly) and
+ * must not be seconds late (checked with a generous bound: the suite runs
+ * tests in parallel on 2 cores, and sanitizer builds are several times
+ * slower). */
+#if defined(__SANITIZE_ADDRESS__) || defined(__SANITIZE_THREAD__)
+#define KT_SANITIZED 1
+#define KT_SLOW 4 /* multiply iteration-independent bounds by this */
+#else
+#define KT_SANITIZED 0
+#define KT_SLOW 1
+#endif
+#define KT_MS 1000000LL
+#define KT_LATE_NS (250 * KT_MS * KT_SLOW) /* "not seconds late" */
+
+static inline int64_t kt_thread_cpu_ns(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_THREAD_CPUTIME_ID, &ts);
+    return (int64_t)ts.tv_sec * 1000000000LL + ts.tv_nsec;
+}
+
+static inline void kt_sleep_ns(int64_t ns)
+{
+    struct timespec ts = {(time_t)(ns / 1000000000LL), (long)(ns % 1000000000LL)};
+    while (nanosleep(&ts, &ts) != 0 && errno == EINTR)
+        ;
+}
+
+static inline pid_t kt_gettid(void) { return (pid_t)syscall(SYS_gettid); }
+
+/* ---- threads -------------------------------------------------------------- */
+
+#define KT_MAX_THREADS 128
+
+/* A start gate: every worker calls kt_gate_pass() first, so all of them start
+ * their loops together (and, with oversubscription, are all runnable). */
+typedef struct kt_gate {
+    pthread_barrier_t barrier;
+} kt_gate_t;
+
+static inline void kt_gate_init(kt_gate_t *g, unsigned n)
+{
+    cr_assert_eq(pthread_barrier_init(&g->barrier, NULL, n), 0);
+}
+static inline void kt_gate_pass(kt_gate_t *g) { pthread_barrier_wait(&g->barrier); }
+static inline void kt_gate_destroy(kt_gate_t *g) { pthread_barrier_destroy(&g->barrier); }
+
+static inline void kt_spawn(pthread_t *t, void *(*fn)(void *), void *arg)
+{
+    int e = pthread_create(t, NULL, fn, arg);
+    cr_assert_eq(e, 0, "pthread_create: %s", strerror(e));
+}
+
+static inline void *kt_join(pthread_t t)
+{
+    void *ret = NULL;
+    int e = pthread_join(t, &ret);
+    cr_assert_eq(e, 0, "pthread_join: %s", strerror(e));
+    return ret;
+}
+
+/* Run n copies of fn, each with args + i * argsize, released together. */
+static inline void kt_run_threads(int n, void *(*fn)(void *), void *args, size_t argsize)
+{
+    pthread_t t[KT_MAX_THREADS];
+    cr_assert_leq(n, KT_MAX_THREADS);
+    for (int i = 0; i < n; i++)
+        kt_spawn(&t[i], fn, (char *)args + (size_t)i * argsize);
+    for (int i = 0; i < n; i++)
+        kt_join(t[i]);
+}
+
+/* Poll cond(arg) until it holds or timeout_ns passes; returns whether it holds.
+ * Yields between polls (2 cores, many threads). */
+static inline int kt_wait_for(int (*cond)(void *), void *arg, int64_t timeout_ns)
+{
+    int64_t end = ks_now() + timeout_ns;
+    for (;;) {
+        if (cond(arg))
+            return 1;
+        if (ks_now() > end)
+            return 0;
+        sched_yield();
+    }
+}
+
+/* Is task `tid` (a thread of this process, or with tgid != 0 a process)
+ * blocked inside the futex system call right now?  /proc/.../syscall starts
+ * with the syscall number for a task blocked in a syscall.  Returns -1 if
+ * the file cannot be read. */
+static inline int kt_in_futex_at(const char *path)
+{
+    char buf[128];
+    FILE *f = fopen(path, "r");
+    if (!f)
+        return -1;
+    size_t n = fread(buf, 1, sizeof buf - 1, f);
+    fclose(f);
+    if (n == 0)
+        return -1;
+    buf[n] = 0;
+    char *end;
+    long nr = strtol(buf, &end, 10);
+    if (end == buf)
+        return 0; /* "running" */
+    return nr == SYS_futex
+#ifdef SYS_futex_time64
+           || nr == SYS_futex_time64
+#endif
+        ;
+}
+
+static inline int kt_in_futex(pid_t tid)
+{
+    char path[64];
+    snprintf(path, sizeof path, "/proc/self/task/%d/syscall", (int)tid);
+    return kt_in_futex_at(path);
+}
+
+static inline int kt_wait_in_futex_at(const char *path, int64_t timeout_ns)
+{
+    int64_t end = ks_now() + timeout_ns;
+    for (;;) {
+        int r = kt_in_futex_at(path);
+        if (r < 0) {
+            kt_sleep_ns(100 * KT_MS);
+            return 1;
+        }
+        if (r)
+            return 1;
+        if (ks_now() > end)
+            return 0;
+        kt_sleep_ns(200000);
+    }
+}
+
+/* Wait until thread `tid` of this process sleeps in futex(2) (or, if /proc
+ * cannot tell us, give it 100 ms).  Returns whether it was seen asleep. */
+static inline int kt_wait_in_futex(pid_t tid, int64_t timeout_ns)
+{
+    char path[64];
+    snprintf(path, sizeof path, "/proc/self/task/%d/syscall", (int)tid);
+    return kt_wait_in_futex_at(path, timeout_ns);
+}
+
+/* The same for a child process (its main thread). */
+static inline int kt_wait_child_in_futex(pid_t pid, int64_t timeout_ns)
+{
+    char path[64];
+    snprintf(path, sizeof path, "/proc/%d/syscall", (int)pid);
+    return kt_wait_in_futex_at(path, timeout_ns);
+}
+
+/* ---- processes ----------------------------------------------------------- */
+
+/* Anonymous memory shared with fork()ed children. */
+static inline void *kt_shared_alloc(size_t size)
+{
+    void *p = mmap(NULL, size, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS, -1, 0);
+    cr_assert_neq(p, MAP_FAILED, "mmap: %s", strerror(errno));
+    memset(p, 0, size);
+    return p;
+}
+
+static inline void kt_shared_free(void *p, size_t size) { munmap(p, size); }
+
+/* fork(); the child runs fn(arg) and _exit()s with its return value (0 = ok,
+ * anything else names the check that failed). */
+static inline pid_t kt_fork(int (*fn)(void *), void *arg)
+{
+    fflush(NULL);
+    pid_t pid = fork();
+    cr_assert_geq(pid, 0, "fork: %s", strerror(errno));
+    if (pid == 0)
+        _exit(fn(arg));
+    return pid;
+}
+
+/* Reap the child and assert it exited with status 0. */
+static inline void kt_wait_child(pid_t pid)
+{
+    int st = 0;
+    pid_t r;
+    while ((r = waitpid(pid, &st, 0)) < 0 && errno == EINTR)
+        ;
+    cr_assert_eq(r, pid, "waitpid: %s", strerror(errno));
+    cr_assert(WIFEXITED(st), "child did not exit normally (status 0x%x)", st);
+    cr_assert_eq(WEXITSTATUS(st), 0, "child failed check %d", WEXITSTATUS(st));
+}
+
+/* ---- signals --------------------------------------------------------------- */
+
+/* A handler installed without SA_RESTART, so a blocking syscall interrupted
+ * by it returns EINTR to the library, which must hide it. */
+static volatile sig_atomic_t kt_signals_seen __attribute__((unused));
+
+static inline void kt_count_signal(int sig)
+{
+    (void)sig;
+    kt_signals_seen++;
+}
+
+static inline void kt_install_eintr_handler(int sig)
+{
+    struct sigaction sa;
+    memset(&sa, 0, sizeof sa);
+    sa.sa_handler = kt_count_signal;
+    sigemptyset(&sa.sa_mask);
+    sa.sa_flags = 0; /* no SA_RESTART */
+    cr_assert_eq(sigaction(sig, &sa, NULL), 0);
+}
+
+/* Send `sig` to thread t every period_ns until *done becomes nonzero. */
+static inline long kt_pummel(pthread_t t, int sig, const int *done, int64_t period_ns)
+{
+    long sent = 0;
+    while (!__atomic_load_n(done, __ATOMIC_ACQUIRE)) {
+        if (pthread_kill(t, sig) == 0)
+            sent++;
+        kt_sleep_ns(period_ns);
+    }
+    return sent;
+}
+
+/* ---- hardware watchpoints ---------------------------------------------------
+ * "Touches nothing after the releasing atomic" (PITFALLS B.3) is a property
+ * of single instructions, which no amount of racing reliably catches.  A
+ * debug-register watchpoint on the object (perf_event_open with sigtrap,
+ * Linux >= 5.13) traps after every user-space load or store to it; the
+ * handler asks the test whether the object has already been released at
+ * that moment.  The releasing atomic itself is the one access allowed to
+ * see "released" (the trap comes after the instruction); any other is an
+ * access after release, the bug behind glibc 13690 and 12674. */
+struct kt_watch {
+    int fd[4];
+    int n;
+    int (*released)(void); /* called in the handler, with the watch disabled */
+    volatile int hits;     /* accesses seen */
+    volatile int after;    /* accesses that saw the object released */
+};
+
+static struct kt_watch *kt_watch_cur __attribute__((unused));
+
+static inline void kt_watch_handler(int sig, siginfo_t *si, void *uc)
+{
+    (void)sig;
+    (void)si;
+    (void)uc;
+    struct kt_watch *w = kt_watch_cur;
+    int e = errno;
+    for (int i = 0; i < w->n; i++)
+        ioctl(w->fd[i], PERF_EVENT_IOC_DISABLE, 0);
+    w->hits++;
+    if (w->released())
+        w->after++;
+    for (int i = 0; i < w->n; i++)
+        ioctl(w->fd[i], PERF_EVENT_IOC_ENABLE, 0);
+    errno = e;
+}
+
+/* Set up a watch of the calling thread's accesses to [addr, addr+len), len 1,
+ * 2, 4 or 8 and addr aligned to it.  Returns 0, or -1 when the system has no
+ * usable hardware breakpoints (the caller then skips). */
+static inline int kt_watch_add(struct kt_watch *w, const void *addr, int len)
+{
+    struct perf_event_attr a;
+    memset(&a, 0, sizeof a);
+    a.type = PERF_TYPE_BREAKPOINT;
+    a.size = sizeof a;
+    a.bp_type = HW_BREAKPOINT_RW;
+    a.bp_addr = (uint64_t)(uintptr_t)addr;
+    a.bp_len = (uint64_t)len;
+    a.sample_period = 1;
+    a.disabled = 1;
+    a.exclude_kernel = 1; /* the futex syscall may use the address */
+    a.exclude_hv = 1;
+    a.sigtrap = 1;
+    a.remove_on_exec = 1;
+    int fd = (int)syscall(SYS_perf_event_open, &a, 0, -1, -1, PERF_FLAG_FD_CLOEXEC);
+    if (fd < 0)
+        return -1;
+    w->fd[w->n++] = fd;
+    return 0;
+}
+
+static inline void kt_watch_begin(struct kt_watch *w, int (*released)(void))
+{
+    struct sigaction sa;
+    memset(&sa, 0, sizeof sa);
+    sa.sa_sigaction = kt_watch_handler;
+    sa.sa_flags = SA_SIGINFO;
+    sigemptyset(&sa.sa_mask);
+    sigaction(SIGTRAP, &sa, NULL);
+    w->released = released;
+    w->hits = 0;
+    w->after = 0;
+    kt_watch_cur = w;
+    __atomic_signal_fence(__ATOMIC_SEQ_CST);
+    for (int i = 0; i < w->n; i++)
+        ioctl(w->fd[i], PERF_EVENT_IOC_ENABLE, 0);
+}
+
+static inline void kt_watch_end(struct kt_watch *w)
+{
+    for (int i = 0; i < w->n; i++)
+        ioctl(w->fd[i], PERF_EVENT_IOC_DISABLE, 0);
+    __atomic_signal_fence(__ATOMIC_SEQ_CST);
+}
+
+static inline void kt_watch_close(struct kt_watch *w)
+{
+    for (int i = 0; i < w->n; i++)
+        close(w->fd[i]);
+    w->n = 0;
+}
+
+#endif

@@ -1,0 +1,150 @@
+// tests/test_cxx.cc - the public headers compile as C++17 (with -Wall -Wextra
+// -Werror) and every inline fast path works when called from C++.
+#include <ksync.h>
+
+#include <criterion/criterion.h>
+
+#include <atomic>
+#include <cstring>
+#include <ctime>
+#include <thread>
+#include <type_traits>
+#include <vector>
+
+static_assert(std::is_trivially_copyable<ks_mutex_t>::value, "C layout");
+static_assert(std::is_standard_layout<ks_sem_t>::value, "C layout");
+static_assert(sizeof(ks_mutex_t) == 8, "ks_mutex_t is two 32-bit words");
+static_assert(sizeof(ks_sem_t) == 16, "ks_sem_t is a 64-bit state plus two words");
+static_assert(KS_FOREVER == INT64_MAX, "KS_FOREVER");
+
+namespace {
+ks_mutex_t global_mutex = KS_MUTEX_INIT;
+ks_rmutex_t global_rmutex = KS_RMUTEX_INIT;
+ks_sem_t global_sem = KS_SEM_INIT(1);
+} // namespace
+
+Test(cxx, mutex_inline_fast_paths)
+{
+    ks_mutex_t m = KS_MUTEX_INIT;
+    cr_assert_eq(ks_mutex_lock(&m), 0);
+    cr_assert_eq(ks_mutex_trylock(&m), EBUSY);
+    cr_assert_eq(ks_mutex_timedlock(&m, 0), ETIMEDOUT);
+    cr_assert_eq(ks_mutex_unlock(&m), 0);
+    cr_assert_eq(ks_mutex_unlock(&m), EPERM);
+    cr_assert_eq(ks_mutex_trylock(&m), 0);
+    cr_assert_eq(ks_mutex_unlock(&m), 0);
+    cr_assert_eq(ks_mutex_timedlock(&m, ks_deadline_after(KS_NSEC_PER_SEC)), 0);
+    cr_assert_eq(ks_mutex_unlock(&m), 0);
+    cr_assert_eq(ks_mutex_timedlock(&m, -1), EINVAL);
+    cr_assert_eq(ks_mutex_lock(nullptr), EINVAL);
+    cr_assert_eq(ks_mutex_trylock(nullptr), EINVAL);
+    cr_assert_eq(ks_mutex_unlock(nullptr), EINVAL);
+    cr_assert_eq(ks_mutex_destroy(&m), 0);
+
+    ks_mutex_t s;
+    cr_assert_eq(ks_mutex_init(&s, KS_SHARED), 0);
+    cr_assert_eq(ks_mutex_lock(&s), 0);
+    cr_assert_eq(ks_mutex_unlock(&s), 0);
+
+    cr_assert_eq(ks_mutex_lock(&global_mutex), 0);
+    cr_assert_eq(ks_mutex_unlock(&global_mutex), 0);
+}
+
+Test(cxx, mutex_with_std_thread, .timeout = 60)
+{
+    ks_mutex_t m = KS_MUTEX_INIT;
+    long counter = 0;
+    std::vector<std::thread> threads;
+    for (int t = 0; t < 4; t++)
+        threads.emplace_back([&] {
+            for (int i = 0; i < 20000; i++) {
+                ks_mutex_lock(&m);
+                counter++;
+                ks_mutex_unlock(&m);
+            }
+        });
+    for (auto &t : threads)
+        t.join();
+    cr_assert_eq(counter, 4L * 20000);
+    cr_assert_eq(ks_mutex_destroy(&m), 0);
+}
+
+Test(cxx, rmutex_from_cxx)
+{
+    cr_assert_eq(ks_rmutex_lock(&global_rmutex), 0);
+    cr_assert_eq(ks_rmutex_trylock(&global_rmutex), 0);
+    cr_assert_eq(ks_rmutex_timedlock(&global_rmutex, ks_deadline_after(KS_NSEC_PER_SEC)), 0);
+    int other = -1;
+    std::thread([&] { other = ks_rmutex_unlock(&global_rmutex); }).join();
+    cr_assert_eq(other, EPERM);
+    for (int i = 0; i < 3; i++)
+        cr_assert_eq(ks_rmutex_unlock(&global_rmutex), 0);
+    cr_assert_eq(ks_rmutex_unlock(&global_rmutex), EPERM);
+    cr_assert_neq(ks_thread_id(), 0u);
+}
+
+Test(cxx, sem_inline_fast_paths)
+{
+    ks_sem_t s = KS_SEM_INIT(2);
+    cr_assert_eq(ks_sem_value(&s), 2);
+    cr_assert_eq(ks_sem_trywait(&s), 0);
+    cr_assert_eq(ks_sem_wait(&s), 0);
+    cr_assert_eq(ks_sem_trywait(&s), EAGAIN);
+    cr_assert_eq(ks_sem_timedwait(&s, 0), ETIMEDOUT);
+    cr_assert_eq(ks_sem_timedwait(&s, -1), EINVAL);
+    cr_assert_eq(ks_sem_post(&s), 0);
+    cr_assert_eq(ks_sem_timedwait(&s, ks_deadline_after(KS_NSEC_PER_SEC)), 0);
+    cr_assert_eq(ks_sem_value(nullptr), -EINVAL);
+    cr_assert_eq(ks_sem_post(nullptr), EINVAL);
+    cr_assert_eq(ks_sem_trywait(nullptr), EINVAL);
+
+    ks_sem_t b;
+    cr_assert_eq(ks_sem_init_bounded(&b, 1, 1, 0), 0);
+    cr_assert_eq(ks_sem_post(&b), EOVERFLOW);
+    cr_assert_eq(ks_sem_wait(&b), 0);
+    cr_assert_eq(ks_sem_destroy(&b), 0);
+
+    cr_assert_eq(ks_sem_wait(&global_sem), 0);
+    cr_assert_eq(ks_sem_post(&global_sem), 0);
+    cr_assert_eq(ks_sem_value(&global_sem), 1);
+}
+
+Test(cxx, sem_with_std_thread, .timeout = 60)
+{
+    ks_sem_t s = KS_SEM_INIT(0);
+    std::atomic<int> got{0};
+    std::vector<std::thread> threads;
+    for (int t = 0; t < 4; t++)
+        threads.emplace_back([&] {
+            for (int i = 0; i < 1000; i++)
+                if (ks_sem_wait(&s) == 0)
+                    got++;
+        });
+    for (int i = 0; i < 4000; i++)
+        ks_sem_post(&s);
+    for (auto &t : threads)
+        t.join();
+    cr_assert_eq(got.load(), 4000);
+    cr_assert_eq(ks_sem_value(&s), 0);
+}
+
+Test(cxx, time_and_debug_from_cxx)
+{
+    int64_t a = ks_now();
+    cr_assert_geq(ks_deadline_after(0), a);
+    cr_assert_eq(ks_deadline_after(-1), -1);
+    struct timespec ts = {1, 2};
+    int64_t d = 0;
+    cr_assert_eq(ks_deadline_from_timespec(CLOCK_MONOTONIC, &ts, &d), 0);
+    cr_assert_eq(d, KS_NSEC_PER_SEC + 2);
+    struct ks_futex_stats st, st2;
+    std::memset(&st, 0xff, sizeof st);
+    ks_futex_stats(&st);
+    cr_assert_neq(st.waits, ~0ull, "ks_futex_stats did not fill in the struct");
+    ks_mutex_t m = KS_MUTEX_INIT;
+    ks_mutex_lock(&m);
+    ks_mutex_unlock(&m);
+    ks_futex_stats(&st2);
+    cr_assert_eq(st2.waits, st.waits);
+    cr_assert_eq(st2.wakes, st.wakes);
+}
