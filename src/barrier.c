@@ -2,21 +2,29 @@
  *
  *   seq      = phase << 1 | SLEEPERS   (the futex word)
  *   arrived  = threads that have arrived in this phase
+ *   leaving  = threads released by a phase end that have not yet made their
+ *              last access (bit 31 DESTROYING: destroy sleeps on it)
  *
  * wait:  p = seq's phase (read BEFORE arriving);  n = ++arrived
- *        n == count: arrived = 0, then seq = (p+1) << 1 (release), and
- *                    FUTEX_WAKE all if SLEEPERS was set -> KS_BARRIER_SERIAL
+ *        n == count: arrived = 0, leaving += count-1, then seq = (p+1) << 1
+ *                    (release), and FUTEX_WAKE all if SLEEPERS was set
+ *                    -> KS_BARRIER_SERIAL
  *        otherwise:  spin (if all parties can run at once), then set SLEEPERS
- *                    and sleep, until seq's phase != p -> 0
+ *                    and sleep, until seq's phase != p; then leaving -= 1 as
+ *                    the last access -> 0
  *
  * Why a thread reads the phase before arriving: it can only be reading phase
  * p or later, and phase p cannot end without its own arrival, so it reads
  * exactly p.  Why no thread overtakes into the next phase: a thread of phase
  * p+1 arrives only after it has seen seq move to p+1, and the last arriver
  * reset `arrived` before that release store.  Destroy after return
- * (PITFALLS item 25): the last arriver's final access is the seq RMW (the
- * wake after it is on the address only), and every other thread's final
- * access is the load that saw seq move.
+ * (PITFALLS item 25): the serial thread of the last phase may return and
+ * destroy the barrier while the threads it released are still on their way
+ * out (one still reloading seq after its futex wait, say).  Each released
+ * thread's last access is its decrement of `leaving`, which the last arriver
+ * raised by count-1 before releasing them; ks_barrier_destroy waits for it to
+ * reach 0 (as glibc's barrier destroy does), and the last leaver wakes it on
+ * the address only.  The last arriver's own last access is the seq exchange.
  */
 #include "internal.h"
 
@@ -24,6 +32,7 @@
 
 #define SLEEPERS 1u
 #define PHASE_ONE 2u
+#define DESTROYING 0x80000000u
 /* ~10 us of cpu_relax here: a phase whose missing threads are running on
  * other CPUs ends within that.  Spinning happens only if every party can
  * have a CPU (count <= usable CPUs); otherwise a spinner would take the CPU
@@ -38,6 +47,7 @@ int ks_barrier_init(ks_barrier_t *b, unsigned count, unsigned flags)
     b->arrived = 0;
     b->count = count;
     b->flags = flags;
+    b->leaving = 0;
     return 0;
 }
 
@@ -45,8 +55,29 @@ int ks_barrier_destroy(ks_barrier_t *b)
 {
     if (!b)
         return EINVAL;
-    /* relaxed: a courtesy check; destroy is only legal with no users. */
-    return __atomic_load_n(&b->arrived, __ATOMIC_RELAXED) ? EBUSY : 0;
+    /* relaxed: threads blocked in a partly filled phase make destroy
+     * undefined; this check is a courtesy for the caller who got that wrong. */
+    if (__atomic_load_n(&b->arrived, __ATOMIC_RELAXED))
+        return EBUSY;
+    /* acquire: pairs with the release decrement of the last leaver, so its
+     * accesses happen before the caller frees the memory. */
+    uint32_t l = __atomic_or_fetch(&b->leaving, DESTROYING, __ATOMIC_ACQUIRE);
+    while (l & ~DESTROYING) {
+        ks_futex_wait(&b->leaving, l, KS_FOREVER, b->flags);
+        l = __atomic_load_n(&b->leaving, __ATOMIC_ACQUIRE);
+    }
+    __atomic_store_n(&b->leaving, 0, __ATOMIC_RELAXED);
+    return 0;
+}
+
+/* A released waiter's last access: leave, and wake destroy if it waits for us. */
+static int leave(ks_barrier_t *b, unsigned fl)
+{
+    /* release: pairs with destroy's acquire. */
+    uint32_t l = __atomic_fetch_sub(&b->leaving, 1, __ATOMIC_RELEASE);
+    if (l == (DESTROYING | 1))
+        ks_futex_wake(&b->leaving, INT32_MAX, fl); /* address only */
+    return 0;
 }
 
 int ks_barrier_wait(ks_barrier_t *b)
@@ -65,6 +96,10 @@ int ks_barrier_wait(ks_barrier_t *b)
         /* relaxed: ordered before the release RMW on seq, and nobody adds to
          * `arrived` until they have seen that RMW. */
         __atomic_store_n(&b->arrived, 0, __ATOMIC_RELAXED);
+        /* relaxed: ordered before the release exchange below, which every
+         * leaver acquires before it decrements. */
+        if (count > 1)
+            __atomic_fetch_add(&b->leaving, count - 1, __ATOMIC_RELAXED);
         KS_RACE_POINT();
         /* release: pairs with the waiters' acquire loads of seq. */
         uint32_t old = __atomic_exchange_n(&b->seq, phase + PHASE_ONE, __ATOMIC_RELEASE);
@@ -77,13 +112,13 @@ int ks_barrier_wait(ks_barrier_t *b)
     for (int i = 0; i < spin; i++) {
         /* acquire: pairs with the last arriver's release exchange. */
         if ((__atomic_load_n(&b->seq, __ATOMIC_ACQUIRE) & ~SLEEPERS) != phase)
-            return 0;
+            return leave(b, fl);
         ks_cpu_relax();
     }
     uint32_t s = __atomic_load_n(&b->seq, __ATOMIC_ACQUIRE);
     for (;;) {
         if ((s & ~SLEEPERS) != phase)
-            return 0;
+            return leave(b, fl);
         if (!(s & SLEEPERS)) {
             /* acquire both ways (GCC wants failure <= success): on failure the
              * reloaded word may be the next phase; success only announces. */

@@ -7,9 +7,11 @@
  *
  * init: 0, EINVAL (NULL, count 0, count > KS_BARRIER_MAX, unknown flags).
  * wait: KS_BARRIER_SERIAL, 0, EINVAL.  destroy: 0, EBUSY (a phase is
- * partly filled), EINVAL.  The barrier may be destroyed (and freed) as soon
- * as every wait of the last phase has returned; no thread touches it after
- * its own wait returns.  Waiters spin briefly, then sleep.
+ * partly filled), EINVAL.  Any thread whose wait of the last phase has
+ * returned (typically the serial one) may destroy and free the barrier at
+ * once: ks_barrier_destroy waits until the other threads released by that
+ * phase have stopped touching it (POSIX's rule; PITFALLS item 25).  Waiters
+ * spin briefly, then sleep.
  */
 #ifndef KSYNC_BARRIER_H
 #define KSYNC_BARRIER_H
@@ -24,6 +26,7 @@ typedef struct ks_barrier {
     uint32_t arrived; /* threads arrived in the current phase */
     uint32_t count;   /* threads per phase; constant */
     uint32_t flags;   /* KS_SHARED or 0; constant */
+    uint32_t leaving; /* released waiters not yet out (bit 31: destroy waits) */
 } ks_barrier_t;
 
 KS_EXTERN_C_BEGIN

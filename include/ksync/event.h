@@ -15,8 +15,9 @@
  * clear() followed (a set-then-clear "pulse" is never lost; PITFALLS item 30).
  * set() is a release operation and wait()/is_set() that see it acquire: what
  * the setter wrote before set() is visible after.  set() costs one atomic
- * compare-and-swap and makes one FUTEX_WAKE only if someone sleeps; is_set()
- * is one load.  An event may be destroyed and freed as
+ * compare-and-swap and makes one FUTEX_WAKE only if a waiter announced that
+ * it sleeps (a waiter that timed out leaves that flag behind, which costs
+ * the next set() one wake that finds nobody); is_set() is one load.  An event may be destroyed and freed as
  * soon as the waits it released have returned.
  */
 #ifndef KSYNC_EVENT_H
