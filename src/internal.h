@@ -63,8 +63,8 @@ KS_HIDDEN void ks_race_point(void);
 #define KS_RACE_POINT() ((void)0)
 #endif
 
-/* CPUs the calling thread may run on (its affinity mask, re-read now and
- * then): spinning is pointless unless another thread can run meanwhile. */
+/* CPUs the process may run on (its main thread's affinity mask, re-read now
+ * and then): spinning is pointless unless another thread can run meanwhile. */
 KS_HIDDEN int ks_usable_cpus(void);
 static inline int ks_spin_budget(int rounds)
 {
