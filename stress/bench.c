@@ -154,7 +154,7 @@ uint64_t bench_spin_calibrate(int64_t ns, double *ns_per_iter)
 
 /* ---- targets -------------------------------------------------------------------- */
 
-#define MAX_TARGETS 16
+#define MAX_TARGETS 32
 static struct {
     char what[96];
     double value, limit;
@@ -189,6 +189,8 @@ static void print_targets(void)
             verdict = v <= l ? "PASS" : "MISS";
         else if (!strcmp(c, ">="))
             verdict = v >= l ? "PASS" : "MISS";
+        else if (!strcmp(c, ">"))
+            verdict = v > l ? "PASS" : "MISS";
         else
             verdict = v < l ? "PASS" : "MISS";
         if (isnan(v))
@@ -411,8 +413,13 @@ static void usage(FILE *f)
             "                      mutex        2. contended counter at --threads (Mops/s)\n"
             "                      sem          3. --lim-threads threads through a --permits semaphore\n"
             "                      cpu          4. CPU time of a thread blocked --seconds\n"
+            "                      handoff      5. 2-thread ping-pong: event, sem, cond+mutex pairs\n"
+            "                      barrier      6. barrier episodes/s at 2 and 8 threads\n"
+            "                      rwlock       7. rwlock, 90%% reads, at 2 and 16 threads (Mops/s)\n"
+            "                      broadcast    8. cond broadcast to 16 waiters: futex calls, sleeps\n"
             "  --reps N          repetitions per figure, median printed (default %d)\n"
-            "  --seconds S       measurement cap per run of sections 2-4 (default %.1f)\n"
+            "  --seconds S       measurement cap per run of sections 2-4 (default %.1f);\n"
+            "                    sections 5-8 run --seconds/%d per run (they have many runs)\n"
             "  --threads LIST    thread counts of section 2 (default 2,4,16)\n"
             "  --iters N         section 1: lock+unlock pairs per timed repetition (default %llu)\n"
             "  --cg-iters N      section 1: pairs per callgrind repetition (default %llu)\n"
@@ -425,7 +432,8 @@ static void usage(FILE *f)
             "                    default), always, never\n"
             "  --verbose         also print every repetition's value, in run order\n"
             "Exit status: 0 (targets are informational), 1 usage/setup error, 2 integrity failure.\n",
-            bopt.reps, bopt.seconds, (unsigned long long)bopt.iters, (unsigned long long)bopt.cg_iters,
+            bopt.reps, bopt.seconds, BENCH_SHORT_DIV, (unsigned long long)bopt.iters,
+            (unsigned long long)bopt.cg_iters,
             bopt.lim_threads, bopt.permits, bopt.work_ns);
 }
 
@@ -449,7 +457,8 @@ static unsigned parse_sections(const char *s)
     } names[] = {
         {"all", SEC_ALL},          {"uncontended", SEC_UNCONTENDED}, {"mutex", SEC_MUTEX},
         {"counter", SEC_MUTEX},    {"sem", SEC_SEM},                 {"limiter", SEC_SEM},
-        {"cpu", SEC_CPU},
+        {"cpu", SEC_CPU},          {"handoff", SEC_HANDOFF},         {"pingpong", SEC_HANDOFF},
+        {"barrier", SEC_BARRIER},  {"rwlock", SEC_RWLOCK},           {"broadcast", SEC_BROADCAST},
     };
     unsigned bits = 0;
     char *copy = strdup(s), *save = NULL;
@@ -459,7 +468,8 @@ static unsigned parse_sections(const char *s)
             if (!strcmp(tok, names[i].name))
                 break;
         if (i == sizeof names / sizeof names[0]) {
-            fprintf(stderr, "ksync-bench: unknown section '%s' (uncontended, mutex, sem, cpu, all)\n", tok);
+            fprintf(stderr, "ksync-bench: unknown section '%s' (uncontended, mutex, sem, cpu, handoff, "
+                    "barrier, rwlock, broadcast, all)\n", tok);
             exit(1);
         }
         bits |= names[i].bit;
@@ -574,6 +584,14 @@ int main(int argc, char **argv)
         bench_limiter();
     if (bopt.sections & SEC_CPU)
         bench_cpu();
+    if (bopt.sections & SEC_HANDOFF)
+        bench_handoff();
+    if (bopt.sections & SEC_BARRIER)
+        bench_barrier();
+    if (bopt.sections & SEC_RWLOCK)
+        bench_rwlock();
+    if (bopt.sections & SEC_BROADCAST)
+        bench_broadcast();
     print_targets();
     printf("\n");
     print_load("end", " - includes this run's own threads");

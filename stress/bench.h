@@ -9,6 +9,10 @@
  *   b_counter.c       2. contended counter, T threads, Mops/s
  *   b_limiter.c       3. 16 threads through a 3-permit semaphore, Mops/s
  *   b_cpu.c           4. CPU used by a thread blocked for --seconds
+ *   b_handoff.c       5. two-thread ping-pong hand-off, round trips/s
+ *   b_barrier.c       6. barrier episodes/s at 2 and 8 threads
+ *   b_rwlock.c        7. rwlock with 90% reads at 2 and 16 threads, Mops/s
+ *   b_broadcast.c     8. condvar broadcast to 16 waiters: futex calls, sleeps
  *
  * bench.c holds main(), the options, the context header, the PASS/MISS
  * summary and the one helper every section uses to run threads: a "team"
@@ -57,8 +61,16 @@ enum {
     SEC_MUTEX = 1u << 1,       /* section 2: contended counter */
     SEC_SEM = 1u << 2,         /* section 3: semaphore limiter */
     SEC_CPU = 1u << 3,         /* section 4: CPU while blocked */
-    SEC_ALL = 0xfu,
+    SEC_HANDOFF = 1u << 4,     /* section 5: ping-pong hand-off */
+    SEC_BARRIER = 1u << 5,     /* section 6: barrier episodes */
+    SEC_RWLOCK = 1u << 6,      /* section 7: rwlock, 90% reads */
+    SEC_BROADCAST = 1u << 7,   /* section 8: condvar broadcast */
+    SEC_ALL = 0xffu,
 };
+
+/* Sections 5-8 have many more runs (implementations x thread counts) than
+ * sections 2-4: each of their runs lasts --seconds / BENCH_SHORT_DIV. */
+#define BENCH_SHORT_DIV 2
 
 struct bench_opts {
     unsigned sections;     /* SEC_* bits */
@@ -109,7 +121,7 @@ void bench_spin(uint64_t iters);
 uint64_t bench_spin_calibrate(int64_t ns, double *ns_per_iter);
 
 /* Register a target for the final PASS/MISS list.  value NAN means "not
- * measured in this run".  cmp is "<=", ">=" or "<". */
+ * measured in this run".  cmp is "<=", ">=", ">" or "<". */
 void bench_target(const char *what, double value, const char *cmp, double limit, const char *unit);
 
 /* ---- the thread team ----------------------------------------------------- */
@@ -223,5 +235,9 @@ int bench_callgrind_child(void); /* the process valgrind runs (internal option) 
 void bench_counter(void);
 void bench_limiter(void);
 void bench_cpu(void);
+void bench_handoff(void);
+void bench_barrier(void);
+void bench_rwlock(void);
+void bench_broadcast(void);
 
 #endif

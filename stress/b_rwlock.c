@@ -1,0 +1,258 @@
+/* stress/b_rwlock.c - section 7: reader-writer lock, 90% reads.
+ *
+ * T threads (2, then 16) loop until the stop flag: a per-thread xorshift
+ * draw picks a write one time in ten, else a read.
+ *   read:  rdlock; read the RW_WORDS shared words; unlock
+ *   write: wrlock; increment each of the words; unlock
+ * The lock and the words share one 128-byte block (a lock sits beside the
+ * data it guards).  Compared: ks_rwlock (writer-preferring), glibc's
+ * pthread_rwlock with default attributes (reader-preferring), CK's
+ * ck_rwlock (spinning, writers announce themselves and readers back off),
+ * and, to separate the policy from the implementation, glibc's
+ * pthread_rwlock of kind PTHREAD_RWLOCK_PREFER_WRITER_NONRECURSIVE_NP
+ * (writer-preferring, as ks_rwlock is); the target is against the default.
+ * The rate is all lock operations divided by the time from the start
+ * barrier to the last thread's exit, so a spinning lock's slow drain after
+ * the stop (a preempted holder with 16 threads on few CPUs) counts against
+ * it, as in section 2.
+ *
+ * Integrity: a reader that sees words that differ (a write in progress),
+ * or final words that differ from the number of writes the threads counted,
+ * stops the program.
+ */
+#include "bench.h"
+
+#include <ksync/rwlock.h>
+
+#include <ck_rwlock.h>
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+static const int rw_threads[] = {2, 16};
+#define NT ((int)(sizeof rw_threads / sizeof rw_threads[0]))
+#define RW_WORDS 4
+#define RW_WRITE_ONE_IN 10
+
+struct rw_obj {
+    union {
+        ks_rwlock_t ks;
+        pthread_rwlock_t pt;
+        ck_rwlock_t ck;
+    } l;
+    uint64_t w[RW_WORDS]; /* guarded by l */
+} __attribute__((aligned(BENCH_LINE)));
+
+/* Counted by each thread, added once at its end. */
+static struct {
+    uint64_t writes, torn;
+} tally __attribute__((aligned(BENCH_LINE)));
+
+/* name_rw_init / rd / wr / unrd / unwr */
+static void ks_rw_init(struct rw_obj *o) { ks_rwlock_init(&o->l.ks, KS_PRIVATE); }
+static inline void ks_rw_rd(struct rw_obj *o) { ks_rwlock_rdlock(&o->l.ks); }
+static inline void ks_rw_wr(struct rw_obj *o) { ks_rwlock_wrlock(&o->l.ks); }
+static inline void ks_rw_unrd(struct rw_obj *o) { ks_rwlock_unlock(&o->l.ks); }
+#define ks_rw_unwr ks_rw_unrd
+
+static void pt_rw_init(struct rw_obj *o) { pthread_rwlock_init(&o->l.pt, NULL); }
+static inline void pt_rw_rd(struct rw_obj *o) { pthread_rwlock_rdlock(&o->l.pt); }
+static inline void pt_rw_wr(struct rw_obj *o) { pthread_rwlock_wrlock(&o->l.pt); }
+static inline void pt_rw_unrd(struct rw_obj *o) { pthread_rwlock_unlock(&o->l.pt); }
+#define pt_rw_unwr pt_rw_unrd
+
+/* glibc's writer-preferring kind: the same policy as ks_rwlock, for contrast */
+static void pw_rw_init(struct rw_obj *o)
+{
+    pthread_rwlockattr_t a;
+    pthread_rwlockattr_init(&a);
+    pthread_rwlockattr_setkind_np(&a, PTHREAD_RWLOCK_PREFER_WRITER_NONRECURSIVE_NP);
+    pthread_rwlock_init(&o->l.pt, &a);
+    pthread_rwlockattr_destroy(&a);
+}
+#define pw_rw_rd pt_rw_rd
+#define pw_rw_wr pt_rw_wr
+#define pw_rw_unrd pt_rw_unrd
+#define pw_rw_unwr pt_rw_unwr
+
+static void ck_rw_init(struct rw_obj *o) { ck_rwlock_init(&o->l.ck); }
+static inline void ck_rw_rd(struct rw_obj *o) { ck_rwlock_read_lock(&o->l.ck); }
+static inline void ck_rw_wr(struct rw_obj *o) { ck_rwlock_write_lock(&o->l.ck); }
+static inline void ck_rw_unrd(struct rw_obj *o) { ck_rwlock_read_unlock(&o->l.ck); }
+static inline void ck_rw_unwr(struct rw_obj *o) { ck_rwlock_write_unlock(&o->l.ck); }
+
+static inline uint64_t xorshift64(uint64_t *s)
+{
+    uint64_t x = *s;
+    x ^= x << 13;
+    x ^= x >> 7;
+    x ^= x << 17;
+    return *s = x;
+}
+
+#define RW_BODY(name)                                                             \
+    static void body_##name(bench_thr_t *t)                                       \
+    {                                                                             \
+        struct rw_obj *o = t->arg;                                                \
+        uint64_t n = 0, writes = 0, torn = 0;                                     \
+        uint64_t seed = 0x9e3779b97f4a7c15ull * (uint64_t)(t->id + 1);            \
+        while (!bench_stopped()) {                                                \
+            if ((xorshift64(&seed) >> 32) % RW_WRITE_ONE_IN == 0) {               \
+                name##_rw_wr(o);                                                  \
+                for (int i = 0; i < RW_WORDS; i++)                                \
+                    o->w[i]++;                                                    \
+                name##_rw_unwr(o);                                                \
+                writes++;                                                         \
+            } else {                                                              \
+                uint64_t x[RW_WORDS];                                             \
+                name##_rw_rd(o);                                                  \
+                for (int i = 0; i < RW_WORDS; i++)                                \
+                    x[i] = o->w[i];                                               \
+                name##_rw_unrd(o);                                                \
+                for (int i = 1; i < RW_WORDS; i++)                                \
+                    torn += x[i] != x[0];                                         \
+            }                                                                     \
+            n++;                                                                  \
+        }                                                                         \
+        t->ops = n;                                                               \
+        __atomic_fetch_add(&tally.writes, writes, __ATOMIC_RELAXED);              \
+        __atomic_fetch_add(&tally.torn, torn, __ATOMIC_RELAXED);                  \
+    }
+RW_BODY(ks)
+RW_BODY(pt)
+RW_BODY(ck)
+RW_BODY(pw)
+
+static const struct rkind {
+    const char *name;
+    void (*init)(struct rw_obj *o);
+    void (*body)(bench_thr_t *t);
+} kinds[] = {
+    {"ks_rwlock", ks_rw_init, body_ks}, /* first: the numerator of the ratios */
+    {"pthread_rwlock", pt_rw_init, body_pt},
+    {"ck_rwlock", ck_rw_init, body_ck},
+    {"pthread_rwlock_wp", pw_rw_init, body_pw},
+};
+#define NK ((int)(sizeof kinds / sizeof kinds[0]))
+
+static struct rw_obj obj;
+
+struct rw_result {
+    double mops, write_share, fair, sleeps_per_kop, waits_per_kop, wakes_per_kop, cpu_share;
+    int pinned;
+};
+
+static struct rw_result run_once(const struct rkind *k, int nthreads)
+{
+    struct rw_result res;
+    struct bench_team team = {
+        .n = nthreads, .body = k->body, .arg = &obj, .cap_ns = (int64_t)(bopt.seconds * 1e9 / BENCH_SHORT_DIV),
+    };
+    memset(&obj, 0, sizeof obj);
+    memset(&tally, 0, sizeof tally);
+    k->init(&obj);
+    bench_team_run(&team);
+    if (tally.torn)
+        bench_fail("%s, %d threads: readers saw %llu words that a writer was changing", k->name, nthreads,
+                   (unsigned long long)tally.torn);
+    for (int i = 0; i < RW_WORDS; i++)
+        if (obj.w[i] != tally.writes)
+            bench_fail("%s, %d threads: word %d is %llu after %llu writes", k->name, nthreads, i,
+                       (unsigned long long)obj.w[i], (unsigned long long)tally.writes);
+    uint64_t lo = UINT64_MAX, hi = 0, sleeps = 0, waits = 0, wakes = 0;
+    int64_t cpu = 0;
+    for (int i = 0; i < nthreads; i++) {
+        cpu += team.thr[i].cpu_ns;
+        lo = team.thr[i].ops < lo ? team.thr[i].ops : lo;
+        hi = team.thr[i].ops > hi ? team.thr[i].ops : hi;
+        sleeps += team.thr[i].vcsw;
+        waits += team.thr[i].fx.waits;
+        wakes += team.thr[i].fx.wakes;
+    }
+    double kops = (double)team.ops / 1000.0;
+    res.mops = (double)team.ops / ((double)team.elapsed_ns / 1e9) / 1e6;
+    res.write_share = team.ops ? 100.0 * (double)tally.writes / (double)team.ops : 0;
+    res.fair = hi ? (double)lo / (double)hi : 0;
+    res.sleeps_per_kop = kops > 0 ? (double)sleeps / kops : 0;
+    res.waits_per_kop = kops > 0 ? (double)waits / kops : 0;
+    res.wakes_per_kop = kops > 0 ? (double)wakes / kops : 0;
+    res.cpu_share = 100.0 * (double)cpu / ((double)team.elapsed_ns * (double)sysconf(_SC_NPROCESSORS_ONLN));
+    res.pinned = team.pinned;
+    bench_team_free(&team);
+    return res;
+}
+
+void bench_rwlock(void)
+{
+    const int R = bopt.reps;
+    struct rw_result *res = calloc((size_t)(NT * NK * R), sizeof *res);
+    struct bench_stat mops[NT][NK], fair[NT][NK], slp[NT][NK], wshare[NT][NK], cpu[NT][NK], waits[NT], wakes[NT];
+    double v[1000];
+#define RES(ti, k, r) res[((ti) * NK + (k)) * R + (r)]
+
+    printf("\n== 7. rwlock: T threads, %d%% reads of %d shared words, writes increment them (Mops/s) ==\n",
+           100 - 100 / RW_WRITE_ONE_IN, RW_WORDS);
+    printf("%.2f s per run; rate = lock operations / (start .. last thread out); %ld CPUs online\n",
+           bopt.seconds / BENCH_SHORT_DIV, sysconf(_SC_NPROCESSORS_ONLN));
+    for (int ti = 0; ti < NT; ti++) {
+        for (int r = 0; r < R; r++)
+            for (int k = 0; k < NK; k++)
+                RES(ti, k, r) = run_once(&kinds[k], rw_threads[ti]);
+        for (int k = 0; k < NK; k++) {
+            char label[64];
+            snprintf(label, sizeof label, "T=%d %s Mops/s", rw_threads[ti], kinds[k].name);
+            for (int r = 0; r < R; r++)
+                v[r] = RES(ti, k, r).mops;
+            mops[ti][k] = bench_stats_l(label, v, R);
+            for (int r = 0; r < R; r++)
+                v[r] = RES(ti, k, r).fair;
+            fair[ti][k] = bench_stats(v, R);
+            for (int r = 0; r < R; r++)
+                v[r] = RES(ti, k, r).sleeps_per_kop;
+            slp[ti][k] = bench_stats(v, R);
+            for (int r = 0; r < R; r++)
+                v[r] = RES(ti, k, r).write_share;
+            wshare[ti][k] = bench_stats(v, R);
+            for (int r = 0; r < R; r++)
+                v[r] = RES(ti, k, r).cpu_share;
+            cpu[ti][k] = bench_stats(v, R);
+        }
+        for (int r = 0; r < R; r++)
+            v[r] = RES(ti, 0, r).waits_per_kop; /* kinds[0] is ks_rwlock */
+        waits[ti] = bench_stats(v, R);
+        for (int r = 0; r < R; r++)
+            v[r] = RES(ti, 0, r).wakes_per_kop;
+        wakes[ti] = bench_stats(v, R);
+    }
+
+    for (int ti = 0; ti < NT; ti++) {
+        printf("\nT = %d threads (pinned: %s)\n", rw_threads[ti], RES(ti, 0, 0).pinned ? "yes" : "no");
+        printf("%-18s %9s %7s %10s %9s %12s %9s %9s\n", "implementation", "Mops/s", "spread", "ks/ref",
+               "fairness", "sleeps/kop", "CPU used", "writes");
+        for (int k = 0; k < NK; k++) {
+            printf("%-18s %9.3f %6.0f%% ", kinds[k].name, mops[ti][k].med, bench_spread(mops[ti][k]));
+            if (k)
+                printf("%10.3f", mops[ti][0].med / mops[ti][k].med);
+            else
+                printf("%10s", "");
+            printf(" %9.2f %12.3f %8.0f%% %8.1f%%\n", fair[ti][k].med, slp[ti][k].med, cpu[ti][k].med,
+                   wshare[ti][k].med);
+        }
+        printf("ks_rwlock futex calls per 1000 lock operations (all threads): %.3f waits, %.3f wakes\n",
+               waits[ti].med, wakes[ti].med);
+    }
+    printf("(pthread_rwlock_wp: kind PTHREAD_RWLOCK_PREFER_WRITER_NONRECURSIVE_NP, writer-preferring like\n"
+           " ks_rwlock; fairness: slowest / fastest thread's count; sleeps/kop: voluntary context switches\n"
+           " per 1000 operations, getrusage RUSAGE_THREAD; CPU used: all threads' CPU time / (wall x\n"
+           " nproc); writes: share of operations that were writes)\n");
+
+    for (int ti = 0; ti < NT; ti++) {
+        char what[96];
+        snprintf(what, sizeof what, "rwlock 90%% reads, %d threads: ks_rwlock / pthread_rwlock", rw_threads[ti]);
+        bench_target(what, mops[ti][0].med / mops[ti][1].med, ">", 1.0, "x");
+    }
+#undef RES
+    free(res);
+}
