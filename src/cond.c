@@ -88,6 +88,8 @@ int ks_cond_timedwait(ks_cond_t *c, ks_mutex_t *m, int64_t deadline)
 
     int r = 0, slept = 0;
     for (int i = 0, n = ks_spin_budget(COND_SPIN); i < n; i++) {
+        /* relaxed: seq only says "go re-check"; the predicate's data is
+         * ordered by the mutex we re-acquire. */
         if (__atomic_load_n(&c->seq, __ATOMIC_RELAXED) != s)
             goto woken;
         ks_cpu_relax();
@@ -96,6 +98,8 @@ int ks_cond_timedwait(ks_cond_t *c, ks_mutex_t *m, int64_t deadline)
     slept = 1;
     KS_RACE_POINT();
     r = ks_futex_wait(&c->seq, s, deadline, fl);
+    /* relaxed: a count that only decides whether signal makes a syscall;
+     * an over-estimate costs one wake, and the increment was seq_cst. */
     __atomic_fetch_sub(&c->sleepers, 1, __ATOMIC_RELAXED);
 woken:;
     /* release: the last access to c; pairs with destroy's acquire. */
@@ -129,13 +133,14 @@ int ks_cond_broadcast(ks_cond_t *c)
 {
     if (!c)
         return EINVAL;
+    /* relaxed: as in signal. */
     if (!(__atomic_load_n(&c->waiters, __ATOMIC_RELAXED) & ~DESTROYING))
         return 0;
     uint32_t s = __atomic_add_fetch(&c->seq, 1, __ATOMIC_SEQ_CST); /* Dekker pair with wait */
     if (!__atomic_load_n(&c->sleepers, __ATOMIC_SEQ_CST))
         return 0;
     const unsigned fl = c->flags;
-    ks_mutex_t *m = __atomic_load_n(&c->mutex, __ATOMIC_RELAXED);
+    ks_mutex_t *m = __atomic_load_n(&c->mutex, __ATOMIC_RELAXED); /* a hint: see wait */
     KS_RACE_POINT();
     if (m && !(fl & KS_SHARED) && !(m->flags & KS_SHARED)) {
         /* CMP_REQUEUE fails with EAGAIN if another signal moved seq since;

@@ -15,6 +15,11 @@
 
 #define KS_HIDDEN __attribute__((visibility("hidden")))
 
+/* Memory-order convention in src/: every acquire/release/seq_cst operation
+ * names what it pairs with in a comment.  A relaxed load that only seeds a
+ * compare-and-swap loop (or a spin that ends in one) carries no ordering of
+ * its own: the CAS that acts on the value does, and is commented there. */
+
 /* ---- futex core (src/futex.c is the only file that makes the syscall) ----
  *
  * ks_futex_wait: sleep while *word == expect, until woken or `deadline`

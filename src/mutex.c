@@ -89,8 +89,13 @@ static int lock_slow(ks_mutex_t *m, int64_t deadline, int slept)
     const unsigned fl = m->flags;
     uint32_t s;
 
-    /* Spin while the holder runs and nobody is queued. */
-    for (int i = 0, n = slept ? 0 : ks_spin_budget(KS_SPIN_LIMIT); i < n; i++) {
+    /* Spin while the holder runs and nobody is queued.  The pause between
+     * two looks doubles up to 16 cpu_relax (same total budget): each look
+     * pulls the line away from the owner, whose next CAS then has to fetch
+     * it back, so fewer looks let it run longer (+10-20% at 2 threads here,
+     * docs/mutex.md). */
+    for (int i = 0, n = slept ? 0 : ks_spin_budget(KS_SPIN_LIMIT), b = 1; i < n;
+         i += b, b = b < 16 ? 2 * b : 16) {
         s = __atomic_load_n(&m->state, __ATOMIC_RELAXED);
         if (s == 0) {
             /* acquire: pairs with the release in unlock. */
@@ -100,7 +105,8 @@ static int lock_slow(ks_mutex_t *m, int64_t deadline, int slept)
         }
         if (s & (C | S))
             break;
-        ks_cpu_relax();
+        for (int k = 0; k < b; k++)
+            ks_cpu_relax();
     }
 
     int set_s = 0;    /* this thread set S and must clear it when it leaves */

@@ -194,6 +194,8 @@ int ks_rwlock_wrlock_slow(ks_rwlock_t *l, int64_t deadline)
                     wake_readers = 1;
                 }
             }
+            /* relaxed: giving up publishes nothing; readers woken here take
+             * the lock with their own acquire CAS. */
             if (__atomic_compare_exchange_n(&l->state, &v, nv, 1, __ATOMIC_RELAXED, __ATOMIC_RELAXED)) {
                 if (wake_readers)
                     ks_futex_wake_mask(fword(l), INT32_MAX, fl, MASK_READER);

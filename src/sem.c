@@ -158,6 +158,7 @@ int ks_sem_wait_slow(ks_sem_t *s, int64_t deadline)
         v = __atomic_load_n(&s->state, __ATOMIC_RELAXED);
         if (NW(v))
             break;
+        /* acquire: pairs with the release CAS in post. */
         if (V(v) && __atomic_compare_exchange_n(&s->state, &v, v - 1, 1, __ATOMIC_ACQUIRE,
                                                 __ATOMIC_RELAXED))
             return 0;
@@ -207,6 +208,7 @@ int ks_sem_wait_slow(ks_sem_t *s, int64_t deadline)
                     return 0;
                 continue;
             }
+            /* relaxed: unregistering publishes nothing (no unit is taken). */
             if (__atomic_compare_exchange_n(&s->state, &v, (v - ONE_W) & ~WAKING, 1, __ATOMIC_RELAXED,
                                             __ATOMIC_RELAXED))
                 return ETIMEDOUT;
