@@ -36,7 +36,7 @@
 #include <ksync/cond.h>
 #include <ksync/event.h>
 
-#include <ck_ec.h>
+#include "ck_ec_os.h"
 #include <limits.h>
 #include <linux/futex.h>
 #include <math.h>
@@ -47,30 +47,8 @@
 #include <time.h>
 #include <unistd.h>
 
-/* ---- Concurrency Kit's event count: the OS callbacks ---------------------------- */
+/* ---- Concurrency Kit's event count: OS callbacks in ck_ec_os.h ---------------- */
 
-static int ec_gettime(const struct ck_ec_ops *ops, struct timespec *out)
-{
-    (void)ops;
-    return clock_gettime(CLOCK_MONOTONIC, out);
-}
-
-/* deadline: absolute, on CLOCK_MONOTONIC (ec_gettime's clock), which is what
- * FUTEX_WAIT_BITSET takes; NULL waits forever.  Any early return is allowed. */
-static void ec_wait32(const struct ck_ec_wait_state *ws, const uint32_t *addr, uint32_t expected,
-                      const struct timespec *deadline)
-{
-    (void)ws;
-    syscall(SYS_futex, addr, FUTEX_WAIT_BITSET_PRIVATE, expected, deadline, NULL, FUTEX_BITSET_MATCH_ANY);
-}
-
-static void ec_wake32(const struct ck_ec_ops *ops, const uint32_t *addr)
-{
-    (void)ops;
-    syscall(SYS_futex, addr, FUTEX_WAKE_PRIVATE, INT_MAX, NULL, NULL, 0);
-}
-
-static const struct ck_ec_ops ec_ops = {.gettime = ec_gettime, .wait32 = ec_wait32, .wake32 = ec_wake32};
 #ifdef CK_F_EC_SP
 static const struct ck_ec_mode ec_mode = {.ops = &ec_ops, .single_producer = true};
 #define EC_MODE_NOTE "single-producer mode"

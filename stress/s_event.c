@@ -47,7 +47,7 @@
 
 #include <ksync/event.h>
 
-#include <ck_ec.h>
+#include "ck_ec_os.h"
 #include <errno.h>
 #include <limits.h>
 #include <linux/futex.h>
@@ -100,32 +100,7 @@ static int ks_ewait(union anyevent *e, int64_t dl)
 }
 static int ks_edestroy(union anyevent *e) { return ks_event_destroy(&e->ks); }
 
-/* Concurrency Kit event count: the OS callbacks */
-static int ec_gettime(const struct ck_ec_ops *ops, struct timespec *out)
-{
-    (void)ops;
-    return clock_gettime(CLOCK_MONOTONIC, out);
-}
-
-static void ec_wait32(const struct ck_ec_wait_state *ws, const uint32_t *addr, uint32_t expected,
-                      const struct timespec *deadline)
-{
-    (void)ws;
-    /* BITSET: the deadline is absolute, on CLOCK_MONOTONIC (ec_gettime's
-     * clock); NULL waits forever.  Any early return is allowed. */
-    syscall(SYS_futex, addr, FUTEX_WAIT_BITSET_PRIVATE, expected, deadline, NULL,
-            FUTEX_BITSET_MATCH_ANY);
-}
-
-static void ec_wake32(const struct ck_ec_ops *ops, const uint32_t *addr)
-{
-    (void)ops;
-    syscall(SYS_futex, addr, FUTEX_WAKE_PRIVATE, INT_MAX, NULL, NULL, 0);
-}
-
-/* Only the 32-bit event count is used: wait64/wake64 stay NULL. */
-static const struct ck_ec_ops ec_ops = {.gettime = ec_gettime, .wait32 = ec_wait32,
-                                        .wake32 = ec_wake32};
+/* Concurrency Kit event count: OS callbacks in ck_ec_os.h */
 static const struct ck_ec_mode ec_mode = {.ops = &ec_ops, .single_producer = false};
 
 /* Clamp each backoff step to the caller's deadline (passed as data). */
