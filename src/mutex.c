@@ -92,8 +92,7 @@ static int lock_slow(ks_mutex_t *m, int64_t deadline, int slept)
     /* Spin while the holder runs and nobody is queued.  The pause between
      * two looks doubles up to 16 cpu_relax (same total budget): each look
      * pulls the line away from the owner, whose next CAS then has to fetch
-     * it back, so fewer looks let it run longer (+10-20% at 2 threads here,
-     * docs/mutex.md). */
+     * it back, so fewer looks let it run longer (figures in docs/mutex.md). */
     for (int i = 0, n = slept ? 0 : ks_spin_budget(KS_SPIN_LIMIT), b = 1; i < n;
          i += b, b = b < 16 ? 2 * b : 16) {
         s = __atomic_load_n(&m->state, __ATOMIC_RELAXED);
