@@ -12,6 +12,9 @@
 #include <ksync/barrier.h>
 #include <ksync/rwlock.h>
 #include <ksync/once.h>
+#include <ksync/mpmc.h>
+#include <ksync/queue.h>
+#include <ksync/pool.h>
 #include <ksync/debug.h>
 
 #endif

@@ -65,6 +65,13 @@ int ks_futex_wait(const uint32_t *word, uint32_t expect, int64_t deadline, unsig
 int ks_futex_wait_mask(const uint32_t *word, uint32_t expect, int64_t deadline, unsigned flags,
                        uint32_t mask)
 {
+    int e = ks_futex_wait_exact(word, expect, deadline, flags, mask);
+    return e == EINTR ? 0 : e;
+}
+
+int ks_futex_wait_exact(const uint32_t *word, uint32_t expect, int64_t deadline, unsigned flags,
+                        uint32_t mask)
+{
     struct ks_kts ts, *tsp = NULL;
 
     if (deadline != KS_FOREVER) {
@@ -86,16 +93,16 @@ int ks_futex_wait_mask(const uint32_t *word, uint32_t expect, int64_t deadline, 
         case ETIMEDOUT:
             /* Trust but verify: the kernel's clock and ours are the same
              * CLOCK_MONOTONIC, so this is only belt and braces. */
-            return (deadline != KS_FOREVER && ks_now() >= deadline) ? ETIMEDOUT : 0;
+            return (deadline != KS_FOREVER && ks_now() >= deadline) ? ETIMEDOUT : EINTR;
         case ENOSYS:
             if (pf) {
                 __atomic_store_n(&private_broken, 1, __ATOMIC_RELAXED);
                 continue;
             }
-            return 0; /* seen from interrupted waits on some old kernels (urcu b2633d2) */
+            return EINTR; /* seen from interrupted waits on some old kernels (urcu b2633d2) */
         case EINTR:
         default:
-            return 0; /* spurious: the caller re-checks and keeps its deadline */
+            return EINTR; /* spurious: the caller re-checks and keeps its deadline */
         }
     }
 }

@@ -3,6 +3,7 @@
 #define KS_INTERNAL_H
 
 #include <errno.h>
+#include <stddef.h>
 #include <stdint.h>
 
 #define KS_ARCH_INSIDE 1
@@ -45,6 +46,12 @@ KS_HIDDEN int ks_futex_wake(const uint32_t *word, int n, unsigned flags);
  * writers on one word and wakes either kind). */
 KS_HIDDEN int ks_futex_wait_mask(const uint32_t *word, uint32_t expect, int64_t deadline, unsigned flags,
                                  uint32_t mask);
+/* The same, except that a return the kernel did not report as a FUTEX_WAKE
+ * (a signal, a refused ETIMEDOUT, an old kernel's ENOSYS) is EINTR instead
+ * of 0: 0 then means a FUTEX_WAKE on this word chose this thread (ks_queue
+ * lets its wakers count off the sleepers they wake). */
+KS_HIDDEN int ks_futex_wait_exact(const uint32_t *word, uint32_t expect, int64_t deadline,
+                                  unsigned flags, uint32_t mask);
 KS_HIDDEN int ks_futex_wake_mask(const uint32_t *word, int n, unsigned flags, uint32_t mask);
 KS_HIDDEN int ks_futex_requeue(const uint32_t *word, uint32_t expect, int n_wake, int n_move,
                                const uint32_t *to, unsigned flags);
@@ -55,6 +62,17 @@ KS_HIDDEN int ks_futex_requeue(const uint32_t *word, uint32_t expect, int n_wake
  * variable may be asleep on the mutex word (PITFALLS item 19). */
 struct ks_mutex;
 KS_HIDDEN int ks_mutex_lock_requeued(struct ks_mutex *m);
+
+/* ---- rings (src/mpmc.c) ----
+ * ks_mpmc_setup: initialise a ring in memory of ks_mpmc_bytes(capacity)
+ *   bytes (capacity already validated); owned: destroy frees it.
+ * ks_alloc_lines: KS_MPMC_ALIGN-aligned malloc, NULL on failure. */
+struct ks_mpmc;
+KS_HIDDEN void ks_mpmc_setup(struct ks_mpmc *q, size_t capacity, int owned);
+KS_HIDDEN void *ks_alloc_lines(size_t bytes);
+/* Set up a ks_queue in place (arguments validated); used by ks_pool. */
+struct ks_queue;
+KS_HIDDEN void ks_queue_setup(struct ks_queue *q, size_t capacity, unsigned flags, int owned);
 
 /* ---- race widening (make stress builds the library with KS_DEBUG_YIELD) --
  * KS_RACE_POINT() marks a place inside a primitive where another thread's

@@ -1,0 +1,202 @@
+/* ksync/queue.h - blocking bounded MPMC queue with Python's queue.Queue
+ * semantics (put/get, task_done/join) plus close().  Built on the ks_mpmc
+ * ring; algorithm, wake-up protocol and proof: docs/queue.md.
+ *
+ *   ks_queue_t *q;
+ *   ks_queue_create(&q, 5, 0);               maxsize 5 (exact)
+ *   ks_queue_put(q, p);                       blocks while full
+ *   ks_queue_get(q, &p);                      blocks while empty
+ *   ks_queue_task_done(q);   ks_queue_join(q);
+ *   ks_queue_close(q);                        no more puts; gets drain, then EPIPE
+ *   ks_queue_destroy(q);
+ *
+ * Return values (errno codes):
+ *   create        0, EINVAL (NULL, capacity 0 or > KS_MPMC_CAPACITY_MAX,
+ *                 unknown flags), ENOMEM (nothing allocated)
+ *   init          as create, for caller memory of ks_queue_bytes(capacity)
+ *                 bytes aligned to KS_MPMC_ALIGN (shared memory: KS_SHARED)
+ *   put           0; EPIPE: the queue is closed (the item was not queued); EINVAL
+ *   timedput      0, EPIPE, ETIMEDOUT (still full at the deadline: not queued),
+ *                 EINVAL (also for a negative deadline)
+ *   tryput        0, EAGAIN (full), EPIPE, EINVAL
+ *   get           0; EPIPE: closed and empty; EINVAL
+ *   timedget      0, EPIPE, ETIMEDOUT (still empty at the deadline), EINVAL
+ *   tryget        0, EAGAIN (empty), EPIPE, EINVAL
+ *   task_done     0; EINVAL: called more often than items were put (nothing
+ *                 changes, as Python's ValueError)
+ *   join          0 once every item put has had its task_done
+ *   timedjoin     0, ETIMEDOUT, EINVAL; ks_queue_unfinished() then tells how
+ *                 many task_done calls are missing
+ *   close         0 (closing twice is harmless), EINVAL
+ *   destroy       0, EBUSY (a thread is blocked in the queue: nothing freed), EINVAL
+ *
+ * A put that returns 0 has queued its item, which will be returned by
+ * exactly one get even if close() follows: close() stops new puts at once,
+ * wakes every blocked put (EPIPE) and get, and gets keep returning the items
+ * left until the queue is empty, then EPIPE.  A put is a release and the get
+ * that returns its item an acquire; a task_done is a release and the join it
+ * completes an acquire.
+ *
+ * Blocked threads spin briefly, then sleep on a futex (an event count per
+ * side); an operation that meets no sleeper costs one compare-and-swap, one
+ * store and one full fence, and makes no system call.
+ */
+#ifndef KSYNC_QUEUE_H
+#define KSYNC_QUEUE_H
+
+#include <ksync/common.h>
+#include <ksync/mpmc.h>
+#include <ksync/time.h>
+
+/* A waiting side: `seq` is the futex word, bumped by every wake-up;
+ * `sleepers` counts threads committed to sleeping on it; `waking` is set
+ * while a woken thread has not yet run (the baton: no second wake-up is
+ * sent until it has looked at the ring; docs/queue.md). */
+typedef struct ks_queue_side {
+    uint32_t seq;
+    uint32_t sleepers;
+    uint32_t waking;
+    uint32_t unused;
+} ks_queue_side_t;
+
+typedef struct ks_queue {
+    ks_queue_side_t getters __attribute__((aligned(KS_MPMC_ALIGN))); /* wait for an item */
+    ks_queue_side_t putters __attribute__((aligned(KS_MPMC_ALIGN))); /* wait for a free slot */
+    uint64_t done __attribute__((aligned(KS_MPMC_ALIGN)));           /* task_done calls */
+    ks_queue_side_t joiners;
+    uint32_t flags; /* KS_SHARED or 0; constant */
+    uint32_t owned; /* allocated by ks_queue_create */
+    ks_mpmc_t ring; /* last: its cells follow the struct */
+} ks_queue_t;
+
+KS_EXTERN_C_BEGIN
+
+KS_API size_t ks_queue_bytes(size_t capacity);
+KS_API int ks_queue_init(ks_queue_t *q, size_t capacity, unsigned flags);
+KS_API int ks_queue_create(ks_queue_t **qp, size_t capacity, unsigned flags);
+KS_API int ks_queue_destroy(ks_queue_t *q);
+
+KS_API int ks_queue_timedput(ks_queue_t *q, void *item, int64_t deadline);
+KS_API int ks_queue_timedget(ks_queue_t *q, void **item, int64_t deadline);
+KS_API int ks_queue_task_done(ks_queue_t *q);
+KS_API int ks_queue_timedjoin(ks_queue_t *q, int64_t deadline);
+KS_API int ks_queue_close(ks_queue_t *q);
+/* Out-of-line halves of the inline fast paths below. */
+KS_API void ks_queue_wake_(ks_queue_t *q, ks_queue_side_t *side);
+
+static inline size_t ks_queue_capacity(const ks_queue_t *q)
+{
+    return q ? ks_mpmc_capacity(&q->ring) : 0;
+}
+
+/* Items queued right now (a snapshot, as Python's qsize()). */
+static inline size_t ks_queue_size(const ks_queue_t *q)
+{
+    return q ? ks_mpmc_size(&q->ring) : 0;
+}
+
+static inline int ks_queue_is_closed(const ks_queue_t *q)
+{
+    /* relaxed: a snapshot */
+    return q ? !!(__atomic_load_n(&q->ring.tail, __ATOMIC_RELAXED) & KS_MPMC_CLOSED) : 0;
+}
+
+/* Items put and not yet task_done'd (a snapshot). */
+static inline uint64_t ks_queue_unfinished(const ks_queue_t *q)
+{
+    if (!q)
+        return 0;
+    /* relaxed: a snapshot; done first, so puts racing in only raise it */
+    uint64_t d = __atomic_load_n(&q->done, __ATOMIC_RELAXED);
+    return (__atomic_load_n(&q->ring.tail, __ATOMIC_RELAXED) & ~KS_MPMC_CLOSED) - d;
+}
+
+/* The full fence of the Dekker pairs below.  ThreadSanitizer does not
+ * model stand-alone fences (and GCC warns, -Wtsan): under TSan a seq_cst
+ * read-modify-write of a dummy word stands in, which x86-64 executes as a
+ * locked instruction, a full barrier like the fence.  (The fence orders
+ * atomic operations only; the items themselves are ordered by the ring's
+ * release/acquire pairs, which TSan does see.) */
+#if defined(__SANITIZE_THREAD__)
+static uint32_t ks_queue_fence_word_ __attribute__((unused));
+#define KS_QUEUE_FENCE() ((void)__atomic_fetch_add(&ks_queue_fence_word_, 0, __ATOMIC_SEQ_CST))
+#else
+#define KS_QUEUE_FENCE() __atomic_thread_fence(__ATOMIC_SEQ_CST)
+#endif
+
+/* After a successful push or pop: wake a sleeper of the other side if there
+ * is one.  The fence orders our cell store before the load of `sleepers`;
+ * it pairs with the fence a sleeper issues after announcing itself and
+ * before re-checking the ring (a Dekker pair: one of the two sees the
+ * other; docs/queue.md). */
+static inline void ks_queue__wake(ks_queue_t *q, ks_queue_side_t *side)
+{
+    KS_QUEUE_FENCE();
+    /* relaxed: ordered by the fence above.  A wake-up already on its way
+     * (waking) will look at the ring when it runs and pass the baton on. */
+    if (KS_UNLIKELY(__atomic_load_n(&side->sleepers, __ATOMIC_RELAXED)) &&
+        !__atomic_load_n(&side->waking, __ATOMIC_RELAXED))
+        ks_queue_wake_(q, side);
+}
+
+static inline int ks_queue_tryput(ks_queue_t *q, void *item)
+{
+    if (KS_UNLIKELY(!q))
+        return EINVAL;
+    int e = ks_mpmc__push(&q->ring, (uintptr_t)item);
+    if (KS_LIKELY(e == 0))
+        ks_queue__wake(q, &q->getters);
+    else if (e == EBUSY)
+        if ((e = ks_queue_timedput(q, item, 0)) == ETIMEDOUT) /* a pop in flight: retry briefly */
+            e = EAGAIN;
+    return e;
+}
+
+static inline int ks_queue_put(ks_queue_t *q, void *item)
+{
+    if (KS_UNLIKELY(!q))
+        return EINVAL;
+    if (KS_LIKELY(ks_mpmc__push(&q->ring, (uintptr_t)item) == 0)) {
+        ks_queue__wake(q, &q->getters);
+        return 0;
+    }
+    return ks_queue_timedput(q, item, KS_FOREVER);
+}
+
+static inline int ks_queue_tryget(ks_queue_t *q, void **item)
+{
+    if (KS_UNLIKELY(!q || !item))
+        return EINVAL;
+    uintptr_t v;
+    int e = ks_mpmc__pop(&q->ring, &v);
+    if (KS_LIKELY(e == 0)) {
+        *item = (void *)v;
+        ks_queue__wake(q, &q->putters);
+    } else if (e == EBUSY) {
+        if ((e = ks_queue_timedget(q, item, 0)) == ETIMEDOUT) /* a push in flight: retry briefly */
+            e = EAGAIN;
+    }
+    return e;
+}
+
+static inline int ks_queue_get(ks_queue_t *q, void **item)
+{
+    if (KS_UNLIKELY(!q || !item))
+        return EINVAL;
+    uintptr_t v;
+    if (KS_LIKELY(ks_mpmc__pop(&q->ring, &v) == 0)) {
+        *item = (void *)v;
+        ks_queue__wake(q, &q->putters);
+        return 0;
+    }
+    return ks_queue_timedget(q, item, KS_FOREVER);
+}
+
+static inline int ks_queue_join(ks_queue_t *q)
+{
+    return ks_queue_timedjoin(q, KS_FOREVER);
+}
+
+KS_EXTERN_C_END
+
+#endif

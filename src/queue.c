@@ -1,0 +1,339 @@
+/* src/queue.c - blocking bounded MPMC queue (Python's queue.Queue plus
+ * close) on the ks_mpmc ring.  Docs: docs/queue.md.
+ *
+ * The ring does the data transfer; this file only decides when a thread
+ * sleeps and who wakes it.  Each waiting side (getters, putters, joiners)
+ * is an event count: a 32-bit sequence `seq` (the futex word) and a count
+ * of committed sleepers.
+ *
+ *   sleeper                                  waker (after changing the ring)
+ *   sleepers++                               (push/pop/task_done/close)
+ *   fence(seq_cst)              <- Dekker ->  fence(seq_cst)
+ *   e = seq (acquire)                        if (sleepers) {
+ *   re-check the ring; if it can go: leave       seq++ (release)
+ *   futex_wait(&seq, e, deadline)                futex_wake(&seq, n)
+ *   sleepers--                               }
+ *
+ * Why no wake-up is lost: if the waker's load of `sleepers` misses the
+ * increment, the two fences make the sleeper's re-check see the waker's
+ * change.  If it sees a sleeper it bumps `seq`; a sleeper that read `seq`
+ * before the bump fails its FUTEX_WAIT (EAGAIN) or is woken, and one that
+ * read it after the bump (acquire, pairing with the release increment) also
+ * sees the change made before the bump.
+ *
+ * Accounting: the waker takes the threads its FUTEX_WAKE woke off
+ * `sleepers` (side_sleep explains who decrements when).
+ *
+ * Wakes: a push wakes one getter, a pop one putter (each frees exactly one
+ * item or slot; a woken thread whose item was taken by a spinning thread
+ * goes back to sleep, and the item went to someone, so nothing is owed).
+ * close() and the task_done that finishes the last task wake all.
+ *
+ * Closing sets KS_MPMC_CLOSED in the ring's tail ticket: a push's CAS on the
+ * tail fails from then on (EPIPE), a push that took its ticket before still
+ * completes, and a pop reports EPIPE only when its ticket equals the frozen
+ * tail, i.e. after every item pushed has been popped.
+ *
+ * task_done/join: the number of puts is the tail ticket, so only task_done
+ * needs a counter (`done`); unfinished = tail - done.
+ */
+#include "internal.h"
+
+#include <ksync/queue.h>
+
+#include <limits.h>
+#include <stdlib.h>
+#include <string.h>
+
+_Static_assert(sizeof(ks_queue_t) == offsetof(ks_queue_t, ring) + sizeof(ks_mpmc_t),
+               "the ring's cells must follow ks_queue_t directly");
+
+size_t ks_queue_bytes(size_t capacity)
+{
+    size_t rb = ks_mpmc_bytes(capacity);
+    return rb ? offsetof(ks_queue_t, ring) + rb : 0;
+}
+
+void ks_queue_setup(ks_queue_t *q, size_t capacity, unsigned flags, int owned)
+{
+    memset(q, 0, offsetof(ks_queue_t, ring));
+    q->flags = flags;
+    q->owned = (uint32_t)owned;
+    ks_mpmc_setup(&q->ring, capacity, 0);
+}
+
+int ks_queue_init(ks_queue_t *q, size_t capacity, unsigned flags)
+{
+    if (!q || ((uintptr_t)q & (KS_MPMC_ALIGN - 1)) || !ks_queue_bytes(capacity) ||
+        (flags & ~KS_FLAGS_VALID))
+        return EINVAL;
+    ks_queue_setup(q, capacity, flags, 0);
+    return 0;
+}
+
+int ks_queue_create(ks_queue_t **qp, size_t capacity, unsigned flags)
+{
+    size_t bytes = ks_queue_bytes(capacity);
+    if (!qp || !bytes || (flags & ~KS_FLAGS_VALID))
+        return EINVAL;
+    ks_queue_t *q = ks_alloc_lines(bytes);
+    if (!q)
+        return ENOMEM;
+    ks_queue_setup(q, capacity, flags, 1);
+    *qp = q;
+    return 0;
+}
+
+int ks_queue_destroy(ks_queue_t *q)
+{
+    if (!q)
+        return EINVAL;
+    /* relaxed: a thread still blocked here is a caller bug we report; one
+     * that has left has no more business with the memory. */
+    if (__atomic_load_n(&q->getters.sleepers, __ATOMIC_RELAXED) ||
+        __atomic_load_n(&q->putters.sleepers, __ATOMIC_RELAXED) ||
+        __atomic_load_n(&q->joiners.sleepers, __ATOMIC_RELAXED))
+        return EBUSY;
+    if (q->owned)
+        free(q);
+    return 0;
+}
+
+/* Bump the count and wake up to n sleepers; the waker counts off the
+ * sleepers the kernel woke, so that a thread woken but not yet running
+ * (common when threads outnumber CPUs) is not counted as asleep.
+ * Returns how many were woken. */
+static int wake(ks_queue_side_t *side, int n, unsigned flags)
+{
+    /* release: pairs with the acquire load of seq in side_enter, so a
+     * sleeper that reads the new value also sees the change we made. */
+    __atomic_fetch_add(&side->seq, 1, __ATOMIC_RELEASE);
+    KS_RACE_POINT();
+    int woken = ks_futex_wake(&side->seq, n, flags);
+    if (woken > 0) /* relaxed: a count; see side_sleep */
+        __atomic_fetch_sub(&side->sleepers, (uint32_t)woken, __ATOMIC_RELAXED);
+    return woken;
+}
+
+/* Is there something for this side's sleepers to find: an item (getters)
+ * or a free slot (putters), or the queue closed (both: EPIPE is an answer
+ * too, and a getter that slept on a put in flight at close() must learn
+ * it).  Relaxed loads, ordered by the caller's fence. */
+static int has_work(ks_queue_t *q, ks_queue_side_t *side)
+{
+    if (ks_queue_is_closed(q))
+        return 1;
+    size_t n = ks_mpmc_size(&q->ring);
+    return side == &q->getters ? n > 0 : n < ks_mpmc_capacity(&q->ring);
+}
+
+/* Wake one sleeper, unless a wake-up is already on its way: take the baton
+ * (waking 0 -> 1); the thread woken holds it until it has tried the ring
+ * (baton_pass).  If the kernel had nobody asleep (the sleepers counted are
+ * between their announcement and FUTEX_WAIT, and the bumped count will turn
+ * them back), put the baton back and look again: a push or pop that saw
+ * the baton taken sent no wake-up, and one of those sleepers may have read
+ * the bumped count and gone to sleep after all. */
+void ks_queue_wake_(ks_queue_t *q, ks_queue_side_t *side)
+{
+    for (;;) {
+        uint32_t zero = 0;
+        /* relaxed: the baton orders nothing; the fences around it do */
+        if (!__atomic_compare_exchange_n(&side->waking, &zero, 1, 0, __ATOMIC_RELAXED,
+                                         __ATOMIC_RELAXED))
+            return;
+        if (wake(side, 1, q->flags) > 0)
+            return;
+        __atomic_store_n(&side->waking, 0, __ATOMIC_RELAXED); /* relaxed: ordered by the fence */
+        /* pairs with the fences in ks_queue__wake and side_enter */
+        KS_QUEUE_FENCE();
+        if (!__atomic_load_n(&side->sleepers, __ATOMIC_RELAXED) || !has_work(q, side))
+            return;
+    }
+}
+
+static void wake_all(ks_queue_side_t *side, unsigned flags)
+{
+    wake(side, INT_MAX, flags);
+}
+
+/* The first half of a sleep: announce, then read the event count.  The
+ * caller re-checks its condition and then calls side_sleep or side_leave. */
+static uint32_t side_enter(ks_queue_side_t *side)
+{
+    /* relaxed: ordered before the re-check by the fence below */
+    __atomic_fetch_add(&side->sleepers, 1, __ATOMIC_RELAXED);
+    /* pairs with the fence in ks_queue__wake / task_done (Dekker) */
+    KS_QUEUE_FENCE();
+    /* acquire: pairs with the release increment in wake() */
+    return __atomic_load_n(&side->seq, __ATOMIC_ACQUIRE);
+}
+
+static void side_leave(ks_queue_side_t *side)
+{
+    __atomic_fetch_sub(&side->sleepers, 1, __ATOMIC_RELAXED); /* relaxed: a count */
+}
+
+enum { SLEPT_WOKEN, SLEPT_OTHER, SLEPT_TIMEOUT };
+
+/* Sleep until woken, the count moves, or the deadline.  Exactly one party
+ * takes the thread off `sleepers`: the waker whose FUTEX_WAKE chose it
+ * (ks_futex_wait_exact returns 0 only for a FUTEX_WAKE), or the thread
+ * itself for any other return (EAGAIN, a signal, a timeout).  (Looking at
+ * `seq` instead cannot tell: a thread may read the bumped count, sleep, and
+ * still be the one the bumping waker's FUTEX_WAKE picks.)  A stray
+ * FUTEX_WAKE left over from an object that used this memory before would
+ * leave one sleeper counted that is gone: later wakers would then make
+ * calls that wake nobody, never miss a wake-up. */
+static int side_sleep(ks_queue_side_t *side, uint32_t seen, int64_t deadline, unsigned flags)
+{
+    KS_RACE_POINT();
+    /* A count that already moved would make FUTEX_WAIT fail: skip the call
+     * (relaxed: a shortcut; the kernel's own comparison is the real one). */
+    int e = __atomic_load_n(&side->seq, __ATOMIC_RELAXED) == seen
+                ? ks_futex_wait_exact(&side->seq, seen, deadline, flags, UINT32_MAX)
+                : EAGAIN;
+    if (e == 0)
+        return SLEPT_WOKEN;
+    side_leave(side);
+    return e == ETIMEDOUT ? SLEPT_TIMEOUT : SLEPT_OTHER;
+}
+
+/* Called by a woken thread once it has tried the ring: put the baton back,
+ * and if the ring still has work for this side's sleepers hand it to the
+ * next one.  The fence pairs with the one in ks_queue__wake: a push or pop
+ * that saw the baton taken and sent no wake-up is seen here.  After
+ * close() the baton goes from sleeper to sleeper until none is left. */
+static void baton_pass(ks_queue_t *q, ks_queue_side_t *side)
+{
+    __atomic_store_n(&side->waking, 0, __ATOMIC_RELAXED); /* relaxed: ordered by the fence */
+    KS_QUEUE_FENCE();
+    if (__atomic_load_n(&side->sleepers, __ATOMIC_RELAXED) && has_work(q, side))
+        ks_queue_wake_(q, side); /* relaxed load above: after the fence */
+}
+
+/* put (dir PUT) or get (dir GET) that waits: spin, then sleep on this
+ * side's event count until the ring lets the operation through. */
+enum { PUT, GET };
+
+static int ring_op(ks_queue_t *q, int dir, uintptr_t *v)
+{
+    return dir == PUT ? ks_mpmc__push(&q->ring, *v) : ks_mpmc__pop(&q->ring, v);
+}
+
+static int wait_op(ks_queue_t *q, int dir, uintptr_t *v, int64_t deadline)
+{
+    ks_queue_side_t *mine = dir == PUT ? &q->putters : &q->getters;
+    int spins = ks_spin_budget(KS_SPIN_LIMIT), baton = 0, e;
+    for (;;) {
+        e = ring_op(q, dir, v);
+        if (baton) {
+            baton_pass(q, mine);
+            baton = 0;
+        }
+        if (e == 0 || e == EPIPE)
+            break;
+        if (spins-- > 0) {
+            ks_cpu_relax();
+            continue;
+        }
+        uint32_t seen = side_enter(mine);
+        e = ring_op(q, dir, v);
+        if (e == 0 || e == EPIPE) {
+            side_leave(mine);
+            break;
+        }
+        int r = side_sleep(mine, seen, deadline, q->flags);
+        if (r == SLEPT_WOKEN) {
+            baton = 1;
+        } else if (r == SLEPT_TIMEOUT) {
+            /* a last look: a slot or item there at the deadline is ours */
+            if ((e = ring_op(q, dir, v)) != 0 && e != EPIPE)
+                e = ETIMEDOUT;
+            break;
+        }
+    }
+    if (e == 0) /* we made room or an item: wake the other side */
+        ks_queue__wake(q, dir == PUT ? &q->getters : &q->putters);
+    return e;
+}
+
+int ks_queue_timedput(ks_queue_t *q, void *item, int64_t deadline)
+{
+    if (!q || deadline < 0)
+        return EINVAL;
+    uintptr_t v = (uintptr_t)item;
+    return wait_op(q, PUT, &v, deadline);
+}
+
+int ks_queue_timedget(ks_queue_t *q, void **item, int64_t deadline)
+{
+    if (!q || !item || deadline < 0)
+        return EINVAL;
+    uintptr_t v;
+    int e = wait_op(q, GET, &v, deadline);
+    if (e == 0)
+        *item = (void *)v;
+    return e;
+}
+
+static uint64_t puts_of(const ks_queue_t *q)
+{
+    /* relaxed: a bound; the tail ticket counts the puts that have begun */
+    return __atomic_load_n(&q->ring.tail, __ATOMIC_RELAXED) & ~KS_MPMC_CLOSED;
+}
+
+int ks_queue_task_done(ks_queue_t *q)
+{
+    if (!q)
+        return EINVAL;
+    uint64_t d = __atomic_load_n(&q->done, __ATOMIC_RELAXED); /* relaxed: seeds the CAS */
+    do {
+        if (d >= puts_of(q))
+            return EINVAL; /* more task_done() than put(): nothing changes */
+        /* release: pairs with the acquire load in ks_queue_timedjoin, so the
+         * task's work happens before the join that sees it finished. */
+    } while (!__atomic_compare_exchange_n(&q->done, &d, d + 1, 1, __ATOMIC_RELEASE,
+                                          __ATOMIC_RELAXED));
+    /* pairs with the fence in side_enter(&joiners) (Dekker) */
+    KS_QUEUE_FENCE();
+    if (__atomic_load_n(&q->joiners.sleepers, __ATOMIC_RELAXED) && puts_of(q) == d + 1)
+        wake_all(&q->joiners, q->flags); /* relaxed load: ordered by the fence */
+    return 0;
+}
+
+static int all_done(const ks_queue_t *q)
+{
+    /* acquire: pairs with the release CAS in ks_queue_task_done */
+    uint64_t d = __atomic_load_n(&q->done, __ATOMIC_ACQUIRE);
+    return d == puts_of(q);
+}
+
+int ks_queue_timedjoin(ks_queue_t *q, int64_t deadline)
+{
+    if (!q || deadline < 0)
+        return EINVAL;
+    for (;;) {
+        if (all_done(q))
+            return 0;
+        uint32_t seen = side_enter(&q->joiners);
+        if (all_done(q)) {
+            side_leave(&q->joiners);
+            return 0;
+        }
+        if (side_sleep(&q->joiners, seen, deadline, q->flags) == SLEPT_TIMEOUT)
+            return all_done(q) ? 0 : ETIMEDOUT;
+    }
+}
+
+int ks_queue_close(ks_queue_t *q)
+{
+    if (!q)
+        return EINVAL;
+    /* seq_cst: ordered before the wake-ups below; a sleeper that reads the
+     * bumped count (acquire) sees the flag. */
+    __atomic_fetch_or(&q->ring.tail, KS_MPMC_CLOSED, __ATOMIC_SEQ_CST);
+    wake_all(&q->putters, q->flags);
+    wake_all(&q->getters, q->flags);
+    return 0;
+}
