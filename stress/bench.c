@@ -417,9 +417,12 @@ static void usage(FILE *f)
             "                      barrier      6. barrier episodes/s at 2 and 8 threads\n"
             "                      rwlock       7. rwlock, 90%% reads, at 2 and 16 threads (Mops/s)\n"
             "                      broadcast    8. cond broadcast to 16 waiters: futex calls, sleeps\n"
+            "                      queue        9. MPMC ring (ks_mpmc, ck_ring, wfcqueue) and blocking\n"
+            "                                      queue (ks_queue, mutex+2cond) at 1p1c..16p16c (items/s)\n"
             "  --reps N          repetitions per figure, median printed (default %d)\n"
             "  --seconds S       measurement cap per run of sections 2-4 (default %.1f);\n"
-            "                    sections 5-8 run --seconds/%d per run (they have many runs)\n"
+            "                    sections 5-8 run --seconds/%d per run (they have many runs),\n"
+            "                    section 9 --seconds/%d\n"
             "  --threads LIST    thread counts of section 2 (default 2,4,16)\n"
             "  --iters N         section 1: lock+unlock pairs per timed repetition (default %llu)\n"
             "  --cg-iters N      section 1: pairs per callgrind repetition (default %llu)\n"
@@ -432,7 +435,7 @@ static void usage(FILE *f)
             "                    default), always, never\n"
             "  --verbose         also print every repetition's value, in run order\n"
             "Exit status: 0 (targets are informational), 1 usage/setup error, 2 integrity failure.\n",
-            bopt.reps, bopt.seconds, BENCH_SHORT_DIV, (unsigned long long)bopt.iters,
+            bopt.reps, bopt.seconds, BENCH_SHORT_DIV, 2 * BENCH_SHORT_DIV, (unsigned long long)bopt.iters,
             (unsigned long long)bopt.cg_iters,
             bopt.lim_threads, bopt.permits, bopt.work_ns);
 }
@@ -459,6 +462,7 @@ static unsigned parse_sections(const char *s)
         {"counter", SEC_MUTEX},    {"sem", SEC_SEM},                 {"limiter", SEC_SEM},
         {"cpu", SEC_CPU},          {"handoff", SEC_HANDOFF},         {"pingpong", SEC_HANDOFF},
         {"barrier", SEC_BARRIER},  {"rwlock", SEC_RWLOCK},           {"broadcast", SEC_BROADCAST},
+        {"queue", SEC_QUEUE},      {"mpmc", SEC_QUEUE},
     };
     unsigned bits = 0;
     char *copy = strdup(s), *save = NULL;
@@ -469,7 +473,7 @@ static unsigned parse_sections(const char *s)
                 break;
         if (i == sizeof names / sizeof names[0]) {
             fprintf(stderr, "ksync-bench: unknown section '%s' (uncontended, mutex, sem, cpu, handoff, "
-                    "barrier, rwlock, broadcast, all)\n", tok);
+                    "barrier, rwlock, broadcast, queue, all)\n", tok);
             exit(1);
         }
         bits |= names[i].bit;
@@ -592,6 +596,8 @@ int main(int argc, char **argv)
         bench_rwlock();
     if (bopt.sections & SEC_BROADCAST)
         bench_broadcast();
+    if (bopt.sections & SEC_QUEUE)
+        bench_queue();
     print_targets();
     printf("\n");
     print_load("end", " - includes this run's own threads");

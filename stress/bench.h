@@ -1,7 +1,8 @@
 /* stress/bench.h - what the ksync-bench sections share.
  *
  * ksync-bench measures ksync against glibc (pthread_mutex, sem_t, a
- * mutex+condvar semaphore) and Concurrency Kit spinlocks, all in one run,
+ * mutex+condvar semaphore), Concurrency Kit (spinlocks, ck_ring) and
+ * liburcu (wfcqueue), all in one run,
  * and prints each figure as the median of --reps repetitions with the ratio
  * ksync/reference taken from the same run.  One file per section:
  *
@@ -13,6 +14,7 @@
  *   b_barrier.c       6. barrier episodes/s at 2 and 8 threads
  *   b_rwlock.c        7. rwlock with 90% reads at 2 and 16 threads, Mops/s
  *   b_broadcast.c     8. condvar broadcast to 16 waiters: futex calls, sleeps
+ *   b_queue.c         9. MPMC ring and blocking queue, 1p1c..16p16c, items/s
  *
  * bench.c holds main(), the options, the context header, the PASS/MISS
  * summary and the one helper every section uses to run threads: a "team"
@@ -65,11 +67,13 @@ enum {
     SEC_BARRIER = 1u << 5,     /* section 6: barrier episodes */
     SEC_RWLOCK = 1u << 6,      /* section 7: rwlock, 90% reads */
     SEC_BROADCAST = 1u << 7,   /* section 8: condvar broadcast */
-    SEC_ALL = 0xffu,
+    SEC_QUEUE = 1u << 8,       /* section 9: MPMC ring and blocking queue */
+    SEC_ALL = 0x1ffu,
 };
 
 /* Sections 5-8 have many more runs (implementations x thread counts) than
- * sections 2-4: each of their runs lasts --seconds / BENCH_SHORT_DIV. */
+ * sections 2-4: each of their runs lasts --seconds / BENCH_SHORT_DIV
+ * (section 9, with 28 runs per repetition, --seconds / (2 * BENCH_SHORT_DIV)). */
 #define BENCH_SHORT_DIV 2
 
 struct bench_opts {
@@ -239,5 +243,6 @@ void bench_handoff(void);
 void bench_barrier(void);
 void bench_rwlock(void);
 void bench_broadcast(void);
+void bench_queue(void);
 
 #endif
