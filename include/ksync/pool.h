@@ -13,10 +13,12 @@
  *
  * The pool copies the n resource values (distinct, any pointer-sized value,
  * NULL included) and never reads through them.  A resource is held by at
- * most one borrower at a time: borrow hands out a free one (most recently
- * returned last, FIFO), return gives it back and is refused for a value
- * that is not borrowed.  The pool is a ks_queue of free resource slots plus
- * one "borrowed" flag per resource.
+ * most one borrower at a time: borrow hands out a free one (in the order
+ * they were returned, FIFO), return gives it back and is refused for a
+ * value that is not borrowed now.  The pool is a ks_queue of free resource
+ * indices plus one "borrowed" flag per resource (docs/pool.md, which also
+ * says what a pool cannot detect: a stale second return after someone else
+ * borrowed the same value again).
  *
  * Return values (errno codes):
  *   create     0, EINVAL (NULL, n == 0, n > KS_MPMC_CAPACITY_MAX, duplicate
