@@ -16,6 +16,11 @@ static_assert(std::is_standard_layout<ks_sem_t>::value, "C layout");
 static_assert(sizeof(ks_mutex_t) == 8, "ks_mutex_t is two 32-bit words");
 static_assert(sizeof(ks_sem_t) == 16, "ks_sem_t is a 64-bit state plus two words");
 static_assert(KS_FOREVER == INT64_MAX, "KS_FOREVER");
+static_assert(std::is_standard_layout<ks_mpmc_t>::value, "C layout");
+static_assert(std::is_standard_layout<ks_queue_t>::value, "C layout");
+static_assert(std::is_trivially_copyable<ks_mpmc_cell_t>::value, "C layout");
+static_assert(alignof(ks_mpmc_t) == KS_MPMC_ALIGN, "the ring's counters own their cache lines");
+static_assert(sizeof(ks_mpmc_cell_t) == 16, "a cell is a sequence number and an item");
 
 namespace {
 ks_mutex_t global_mutex = KS_MUTEX_INIT;
@@ -147,4 +152,130 @@ Test(cxx, time_and_debug_from_cxx)
     ks_futex_stats(&st2);
     cr_assert_eq(st2.waits, st.waits);
     cr_assert_eq(st2.wakes, st.wakes);
+}
+
+Test(cxx, mpmc_inline_paths)
+{
+    ks_mpmc_t *q = nullptr;
+    cr_assert_eq(ks_mpmc_create(&q, 0), EINVAL);
+    cr_assert_eq(ks_mpmc_create(&q, 3), 0);
+    cr_assert_eq(ks_mpmc_capacity(q), 3u);
+    cr_assert_eq(ks_mpmc_try_push(q, nullptr), 0);
+    int x = 5;
+    cr_assert_eq(ks_mpmc_try_push(q, &x), 0);
+    cr_assert_eq(ks_mpmc_try_push(q, &x), 0);
+    cr_assert_eq(ks_mpmc_try_push(q, &x), EAGAIN);
+    cr_assert_eq(ks_mpmc_size(q), 3u);
+    void *v = &x;
+    cr_assert_eq(ks_mpmc_try_pop(q, &v), 0);
+    cr_assert_null(v);
+    cr_assert_eq(ks_mpmc_try_pop(q, &v), 0);
+    cr_assert_eq(v, static_cast<void *>(&x));
+    cr_assert_eq(ks_mpmc_try_pop(q, &v), 0);
+    cr_assert_eq(ks_mpmc_try_pop(q, &v), EAGAIN);
+    cr_assert_eq(ks_mpmc_try_pop(q, nullptr), EINVAL);
+    cr_assert_eq(ks_mpmc_try_push(nullptr, &x), EINVAL);
+    cr_assert_eq(ks_mpmc_destroy(q), 0);
+    cr_assert_eq(ks_mpmc_destroy(nullptr), EINVAL);
+}
+
+Test(cxx, queue_inline_paths)
+{
+    ks_queue_t *q = nullptr;
+    cr_assert_eq(ks_queue_create(&q, 2, 2u), EINVAL);
+    cr_assert_eq(ks_queue_create(&q, 2, 0), 0);
+    int a = 1, b = 2;
+    cr_assert_eq(ks_queue_put(q, &a), 0);
+    cr_assert_eq(ks_queue_tryput(q, &b), 0);
+    cr_assert_eq(ks_queue_tryput(q, &b), EAGAIN);
+    cr_assert_eq(ks_queue_timedput(q, &b, 0), ETIMEDOUT);
+    cr_assert_eq(ks_queue_timedput(q, &b, -1), EINVAL);
+    cr_assert_eq(ks_queue_size(q), 2u);
+    cr_assert_eq(ks_queue_unfinished(q), 2u);
+    void *v = nullptr;
+    cr_assert_eq(ks_queue_get(q, &v), 0);
+    cr_assert_eq(v, static_cast<void *>(&a));
+    cr_assert_eq(ks_queue_tryget(q, &v), 0);
+    cr_assert_eq(v, static_cast<void *>(&b));
+    cr_assert_eq(ks_queue_tryget(q, &v), EAGAIN);
+    cr_assert_eq(ks_queue_timedget(q, &v, 0), ETIMEDOUT);
+    cr_assert_eq(ks_queue_task_done(q), 0);
+    cr_assert_eq(ks_queue_timedjoin(q, 0), ETIMEDOUT);
+    cr_assert_eq(ks_queue_task_done(q), 0);
+    cr_assert_eq(ks_queue_task_done(q), EINVAL);
+    cr_assert_eq(ks_queue_join(q), 0);
+    cr_assert_eq(ks_queue_close(q), 0);
+    cr_assert_eq(ks_queue_is_closed(q), 1);
+    cr_assert_eq(ks_queue_put(q, &a), EPIPE);
+    cr_assert_eq(ks_queue_get(q, &v), EPIPE);
+    cr_assert_eq(ks_queue_get(nullptr, &v), EINVAL);
+    cr_assert_eq(ks_queue_put(nullptr, &a), EINVAL);
+    cr_assert_eq(ks_queue_destroy(q), 0);
+}
+
+Test(cxx, queue_with_std_thread, .timeout = 60)
+{
+    ks_queue_t *q = nullptr;
+    cr_assert_eq(ks_queue_create(&q, 5, 0), 0);
+    std::atomic<long> got{0}, sum{0};
+    std::vector<std::thread> consumers, producers;
+    for (int t = 0; t < 3; t++)
+        consumers.emplace_back([&] {
+            void *v;
+            while (ks_queue_get(q, &v) == 0) {
+                got++;
+                sum += static_cast<long>(reinterpret_cast<uintptr_t>(v));
+                ks_queue_task_done(q);
+            }
+        });
+    for (int t = 0; t < 3; t++)
+        producers.emplace_back([&] {
+            for (uintptr_t i = 1; i <= 2000; i++)
+                ks_queue_put(q, reinterpret_cast<void *>(i));
+        });
+    for (auto &t : producers)
+        t.join();
+    cr_assert_eq(ks_queue_timedjoin(q, ks_deadline_after(30 * KS_NSEC_PER_SEC)), 0);
+    cr_assert_eq(got.load(), 3L * 2000);
+    cr_assert_eq(ks_queue_close(q), 0);
+    for (auto &t : consumers)
+        t.join();
+    cr_assert_eq(sum.load(), 3L * 2000 * 2001 / 2);
+    cr_assert_eq(ks_queue_destroy(q), 0);
+}
+
+Test(cxx, pool_from_cxx)
+{
+    std::vector<void *> res{nullptr, reinterpret_cast<void *>(1), reinterpret_cast<void *>(2)};
+    ks_pool_t *p = nullptr;
+    std::vector<void *> dup{res[1], res[1]};
+    cr_assert_eq(ks_pool_create(&p, dup.data(), dup.size(), 0), EINVAL);
+    cr_assert_eq(ks_pool_create(&p, res.data(), res.size(), KS_SHARED), 0);
+    cr_assert_eq(ks_pool_size(p), 3u);
+    void *r[3];
+    for (auto &x : r)
+        cr_assert_eq(ks_pool_borrow(p, ks_deadline_after(KS_NSEC_PER_SEC), &x), 0);
+    void *none = &r;
+    cr_assert_eq(ks_pool_borrow(p, 0, &none), ETIMEDOUT);
+    cr_assert_eq(none, static_cast<void *>(&r));
+    cr_assert_eq(ks_pool_destroy(p), EBUSY);
+    cr_assert_eq(ks_pool_return(p, reinterpret_cast<void *>(7)), EINVAL);
+    for (auto x : r)
+        cr_assert_eq(ks_pool_return(p, x), 0);
+    cr_assert_eq(ks_pool_return(p, r[0]), EPERM);
+    cr_assert_eq(ks_pool_available(p), 3u);
+    std::vector<std::thread> threads;
+    std::atomic<int> bad{0};
+    for (int t = 0; t < 4; t++)
+        threads.emplace_back([&] {
+            for (int i = 0; i < 1000; i++) {
+                void *x;
+                if (ks_pool_borrow(p, ks_deadline_after(KS_NSEC_PER_SEC), &x) != 0 || ks_pool_return(p, x) != 0)
+                    bad++;
+            }
+        });
+    for (auto &t : threads)
+        t.join();
+    cr_assert_eq(bad.load(), 0);
+    cr_assert_eq(ks_pool_destroy(p), 0);
 }
