@@ -42,6 +42,7 @@
 #include <ksync/queue.h>
 
 #include <limits.h>
+#include <sched.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -136,7 +137,12 @@ static int has_work(ks_queue_t *q, ks_queue_side_t *side)
  * the bumped count and gone to sleep after all. */
 void ks_queue_wake_(ks_queue_t *q, ks_queue_side_t *side)
 {
-    for (;;) {
+    for (int futile = 0;; futile++) {
+        /* A sleeper counted but not yet in FUTEX_WAIT is usually a thread
+         * preempted on its way there: from the second futile wake-up on,
+         * let it run instead of calling the kernel again at once. */
+        if (futile)
+            sched_yield();
         uint32_t zero = 0;
         /* relaxed: the baton orders nothing; the fences around it do */
         if (!__atomic_compare_exchange_n(&side->waking, &zero, 1, 0, __ATOMIC_RELAXED,

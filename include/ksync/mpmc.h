@@ -103,6 +103,22 @@ static inline size_t ks_mpmc_size(const ks_mpmc_t *q)
     return t > h ? (size_t)(t - h > q->cap ? q->cap : t - h) : 0;
 }
 
+/* A pause between looks at a slot whose owner is mid-operation. */
+static inline void ks_mpmc__relax(void)
+{
+#if defined(__x86_64__) || defined(__i386__)
+    __builtin_ia32_pause();
+#elif defined(__aarch64__)
+    __asm__ __volatile__("yield" ::: "memory");
+#else
+    __asm__ __volatile__("" ::: "memory");
+#endif
+}
+
+/* Looks at a slot claimed by a thread that has not finished with it before
+ * reporting EBUSY: a running owner finishes within a few of them. */
+#define KS_MPMC_BUSY_LOOKS 16
+
 static inline ks_mpmc_cell_t *ks_mpmc__cell(ks_mpmc_t *q, uint64_t ticket)
 {
     uint64_t i = KS_LIKELY(q->pow2) ? (ticket & q->mask) : (ticket % q->cap);
@@ -140,7 +156,18 @@ static inline int ks_mpmc__push(ks_mpmc_t *q, uintptr_t item)
              * (a push of t needs seq == 2t, and seq only grows).  Full if that
              * item has not been claimed by a pop, else a pop is mid-way. */
             uint64_t h = __atomic_load_n(&q->head, __ATOMIC_RELAXED); /* relaxed: a verdict */
-            return t - h >= q->cap ? EAGAIN : EBUSY;
+            if (t - h >= q->cap)
+                return EAGAIN;
+            /* a pop is mid-way through the slot: give it a few looks */
+            for (int i = 0; i < KS_MPMC_BUSY_LOOKS; i++) {
+                ks_mpmc__relax();
+                /* relaxed: only decides whether to retry; the acquire load
+                 * at the top of the loop is the one that counts */
+                if (__atomic_load_n(&c->seq, __ATOMIC_RELAXED) == 2 * t)
+                    break;
+            }
+            if (__atomic_load_n(&c->seq, __ATOMIC_RELAXED) != 2 * t) /* relaxed: as above */
+                return EBUSY;
         } else {
             /* another producer took ticket t: relaxed, re-seeds the loop */
             t = __atomic_load_n(&q->tail, __ATOMIC_RELAXED);
@@ -175,7 +202,15 @@ static inline int ks_mpmc__pop(ks_mpmc_t *q, uintptr_t *item)
             uint64_t t = __atomic_load_n(&q->tail, __ATOMIC_RELAXED); /* relaxed: a verdict */
             if ((t & ~KS_MPMC_CLOSED) == h)
                 return (t & KS_MPMC_CLOSED) ? EPIPE : EAGAIN;
-            return EBUSY;
+            /* a push is mid-way through the slot: give it a few looks */
+            for (int i = 0; i < KS_MPMC_BUSY_LOOKS; i++) {
+                ks_mpmc__relax();
+                /* relaxed: only decides whether to retry (see push) */
+                if (__atomic_load_n(&c->seq, __ATOMIC_RELAXED) == 2 * h + 1)
+                    break;
+            }
+            if (__atomic_load_n(&c->seq, __ATOMIC_RELAXED) != 2 * h + 1) /* relaxed: as above */
+                return EBUSY;
         } else {
             h = __atomic_load_n(&q->head, __ATOMIC_RELAXED); /* relaxed: re-seeds the loop */
         }
