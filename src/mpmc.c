@@ -19,15 +19,16 @@
 
 #include <ksync/mpmc.h>
 
+#include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
 
 size_t ks_mpmc_bytes(size_t capacity)
 {
-    if (capacity == 0 || (uint64_t)capacity > KS_MPMC_CAPACITY_MAX)
-        return 0;
-    /* cannot overflow: 2^40 cells of 16 bytes */
-    return sizeof(ks_mpmc_t) + (size_t)capacity * sizeof(ks_mpmc_cell_t);
+    if (capacity == 0 || (uint64_t)capacity > KS_MPMC_CAPACITY_MAX ||
+        capacity > (SIZE_MAX - sizeof(ks_mpmc_t)) / sizeof(ks_mpmc_cell_t))
+        return 0; /* the last test only matters where size_t is 32 bits */
+    return sizeof(ks_mpmc_t) + capacity * sizeof(ks_mpmc_cell_t);
 }
 
 KS_HIDDEN void ks_mpmc_setup(ks_mpmc_t *q, size_t capacity, int owned)

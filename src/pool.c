@@ -52,8 +52,9 @@ static size_t slot_off(size_t n)
 
 size_t ks_pool_bytes(size_t n)
 {
-    if (!ks_queue_bytes(n))
-        return 0;
+    const size_t per = sizeof(struct ks_pool_slot) + sizeof(struct ks_pool_key);
+    if (!ks_queue_bytes(n) || n > (SIZE_MAX - slot_off(n)) / per)
+        return 0; /* the last test only matters where size_t is 32 bits */
     return slot_off(n) + n * (sizeof(struct ks_pool_slot) + sizeof(struct ks_pool_key));
 }
 

@@ -89,15 +89,34 @@ int ks_queue_destroy(ks_queue_t *q)
 {
     if (!q)
         return EINVAL;
-    /* relaxed: a thread still blocked here is a caller bug we report; one
-     * that has left has no more business with the memory. */
-    if (__atomic_load_n(&q->getters.sleepers, __ATOMIC_RELAXED) ||
-        __atomic_load_n(&q->putters.sleepers, __ATOMIC_RELAXED) ||
-        __atomic_load_n(&q->joiners.sleepers, __ATOMIC_RELAXED))
-        return EBUSY;
+    for (;;) {
+        /* relaxed: a thread still asleep here is a caller bug we report */
+        if (__atomic_load_n(&q->getters.sleepers, __ATOMIC_RELAXED) ||
+            __atomic_load_n(&q->putters.sleepers, __ATOMIC_RELAXED) ||
+            __atomic_load_n(&q->joiners.sleepers, __ATOMIC_RELAXED))
+            return EBUSY;
+        /* acquire: pairs with the release decrement that is a woken
+         * thread's last access to the queue (wait_op, timedjoin); threads
+         * woken but not yet scheduled are still inside (PITFALLS 20). */
+        if (!__atomic_load_n(&q->users, __ATOMIC_ACQUIRE))
+            break;
+        sched_yield();
+    }
     if (q->owned)
         free(q);
     return 0;
+}
+
+static void users_enter(ks_queue_t *q)
+{
+    __atomic_fetch_add(&q->users, 1, __ATOMIC_RELAXED); /* relaxed: see users_leave */
+}
+
+/* The last access of a slow path to the queue. */
+static void users_leave(ks_queue_t *q)
+{
+    /* release: pairs with the acquire load in ks_queue_destroy */
+    __atomic_fetch_sub(&q->users, 1, __ATOMIC_RELEASE);
 }
 
 /* Bump the count and wake up to n sleepers; the waker counts off the
@@ -130,31 +149,51 @@ static int has_work(ks_queue_t *q, ks_queue_side_t *side)
 
 /* Wake one sleeper, unless a wake-up is already on its way: take the baton
  * (waking 0 -> 1); the thread woken holds it until it has tried the ring
- * (baton_pass).  If the kernel had nobody asleep (the sleepers counted are
- * between their announcement and FUTEX_WAIT, and the bumped count will turn
- * them back), put the baton back and look again: a push or pop that saw
- * the baton taken sent no wake-up, and one of those sleepers may have read
- * the bumped count and gone to sleep after all. */
+ * (baton_pass).  A caller that finds the baton out records that it skipped
+ * (skipped = 1, a fence, then a second look at `waking`): a Dekker pair with
+ * the futile-wake path below ("waking = 0; fence; exchange skipped"), so
+ * either that holder sees the flag or the skipper sees the baton back and
+ * takes it.  A woken holder re-checks the ring itself (baton_pass).
+ *
+ * If the kernel had nobody asleep (the sleepers counted are between their
+ * announcement and FUTEX_WAIT: the bumped count turns them back), put the
+ * baton back and go again only if someone skipped meanwhile: a sleeper may
+ * have read the bumped count, missed that skipper's push or pop in its
+ * re-check, and gone to sleep.  Looping on "sleepers && work" instead would
+ * never end if `sleepers` were one too high (a stray FUTEX_WAKE from an
+ * object that used this memory before: side_sleep).
+ *
+ * Process-shared queues use no baton: a process killed while holding it
+ * would silence every later wake-up; each push or pop that sees a sleeper
+ * wakes one. */
 void ks_queue_wake_(ks_queue_t *q, ks_queue_side_t *side)
 {
-    for (int futile = 0;; futile++) {
-        /* A sleeper counted but not yet in FUTEX_WAIT is usually a thread
-         * preempted on its way there: from the second futile wake-up on,
-         * let it run instead of calling the kernel again at once. */
-        if (futile)
-            sched_yield();
+    if (q->flags & KS_SHARED) {
+        wake(side, 1, q->flags);
+        return;
+    }
+    for (int futile = 0;;) {
         uint32_t zero = 0;
         /* relaxed: the baton orders nothing; the fences around it do */
         if (!__atomic_compare_exchange_n(&side->waking, &zero, 1, 0, __ATOMIC_RELAXED,
-                                         __ATOMIC_RELAXED))
-            return;
+                                         __ATOMIC_RELAXED)) {
+            __atomic_store_n(&side->skipped, 1, __ATOMIC_RELAXED); /* relaxed: the fence */
+            KS_QUEUE_FENCE(); /* pairs with the fence after "waking = 0" */
+            if (__atomic_load_n(&side->waking, __ATOMIC_RELAXED)) /* relaxed: after the fence */
+                return; /* the holder sees `skipped` or re-checks the ring */
+            continue;       /* the baton came back: take it ourselves */
+        }
         if (wake(side, 1, q->flags) > 0)
             return;
         __atomic_store_n(&side->waking, 0, __ATOMIC_RELAXED); /* relaxed: ordered by the fence */
-        /* pairs with the fences in ks_queue__wake and side_enter */
-        KS_QUEUE_FENCE();
-        if (!__atomic_load_n(&side->sleepers, __ATOMIC_RELAXED) || !has_work(q, side))
+        KS_QUEUE_FENCE(); /* pairs with the fence of a skipper */
+        if (!__atomic_exchange_n(&side->skipped, 0, __ATOMIC_RELAXED)) /* relaxed: after the fence */
             return;
+        /* A sleeper counted but not yet in FUTEX_WAIT is usually a thread
+         * preempted on its way there: from the second futile wake-up on,
+         * let it run instead of calling the kernel again at once. */
+        if (futile++)
+            sched_yield();
     }
 }
 
@@ -205,17 +244,29 @@ static int side_sleep(ks_queue_side_t *side, uint32_t seen, int64_t deadline, un
     return e == ETIMEDOUT ? SLEPT_TIMEOUT : SLEPT_OTHER;
 }
 
-/* Called by a woken thread once it has tried the ring: put the baton back,
- * and if the ring still has work for this side's sleepers hand it to the
- * next one.  The fence pairs with the one in ks_queue__wake: a push or pop
- * that saw the baton taken and sent no wake-up is seen here.  After
- * close() the baton goes from sleeper to sleeper until none is left. */
-static void baton_pass(ks_queue_t *q, ks_queue_side_t *side)
+/* Called by a woken thread once it has tried the ring (result e): put the
+ * baton back, and if the ring still has work for this side's sleepers hand
+ * it to the next one.  The fence pairs with the fence of a push or pop that
+ * skipped its wake-up because the baton was out (ks_queue_wake_): either
+ * we see its `skipped` flag and its change of the ring, or it sees the
+ * baton back and wakes someone itself.  After close() the baton goes from
+ * sleeper to sleeper until none is left.
+ *
+ * If our own attempt met a peer mid-operation (EBUSY), the work we see is
+ * most likely behind that peer, which wakes a sleeper itself when it
+ * finishes: pass the baton only if someone skipped a wake-up meanwhile
+ * (otherwise woken sleepers would wake each other in turn, each meeting the
+ * same stalled peer, until it runs). */
+static void baton_pass(ks_queue_t *q, ks_queue_side_t *side, int e)
 {
     __atomic_store_n(&side->waking, 0, __ATOMIC_RELAXED); /* relaxed: ordered by the fence */
     KS_QUEUE_FENCE();
+    /* relaxed loads and exchange: after the fence */
+    int skip = (int)__atomic_exchange_n(&side->skipped, 0, __ATOMIC_RELAXED);
+    if (e == EBUSY && !skip)
+        return;
     if (__atomic_load_n(&side->sleepers, __ATOMIC_RELAXED) && has_work(q, side))
-        ks_queue_wake_(q, side); /* relaxed load above: after the fence */
+        ks_queue_wake_(q, side);
 }
 
 /* put (dir PUT) or get (dir GET) that waits: spin, then sleep on this
@@ -230,18 +281,29 @@ static int ring_op(ks_queue_t *q, int dir, uintptr_t *v)
 static int wait_op(ks_queue_t *q, int dir, uintptr_t *v, int64_t deadline)
 {
     ks_queue_side_t *mine = dir == PUT ? &q->putters : &q->getters;
-    int spins = ks_spin_budget(KS_SPIN_LIMIT), baton = 0, e;
+    int spins = ks_spin_budget(KS_SPIN_LIMIT), baton = 0, inside = 0, e;
     for (;;) {
         e = ring_op(q, dir, v);
         if (baton) {
-            baton_pass(q, mine);
+            baton_pass(q, mine, e);
             baton = 0;
         }
         if (e == 0 || e == EPIPE)
             break;
-        if (spins-- > 0) {
+        if (spins > 0) {
+            spins--;
             ks_cpu_relax();
             continue;
+        }
+        /* a deadline already past (tryput/tryget, timeouts of 0): no sleep,
+         * and no announcement that would send wakers after us */
+        if (deadline != KS_FOREVER && deadline <= ks_now()) {
+            e = ETIMEDOUT;
+            break;
+        }
+        if (!inside) {
+            users_enter(q);
+            inside = 1;
         }
         uint32_t seen = side_enter(mine);
         e = ring_op(q, dir, v);
@@ -261,6 +323,8 @@ static int wait_op(ks_queue_t *q, int dir, uintptr_t *v, int64_t deadline)
     }
     if (e == 0) /* we made room or an item: wake the other side */
         ks_queue__wake(q, dir == PUT ? &q->getters : &q->putters);
+    if (inside)
+        users_leave(q); /* the last access */
     return e;
 }
 
@@ -319,17 +383,28 @@ int ks_queue_timedjoin(ks_queue_t *q, int64_t deadline)
 {
     if (!q || deadline < 0)
         return EINVAL;
+    if (all_done(q))
+        return 0;
+    users_enter(q);
+    int e;
     for (;;) {
-        if (all_done(q))
-            return 0;
         uint32_t seen = side_enter(&q->joiners);
         if (all_done(q)) {
             side_leave(&q->joiners);
-            return 0;
+            e = 0;
+            break;
         }
-        if (side_sleep(&q->joiners, seen, deadline, q->flags) == SLEPT_TIMEOUT)
-            return all_done(q) ? 0 : ETIMEDOUT;
+        if (side_sleep(&q->joiners, seen, deadline, q->flags) == SLEPT_TIMEOUT) {
+            e = all_done(q) ? 0 : ETIMEDOUT;
+            break;
+        }
+        if (all_done(q)) {
+            e = 0;
+            break;
+        }
     }
+    users_leave(q); /* the last access */
+    return e;
 }
 
 int ks_queue_close(ks_queue_t *q)

@@ -11,6 +11,7 @@
 
 #include <ksync/queue.h>
 
+#include <linux/futex.h>
 #include <sys/resource.h>
 
 static struct ks_futex_stats stats(void)
@@ -1352,4 +1353,36 @@ Test(queue, process_shared_child_produces_parent_consumes, .timeout = 60)
     cr_assert_eq(ks_queue_unfinished(q), 0u);
     cr_assert_eq(ks_queue_destroy(q), 0);
     kt_shared_free(s, size);
+}
+
+/* A FUTEX_WAKE that no waker of this queue sent (a late wake from an object
+ * that used this memory before: PITFALLS item 2) leaves the woken getter
+ * counted as a sleeper.  Later puts must still return, and destroy must not
+ * hang (review finding: a wake-up loop keyed on "sleepers && work" spun
+ * forever here). */
+Test(queue, stray_futex_wake_does_not_hang_later_puts, .timeout = 30)
+{
+    ks_queue_t *q = make(4, 0);
+    struct call c;
+    pthread_t t;
+    start_reading(&c, &t, q, OP_GET, NULL, NULL);
+    asleep(&c, "get on an empty queue");
+    long woke = syscall(SYS_futex, &q->getters.seq, FUTEX_WAKE_PRIVATE, 1, NULL, NULL, 0);
+    cr_assert_eq(woke, 1, "the stray FUTEX_WAKE found no getter asleep");
+    cr_assert_eq(ks_queue_put(q, (void *)7), 0);
+    kt_join(t);
+    cr_assert_eq(c.ret, 0);
+    cr_assert_eq((uintptr_t)c.got, 7u);
+    /* The getter may now be counted twice over; with nobody asleep, every
+     * put and get must still complete. */
+    for (uintptr_t i = 1; i <= 100; i++) {
+        void *v = NULL;
+        cr_assert_eq(ks_queue_put(q, (void *)i), 0);
+        cr_assert_eq(ks_queue_get(q, &v), 0);
+        cr_assert_eq((uintptr_t)v, i);
+    }
+    cr_assert_eq(ks_queue_close(q), 0);
+    void *v = NULL;
+    cr_assert_eq(ks_queue_get(q, &v), EPIPE);
+    cr_assert_eq(ks_queue_put(q, &v), EPIPE);
 }

@@ -60,7 +60,7 @@
 /* One slot.  seq == 2t: free for the push holding ticket t; seq == 2t+1:
  * holds that push's item, for the pop holding ticket t. */
 typedef struct ks_mpmc_cell {
-    uint64_t seq;
+    uint64_t seq __attribute__((aligned(8))); /* 8 even where uint64_t aligns to 4 (i386) */
     uintptr_t item;
 } ks_mpmc_cell_t;
 
@@ -119,6 +119,21 @@ static inline void ks_mpmc__relax(void)
  * reporting EBUSY: a running owner finishes within a few of them. */
 #define KS_MPMC_BUSY_LOOKS 16
 
+/* Look at a claimed cell until its sequence number reaches `want` (return
+ * 0: try again), passes it (0 too: the caller's ticket is stale and the retry
+ * reloads it), or KS_MPMC_BUSY_LOOKS looks are spent (EBUSY).  Relaxed: the
+ * value only decides whether to retry; the caller's acquire load at the top
+ * of its loop is the one that orders the data. */
+static inline int ks_mpmc__busy_looks(const uint64_t *seq, uint64_t want)
+{
+    for (int i = 0; i < KS_MPMC_BUSY_LOOKS; i++) {
+        ks_mpmc__relax();
+        if ((int64_t)(__atomic_load_n(seq, __ATOMIC_RELAXED) - want) >= 0)
+            return 0;
+    }
+    return EBUSY;
+}
+
 static inline ks_mpmc_cell_t *ks_mpmc__cell(ks_mpmc_t *q, uint64_t ticket)
 {
     uint64_t i = KS_LIKELY(q->pow2) ? (ticket & q->mask) : (ticket % q->cap);
@@ -152,21 +167,20 @@ static inline int ks_mpmc__push(ks_mpmc_t *q, uintptr_t item)
                 return 0;
             }
         } else if (d < 0) {
-            /* The cell still holds ticket t - cap's item: the tail is still t
-             * (a push of t needs seq == 2t, and seq only grows).  Full if that
-             * item has not been claimed by a pop, else a pop is mid-way. */
+            /* When we read seq the cell still held ticket t - cap's item, so
+             * the tail was still t then (a push of t needs seq == 2t, and seq
+             * only grows).  Full if that item had not been claimed by a pop,
+             * else a pop is mid-way; a head past t means we were preempted
+             * and t is stale. */
             uint64_t h = __atomic_load_n(&q->head, __ATOMIC_RELAXED); /* relaxed: a verdict */
+            if ((int64_t)(t - h) < 0) {
+                t = __atomic_load_n(&q->tail, __ATOMIC_RELAXED); /* relaxed: re-seeds */
+                continue;
+            }
             if (t - h >= q->cap)
                 return EAGAIN;
             /* a pop is mid-way through the slot: give it a few looks */
-            for (int i = 0; i < KS_MPMC_BUSY_LOOKS; i++) {
-                ks_mpmc__relax();
-                /* relaxed: only decides whether to retry; the acquire load
-                 * at the top of the loop is the one that counts */
-                if (__atomic_load_n(&c->seq, __ATOMIC_RELAXED) == 2 * t)
-                    break;
-            }
-            if (__atomic_load_n(&c->seq, __ATOMIC_RELAXED) != 2 * t) /* relaxed: as above */
+            if (ks_mpmc__busy_looks(&c->seq, 2 * t) != 0)
                 return EBUSY;
         } else {
             /* another producer took ticket t: relaxed, re-seeds the loop */
@@ -197,19 +211,14 @@ static inline int ks_mpmc__pop(ks_mpmc_t *q, uintptr_t *item)
                 return 0;
             }
         } else if (d < 0) {
-            /* Ticket h's item is not there yet, and the head is still h (a pop
-             * of h needs seq == 2h+1).  Empty if no push holds ticket h. */
+            /* Ticket h's item was not there when we read seq, so the head
+             * was still h then (a pop of h needs seq == 2h+1).  Empty if no
+             * push holds ticket h: tail == h also means head == h now. */
             uint64_t t = __atomic_load_n(&q->tail, __ATOMIC_RELAXED); /* relaxed: a verdict */
             if ((t & ~KS_MPMC_CLOSED) == h)
                 return (t & KS_MPMC_CLOSED) ? EPIPE : EAGAIN;
             /* a push is mid-way through the slot: give it a few looks */
-            for (int i = 0; i < KS_MPMC_BUSY_LOOKS; i++) {
-                ks_mpmc__relax();
-                /* relaxed: only decides whether to retry (see push) */
-                if (__atomic_load_n(&c->seq, __ATOMIC_RELAXED) == 2 * h + 1)
-                    break;
-            }
-            if (__atomic_load_n(&c->seq, __ATOMIC_RELAXED) != 2 * h + 1) /* relaxed: as above */
+            if (ks_mpmc__busy_looks(&c->seq, 2 * h + 1) != 0)
                 return EBUSY;
         } else {
             h = __atomic_load_n(&q->head, __ATOMIC_RELAXED); /* relaxed: re-seeds the loop */

@@ -28,7 +28,10 @@
  *   timedjoin     0, ETIMEDOUT, EINVAL; ks_queue_unfinished() then tells how
  *                 many task_done calls are missing
  *   close         0 (closing twice is harmless), EINVAL
- *   destroy       0, EBUSY (a thread is blocked in the queue: nothing freed), EINVAL
+ *   destroy       0, EBUSY (a thread is asleep in the queue: nothing freed),
+ *                 EINVAL.  Threads that were woken (by close(), say) and are
+ *                 still on their way out are waited for; threads still
+ *                 calling put/get/join otherwise are the caller's to stop.
  *
  * A put that returns 0 has queued its item, which will be returned by
  * exactly one get even if close() follows: close() stops new puts at once,
@@ -51,12 +54,13 @@
 /* A waiting side: `seq` is the futex word, bumped by every wake-up;
  * `sleepers` counts threads committed to sleeping on it; `waking` is set
  * while a woken thread has not yet run (the baton: no second wake-up is
- * sent until it has looked at the ring; docs/queue.md). */
+ * sent until it has looked at the ring); `skipped` records that a push or
+ * pop sent no wake-up because the baton was out (docs/queue.md). */
 typedef struct ks_queue_side {
     uint32_t seq;
     uint32_t sleepers;
     uint32_t waking;
-    uint32_t unused;
+    uint32_t skipped;
 } ks_queue_side_t;
 
 typedef struct ks_queue {
@@ -64,6 +68,7 @@ typedef struct ks_queue {
     ks_queue_side_t putters __attribute__((aligned(KS_MPMC_ALIGN))); /* wait for a free slot */
     uint64_t done __attribute__((aligned(KS_MPMC_ALIGN)));           /* task_done calls */
     ks_queue_side_t joiners;
+    uint32_t users; /* threads in a slow path (destroy waits for them) */
     uint32_t flags; /* KS_SHARED or 0; constant */
     uint32_t owned; /* allocated by ks_queue_create */
     ks_mpmc_t ring; /* last: its cells follow the struct */
@@ -132,10 +137,8 @@ static uint32_t ks_queue_fence_word_ __attribute__((unused));
 static inline void ks_queue__wake(ks_queue_t *q, ks_queue_side_t *side)
 {
     KS_QUEUE_FENCE();
-    /* relaxed: ordered by the fence above.  A wake-up already on its way
-     * (waking) will look at the ring when it runs and pass the baton on. */
-    if (KS_UNLIKELY(__atomic_load_n(&side->sleepers, __ATOMIC_RELAXED)) &&
-        !__atomic_load_n(&side->waking, __ATOMIC_RELAXED))
+    /* relaxed: ordered by the fence above */
+    if (KS_UNLIKELY(__atomic_load_n(&side->sleepers, __ATOMIC_RELAXED)))
         ks_queue_wake_(q, side);
 }
 
