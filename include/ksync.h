@@ -15,6 +15,7 @@
 #include <ksync/mpmc.h>
 #include <ksync/queue.h>
 #include <ksync/pool.h>
+#include <ksync/epoch.h>
 #include <ksync/debug.h>
 
 #endif

@@ -1,0 +1,81 @@
+/* ksync/epoch.h - epoch-based memory reclamation (EBR) for lock-free
+ * readers.  Algorithm, ordering proof and limits: docs/epoch.md.
+ *
+ *   struct obj { ...; struct ks_epoch_node rcu; };      intrusive link
+ *
+ *   reader:  ks_epoch_enter();
+ *            p = __atomic_load_n(&shared, __ATOMIC_ACQUIRE);  ...use *p...
+ *            ks_epoch_exit();
+ *   writer:  old = swap out of the structure (unlinked: no new reader finds it)
+ *            ks_epoch_retire(&old->rcu, free_obj);   freed once no reader can hold it
+ *
+ * One process-wide domain.  A thread joins on its first call (a record from a
+ * registry that is reused, never freed) and leaves with ks_epoch_leave() or,
+ * automatically, when it exits: a thread that exits without leaving -- even
+ * inside a critical section -- does not hold reclamation back (its record is
+ * released by a thread-exit destructor and its pending objects go to the
+ * domain's orphan list, which any thread reclaims).
+ *
+ * Sections nest.  Inside one, a thread may read any object it found through
+ * the structure; it must not block for long (a reader asleep in a section
+ * stops reclamation: the EBR trade-off, PITFALLS 50), and must not call
+ * ks_epoch_barrier().
+ *
+ * Unreclaimed memory is bounded: each thread frees its own retired objects
+ * as their grace periods end, tries to advance the epoch every
+ * KS_EPOCH_BATCH retirements, and a retire that finds KS_EPOCH_MAX objects
+ * of its own pending waits for a grace period (outside a section) before
+ * returning.  So: NEVER call ks_epoch_retire while holding a lock that a
+ * reader may wait for inside a section (the retire may wait for that
+ * reader: deadlock).
+ *
+ * fork(): the child keeps only the forking thread's record; objects other
+ * threads had retired are not freed in the child.
+ *
+ * Return values (errno codes):
+ *   enter    0; ENOMEM: first call on this thread and no record could be
+ *            allocated or its thread-exit destructor registered (not inside
+ *            a section then)
+ *   exit     0; EPERM: not inside a section
+ *   retire   0; EINVAL (NULL node or function); ENOMEM as enter
+ *   barrier  0; EDEADLK: called inside a section
+ *   leave    0; EBUSY: inside a section (nothing changes)
+ */
+#ifndef KSYNC_EPOCH_H
+#define KSYNC_EPOCH_H
+
+#include <ksync/common.h>
+#include <stddef.h>
+
+#define KS_EPOCH_BATCH 64u      /* retirements between attempts to advance */
+#define KS_EPOCH_MAX (1u << 16) /* own pending objects that make retire wait */
+
+/* Embedded in every object handed to ks_epoch_retire. */
+struct ks_epoch_node {
+    struct ks_epoch_node *next;
+    void (*fn)(struct ks_epoch_node *);
+};
+
+struct ks_epoch_stats {
+    uint64_t epoch;   /* the global epoch now */
+    uint64_t retired; /* objects retired, all threads, since start */
+    uint64_t freed;   /* objects whose function has run */
+    uint64_t records; /* thread records in the registry (in use or free) */
+};
+
+KS_EXTERN_C_BEGIN
+
+KS_API int ks_epoch_enter(void);
+KS_API int ks_epoch_exit(void);
+KS_API int ks_epoch_retire(struct ks_epoch_node *node, void (*fn)(struct ks_epoch_node *));
+/* Wait until everything this thread retired before the call (and every
+ * orphaned object) has been freed. */
+KS_API int ks_epoch_barrier(void);
+/* Free what this thread (and the orphan list) can free now, without waiting. */
+KS_API void ks_epoch_flush(void);
+KS_API int ks_epoch_leave(void);
+KS_API void ks_epoch_stats(struct ks_epoch_stats *out);
+
+KS_EXTERN_C_END
+
+#endif

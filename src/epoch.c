@@ -1,0 +1,431 @@
+/* src/epoch.c - epoch-based reclamation, one process-wide domain.
+ * Docs: docs/epoch.md (with the ordering proof).
+ *
+ * State:
+ *   g.epoch            global epoch E (only grows; SC loads and stores)
+ *   rec->state         per thread: (e << 1) | ACTIVE inside a section, 0 outside
+ *   rec->bag[e % 3]    per thread: objects retired while the global epoch was e
+ *
+ * Rules (Fraser's EBR as in crossbeam-epoch and CK's ck_epoch):
+ *   enter   e = E (SC); state = e|ACTIVE (relaxed); FENCE
+ *   exit    state = 0 (release)
+ *   advance FENCE; every record with ACTIVE must show E; then CAS E -> E+1
+ *   retire  FENCE; r = E (SC); put the object in the bag sealed r
+ *   free    a bag sealed r once E >= r + 2
+ *
+ * While a reader is in a section at epoch e, E cannot pass e + 1, so the
+ * bags it could still see (sealed >= e - 1) are never freed under it; and
+ * an object sealed r <= e - 2 was unlinked before the reader's fence, so the
+ * reader cannot find it (docs/epoch.md, "Why it is correct").
+ *
+ * Records are allocated once and never freed: a thread that leaves (or
+ * exits: a pthread key destructor runs ks_epoch_leave for it) clears its
+ * state, gives its bags to the orphan list and marks the record free for
+ * the next thread.
+ */
+#include "internal.h"
+
+#include <ksync/epoch.h>
+#include <ksync/mutex.h>
+#include <ksync/once.h>
+
+#include <pthread.h>
+#include <sched.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#define ACTIVE 1ull
+
+/* ThreadSanitizer does not model stand-alone fences (GCC refuses them with
+ * -Wtsan): under TSan the full fence is a seq_cst read-modify-write of one
+ * shared word, and the advancer's scan loads acquire instead of relying on
+ * the acquire fence after it, so TSan sees the happens-before edges the
+ * fences provide. */
+#if defined(__SANITIZE_THREAD__)
+static uint32_t fence_word;
+#define EPOCH_FENCE() ((void)__atomic_fetch_add(&fence_word, 0, __ATOMIC_SEQ_CST))
+#define SCAN_ORDER __ATOMIC_ACQUIRE
+#define SCAN_FENCE() ((void)0)
+#else
+#define EPOCH_FENCE() __atomic_thread_fence(__ATOMIC_SEQ_CST)
+#define SCAN_ORDER __ATOMIC_RELAXED
+#define SCAN_FENCE() __atomic_thread_fence(__ATOMIC_ACQUIRE)
+#endif
+
+struct bag {
+    struct ks_epoch_node *head;
+    size_t n;
+    uint64_t epoch; /* the epoch it was sealed with */
+};
+
+struct rec {
+    uint64_t state __attribute__((aligned(KS_CACHELINE))); /* read by advancers */
+    uint32_t used;   /* 1 while a thread owns the record */
+    struct rec *next; /* registry: constant once published */
+    /* owner only */
+    unsigned nest;
+    size_t pending;
+    size_t since_advance;
+    struct bag bag[3];
+};
+
+struct orphan {
+    struct orphan *next;
+    struct bag bag;
+};
+
+static struct {
+    uint64_t epoch __attribute__((aligned(KS_CACHELINE)));
+    struct rec *recs __attribute__((aligned(KS_CACHELINE))); /* registry head */
+    uint64_t nrecs;
+    uint64_t retired, freed; /* relaxed: statistics */
+    ks_mutex_t orphan_lock __attribute__((aligned(KS_CACHELINE)));
+    struct orphan *orphans; /* under orphan_lock */
+    uint32_t orphan_busy;   /* reclaimers freeing orphan bags they took */
+} g = {.epoch = 2}; /* start at 2: bags sealed 0 are "empty", never "old" */
+
+static _Thread_local struct rec *tls;
+static pthread_key_t exit_key;
+static ks_once_t key_once = KS_ONCE_INIT;
+static int key_ok;
+
+static void on_thread_exit(void *r);
+
+/* In a fork() child only the forking thread exists: the other records are
+ * free (their garbage belonged to threads that are gone and stays
+ * unreclaimed in the child), and the orphan lock starts unlocked. */
+static void after_fork_child(void)
+{
+    for (struct rec *r = g.recs; r; r = r->next)
+        if (r != tls) {
+            r->state = 0;
+            r->nest = 0;
+            r->used = 0;
+            memset(r->bag, 0, sizeof r->bag);
+            r->pending = 0;
+        }
+    ks_mutex_init(&g.orphan_lock, 0);
+    g.orphan_busy = 0;
+}
+
+static void make_key(void)
+{
+    key_ok = pthread_key_create(&exit_key, on_thread_exit) == 0 &&
+             pthread_atfork(NULL, NULL, after_fork_child) == 0;
+}
+
+static uint64_t global_epoch(void)
+{
+    return __atomic_load_n(&g.epoch, __ATOMIC_SEQ_CST); /* SC: see docs/epoch.md */
+}
+
+/* Run the functions of a bag's objects. */
+static size_t free_list(struct ks_epoch_node *n)
+{
+    size_t k = 0;
+    while (n) {
+        struct ks_epoch_node *next = n->next;
+        n->fn(n);
+        n = next;
+        k++;
+    }
+    return k;
+}
+
+static struct rec *claim_record(void)
+{
+    ks_once(&key_once, make_key);
+    /* acquire: pairs with the release CAS that published each record */
+    for (struct rec *r = __atomic_load_n(&g.recs, __ATOMIC_ACQUIRE); r; r = r->next) {
+        uint32_t zero = 0;
+        /* acquire: pairs with the release store in ks_epoch_leave, so the
+         * previous owner's last writes to the record are visible. */
+        if (!__atomic_load_n(&r->used, __ATOMIC_RELAXED) &&
+            __atomic_compare_exchange_n(&r->used, &zero, 1, 0, __ATOMIC_ACQUIRE, __ATOMIC_RELAXED))
+            return r;
+    }
+    struct rec *r = aligned_alloc(KS_CACHELINE, sizeof *r);
+    if (!r)
+        return NULL;
+    memset(r, 0, sizeof *r);
+    r->used = 1;
+    struct rec *head = __atomic_load_n(&g.recs, __ATOMIC_RELAXED); /* relaxed: seeds the CAS */
+    do
+        r->next = head;
+    /* release: the record's fields are initialised before advancers see it */
+    while (!__atomic_compare_exchange_n(&g.recs, &head, r, 1, __ATOMIC_RELEASE, __ATOMIC_RELAXED));
+    __atomic_fetch_add(&g.nrecs, 1, __ATOMIC_RELAXED); /* relaxed: a statistic */
+    return r;
+}
+
+/* The calling thread's record; NULL if none can be had.  A thread is only
+ * given a record once its exit destructor is registered: a thread that
+ * exits inside a section without one would stop the epoch for good. */
+static struct rec *my_record(void)
+{
+    struct rec *r = tls;
+    if (KS_LIKELY(r))
+        return r;
+    if (!(r = claim_record()))
+        return NULL;
+    if (!key_ok || pthread_setspecific(exit_key, r) != 0) {
+        __atomic_store_n(&r->used, 0, __ATOMIC_RELEASE); /* release: as in ks_epoch_leave */
+        return NULL;
+    }
+    tls = r;
+    return r;
+}
+
+int ks_epoch_enter(void)
+{
+    struct rec *r = my_record();
+    if (KS_UNLIKELY(!r))
+        return ENOMEM;
+    if (r->nest++)
+        return 0;
+    uint64_t e = global_epoch();
+    /* relaxed: ordered before the section's loads by the fence, which pairs
+     * with the fence in try_advance */
+    __atomic_store_n(&r->state, (e << 1) | ACTIVE, __ATOMIC_RELAXED);
+    EPOCH_FENCE();
+    return 0;
+}
+
+int ks_epoch_exit(void)
+{
+    struct rec *r = tls;
+    if (KS_UNLIKELY(!r || !r->nest))
+        return EPERM;
+    if (--r->nest)
+        return 0;
+    /* release: the section's reads happen before an advancer that sees the
+     * record inactive (it acquires after its scan) moves the epoch on. */
+    __atomic_store_n(&r->state, 0, __ATOMIC_RELEASE);
+    return 0;
+}
+
+/* Move the global epoch from e to e + 1 if every active record shows e.
+ * Returns the global epoch after the attempt. */
+static uint64_t try_advance(void)
+{
+    uint64_t e = global_epoch();
+    EPOCH_FENCE(); /* pairs with the fence in ks_epoch_enter */
+    /* acquire: pairs with the release CAS that published each record */
+    for (struct rec *r = __atomic_load_n(&g.recs, __ATOMIC_ACQUIRE); r; r = r->next) {
+        uint64_t s = __atomic_load_n(&r->state, SCAN_ORDER); /* relaxed: the fence below */
+        if ((s & ACTIVE) && (s >> 1) != e)
+            return e;
+    }
+    /* acquire: pairs with the release in ks_epoch_exit of every record we
+     * saw inactive; what they read happens before the new epoch. */
+    SCAN_FENCE();
+    uint64_t want = e;
+    /* SC: the epoch's stores and loads are all SC (docs/epoch.md) */
+    if (__atomic_compare_exchange_n(&g.epoch, &want, e + 1, 0, __ATOMIC_SEQ_CST, __ATOMIC_SEQ_CST))
+        return e + 1;
+    return want;
+}
+
+/* Free this record's bags that are two epochs old. */
+static void reclaim_own(struct rec *r, uint64_t now)
+{
+    size_t k = 0;
+    for (int i = 0; i < 3; i++) {
+        struct bag *b = &r->bag[i];
+        if (b->head && b->epoch + 2 <= now) {
+            size_t n = b->n;
+            struct ks_epoch_node *list = b->head;
+            b->head = NULL;
+            b->n = 0;
+            r->pending -= n;
+            k += free_list(list);
+        }
+    }
+    if (k)
+        __atomic_fetch_add(&g.freed, k, __ATOMIC_RELAXED); /* relaxed: a statistic */
+}
+
+/* The orphan list is only touched under orphan_lock, with atomic accesses
+ * (relaxed: the lock orders them) so that the unlocked emptiness hint below
+ * is not a data race. */
+static void orphan_push(struct orphan *o)
+{
+    o->next = __atomic_load_n(&g.orphans, __ATOMIC_RELAXED);
+    __atomic_store_n(&g.orphans, o, __ATOMIC_RELAXED);
+}
+
+/* Free the orphan bags that are two epochs old.  A reclaimer takes the
+ * ready bags out under the lock and frees them after unlocking, counted in
+ * `orphan_busy` (incremented under the lock); `wait` (ks_epoch_barrier)
+ * always takes the lock, ignoring the emptiness hint, and then waits for
+ * reclaimers still freeing bags they took, so that it returns only once
+ * every orphan ready by `now` has been freed. */
+static void reclaim_orphans(uint64_t now, int wait)
+{
+    /* relaxed: a hint; the list itself is taken under the lock */
+    if (!wait && !__atomic_load_n(&g.orphans, __ATOMIC_RELAXED))
+        return;
+    ks_mutex_lock(&g.orphan_lock);
+    struct orphan *all = __atomic_exchange_n(&g.orphans, NULL, __ATOMIC_RELAXED), *ready = NULL;
+    while (all) {
+        struct orphan *o = all;
+        all = o->next;
+        if (o->bag.epoch + 2 <= now) {
+            o->next = ready;
+            ready = o;
+        } else {
+            orphan_push(o);
+        }
+    }
+    if (ready) /* relaxed: the lock orders it before a barrier's look */
+        __atomic_fetch_add(&g.orphan_busy, 1, __ATOMIC_RELAXED);
+    ks_mutex_unlock(&g.orphan_lock);
+    size_t k = 0;
+    if (ready) {
+        while (ready) {
+            struct orphan *o = ready;
+            ready = o->next;
+            k += free_list(o->bag.head);
+            free(o);
+        }
+        /* release: pairs with the acquire load below, in a barrier */
+        __atomic_fetch_sub(&g.orphan_busy, 1, __ATOMIC_RELEASE);
+    }
+    if (k)
+        __atomic_fetch_add(&g.freed, k, __ATOMIC_RELAXED); /* relaxed: a statistic */
+    if (wait)
+        while (__atomic_load_n(&g.orphan_busy, __ATOMIC_ACQUIRE)) /* acquire: see above */
+            sched_yield();
+}
+
+void ks_epoch_flush(void)
+{
+    uint64_t now = try_advance();
+    struct rec *r = tls;
+    if (r)
+        reclaim_own(r, now);
+    reclaim_orphans(now, 0);
+}
+
+/* Sleep a little while waiting for readers: yield first, then back off up
+ * to 1 ms (a reader preempted inside a section needs the CPU to leave it). */
+static void backoff(unsigned *round)
+{
+    if (*round < 8) {
+        sched_yield();
+    } else {
+        long ns = 1000L << (*round < 18 ? *round - 8 : 10);
+        struct timespec ts = {0, ns > 1000000 ? 1000000 : ns};
+        nanosleep(&ts, NULL);
+    }
+    (*round)++;
+}
+
+int ks_epoch_barrier(void)
+{
+    struct rec *r = tls;
+    if (r && r->nest)
+        return EDEADLK;
+    uint64_t target = global_epoch() + 2;
+    unsigned round = 0;
+    uint64_t now;
+    while ((now = try_advance()) < target)
+        backoff(&round);
+    if (r)
+        reclaim_own(r, now);
+    reclaim_orphans(now, 1);
+    return 0;
+}
+
+int ks_epoch_retire(struct ks_epoch_node *node, void (*fn)(struct ks_epoch_node *))
+{
+    if (!node || !fn)
+        return EINVAL;
+    struct rec *r = my_record();
+    if (KS_UNLIKELY(!r))
+        return ENOMEM;
+    node->fn = fn;
+    /* pairs with the fence in ks_epoch_enter: the caller's unlink (before
+     * this call) is ordered before the epoch we seal with */
+    EPOCH_FENCE();
+    uint64_t e = global_epoch();
+    struct bag *b = &r->bag[e % 3];
+    if (b->head && b->epoch != e)
+        reclaim_own(r, e); /* that bag is sealed <= e - 3: free it first */
+    if (!b->head)
+        b->epoch = e;
+    node->next = b->head;
+    b->head = node;
+    b->n++;
+    r->pending++;
+    __atomic_fetch_add(&g.retired, 1, __ATOMIC_RELAXED); /* relaxed: a statistic */
+    if (++r->since_advance >= KS_EPOCH_BATCH) {
+        r->since_advance = 0;
+        uint64_t now = try_advance();
+        reclaim_own(r, now);
+        reclaim_orphans(now, 0);
+    }
+    if (r->pending >= KS_EPOCH_MAX && !r->nest)
+        ks_epoch_barrier(); /* bound the garbage: wait for a grace period */
+    return 0;
+}
+
+int ks_epoch_leave(void)
+{
+    struct rec *r = tls;
+    if (!r)
+        return 0;
+    if (r->nest)
+        return EBUSY;
+    ks_epoch_flush();
+    for (int i = 0; i < 3; i++) {
+        struct bag *b = &r->bag[i];
+        if (!b->head)
+            continue;
+        struct orphan *o = malloc(sizeof *o);
+        if (!o) {
+            /* No memory for the hand-over: wait for the grace period and
+             * free them here instead (never leak, never free early). */
+            ks_epoch_barrier();
+            break;
+        }
+        o->bag = *b;
+        ks_mutex_lock(&g.orphan_lock);
+        orphan_push(o);
+        ks_mutex_unlock(&g.orphan_lock);
+        memset(b, 0, sizeof *b);
+    }
+    r->pending = 0;
+    r->since_advance = 0;
+    tls = NULL;
+    pthread_setspecific(exit_key, NULL);
+    /* release: pairs with the acquire CAS in claim_record */
+    __atomic_store_n(&r->used, 0, __ATOMIC_RELEASE);
+    return 0;
+}
+
+/* A thread that exits without leaving, perhaps inside a section: end the
+ * section (it can no longer read anything) and leave. */
+static void on_thread_exit(void *p)
+{
+    struct rec *r = p;
+    if (r != tls)
+        return;
+    if (r->nest) {
+        r->nest = 0;
+        __atomic_store_n(&r->state, 0, __ATOMIC_RELEASE); /* release: as in ks_epoch_exit */
+    }
+    ks_epoch_leave();
+}
+
+void ks_epoch_stats(struct ks_epoch_stats *out)
+{
+    if (!out)
+        return;
+    out->epoch = global_epoch();
+    /* relaxed: statistics */
+    out->retired = __atomic_load_n(&g.retired, __ATOMIC_RELAXED);
+    out->freed = __atomic_load_n(&g.freed, __ATOMIC_RELAXED);
+    out->records = __atomic_load_n(&g.nrecs, __ATOMIC_RELAXED);
+}
