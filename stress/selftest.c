@@ -1,6 +1,7 @@
 /* stress/selftest.c - ksync-selftest: a quick, self-contained check of
  * ks_mutex, ks_rmutex and ks_sem semantics and error codes, single- and
- * multi-threaded, with no test framework.  It exists for targets where the
+ * multi-threaded, plus ks_epoch and ks_queue under threads, with no test
+ * framework.  It exists for targets where the
  * Criterion suite does not run, such as the AArch64 build under qemu-user
  * (make check-aarch64); it links the plain library (no KS_DEBUG_YIELD).
  *
@@ -8,7 +9,9 @@
  *     selftest: N passed, M failed
  * and exits non-zero if M > 0.
  */
+#include <ksync/epoch.h>
 #include <ksync/mutex.h>
+#include <ksync/queue.h>
 #include <ksync/rmutex.h>
 #include <ksync/sem.h>
 #include <ksync/time.h>
@@ -16,7 +19,9 @@
 #include <errno.h>
 #include <pthread.h>
 #include <stdatomic.h>
+#include <stddef.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <time.h>
 
 static unsigned passed;
@@ -355,6 +360,141 @@ static void test_sem(void)
     EQ(ks_sem_value(&late), 0);
 }
 
+/* ---- ks_epoch: readers never see a reclaimed object ----------------------
+ * Writers swap objects in and retire the old ones with a function that
+ * poisons and frees them; readers inside a section must never see poison
+ * (and under TSan/ASan no access to freed memory may happen). */
+enum { EP_LIVE = 0x1151, EP_DEAD = 0xdead, EP_SLOTS = 4, EP_READERS = 6, EP_WRITERS = 2 };
+
+struct ep_obj {
+    int magic;
+    long payload[4];
+    struct ks_epoch_node rcu;
+};
+
+static struct ep_obj *ep_slot[EP_SLOTS];
+static atomic_int ep_stop;
+static atomic_long ep_dead_seen, ep_alloc, ep_freed;
+
+static void ep_free(struct ks_epoch_node *n)
+{
+    struct ep_obj *o = (struct ep_obj *)((char *)n - offsetof(struct ep_obj, rcu));
+    o->magic = EP_DEAD;
+    atomic_fetch_add(&ep_freed, 1);
+    free(o);
+}
+
+static struct ep_obj *ep_new(long v)
+{
+    struct ep_obj *o = malloc(sizeof *o);
+    if (!o)
+        abort();
+    o->magic = EP_LIVE;
+    for (int i = 0; i < 4; i++)
+        o->payload[i] = v;
+    atomic_fetch_add(&ep_alloc, 1);
+    return o;
+}
+
+static void *ep_reader(void *arg)
+{
+    (void)arg;
+    unsigned i = 0;
+    while (!atomic_load(&ep_stop)) {
+        ks_epoch_enter();
+        /* acquire: pairs with the writers' exchange, which publishes the object */
+        struct ep_obj *o = __atomic_load_n(&ep_slot[i++ % EP_SLOTS], __ATOMIC_ACQUIRE);
+        if (o->magic != EP_LIVE || o->payload[0] != o->payload[3])
+            atomic_fetch_add(&ep_dead_seen, 1);
+        ks_epoch_exit();
+    }
+    return NULL;
+}
+
+static void *ep_writer(void *arg)
+{
+    long v = (long)(intptr_t)arg;
+    for (int k = 0; k < 20000 && !atomic_load(&ep_stop); k++) {
+        struct ep_obj *o = ep_new(v++);
+        /* acq_rel: release publishes the new object; acquire orders our
+         * retire after whatever the old one's writer did */
+        struct ep_obj *old = __atomic_exchange_n(&ep_slot[k % EP_SLOTS], o, __ATOMIC_ACQ_REL);
+        EQ(ks_epoch_retire(&old->rcu, ep_free), 0);
+    }
+    EQ(ks_epoch_barrier(), 0);
+    return NULL;
+}
+
+static void test_epoch(void)
+{
+    pthread_t r[EP_READERS], w[EP_WRITERS];
+    for (int i = 0; i < EP_SLOTS; i++)
+        ep_slot[i] = ep_new(i);
+    for (int i = 0; i < EP_READERS; i++)
+        EQ(run_thread(ep_reader, NULL, &r[i]), 1);
+    for (int i = 0; i < EP_WRITERS; i++)
+        EQ(run_thread(ep_writer, (void *)(intptr_t)(i * 1000000), &w[i]), 1);
+    for (int i = 0; i < EP_WRITERS; i++)
+        pthread_join(w[i], NULL);
+    atomic_store(&ep_stop, 1);
+    for (int i = 0; i < EP_READERS; i++)
+        pthread_join(r[i], NULL);
+    EQ(atomic_load(&ep_dead_seen), 0);
+    for (int i = 0; i < EP_SLOTS; i++)
+        EQ(ks_epoch_retire(&ep_slot[i]->rcu, ep_free), 0);
+    EQ(ks_epoch_barrier(), 0);
+    EQ(atomic_load(&ep_alloc) - atomic_load(&ep_freed), 0);
+}
+
+/* ---- ks_queue: many producers and consumers, exactly once, then close ---- */
+enum { QS_P = 4, QS_C = 4, QS_N = 20000 };
+static ks_queue_t *qs;
+static atomic_long qs_sum, qs_count;
+
+static void *qs_producer(void *arg)
+{
+    long base = (long)(intptr_t)arg;
+    for (long i = 1; i <= QS_N; i++)
+        EQ(ks_queue_put(qs, (void *)(intptr_t)(base + i)), 0);
+    return NULL;
+}
+
+static void *qs_consumer(void *arg)
+{
+    (void)arg;
+    void *v;
+    int e;
+    while ((e = ks_queue_get(qs, &v)) == 0) {
+        atomic_fetch_add(&qs_sum, (long)(intptr_t)v);
+        atomic_fetch_add(&qs_count, 1);
+        EQ(ks_queue_task_done(qs), 0);
+    }
+    EQ(e, EPIPE);
+    return NULL;
+}
+
+static void test_queue(void)
+{
+    EQ(ks_queue_create(&qs, 3, 0), 0);
+    pthread_t p[QS_P], c[QS_C];
+    for (int i = 0; i < QS_C; i++)
+        EQ(run_thread(qs_consumer, NULL, &c[i]), 1);
+    for (int i = 0; i < QS_P; i++)
+        EQ(run_thread(qs_producer, (void *)(intptr_t)((long)i * 1000000), &p[i]), 1);
+    for (int i = 0; i < QS_P; i++)
+        pthread_join(p[i], NULL);
+    EQ(ks_queue_join(qs), 0);
+    EQ(ks_queue_close(qs), 0);
+    for (int i = 0; i < QS_C; i++)
+        pthread_join(c[i], NULL);
+    long want = 0;
+    for (long i = 0; i < QS_P; i++)
+        want += i * 1000000 * QS_N + (long)QS_N * (QS_N + 1) / 2;
+    EQ(atomic_load(&qs_count), (long)QS_P * QS_N);
+    EQ(atomic_load(&qs_sum), want);
+    EQ(ks_queue_destroy(qs), 0);
+}
+
 int main(void)
 {
     test_time();
@@ -363,6 +503,8 @@ int main(void)
     test_counters();
     test_rmutex();
     test_sem();
+    test_epoch();
+    test_queue();
     unsigned f = atomic_load(&failed);
     printf("selftest: %u passed, %u failed\n", passed, f);
     return f ? 1 : 0;
