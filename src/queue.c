@@ -89,17 +89,24 @@ int ks_queue_destroy(ks_queue_t *q)
 {
     if (!q)
         return EINVAL;
+    int64_t give_up = (q->flags & KS_SHARED) ? ks_deadline_after(100 * 1000000LL) : KS_FOREVER;
     for (;;) {
-        /* relaxed: a thread still asleep here is a caller bug we report */
+        /* relaxed: a thread still asleep here is a caller bug we report.
+         * (Briefly also a waker between its FUTEX_WAKE and taking the woken
+         * thread off the count: EBUSY can be transient.) */
         if (__atomic_load_n(&q->getters.sleepers, __ATOMIC_RELAXED) ||
             __atomic_load_n(&q->putters.sleepers, __ATOMIC_RELAXED) ||
             __atomic_load_n(&q->joiners.sleepers, __ATOMIC_RELAXED))
             return EBUSY;
         /* acquire: pairs with the release decrement that is a woken
          * thread's last access to the queue (wait_op, timedjoin); threads
-         * woken but not yet scheduled are still inside (PITFALLS 20). */
+         * woken but not yet scheduled are still inside (PITFALLS 20).  In
+         * shared memory a process killed on its way out would keep `users`
+         * up for ever: give up after 100 ms there. */
         if (!__atomic_load_n(&q->users, __ATOMIC_ACQUIRE))
             break;
+        if (give_up != KS_FOREVER && ks_now() >= give_up)
+            return EBUSY;
         sched_yield();
     }
     if (q->owned)
@@ -187,7 +194,7 @@ void ks_queue_wake_(ks_queue_t *q, ks_queue_side_t *side)
             return;
         __atomic_store_n(&side->waking, 0, __ATOMIC_RELAXED); /* relaxed: ordered by the fence */
         KS_QUEUE_FENCE(); /* pairs with the fence of a skipper */
-        if (!__atomic_exchange_n(&side->skipped, 0, __ATOMIC_RELAXED)) /* relaxed: after the fence */
+        if (!__atomic_exchange_n(&side->skipped, 0, __ATOMIC_ACQUIRE)) /* acquire: see baton_pass */
             return;
         /* A sleeper counted but not yet in FUTEX_WAIT is usually a thread
          * preempted on its way there: from the second futile wake-up on,
@@ -261,8 +268,11 @@ static void baton_pass(ks_queue_t *q, ks_queue_side_t *side, int e)
 {
     __atomic_store_n(&side->waking, 0, __ATOMIC_RELAXED); /* relaxed: ordered by the fence */
     KS_QUEUE_FENCE();
-    /* relaxed loads and exchange: after the fence */
-    int skip = (int)__atomic_exchange_n(&side->skipped, 0, __ATOMIC_RELAXED);
+    /* acquire: the loads below must not move before the exchange (AArch64
+     * may do them early otherwise), so a skipper's change of the ring that
+     * we learn of through its flag is also seen by them; pairs with the
+     * fence the skipper issued after setting the flag */
+    int skip = (int)__atomic_exchange_n(&side->skipped, 0, __ATOMIC_ACQUIRE);
     if (e == EBUSY && !skip)
         return;
     if (__atomic_load_n(&side->sleepers, __ATOMIC_RELAXED) && has_work(q, side))

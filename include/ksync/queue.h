@@ -30,8 +30,11 @@
  *   close         0 (closing twice is harmless), EINVAL
  *   destroy       0, EBUSY (a thread is asleep in the queue: nothing freed),
  *                 EINVAL.  Threads that were woken (by close(), say) and are
- *                 still on their way out are waited for; threads still
- *                 calling put/get/join otherwise are the caller's to stop.
+ *                 still on their way out are waited for (KS_SHARED: up to
+ *                 100 ms, as a process killed on its way out never leaves);
+ *                 threads still calling put/get/join otherwise are the
+ *                 caller's to stop.  EBUSY can be transient (a waker still
+ *                 finishing its wake-up): retry a bounded number of times.
  *
  * A put that returns 0 has queued its item, which will be returned by
  * exactly one get even if close() follows: close() stops new puts at once,
