@@ -184,7 +184,10 @@ void ks_queue_wake_(ks_queue_t *q, ks_queue_side_t *side)
         /* relaxed: the baton orders nothing; the fences around it do */
         if (!__atomic_compare_exchange_n(&side->waking, &zero, 1, 0, __ATOMIC_RELAXED,
                                          __ATOMIC_RELAXED)) {
-            __atomic_store_n(&side->skipped, 1, __ATOMIC_RELAXED); /* relaxed: the fence */
+            /* relaxed: the fence orders it; only written when not yet set,
+             * so skippers do not keep stealing the line from each other */
+            if (!__atomic_load_n(&side->skipped, __ATOMIC_RELAXED))
+                __atomic_store_n(&side->skipped, 1, __ATOMIC_RELAXED);
             KS_QUEUE_FENCE(); /* pairs with the fence after "waking = 0" */
             if (__atomic_load_n(&side->waking, __ATOMIC_RELAXED)) /* relaxed: after the fence */
                 return; /* the holder sees `skipped` or re-checks the ring */
