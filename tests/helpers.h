@@ -21,6 +21,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/ioctl.h>
+#include <sys/resource.h>
 #include <sys/mman.h>
 #include <sys/syscall.h>
 #include <sys/wait.h>
@@ -347,6 +348,41 @@ static inline void kt_watch_close(struct kt_watch *w)
     for (int i = 0; i < w->n; i++)
         close(w->fd[i]);
     w->n = 0;
+}
+
+
+/* ---- allocation failure ------------------------------------------------
+ * A capacity that passes validation but cannot be allocated (16 TiB) must
+ * give ENOMEM.  Outside sanitizers the address-space limit is lowered to
+ * 4 TiB meanwhile, so that a host with overcommit_memory=1 refuses too
+ * (instead of the library touching 16 TiB); under ASan the allocator's
+ * maximum allocation size refuses it (make asan sets
+ * allocator_may_return_null=1). */
+static inline void kt_limit_address_space(struct rlimit *old)
+{
+    cr_assert_eq(getrlimit(RLIMIT_AS, old), 0);
+    if (KT_SANITIZED)
+        return;
+    struct rlimit lim = *old;
+    lim.rlim_cur = 4ull << 40;
+    if (old->rlim_cur == RLIM_INFINITY || old->rlim_cur > lim.rlim_cur)
+        cr_assert_eq(setrlimit(RLIMIT_AS, &lim), 0);
+}
+
+static inline void kt_restore_address_space(const struct rlimit *old)
+{
+    if (!KT_SANITIZED)
+        setrlimit(RLIMIT_AS, old);
+}
+
+/* Join t if it returns by `deadline` (CLOCK_MONOTONIC ns); 0 if it did not
+ * (a lost wake-up then fails the test instead of hanging it). */
+static inline int kt_join_by(pthread_t t, int64_t deadline)
+{
+    struct timespec ts = {(time_t)(deadline / KS_NSEC_PER_SEC), (long)(deadline % KS_NSEC_PER_SEC)};
+    int e = pthread_clockjoin_np(t, NULL, CLOCK_MONOTONIC, &ts);
+    cr_assert(e == 0 || e == ETIMEDOUT, "pthread_clockjoin_np: %s", strerror(e));
+    return e == 0;
 }
 
 #endif

@@ -121,25 +121,15 @@ Test(mpmc, bad_arguments_are_einval, .timeout = 30)
 }
 
 /* A capacity that passes validation but cannot be allocated (16 TiB of cells):
- * ENOMEM, out pointer unchanged.  Outside sanitizers the address-space limit
- * is lowered for the duration, so that a host with overcommit_memory=1 still
- * refuses (instead of the library touching 16 TiB); under ASan the allocator's
- * maximum allocation size refuses it (run with allocator_may_return_null=1). */
+ * ENOMEM, out pointer unchanged (kt_limit_address_space explains how). */
 Test(mpmc, unallocatable_capacity_is_enomem, .timeout = 30)
 {
     struct rlimit old;
-    cr_assert_eq(getrlimit(RLIMIT_AS, &old), 0);
-    if (!KT_SANITIZED) {
-        struct rlimit lim = old;
-        lim.rlim_cur = 4ull << 40;
-        if (old.rlim_cur == RLIM_INFINITY || old.rlim_cur > lim.rlim_cur)
-            cr_assert_eq(setrlimit(RLIMIT_AS, &lim), 0);
-    }
+    kt_limit_address_space(&old);
     ks_mpmc_t *sentinel = (ks_mpmc_t *)(uintptr_t)0xdeadbeef, *q = sentinel;
     int e = ks_mpmc_create(&q, (size_t)KS_MPMC_CAPACITY_MAX);
     int e2 = ks_mpmc_create(&q, (size_t)KS_MPMC_CAPACITY_MAX / 2 + 3);
-    if (!KT_SANITIZED)
-        setrlimit(RLIMIT_AS, &old);
+    kt_restore_address_space(&old);
     cr_assert_eq(e, ENOMEM, "create(KS_MPMC_CAPACITY_MAX) returned %d", e);
     cr_assert_eq(e2, ENOMEM, "create(KS_MPMC_CAPACITY_MAX / 2 + 3) returned %d", e2);
     cr_assert_eq(q, sentinel, "a failed create wrote the out pointer");

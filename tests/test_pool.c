@@ -22,15 +22,6 @@ static ks_pool_t *make(void *const *res, size_t n, unsigned flags)
     return p;
 }
 
-/* Join t if it returns by `deadline` (CLOCK_MONOTONIC ns); 0 if it did not. */
-static int join_by(pthread_t t, int64_t deadline)
-{
-    struct timespec ts = {(time_t)(deadline / KS_NSEC_PER_SEC), (long)(deadline % KS_NSEC_PER_SEC)};
-    int e = pthread_clockjoin_np(t, NULL, CLOCK_MONOTONIC, &ts);
-    cr_assert(e == 0 || e == ETIMEDOUT, "pthread_clockjoin_np: %s", strerror(e));
-    return e == 0;
-}
-
 #define SENTINEL ((void *)(uintptr_t)0x5e5e5e5e)
 
 /* ---- API contract -------------------------------------------------------------------- */
@@ -162,18 +153,10 @@ Test(pool, unallocatable_size_is_enomem, .timeout = 30)
     cr_assert_eq(mprotect((char *)res + pg, (size_t)pg, PROT_NONE), 0);
 
     struct rlimit old;
-    cr_assert_eq(getrlimit(RLIMIT_AS, &old), 0);
-    if (!KT_SANITIZED) {
-        /* so that a host with overcommit_memory=1 refuses too (see test_mpmc.c) */
-        struct rlimit lim = old;
-        lim.rlim_cur = 4ull << 40;
-        if (old.rlim_cur == RLIM_INFINITY || old.rlim_cur > lim.rlim_cur)
-            cr_assert_eq(setrlimit(RLIMIT_AS, &lim), 0);
-    }
+    kt_limit_address_space(&old);
     ks_pool_t *sentinel = (ks_pool_t *)(uintptr_t)0xdeadbeef, *p = sentinel;
     int e = ks_pool_create(&p, res, (size_t)KS_MPMC_CAPACITY_MAX, 0);
-    if (!KT_SANITIZED)
-        setrlimit(RLIMIT_AS, &old);
+    kt_restore_address_space(&old);
     cr_assert_eq(e, ENOMEM, "create(KS_MPMC_CAPACITY_MAX resources) returned %d", e);
     cr_assert_eq(p, sentinel, "a failed create wrote the out pointer");
     p = make(res, 8, 0);
@@ -362,7 +345,7 @@ Test(pool, blocked_borrower_gets_the_returned_resource, .timeout = 30)
         cr_assert_eq(ks_pool_destroy(p), EBUSY);
         int64_t t_ret = ks_now();
         cr_assert_eq(ks_pool_return(p, r[1]), 0);
-        cr_assert(join_by(t, ks_deadline_after(10 * KS_NSEC_PER_SEC)), "the return did not wake the borrower");
+        cr_assert(kt_join_by(t, ks_deadline_after(10 * KS_NSEC_PER_SEC)), "the return did not wake the borrower");
         cr_assert_eq(b.ret, 0);
         cr_assert_eq(b.got, r[1], "the borrower got %p, not the one returned (%p)", b.got, r[1]);
         cr_assert_geq(b.t1, t_ret);
@@ -482,7 +465,7 @@ static void excl_run(int nres, int nthreads, int iters, unsigned flags)
     }
     int64_t limit = ks_deadline_after(20 * KS_NSEC_PER_SEC * KT_SLOW);
     for (int i = 0; i < nthreads; i++)
-        cr_assert(join_by(t[i], limit), "thread %d still running after 20 s (available %zu)", i,
+        cr_assert(kt_join_by(t[i], limit), "thread %d still running after 20 s (available %zu)", i,
                   ks_pool_available(r.p));
     int64_t took = ks_now() - t0;
     uint64_t ok = 0, timeouts = 0, uses = 0;

@@ -44,17 +44,6 @@ static void *queue_mem(size_t cap, size_t *bytes)
     return p;
 }
 
-/* ---- bounded joins: a lost wake-up fails the test instead of hanging it ---- */
-
-/* Join t if it returns by `deadline` (CLOCK_MONOTONIC ns); 0 if it did not. */
-static int join_by(pthread_t t, int64_t deadline)
-{
-    struct timespec ts = {(time_t)(deadline / KS_NSEC_PER_SEC), (long)(deadline % KS_NSEC_PER_SEC)};
-    int e = pthread_clockjoin_np(t, NULL, CLOCK_MONOTONIC, &ts);
-    cr_assert(e == 0 || e == ETIMEDOUT, "pthread_clockjoin_np: %s", strerror(e));
-    return e == 0;
-}
-
 /* What a stalled queue looks like, for the failure message. */
 static const char *queue_state(const ks_queue_t *q)
 {
@@ -239,19 +228,11 @@ Test(queue, bad_arguments_are_einval, .timeout = 30)
 Test(queue, unallocatable_capacity_is_enomem, .timeout = 30)
 {
     struct rlimit old;
-    cr_assert_eq(getrlimit(RLIMIT_AS, &old), 0);
-    if (!KT_SANITIZED) {
-        /* so that a host with overcommit_memory=1 refuses too (see test_mpmc.c) */
-        struct rlimit lim = old;
-        lim.rlim_cur = 4ull << 40;
-        if (old.rlim_cur == RLIM_INFINITY || old.rlim_cur > lim.rlim_cur)
-            cr_assert_eq(setrlimit(RLIMIT_AS, &lim), 0);
-    }
+    kt_limit_address_space(&old);
     ks_queue_t *sentinel = (ks_queue_t *)(uintptr_t)0xdeadbeef, *q = sentinel;
     int e = ks_queue_create(&q, (size_t)KS_MPMC_CAPACITY_MAX, 0);
     int e2 = ks_queue_create(&q, (size_t)KS_MPMC_CAPACITY_MAX - 1, KS_SHARED);
-    if (!KT_SANITIZED)
-        setrlimit(RLIMIT_AS, &old);
+    kt_restore_address_space(&old);
     cr_assert_eq(e, ENOMEM, "create(KS_MPMC_CAPACITY_MAX) returned %d", e);
     cr_assert_eq(e2, ENOMEM, "create(KS_MPMC_CAPACITY_MAX - 1, KS_SHARED) returned %d", e2);
     cr_assert_eq(q, sentinel, "a failed create wrote the out pointer");
@@ -1103,7 +1084,7 @@ static void qp_run_mode(int blocking_only, size_t cap, unsigned flags, int produ
     int64_t limit = ks_deadline_after(10 * KS_NSEC_PER_SEC * KT_SLOW);
     int stalled = 0;
     for (int i = 0; i < n; i++)
-        if (a[i].producer && !stalled && !join_by(t[i], limit))
+        if (a[i].producer && !stalled && !kt_join_by(t[i], limit))
             stalled = 1;
     /* Every put has returned: join waits for the consumers' task_done. */
     int e = stalled ? -1 : ks_queue_timedjoin(r.q, limit);
@@ -1121,7 +1102,7 @@ static void qp_run_mode(int blocking_only, size_t cap, unsigned flags, int produ
                  (unsigned long long)consumed, (unsigned long long)total);
     cr_assert_eq(ks_queue_close(r.q), 0);
     for (int i = 0; i < n; i++)
-        if (!a[i].producer && !join_by(t[i], limit)) {
+        if (!a[i].producer && !kt_join_by(t[i], limit)) {
             char state[256];
             snprintf(state, sizeof state, "%s", queue_state(r.q));
             cr_assert_fail("consumers still blocked 10 s after close(): %s", state);
@@ -1262,8 +1243,8 @@ Test(queue, put_get_and_task_done_join_publish_plain_writes, .timeout = 60)
     }
     int64_t limit = ks_deadline_after(10 * KS_NSEC_PER_SEC * KT_SLOW);
     int joined[4] = {0};
-    joined[0] = join_by(t[0], limit);
-    joined[2] = joined[0] && join_by(t[2], limit);
+    joined[0] = kt_join_by(t[0], limit);
+    joined[2] = joined[0] && kt_join_by(t[2], limit);
     if (!joined[2] || ks_queue_timedjoin(r.q, limit) != 0) {
         char state[256];
         snprintf(state, sizeof state, "%s", queue_state(r.q));
