@@ -26,8 +26,10 @@
  *
  * Wakes: a push wakes one getter, a pop one putter (each frees exactly one
  * item or slot; a woken thread whose item was taken by a spinning thread
- * goes back to sleep, and the item went to someone, so nothing is owed).
- * close() and the task_done that finishes the last task wake all.
+ * goes back to sleep, and the item went to someone, so nothing is owed),
+ * with at most one wake-up in flight per side: the baton (`waking`,
+ * `skipped`; ks_queue_wake_ and baton_pass below, docs/queue.md).  close()
+ * and the task_done that finishes the last task wake all.
  *
  * Closing sets KS_MPMC_CLOSED in the ring's tail ticket: a push's CAS on the
  * tail fails from then on (EPIPE), a push that took its ticket before still
