@@ -1,5 +1,6 @@
 /* stress/b_uncontended.c - section 1: lock+unlock on one thread, no
- * contention.  Two figures per primitive:
+ * contention (and read-side enter+exit of the reclamation schemes: ks_epoch,
+ * ck_epoch, liburcu's default flavour).  Two figures per primitive:
  *
  *   ns/pair   wall time of --iters pairs (CLOCK_MONOTONIC), per pair;
  *   Ir/pair   instructions executed per pair, counted by valgrind's
@@ -18,6 +19,12 @@
  * lazy symbol binding and first-use initialisation out of the count.
  */
 #include "bench.h"
+
+#include <ksync/epoch.h>
+
+#include <ck_epoch.h>
+#define _LGPL_SOURCE /* liburcu's read side inline, as ck_epoch's is */
+#include <urcu.h>    /* the default flavour: urcu-memb (sys_membarrier) */
 
 #include <dirent.h>
 #include <errno.h>
@@ -54,6 +61,46 @@ UNC_LOOP(pthread_rec)
 UNC_LOOP(ks_sem)
 UNC_LOOP(sem_t)
 
+/* Read-side sections: enter+exit with nothing inside.  ksync's are calls
+ * into the library (a thread-local record lookup, an SC load, a store and a
+ * full fence); CK's ck_epoch_begin/end and liburcu's rcu_read_lock/unlock
+ * are inline.  Each thread registers once (ks_epoch does it on first use). */
+static ck_epoch_t ck_ep;
+static ck_epoch_record_t ck_ep_rec;
+
+static void ks_epoch_b_init(bench_lock_t *l) { (void)l; }
+static inline void ks_epoch_b_acq(bench_lock_t *l, bench_ctx_t *c) { (void)l, (void)c; ks_epoch_enter(); }
+static inline void ks_epoch_b_rel(bench_lock_t *l, bench_ctx_t *c) { (void)l, (void)c; ks_epoch_exit(); }
+
+static void ck_epoch_b_init(bench_lock_t *l)
+{
+    static int done;
+    (void)l;
+    if (!done) {
+        ck_epoch_init(&ck_ep);
+        ck_epoch_register(&ck_ep, &ck_ep_rec, NULL);
+        done = 1;
+    }
+}
+static inline void ck_epoch_b_acq(bench_lock_t *l, bench_ctx_t *c) { (void)l, (void)c; ck_epoch_begin(&ck_ep_rec, NULL); }
+static inline void ck_epoch_b_rel(bench_lock_t *l, bench_ctx_t *c) { (void)l, (void)c; ck_epoch_end(&ck_ep_rec, NULL); }
+
+static void urcu_b_init(bench_lock_t *l)
+{
+    static int done;
+    (void)l;
+    if (!done) {
+        rcu_register_thread();
+        done = 1;
+    }
+}
+static inline void urcu_b_acq(bench_lock_t *l, bench_ctx_t *c) { (void)l, (void)c; rcu_read_lock(); }
+static inline void urcu_b_rel(bench_lock_t *l, bench_ctx_t *c) { (void)l, (void)c; rcu_read_unlock(); }
+
+UNC_LOOP(ks_epoch)
+UNC_LOOP(ck_epoch)
+UNC_LOOP(urcu)
+
 static __attribute__((noinline)) void loop_empty(bench_lock_t *l, uint64_t n)
 {
     (void)l;
@@ -61,9 +108,10 @@ static __attribute__((noinline)) void loop_empty(bench_lock_t *l, uint64_t n)
         __asm__ __volatile__("" ::: "memory");
 }
 
-enum { G_EMPTY = -1, G_MUTEX, G_RECURSIVE, G_SEM, NGROUPS };
+enum { G_EMPTY = -1, G_MUTEX, G_RECURSIVE, G_SEM, G_READ, NGROUPS };
 static const char *const group_title[NGROUPS] = {
-    "mutex lock+unlock", "recursive mutex lock+unlock (depth 1)", "semaphore wait+post (value 1)"};
+    "mutex lock+unlock", "recursive mutex lock+unlock (depth 1)", "semaphore wait+post (value 1)",
+    "read-side section enter+exit (reclamation schemes)"};
 
 static const struct ukind {
     const char *name;
@@ -82,6 +130,9 @@ static const struct ukind {
     {"pthread_mutex RECURSIVE", G_RECURSIVE, 0, pthread_rec_b_init, loop_pthread_rec},
     {"ks_sem", G_SEM, 1, ks_sem_b_init, loop_ks_sem},
     {"sem_t", G_SEM, 0, sem_t_b_init, loop_sem_t},
+    {"ks_epoch enter+exit", G_READ, 1, ks_epoch_b_init, loop_ks_epoch},
+    {"ck_epoch begin+end", G_READ, 0, ck_epoch_b_init, loop_ck_epoch},
+    {"urcu-memb read lock+unlock", G_READ, 0, urcu_b_init, loop_urcu},
 };
 #define NK ((int)(sizeof kinds / sizeof kinds[0]))
 #define WARMUP 1000
