@@ -9,7 +9,8 @@
  * What every caller can rely on (PITFALLS B.1):
  *  - a 0 return proves nothing (stale wakes from an earlier object at the same
  *    address, EINTR): callers loop on their own state;
- *  - EINTR is folded into 0 here, once;
+ *  - EINTR is folded into 0 here, once (ks_futex_wait_exact alone keeps it
+ *    apart, for ks_queue's wake-up accounting: see internal.h);
  *  - ETIMEDOUT is confirmed by reading the clock (nsync re-reads the clock
  *    after ETIMEDOUT; item 34), and a deadline already in the past returns
  *    ETIMEDOUT without entering the kernel (an old NPTL hung there);
