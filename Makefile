@@ -51,8 +51,10 @@ TEST_OBJS := $(TEST_C:tests/%.c=$(BUILD)/tests/%.o) $(TEST_CXX:tests/%.cc=$(BUIL
 TEST_BIN := $(BUILD)/tests/ksync-tests
 
 STRESS_COMMON := stress/harness.c
-STRESS_SRCS := $(STRESS_COMMON) stress/main.c $(wildcard stress/s_*.c)
-BENCH_SRCS  := stress/bench.c $(wildcard stress/b_*.c)
+# stress/ref_*.c: reference implementations shared by the stress runner and the bench
+REF_SRCS    := $(wildcard stress/ref_*.c)
+STRESS_SRCS := $(STRESS_COMMON) stress/main.c $(wildcard stress/s_*.c) $(REF_SRCS)
+BENCH_SRCS  := stress/bench.c $(wildcard stress/b_*.c) $(REF_SRCS)
 STRESS_BIN  := $(BUILD)/stress/ksync-stress
 BENCH_BIN   := $(BUILD)/stress/ksync-bench
 REF_LIBS    ?= -lck -lurcu -lurcu-cds

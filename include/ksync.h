@@ -16,6 +16,7 @@
 #include <ksync/queue.h>
 #include <ksync/pool.h>
 #include <ksync/epoch.h>
+#include <ksync/cache.h>
 #include <ksync/debug.h>
 
 #endif

@@ -1,0 +1,126 @@
+/* ksync/cache.h - a concurrent key/value cache with per-entry TTL.
+ * Docs (algorithm, eviction policy, reclamation, figures): docs/cache.md.
+ *
+ *   struct ks_cache_options o = KS_CACHE_OPTIONS_INIT;
+ *   o.variant = KS_CACHE_LOCKFREE;
+ *   ks_cache_t *c;
+ *   ks_cache_create(&c, &o);
+ *   ks_cache_put(c, "user:42", 7, "alice", 5, 30 * KS_CACHE_SECOND);
+ *   char buf[64]; size_t n;
+ *   if (ks_cache_get(c, "user:42", 7, buf, sizeof buf, &n) == 0) ...buf[0..n)...
+ *   ks_cache_destroy(c);
+ *
+ * Keys and values are byte strings, copied in by put and copied out by get:
+ * the caller's buffers are never kept.  An entry never changes once stored;
+ * put replaces it whole, so a get sees either the old value or the new one,
+ * never a mix.
+ *
+ * Variants (chosen at creation, same API and semantics):
+ *   KS_CACHE_STRIPED   the table is split into shards by hash, each under its
+ *                      own lock (a ks_mutex, or a ks_rwlock with
+ *                      KS_CACHE_RWLOCK so that gets of a shard run together).
+ *   KS_CACHE_LOCKFREE  gets take no lock and never wait for a writer: they
+ *                      read inside a ks_epoch section; writers take a
+ *                      per-shard ks_mutex, and replaced or removed entries
+ *                      are freed through ks_epoch once no get can hold them.
+ *   KS_CACHE_BOUNDED   KS_CACHE_LOCKFREE with a capacity (entries and/or
+ *                      bytes) kept by S3-FIFO eviction; a get's only write is
+ *                      a relaxed bump of the entry's 2-bit access counter.
+ *   A capacity may also be given to STRIPED or LOCKFREE; BOUNDED requires one.
+ *
+ * Time: every deadline is `now + ttl` on the cache's clock (nanoseconds;
+ * CLOCK_MONOTONIC unless options.clock is set, e.g. by a test).  An entry
+ * is expired when now >= deadline -- at the deadline exactly -- and an
+ * expired entry is never returned, swept or not: get, delete and put treat
+ * it as absent.  A get reads the clock only when the entry it found has a
+ * deadline.  Expired entries are removed by the get or put that finds them,
+ * by a few buckets of incremental sweeping on every put, by eviction, and
+ * by ks_cache_sweep(); there is no background thread.
+ *
+ * Statistics (ks_cache_stats) are exact: every get counts one hit or one
+ * miss (hits + misses == gets); `expirations` counts entries that left the
+ * cache after their deadline, `evictions` entries removed to make room
+ * before their deadline; size and bytes are what the cache holds now
+ * (expired entries not yet removed included).  Read while other threads
+ * work, the figures are each exact but not one instant's snapshot.
+ *
+ * Return values (errno codes):
+ *   create   0; EINVAL (NULL, unknown variant or flag, BOUNDED without a
+ *            capacity, limits over KS_CACHE_LEN_MAX); ENOMEM
+ *   destroy  0; EINVAL.  No other call on the cache may run or follow.
+ *   put      0 (stored; an existing entry for the key is replaced);
+ *            EINVAL (NULL cache, NULL key or value with a nonzero length);
+ *            EMSGSIZE (key over max_key, value over max_value, or an entry
+ *            larger than a shard's byte capacity); ENOSPC (a bounded cache
+ *            created with KS_CACHE_NOEVICT is full); ENOMEM.
+ *            On any error the cache is unchanged.
+ *   get      0 (hit: value copied, *vlen set); ENOENT (miss: absent or
+ *            expired); ERANGE (hit, but the value is longer than cap:
+ *            nothing copied, *vlen = its length); EINVAL (not counted)
+ *   delete   0; ENOENT (absent or expired); EINVAL
+ *   sweep    entries removed (expired ones); examines at most `budget`
+ *            entries from where the last sweep stopped, 0 = all of them
+ */
+#ifndef KSYNC_CACHE_H
+#define KSYNC_CACHE_H
+
+#include <ksync/common.h>
+#include <stddef.h>
+
+typedef struct ks_cache ks_cache_t;
+
+#define KS_CACHE_STRIPED 0
+#define KS_CACHE_LOCKFREE 1
+#define KS_CACHE_BOUNDED 2
+
+/* options.flags */
+#define KS_CACHE_RWLOCK 1u  /* STRIPED: shards under a ks_rwlock, not a ks_mutex */
+#define KS_CACHE_NOEVICT 2u /* bounded: refuse a put with ENOSPC instead of evicting */
+
+#define KS_CACHE_SECOND 1000000000ull
+#define KS_CACHE_NO_TTL UINT64_MAX /* ttl argument: never expires */
+#define KS_CACHE_LEN_MAX 0xffffffffull
+
+struct ks_cache_options {
+    int variant;             /* KS_CACHE_STRIPED, _LOCKFREE or _BOUNDED */
+    unsigned flags;          /* KS_CACHE_RWLOCK, KS_CACHE_NOEVICT */
+    unsigned shards;         /* rounded up to a power of two; 0: from the CPU count */
+    size_t expected;         /* entries expected (sizes the tables); 0: grow from small */
+    size_t capacity;         /* most entries held at once; 0: no limit */
+    size_t max_bytes;        /* most key+value bytes held at once; 0: no limit */
+    size_t max_key;          /* longest key accepted; 0: 4096 */
+    size_t max_value;        /* longest value accepted; 0: 64 MiB */
+    uint64_t default_ttl;    /* ns, used when put's ttl is 0; 0 here: never expires */
+    uint64_t (*clock)(void *arg); /* ns, must not go backwards; NULL: CLOCK_MONOTONIC */
+    void *clock_arg;
+};
+
+#define KS_CACHE_OPTIONS_INIT {KS_CACHE_STRIPED, 0, 0, 0, 0, 0, 0, 0, 0, NULL, NULL}
+
+struct ks_cache_stats {
+    uint64_t gets, hits, misses; /* hits + misses == gets */
+    uint64_t puts;               /* puts that stored an entry */
+    uint64_t deletes;            /* deletes that removed a live entry */
+    uint64_t expirations;        /* entries removed after their deadline */
+    uint64_t evictions;          /* live entries removed to make room */
+    uint64_t size;               /* entries held now */
+    uint64_t bytes;              /* key + value bytes held now */
+};
+
+KS_EXTERN_C_BEGIN
+
+KS_API int ks_cache_create(ks_cache_t **out, const struct ks_cache_options *opt);
+KS_API int ks_cache_destroy(ks_cache_t *c);
+
+/* ttl in ns: 0 means options.default_ttl, KS_CACHE_NO_TTL never expires. */
+KS_API int ks_cache_put(ks_cache_t *c, const void *key, size_t klen, const void *val, size_t vlen,
+                        uint64_t ttl);
+KS_API int ks_cache_get(ks_cache_t *c, const void *key, size_t klen, void *buf, size_t cap,
+                        size_t *vlen);
+KS_API int ks_cache_delete(ks_cache_t *c, const void *key, size_t klen);
+KS_API size_t ks_cache_sweep(ks_cache_t *c, size_t budget);
+KS_API void ks_cache_stats(ks_cache_t *c, struct ks_cache_stats *out);
+
+KS_EXTERN_C_END
+
+#endif
