@@ -124,6 +124,14 @@ static uint64_t monotonic_ns(void *arg)
     return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
 }
 
+static uint64_t coarse_ns(void *arg)
+{
+    (void)arg;
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC_COARSE, &ts);
+    return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
+}
+
 static inline uint64_t now_of(const ks_cache_t *c)
 {
     return c->clock(c->clock_arg);
@@ -175,7 +183,7 @@ static inline struct shard *shard_of(const ks_cache_t *c, uint64_t h)
 
 /* The thread's hit/miss stripe: threads are numbered on first use. */
 static unsigned next_slot;
-static _Thread_local unsigned my_slot;
+static KS_TLS unsigned my_slot;
 
 static inline struct hitmiss *stripe(ks_cache_t *c)
 {
@@ -598,7 +606,9 @@ int ks_cache_create(ks_cache_t **out, const struct ks_cache_options *o)
         return EINVAL;
     if (o->variant < KS_CACHE_STRIPED || o->variant > KS_CACHE_BOUNDED)
         return EINVAL;
-    if (o->flags & ~(KS_CACHE_RWLOCK | KS_CACHE_NOEVICT))
+    if (o->flags & ~(KS_CACHE_RWLOCK | KS_CACHE_NOEVICT | KS_CACHE_COARSE_CLOCK))
+        return EINVAL;
+    if ((o->flags & KS_CACHE_COARSE_CLOCK) && o->clock)
         return EINVAL;
     if ((o->flags & KS_CACHE_RWLOCK) && o->variant != KS_CACHE_STRIPED)
         return EINVAL;
@@ -640,7 +650,9 @@ int ks_cache_create(ks_cache_t **out, const struct ks_cache_options *o)
     c->max_key = o->max_key ? o->max_key : 4096;
     c->max_value = o->max_value ? o->max_value : (size_t)64 << 20;
     c->default_ttl = o->default_ttl;
-    c->clock = o->clock ? o->clock : monotonic_ns;
+    c->clock = o->clock ? o->clock
+             : (o->flags & KS_CACHE_COARSE_CLOCK) ? coarse_ns
+                                                  : monotonic_ns;
     c->clock_arg = o->clock_arg;
     if (getrandom(&c->seed, sizeof c->seed, GRND_NONBLOCK) != sizeof c->seed)
         c->seed = mix64((uint64_t)(uintptr_t)c ^ monotonic_ns(NULL));

@@ -85,7 +85,7 @@ static struct {
     uint32_t orphan_busy;   /* reclaimers freeing orphan bags they took */
 } g = {.epoch = 2}; /* start at 2: bags sealed 0 are "empty", never "old" */
 
-static _Thread_local struct rec *tls;
+static KS_TLS struct rec *tls;
 static pthread_key_t exit_key;
 static ks_once_t key_once = KS_ONCE_INIT;
 static int key_ok;

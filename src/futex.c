@@ -29,7 +29,7 @@
 #include <time.h>
 #include <unistd.h>
 
-static _Thread_local struct ks_futex_stats tls_stats;
+static KS_TLS struct ks_futex_stats tls_stats;
 
 /* 0 until a kernel refuses FUTEX_PRIVATE_FLAG; relaxed: the value is
  * monotonic (0 -> FUTEX_PRIVATE_FLAG never happens, only the reverse) and a

@@ -16,6 +16,13 @@
 
 #define KS_HIDDEN __attribute__((visibility("hidden")))
 
+/* Thread-local state of the library: the initial-exec model makes an
+ * access one %fs-relative load even in libksync.so (the default model for
+ * a shared object calls __tls_get_addr on each access).  The cost is a few
+ * bytes of static TLS, which glibc reserves room for even when the library
+ * is dlopen()ed. */
+#define KS_TLS _Thread_local __attribute__((tls_model("initial-exec")))
+
 /* Memory-order convention in src/: every acquire/release/seq_cst operation
  * names what it pairs with in a comment.  A relaxed load that only seeds a
  * compare-and-swap loop (or a spin that ends in one) carries no ordering of

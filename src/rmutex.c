@@ -20,7 +20,7 @@
 #include <sys/syscall.h>
 #include <unistd.h>
 
-static _Thread_local uint64_t tls_id;
+static KS_TLS uint64_t tls_id;
 static uint32_t proc_nonce;      /* set once per process image (see below) */
 static uint32_t thread_seq;      /* relaxed: only needs distinct values */
 static pthread_once_t nonce_once = PTHREAD_ONCE_INIT;

@@ -58,7 +58,7 @@
 /* Anti-starvation: every KS_SEM_FAIR_PERIOD-th slow-path post of a thread
  * wakes a sleeper even if units are already available. */
 #define KS_SEM_FAIR_PERIOD 64
-static _Thread_local unsigned tls_posts;
+static KS_TLS unsigned tls_posts;
 
 /* The futex word: the half of the 64-bit state that holds V and WAKING. */
 static inline const uint32_t *fword(const ks_sem_t *s)

@@ -24,8 +24,8 @@
 
 #define KS_CPU_REFRESH 256
 
-static _Thread_local int tls_cpus;
-static _Thread_local unsigned tls_calls;
+static KS_TLS int tls_cpus;
+static KS_TLS unsigned tls_calls;
 
 int ks_usable_cpus(void)
 {

@@ -33,7 +33,10 @@
  * is expired when now >= deadline -- at the deadline exactly -- and an
  * expired entry is never returned, swept or not: get, delete and put treat
  * it as absent.  A get reads the clock only when the entry it found has a
- * deadline.  Expired entries are removed by the get or put that finds them,
+ * deadline (a vDSO CLOCK_MONOTONIC read costs 20-30 ns, as much as the rest
+ * of a get: PITFALLS 53).  KS_CACHE_COARSE_CLOCK uses CLOCK_MONOTONIC_COARSE
+ * instead (about 3 ns, but it moves in ticks of 1-4 ms, so entries expire
+ * up to a tick late by the precise clock).  Expired entries are removed by the get or put that finds them,
  * by a few buckets of incremental sweeping on every put, by eviction, and
  * by ks_cache_sweep(); there is no background thread.
  *
@@ -45,7 +48,9 @@
  * work, the figures are each exact but not one instant's snapshot.
  *
  * Return values (errno codes):
- *   create   0; EINVAL (NULL, unknown variant or flag, BOUNDED without a
+ *   create   0; EINVAL (NULL, unknown variant or flag, COARSE_CLOCK with a
+ *            clock function, RWLOCK on a variant other than STRIPED,
+ *            NOEVICT without a capacity, BOUNDED without a
  *            capacity, limits over KS_CACHE_LEN_MAX); ENOMEM
  *   destroy  0; EINVAL.  No other call on the cache may run or follow.
  *   put      0 (stored; an existing entry for the key is replaced);
@@ -76,6 +81,7 @@ typedef struct ks_cache ks_cache_t;
 /* options.flags */
 #define KS_CACHE_RWLOCK 1u  /* STRIPED: shards under a ks_rwlock, not a ks_mutex */
 #define KS_CACHE_NOEVICT 2u /* bounded: refuse a put with ENOSPC instead of evicting */
+#define KS_CACHE_COARSE_CLOCK 4u /* clock = CLOCK_MONOTONIC_COARSE (see below) */
 
 #define KS_CACHE_SECOND 1000000000ull
 #define KS_CACHE_NO_TTL UINT64_MAX /* ttl argument: never expires */
