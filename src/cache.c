@@ -42,7 +42,7 @@
 #include <unistd.h>
 
 #define STAT_STRIPES 64u   /* hit/miss counters, one line each, by thread */
-#define SWEEP_STEP 2u      /* buckets a put sweeps in its shard */
+#define SWEEP_EVERY 4u     /* a put sweeps one bucket every 4 puts of its shard */
 #define FREQ_MAX 3         /* S3-FIFO's 2-bit access counter */
 #define MIN_BUCKETS 8u
 #define SHARDS_MAX (1u << 16)
@@ -174,6 +174,31 @@ static uint64_t hash_bytes(uint64_t seed, const void *p, size_t n)
         h = ((h << 31) | (h >> 33)) * 0xc4ceb9fe1a85ec53ull;
     }
     return mix64(h);
+}
+
+/* Key comparison, inlined for the short keys caches mostly hold (a memcmp
+ * call was 7% of a get over 100k keys). */
+static inline int key_eq(const unsigned char *a, const unsigned char *b, size_t n)
+{
+    while (n >= 8) {
+        uint64_t x, y;
+        memcpy(&x, a, 8);
+        memcpy(&y, b, 8);
+        if (x != y)
+            return 0;
+        a += 8;
+        b += 8;
+        n -= 8;
+    }
+    while (n--)
+        if (*a++ != *b++)
+            return 0;
+    return 1;
+}
+
+static inline int entry_is(const struct entry *e, uint64_t h, const void *key, size_t klen)
+{
+    return e->hash == h && e->klen == klen && key_eq(e->data, key, klen);
 }
 
 static inline struct shard *shard_of(const ks_cache_t *c, uint64_t h)
@@ -323,7 +348,7 @@ static struct entry *find_locked(struct table *t, uint64_t h, const void *key, s
     struct entry **p = &t->b[h & t->mask];
     struct entry *e;
     while ((e = link_load(p))) {
-        if (e->hash == h && e->klen == klen && memcmp(e->data, key, klen) == 0)
+        if (entry_is(e, h, key, klen))
             break;
         p = &e->next;
     }
@@ -769,7 +794,7 @@ int ks_cache_get(ks_cache_t *c, const void *key, size_t klen, void *buf, size_t 
     /* acquire: pairs with the release store of a new table in grow() */
     struct table *t = __atomic_load_n(&s->t, __ATOMIC_ACQUIRE);
     for (struct entry *e = link_load(&t->b[h & t->mask]); e; e = link_load(&e->next)) {
-        if (e->hash != h || e->klen != klen || memcmp(e->data, key, klen) != 0)
+        if (!entry_is(e, h, key, klen))
             continue;
         if (e->deadline && (now = now_of(c)) >= e->deadline) {
             dead = 1;
@@ -914,8 +939,8 @@ int ks_cache_put(ks_cache_t *c, const void *key, size_t klen, const void *val, s
             grow(c, s, &g);
     }
     bump(&s->puts);
-    if (s->timed)
-        sweep_locked(s, SWEEP_STEP, now, &g, &(size_t){0});
+    if (s->timed && s->puts % SWEEP_EVERY == 0)
+        sweep_locked(s, 1, now, &g, &(size_t){0});
 out:
     wunlock(c, s);
     if (rc)
