@@ -33,7 +33,10 @@
 #include <ksync/cache.h>
 #include <ksync/epoch.h>
 #include <ksync/mutex.h>
+#include <ksync/once.h>
 #include <ksync/rwlock.h>
+
+#include <pthread.h>
 
 #include <stdlib.h>
 #include <string.h>
@@ -206,16 +209,64 @@ static inline struct shard *shard_of(const ks_cache_t *c, uint64_t h)
     return &c->shards[(h >> 48) & c->shift_mask];
 }
 
-/* The thread's hit/miss stripe: threads are numbered on first use. */
-static unsigned next_slot;
-static KS_TLS unsigned my_slot;
+/* Hit/miss counters.  Lines 1..STAT_STRIPES-1 are each owned by one thread
+ * at a time (claimed on its first get, released by a thread-exit
+ * destructor), which counts with a plain relaxed load and store -- no
+ * locked instruction on the get path.  Threads beyond that share line 0
+ * and count with fetch_add.  Counts are never lost: a line has one writer
+ * at a time, and the release/acquire pair on its ownership flag orders the
+ * previous owner's last count before the next owner's first. */
+#define SLOT_SHARED STAT_STRIPES
+static uint32_t slot_owned[STAT_STRIPES];
+static KS_TLS unsigned my_slot; /* 0: none yet; SLOT_SHARED: line 0 */
+static pthread_key_t slot_key;
+static ks_once_t slot_once = KS_ONCE_INIT;
+static int slot_key_ok;
 
-static inline struct hitmiss *stripe(ks_cache_t *c)
+static void slot_release(void *p)
+{
+    unsigned s = (unsigned)(uintptr_t)p;
+    my_slot = SLOT_SHARED; /* gets from later destructors use line 0 */
+    /* release: pairs with the acquire CAS in slot_claim */
+    __atomic_store_n(&slot_owned[s], 0, __ATOMIC_RELEASE);
+}
+
+static void make_slot_key(void)
+{
+    slot_key_ok = pthread_key_create(&slot_key, slot_release) == 0;
+}
+
+static __attribute__((noinline)) unsigned slot_claim(void)
+{
+    ks_once(&slot_once, make_slot_key);
+    for (unsigned s = 1; slot_key_ok && s < STAT_STRIPES; s++) {
+        uint32_t zero = 0;
+        /* relaxed peek; acquire CAS: pairs with the release in slot_release */
+        if (__atomic_load_n(&slot_owned[s], __ATOMIC_RELAXED) ||
+            !__atomic_compare_exchange_n(&slot_owned[s], &zero, 1, 0, __ATOMIC_ACQUIRE,
+                                         __ATOMIC_RELAXED))
+            continue;
+        if (pthread_setspecific(slot_key, (void *)(uintptr_t)s) == 0)
+            return my_slot = s;
+        __atomic_store_n(&slot_owned[s], 0, __ATOMIC_RELEASE); /* release: as in slot_release */
+        break;
+    }
+    return my_slot = SLOT_SHARED;
+}
+
+static inline void count_get(ks_cache_t *c, int miss)
 {
     unsigned s = my_slot;
-    if (KS_UNLIKELY(!s)) /* relaxed: only hands out distinct numbers */
-        s = my_slot = __atomic_add_fetch(&next_slot, 1, __ATOMIC_RELAXED) | 0x80000000u;
-    return &c->hm[s % STAT_STRIPES];
+    if (KS_UNLIKELY(!s))
+        s = slot_claim();
+    if (KS_UNLIKELY(s == SLOT_SHARED)) {
+        /* relaxed: a statistic, summed by ks_cache_stats */
+        __atomic_fetch_add(miss ? &c->hm[0].misses : &c->hm[0].hits, 1, __ATOMIC_RELAXED);
+    } else {
+        uint64_t *x = miss ? &c->hm[s].misses : &c->hm[s].hits;
+        /* relaxed: a statistic with one writer (this thread owns line s) */
+        __atomic_store_n(x, __atomic_load_n(x, __ATOMIC_RELAXED) + 1, __ATOMIC_RELAXED);
+    }
 }
 
 /* Writers' counters: only changed under the shard lock, loaded by stats. */
@@ -824,9 +875,7 @@ int ks_cache_get(ks_cache_t *c, const void *key, size_t klen, void *buf, size_t 
     } else {
         ks_epoch_exit();
     }
-    struct hitmiss *hm = stripe(c);
-    /* relaxed: statistics, summed by ks_cache_stats */
-    __atomic_fetch_add(rc == ENOENT ? &hm->misses : &hm->hits, 1, __ATOMIC_RELAXED);
+    count_get(c, rc == ENOENT);
     if (dead)
         expire_key(c, s, h, key, klen, now, 0);
     return rc;
