@@ -111,7 +111,7 @@ struct ks_cache {
     uint64_t (*clock)(void *);
     void *clock_arg;
     uint64_t seed;
-    size_t sweep_next; /* next shard for ks_cache_sweep, relaxed */
+    size_t sweep_next __attribute__((aligned(KS_CACHELINE))); /* next shard to sweep */
     struct hitmiss hm[STAT_STRIPES];
     struct shard *shards;
     unsigned nshards;
@@ -407,6 +407,19 @@ static struct entry *find_locked(struct table *t, uint64_t h, const void *key, s
     return e;
 }
 
+/* The null link that ends h's chain: new entries are appended there, so a
+ * chain keeps its keys in insertion order and keys that have been in the
+ * cache longest are found first (a stationary skewed load puts its hot keys
+ * in early; inserting at the head buried them under every later key). */
+static struct entry **chain_end(struct table *t, uint64_t h)
+{
+    struct entry **p = &t->b[h & t->mask];
+    struct entry *x;
+    while ((x = link_load(p)))
+        p = &x->next;
+    return p;
+}
+
 static struct entry **link_to(struct table *t, struct entry *e)
 {
     struct entry **p = &t->b[e->hash & t->mask];
@@ -551,11 +564,18 @@ static int evict_one(struct shard *s, uint64_t now, struct entry *keep, struct k
         if (!e)
             return 0;
         if (e == keep) {
-            if (s->count == 1)
-                return 0;
-            q_remove(s, e); /* a fresh put: to the main queue's head */
-            q_push(s, e, Q_MAIN);
-            continue;
+            if (q->n == 1) { /* keep is all of q: look at the other queue */
+                from_small = !from_small;
+                q = from_small ? &s->small : &s->main;
+                if (!(e = q->tail))
+                    return 0;
+            } else { /* a fresh put: to main's head; not a round, and the
+                        next tail of q is another entry */
+                q_remove(s, e);
+                q_push(s, e, Q_MAIN);
+                round--;
+                continue;
+            }
         }
         int dead = expired(e, now);
         uint8_t f = freq_of(e);
@@ -609,8 +629,8 @@ static void grow(const ks_cache_t *c, struct shard *s, struct ks_epoch_node **g)
             struct entry *e = old->b[i], *next;
             for (; e; e = next) {
                 next = e->next;
-                e->next = t->b[e->hash & t->mask];
-                t->b[e->hash & t->mask] = e;
+                e->next = NULL;
+                *chain_end(t, e->hash) = e; /* readers are shut out */
             }
         }
         /* release: as below (readers are shut out here, but one store) */
@@ -654,8 +674,8 @@ static void grow(const ks_cache_t *c, struct shard *s, struct ks_epoch_node **g)
             freq_set(n, freq_of(e));
             if (e->where != Q_NONE)
                 q_replace(s, e, n);
-            n->next = t->b[n->hash & t->mask];
-            t->b[n->hash & t->mask] = n;
+            n->next = NULL;
+            *chain_end(t, n->hash) = n; /* t is not published yet */
             junk(g, &e->u.rcu, free_entry);
             e = next;
         }
@@ -708,9 +728,10 @@ int ks_cache_create(ks_cache_t **out, const struct ks_cache_options *o)
                 ns >>= 1;
     }
     ns = pow2_at_least(ns, SHARDS_MAX);
-    if (o->capacity) /* every shard holds at least one entry */
-        while (ns > 1 && o->capacity < ns)
-            ns >>= 1;
+    /* every shard holds at least one entry and one byte: a share of 0
+     * would mean "no limit" */
+    while (ns > 1 && ((o->capacity && o->capacity < ns) || (o->max_bytes && o->max_bytes < ns)))
+        ns >>= 1;
 
     ks_cache_t *c = ks_alloc_lines(sizeof *c);
     if (!c)
@@ -752,12 +773,12 @@ int ks_cache_create(ks_cache_t **out, const struct ks_cache_options *o)
             s->cap_bytes = o->max_bytes / ns + (i < o->max_bytes % ns);
         size_t want = s->cap && s->cap > per ? s->cap : per;
         size_t nb = MIN_BUCKETS;
-        while (nb < want && nb < ((size_t)1 << 40))
+        while (nb / 4 * 3 < want && nb < ((size_t)1 << 40)) /* load <= 3/4, as grow() */
             nb <<= 1;
         s->t = table_new(nb);
         if (bounded) {
             size_t gs = 64;
-            size_t gw = s->cap ? s->cap : (s->cap_bytes / 64);
+            size_t gw = s->cap ? s->cap : (s->cap_bytes / 256); /* ~3% of the bytes */
             while (gs < gw && gs < ((size_t)1 << 30))
                 gs <<= 1;
             s->ghost = calloc(gs, sizeof *s->ghost);
@@ -811,14 +832,23 @@ int ks_cache_destroy(ks_cache_t *c)
 
 /* ---- get ----------------------------------------------------------------- */
 
+/* The key's entry in shard s, or NULL: a reader's walk (acquire loads). */
+static inline struct entry *lookup(struct shard *s, uint64_t h, const void *key, size_t klen)
+{
+    /* acquire: pairs with the release store of a new table in grow() */
+    struct table *t = __atomic_load_n(&s->t, __ATOMIC_ACQUIRE);
+    struct entry *e = link_load(&t->b[h & t->mask]);
+    while (e && !entry_is(e, h, key, klen))
+        e = link_load(&e->next);
+    return e;
+}
+
 /* Remove key's entry if it is (still) expired at `now`: the expiry on
  * access.  A lock-free get only tries the lock: it never waits. */
 static void expire_key(ks_cache_t *c, struct shard *s, uint64_t h, const void *key, size_t klen,
-                       uint64_t now, int wait)
+                       uint64_t now)
 {
-    if (wait)
-        wlock(c, s);
-    else if (wtrylock(c, s) != 0)
+    if (wtrylock(c, s) != 0)
         return;
     struct ks_epoch_node *g = NULL;
     struct entry **p;
@@ -842,30 +872,37 @@ int ks_cache_get(ks_cache_t *c, const void *key, size_t klen, void *buf, size_t 
         rlock(c, s);
     int rc = ENOENT, dead = 0;
     uint64_t now = 0;
-    /* acquire: pairs with the release store of a new table in grow() */
-    struct table *t = __atomic_load_n(&s->t, __ATOMIC_ACQUIRE);
-    for (struct entry *e = link_load(&t->b[h & t->mask]); e; e = link_load(&e->next)) {
-        if (!entry_is(e, h, key, klen))
-            continue;
-        if (e->deadline && (now = now_of(c)) >= e->deadline) {
+    struct entry *e = lookup(s, h, key, klen);
+    /* An entry found expired may have been replaced between the lookup and
+     * the clock read: it is a miss only if it is still the key's entry
+     * after the read (it was current, and expired, at that moment).
+     * Otherwise judge the entry found now.  Unlinked entries are never
+     * linked again, so the loop ends unless puts keep replacing the key
+     * with entries that each expire before this get reads the clock. */
+    while (e && e->deadline && (now = now_of(c)) >= e->deadline) {
+        struct entry *again = lookup(s, h, key, klen);
+        if (again == e) {
             dead = 1;
+            e = NULL;
         } else {
-            if (vlen)
-                *vlen = e->vlen;
-            if (e->vlen > cap) {
-                rc = ERANGE;
-            } else {
-                if (e->vlen)
-                    memcpy(buf, e->data + klen, e->vlen);
-                rc = 0;
-            }
-            if (c->bounded) {
-                uint8_t f = freq_of(e);
-                if (f < FREQ_MAX) /* racing bumps may lose one: a hint */
-                    freq_set(e, (uint8_t)(f + 1));
-            }
+            e = again;
         }
-        break;
+    }
+    if (e) {
+        if (vlen)
+            *vlen = e->vlen;
+        if (e->vlen > cap) {
+            rc = ERANGE;
+        } else {
+            if (e->vlen)
+                memcpy(buf, e->data + klen, e->vlen);
+            rc = 0;
+        }
+        if (c->bounded) {
+            uint8_t f = freq_of(e);
+            if (f < FREQ_MAX) /* racing bumps may lose one: a hint */
+                freq_set(e, (uint8_t)(f + 1));
+        }
     }
     if (locked) {
         if (c->rw)
@@ -877,7 +914,7 @@ int ks_cache_get(ks_cache_t *c, const void *key, size_t klen, void *buf, size_t 
     }
     count_get(c, rc == ENOENT);
     if (dead)
-        expire_key(c, s, h, key, klen, now, 0);
+        expire_key(c, s, h, key, klen, now);
     return rc;
 }
 
@@ -898,14 +935,10 @@ int ks_cache_put(ks_cache_t *c, const void *key, size_t klen, const void *val, s
         ttl = c->default_ttl;
     if (ttl == KS_CACHE_NO_TTL)
         ttl = 0;
-    /* The clock is read once, before the lock: for the deadline, and for
-     * the expiry checks the put makes under the lock. */
-    uint64_t now = now_of(c);
     struct entry *n = malloc(sizeof *n + klen + vlen);
     if (!n)
         return ENOMEM;
     n->hash = h;
-    n->deadline = ttl ? (now + ttl < now ? UINT64_MAX : now + ttl) : 0;
     n->klen = (uint32_t)klen;
     n->vlen = (uint32_t)vlen;
     n->freq = 0;
@@ -918,6 +951,13 @@ int ks_cache_put(ks_cache_t *c, const void *key, size_t klen, const void *val, s
     struct ks_epoch_node *g = NULL;
     int rc = 0;
     wlock(c, s);
+    /* The clock is read once, under the lock, so that every expiry
+     * decision below holds when the change is made (read before the lock,
+     * an entry expiring while the put waited would count as replaced or
+     * evicted, not expired).  Not read at all when the new entry has no
+     * deadline and no entry of the shard has one. */
+    uint64_t now = ttl || s->timed ? now_of(c) : 0;
+    n->deadline = ttl ? (now + ttl < now ? UINT64_MAX : now + ttl) : 0;
     struct entry **p;
     struct entry *old = find_locked(s->t, h, key, klen, &p);
     if (old && expired(old, now)) { /* gone already: remove, then insert */
@@ -977,14 +1017,13 @@ int ks_cache_put(ks_cache_t *c, const void *key, size_t klen, const void *val, s
                 q_push(s, n, Q_SMALL);
             }
         }
-        p = &s->t->b[h & s->t->mask];
-        n->next = link_load(p);
-        link_store(p, n);
+        n->next = NULL;
+        link_store(chain_end(s->t, h), n);
         set_size(&s->count, s->count + 1);
         set_size(&s->bytes, s->bytes + esize(n));
         if (n->deadline)
             s->timed++;
-        if (s->count > s->t->mask + 1)
+        if (s->count > (s->t->mask + 1) / 4 * 3) /* load factor 3/4 */
             grow(c, s, &g);
     }
     bump(&s->puts);

@@ -24,9 +24,20 @@
  *                      per-shard ks_mutex, and replaced or removed entries
  *                      are freed through ks_epoch once no get can hold them.
  *   KS_CACHE_BOUNDED   KS_CACHE_LOCKFREE with a capacity (entries and/or
- *                      bytes) kept by S3-FIFO eviction; a get's only write is
- *                      a relaxed bump of the entry's 2-bit access counter.
+ *                      bytes) kept by S3-FIFO eviction; a hit's only shared
+ *                      write is a relaxed bump of the entry's 2-bit access
+ *                      counter (besides its thread's hit counter).
  *   A capacity may also be given to STRIPED or LOCKFREE; BOUNDED requires one.
+ *   The capacity is split evenly over the shards (the key's hash picks its
+ *   shard), so a put may evict, or get ENOSPC, while other shards have room;
+ *   the cache as a whole never holds more than capacity / max_bytes.  An
+ *   entry must fit in one shard's share of max_bytes (EMSGSIZE otherwise).
+ *
+ * A lock-free get never waits for a writer.  It may do one writer's job
+ * afterwards -- remove the expired entry it found -- only if the shard's
+ * lock is free (trylock); the one wait left is ks_epoch_retire's bound on
+ * unreclaimed memory (KS_EPOCH_MAX pending objects on this thread, reached
+ * only while some reader stays inside a section).
  *
  * Time: every deadline is `now + ttl` on the cache's clock (nanoseconds;
  * CLOCK_MONOTONIC unless options.clock is set, e.g. by a test).  An entry
@@ -37,8 +48,8 @@
  * of a get: PITFALLS 53).  KS_CACHE_COARSE_CLOCK uses CLOCK_MONOTONIC_COARSE
  * instead (about 3 ns, but it moves in ticks of 1-4 ms, so entries expire
  * up to a tick late by the precise clock).  Expired entries are removed by the get or put that finds them,
- * by a few buckets of incremental sweeping on every put, by eviction, and
- * by ks_cache_sweep(); there is no background thread.
+ * by one bucket of incremental sweeping every 4 puts of a shard, by
+ * eviction, and by ks_cache_sweep(); there is no background thread.
  *
  * Statistics (ks_cache_stats) are exact: every get counts one hit or one
  * miss (hits + misses == gets); `expirations` counts entries that left the
@@ -51,20 +62,24 @@
  *   create   0; EINVAL (NULL, unknown variant or flag, COARSE_CLOCK with a
  *            clock function, RWLOCK on a variant other than STRIPED,
  *            NOEVICT without a capacity, BOUNDED without a
- *            capacity, limits over KS_CACHE_LEN_MAX); ENOMEM
+ *            capacity, limits over KS_CACHE_LEN_MAX, shards > 65536); ENOMEM
  *   destroy  0; EINVAL.  No other call on the cache may run or follow.
  *   put      0 (stored; an existing entry for the key is replaced);
  *            EINVAL (NULL cache, NULL key or value with a nonzero length);
  *            EMSGSIZE (key over max_key, value over max_value, or an entry
  *            larger than a shard's byte capacity); ENOSPC (a bounded cache
  *            created with KS_CACHE_NOEVICT is full); ENOMEM.
- *            On any error the cache is unchanged.
+ *            On any error no entry is added, replaced or evicted (expired
+ *            entries the put met may have been removed, as any call may).
  *   get      0 (hit: value copied, *vlen set); ENOENT (miss: absent or
  *            expired); ERANGE (hit, but the value is longer than cap:
  *            nothing copied, *vlen = its length); EINVAL (not counted)
  *   delete   0; ENOENT (absent or expired); EINVAL
- *   sweep    entries removed (expired ones); examines at most `budget`
- *            entries from where the last sweep stopped, 0 = all of them
+ *   sweep    entries removed (expired ones).  budget 0 examines every
+ *            entry; otherwise whole buckets, each shard's from where its
+ *            last sweep stopped and the shards in turn, until at least
+ *            `budget` entries have been examined (so a call may examine,
+ *            and remove, a few more than budget: the rest of a bucket)
  */
 #ifndef KSYNC_CACHE_H
 #define KSYNC_CACHE_H
@@ -89,8 +104,10 @@ typedef struct ks_cache ks_cache_t;
 
 struct ks_cache_options {
     int variant;             /* KS_CACHE_STRIPED, _LOCKFREE or _BOUNDED */
-    unsigned flags;          /* KS_CACHE_RWLOCK, KS_CACHE_NOEVICT */
-    unsigned shards;         /* rounded up to a power of two; 0: from the CPU count */
+    unsigned flags;          /* KS_CACHE_RWLOCK, KS_CACHE_NOEVICT, KS_CACHE_COARSE_CLOCK */
+    unsigned shards;         /* rounded up to a power of two, at most 65536;
+                                0: 4 per online CPU; lowered so that every shard
+                                gets at least one entry and one byte of capacity */
     size_t expected;         /* entries expected (sizes the tables); 0: grow from small */
     size_t capacity;         /* most entries held at once; 0: no limit */
     size_t max_bytes;        /* most key+value bytes held at once; 0: no limit */
