@@ -279,3 +279,44 @@ Test(cxx, pool_from_cxx)
     cr_assert_eq(bad.load(), 0);
     cr_assert_eq(ks_pool_destroy(p), 0);
 }
+
+Test(cxx, cache_from_cxx, .timeout = 60)
+{
+    struct ks_cache_options o = KS_CACHE_OPTIONS_INIT;
+    o.variant = KS_CACHE_BOUNDED;
+    o.capacity = 64;
+    ks_cache_t *c = nullptr;
+    cr_assert_eq(ks_cache_create(&c, &o), 0);
+    std::atomic<unsigned long> gets{0}, bad{0};
+    std::vector<std::thread> threads;
+    for (int t = 0; t < 4; t++)
+        threads.emplace_back([&, t] {
+            char key[8], val[16], buf[16];
+            for (int i = 0; i < 5000; i++) {
+                int k = (i * 7 + t) % 100;
+                std::memcpy(key, &k, sizeof k);
+                std::memset(val, 'a' + k % 26, sizeof val);
+                if (i % 3 == 0) {
+                    if (ks_cache_put(c, key, sizeof k, val, sizeof val, KS_CACHE_NO_TTL) != 0)
+                        bad++;
+                    continue;
+                }
+                size_t n = 0;
+                int rc = ks_cache_get(c, key, sizeof k, buf, sizeof buf, &n);
+                gets++;
+                if (rc == 0 && (n != sizeof val || std::memcmp(buf, val, n) != 0))
+                    bad++;
+                else if (rc != 0 && rc != ENOENT)
+                    bad++;
+            }
+        });
+    for (auto &t : threads)
+        t.join();
+    struct ks_cache_stats st;
+    ks_cache_stats(c, &st);
+    cr_assert_eq(bad.load(), 0u);
+    cr_assert_eq(st.gets, gets.load());
+    cr_assert_eq(st.hits + st.misses, st.gets);
+    cr_assert_leq(st.size, 64u);
+    cr_assert_eq(ks_cache_destroy(c), 0);
+}

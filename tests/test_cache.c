@@ -1,0 +1,1718 @@
+/* tests/test_cache.c - ks_cache, every variant (STRIPED with a ks_mutex,
+ * STRIPED with KS_CACHE_RWLOCK, LOCKFREE, BOUNDED; each test names the
+ * variant in its failure messages):
+ *   API contract: put/get/delete/replace of byte strings with embedded NULs,
+ *   empty keys and values, key and value limits (EMSGSIZE), ERANGE copies
+ *   nothing, EINVAL everywhere (and an EINVAL get is not counted);
+ *   a model-checked single-thread sequence whose statistics must match the
+ *   model exactly;
+ *   TTL on an injected clock: expired at the deadline exactly, default_ttl,
+ *   KS_CACHE_NO_TTL, no overflow of now + ttl, expired entries are absent to
+ *   get/delete/put and counted once, sweep (whole and budget 1), a get of an
+ *   entry without a deadline does not read the clock; KS_CACHE_COARSE_CLOCK;
+ *   8-16 oversubscribed threads: last writer wins (keys owned in turn, and a
+ *   free-for-all whose final value must be some thread's last write), gets
+ *   never see a torn, mixed or freed value while others replace and delete,
+ *   the statistics add up to what the threads counted, a get never returns
+ *   an entry past its deadline;
+ *   reclamation (LOCKFREE, BOUNDED): every retired entry is freed after a
+ *   barrier; ASan/LSan (make asan) check the rest;
+ *   capacity: size and bytes bounded (any variant given a capacity),
+ *   evictions exact, EMSGSIZE for an entry over the byte capacity,
+ *   NOEVICT's ENOSPC leaves the cache unchanged, a hot set survives a scan;
+ *   allocation failure: create and put give ENOMEM, the cache unchanged.
+ *
+ * Values written by threads check themselves: a header {key, writer, seq}
+ * fixes the value's length and every body byte, so a get that returned a
+ * mix of two values, a value of another key, or bytes of a freed entry is
+ * caught.  Time in the TTL tests is the test's own clock (options.clock). */
+#include "helpers.h"
+
+#include <ksync/cache.h>
+#include <ksync/epoch.h>
+
+#include <criterion/parameterized.h>
+
+#include <sys/resource.h>
+
+/* ---- variants --------------------------------------------------------------------- */
+
+struct variant {
+    char name[24]; /* not a pointer: Criterion copies the parameters into another process */
+    int variant;
+    unsigned flags;
+};
+
+static struct variant all_variants[] = {
+    {"STRIPED", KS_CACHE_STRIPED, 0},
+    {"STRIPED|RWLOCK", KS_CACHE_STRIPED, KS_CACHE_RWLOCK},
+    {"LOCKFREE", KS_CACHE_LOCKFREE, 0},
+    {"BOUNDED", KS_CACHE_BOUNDED, 0},
+};
+
+static struct variant epoch_variants[] = {
+    {"LOCKFREE", KS_CACHE_LOCKFREE, 0},
+    {"BOUNDED", KS_CACHE_BOUNDED, 0},
+};
+
+static struct variant bounded_variant[] = {
+    {"BOUNDED", KS_CACHE_BOUNDED, 0},
+};
+
+#define NELEM(a) (sizeof(a) / sizeof((a)[0]))
+
+#define FOR_VARIANTS(test, arr)                                                                    \
+    ParameterizedTestParameters(cache, test)                                                       \
+    {                                                                                              \
+        return cr_make_param_array(struct variant, arr, NELEM(arr), NULL);                         \
+    }
+
+/* BOUNDED requires a capacity: where a test is not about eviction, one so
+ * large that the test never reaches it. */
+#define ROOMY 65536u
+
+static struct ks_cache_options opts_for(const struct variant *v)
+{
+    struct ks_cache_options o = KS_CACHE_OPTIONS_INIT;
+    o.variant = v->variant;
+    o.flags = v->flags;
+    if (v->variant == KS_CACHE_BOUNDED)
+        o.capacity = ROOMY;
+    return o;
+}
+
+static ks_cache_t *make_with(const struct variant *v, const struct ks_cache_options *o)
+{
+    ks_cache_t *c = NULL;
+    int e = ks_cache_create(&c, o);
+    cr_assert_eq(e, 0, "[%s] create returned %d", v->name, e);
+    cr_assert_not_null(c, "[%s] create returned 0 and no cache", v->name);
+    return c;
+}
+
+static ks_cache_t *make(const struct variant *v)
+{
+    struct ks_cache_options o = opts_for(v);
+    return make_with(v, &o);
+}
+
+static void destroy(const struct variant *v, ks_cache_t *c)
+{
+    int e = ks_cache_destroy(c);
+    cr_assert_eq(e, 0, "[%s] destroy returned %d", v->name, e);
+}
+
+static struct ks_cache_stats stats(ks_cache_t *c)
+{
+    struct ks_cache_stats s;
+    memset(&s, 0xa5, sizeof s);
+    ks_cache_stats(c, &s);
+    return s;
+}
+
+#define ASSERT_STAT(v, s, field, want)                                                             \
+    cr_assert_eq((s).field, (uint64_t)(want), "[%s] stats." #field " is %llu, expected %llu",      \
+                 (v)->name, (unsigned long long)(s).field, (unsigned long long)(want))
+
+static void assert_same_stats(const struct variant *v, const struct ks_cache_stats *a,
+                              const struct ks_cache_stats *b, const char *what)
+{
+    cr_assert(a->gets == b->gets && a->hits == b->hits && a->misses == b->misses &&
+                  a->puts == b->puts && a->deletes == b->deletes &&
+                  a->expirations == b->expirations && a->evictions == b->evictions &&
+                  a->size == b->size && a->bytes == b->bytes,
+              "[%s] %s changed the statistics: gets %llu->%llu hits %llu->%llu misses %llu->%llu "
+              "puts %llu->%llu deletes %llu->%llu exp %llu->%llu evict %llu->%llu size %llu->%llu "
+              "bytes %llu->%llu",
+              v->name, what, (unsigned long long)a->gets, (unsigned long long)b->gets,
+              (unsigned long long)a->hits, (unsigned long long)b->hits,
+              (unsigned long long)a->misses, (unsigned long long)b->misses,
+              (unsigned long long)a->puts, (unsigned long long)b->puts,
+              (unsigned long long)a->deletes, (unsigned long long)b->deletes,
+              (unsigned long long)a->expirations, (unsigned long long)b->expirations,
+              (unsigned long long)a->evictions, (unsigned long long)b->evictions,
+              (unsigned long long)a->size, (unsigned long long)b->size,
+              (unsigned long long)a->bytes, (unsigned long long)b->bytes);
+}
+
+/* put that must succeed */
+static void put_ok(const struct variant *v, ks_cache_t *c, const void *k, size_t kl, const void *val,
+                   size_t vl, uint64_t ttl)
+{
+    int e = ks_cache_put(c, k, kl, val, vl, ttl);
+    cr_assert_eq(e, 0, "[%s] put(klen %zu, vlen %zu, ttl %llu) returned %d", v->name, kl, vl,
+                 (unsigned long long)ttl, e);
+}
+
+/* get that must hit with exactly val[0..vl) */
+static void get_is(const struct variant *v, ks_cache_t *c, const void *k, size_t kl, const void *val,
+                   size_t vl, const char *what)
+{
+    unsigned char *buf = malloc(vl + 16);
+    cr_assert_not_null(buf);
+    memset(buf, 0x5a, vl + 16);
+    size_t n = (size_t)-1;
+    int e = ks_cache_get(c, k, kl, buf, vl + 16, &n);
+    cr_assert_eq(e, 0, "[%s] %s: get returned %d, expected a hit", v->name, what, e);
+    cr_assert_eq(n, vl, "[%s] %s: get set *vlen %zu, expected %zu", v->name, what, n, vl);
+    cr_assert(vl == 0 || memcmp(buf, val, vl) == 0, "[%s] %s: get returned other bytes", v->name,
+              what);
+    for (size_t i = vl; i < vl + 16; i++)
+        cr_assert_eq(buf[i], 0x5a, "[%s] %s: get wrote past the value", v->name, what);
+    free(buf);
+}
+
+static void get_absent(const struct variant *v, ks_cache_t *c, const void *k, size_t kl,
+                       const char *what)
+{
+    unsigned char buf[64];
+    size_t n = 0;
+    int e = ks_cache_get(c, k, kl, buf, sizeof buf, &n);
+    cr_assert_eq(e, ENOENT, "[%s] %s: get returned %d, expected ENOENT", v->name, what, e);
+}
+
+/* ---- self-checking values ------------------------------------------------------------ */
+
+static uint64_t mix(uint64_t x)
+{
+    x += 0x9e3779b97f4a7c15ull;
+    x = (x ^ (x >> 30)) * 0xbf58476d1ce4e5b9ull;
+    x = (x ^ (x >> 27)) * 0x94d049bb133111ebull;
+    return x ^ (x >> 31);
+}
+
+struct vhdr {
+    uint32_t key, writer;
+    uint64_t seq;
+};
+
+#define VBODY_MAX 239
+#define VMAX (sizeof(struct vhdr) + VBODY_MAX)
+
+/* Writes the value for (key, writer, seq) into buf (VMAX bytes); returns its
+ * length, 16..VMAX, fixed by the header as are all its bytes. */
+static size_t make_value(unsigned char *buf, uint32_t key, uint32_t writer, uint64_t seq)
+{
+    struct vhdr h = {key, writer, seq};
+    memcpy(buf, &h, sizeof h);
+    uint64_t x = mix(((uint64_t)key << 40) ^ ((uint64_t)writer << 32) ^ seq);
+    size_t n = (size_t)(x % (VBODY_MAX + 1));
+    for (size_t i = 0; i < n; i++) {
+        if (i % 8 == 0)
+            x = mix(x + i);
+        buf[sizeof h + i] = (unsigned char)(x >> (8 * (i % 8)));
+    }
+    return sizeof h + n;
+}
+
+/* Is buf[0..len) a whole value of `key`?  Its header goes to *out. */
+static int value_ok(const unsigned char *buf, size_t len, uint32_t key, struct vhdr *out)
+{
+    unsigned char want[VMAX];
+    if (len < sizeof(struct vhdr) || len > VMAX)
+        return 0;
+    memcpy(out, buf, sizeof *out);
+    if (out->key != key)
+        return 0;
+    return make_value(want, key, out->writer, out->seq) == len && memcmp(want, buf, len) == 0;
+}
+
+/* Keys: 8 bytes with NULs inside, distinct per id. */
+#define KLEN 8
+static void key_of(unsigned char *k, uint32_t id)
+{
+    k[0] = 'k';
+    k[1] = 0;
+    k[2] = (unsigned char)(id >> 24);
+    k[3] = 0;
+    k[4] = (unsigned char)(id >> 16);
+    k[5] = (unsigned char)(id >> 8);
+    k[6] = (unsigned char)id;
+    k[7] = 0;
+}
+
+/* xorshift per thread */
+static uint64_t rnd(uint64_t *s)
+{
+    *s ^= *s << 13;
+    *s ^= *s >> 7;
+    *s ^= *s << 17;
+    return *s;
+}
+
+/* ---- the injected clock --------------------------------------------------------------- */
+
+struct tclock {
+    uint64_t now;
+    uint64_t reads;
+};
+
+static uint64_t tclock_read(void *arg)
+{
+    struct tclock *k = arg;
+    __atomic_fetch_add(&k->reads, 1, __ATOMIC_SEQ_CST);
+    return __atomic_load_n(&k->now, __ATOMIC_SEQ_CST);
+}
+
+static void tclock_set(struct tclock *k, uint64_t t) { __atomic_store_n(&k->now, t, __ATOMIC_SEQ_CST); }
+static uint64_t tclock_reads(struct tclock *k) { return __atomic_load_n(&k->reads, __ATOMIC_SEQ_CST); }
+
+static ks_cache_t *make_clocked(const struct variant *v, struct tclock *k, uint64_t default_ttl)
+{
+    struct ks_cache_options o = opts_for(v);
+    o.clock = tclock_read;
+    o.clock_arg = k;
+    o.default_ttl = default_ttl;
+    return make_with(v, &o);
+}
+
+/* ---- API contract ---------------------------------------------------------------------- */
+
+FOR_VARIANTS(create_rejects_bad_options, all_variants)
+ParameterizedTest(struct variant *v, cache, create_rejects_bad_options, .timeout = 30)
+{
+    ks_cache_t *c = NULL;
+    struct ks_cache_options o = opts_for(v);
+    cr_assert_eq(ks_cache_create(NULL, &o), EINVAL, "[%s] NULL out accepted", v->name);
+    cr_assert_eq(ks_cache_create(&c, NULL), EINVAL, "[%s] NULL options accepted", v->name);
+
+    const int bad_variant[] = {-1, 3, 4, 100, INT32_MIN, INT32_MAX};
+    for (unsigned i = 0; i < NELEM(bad_variant); i++) {
+        o = opts_for(v);
+        o.variant = bad_variant[i];
+        cr_assert_eq(ks_cache_create(&c, &o), EINVAL, "[%s] variant %d accepted", v->name,
+                     bad_variant[i]);
+    }
+    const unsigned bad_flags[] = {8u, 0x10u, 0x100u, 0x80000000u, ~0u, v->flags | 8u};
+    for (unsigned i = 0; i < NELEM(bad_flags); i++) {
+        o = opts_for(v);
+        o.flags = bad_flags[i];
+        cr_assert_eq(ks_cache_create(&c, &o), EINVAL, "[%s] flags 0x%x accepted", v->name,
+                     bad_flags[i]);
+    }
+    o = opts_for(v);
+    o.flags |= KS_CACHE_COARSE_CLOCK;
+    o.clock = tclock_read;
+    cr_assert_eq(ks_cache_create(&c, &o), EINVAL, "[%s] COARSE_CLOCK with a clock function", v->name);
+    if (v->variant != KS_CACHE_STRIPED) {
+        o = opts_for(v);
+        o.flags |= KS_CACHE_RWLOCK;
+        cr_assert_eq(ks_cache_create(&c, &o), EINVAL, "[%s] RWLOCK accepted", v->name);
+    } else {
+        o = opts_for(v);
+        o.flags |= KS_CACHE_NOEVICT;
+        cr_assert_eq(ks_cache_create(&c, &o), EINVAL, "[%s] NOEVICT without a capacity", v->name);
+    }
+    if (v->variant == KS_CACHE_LOCKFREE) {
+        o = opts_for(v);
+        o.flags |= KS_CACHE_NOEVICT;
+        cr_assert_eq(ks_cache_create(&c, &o), EINVAL, "[%s] NOEVICT without a capacity", v->name);
+    }
+    o = opts_for(v);
+    o.max_key = (size_t)KS_CACHE_LEN_MAX + 1;
+    cr_assert_eq(ks_cache_create(&c, &o), EINVAL, "[%s] max_key over KS_CACHE_LEN_MAX", v->name);
+    o = opts_for(v);
+    o.max_value = (size_t)KS_CACHE_LEN_MAX + 1;
+    cr_assert_eq(ks_cache_create(&c, &o), EINVAL, "[%s] max_value over KS_CACHE_LEN_MAX", v->name);
+    if (v->variant == KS_CACHE_BOUNDED) {
+        o = opts_for(v);
+        o.capacity = 0;
+        o.max_bytes = 0;
+        cr_assert_eq(ks_cache_create(&c, &o), EINVAL, "[%s] BOUNDED without a capacity", v->name);
+        /* either capacity alone is one */
+        o.max_bytes = 1 << 20;
+        c = make_with(v, &o);
+        destroy(v, c);
+        o.max_bytes = 0;
+        o.capacity = 10;
+        c = make_with(v, &o);
+        destroy(v, c);
+    }
+    /* The limits themselves are accepted. */
+    o = opts_for(v);
+    o.max_key = (size_t)KS_CACHE_LEN_MAX;
+    o.max_value = (size_t)KS_CACHE_LEN_MAX;
+    c = make_with(v, &o);
+    destroy(v, c);
+    cr_assert_eq(ks_cache_destroy(NULL), EINVAL);
+}
+
+FOR_VARIANTS(null_arguments_are_einval_and_not_counted, all_variants)
+ParameterizedTest(struct variant *v, cache, null_arguments_are_einval_and_not_counted, .timeout = 30)
+{
+    ks_cache_t *c = make(v);
+    char buf[16];
+    size_t n = 77;
+    put_ok(v, c, "key", 3, "val", 3, KS_CACHE_NO_TTL);
+    struct ks_cache_stats s0 = stats(c);
+
+    cr_assert_eq(ks_cache_put(NULL, "k", 1, "v", 1, 0), EINVAL, "[%s] put NULL cache", v->name);
+    cr_assert_eq(ks_cache_put(c, NULL, 1, "v", 1, 0), EINVAL, "[%s] put NULL key klen 1", v->name);
+    cr_assert_eq(ks_cache_put(c, NULL, 3, "v", 1, 0), EINVAL, "[%s] put NULL key klen 3", v->name);
+    cr_assert_eq(ks_cache_put(c, "key", 3, NULL, 1, 0), EINVAL, "[%s] put NULL value vlen 1",
+                 v->name);
+    cr_assert_eq(ks_cache_get(NULL, "key", 3, buf, sizeof buf, &n), EINVAL, "[%s] get NULL cache",
+                 v->name);
+    cr_assert_eq(ks_cache_get(c, NULL, 3, buf, sizeof buf, &n), EINVAL, "[%s] get NULL key klen 3",
+                 v->name);
+    cr_assert_eq(n, 77u, "[%s] an EINVAL get wrote *vlen", v->name);
+    cr_assert_eq(ks_cache_delete(NULL, "key", 3), EINVAL, "[%s] delete NULL cache", v->name);
+    cr_assert_eq(ks_cache_delete(c, NULL, 3), EINVAL, "[%s] delete NULL key klen 3", v->name);
+
+    struct ks_cache_stats s1 = stats(c);
+    assert_same_stats(v, &s0, &s1, "EINVAL calls");
+    get_is(v, c, "key", 3, "val", 3, "after EINVAL calls");
+    s1 = stats(c);
+    ASSERT_STAT(v, s1, gets, 1);
+    ASSERT_STAT(v, s1, hits, 1);
+    ASSERT_STAT(v, s1, misses, 0);
+    destroy(v, c);
+}
+
+FOR_VARIANTS(put_get_delete_replace_byte_strings, all_variants)
+ParameterizedTest(struct variant *v, cache, put_get_delete_replace_byte_strings, .timeout = 30)
+{
+    ks_cache_t *c = make(v);
+    /* Keys that differ only after a NUL, or in length, are different keys. */
+    const char k1[] = "a\0b", k2[] = "a\0c", k3[] = "a";
+    const char v1[] = "\0one\0", v2[] = "two\0\0\0two", v3[] = "\0";
+    get_absent(v, c, k1, 3, "empty cache");
+    put_ok(v, c, k1, 3, v1, 5, 0);
+    put_ok(v, c, k2, 3, v2, 9, 0);
+    put_ok(v, c, k3, 1, v3, 1, 0);
+    get_is(v, c, k1, 3, v1, 5, "a\\0b");
+    get_is(v, c, k2, 3, v2, 9, "a\\0c");
+    get_is(v, c, k3, 1, v3, 1, "a");
+    get_absent(v, c, k1, 2, "a\\0 (a prefix of a stored key)");
+    get_absent(v, c, "a\0b\0", 4, "a\\0b\\0 (a stored key plus a NUL)");
+
+    /* Empty value: a hit of length 0, also with no buffer at all. */
+    put_ok(v, c, "empty", 5, "", 0, 0);
+    get_is(v, c, "empty", 5, "", 0, "empty value");
+    size_t n = 99;
+    cr_assert_eq(ks_cache_get(c, "empty", 5, NULL, 0, &n), 0, "[%s] empty value, no buffer", v->name);
+    cr_assert_eq(n, 0u, "[%s] empty value: *vlen %zu", v->name, n);
+    put_ok(v, c, "nullval", 7, NULL, 0, 0);
+    get_is(v, c, "nullval", 7, "", 0, "NULL value of length 0");
+
+    /* Empty key: NULL or not, length 0 is one key. */
+    put_ok(v, c, NULL, 0, "for-empty", 9, 0);
+    get_is(v, c, "", 0, "for-empty", 9, "empty key (non-NULL pointer)");
+    get_is(v, c, NULL, 0, "for-empty", 9, "empty key (NULL)");
+    put_ok(v, c, "xyz", 0, "again", 5, 0);
+    get_is(v, c, NULL, 0, "again", 5, "empty key replaced");
+
+    struct ks_cache_stats s = stats(c);
+    ASSERT_STAT(v, s, size, 6);
+    ASSERT_STAT(v, s, bytes, (3 + 5) + (3 + 9) + (1 + 1) + (5 + 0) + (7 + 0) + (0 + 5));
+    ASSERT_STAT(v, s, puts, 7);
+
+    /* Replace with longer and shorter values. */
+    char big[300];
+    for (unsigned i = 0; i < sizeof big; i++)
+        big[i] = (char)(i * 7);
+    put_ok(v, c, k1, 3, big, sizeof big, 0);
+    get_is(v, c, k1, 3, big, sizeof big, "replaced by a longer value");
+    put_ok(v, c, k1, 3, "s", 1, 0);
+    get_is(v, c, k1, 3, "s", 1, "replaced by a shorter value");
+    get_is(v, c, k2, 3, v2, 9, "a neighbour after replacements");
+    s = stats(c);
+    ASSERT_STAT(v, s, size, 6);
+    ASSERT_STAT(v, s, bytes, (3 + 1) + (3 + 9) + (1 + 1) + (5 + 0) + (7 + 0) + (0 + 5));
+    ASSERT_STAT(v, s, puts, 9);
+
+    /* Delete. */
+    cr_assert_eq(ks_cache_delete(c, k1, 3), 0, "[%s] delete a\\0b", v->name);
+    get_absent(v, c, k1, 3, "deleted");
+    cr_assert_eq(ks_cache_delete(c, k1, 3), ENOENT, "[%s] second delete", v->name);
+    cr_assert_eq(ks_cache_delete(c, "nope", 4), ENOENT, "[%s] delete of a never-stored key", v->name);
+    get_is(v, c, k2, 3, v2, 9, "a\\0c after deleting a\\0b");
+    cr_assert_eq(ks_cache_delete(c, NULL, 0), 0, "[%s] delete the empty key", v->name);
+    get_absent(v, c, "", 0, "deleted empty key");
+    put_ok(v, c, k1, 3, v1, 5, 0);
+    get_is(v, c, k1, 3, v1, 5, "stored again after delete");
+    s = stats(c);
+    ASSERT_STAT(v, s, deletes, 2);
+    ASSERT_STAT(v, s, size, 5);
+    ASSERT_STAT(v, s, bytes, (3 + 5) + (3 + 9) + (1 + 1) + (5 + 0) + (7 + 0));
+    ASSERT_STAT(v, s, puts, 10);
+    ASSERT_STAT(v, s, expirations, 0);
+    ASSERT_STAT(v, s, evictions, 0);
+    cr_assert_eq(s.gets, s.hits + s.misses, "[%s] gets != hits + misses", v->name);
+    destroy(v, c);
+}
+
+FOR_VARIANTS(key_and_value_limits_are_emsgsize, all_variants)
+ParameterizedTest(struct variant *v, cache, key_and_value_limits_are_emsgsize, .timeout = 60)
+{
+    struct ks_cache_options o = opts_for(v);
+    o.max_key = 16;
+    o.max_value = 32;
+    ks_cache_t *c = make_with(v, &o);
+    unsigned char key[17], val[33];
+    for (unsigned i = 0; i < sizeof key; i++)
+        key[i] = (unsigned char)(i % 3 ? 'a' + i : 0);
+    for (unsigned i = 0; i < sizeof val; i++)
+        val[i] = (unsigned char)(0xf0 ^ i);
+    put_ok(v, c, key, 16, val, 32, 0);
+    get_is(v, c, key, 16, val, 32, "key and value at their limits");
+    struct ks_cache_stats s0 = stats(c);
+    int e = ks_cache_put(c, key, 17, "x", 1, 0);
+    cr_assert_eq(e, EMSGSIZE, "[%s] key max_key+1: %d", v->name, e);
+    e = ks_cache_put(c, key, 16, val, 33, 0); /* would replace: must not */
+    cr_assert_eq(e, EMSGSIZE, "[%s] value max_value+1: %d", v->name, e);
+    e = ks_cache_put(c, key, 3, val, 33, 0);
+    cr_assert_eq(e, EMSGSIZE, "[%s] value max_value+1 (new key): %d", v->name, e);
+    struct ks_cache_stats s1 = stats(c);
+    assert_same_stats(v, &s0, &s1, "EMSGSIZE puts");
+    get_is(v, c, key, 16, val, 32, "the entry an EMSGSIZE put would have replaced");
+    get_absent(v, c, key, 3, "key of an EMSGSIZE put");
+    /* A key over max_key cannot be stored, so it is simply absent. */
+    destroy(v, c);
+
+    /* The defaults: 4096-byte keys, 64 MiB values. */
+    c = make(v);
+    size_t big = (size_t)64 << 20;
+    unsigned char *kb = malloc(4097), *vb = malloc(big + 1);
+    cr_assert(kb && vb);
+    memset(kb, 'K', 4097);
+    kb[100] = 0;
+    for (size_t i = 0; i < big + 1; i += 4096)
+        vb[i] = (unsigned char)(i >> 12);
+    put_ok(v, c, kb, 4096, "v", 1, 0);
+    get_is(v, c, kb, 4096, "v", 1, "4096-byte key");
+    cr_assert_eq(ks_cache_put(c, kb, 4097, "v", 1, 0), EMSGSIZE, "[%s] 4097-byte key", v->name);
+    put_ok(v, c, "big", 3, vb, big, 0);
+    cr_assert_eq(ks_cache_put(c, "big", 3, vb, big + 1, 0), EMSGSIZE, "[%s] 64 MiB + 1 value",
+                 v->name);
+    get_is(v, c, "big", 3, vb, big, "64 MiB value");
+    struct ks_cache_stats s = stats(c);
+    ASSERT_STAT(v, s, size, 2);
+    ASSERT_STAT(v, s, bytes, 4096 + 1 + 3 + big);
+    free(kb);
+    free(vb);
+    destroy(v, c);
+}
+
+FOR_VARIANTS(erange_copies_nothing_and_counts_a_hit, all_variants)
+ParameterizedTest(struct variant *v, cache, erange_copies_nothing_and_counts_a_hit, .timeout = 30)
+{
+    ks_cache_t *c = make(v);
+    const char val[] = "0123456789";
+    put_ok(v, c, "k", 1, val, 10, 0);
+    char buf[16];
+    memset(buf, '#', sizeof buf);
+    size_t n = 0;
+    int e = ks_cache_get(c, "k", 1, buf, 9, &n);
+    cr_assert_eq(e, ERANGE, "[%s] cap 9 for 10 bytes: %d", v->name, e);
+    cr_assert_eq(n, 10u, "[%s] ERANGE set *vlen %zu", v->name, n);
+    for (unsigned i = 0; i < sizeof buf; i++)
+        cr_assert_eq(buf[i], '#', "[%s] ERANGE copied bytes into the buffer", v->name);
+    n = 0;
+    e = ks_cache_get(c, "k", 1, NULL, 0, &n);
+    cr_assert_eq(e, ERANGE, "[%s] no buffer: %d", v->name, e);
+    cr_assert_eq(n, 10u, "[%s] ERANGE (no buffer) set *vlen %zu", v->name, n);
+    e = ks_cache_get(c, "k", 1, buf, 10, &n);
+    cr_assert_eq(e, 0, "[%s] cap exactly the length: %d", v->name, e);
+    cr_assert_eq(memcmp(buf, val, 10), 0);
+    cr_assert_eq(buf[10], '#', "[%s] get wrote past the value", v->name);
+    get_absent(v, c, "j", 1, "other key");
+    struct ks_cache_stats s = stats(c);
+    ASSERT_STAT(v, s, gets, 4);
+    ASSERT_STAT(v, s, hits, 3);
+    ASSERT_STAT(v, s, misses, 1);
+    destroy(v, c);
+}
+
+/* A single thread's random sequence checked against a model: every get's
+ * result and every counter, exactly. */
+FOR_VARIANTS(stats_match_a_model_exactly, all_variants)
+ParameterizedTest(struct variant *v, cache, stats_match_a_model_exactly, .timeout = 60)
+{
+    enum { NK = 300, OPS = 20000 };
+    ks_cache_t *c = make(v);
+    static uint64_t ver[NK]; /* 0: absent, else the seq of the stored value */
+    static size_t vl[NK];
+    memset(ver, 0, sizeof ver);
+    uint64_t gets = 0, hits = 0, misses = 0, puts = 0, deletes = 0, size = 0, bytes = 0;
+    uint64_t seed = 0x1234567;
+    uint64_t seq = 0;
+    unsigned char k[KLEN], val[VMAX], buf[VMAX];
+    for (int i = 0; i < OPS; i++) {
+        uint32_t id = (uint32_t)(rnd(&seed) % NK);
+        key_of(k, id);
+        unsigned op = (unsigned)(rnd(&seed) % 10);
+        if (op < 4) { /* put */
+            size_t n = make_value(val, id, 0, ++seq);
+            put_ok(v, c, k, KLEN, val, n, 0);
+            puts++;
+            if (ver[id]) {
+                bytes -= KLEN + vl[id];
+            } else {
+                size++;
+            }
+            ver[id] = seq;
+            vl[id] = n;
+            bytes += KLEN + n;
+        } else if (op < 9) { /* get, sometimes with too small a buffer */
+            size_t cap = op == 8 ? 20 : sizeof buf, n = 0;
+            int e = ks_cache_get(c, k, KLEN, buf, cap, &n);
+            gets++;
+            if (!ver[id]) {
+                cr_assert_eq(e, ENOENT, "[%s] op %d: get of absent key %u returned %d", v->name, i,
+                             id, e);
+                misses++;
+            } else {
+                hits++;
+                cr_assert_eq(n, vl[id], "[%s] op %d: *vlen %zu, model %zu", v->name, i, n, vl[id]);
+                if (vl[id] > cap) {
+                    cr_assert_eq(e, ERANGE, "[%s] op %d: get returned %d, expected ERANGE",
+                                 v->name, i, e);
+                } else {
+                    struct vhdr h;
+                    cr_assert_eq(e, 0, "[%s] op %d: get returned %d", v->name, i, e);
+                    cr_assert(value_ok(buf, n, id, &h) && h.seq == ver[id],
+                              "[%s] op %d: key %u holds the wrong value", v->name, i, id);
+                }
+            }
+        } else { /* delete */
+            int e = ks_cache_delete(c, k, KLEN);
+            if (ver[id]) {
+                cr_assert_eq(e, 0, "[%s] op %d: delete of present key: %d", v->name, i, e);
+                deletes++;
+                size--;
+                bytes -= KLEN + vl[id];
+                ver[id] = 0;
+            } else {
+                cr_assert_eq(e, ENOENT, "[%s] op %d: delete of absent key: %d", v->name, i, e);
+            }
+        }
+        if (i % 1000 == 999 || i == OPS - 1) {
+            struct ks_cache_stats s = stats(c);
+            ASSERT_STAT(v, s, gets, gets);
+            ASSERT_STAT(v, s, hits, hits);
+            ASSERT_STAT(v, s, misses, misses);
+            ASSERT_STAT(v, s, puts, puts);
+            ASSERT_STAT(v, s, deletes, deletes);
+            ASSERT_STAT(v, s, size, size);
+            ASSERT_STAT(v, s, bytes, bytes);
+            ASSERT_STAT(v, s, expirations, 0);
+            ASSERT_STAT(v, s, evictions, 0);
+        }
+    }
+    destroy(v, c);
+}
+
+/* ---- TTL on an injected clock ------------------------------------------------------- */
+
+#define T0 1000000000ull
+
+FOR_VARIANTS(ttl_expires_at_the_deadline_exactly, all_variants)
+ParameterizedTest(struct variant *v, cache, ttl_expires_at_the_deadline_exactly, .timeout = 30)
+{
+    struct tclock clk = {T0, 0};
+    ks_cache_t *c = make_clocked(v, &clk, 0);
+    const uint64_t T = 1000;
+
+    /* get: present one tick before, absent at the deadline. */
+    put_ok(v, c, "a", 1, "va", 2, T);
+    tclock_set(&clk, T0 + T - 1);
+    get_is(v, c, "a", 1, "va", 2, "ttl T at t0+T-1");
+    tclock_set(&clk, T0 + T);
+    get_absent(v, c, "a", 1, "ttl T at t0+T");
+    get_absent(v, c, "a", 1, "ttl T at t0+T (again)");
+    cr_assert_eq(ks_cache_delete(c, "a", 1), ENOENT, "[%s] delete of an expired entry", v->name);
+    (void)ks_cache_sweep(c, 0);
+    struct ks_cache_stats s = stats(c);
+    ASSERT_STAT(v, s, expirations, 1);
+    ASSERT_STAT(v, s, size, 0);
+    ASSERT_STAT(v, s, bytes, 0);
+    ASSERT_STAT(v, s, deletes, 0);
+    ASSERT_STAT(v, s, hits, 1);
+    ASSERT_STAT(v, s, misses, 2);
+
+    /* delete of an entry expired but not yet removed: ENOENT, one expiration. */
+    uint64_t t1 = T0 + 5000;
+    tclock_set(&clk, t1);
+    put_ok(v, c, "b", 1, "vb", 2, T);
+    tclock_set(&clk, t1 + T);
+    cr_assert_eq(ks_cache_delete(c, "b", 1), ENOENT, "[%s] delete at the deadline", v->name);
+    s = stats(c);
+    ASSERT_STAT(v, s, expirations, 2);
+    ASSERT_STAT(v, s, deletes, 0);
+    ASSERT_STAT(v, s, size, 0);
+    cr_assert_eq(ks_cache_sweep(c, 0), 0u, "[%s] sweep found something left", v->name);
+
+    /* put over an expired entry: stored, and the old one counts one expiration. */
+    uint64_t t2 = T0 + 10000;
+    tclock_set(&clk, t2);
+    put_ok(v, c, "c", 1, "old", 3, T);
+    tclock_set(&clk, t2 + T);
+    put_ok(v, c, "c", 1, "newer", 5, KS_CACHE_NO_TTL);
+    s = stats(c);
+    ASSERT_STAT(v, s, expirations, 3);
+    ASSERT_STAT(v, s, size, 1);
+    ASSERT_STAT(v, s, bytes, 1 + 5);
+    ASSERT_STAT(v, s, puts, 4);
+    get_is(v, c, "c", 1, "newer", 5, "put over an expired entry");
+    tclock_set(&clk, UINT64_MAX - 1);
+    get_is(v, c, "c", 1, "newer", 5, "the replacement (NO_TTL) much later");
+
+    /* A ttl of 1 expires on the next tick. */
+    tclock_set(&clk, T0 * 2);
+    put_ok(v, c, "d", 1, "vd", 2, 1);
+    get_is(v, c, "d", 1, "vd", 2, "ttl 1 at t0");
+    tclock_set(&clk, T0 * 2 + 1);
+    get_absent(v, c, "d", 1, "ttl 1 at t0+1");
+    destroy(v, c);
+}
+
+FOR_VARIANTS(default_ttl_no_ttl_and_huge_ttl, all_variants)
+ParameterizedTest(struct variant *v, cache, default_ttl_no_ttl_and_huge_ttl, .timeout = 30)
+{
+    const uint64_t D = 500;
+    struct tclock clk = {T0, 0};
+    ks_cache_t *c = make_clocked(v, &clk, D);
+    put_ok(v, c, "dflt", 4, "1", 1, 0);                      /* default_ttl: deadline t0+D */
+    put_ok(v, c, "long", 4, "2", 1, 2 * D);                  /* its own: t0+2D */
+    put_ok(v, c, "never", 5, "3", 1, KS_CACHE_NO_TTL);       /* never */
+    put_ok(v, c, "huge", 4, "4", 1, UINT64_MAX - 1);         /* t0 + huge: saturates, no wrap */
+    put_ok(v, c, "edge", 4, "5", 1, UINT64_MAX - T0 - 1);    /* exactly UINT64_MAX - 1 */
+    get_is(v, c, "huge", 4, "4", 1, "ttl UINT64_MAX-1 at once");
+    tclock_set(&clk, T0 + D - 1);
+    get_is(v, c, "dflt", 4, "1", 1, "default ttl at t0+D-1");
+    tclock_set(&clk, T0 + D);
+    get_absent(v, c, "dflt", 4, "default ttl at t0+D");
+    get_is(v, c, "long", 4, "2", 1, "ttl 2D at t0+D");
+    tclock_set(&clk, T0 + 2 * D);
+    get_absent(v, c, "long", 4, "ttl 2D at t0+2D");
+    tclock_set(&clk, UINT64_MAX / 2);
+    get_is(v, c, "huge", 4, "4", 1, "ttl UINT64_MAX-1 at UINT64_MAX/2");
+    tclock_set(&clk, UINT64_MAX - 2);
+    get_is(v, c, "huge", 4, "4", 1, "ttl UINT64_MAX-1 at UINT64_MAX-2");
+    get_is(v, c, "never", 5, "3", 1, "NO_TTL at UINT64_MAX-2");
+    get_is(v, c, "edge", 4, "5", 1, "deadline UINT64_MAX-1 at UINT64_MAX-2");
+    tclock_set(&clk, UINT64_MAX - 1);
+    get_is(v, c, "never", 5, "3", 1, "NO_TTL at UINT64_MAX-1");
+    get_is(v, c, "huge", 4, "4", 1, "ttl UINT64_MAX-1 at UINT64_MAX-1");
+    get_absent(v, c, "edge", 4, "deadline UINT64_MAX-1 at UINT64_MAX-1");
+    (void)ks_cache_sweep(c, 0);
+    struct ks_cache_stats s = stats(c);
+    ASSERT_STAT(v, s, expirations, 3);
+    ASSERT_STAT(v, s, size, 2);
+    destroy(v, c);
+
+    /* default_ttl 0: a ttl of 0 never expires. */
+    struct tclock clk2 = {T0, 0};
+    c = make_clocked(v, &clk2, 0);
+    put_ok(v, c, "z", 1, "zz", 2, 0);
+    tclock_set(&clk2, UINT64_MAX - 1);
+    get_is(v, c, "z", 1, "zz", 2, "ttl 0 without default_ttl, at UINT64_MAX-1");
+    cr_assert_eq(ks_cache_sweep(c, 0), 0u, "[%s] sweep removed an entry with no deadline", v->name);
+    destroy(v, c);
+}
+
+FOR_VARIANTS(sweep_removes_exactly_the_expired, all_variants)
+ParameterizedTest(struct variant *v, cache, sweep_removes_exactly_the_expired, .timeout = 30)
+{
+    enum { SHORT = 50, NEVER = 30, LONG = 20 };
+    const uint64_t T = 100;
+    struct tclock clk = {T0, 0};
+    ks_cache_t *c = make_clocked(v, &clk, 0);
+    unsigned char k[KLEN];
+    for (uint32_t i = 0; i < SHORT + NEVER + LONG; i++) {
+        key_of(k, i);
+        uint64_t ttl = i < SHORT ? T : i < SHORT + NEVER ? KS_CACHE_NO_TTL : 3 * T;
+        put_ok(v, c, k, KLEN, "val", 3, ttl);
+    }
+    /* Gets of entries without a deadline, and misses, do not read the clock. */
+    uint64_t r0 = tclock_reads(&clk);
+    for (uint32_t i = SHORT; i < SHORT + NEVER; i++) {
+        key_of(k, i);
+        get_is(v, c, k, KLEN, "val", 3, "NO_TTL entry");
+    }
+    for (uint32_t i = 1000; i < 1010; i++) {
+        key_of(k, i);
+        get_absent(v, c, k, KLEN, "never stored");
+    }
+    cr_assert_eq(tclock_reads(&clk), r0, "[%s] gets of entries without a deadline read the clock",
+                 v->name);
+
+    tclock_set(&clk, T0 + T);
+    size_t got = ks_cache_sweep(c, 0);
+    cr_assert_eq(got, (size_t)SHORT, "[%s] sweep(0) removed %zu, expected %d", v->name, got, SHORT);
+    struct ks_cache_stats s = stats(c);
+    ASSERT_STAT(v, s, expirations, SHORT);
+    ASSERT_STAT(v, s, size, NEVER + LONG);
+    ASSERT_STAT(v, s, bytes, (NEVER + LONG) * (KLEN + 3));
+    cr_assert_eq(ks_cache_sweep(c, 0), 0u, "[%s] a second sweep removed more", v->name);
+
+    /* Budget 1: each call examines one bucket (whole buckets until at least
+     * one entry has been examined), so it removes one chain's worth at most,
+     * and the calls together get round to every expired entry. */
+    tclock_set(&clk, T0 + 3 * T);
+    size_t total = 0, calls = 0, most = 0;
+    while (total < LONG && calls < 100000) {
+        size_t r = ks_cache_sweep(c, 1);
+        most = r > most ? r : most;
+        total += r;
+        calls++;
+    }
+    cr_assert_eq(total, (size_t)LONG, "[%s] incremental sweeps removed %zu of %d in %zu calls",
+                 v->name, total, LONG, calls);
+    cr_assert_lt(most, (size_t)LONG / 2, "[%s] one sweep(budget 1) removed %zu of %d", v->name,
+                 most, LONG);
+    cr_assert_geq(calls, (size_t)2, "[%s] budget 1 swept %d entries in only %zu calls",
+                  v->name, LONG, calls);
+    for (int i = 0; i < 1000; i++)
+        cr_assert_eq(ks_cache_sweep(c, 1), 0u, "[%s] sweep removed more than expired", v->name);
+    s = stats(c);
+    ASSERT_STAT(v, s, expirations, SHORT + LONG);
+    ASSERT_STAT(v, s, size, NEVER);
+    for (uint32_t i = 0; i < SHORT + NEVER + LONG; i++) {
+        key_of(k, i);
+        if (i >= SHORT && i < SHORT + NEVER)
+            get_is(v, c, k, KLEN, "val", 3, "NO_TTL after sweeps");
+        else
+            get_absent(v, c, k, KLEN, "swept");
+    }
+    destroy(v, c);
+}
+
+/* KS_CACHE_COARSE_CLOCK: the real (coarse) monotonic clock; an entry with
+ * a 1 ns ttl is gone a few ticks (1-4 ms each) later, long ones stay. */
+FOR_VARIANTS(coarse_clock_expires_within_a_few_ticks, all_variants)
+ParameterizedTest(struct variant *v, cache, coarse_clock_expires_within_a_few_ticks, .timeout = 30)
+{
+    struct ks_cache_options o = opts_for(v);
+    o.flags |= KS_CACHE_COARSE_CLOCK;
+    ks_cache_t *c = make_with(v, &o);
+    put_ok(v, c, "short", 5, "s", 1, 1);
+    put_ok(v, c, "hour", 4, "h", 1, 3600 * KS_CACHE_SECOND);
+    put_ok(v, c, "never", 5, "n", 1, KS_CACHE_NO_TTL);
+    kt_sleep_ns(20 * KT_MS);
+    get_absent(v, c, "short", 5, "ttl 1 ns, 20 ms later");
+    get_is(v, c, "hour", 4, "h", 1, "ttl 1 h, 20 ms later");
+    get_is(v, c, "never", 5, "n", 1, "NO_TTL, 20 ms later");
+    destroy(v, c);
+}
+
+/* ---- concurrency ------------------------------------------------------------------------ */
+
+#define NT 12 /* threads: oversubscribes the 2 cores */
+#define RUN_NS (250 * KT_MS * KT_SLOW)
+
+struct run {
+    ks_cache_t *c;
+    pthread_barrier_t start, end;
+    int nkeys;
+    int phases;
+    int64_t end_ns;
+    struct tclock *clk;
+};
+
+struct worker {
+    struct run *r;
+    int id;
+    uint64_t gets, hits, misses, puts, deletes;
+    uint64_t bad;       /* a get returned something that is not a whole value of its key */
+    uint64_t bad_rc;    /* an unexpected return code */
+    uint64_t expired;   /* a get returned an entry past its deadline */
+    uint64_t *last;     /* per key: the seq of this thread's last successful write, 0 none */
+    char pad[64];
+};
+
+static int check_get(struct worker *w, uint32_t id, unsigned char *buf, struct vhdr *h)
+{
+    unsigned char k[KLEN];
+    size_t n = 0;
+    key_of(k, id);
+    int e = ks_cache_get(w->r->c, k, KLEN, buf, VMAX, &n);
+    w->gets++;
+    if (e == ENOENT) {
+        w->misses++;
+    } else if (e == 0) {
+        w->hits++;
+        if (!value_ok(buf, n, id, h))
+            w->bad++;
+    } else {
+        w->hits++; /* ERANGE is a hit, but no value is ever longer than VMAX */
+        w->bad_rc++;
+    }
+    return e;
+}
+
+static int do_put(struct worker *w, uint32_t id, uint64_t seq, uint64_t ttl)
+{
+    unsigned char k[KLEN], val[VMAX];
+    key_of(k, id);
+    size_t n = make_value(val, id, (uint32_t)w->id, seq);
+    int e = ks_cache_put(w->r->c, k, KLEN, val, n, ttl);
+    if (e == 0)
+        w->puts++;
+    else
+        w->bad_rc++;
+    return e;
+}
+
+static int do_delete(struct worker *w, uint32_t id)
+{
+    unsigned char k[KLEN];
+    key_of(k, id);
+    int e = ks_cache_delete(w->r->c, k, KLEN);
+    if (e == 0)
+        w->deletes++;
+    else if (e != ENOENT)
+        w->bad_rc++;
+    return e;
+}
+
+static void run_workers(struct worker *w, int n, void *(*fn)(void *))
+{
+    pthread_t t[KT_MAX_THREADS];
+    for (int i = 0; i < n; i++)
+        kt_spawn(&t[i], fn, &w[i]);
+    int64_t deadline = ks_now() + 20 * KS_NSEC_PER_SEC;
+    for (int i = 0; i < n; i++)
+        cr_assert(kt_join_by(t[i], deadline), "worker %d did not finish", i);
+}
+
+static void sum_workers(const struct variant *v, struct worker *w, int n, struct worker *tot)
+{
+    memset(tot, 0, sizeof *tot);
+    for (int i = 0; i < n; i++) {
+        tot->gets += w[i].gets;
+        tot->hits += w[i].hits;
+        tot->misses += w[i].misses;
+        tot->puts += w[i].puts;
+        tot->deletes += w[i].deletes;
+        tot->bad += w[i].bad;
+        tot->bad_rc += w[i].bad_rc;
+        tot->expired += w[i].expired;
+    }
+    cr_assert_eq(tot->bad, 0u, "[%s] %llu gets returned a torn, mixed or foreign value", v->name,
+                 (unsigned long long)tot->bad);
+    cr_assert_eq(tot->bad_rc, 0u, "[%s] %llu calls returned an unexpected code", v->name,
+                 (unsigned long long)tot->bad_rc);
+    cr_assert_eq(tot->expired, 0u, "[%s] %llu gets returned an entry past its deadline", v->name,
+                 (unsigned long long)tot->expired);
+}
+
+/* Last writer wins, keys owned in turn: in phase p key k is written only by
+ * thread (k + p) % NT (others read it meanwhile), and the phases are
+ * separated by barriers, so after each phase the key must hold its owner's
+ * last write -- or be absent if the owner's last act was a delete. */
+static void *owner_worker(void *arg)
+{
+    struct worker *w = arg;
+    struct run *r = w->r;
+    uint64_t s = 0x9e3779b9u * (uint64_t)(w->id + 1), seq = 0;
+    unsigned char buf[VMAX];
+    struct vhdr h;
+    for (int p = 0; p < r->phases; p++) {
+        pthread_barrier_wait(&r->start);
+        for (int round = 0; round < 4; round++)
+            for (int k = 0; k < r->nkeys; k++) {
+                if ((k + p) % NT == w->id) {
+                    if (rnd(&s) % 8 == 0) {
+                        do_delete(w, (uint32_t)k);
+                        w->last[k] = 0;
+                    } else if (do_put(w, (uint32_t)k, ++seq, 0) == 0) {
+                        w->last[k] = seq;
+                    }
+                } else {
+                    check_get(w, (uint32_t)(rnd(&s) % (uint64_t)r->nkeys), buf, &h);
+                }
+            }
+        pthread_barrier_wait(&r->end);
+    }
+    return NULL;
+}
+
+FOR_VARIANTS(concurrent_last_writer_wins_with_owners_in_turn, all_variants)
+ParameterizedTest(struct variant *v, cache, concurrent_last_writer_wins_with_owners_in_turn,
+                  .timeout = 60)
+{
+    enum { NK = 96, PHASES = 40 };
+    static struct run r;
+    static struct worker w[NT];
+    static uint64_t last[NT][NK];
+    memset(&r, 0, sizeof r);
+    memset(w, 0, sizeof w);
+    memset(last, 0, sizeof last);
+    r.c = make(v);
+    r.nkeys = NK;
+    r.phases = PHASES;
+    pthread_barrier_init(&r.start, NULL, NT + 1);
+    pthread_barrier_init(&r.end, NULL, NT + 1);
+    pthread_t t[NT];
+    for (int i = 0; i < NT; i++) {
+        w[i].r = &r;
+        w[i].id = i;
+        w[i].last = last[i];
+        kt_spawn(&t[i], owner_worker, &w[i]);
+    }
+    unsigned char k[KLEN], buf[VMAX];
+    uint64_t main_gets = 0;
+    for (int p = 0; p < PHASES; p++) {
+        pthread_barrier_wait(&r.start);
+        pthread_barrier_wait(&r.end);
+        /* The workers wait at the next start: nothing changes while we look. */
+        for (int id = 0; id < NK; id++) {
+            int owner = (id + p) % NT;
+            key_of(k, (uint32_t)id);
+            size_t n = 0;
+            int e = ks_cache_get(r.c, k, KLEN, buf, sizeof buf, &n);
+            main_gets++;
+            if (last[owner][id] == 0) {
+                cr_assert_eq(e, ENOENT, "[%s] phase %d key %d: owner %d deleted it last, get %d",
+                             v->name, p, id, owner, e);
+            } else {
+                struct vhdr h;
+                cr_assert_eq(e, 0, "[%s] phase %d key %d: get %d", v->name, p, id, e);
+                cr_assert(value_ok(buf, n, (uint32_t)id, &h), "[%s] phase %d key %d: bad value",
+                          v->name, p, id);
+                cr_assert(h.writer == (uint32_t)owner && h.seq == last[owner][id],
+                          "[%s] phase %d key %d: holds (writer %u, seq %llu), last write was "
+                          "(writer %d, seq %llu)",
+                          v->name, p, id, h.writer, (unsigned long long)h.seq, owner,
+                          (unsigned long long)last[owner][id]);
+            }
+        }
+    }
+    int64_t deadline = ks_now() + 20 * KS_NSEC_PER_SEC;
+    for (int i = 0; i < NT; i++)
+        cr_assert(kt_join_by(t[i], deadline), "[%s] worker %d did not finish", v->name, i);
+    struct worker tot;
+    sum_workers(v, w, NT, &tot);
+    struct ks_cache_stats s = stats(r.c);
+    ASSERT_STAT(v, s, gets, tot.gets + main_gets);
+    ASSERT_STAT(v, s, puts, tot.puts);
+    ASSERT_STAT(v, s, deletes, tot.deletes);
+    pthread_barrier_destroy(&r.start);
+    pthread_barrier_destroy(&r.end);
+    destroy(v, r.c);
+}
+
+/* Free-for-all on a few keys: each thread writes values tagged with its own
+ * increasing seq.  Whatever order the puts took effect in, the last one on
+ * a key was its writer's last put on that key; so the final value must be
+ * (w, last[w][k]) for some thread w. */
+static void *ffa_worker(void *arg)
+{
+    struct worker *w = arg;
+    struct run *r = w->r;
+    uint64_t s = 0x51ed27u * (uint64_t)(w->id + 3), seq = 0;
+    unsigned char buf[VMAX];
+    struct vhdr h;
+    pthread_barrier_wait(&r->start);
+    for (uint64_t i = 0;; i++) {
+        if (i % 64 == 0 && ks_now() > r->end_ns)
+            break;
+        uint32_t k = (uint32_t)(rnd(&s) % (uint64_t)r->nkeys);
+        if (rnd(&s) % 2) {
+            if (do_put(w, k, ++seq, 0) == 0)
+                w->last[k] = seq;
+        } else {
+            check_get(w, k, buf, &h);
+        }
+    }
+    return NULL;
+}
+
+FOR_VARIANTS(concurrent_final_value_is_some_threads_last_write, all_variants)
+ParameterizedTest(struct variant *v, cache, concurrent_final_value_is_some_threads_last_write,
+                  .timeout = 60)
+{
+    enum { NK = 8 };
+    static struct run r;
+    static struct worker w[NT];
+    static uint64_t last[NT][NK];
+    memset(&r, 0, sizeof r);
+    memset(w, 0, sizeof w);
+    memset(last, 0, sizeof last);
+    r.c = make(v);
+    r.nkeys = NK;
+    pthread_barrier_init(&r.start, NULL, NT);
+    r.end_ns = ks_now() + RUN_NS;
+    for (int i = 0; i < NT; i++) {
+        w[i].r = &r;
+        w[i].id = i;
+        w[i].last = last[i];
+    }
+    run_workers(w, NT, ffa_worker);
+    struct worker tot;
+    sum_workers(v, w, NT, &tot);
+    unsigned char k[KLEN], buf[VMAX];
+    for (int id = 0; id < NK; id++) {
+        key_of(k, (uint32_t)id);
+        size_t n = 0;
+        int e = ks_cache_get(r.c, k, KLEN, buf, sizeof buf, &n);
+        struct vhdr h;
+        cr_assert_eq(e, 0, "[%s] key %d: get %d", v->name, id, e);
+        cr_assert(value_ok(buf, n, (uint32_t)id, &h), "[%s] key %d: bad value", v->name, id);
+        cr_assert(h.writer < NT, "[%s] key %d: writer %u", v->name, id, h.writer);
+        cr_assert(h.seq == last[h.writer][id],
+                  "[%s] key %d holds thread %u's seq %llu, but that thread's last write to it "
+                  "was seq %llu: a stale put won",
+                  v->name, id, h.writer, (unsigned long long)h.seq,
+                  (unsigned long long)last[h.writer][id]);
+    }
+    struct ks_cache_stats s = stats(r.c);
+    ASSERT_STAT(v, s, puts, tot.puts);
+    ASSERT_STAT(v, s, gets, tot.gets + NK);
+    ASSERT_STAT(v, s, size, NK);
+    pthread_barrier_destroy(&r.start);
+    destroy(v, r.c);
+}
+
+/* Writers replace and delete (values of varying length), readers get;
+ * every get is ENOENT or a whole value of its key; afterwards the counters
+ * equal what the threads counted and size/bytes what the cache holds. */
+static void *churn_writer(void *arg)
+{
+    struct worker *w = arg;
+    struct run *r = w->r;
+    uint64_t s = 0xabcdefu * (uint64_t)(w->id + 1), seq = 0;
+    pthread_barrier_wait(&r->start);
+    for (uint64_t i = 0;; i++) {
+        if (i % 32 == 0 && ks_now() > r->end_ns)
+            break;
+        uint32_t k = (uint32_t)(rnd(&s) % (uint64_t)r->nkeys);
+        if (rnd(&s) % 4 == 0)
+            do_delete(w, k);
+        else
+            do_put(w, k, ++seq, 0);
+    }
+    return NULL;
+}
+
+static void *churn_reader(void *arg)
+{
+    struct worker *w = arg;
+    struct run *r = w->r;
+    uint64_t s = 0x777u * (uint64_t)(w->id + 1);
+    unsigned char buf[VMAX];
+    struct vhdr h;
+    pthread_barrier_wait(&r->start);
+    for (uint64_t i = 0;; i++) {
+        if (i % 64 == 0 && ks_now() > r->end_ns)
+            break;
+        check_get(w, (uint32_t)(rnd(&s) % (uint64_t)r->nkeys), buf, &h);
+    }
+    return NULL;
+}
+
+static void *churn_mixed(void *arg)
+{
+    struct worker *w = arg;
+    return w->id % 3 == 0 ? churn_writer(arg) : churn_reader(arg);
+}
+
+/* After the threads: every key's value whole, size and bytes what the gets
+ * find; returns the gets this made. */
+static uint64_t check_contents(const struct variant *v, ks_cache_t *c, int nkeys)
+{
+    unsigned char k[KLEN], buf[VMAX];
+    uint64_t found = 0, bytes = 0;
+    for (int id = 0; id < nkeys; id++) {
+        key_of(k, (uint32_t)id);
+        size_t n = 0;
+        struct vhdr h;
+        int e = ks_cache_get(c, k, KLEN, buf, sizeof buf, &n);
+        cr_assert(e == 0 || e == ENOENT, "[%s] key %d: get %d", v->name, id, e);
+        if (e == 0) {
+            cr_assert(value_ok(buf, n, (uint32_t)id, &h), "[%s] key %d: bad value", v->name, id);
+            found++;
+            bytes += KLEN + n;
+        }
+    }
+    struct ks_cache_stats s = stats(c);
+    ASSERT_STAT(v, s, size, found);
+    ASSERT_STAT(v, s, bytes, bytes);
+    return (uint64_t)nkeys;
+}
+
+static void churn(const struct variant *v, int nkeys)
+{
+    static struct run r;
+    static struct worker w[NT];
+    memset(&r, 0, sizeof r);
+    memset(w, 0, sizeof w);
+    r.c = make(v);
+    r.nkeys = nkeys;
+    pthread_barrier_init(&r.start, NULL, NT);
+    r.end_ns = ks_now() + RUN_NS;
+    for (int i = 0; i < NT; i++) {
+        w[i].r = &r;
+        w[i].id = i;
+    }
+    run_workers(w, NT, churn_mixed);
+    struct worker tot;
+    sum_workers(v, w, NT, &tot);
+    cr_assert_gt(tot.hits, 0u, "[%s] no get ever hit: the run tested nothing", v->name);
+    cr_assert_gt(tot.misses, 0u, "[%s] no get ever missed: deletes never raced", v->name);
+    struct ks_cache_stats s = stats(r.c);
+    ASSERT_STAT(v, s, gets, tot.gets);
+    ASSERT_STAT(v, s, hits, tot.hits);
+    ASSERT_STAT(v, s, misses, tot.misses);
+    ASSERT_STAT(v, s, puts, tot.puts);
+    ASSERT_STAT(v, s, deletes, tot.deletes);
+    ASSERT_STAT(v, s, expirations, 0);
+    ASSERT_STAT(v, s, evictions, 0);
+    check_contents(v, r.c, nkeys);
+    pthread_barrier_destroy(&r.start);
+    destroy(v, r.c);
+}
+
+FOR_VARIANTS(concurrent_gets_racing_deletes_see_whole_values_and_stats_add_up, all_variants)
+ParameterizedTest(struct variant *v, cache,
+                  concurrent_gets_racing_deletes_see_whole_values_and_stats_add_up, .timeout = 60)
+{
+    churn(v, 200);
+}
+
+FOR_VARIANTS(concurrent_gets_racing_replacements_of_few_keys_never_see_a_mix, all_variants)
+ParameterizedTest(struct variant *v, cache,
+                  concurrent_gets_racing_replacements_of_few_keys_never_see_a_mix, .timeout = 60)
+{
+    churn(v, 2);
+}
+
+/* Hit and miss counts are exact whatever the threads do: waves of
+ * short-lived threads (so that whatever per-thread counting the cache does
+ * is handed from exiting threads to new ones), then 80 at once (more than
+ * a cache line per thread would give, on many machines). */
+static void *getter(void *arg)
+{
+    struct worker *w = arg;
+    unsigned char buf[VMAX];
+    struct vhdr h;
+    uint64_t s = 0x5bd1e995u * (uint64_t)(w->id + 1);
+    /* One get each before any goes on: every thread has counted (and holds
+     * whatever per-thread counter it was given) while all the rest count. */
+    check_get(w, 0, buf, &h);
+    pthread_barrier_wait(&w->r->start);
+    for (int i = 0; i < 6000 / KT_SLOW; i++) {
+        check_get(w, (uint32_t)(rnd(&s) % (uint64_t)(2 * w->r->nkeys)), buf, &h);
+        if (i % 16 == 15)
+            sched_yield(); /* interleave the threads, not one slice each */
+    }
+    return NULL;
+}
+
+FOR_VARIANTS(stats_exact_across_short_lived_and_many_threads, all_variants)
+ParameterizedTest(struct variant *v, cache, stats_exact_across_short_lived_and_many_threads,
+                  .timeout = 60)
+{
+    enum { WAVES = 6, PER_WAVE = 12, MANY = 80, NK = 100 };
+    static struct run r;
+    static struct worker w[MANY];
+    memset(&r, 0, sizeof r);
+    r.c = make(v);
+    r.nkeys = NK;
+    unsigned char k[KLEN], val[VMAX];
+    for (uint32_t i = 0; i < NK; i++) { /* keys 0..NK-1 present, NK..2NK-1 absent */
+        key_of(k, i);
+        put_ok(v, r.c, k, KLEN, val, make_value(val, i, 0, 1), 0);
+    }
+    uint64_t gets = 0, hits = 0, misses = 0;
+    for (int wave = 0; wave <= WAVES; wave++) {
+        int n = wave == WAVES ? MANY : PER_WAVE;
+        memset(w, 0, sizeof w);
+        for (int i = 0; i < n; i++) {
+            w[i].r = &r;
+            w[i].id = wave * 1000 + i;
+        }
+        pthread_barrier_init(&r.start, NULL, (unsigned)n);
+        run_workers(w, n, getter);
+        pthread_barrier_destroy(&r.start);
+        struct worker tot;
+        sum_workers(v, w, n, &tot);
+        gets += tot.gets;
+        hits += tot.hits;
+        misses += tot.misses;
+        struct ks_cache_stats s = stats(r.c);
+        ASSERT_STAT(v, s, gets, gets);
+        ASSERT_STAT(v, s, hits, hits);
+        ASSERT_STAT(v, s, misses, misses);
+    }
+    destroy(v, r.c);
+}
+
+/* TTL under threads: the clock moves only between phases (the workers wait
+ * at a barrier), so in phase p it reads P and a put's deadline is exactly
+ * P + ttl, which the value carries as its seq.  A get in a phase with clock
+ * Q must never return a value whose deadline is <= Q. */
+static void *ttl_worker(void *arg)
+{
+    struct worker *w = arg;
+    struct run *r = w->r;
+    uint64_t s = 0x3141u * (uint64_t)(w->id + 1);
+    unsigned char buf[VMAX];
+    struct vhdr h;
+    for (int p = 0; p < r->phases; p++) {
+        pthread_barrier_wait(&r->start);
+        uint64_t now = __atomic_load_n(&r->clk->now, __ATOMIC_SEQ_CST);
+        for (int i = 0; i < 300; i++) {
+            uint32_t k = (uint32_t)(rnd(&s) % (uint64_t)r->nkeys);
+            unsigned op = (unsigned)(rnd(&s) % 100);
+            if (op < 3) { /* few puts, so that entries live long enough to expire */
+                unsigned q = (unsigned)(rnd(&s) % 5);
+                /* multiples of the phase step: deadlines fall on phase clocks exactly */
+                uint64_t ttl = q == 4 ? KS_CACHE_NO_TTL : (q + 1) * 7;
+                do_put(w, k, ttl == KS_CACHE_NO_TTL ? 0 : now + ttl, ttl);
+            } else if (op == 3 && i % 50 == 0) {
+                (void)ks_cache_sweep(r->c, 4);
+            } else if (check_get(w, k, buf, &h) == 0 && h.seq != 0 && h.seq <= now) {
+                w->expired++;
+            }
+        }
+        pthread_barrier_wait(&r->end);
+    }
+    return NULL;
+}
+
+FOR_VARIANTS(concurrent_gets_never_return_an_expired_entry, all_variants)
+ParameterizedTest(struct variant *v, cache, concurrent_gets_never_return_an_expired_entry,
+                  .timeout = 60)
+{
+    enum { PHASES = 60, NK = 256 };
+    static struct run r;
+    static struct worker w[NT];
+    static struct tclock clk;
+    memset(&r, 0, sizeof r);
+    memset(w, 0, sizeof w);
+    clk.now = T0;
+    clk.reads = 0;
+    r.c = make_clocked(v, &clk, 0);
+    r.clk = &clk;
+    r.nkeys = NK;
+    r.phases = PHASES;
+    pthread_barrier_init(&r.start, NULL, NT + 1);
+    pthread_barrier_init(&r.end, NULL, NT + 1);
+    pthread_t t[NT];
+    for (int i = 0; i < NT; i++) {
+        w[i].r = &r;
+        w[i].id = i;
+        kt_spawn(&t[i], ttl_worker, &w[i]);
+    }
+    for (int p = 0; p < PHASES; p++) {
+        tclock_set(&clk, T0 + (uint64_t)p * 7); /* 7: see ttl_worker */
+        pthread_barrier_wait(&r.start);
+        pthread_barrier_wait(&r.end);
+    }
+    int64_t deadline = ks_now() + 20 * KS_NSEC_PER_SEC;
+    for (int i = 0; i < NT; i++)
+        cr_assert(kt_join_by(t[i], deadline), "[%s] worker %d did not finish", v->name, i);
+    struct worker tot;
+    sum_workers(v, w, NT, &tot);
+    struct ks_cache_stats s = stats(r.c);
+    cr_assert_gt(s.expirations, 0u, "[%s] nothing expired: the run tested nothing", v->name);
+    ASSERT_STAT(v, s, gets, tot.gets);
+    ASSERT_STAT(v, s, hits, tot.hits);
+    ASSERT_STAT(v, s, puts, tot.puts);
+    /* Much later: only NO_TTL values are left, and a full sweep leaves
+     * exactly those. */
+    tclock_set(&clk, UINT64_MAX - 1);
+    (void)ks_cache_sweep(r.c, 0);
+    unsigned char k[KLEN], buf[VMAX];
+    uint64_t found = 0;
+    for (int id = 0; id < NK; id++) {
+        key_of(k, (uint32_t)id);
+        size_t n = 0;
+        struct vhdr h;
+        int e = ks_cache_get(r.c, k, KLEN, buf, sizeof buf, &n);
+        if (e == 0) {
+            cr_assert(value_ok(buf, n, (uint32_t)id, &h), "[%s] key %d: bad value", v->name, id);
+            cr_assert_eq(h.seq, 0u, "[%s] key %d: a value with a deadline outlived it", v->name, id);
+            found++;
+        } else {
+            cr_assert_eq(e, ENOENT, "[%s] key %d: get %d", v->name, id, e);
+        }
+    }
+    s = stats(r.c);
+    ASSERT_STAT(v, s, size, found);
+    pthread_barrier_destroy(&r.start);
+    pthread_barrier_destroy(&r.end);
+    destroy(v, r.c);
+}
+
+/* ---- reclamation --------------------------------------------------------------------- */
+
+/* Many replacements, deletes (and, BOUNDED, evictions) while readers read;
+ * then destroy.  Every entry retired through ks_epoch is freed once a
+ * barrier returns (ASan/LSan check use-after-free and leaks). */
+FOR_VARIANTS(reclamation_catches_up_after_churn_and_destroy, epoch_variants)
+ParameterizedTest(struct variant *v, cache, reclamation_catches_up_after_churn_and_destroy,
+                  .timeout = 60)
+{
+    static struct run r;
+    static struct worker w[16];
+    memset(&r, 0, sizeof r);
+    memset(w, 0, sizeof w);
+    struct ks_epoch_stats e0, e1;
+    ks_epoch_stats(&e0);
+    struct ks_cache_options o = opts_for(v);
+    if (v->variant == KS_CACHE_BOUNDED)
+        o.capacity = 64; /* evictions too */
+    r.c = make_with(v, &o);
+    r.nkeys = 128;
+    pthread_barrier_init(&r.start, NULL, 16);
+    r.end_ns = ks_now() + RUN_NS;
+    for (int i = 0; i < 16; i++) {
+        w[i].r = &r;
+        w[i].id = i;
+    }
+    run_workers(w, 16, churn_mixed);
+    struct worker tot;
+    sum_workers(v, w, 16, &tot);
+    struct ks_cache_stats s = stats(r.c);
+    ASSERT_STAT(v, s, deletes, tot.deletes);
+    if (v->variant == KS_CACHE_BOUNDED)
+        cr_assert_leq(s.size, 64u, "[%s] size %llu over capacity 64", v->name,
+                      (unsigned long long)s.size);
+    /* at least the deleted and evicted entries went through the epoch */
+    uint64_t removed = s.deletes + s.evictions;
+    pthread_barrier_destroy(&r.start);
+    destroy(v, r.c);
+    cr_assert_eq(ks_epoch_barrier(), 0);
+    ks_epoch_stats(&e1);
+    cr_assert_geq(e1.retired - e0.retired, removed,
+                  "[%s] %llu entries retired, but %llu were deleted or evicted", v->name,
+                  (unsigned long long)(e1.retired - e0.retired), (unsigned long long)removed);
+    cr_assert_eq(e1.freed, e1.retired, "[%s] after destroy and a barrier %llu retired, %llu freed",
+                 v->name, (unsigned long long)e1.retired, (unsigned long long)e1.freed);
+}
+
+/* ---- capacity ------------------------------------------------------------------------- */
+
+/* Any variant given a capacity stays within it; with one shard, evictions
+ * are exactly the distinct puts beyond it. */
+FOR_VARIANTS(capacity_bounds_size_and_evictions_are_exact, all_variants)
+ParameterizedTest(struct variant *v, cache, capacity_bounds_size_and_evictions_are_exact,
+                  .timeout = 30)
+{
+    enum { CAP = 64, N = 300 };
+    unsigned char k[KLEN], val[VMAX];
+    for (int one = 1; one >= 0; one--) {
+        struct ks_cache_options o = opts_for(v);
+        o.capacity = CAP;
+        o.shards = one ? 1 : 0;
+        ks_cache_t *c = make_with(v, &o);
+        for (uint32_t i = 0; i < N; i++) {
+            key_of(k, i);
+            size_t n = make_value(val, i, 0, 1);
+            put_ok(v, c, k, KLEN, val, n, 0);
+            struct ks_cache_stats s = stats(c);
+            cr_assert_leq(s.size, (uint64_t)CAP, "[%s] shards %u: size %llu over capacity after put %u",
+                          v->name, o.shards, (unsigned long long)s.size, i);
+            if (one)
+                ASSERT_STAT(v, s, size, i + 1 < CAP ? i + 1 : CAP);
+            /* distinct keys, no TTL, no deletes: each put is held or was evicted */
+            cr_assert_eq(s.size + s.evictions, (uint64_t)i + 1,
+                         "[%s] shards %u: size %llu + evictions %llu != puts %u", v->name,
+                         o.shards, (unsigned long long)s.size, (unsigned long long)s.evictions,
+                         i + 1);
+        }
+        struct ks_cache_stats s = stats(c);
+        ASSERT_STAT(v, s, puts, N);
+        if (one)
+            ASSERT_STAT(v, s, evictions, N - CAP);
+        check_contents(v, c, N);
+        /* Replacements of present keys and random deletes keep it bounded too. */
+        uint64_t seed = 99;
+        for (int i = 0; i < 2000; i++) {
+            uint32_t id = (uint32_t)(rnd(&seed) % N);
+            key_of(k, id);
+            if (i % 7 == 0) {
+                int e = ks_cache_delete(c, k, KLEN);
+                cr_assert(e == 0 || e == ENOENT, "[%s] delete %d", v->name, e);
+            } else {
+                size_t n = make_value(val, id, 1, (uint64_t)i);
+                put_ok(v, c, k, KLEN, val, n, 0);
+            }
+            s = stats(c);
+            cr_assert_leq(s.size, (uint64_t)CAP, "[%s] size %llu over capacity", v->name,
+                          (unsigned long long)s.size);
+        }
+        check_contents(v, c, N);
+        destroy(v, c);
+    }
+}
+
+FOR_VARIANTS(max_bytes_bounds_bytes_and_larger_entries_are_emsgsize, all_variants)
+ParameterizedTest(struct variant *v, cache, max_bytes_bounds_bytes_and_larger_entries_are_emsgsize,
+                  .timeout = 30)
+{
+    enum { MAXB = 4096 };
+    unsigned char k[KLEN], val[VMAX];
+    static unsigned char big[MAXB + 1];
+    for (int one = 1; one >= 0; one--) {
+        struct ks_cache_options o = opts_for(v);
+        o.capacity = 0;
+        o.max_bytes = MAXB;
+        o.shards = one ? 1 : 0;
+        ks_cache_t *c = make_with(v, &o);
+        uint64_t seed = 7;
+        for (int i = 0; i < 3000; i++) {
+            uint32_t id = (uint32_t)(rnd(&seed) % 500);
+            key_of(k, id);
+            size_t n = make_value(val, id, 0, (uint64_t)i);
+            put_ok(v, c, k, KLEN, val, n, 0);
+            struct ks_cache_stats s = stats(c);
+            cr_assert_leq(s.bytes, (uint64_t)MAXB, "[%s] shards %u: bytes %llu over max_bytes",
+                          v->name, o.shards, (unsigned long long)s.bytes);
+        }
+        check_contents(v, c, 500);
+        /* An entry larger than the whole byte capacity cannot be held. */
+        struct ks_cache_stats s0 = stats(c);
+        int e = ks_cache_put(c, "big", 3, big, MAXB - 2, 0);
+        cr_assert_eq(e, EMSGSIZE, "[%s] shards %u: entry of max_bytes+1: %d", v->name, o.shards, e);
+        e = ks_cache_put(c, "", 0, big, MAXB + 1, 0);
+        cr_assert_eq(e, EMSGSIZE, "[%s] shards %u: value of max_bytes+1: %d", v->name, o.shards, e);
+        struct ks_cache_stats s1 = stats(c);
+        assert_same_stats(v, &s0, &s1, "an EMSGSIZE put");
+        if (one) { /* one shard holds max_bytes: an entry of exactly that fits, alone */
+            put_ok(v, c, "big", 3, big, MAXB - 3, 0);
+            s1 = stats(c);
+            ASSERT_STAT(v, s1, size, 1);
+            ASSERT_STAT(v, s1, bytes, MAXB);
+        }
+        destroy(v, c);
+    }
+}
+
+FOR_VARIANTS(noevict_full_cache_is_enospc_and_unchanged, bounded_variant)
+ParameterizedTest(struct variant *v, cache, noevict_full_cache_is_enospc_and_unchanged, .timeout = 30)
+{
+    enum { CAP = 40 };
+    unsigned char k[KLEN], val[VMAX];
+    for (int one = 1; one >= 0; one--) {
+        struct ks_cache_options o = opts_for(v);
+        o.capacity = CAP;
+        o.flags |= KS_CACHE_NOEVICT;
+        o.shards = one ? 1 : 0;
+        ks_cache_t *c = make_with(v, &o);
+        uint32_t stored = 0, refused = 0;
+        for (uint32_t i = 0; i < 4 * CAP; i++) {
+            key_of(k, i);
+            size_t n = make_value(val, i, 0, 1);
+            struct ks_cache_stats s0 = stats(c);
+            int e = ks_cache_put(c, k, KLEN, val, n, 0);
+            if (e == ENOSPC) {
+                refused++;
+                struct ks_cache_stats s1 = stats(c);
+                assert_same_stats(v, &s0, &s1, "an ENOSPC put");
+                get_absent(v, c, k, KLEN, "refused with ENOSPC");
+            } else {
+                cr_assert_eq(e, 0, "[%s] put %u: %d", v->name, i, e);
+                stored++;
+            }
+            if (one)
+                cr_assert_eq(e, i < CAP ? 0 : ENOSPC, "[%s] one shard, put %u of capacity %d: %d",
+                             v->name, i, CAP, e);
+        }
+        cr_assert_gt(refused, 0u, "[%s] never full", v->name);
+        struct ks_cache_stats s = stats(c);
+        ASSERT_STAT(v, s, size, stored);
+        ASSERT_STAT(v, s, evictions, 0);
+        cr_assert_leq(s.size, (uint64_t)CAP);
+        /* nothing stored was evicted */
+        unsigned char buf[VMAX];
+        uint32_t found = 0;
+        for (uint32_t i = 0; i < 4 * CAP; i++) {
+            key_of(k, i);
+            size_t n = 0;
+            if (ks_cache_get(c, k, KLEN, buf, sizeof buf, &n) == 0)
+                found++;
+        }
+        cr_assert_eq(found, stored, "[%s] %u stored, %u found: NOEVICT evicted", v->name, stored,
+                     found);
+        destroy(v, c);
+    }
+}
+
+/* A hot set of 100 keys, one of them read (put back on a miss) after every
+ * 5 keys of a scan of 100000 one-time keys, through a cache of 1000: most of
+ * the hot set must survive.  A plain FIFO of the same size keeps a key only
+ * for 1000 insertions whatever its reads, and loses about a fifth of it
+ * (computed below for the same sequence). */
+FOR_VARIANTS(eviction_keeps_a_hot_set_through_a_scan, bounded_variant)
+ParameterizedTest(struct variant *v, cache, eviction_keeps_a_hot_set_through_a_scan, .timeout = 60)
+{
+    enum { CAP = 1000, HOT = 100, SCAN = 100000, EVERY = 5 };
+    unsigned char k[KLEN], buf[64];
+    for (int one = 1; one >= 0; one--) {
+        struct ks_cache_options o = opts_for(v);
+        o.capacity = CAP;
+        o.shards = one ? 1 : 0;
+        ks_cache_t *c = make_with(v, &o);
+        long fifo_last[HOT], fifo_n = 0; /* the FIFO model: insertion number of each hot key */
+        for (int h = 0; h < HOT; h++)
+            fifo_last[h] = -CAP - 1;
+        for (uint32_t i = 0; i < SCAN; i++) {
+            key_of(k, 1000000 + i);
+            put_ok(v, c, k, KLEN, "scan", 4, 0);
+            fifo_n++;
+            if (i % EVERY == EVERY - 1) {
+                int h = (int)((i / EVERY) % HOT);
+                key_of(k, (uint32_t)h);
+                size_t n = 0;
+                int e = ks_cache_get(c, k, KLEN, buf, sizeof buf, &n);
+                cr_assert(e == 0 || e == ENOENT, "[%s] get %d", v->name, e);
+                if (e == ENOENT)
+                    put_ok(v, c, k, KLEN, "hot", 3, 0);
+                if (fifo_n - fifo_last[h] > CAP)
+                    fifo_last[h] = fifo_n++;
+            }
+        }
+        int present = 0, fifo_present = 0;
+        for (int h = 0; h < HOT; h++) {
+            key_of(k, (uint32_t)h);
+            size_t n = 0;
+            if (ks_cache_get(c, k, KLEN, buf, sizeof buf, &n) == 0)
+                present++;
+            if (fifo_n - fifo_last[h] <= CAP)
+                fifo_present++;
+        }
+        cr_log_info("[%s] shards %u: %d of %d hot keys kept (plain FIFO: %d)", v->name, o.shards,
+                    present, HOT, fifo_present);
+        cr_assert_lt(fifo_present, HOT * 9 / 10, "the sequence does not tell S3-FIFO from FIFO");
+        cr_assert_geq(present, HOT * 9 / 10, "[%s] shards %u: only %d of %d hot keys kept (FIFO: %d)",
+                      v->name, o.shards, present, HOT, fifo_present);
+        struct ks_cache_stats s = stats(c);
+        cr_assert_leq(s.size, (uint64_t)CAP);
+        destroy(v, c);
+    }
+}
+
+/* Many threads over a bounded cache: at the end, within capacity and bytes,
+ * and size/bytes are what the cache holds. */
+static void *bounded_worker(void *arg)
+{
+    struct worker *w = arg;
+    struct run *r = w->r;
+    uint64_t s = 0x1001u * (uint64_t)(w->id + 1), seq = 0;
+    unsigned char buf[VMAX];
+    struct vhdr h;
+    pthread_barrier_wait(&r->start);
+    for (uint64_t i = 0;; i++) {
+        if (i % 64 == 0 && ks_now() > r->end_ns)
+            break;
+        uint32_t k = (uint32_t)(rnd(&s) % (uint64_t)r->nkeys);
+        unsigned op = (unsigned)(rnd(&s) % 10);
+        if (op < 4)
+            do_put(w, k, ++seq, 0);
+        else if (op == 4)
+            do_delete(w, k);
+        else
+            check_get(w, k, buf, &h);
+    }
+    return NULL;
+}
+
+FOR_VARIANTS(concurrent_capacity_holds, all_variants)
+ParameterizedTest(struct variant *v, cache, concurrent_capacity_holds, .timeout = 60)
+{
+    static struct run r;
+    static struct worker w[NT];
+    memset(&r, 0, sizeof r);
+    memset(w, 0, sizeof w);
+    struct ks_cache_options o = opts_for(v);
+    o.capacity = 300;
+    o.max_bytes = 300 * 100;
+    r.c = make_with(v, &o);
+    r.nkeys = 4000;
+    pthread_barrier_init(&r.start, NULL, NT);
+    r.end_ns = ks_now() + RUN_NS;
+    for (int i = 0; i < NT; i++) {
+        w[i].r = &r;
+        w[i].id = i;
+    }
+    run_workers(w, NT, bounded_worker);
+    struct worker tot;
+    sum_workers(v, w, NT, &tot);
+    struct ks_cache_stats s = stats(r.c);
+    cr_assert_leq(s.size, 300u, "[%s] size %llu over capacity 300", v->name,
+                  (unsigned long long)s.size);
+    cr_assert_leq(s.bytes, 30000u, "[%s] bytes %llu over max_bytes 30000", v->name,
+                  (unsigned long long)s.bytes);
+    cr_assert_gt(s.evictions, 0u, "[%s] nothing evicted: the run tested nothing", v->name);
+    ASSERT_STAT(v, s, gets, tot.gets);
+    ASSERT_STAT(v, s, hits, tot.hits);
+    ASSERT_STAT(v, s, puts, tot.puts);
+    ASSERT_STAT(v, s, deletes, tot.deletes);
+    check_contents(v, r.c, r.nkeys);
+    pthread_barrier_destroy(&r.start);
+    destroy(v, r.c);
+}
+
+/* ---- allocation failure ------------------------------------------------------------------ */
+
+/* Lower RLIMIT_AS to what the process maps now plus `slack`: a larger
+ * allocation then fails (mmap ENOMEM) under glibc and under ASan (whose
+ * allocator returns NULL with allocator_may_return_null=1, as make asan
+ * sets).  kt_limit_address_space's 4 TiB is no use for put, whose entries
+ * are at most 2 * KS_CACHE_LEN_MAX bytes. */
+static void limit_tightly(struct rlimit *old, size_t slack)
+{
+    cr_assert_eq(getrlimit(RLIMIT_AS, old), 0);
+    FILE *f = fopen("/proc/self/statm", "r");
+    cr_assert_not_null(f);
+    unsigned long pages = 0;
+    cr_assert_eq(fscanf(f, "%lu", &pages), 1);
+    fclose(f);
+    struct rlimit lim = *old;
+    lim.rlim_cur = (rlim_t)pages * (rlim_t)sysconf(_SC_PAGESIZE) + slack;
+    if (old->rlim_cur == RLIM_INFINITY || old->rlim_cur > lim.rlim_cur)
+        cr_assert_eq(setrlimit(RLIMIT_AS, &lim), 0);
+}
+
+FOR_VARIANTS(allocation_failure_is_enomem_and_changes_nothing, all_variants)
+ParameterizedTest(struct variant *v, cache, allocation_failure_is_enomem_and_changes_nothing,
+                  .timeout = 60)
+{
+    /* create: bucket tables sized for 2^42 entries (4-8 TiB) cannot be had. */
+    struct rlimit old;
+    for (int one = 1; one >= 0; one--) {
+        struct ks_cache_options o = opts_for(v);
+        o.shards = one ? 1 : 0;
+        o.expected = (size_t)1 << 42;
+        ks_cache_t *sentinel = (ks_cache_t *)(uintptr_t)0xdeadbeef, *c = sentinel;
+        kt_limit_address_space(&old);
+        int e = ks_cache_create(&c, &o);
+        kt_restore_address_space(&old);
+        cr_assert_eq(e, ENOMEM, "[%s] shards %u: create for 2^42 entries returned %d", v->name,
+                     o.shards, e);
+        if (e == 0)
+            ks_cache_destroy(c);
+    }
+
+    /* put: a 512 MiB entry with the address space limited to 64 MiB more
+     * than the process maps.  The value is read-only zero pages. */
+    struct ks_cache_options o = opts_for(v);
+    o.max_value = (size_t)1 << 30;
+    ks_cache_t *c = make_with(v, &o);
+    put_ok(v, c, "old", 3, "old value", 9, 0);
+    put_ok(v, c, "other", 5, "x", 1, 0);
+    size_t huge = (size_t)512 << 20;
+    void *zero = mmap(NULL, huge, PROT_READ, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
+    cr_assert_neq(zero, MAP_FAILED);
+    struct ks_cache_stats s0 = stats(c);
+    limit_tightly(&old, (size_t)64 << 20);
+    int e1 = ks_cache_put(c, "old", 3, zero, huge, 0); /* a replacement */
+    int e2 = ks_cache_put(c, "new", 3, zero, huge, 0); /* a new key */
+    setrlimit(RLIMIT_AS, &old);
+    munmap(zero, huge);
+    cr_assert_eq(e1, ENOMEM, "[%s] put replacing, 512 MiB over the limit: %d", v->name, e1);
+    cr_assert_eq(e2, ENOMEM, "[%s] put new, 512 MiB over the limit: %d", v->name, e2);
+    struct ks_cache_stats s1 = stats(c);
+    assert_same_stats(v, &s0, &s1, "ENOMEM puts");
+    get_is(v, c, "old", 3, "old value", 9, "the key an ENOMEM put would have replaced");
+    get_is(v, c, "other", 5, "x", 1, "another key after ENOMEM puts");
+    get_absent(v, c, "new", 3, "the key of an ENOMEM put");
+    put_ok(v, c, "new", 3, "fine", 4, 0);
+    get_is(v, c, "new", 3, "fine", 4, "after the limit is restored");
+    destroy(v, c);
+}
