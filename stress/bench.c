@@ -154,7 +154,7 @@ uint64_t bench_spin_calibrate(int64_t ns, double *ns_per_iter)
 
 /* ---- targets -------------------------------------------------------------------- */
 
-#define MAX_TARGETS 32
+#define MAX_TARGETS 64
 static struct {
     char what[96];
     double value, limit;
@@ -419,10 +419,13 @@ static void usage(FILE *f)
             "                      broadcast    8. cond broadcast to 16 waiters: futex calls, sleeps\n"
             "                      queue        9. MPMC ring (ks_mpmc, ck_ring, wfcqueue) and blocking\n"
             "                                      queue (ks_queue, mutex+2cond) at 1p1c..16p16c (items/s)\n"
+            "                      cache       10. key/value caches with TTL (ks_cache variants, ck_ht,\n"
+            "                                      rculfhash, mutex table), 3 mixes at 2 and 16 threads\n"
+            "                                      (M ops/s); S3-FIFO vs LRU hit ratio\n"
             "  --reps N          repetitions per figure, median printed (default %d)\n"
             "  --seconds S       measurement cap per run of sections 2-4 (default %.1f);\n"
             "                    sections 5-8 run --seconds/%d per run (they have many runs),\n"
-            "                    section 9 --seconds/%d\n"
+            "                    sections 9 and 10 --seconds/%d\n"
             "  --threads LIST    thread counts of section 2 (default 2,4,16)\n"
             "  --iters N         section 1: lock+unlock pairs per timed repetition (default %llu)\n"
             "  --cg-iters N      section 1: pairs per callgrind repetition (default %llu)\n"
@@ -462,7 +465,7 @@ static unsigned parse_sections(const char *s)
         {"counter", SEC_MUTEX},    {"sem", SEC_SEM},                 {"limiter", SEC_SEM},
         {"cpu", SEC_CPU},          {"handoff", SEC_HANDOFF},         {"pingpong", SEC_HANDOFF},
         {"barrier", SEC_BARRIER},  {"rwlock", SEC_RWLOCK},           {"broadcast", SEC_BROADCAST},
-        {"queue", SEC_QUEUE},      {"mpmc", SEC_QUEUE},
+        {"queue", SEC_QUEUE},      {"mpmc", SEC_QUEUE},              {"cache", SEC_CACHE},
     };
     unsigned bits = 0;
     char *copy = strdup(s), *save = NULL;
@@ -473,7 +476,7 @@ static unsigned parse_sections(const char *s)
                 break;
         if (i == sizeof names / sizeof names[0]) {
             fprintf(stderr, "ksync-bench: unknown section '%s' (uncontended, mutex, sem, cpu, handoff, "
-                    "barrier, rwlock, broadcast, queue, all)\n", tok);
+                    "barrier, rwlock, broadcast, queue, cache, all)\n", tok);
             exit(1);
         }
         bits |= names[i].bit;
@@ -598,6 +601,8 @@ int main(int argc, char **argv)
         bench_broadcast();
     if (bopt.sections & SEC_QUEUE)
         bench_queue();
+    if (bopt.sections & SEC_CACHE)
+        bench_cache();
     print_targets();
     printf("\n");
     print_load("end", " - includes this run's own threads");

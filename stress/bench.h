@@ -2,7 +2,7 @@
  *
  * ksync-bench measures ksync against glibc (pthread_mutex, sem_t, a
  * mutex+condvar semaphore), Concurrency Kit (spinlocks, ck_ring) and
- * liburcu (wfcqueue), all in one run,
+ * liburcu (wfcqueue, rculfhash), all in one run,
  * and prints each figure as the median of --reps repetitions with the ratio
  * ksync/reference taken from the same run.  One file per section:
  *
@@ -15,6 +15,9 @@
  *   b_rwlock.c        7. rwlock with 90% reads at 2 and 16 threads, Mops/s
  *   b_broadcast.c     8. condvar broadcast to 16 waiters: futex calls, sleeps
  *   b_queue.c         9. MPMC ring and blocking queue, 1p1c..16p16c, items/s
+ *   b_cache.c        10. key/value caches with TTL (ks_cache, ck_ht, rculfhash,
+ *                        mutex table) at 2 and 16 threads, ops/s; S3-FIFO vs
+ *                        LRU hit ratio
  *
  * bench.c holds main(), the options, the context header, the PASS/MISS
  * summary and the one helper every section uses to run threads: a "team"
@@ -68,12 +71,14 @@ enum {
     SEC_RWLOCK = 1u << 6,      /* section 7: rwlock, 90% reads */
     SEC_BROADCAST = 1u << 7,   /* section 8: condvar broadcast */
     SEC_QUEUE = 1u << 8,       /* section 9: MPMC ring and blocking queue */
-    SEC_ALL = 0x1ffu,
+    SEC_CACHE = 1u << 9,       /* section 10: key/value caches */
+    SEC_ALL = 0x3ffu,
 };
 
 /* Sections 5-8 have many more runs (implementations x thread counts) than
  * sections 2-4: each of their runs lasts --seconds / BENCH_SHORT_DIV
- * (section 9, with 28 runs per repetition, --seconds / (2 * BENCH_SHORT_DIV)). */
+ * (sections 9 and 10, with 28 and 42 runs per repetition, --seconds /
+ * (2 * BENCH_SHORT_DIV)). */
 #define BENCH_SHORT_DIV 2
 
 struct bench_opts {
@@ -244,5 +249,6 @@ void bench_barrier(void);
 void bench_rwlock(void);
 void bench_broadcast(void);
 void bench_queue(void);
+void bench_cache(void);
 
 #endif
