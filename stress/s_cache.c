@@ -57,11 +57,13 @@
 #define S13_HDR 24
 #define S13_VMAX 64
 #define S13_FINAL_SEQ UINT64_MAX
+#define S13_SMALL_CAP 256 /* the evicting bounded run: a quarter of the keys */
 
 struct s13 {
     const struct rc_impl *im;
     struct rc_cache *c;
     unsigned nthreads;
+    size_t cap; /* 0: room for every key; else the bounded cache's capacity */
     uint64_t salt;
     char keys[S13_KEYS][8];
     uint8_t klen[S13_KEYS];
@@ -155,7 +157,8 @@ static void s13_readback(struct s13 *c, struct rc_thread *h, uint64_t *stat, con
         stat[S13_GETS]++;
         if (e == ENOENT) {
             stat[S13_MISSES]++;
-            st_note(&c->err, "%s: key %u missing after its final write", who, k);
+            if (!c->cap) /* with a small capacity, final writes evict each other */
+                st_note(&c->err, "%s: key %u missing after its final write", who, k);
             continue;
         }
         if (e) {
@@ -251,11 +254,20 @@ static void s13_body(struct st_thread *t)
     im->thread_leave(c->c, h);
 }
 
+/* Keys the main thread found missing at its read-back after the join. */
+static uint64_t misses_final(const uint64_t *mine)
+{
+    return mine[S13_MISSES];
+}
+
 static void s13_one(const struct st_opts *o, const struct rc_impl *im, unsigned nthreads,
-                    uint64_t iters)
+                    uint64_t iters, size_t cap)
 {
     struct s13 *c = st_alloc(sizeof *c);
     c->im = im;
+    c->cap = cap;
+    char name[48];
+    snprintf(name, sizeof name, cap ? "%s_cap%zu" : "%s", im->name, cap);
     c->nthreads = nthreads;
     c->salt = s13_mix(o->seed ^ 0x5133);
     for (uint32_t k = 0; k < S13_KEYS; k++)
@@ -268,9 +280,9 @@ static void s13_one(const struct st_opts *o, const struct rc_impl *im, unsigned 
     pthread_barrier_init(&c->bar, NULL, nthreads);
     atomic_init(&c->now, 1000 * S13_TICK_NS);
     st_note_init(&c->err);
-    struct st_run run = {.scen = "S13", .impl = im->name, .kind = im->ksync ? ST_KSYNC : ST_REF,
+    struct st_run run = {.scen = "S13", .impl = name, .kind = im->ksync ? ST_KSYNC : ST_REF,
                          .threads = nthreads, .iters = iters, .body = s13_body, .ctx = c};
-    struct rc_params p = {.expected = S13_KEYS, .capacity = 0, .clock = s13_clock,
+    struct rc_params p = {.expected = S13_KEYS, .capacity = cap, .clock = s13_clock,
                           .clock_arg = c};
     int e = im->create(&c->c, &p);
     if (e) {
@@ -313,16 +325,22 @@ static void s13_one(const struct st_opts *o, const struct rc_impl *im, unsigned 
     else if (s.puts != puts)
         snprintf(why, sizeof why, "%s counted %llu puts, the threads %llu", im->name,
                  (unsigned long long)s.puts, (unsigned long long)puts);
-    else if (s.size != S13_KEYS)
+    else if (!cap && s.size != S13_KEYS)
         snprintf(why, sizeof why, "%llu entries held after every key's final write, want %u",
                  (unsigned long long)s.size, S13_KEYS);
+    else if (cap && (s.size > cap || s.size + misses_final(mine) != S13_KEYS))
+        snprintf(why, sizeof why, "%llu entries held (capacity %zu), %llu keys missing at the "
+                 "final read-back: they should add up to %u", (unsigned long long)s.size, cap,
+                 (unsigned long long)misses_final(mine), S13_KEYS);
+    else if (cap && !s.evictions)
+        snprintf(why, sizeof why, "no eviction with %u keys for %zu entries", S13_KEYS, cap);
     else if (im->ksync && s.deletes != dels)
         snprintf(why, sizeof why, "ksync counted %llu deletes, the threads %llu",
                  (unsigned long long)s.deletes, (unsigned long long)dels);
-    else if (im->ksync && s.bytes != want_bytes)
+    else if (im->ksync && !cap && s.bytes != want_bytes)
         snprintf(why, sizeof why, "ksync holds %llu bytes, the keys and final values make %llu",
                  (unsigned long long)s.bytes, (unsigned long long)want_bytes);
-    else if (im->ksync && s.evictions)
+    else if (im->ksync && !cap && s.evictions)
         snprintf(why, sizeof why, "%llu evictions with room for every key",
                  (unsigned long long)s.evictions);
     else if (im->ksync && s.expirations < swept)
@@ -336,10 +354,12 @@ static void s13_one(const struct st_opts *o, const struct rc_impl *im, unsigned 
         st_row(&run, &r, ST_PASS,
                "%llu gets (%.0f%% hits) == hits + misses == the cache's own counts; %llu puts; "
                "no value past its expiry or corrupted; %llu expired entries removed (%llu by "
-               "sweeps); all %u keys hold their last value",
+               "sweeps); %s",
                (unsigned long long)gets, gets ? 100.0 * (double)hits / (double)gets : 0.0,
                (unsigned long long)puts, (unsigned long long)s.expirations,
-               (unsigned long long)swept, S13_KEYS);
+               (unsigned long long)swept,
+               cap ? "every key present holds its last value, size <= capacity"
+                   : "all 1024 keys hold their last value");
     st_result_free(&r);
     im->destroy(c->c);
 out:
@@ -353,7 +373,11 @@ static void s13_run(const struct st_opts *o)
     unsigned n = st_threads(o, 8);
     for (const struct rc_impl *im = rc_impls; im->name; im++)
         if (st_selected(o, im->ksync ? ST_KSYNC : ST_REF))
-            s13_one(o, im, n, st_iters(o, S13_ITERS));
+            s13_one(o, im, n, st_iters(o, S13_ITERS), 0);
+    /* The bounded cache once more, evicting: a quarter of the keys fit. */
+    const struct rc_impl *b = rc_find("ksync_bounded");
+    if (b && st_selected(o, ST_KSYNC))
+        s13_one(o, b, n, st_iters(o, S13_ITERS), S13_SMALL_CAP);
 }
 
 const struct st_scenario st_family_cache[] = {
