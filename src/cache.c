@@ -1071,8 +1071,9 @@ size_t ks_cache_sweep(ks_cache_t *c, size_t budget)
     for (unsigned k = 0; k < c->nshards; k++) {
         struct shard *s = &c->shards[(first + k) & c->shift_mask];
         struct ks_epoch_node *g = NULL;
-        uint64_t now = now_of(c);
         wlock(c, s);
+        /* under the lock, as in put; not at all for a shard with no deadlines */
+        uint64_t now = s->timed ? now_of(c) : 0;
         size_t nb = s->t->mask + 1;
         if (!budget) {
             removed += sweep_locked(s, nb, now, &g, &seen);

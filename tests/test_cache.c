@@ -20,7 +20,12 @@
  *   capacity: size and bytes bounded (any variant given a capacity),
  *   evictions exact, EMSGSIZE for an entry over the byte capacity,
  *   NOEVICT's ENOSPC leaves the cache unchanged, a hot set survives a scan;
- *   allocation failure: create and put give ENOMEM, the cache unchanged.
+ *   allocation failure: create and put give ENOMEM, the cache unchanged;
+ *   regressions: a lock-free get racing a replacement across the old
+ *   entry's deadline is no false miss; max_bytes below the shard count
+ *   still bounds bytes; clock reads per operation (at most one, none
+ *   without deadlines); a put reads the clock under the shard lock, so one
+ *   that waited through an expiry counts it as an expiration.
  *
  * Values written by threads check themselves: a header {key, writer, seq}
  * fixes the value's length and every body byte, so a get that returned a
@@ -1714,5 +1719,300 @@ ParameterizedTest(struct variant *v, cache, allocation_failure_is_enomem_and_cha
     get_absent(v, c, "new", 3, "the key of an ENOMEM put");
     put_ok(v, c, "new", 3, "fine", 4, 0);
     get_is(v, c, "new", 3, "fine", 4, "after the limit is restored");
+    destroy(v, c);
+}
+
+/* ---- regressions from the review of d48810d ---------------------------------------- */
+
+/* A clock that, on its first read after being armed, plays a put of another
+ * thread: it replaces "K" with v2 (ttl `ttl2` from `now`) and then moves the
+ * time to `later`.  Called by the test's own thread only (the put's own
+ * clock read re-enters it disarmed). */
+struct replacing_clock {
+    ks_cache_t *c;
+    uint64_t now, later, ttl2;
+    int armed, put_rc;
+    unsigned reads;
+};
+
+static uint64_t replacing_clock_read(void *arg)
+{
+    struct replacing_clock *r = arg;
+    r->reads++;
+    if (r->armed) {
+        r->armed = 0;
+        r->put_rc = ks_cache_put(r->c, "K", 1, "v2", 2, r->ttl2);
+        r->now = r->later;
+    }
+    return r->now;
+}
+
+/* A lock-free get finds v1 (deadline 10); before it reads the clock a put
+ * replaces it with v2 (deadline 100) and the time reaches 10.  The key was
+ * live at every instant, so the get must return v2, not ENOENT.  The put
+ * runs inside the get's clock read on the same thread: the lock-free get
+ * holds no lock then (only an epoch section, in which a retire is allowed),
+ * so the put takes the shard's mutex freely.  (STRIPED reads under the
+ * shard lock and cannot race this way.)  Second case: the replacement has
+ * itself expired by the time the get reads the clock: a miss, and only v2
+ * is an expiration (v1 was replaced while live). */
+FOR_VARIANTS(get_racing_a_replacement_across_the_deadline_is_no_false_miss, epoch_variants)
+ParameterizedTest(struct variant *v, cache,
+                  get_racing_a_replacement_across_the_deadline_is_no_false_miss, .timeout = 30)
+{
+    for (int v2_live = 1; v2_live >= 0; v2_live--) {
+        struct replacing_clock r = {NULL, 0, 10, 0, 0, -1, 0};
+        struct ks_cache_options o = opts_for(v);
+        o.shards = 1;
+        o.clock = replacing_clock_read;
+        o.clock_arg = &r;
+        ks_cache_t *c = r.c = make_with(v, &o);
+        put_ok(v, c, "K", 1, "v1", 2, 10); /* deadline 10 */
+        r.now = 5;
+        r.ttl2 = v2_live ? 95 : 3; /* put at 5: deadline 100, or 8 */
+        r.armed = 1;
+        unsigned char buf[16];
+        size_t n = 0;
+        int e = ks_cache_get(c, "K", 1, buf, sizeof buf, &n);
+        cr_assert_eq(r.armed, 0, "[%s] the get did not read the clock for an entry with a deadline",
+                     v->name);
+        cr_assert_eq(r.put_rc, 0, "[%s] the racing put returned %d", v->name, r.put_rc);
+        struct ks_cache_stats s = stats(c);
+        if (v2_live) {
+            cr_assert_eq(e, 0,
+                         "[%s] get of a key replaced (deadline 10 -> 100) just before its clock "
+                         "read at 10 returned %d: a false miss, the key was live throughout",
+                         v->name, e);
+            cr_assert(n == 2 && memcmp(buf, "v2", 2) == 0, "[%s] the get returned %zu bytes, not v2",
+                      v->name, n);
+            ASSERT_STAT(v, s, hits, 1);
+            ASSERT_STAT(v, s, misses, 0);
+            ASSERT_STAT(v, s, expirations, 0);
+            ASSERT_STAT(v, s, size, 1);
+            r.now = 99;
+            get_is(v, c, "K", 1, "v2", 2, "v2 at 99");
+            r.now = 100;
+            get_absent(v, c, "K", 1, "v2 at its deadline 100");
+        } else {
+            cr_assert_eq(e, ENOENT, "[%s] get of a key whose replacement (deadline 8) had expired "
+                         "at 10 returned %d", v->name, e);
+            (void)ks_cache_sweep(c, 0);
+            s = stats(c);
+            ASSERT_STAT(v, s, hits, 0);
+            ASSERT_STAT(v, s, misses, 1);
+            ASSERT_STAT(v, s, expirations, 1);
+            ASSERT_STAT(v, s, size, 0);
+        }
+        ASSERT_STAT(v, s, puts, 2);
+        destroy(v, c);
+    }
+}
+
+/* max_bytes below the shard count: shards whose share would be 0 bytes
+ * (= no limit) must not exist.  Entries of one byte (a 1-byte key, an empty
+ * value), 256 distinct keys, max_bytes 4, 8 shards asked for or the
+ * default number. */
+FOR_VARIANTS(max_bytes_below_the_shard_count_still_bounds_bytes, all_variants)
+ParameterizedTest(struct variant *v, cache, max_bytes_below_the_shard_count_still_bounds_bytes,
+                  .timeout = 30)
+{
+    enum { MAXB = 4, KEYS = 256 };
+    for (int noevict = 0; noevict <= 1; noevict++)
+        for (int dflt = 0; dflt <= 1; dflt++) {
+            struct ks_cache_options o = opts_for(v);
+            o.capacity = 0;
+            o.max_bytes = MAXB;
+            o.shards = dflt ? 0 : 8;
+            if (noevict)
+                o.flags |= KS_CACHE_NOEVICT;
+            ks_cache_t *c = make_with(v, &o);
+            uint64_t stored = 0, refused = 0;
+            for (int i = 0; i < KEYS; i++) {
+                unsigned char k = (unsigned char)i;
+                int e = ks_cache_put(c, &k, 1, "", 0, 0);
+                if (noevict && e == ENOSPC) {
+                    refused++;
+                } else {
+                    cr_assert_eq(e, 0, "[%s] shards %u noevict %d: put of key %d returned %d",
+                                 v->name, o.shards, noevict, i, e);
+                    stored++;
+                    if (!noevict)
+                        get_is(v, c, &k, 1, "", 0, "the entry just put");
+                }
+                struct ks_cache_stats s = stats(c);
+                cr_assert(s.bytes <= MAXB && s.size <= MAXB,
+                          "[%s] shards %u noevict %d: after %d puts of 1-byte entries, bytes %llu "
+                          "size %llu with max_bytes %d",
+                          v->name, o.shards, noevict, i + 1, (unsigned long long)s.bytes,
+                          (unsigned long long)s.size, MAXB);
+            }
+            struct ks_cache_stats s = stats(c);
+            if (noevict) {
+                cr_assert_gt(refused, 0u, "[%s] shards %u: NOEVICT, max_bytes %d, %d puts of 1 "
+                             "byte and no ENOSPC", v->name, o.shards, MAXB, KEYS);
+                ASSERT_STAT(v, s, size, stored);
+                ASSERT_STAT(v, s, evictions, 0);
+            } else {
+                ASSERT_STAT(v, s, evictions, KEYS - s.size);
+            }
+            ASSERT_STAT(v, s, bytes, s.size);
+            destroy(v, c);
+        }
+}
+
+/* One clock read per operation at most (PITFALLS 53), and none where no
+ * deadline is involved.  One shard, so "a shard with no deadlines" is the
+ * whole cache. */
+FOR_VARIANTS(operations_read_the_clock_at_most_once, all_variants)
+ParameterizedTest(struct variant *v, cache, operations_read_the_clock_at_most_once, .timeout = 30)
+{
+    for (int small = 0; small <= 1; small++) { /* small: capacity 4, puts evict */
+        struct tclock clk = {T0, 0};
+        struct ks_cache_options o = opts_for(v);
+        o.shards = 1;
+        if (small)
+            o.capacity = 4;
+        o.clock = tclock_read;
+        o.clock_arg = &clk;
+        ks_cache_t *c = make_with(v, &o);
+        uint64_t r;
+#define READS(op, want, what)                                                                      \
+    do {                                                                                           \
+        r = tclock_reads(&clk);                                                                    \
+        op;                                                                                        \
+        cr_assert_eq(tclock_reads(&clk) - r, (uint64_t)(want),                                     \
+                     "[%s] capacity %zu: %s read the clock %llu times, expected %d", v->name,      \
+                     o.capacity, what, (unsigned long long)(tclock_reads(&clk) - r), (int)(want)); \
+    } while (0)
+        unsigned char k[KLEN];
+        for (uint32_t i = 0; i < 12; i++) { /* inserts, replacements, evictions (small) */
+            key_of(k, i % 6);
+            READS(put_ok(v, c, k, KLEN, "x", 1, KS_CACHE_NO_TTL), 0,
+                  "a put without a ttl into a shard without deadlines");
+        }
+        READS(put_ok(v, c, "n", 1, "x", 1, 0), 0, "a put with ttl 0, default_ttl 0, no deadlines");
+        READS(get_is(v, c, "n", 1, "x", 1, "no deadline"), 0, "a get of an entry without deadline");
+        READS(cr_assert_eq(ks_cache_delete(c, "n", 1), 0), 0,
+              "a delete of an entry without a deadline");
+        READS(put_ok(v, c, "t", 1, "y", 1, 1000), 1, "a put with a ttl");
+        READS(get_is(v, c, "t", 1, "y", 1, "deadline T0+1000"), 1,
+              "a get of an entry with a deadline (live)");
+        /* Now the shard has deadlines; puts keep reading once: replacements,
+         * inserts, a sweep every 4 puts, evictions (small). */
+        for (uint32_t i = 0; i < 12; i++) {
+            key_of(k, 100 + i % 6);
+            READS(put_ok(v, c, k, KLEN, "z", 1, i % 2 ? 500 : KS_CACHE_NO_TTL), 1,
+                  "a put into a shard with deadlines");
+        }
+        if (!small) {
+            READS(cr_assert_eq(ks_cache_delete(c, "t", 1), 0), 1,
+                  "a delete of an entry with a deadline");
+            key_of(k, 100);
+            READS(cr_assert_eq(ks_cache_delete(c, k, KLEN), 0), 0,
+                  "a delete of an entry without a deadline, deadlines in the shard");
+        }
+#undef READS
+        destroy(v, c);
+    }
+}
+
+/* The put reads the clock under the shard lock, so a put that waited for
+ * the lock while its key's entry expired counts an expiration (not a
+ * replacement) and dates the new entry from when it got the lock.
+ *   t=9: thread B deletes X; its clock read, under the shard lock, waits
+ *        until the main thread, putting K (entry v1, deadline 10), either
+ *        reads the clock (before the lock: wrong) or sleeps in futex(2) on
+ *        the lock; then the time moves to 10 and B unlocks.
+ *   the put then sees v1 expired at 10: one expiration, v2's deadline 110. */
+struct waiting_put {
+    uint64_t now;      /* the time */
+    pid_t main_tid;    /* the putting thread */
+    pid_t b_tid;       /* the deleting thread, 0 until it runs */
+    int b_in;          /* B is in its clock read, holding the lock */
+    int main_read;     /* the main thread read the clock while B held the lock */
+    int read_early;    /* ...and did so before blocking on the lock */
+    int main_slept;    /* the main thread was seen blocked in futex(2) */
+    ks_cache_t *c;
+    int del_rc;
+};
+
+static uint64_t waiting_put_clock(void *arg)
+{
+    struct waiting_put *w = arg;
+    if (kt_gettid() == __atomic_load_n(&w->b_tid, __ATOMIC_SEQ_CST) &&
+        !__atomic_load_n(&w->b_in, __ATOMIC_SEQ_CST)) {
+        __atomic_store_n(&w->b_in, 1, __ATOMIC_SEQ_CST);
+        int64_t end = ks_now() + 20 * KS_NSEC_PER_SEC;
+        for (;;) {
+            if (__atomic_load_n(&w->main_read, __ATOMIC_SEQ_CST)) {
+                __atomic_store_n(&w->read_early, 1, __ATOMIC_SEQ_CST);
+                break;
+            }
+            if (kt_in_futex(w->main_tid) == 1) {
+                __atomic_store_n(&w->main_slept, 1, __ATOMIC_SEQ_CST);
+                break;
+            }
+            if (ks_now() > end)
+                break;
+            kt_sleep_ns(200000);
+        }
+        __atomic_store_n(&w->now, 10, __ATOMIC_SEQ_CST);
+        return 10;
+    }
+    uint64_t t = __atomic_load_n(&w->now, __ATOMIC_SEQ_CST);
+    if (kt_gettid() == w->main_tid && __atomic_load_n(&w->b_in, __ATOMIC_SEQ_CST))
+        __atomic_store_n(&w->main_read, 1, __ATOMIC_SEQ_CST);
+    return t;
+}
+
+static void *waiting_put_deleter(void *arg)
+{
+    struct waiting_put *w = arg;
+    __atomic_store_n(&w->b_tid, kt_gettid(), __ATOMIC_SEQ_CST);
+    w->del_rc = ks_cache_delete(w->c, "X", 1); /* X has a deadline: the clock is read */
+    return NULL;
+}
+
+static int waiting_put_b_in(void *arg)
+{
+    return __atomic_load_n(&((struct waiting_put *)arg)->b_in, __ATOMIC_SEQ_CST);
+}
+
+FOR_VARIANTS(put_waiting_for_the_lock_counts_the_expiry_it_waited_through, all_variants)
+ParameterizedTest(struct variant *v, cache,
+                  put_waiting_for_the_lock_counts_the_expiry_it_waited_through, .timeout = 60)
+{
+    struct waiting_put w;
+    memset(&w, 0, sizeof w);
+    w.main_tid = kt_gettid();
+    struct ks_cache_options o = opts_for(v);
+    o.shards = 1;
+    o.clock = waiting_put_clock;
+    o.clock_arg = &w;
+    ks_cache_t *c = w.c = make_with(v, &o);
+    put_ok(v, c, "K", 1, "v1", 2, 10);   /* deadline 10 */
+    put_ok(v, c, "X", 1, "x", 1, 1000);  /* deadline 1000 */
+    __atomic_store_n(&w.now, 9, __ATOMIC_SEQ_CST);
+    pthread_t b;
+    kt_spawn(&b, waiting_put_deleter, &w);
+    cr_assert(kt_wait_for(waiting_put_b_in, &w, 20 * KS_NSEC_PER_SEC),
+              "[%s] the delete never read the clock", v->name);
+    put_ok(v, c, "K", 1, "v2", 2, 100);
+    cr_assert(kt_join_by(b, ks_now() + 20 * KS_NSEC_PER_SEC), "[%s] the deleter hangs", v->name);
+    cr_assert_eq(w.del_rc, 0, "[%s] delete of X: %d", v->name, w.del_rc);
+    cr_assert_eq(w.read_early, 0,
+                 "[%s] the put read the clock before it had the shard lock (another thread held "
+                 "it)", v->name);
+    cr_assert_eq(w.main_slept, 1, "[%s] the put was never seen waiting for the lock", v->name);
+    struct ks_cache_stats s = stats(c);
+    ASSERT_STAT(v, s, expirations, 1); /* v1 left after its deadline */
+    ASSERT_STAT(v, s, deletes, 1);
+    ASSERT_STAT(v, s, puts, 3);
+    ASSERT_STAT(v, s, size, 1);
+    ASSERT_STAT(v, s, evictions, 0);
+    __atomic_store_n(&w.now, 109, __ATOMIC_SEQ_CST);
+    get_is(v, c, "K", 1, "v2", 2, "v2 (put at 10 with ttl 100) at 109");
+    __atomic_store_n(&w.now, 110, __ATOMIC_SEQ_CST);
+    get_absent(v, c, "K", 1, "v2 at 110");
     destroy(v, c);
 }
