@@ -85,13 +85,14 @@ static void ck_epoch_b_init(bench_lock_t *l)
 static inline void ck_epoch_b_acq(bench_lock_t *l, bench_ctx_t *c) { (void)l, (void)c; ck_epoch_begin(&ck_ep_rec, NULL); }
 static inline void ck_epoch_b_rel(bench_lock_t *l, bench_ctx_t *c) { (void)l, (void)c; ck_epoch_end(&ck_ep_rec, NULL); }
 
+static int urcu_registered;
+
 static void urcu_b_init(bench_lock_t *l)
 {
-    static int done;
     (void)l;
-    if (!done) {
+    if (!urcu_registered) {
         rcu_register_thread();
-        done = 1;
+        urcu_registered = 1;
     }
 }
 static inline void urcu_b_acq(bench_lock_t *l, bench_ctx_t *c) { (void)l, (void)c; rcu_read_lock(); }
@@ -375,4 +376,10 @@ void bench_uncontended(void)
                  "<=", 0.25, "");
     free(ns);
     free(ir);
+    /* Later sections register this thread again (section 10's rculfhash):
+     * liburcu asserts a thread is registered once at a time. */
+    if (urcu_registered) {
+        rcu_unregister_thread();
+        urcu_registered = 0;
+    }
 }
