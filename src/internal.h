@@ -70,6 +70,26 @@ KS_HIDDEN int ks_futex_requeue(const uint32_t *word, uint32_t expect, int n_wake
 struct ks_mutex;
 KS_HIDDEN int ks_mutex_lock_requeued(struct ks_mutex *m);
 
+/* ---- process image (src/thread.c) ----
+ * ks_process_gen: the fork generation of the calling process image: equal
+ *   for every call within one process, different in any fork child (fork(),
+ *   _Fork(), syscall(SYS_fork), clone without CLONE_VM) from every value an
+ *   ancestor returned.  Two loads when nothing changed; the first call in a
+ *   new child draws the child's generation (and a new nonce for ids).
+ *   Compare a cached per-thread or per-object value with it to detect that
+ *   the value was made by another process image. */
+KS_HIDDEN extern uint64_t *ks_gen_word;
+KS_HIDDEN uint64_t ks_process_gen_slow(void);
+static inline uint64_t ks_process_gen(void)
+{
+    /* acquire: pairs with the release stores in src/thread.c (the page
+     * pointer at start-up, a child's new generation after its hooks). */
+    uint64_t g = __atomic_load_n(__atomic_load_n(&ks_gen_word, __ATOMIC_ACQUIRE), __ATOMIC_ACQUIRE);
+    if (KS_LIKELY(g != 0 && g != UINT64_MAX))
+        return g;
+    return ks_process_gen_slow();
+}
+
 /* ---- rings (src/mpmc.c) ----
  * ks_mpmc_setup: initialise a ring in memory of ks_mpmc_bytes(capacity)
  *   bytes (capacity already validated); owned: destroy frees it.

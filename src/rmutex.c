@@ -15,51 +15,11 @@
 #include "internal.h"
 
 #include <ksync/rmutex.h>
-#include <pthread.h>
-#include <sys/random.h>
-#include <sys/syscall.h>
-#include <unistd.h>
 
-static KS_TLS uint64_t tls_id;
-static uint32_t proc_nonce;      /* set once per process image (see below) */
-static uint32_t thread_seq;      /* relaxed: only needs distinct values */
-static pthread_once_t nonce_once = PTHREAD_ONCE_INIT;
-
-static void new_nonce(void)
-{
-    uint32_t n;
-    if (getrandom(&n, sizeof n, GRND_NONBLOCK) != (ssize_t)sizeof n)
-        n = (uint32_t)ks_ticks() ^ (uint32_t)getpid() * 2654435761u;
-    __atomic_store_n(&proc_nonce, n, __ATOMIC_RELAXED);
-}
-
-/* After fork() the child's only thread inherits the forking thread's cached
- * id and would believe it owns whatever that thread held.  Forget it, and
- * draw a new nonce: the child is a new process for KS_SHARED objects. */
-static void after_fork_child(void)
-{
-    tls_id = 0;
-    new_nonce();
-}
-
-static void init_once(void)
-{
-    new_nonce();
-    pthread_atfork(NULL, NULL, after_fork_child);
-}
-
-uint64_t ks_thread_id(void)
-{
-    if (KS_LIKELY(tls_id))
-        return tls_id;
-    pthread_once(&nonce_once, init_once);
-    uint32_t seq = __atomic_add_fetch(&thread_seq, 1, __ATOMIC_RELAXED);
-    uint32_t lo = __atomic_load_n(&proc_nonce, __ATOMIC_RELAXED) + seq * 0x9e3779b9u;
-    tls_id = ((uint64_t)(uint32_t)syscall(SYS_gettid) << 32) | lo;
-    if (!tls_id)
-        tls_id = 1;
-    return tls_id;
-}
+/* The owner id is ks_thread_id() (src/thread.c): unique per thread and per
+ * process image, and re-made in any fork child, so a child never believes it
+ * owns what the forking thread held, whether it was made by fork(), _Fork()
+ * or a raw clone. */
 
 int ks_rmutex_init(ks_rmutex_t *r, unsigned flags)
 {

@@ -212,6 +212,30 @@ static inline pid_t kt_fork(int (*fn)(void *), void *arg)
     return pid;
 }
 
+/* The kinds of fork a careless (or careful) program uses.  Only fork()
+ * runs pthread_atfork handlers; _Fork() (POSIX 2024, glibc 2.34) and a raw
+ * clone without CLONE_VM make the same kind of child without them, so a
+ * library that resets per-process state only in an atfork handler leaves
+ * the child with the parent's. */
+enum kt_fork_kind { KT_FORK, KT_UFORK, KT_RAW_CLONE, KT_FORK_KINDS };
+
+static inline pid_t kt_fork_as(enum kt_fork_kind kind, int (*fn)(void *), void *arg)
+{
+    fflush(NULL);
+    pid_t pid;
+    switch (kind) {
+    case KT_FORK: pid = fork(); break;
+    case KT_UFORK: pid = _Fork(); break;
+    default: pid = (pid_t)syscall(SYS_clone, (long)SIGCHLD, 0L, 0L, 0L, 0L); break;
+    }
+    cr_assert_geq(pid, 0, "fork kind %d: %s", (int)kind, strerror(errno));
+    if (pid == 0)
+        _exit(fn(arg));
+    return pid;
+}
+
+static const char *const kt_fork_names[] __attribute__((unused)) = {"fork", "_Fork", "clone"};
+
 /* Reap the child and assert it exited with status 0. */
 static inline void kt_wait_child(pid_t pid)
 {

@@ -290,47 +290,81 @@ Test(rmutex, thread_exiting_while_holding_leaves_it_locked_even_with_tid_reuse, 
 
 /* ---- fork ---------------------------------------------------------------------------- */
 
+/* Issue 10 bug 3: the owner id was cached per thread and forgotten only by a
+ * pthread_atfork handler, which _Fork() and a raw clone do not run: such a
+ * child got trylock == 0 (depth 3) on the parent's held KS_SHARED lock, its
+ * unlocks released the parent's lock, and the parent's own unlock then said
+ * EPERM.  Every fork kind, private (a copy) and shared (the same lock). */
+struct fork_owner {
+    ks_rmutex_t r;
+    uint64_t parent_id, child_id;
+};
+
 static int child_is_not_owner(void *p)
 {
-    ks_rmutex_t *r = p;
-    if (ks_rmutex_unlock(r) != EPERM)
+    struct fork_owner *f = p;
+    f->child_id = ks_thread_id();
+    if (f->child_id == f->parent_id || f->child_id == 0)
         return 1;
-    if (ks_rmutex_trylock(r) != EBUSY)
+    if (ks_rmutex_unlock(&f->r) != EPERM)
         return 2;
-    if (ks_rmutex_timedlock(r, ks_deadline_after(10 * KT_MS)) != ETIMEDOUT)
+    if (ks_rmutex_trylock(&f->r) != EBUSY)
         return 3;
-    if (r->depth != 2)
+    if (ks_rmutex_timedlock(&f->r, ks_deadline_after(10 * KT_MS)) != ETIMEDOUT)
         return 4;
+    if (f->r.depth != 2)
+        return 5;
     return 0;
 }
 
-Test(rmutex, fork_child_does_not_own_the_parents_lock, .timeout = 30)
+static void run_fork_owner(enum kt_fork_kind kind, unsigned flags)
 {
-    ks_rmutex_t r = KS_RMUTEX_INIT;
-    cr_assert_eq(ks_rmutex_lock(&r), 0);
-    cr_assert_eq(ks_rmutex_lock(&r), 0);
-    kt_wait_child(kt_fork(child_is_not_owner, &r));
-    /* The parent still owns it. */
-    cr_assert_eq(ks_rmutex_unlock(&r), 0);
-    cr_assert_eq(ks_rmutex_unlock(&r), 0);
-    cr_assert_eq(ks_rmutex_unlock(&r), EPERM);
+    struct fork_owner *f = kt_shared_alloc(sizeof *f);
+    cr_assert_eq(ks_rmutex_init(&f->r, flags), 0);
+    f->parent_id = ks_thread_id();
+    cr_assert_eq(ks_rmutex_lock(&f->r), 0);
+    cr_assert_eq(ks_rmutex_lock(&f->r), 0);
+    kt_wait_child(kt_fork_as(kind, child_is_not_owner, f));
+    /* The parent still owns it, twice, and its id did not change. */
+    cr_assert_eq(ks_thread_id(), f->parent_id);
+    cr_assert_eq(f->r.depth, 2u, "%s child changed the depth", kt_fork_names[kind]);
+    cr_assert_eq(ks_rmutex_unlock(&f->r), 0, "%s child took the parent's ownership", kt_fork_names[kind]);
+    cr_assert_eq(ks_rmutex_unlock(&f->r), 0);
+    cr_assert_eq(ks_rmutex_unlock(&f->r), EPERM);
+    cr_assert_eq(ks_rmutex_destroy(&f->r), 0);
+    kt_shared_free(f, sizeof *f);
+}
+
+Test(rmutex, fork_child_does_not_own_the_parents_lock, .timeout = 30) { run_fork_owner(KT_FORK, 0); }
+Test(rmutex, ufork_child_does_not_own_the_parents_lock, .timeout = 30) { run_fork_owner(KT_UFORK, 0); }
+Test(rmutex, clone_child_does_not_own_the_parents_lock, .timeout = 30) { run_fork_owner(KT_RAW_CLONE, 0); }
+Test(rmutex, ufork_child_does_not_own_the_parents_shared_lock, .timeout = 30)
+{
+    run_fork_owner(KT_UFORK, KS_SHARED);
+}
+Test(rmutex, clone_child_does_not_own_the_parents_shared_lock, .timeout = 30)
+{
+    run_fork_owner(KT_RAW_CLONE, KS_SHARED);
 }
 
 static int child_id(void *p)
 {
-    uint64_t *ids = p; /* shared: [0] parent's, [1] child's */
+    uint64_t *ids = p; /* shared: [0] parent's, [1] child's, [2] child's again */
     ids[1] = ks_thread_id();
-    return ids[1] != 0 && ids[1] != ids[0] ? 0 : 1;
+    ids[2] = ks_thread_id();
+    return ids[1] != 0 && ids[1] != ids[0] && ids[2] == ids[1] ? 0 : 1;
 }
 
-Test(rmutex, fork_child_gets_a_new_thread_id)
+Test(rmutex, every_fork_kind_gives_the_child_a_new_stable_thread_id)
 {
-    uint64_t *ids = kt_shared_alloc(2 * sizeof *ids);
+    uint64_t *ids = kt_shared_alloc(3 * sizeof *ids);
     ids[0] = ks_thread_id();
-    kt_wait_child(kt_fork(child_id, ids));
-    cr_assert_neq(ids[1], ids[0]);
-    cr_assert_eq(ks_thread_id(), ids[0]);
-    kt_shared_free(ids, 2 * sizeof *ids);
+    for (int k = 0; k < KT_FORK_KINDS; k++) {
+        kt_wait_child(kt_fork_as((enum kt_fork_kind)k, child_id, ids));
+        cr_assert_neq(ids[1], ids[0], "%s child kept the parent's id", kt_fork_names[k]);
+        cr_assert_eq(ks_thread_id(), ids[0]);
+    }
+    kt_shared_free(ids, 3 * sizeof *ids);
 }
 
 /* ---- many threads, with re-entry ---------------------------------------------------- */
