@@ -76,7 +76,7 @@ static int leave(ks_barrier_t *b, unsigned fl)
     /* release: pairs with destroy's acquire. */
     uint32_t l = __atomic_fetch_sub(&b->leaving, 1, __ATOMIC_RELEASE);
     if (l == (DESTROYING | 1))
-        ks_futex_wake(&b->leaving, INT32_MAX, fl); /* address only */
+        ks_futex_wake(&b->leaving, KS_WAKE_ALL, fl); /* address only */
     return 0;
 }
 
@@ -104,7 +104,7 @@ int ks_barrier_wait(ks_barrier_t *b)
         /* release: pairs with the waiters' acquire loads of seq. */
         uint32_t old = __atomic_exchange_n(&b->seq, phase + PHASE_ONE, __ATOMIC_RELEASE);
         if (old & SLEEPERS)
-            ks_futex_wake(&b->seq, INT32_MAX, fl); /* address only from here */
+            ks_futex_wake(&b->seq, KS_WAKE_ALL, fl); /* address only from here */
         return KS_BARRIER_SERIAL;
     }
 

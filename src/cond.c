@@ -5,15 +5,22 @@
  *   waiters   threads between entering wait and their last access to the
  *             object (bit 31 DESTROYING: destroy waits for 0)
  *   sleepers  threads that may be in FUTEX_WAIT on seq (or requeued)
- *   mutex     the mutex passed to the most recent wait
+ *   mutex     NULL, then the one mutex every wait so far has used, then
+ *             MIXED for good once a wait used another one (or a mutex
+ *             whose futex namespace differs): broadcast requeues only onto
+ *             a mutex that every waiter shares
  *
- * wait:   waiters++; s = seq (before unlocking: PITFALLS item 15); unlock m;
+ * wait:   waiters++; note m in `mutex`; s = seq (before unlocking: a
+ *         lost wake-up otherwise, docs/pitfalls.md item 15); unlock m;
  *         spin until seq != s, else sleepers++ and FUTEX_WAIT(seq, s);
  *         sleepers--; waiters-- (last access; wake destroy if it waits);
- *         relock m as a contended locker.
+ *         relock m, as a waiter that may have been requeued if it slept
+ *         and `mutex` was m.
  * signal: if waiters: seq++, and FUTEX_WAKE 1 if sleepers.
- * broadcast: if waiters: seq++, and if sleepers, FUTEX_CMP_REQUEUE: wake one,
- *         move the rest to the mutex word.
+ * broadcast: if waiters: seq++, and if sleepers, FUTEX_CMP_REQUEUE onto
+ *         the shared mutex (wake one, move the rest), or wake all.
+ * destroy: DESTROYING; while waiters: FUTEX_WAKE all on the shared mutex's
+ *         word, then wait for waiters to change.
  *
  * Lost wake-ups: the waiter reads seq while it still holds the mutex, so a
  * signal made by a thread that took the mutex after it changes seq from the
@@ -24,16 +31,30 @@
  * seq_cst read-modify-writes (and the kernel orders its read after a full
  * barrier), so at least one side sees the other.
  *
- * Requeue (PITFALLS item 19): moved waiters sleep on the mutex word.  The one
- * woken by the requeue, and each moved waiter when it is woken, re-acquire
- * the mutex through ks_mutex_lock_requeued(), which always leaves CONTENDED
- * set, so the next unlock wakes another.  Requeue needs waiter and mutex in
- * the same futex namespace: it is used only for private objects whose flags
- * match; otherwise broadcast wakes everyone.
+ * Requeue (docs/pitfalls.md item 19): moved waiters sleep on the mutex word.
+ * The one woken by the requeue, and each moved waiter when it is woken,
+ * re-acquire the mutex through ks_mutex_lock_requeued(), which always leaves
+ * CONTENDED set, so the next unlock wakes another.  Requeueing a waiter
+ * onto a mutex it does not use would lose a wake-up (the unlock meant for
+ * that mutex's waiters wakes it, and it never unlocks that mutex), so
+ * broadcast requeues only onto `mutex` when it is a single mutex, and every
+ * waiter that used another one made it MIXED before it could sleep: its
+ * store is sequenced before its seq_cst increment of `sleepers`, which
+ * broadcast reads (all writes to `sleepers` are read-modify-writes, so that
+ * read synchronizes with every earlier increment), and a waiter that
+ * increments later sees the new seq and does not sleep.
  *
- * Wrap (PITFALLS item 18): seq is 32 bits; a waiter that is descheduled
- * between reading seq and FUTEX_WAIT while exactly 2^32 signals happen would
- * sleep through them.  Accepted, as in Rust's futex condvar.
+ * Destroy while holding the mutex, right after a broadcast (POSIX allows
+ * it; glibc supports it on purpose): the requeued waiters still count in
+ * `waiters`, and they can only leave once the mutex they sleep on is
+ * unlocked, which the destroyer does after destroy returns.  So destroy
+ * wakes every thread on the shared mutex's word: the requeued waiters leave
+ * the condition variable (their last access to it) and go back to sleep on
+ * the mutex as contended lockers; others woken there see a spurious wake-up.
+ *
+ * Wrap (docs/pitfalls.md item 18): seq is 32 bits; a waiter that is
+ * descheduled between reading seq and FUTEX_WAIT while exactly 2^32 signals
+ * happen would sleep through them.  Accepted, as in Rust's futex condvar.
  */
 #include "internal.h"
 
@@ -54,19 +75,59 @@ int ks_cond_init(ks_cond_t *c, unsigned flags)
     return 0;
 }
 
+/* The mutex broadcast may requeue onto, or NULL: only for a private
+ * condition variable whose waiters all used one private mutex. */
+static ks_mutex_t *requeue_target(const ks_cond_t *c, unsigned fl)
+{
+    if (fl & KS_SHARED)
+        return NULL;
+    /* relaxed: ordered by the Dekker pair on `sleepers` (top comment). */
+    ks_mutex_t *m = __atomic_load_n(&c->mutex, __ATOMIC_RELAXED);
+    return m == KS_COND_MIXED ? NULL : m;
+}
+
 int ks_cond_destroy(ks_cond_t *c)
 {
     if (!c)
         return EINVAL;
+    const unsigned fl = c->flags;
     /* acquire: pairs with the release decrement of the last leaving waiter,
      * so its accesses happen before the caller frees the memory. */
     uint32_t w = __atomic_or_fetch(&c->waiters, DESTROYING, __ATOMIC_ACQUIRE);
     while (w & ~DESTROYING) {
-        ks_futex_wait(&c->waiters, w, KS_FOREVER, c->flags);
+        /* Waiters requeued onto the mutex leave only when woken there; the
+         * caller may hold that mutex (top comment).  Only the address is
+         * used: a mutex already freed is harmless to wake (EFAULT). */
+        ks_mutex_t *m = requeue_target(c, fl);
+        if (m)
+            ks_futex_wake(&m->state, KS_WAKE_ALL, 0);
+        ks_futex_wait(&c->waiters, w, KS_FOREVER, fl);
         w = __atomic_load_n(&c->waiters, __ATOMIC_ACQUIRE);
     }
     __atomic_store_n(&c->waiters, 0, __ATOMIC_RELAXED); /* reusable after re-init */
     return 0;
+}
+
+/* Record that a wait uses m; returns whether broadcast may requeue this
+ * waiter onto m.  `mutex` goes NULL -> m -> MIXED and never back, so two
+ * waiters with different mutexes always leave MIXED behind, whatever their
+ * order.  relaxed: published to broadcast by the seq_cst increment of
+ * `sleepers` that follows (top comment). */
+static int note_mutex(ks_cond_t *c, ks_mutex_t *m)
+{
+    ks_mutex_t *cur = __atomic_load_n(&c->mutex, __ATOMIC_RELAXED);
+    for (;;) {
+        if (cur == m)
+            return 1;
+        if (!cur && !(m->flags & KS_SHARED)) {
+            if (__atomic_compare_exchange_n(&c->mutex, &cur, m, 0, __ATOMIC_RELAXED, __ATOMIC_RELAXED))
+                return 1;
+            continue;
+        }
+        if (cur != KS_COND_MIXED)
+            __atomic_store_n(&c->mutex, KS_COND_MIXED, __ATOMIC_RELAXED);
+        return 0;
+    }
 }
 
 int ks_cond_timedwait(ks_cond_t *c, ks_mutex_t *m, int64_t deadline)
@@ -81,7 +142,7 @@ int ks_cond_timedwait(ks_cond_t *c, ks_mutex_t *m, int64_t deadline)
     /* relaxed: the mutex unlock below releases it to any signaller that
      * takes the mutex; a signaller that does not is covered by seq. */
     __atomic_fetch_add(&c->waiters, 1, __ATOMIC_RELAXED);
-    __atomic_store_n(&c->mutex, m, __ATOMIC_RELAXED); /* a hint for broadcast only */
+    const int may_requeue = !(fl & KS_SHARED) && note_mutex(c, m);
     /* relaxed: ordered before our unlock's release; compared by the kernel. */
     const uint32_t s = __atomic_load_n(&c->seq, __ATOMIC_RELAXED);
     ks_mutex_unlock(m);
@@ -105,14 +166,17 @@ woken:;
     /* release: the last access to c; pairs with destroy's acquire. */
     uint32_t w = __atomic_fetch_sub(&c->waiters, 1, __ATOMIC_RELEASE);
     if (w == (DESTROYING | 1))
-        ks_futex_wake(&c->waiters, INT32_MAX, fl); /* address only */
-    if (slept)
+        ks_futex_wake(&c->waiters, KS_WAKE_ALL, fl); /* address only */
+    /* A waiter that may have been requeued may have been woken by an unlock
+     * of m with others still asleep on it: it must lock as a contended
+     * locker (docs/cond.md).  One that cannot have been requeued locks as
+     * any other thread, and does not pass a starving waiter of m. */
+    if (slept && may_requeue)
         ks_mutex_lock_requeued(m);
     else
         ks_mutex_lock(m);
     return r == ETIMEDOUT ? ETIMEDOUT : 0;
 }
-
 int ks_cond_signal(ks_cond_t *c)
 {
     if (!c)
@@ -140,15 +204,12 @@ int ks_cond_broadcast(ks_cond_t *c)
     if (!__atomic_load_n(&c->sleepers, __ATOMIC_SEQ_CST))
         return 0;
     const unsigned fl = c->flags;
-    ks_mutex_t *m = __atomic_load_n(&c->mutex, __ATOMIC_RELAXED); /* a hint: see wait */
+    ks_mutex_t *m = requeue_target(c, fl);
     KS_RACE_POINT();
-    if (m && !(fl & KS_SHARED) && !(m->flags & KS_SHARED)) {
-        /* CMP_REQUEUE fails with EAGAIN if another signal moved seq since;
-         * the waiters have then been released by that and by us anyway,
-         * but we must still wake them, so fall back to waking all. */
-        if (ks_futex_requeue(&c->seq, s, 1, INT32_MAX, &m->state, fl) >= 0)
-            return 0;
-    }
-    ks_futex_wake(&c->seq, INT32_MAX, fl);
+    /* Any failure (EAGAIN: another signal moved seq since; EFAULT, EINVAL)
+     * falls back to waking all: the sleepers must be released either way. */
+    if (m && ks_futex_requeue(&c->seq, s, 1, KS_WAKE_ALL, &m->state, fl) >= 0)
+        return 0;
+    ks_futex_wake(&c->seq, KS_WAKE_ALL, fl);
     return 0;
 }

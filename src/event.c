@@ -55,7 +55,7 @@ int ks_event_set(ks_event_t *e)
     } while (!__atomic_compare_exchange_n(&e->word, &v, nv, 1, __ATOMIC_RELEASE, __ATOMIC_RELAXED));
     if (v & SLEEPERS) {
         KS_RACE_POINT();
-        ks_futex_wake(&e->word, INT32_MAX, fl);
+        ks_futex_wake(&e->word, KS_WAKE_ALL, fl);
     }
     return 0;
 }

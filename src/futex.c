@@ -15,9 +15,12 @@
  *    after ETIMEDOUT; item 34), and a deadline already in the past returns
  *    ETIMEDOUT without entering the kernel (an old NPTL hung there);
  *  - private vs shared op is the object's KS_SHARED flag (item 6);
- *  - kernels without private futexes (before 2.6.22) answer ENOSYS to the
- *    private op: we then use the shared op for every object from there on,
- *    so waiter and waker still agree (item 4);
+ *  - no ENOSYS fall-back (item 4): a kernel without private futexes
+ *    (before 2.6.22) has no FUTEX_WAIT_BITSET either (2.6.25), so retrying
+ *    with the shared op could not help.  ksync needs Linux 2.6.25 for its
+ *    futex operations, and below that glibc's own minimum (3.2 for
+ *    Debian 12's glibc) applies anyway; the fork detection of src/thread.c
+ *    uses MADV_WIPEONFORK when the kernel has it (4.14);
  *  - on 32-bit targets with a 64-bit time_t the timeout goes through
  *    futex_time64 with a 64-bit timespec (item 5).
  */
@@ -31,16 +34,9 @@
 
 static KS_TLS struct ks_futex_stats tls_stats;
 
-/* 0 until a kernel refuses FUTEX_PRIVATE_FLAG; relaxed: the value is
- * monotonic (0 -> FUTEX_PRIVATE_FLAG never happens, only the reverse) and a
- * thread that reads a stale value gets one more ENOSYS and retries. */
-static int private_broken;
-
 static inline int op_flags(unsigned flags)
 {
-    if ((flags & KS_SHARED) || __atomic_load_n(&private_broken, __ATOMIC_RELAXED))
-        return 0;
-    return FUTEX_PRIVATE_FLAG;
+    return (flags & KS_SHARED) ? 0 : FUTEX_PRIVATE_FLAG;
 }
 
 #if defined(SYS_futex_time64) && __SIZEOF_LONG__ == 4
@@ -83,28 +79,22 @@ int ks_futex_wait_exact(const uint32_t *word, uint32_t expect, int64_t deadline,
         tsp = &ts;
     }
     tls_stats.waits++;
-    for (;;) {
-        int pf = op_flags(flags);
-        long r = futex_call(KS_SYS_FUTEX_TIMED, word, FUTEX_WAIT_BITSET | pf, expect, tsp, NULL, mask);
-        if (r == 0)
-            return 0;
-        switch (errno) {
-        case EAGAIN:
-            return EAGAIN;
-        case ETIMEDOUT:
-            /* Trust but verify: the kernel's clock and ours are the same
-             * CLOCK_MONOTONIC, so this is only belt and braces. */
-            return (deadline != KS_FOREVER && ks_now() >= deadline) ? ETIMEDOUT : EINTR;
-        case ENOSYS:
-            if (pf) {
-                __atomic_store_n(&private_broken, 1, __ATOMIC_RELAXED);
-                continue;
-            }
-            return EINTR; /* seen from interrupted waits on some old kernels (urcu b2633d2) */
-        case EINTR:
-        default:
-            return EINTR; /* spurious: the caller re-checks and keeps its deadline */
-        }
+    long r = futex_call(KS_SYS_FUTEX_TIMED, word, FUTEX_WAIT_BITSET | op_flags(flags), expect, tsp, NULL,
+                        mask);
+    if (r == 0)
+        return 0;
+    switch (errno) {
+    case EAGAIN:
+        return EAGAIN;
+    case ETIMEDOUT:
+        /* Trust but verify: the kernel's clock and ours are the same
+         * CLOCK_MONOTONIC, so this is only belt and braces. */
+        return (deadline != KS_FOREVER && ks_now() >= deadline) ? ETIMEDOUT : EINTR;
+    case EINTR:
+    default:
+        /* spurious: the caller re-checks and keeps its deadline (an
+         * interrupted wait on some old kernels said ENOSYS: urcu b2633d2) */
+        return EINTR;
     }
 }
 
@@ -116,44 +106,34 @@ int ks_futex_wake(const uint32_t *word, int n, unsigned flags)
 int ks_futex_wake_mask(const uint32_t *word, int n, unsigned flags, uint32_t mask)
 {
     tls_stats.wakes++;
-    for (;;) {
-        int pf = op_flags(flags);
-        long r = futex_call(SYS_futex, word, FUTEX_WAKE_BITSET | pf, (uint32_t)n, NULL, NULL, mask);
-        if (r >= 0) {
-            tls_stats.woken += (uint64_t)r;
-            return (int)r;
-        }
-        if (errno == ENOSYS && pf) {
-            __atomic_store_n(&private_broken, 1, __ATOMIC_RELAXED);
-            continue;
-        }
-        /* EFAULT: the memory was unmapped after the releasing store, which
-         * a caller is allowed to do (PITFALLS B.3): nobody is left to wake. */
-        return 0;
+    long r = futex_call(SYS_futex, word, FUTEX_WAKE_BITSET | op_flags(flags), (uint32_t)n, NULL, NULL, mask);
+    if (r >= 0) {
+        tls_stats.woken += (uint64_t)r;
+        return (int)r;
     }
+    /* EFAULT: the memory was unmapped after the releasing store, which a
+     * caller is allowed to do (docs/pitfalls.md item 14): nobody is left
+     * to wake. */
+    return 0;
 }
 
 int ks_futex_requeue(const uint32_t *word, uint32_t expect, int n_wake, int n_move,
                      const uint32_t *to, unsigned flags)
 {
     tls_stats.wakes++;
-    for (;;) {
-        int pf = op_flags(flags);
-        long r = futex_call(SYS_futex, word, FUTEX_CMP_REQUEUE | pf, (uint32_t)n_wake,
-                            (const void *)(uintptr_t)n_move, to, expect);
-        if (r >= 0) {
-            tls_stats.woken += (uint64_t)r;
-            return (int)r;
-        }
-        if (errno == ENOSYS && pf) {
-            __atomic_store_n(&private_broken, 1, __ATOMIC_RELAXED);
-            continue;
-        }
-        return errno == EAGAIN ? -EAGAIN : 0;
+    long r = futex_call(SYS_futex, word, FUTEX_CMP_REQUEUE | op_flags(flags), (uint32_t)n_wake,
+                        (const void *)(uintptr_t)n_move, to, expect);
+    if (r >= 0) {
+        tls_stats.woken += (uint64_t)r;
+        return (int)r;
     }
+    return -errno; /* every failure: the caller falls back to a plain wake */
 }
 
-void ks_futex_stats(struct ks_futex_stats *out)
+int ks_futex_stats(struct ks_futex_stats *out)
 {
+    if (!out)
+        return EINVAL;
     *out = tls_stats;
+    return 0;
 }

@@ -41,11 +41,14 @@
  * ks_futex_wake: wake up to n waiters; returns how many the kernel woke.
  * ks_futex_requeue: wake up to n_wake waiters on `word` and move up to
  *   n_move others to `to`, if *word == expect (FUTEX_CMP_REQUEUE); returns
- *   the number woken plus moved, or -EAGAIN if *word != expect.
+ *   the number woken plus moved, or -errno on any failure (-EAGAIN if
+ *   *word != expect; -EFAULT, -EINVAL...): the caller must then wake its
+ *   waiters another way.
  * flags: KS_SHARED selects the process-shared futex op; the choice is a
  *   property of the object, fixed at init, so waiter and waker always agree
  *   (PITFALLS B.1 item 6).
  */
+#define KS_WAKE_ALL INT32_MAX /* the n of a wake (or requeue) that reaches every waiter */
 KS_HIDDEN int ks_futex_wait(const uint32_t *word, uint32_t expect, int64_t deadline, unsigned flags);
 KS_HIDDEN int ks_futex_wake(const uint32_t *word, int n, unsigned flags);
 /* The same with a FUTEX_WAIT_BITSET/FUTEX_WAKE_BITSET mask: a wake reaches

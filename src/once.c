@@ -31,7 +31,7 @@ int ks_once_slow(ks_once_t *o, void (*fn)(void))
             /* release: pairs with the acquire loads of every other caller. */
             s = __atomic_exchange_n(&o->state, KS_ONCE_DONE, __ATOMIC_RELEASE);
             if (s == KS_ONCE_WAITED)
-                ks_futex_wake(&o->state, INT32_MAX, fl);
+                ks_futex_wake(&o->state, KS_WAKE_ALL, fl);
             return 0;
         case KS_ONCE_RUNNING:
             /* acquire both ways: the reloaded value may be DONE. */

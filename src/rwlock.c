@@ -101,7 +101,7 @@ int ks_rwlock_unlock_slow(ks_rwlock_t *l)
     if (wake_writer)
         ks_futex_wake_mask(fword(l), 1, fl, MASK_WRITER);
     if (wake_readers)
-        ks_futex_wake_mask(fword(l), INT32_MAX, fl, MASK_READER);
+        ks_futex_wake_mask(fword(l), KS_WAKE_ALL, fl, MASK_READER);
     return 0;
 }
 
@@ -198,7 +198,7 @@ int ks_rwlock_wrlock_slow(ks_rwlock_t *l, int64_t deadline)
              * the lock with their own acquire CAS. */
             if (__atomic_compare_exchange_n(&l->state, &v, nv, 1, __ATOMIC_RELAXED, __ATOMIC_RELAXED)) {
                 if (wake_readers)
-                    ks_futex_wake_mask(fword(l), INT32_MAX, fl, MASK_READER);
+                    ks_futex_wake_mask(fword(l), KS_WAKE_ALL, fl, MASK_READER);
                 return ETIMEDOUT;
             }
         }

@@ -988,3 +988,216 @@ Test(cond, waiter_touches_nothing_after_leaving, .timeout = 60)
                          ww.after - 1, how, f);
         }
 }
+
+/* ---- issue 10: destroy with the mutex held, and waiters with different mutexes -------- */
+
+struct dh_waiter {
+    ks_cond_t *c;
+    ks_mutex_t *m;
+    int *go; /* under *m */
+    int timed;
+    int ret;
+    pid_t tid;
+};
+
+static void *dh_waiter_main(void *p)
+{
+    struct dh_waiter *w = p;
+    ks_mutex_lock(w->m);
+    __atomic_store_n(&w->tid, kt_gettid(), __ATOMIC_RELEASE);
+    while (!*w->go && w->ret == 0)
+        w->ret = w->timed ? ks_cond_timedwait(w->c, w->m, ks_deadline_after(60 * KS_NSEC_PER_SEC))
+                          : ks_cond_wait(w->c, w->m);
+    ks_mutex_unlock(w->m);
+    return NULL;
+}
+
+/* Start waiter w and return once it sleeps in the kernel inside wait. */
+static void dh_start(pthread_t *t, struct dh_waiter *w, uint32_t sleepers_before)
+{
+    kt_spawn(t, dh_waiter_main, w);
+    pid_t tid;
+    while (!(tid = __atomic_load_n(&w->tid, __ATOMIC_ACQUIRE)))
+        sched_yield();
+    int64_t end = ks_now() + 20 * KS_NSEC_PER_SEC;
+    while (sleepers_of(w->c) != sleepers_before + 1 && ks_now() < end)
+        kt_sleep_ns(100000);
+    cr_assert_eq(sleepers_of(w->c), sleepers_before + 1, "waiter never counted as a sleeper");
+    cr_assert(kt_wait_in_futex(tid, 20 * KS_NSEC_PER_SEC), "waiter never slept");
+}
+
+struct dh_destroyer {
+    ks_cond_t *c;
+    ks_mutex_t *m;
+    int *go;
+    int how; /* 0 broadcast, 1 one signal per waiter */
+    int nwaiters;
+    int destroy_ret;
+};
+
+/* lock(m); go = 1; broadcast (or signals); destroy(c); unlock(m): POSIX
+ * allows destroy here, since no thread is blocked on c any more. */
+static void *dh_destroyer_main(void *p)
+{
+    struct dh_destroyer *d = p;
+    ks_mutex_lock(d->m);
+    *d->go = 1;
+    if (d->how == 0)
+        ks_cond_broadcast(d->c);
+    else
+        for (int i = 0; i < d->nwaiters; i++)
+            ks_cond_signal(d->c);
+    d->destroy_ret = ks_cond_destroy(d->c);
+    ks_mutex_unlock(d->m);
+    return NULL;
+}
+
+#define DH_WAITERS 3
+
+/* Issue 10 bug 1: the broadcast requeued W2 and W3 onto m's word; they
+ * still counted as waiters and could leave only once m was unlocked, which
+ * the destroyer did after destroy returned: destroy hung forever. */
+static void run_destroy_holding_mutex(unsigned flags, int how)
+{
+    for (int round = 0; round < 4; round++) {
+        ks_mutex_t m;
+        cr_assert_eq(ks_mutex_init(&m, flags), 0);
+        ks_cond_t *c = malloc(sizeof *c);
+        cr_assert_not_null(c);
+        cr_assert_eq(ks_cond_init(c, flags), 0);
+        int go = 0;
+        struct dh_waiter w[DH_WAITERS];
+        pthread_t t[DH_WAITERS];
+        for (int i = 0; i < DH_WAITERS; i++) {
+            w[i] = (struct dh_waiter){.c = c, .m = &m, .go = &go, .timed = (round + i) % 2};
+            dh_start(&t[i], &w[i], (uint32_t)i);
+        }
+        struct dh_destroyer d = {.c = c, .m = &m, .go = &go, .how = how, .nwaiters = DH_WAITERS,
+                                 .destroy_ret = -1};
+        pthread_t dt;
+        kt_spawn(&dt, dh_destroyer_main, &d);
+        cr_assert(kt_join_by(dt, ks_now() + 10 * KS_NSEC_PER_SEC),
+                  "destroy under the mutex right after %s never returned (flags %u, round %d)",
+                  how ? "signals" : "broadcast", flags, round);
+        cr_assert_eq(d.destroy_ret, 0);
+        memset(c, 0xdd, sizeof *c); /* no waiter may touch it any more */
+        free(c);
+        for (int i = 0; i < DH_WAITERS; i++) {
+            cr_assert(kt_join_by(t[i], ks_now() + 10 * KS_NSEC_PER_SEC), "waiter %d stuck", i);
+            cr_assert_eq(w[i].ret, 0);
+        }
+        cr_assert_eq(ks_mutex_trylock(&m), 0, "mutex left marked 0x%x", m.state);
+        cr_assert_eq(ks_mutex_unlock(&m), 0);
+        cr_assert_eq(ks_mutex_destroy(&m), 0);
+    }
+}
+
+Test(cond, destroy_holding_the_mutex_right_after_broadcast, .timeout = 120)
+{
+    run_destroy_holding_mutex(0, 0);
+}
+Test(cond, destroy_holding_the_mutex_right_after_signals, .timeout = 120)
+{
+    run_destroy_holding_mutex(0, 1);
+}
+Test(cond, shared_destroy_holding_the_mutex_right_after_broadcast, .timeout = 120)
+{
+    run_destroy_holding_mutex(KS_SHARED, 0);
+}
+
+/* Issue 10 bug 2: W1 waits with m2, W2 with m1, W3 with m2.  The broadcast
+ * used to requeue onto the mutex of the latest waiter (m2): W1 woke, W2 and
+ * W3 moved to m2's word; W1's unlock of m2 woke W2, which went on with m1
+ * and never touched m2 again, and W3 slept on m2 for good with m2 free. */
+Test(cond, broadcast_to_waiters_of_different_mutexes_wakes_them_all, .timeout = 120)
+{
+    for (int round = 0; round < 4; round++) {
+        ks_mutex_t m1 = KS_MUTEX_INIT, m2 = KS_MUTEX_INIT;
+        ks_cond_t c = KS_COND_INIT;
+        int go1 = 0, go2 = 0;
+        ks_mutex_t *mx[DH_WAITERS] = {&m2, &m1, &m2};
+        int *gx[DH_WAITERS] = {&go2, &go1, &go2};
+        struct dh_waiter w[DH_WAITERS];
+        pthread_t t[DH_WAITERS];
+        for (int i = 0; i < DH_WAITERS; i++) {
+            w[i] = (struct dh_waiter){.c = &c, .m = mx[i], .go = gx[i], .timed = (round + i) % 2};
+            dh_start(&t[i], &w[i], (uint32_t)i);
+        }
+        cr_assert_eq(c.mutex, KS_COND_MIXED);
+        ks_mutex_lock(&m1);
+        go1 = 1;
+        ks_mutex_unlock(&m1);
+        ks_mutex_lock(&m2);
+        go2 = 1;
+        if (round % 2)
+            ks_mutex_unlock(&m2); /* broadcast without the mutex, or with m2 held */
+        cr_assert_eq(ks_cond_broadcast(&c), 0);
+        if (!(round % 2))
+            ks_mutex_unlock(&m2);
+        for (int i = 0; i < DH_WAITERS; i++) {
+            cr_assert(kt_join_by(t[i], ks_now() + 10 * KS_NSEC_PER_SEC),
+                      "waiter %d (mutex m%d) never returned after the broadcast (round %d)", i,
+                      mx[i] == &m1 ? 1 : 2, round);
+            cr_assert_eq(w[i].ret, 0);
+        }
+        cr_assert_eq(m1.state, 0u);
+        cr_assert_eq(m2.state, 0u);
+        cr_assert_eq(ks_cond_destroy(&c), 0);
+    }
+}
+
+/* One mutex at a time, but not the same one each time (legal in POSIX): the
+ * second set of waiters must not be requeued onto the first set's mutex. */
+Test(cond, sequential_waiter_sets_with_different_mutexes, .timeout = 120)
+{
+    ks_cond_t c = KS_COND_INIT;
+    ks_mutex_t ms[3] = {KS_MUTEX_INIT, KS_MUTEX_INIT, KS_MUTEX_INIT};
+    for (int set = 0; set < 3; set++) {
+        ks_mutex_t *m = &ms[set];
+        int go = 0;
+        struct dh_waiter w[DH_WAITERS];
+        pthread_t t[DH_WAITERS];
+        for (int i = 0; i < DH_WAITERS; i++) {
+            w[i] = (struct dh_waiter){.c = &c, .m = m, .go = &go, .timed = i % 2};
+            dh_start(&t[i], &w[i], (uint32_t)i);
+        }
+        cr_assert_eq(c.mutex, set == 0 ? &ms[0] : KS_COND_MIXED);
+        ks_mutex_lock(m);
+        go = 1;
+        cr_assert_eq(ks_cond_broadcast(&c), 0);
+        ks_mutex_unlock(m);
+        for (int i = 0; i < DH_WAITERS; i++) {
+            cr_assert(kt_join_by(t[i], ks_now() + 10 * KS_NSEC_PER_SEC), "set %d waiter %d stuck", set, i);
+            cr_assert_eq(w[i].ret, 0);
+        }
+        cr_assert_eq(m->state, 0u);
+    }
+    cr_assert_eq(ks_cond_destroy(&c), 0);
+    /* Initialised again, it requeues again. */
+    cr_assert_eq(ks_cond_init(&c, 0), 0);
+    cr_assert_null(c.mutex);
+}
+
+/* A private condition variable used with a KS_SHARED mutex: the two live in
+ * different futex namespaces, so broadcast must never requeue between them. */
+Test(cond, private_cond_with_shared_mutex_never_requeues, .timeout = 60)
+{
+    ks_cond_t c = KS_COND_INIT;
+    ks_mutex_t m;
+    cr_assert_eq(ks_mutex_init(&m, KS_SHARED), 0);
+    int go = 0;
+    struct dh_waiter w[DH_WAITERS];
+    pthread_t t[DH_WAITERS];
+    for (int i = 0; i < DH_WAITERS; i++) {
+        w[i] = (struct dh_waiter){.c = &c, .m = &m, .go = &go};
+        dh_start(&t[i], &w[i], (uint32_t)i);
+    }
+    cr_assert_eq(c.mutex, KS_COND_MIXED);
+    ks_mutex_lock(&m);
+    go = 1;
+    cr_assert_eq(ks_cond_broadcast(&c), 0);
+    ks_mutex_unlock(&m);
+    for (int i = 0; i < DH_WAITERS; i++)
+        cr_assert(kt_join_by(t[i], ks_now() + 10 * KS_NSEC_PER_SEC), "waiter %d stuck", i);
+    cr_assert_eq(ks_cond_destroy(&c), 0);
+}

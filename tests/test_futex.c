@@ -26,6 +26,27 @@ Test(futex, stats_are_per_thread_and_start_at_zero)
     cr_assert_eq(t.waits, s.waits);
 }
 
+Test(futex, stats_of_null_is_einval)
+{
+    cr_assert_eq(ks_futex_stats(NULL), EINVAL);
+    struct ks_futex_stats st;
+    cr_assert_eq(ks_futex_stats(&st), 0);
+}
+
+/* Issue 10: every requeue failure is reported (the condition variable then
+ * wakes all); EFAULT and EINVAL used to read as "0 woken". */
+Test(futex, requeue_reports_every_failure)
+{
+    uint32_t w = 7, to = 0;
+    cr_assert_eq(ks_futex_requeue(&w, 8, 1, KS_WAKE_ALL, &to, 0), -EAGAIN);
+    /* A process-shared target that is not mapped (the kernel must look the
+     * page up to key a shared futex). */
+    cr_assert_eq(ks_futex_requeue(&w, 7, 1, KS_WAKE_ALL, (const uint32_t *)(uintptr_t)8, KS_SHARED), -EFAULT);
+    /* Misaligned word. */
+    cr_assert_eq(ks_futex_requeue((const uint32_t *)((char *)&w + 1), 7, 1, KS_WAKE_ALL, &to, 0), -EINVAL);
+    cr_assert_eq(ks_futex_requeue(&w, 7, 1, KS_WAKE_ALL, &to, 0), 0);
+}
+
 Test(futex, past_deadline_times_out_without_syscall)
 {
     for (int f = 0; f < 2; f++) {

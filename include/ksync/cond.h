@@ -15,14 +15,19 @@
  * spinning), so callers loop on their predicate.  signal and broadcast with
  * nobody waiting make no syscall.  broadcast wakes one waiter and moves the
  * others onto the mutex's futex (FUTEX_CMP_REQUEUE), so they are woken one
- * at a time by unlocks instead of stampeding; for a KS_SHARED condition
- * variable, or a waiter set using different mutexes, it wakes all instead.
+ * at a time by unlocks instead of stampeding.  It wakes all instead for a
+ * KS_SHARED condition variable, and for one that has ever been waited on
+ * with two different mutexes (POSIX leaves concurrent waits with different
+ * mutexes undefined; here they work, and such a condition variable wakes
+ * all on broadcast from then on, until it is initialised again).
  *
- * Destroy right after broadcast (PITFALLS item 20): ks_cond_destroy waits
- * until every waiter that has been woken has stopped touching the object, so
- * the usual "broadcast, unlock, destroy, free" is safe.  Destroying a
- * condition variable that threads are still blocked on (never signalled) is
- * undefined in POSIX; here it blocks until they leave.
+ * Destroy right after broadcast (docs/pitfalls.md item 20): ks_cond_destroy
+ * waits until every waiter that has been woken has stopped touching the
+ * object, so "broadcast, unlock, destroy, free" is safe, and so is
+ * "broadcast, destroy, unlock" with the mutex held throughout (destroy
+ * wakes the waiters moved onto the mutex so that they can leave).
+ * Destroying a condition variable that threads are still blocked on (never
+ * signalled) is undefined in POSIX; here it blocks until they leave.
  */
 #ifndef KSYNC_COND_H
 #define KSYNC_COND_H
@@ -36,8 +41,12 @@ typedef struct ks_cond {
     uint32_t waiters;  /* threads inside wait (bit 31: destroy is waiting for them to leave) */
     uint32_t sleepers; /* threads inside FUTEX_WAIT (or requeued to the mutex) */
     uint32_t flags;    /* KS_SHARED or 0; constant after init */
-    ks_mutex_t *mutex; /* the mutex of the latest wait: broadcast requeues onto it */
+    ks_mutex_t *mutex; /* NULL, the one mutex of every wait so far, or KS_COND_MIXED */
 } ks_cond_t;
+
+/* `mutex` once waits have used two different mutexes (or a KS_SHARED
+ * mutex): broadcast no longer requeues. */
+#define KS_COND_MIXED ((ks_mutex_t *)(uintptr_t)1)
 
 #define KS_COND_INIT {0u, 0u, 0u, 0u, 0}
 

@@ -14,7 +14,8 @@
 
 /* Counts of futex system calls made by the calling thread since it started,
  * for tests and benchmarks that show a fast path made none, or that a
- * wake-up policy saves wakes.  Always available. */
+ * wake-up policy saves wakes.  Always available.  Returns 0, or EINVAL
+ * for a NULL out. */
 struct ks_futex_stats {
     uint64_t waits; /* FUTEX_WAIT_BITSET calls made */
     uint64_t wakes; /* FUTEX_WAKE / FUTEX_CMP_REQUEUE calls made */
@@ -22,7 +23,7 @@ struct ks_futex_stats {
 };
 
 KS_EXTERN_C_BEGIN
-KS_API void ks_futex_stats(struct ks_futex_stats *out);
+KS_API int ks_futex_stats(struct ks_futex_stats *out);
 #ifdef KS_DEBUG_YIELD
 KS_API void ks_debug_yield_config(unsigned permille, uint64_t seed);
 KS_API int ks_debug_yield_enabled(void);
