@@ -34,7 +34,9 @@
  *  (I3) S is set only by a waiter that will itself come back to the word
  *       (it sleeps with C set, so an unlock wakes a sleeper), and that
  *       waiter clears S when it leaves, by acquiring or by timing out; so S
- *       never strands a free mutex with nobody to take it.
+ *       never strands a free mutex with nobody to take it.  Timing out on
+ *       a free mutex it clears C too and wakes one sleeper if C was set
+ *       (leave_starving), so no C is left on a free mutex nobody waits on.
  */
 #include "internal.h"
 
@@ -69,6 +71,25 @@ int ks_mutex_destroy(ks_mutex_t *m)
 }
 
 static int lock_slow(ks_mutex_t *m, int64_t deadline, int slept);
+
+/* (I3) for a thread that set S and gives up (timed out): clear S.  If the
+ * mutex is held, its unlock will wake a sleeper as usual.  If it is free, S
+ * was what kept the others away, and C may be a left-over of newcomers that
+ * slept behind S and have since timed out too: clear C as well and wake one
+ * sleeper if C was set.  That one acquires with C (I2) or sets C again
+ * before it sleeps, so sleepers that remain are still announced; and
+ * nobody left, the word is 0, so trylock and destroy see a free mutex
+ * (leaving C behind made them answer EBUSY on a free, unwaited mutex).
+ * relaxed: nothing is published; the lock's data is ordered by L. */
+static void leave_starving(ks_mutex_t *m, unsigned fl)
+{
+    uint32_t s = __atomic_load_n(&m->state, __ATOMIC_RELAXED);
+    while (!__atomic_compare_exchange_n(&m->state, &s, (s & L) ? (s & ~S) : 0, 1, __ATOMIC_RELAXED,
+                                        __ATOMIC_RELAXED))
+        ;
+    if (!(s & L) && (s & C))
+        ks_futex_wake(&m->state, 1, fl);
+}
 
 int ks_mutex_lock_slow(ks_mutex_t *m, int64_t deadline)
 {
@@ -142,17 +163,8 @@ static int lock_slow(ks_mutex_t *m, int64_t deadline, int slept)
         int r = ks_futex_wait(&m->state, ns, deadline, fl);
         slept = 1;
         if (r == ETIMEDOUT) {
-            if (set_s) {
-                /* (I3): clear S on the way out; relaxed, nothing published. */
-                s = __atomic_load_n(&m->state, __ATOMIC_RELAXED);
-                while (!__atomic_compare_exchange_n(&m->state, &s, s & ~S, 1, __ATOMIC_RELAXED,
-                                                    __ATOMIC_RELAXED))
-                    ;
-                /* If the mutex is free right now, S was what kept the others
-                 * away; wake one so it does not wait for a future unlock. */
-                if (!(s & L) && (s & C))
-                    ks_futex_wake(&m->state, 1, fl);
-            }
+            if (set_s)
+                leave_starving(m, fl);
             return ETIMEDOUT;
         }
         s = __atomic_load_n(&m->state, __ATOMIC_RELAXED);

@@ -521,6 +521,137 @@ Test(mutex, timed_out_starving_waiter_clears_starving, .timeout = 60)
     cr_assert(scenario, "could not make a waiter set STARVING in 20 attempts");
 }
 
+/* Issue 10 bug 4: after a starving waiter timed out, a free mutex nobody
+ * waited on could stay marked CONTENDED, so trylock, ks_rmutex_trylock and
+ * destroy answered EBUSY.  The sequence: W1 has set STARVING (L|C|S); the
+ * kernel returns ETIMEDOUT to W1; the owner unlocks (state S, the wake
+ * finds nobody); a newcomer N with a short deadline sets C, sleeps and
+ * times out; W1 clears S and leaves C.  The window between W1 leaving the
+ * kernel and clearing S is a few instructions, so the test holds W1 there:
+ * W1 and the main thread share one CPU, and the main thread, SCHED_FIFO,
+ * spins past W1's deadline so W1 cannot run; then it sends W1 a signal.
+ * When W1 runs, its futex wait has both timed out and been interrupted, and
+ * Linux reports the timeout (futex_wait checks it before pending signals)
+ * and then runs the handler before W1's own code: the handler parks W1 in
+ * read() until the main thread has played the owner and N. */
+static int park_pipe[2];
+static int parked;
+
+static void park_handler(int sig)
+{
+    (void)sig;
+    char c;
+    __atomic_store_n(&parked, 1, __ATOMIC_RELEASE);
+    while (read(park_pipe[0], &c, 1) < 0 && errno == EINTR)
+        ;
+}
+
+struct starver {
+    ks_mutex_t *m;
+    int cpu;
+    int64_t deadline;
+    int ret;
+    pid_t tid;
+};
+
+static void *starver_main(void *p)
+{
+    struct starver *w = p;
+    cpu_set_t set;
+    CPU_ZERO(&set);
+    CPU_SET(w->cpu, &set);
+    pthread_setaffinity_np(pthread_self(), sizeof set, &set);
+    __atomic_store_n(&w->tid, kt_gettid(), __ATOMIC_RELEASE);
+    w->ret = ks_mutex_timedlock(w->m, w->deadline);
+    return NULL;
+}
+
+static int set_fifo(int on)
+{
+    struct sched_param sp = {.sched_priority = on ? 1 : 0};
+    return pthread_setschedparam(pthread_self(), on ? SCHED_FIFO : SCHED_OTHER, &sp);
+}
+
+Test(mutex, starving_waiter_timing_out_leaves_no_contended_bit_on_a_free_mutex, .timeout = 60)
+{
+    if (geteuid() != 0)
+        cr_skip_test("needs SCHED_FIFO (root) to hold the waiter between its timeout and its exit");
+    kt_install_eintr_handler(SIGUSR2);
+    struct sigaction sa;
+    memset(&sa, 0, sizeof sa);
+    sa.sa_handler = park_handler;
+    sigemptyset(&sa.sa_mask);
+    cr_assert_eq(sigaction(SIGUSR1, &sa, NULL), 0);
+    cr_assert_eq(pipe(park_pipe), 0);
+    cpu_set_t old;
+    cr_assert_eq(pthread_getaffinity_np(pthread_self(), sizeof old, &old), 0);
+    int cpu = sched_getcpu();
+    cpu_set_t one;
+    CPU_ZERO(&one);
+    CPU_SET(cpu, &one);
+    cr_assert_eq(pthread_setaffinity_np(pthread_self(), sizeof one, &one), 0);
+
+    int reached = 0;
+    for (int attempt = 0; attempt < 5 && !reached; attempt++) {
+        ks_mutex_t m = KS_MUTEX_INIT;
+        __atomic_store_n(&parked, 0, __ATOMIC_RELAXED);
+        cr_assert_eq(ks_mutex_lock(&m), 0);
+        struct starver w = {.m = &m, .cpu = cpu, .deadline = ks_deadline_after(300 * KT_MS * KT_SLOW)};
+        pthread_t t;
+        kt_spawn(&t, starver_main, &w);
+        pid_t tid;
+        while (!(tid = __atomic_load_n(&w.tid, __ATOMIC_ACQUIRE)))
+            sched_yield();
+        cr_assert(kt_wait_in_futex(tid, 10 * KS_NSEC_PER_SEC));
+        /* W1 has waited > 1 ms: a spurious wake-up makes it set STARVING. */
+        kt_sleep_ns(3 * KT_MS);
+        cr_assert_eq(pthread_kill(t, SIGUSR2), 0);
+        int64_t end = ks_now() + 5 * KS_NSEC_PER_SEC;
+        while (state_of(&m) != (KS_MUTEX_LOCKED | KS_MUTEX_CONTENDED | KS_MUTEX_STARVING) && ks_now() < end)
+            kt_sleep_ns(100000);
+        cr_assert_eq(state_of(&m), KS_MUTEX_LOCKED | KS_MUTEX_CONTENDED | KS_MUTEX_STARVING);
+        cr_assert(kt_wait_in_futex(tid, 10 * KS_NSEC_PER_SEC));
+        /* Keep W1 off the CPU past its deadline, then make it park. */
+        cr_assert_eq(set_fifo(1), 0, "SCHED_FIFO refused");
+        int in_time = ks_now() < w.deadline - 20 * KT_MS;
+        while (ks_now() < w.deadline + 2 * KT_MS)
+            ;
+        cr_assert_eq(pthread_kill(t, SIGUSR1), 0);
+        cr_assert_eq(set_fifo(0), 0);
+        end = ks_now() + 5 * KS_NSEC_PER_SEC;
+        while (!__atomic_load_n(&parked, __ATOMIC_ACQUIRE) && ks_now() < end)
+            kt_sleep_ns(100000);
+        cr_assert(__atomic_load_n(&parked, __ATOMIC_ACQUIRE), "W1 never ran its handler");
+        if (in_time && state_of(&m) == (KS_MUTEX_LOCKED | KS_MUTEX_CONTENDED | KS_MUTEX_STARVING)) {
+            /* W1 is out of the kernel with S still set.  The owner unlocks
+             * (nobody to wake), and a newcomer sets C and times out. */
+            cr_assert_eq(ks_mutex_unlock(&m), 0);
+            cr_assert_eq(state_of(&m), KS_MUTEX_STARVING);
+            cr_assert_eq(ks_mutex_timedlock(&m, ks_deadline_after(5 * KT_MS)), ETIMEDOUT);
+            reached = state_of(&m) == (KS_MUTEX_STARVING | KS_MUTEX_CONTENDED);
+        }
+        cr_assert_eq(write(park_pipe[1], "g", 1), 1);
+        kt_join(t);
+        if (!reached) {
+            /* W1 took the lock after all (it ran before the signal): undo. */
+            if (w.ret == 0)
+                continue;
+            if (state_of(&m) & KS_MUTEX_LOCKED)
+                ks_mutex_unlock(&m);
+            continue;
+        }
+        cr_assert_eq(w.ret, ETIMEDOUT);
+        cr_assert_eq(state_of(&m), 0u, "a free mutex nobody waits on was left in state 0x%x", state_of(&m));
+        cr_assert_eq(ks_mutex_trylock(&m), 0);
+        cr_assert_eq(ks_mutex_unlock(&m), 0);
+        cr_assert_eq(ks_mutex_destroy(&m), 0);
+    }
+    pthread_setaffinity_np(pthread_self(), sizeof old, &old);
+    close(park_pipe[0]);
+    close(park_pipe[1]);
+    cr_assert(reached, "could not hold a timed-out starving waiter in its window in 5 attempts");
+}
+
 /* ---- destroy/free right after unlock (POSIX; glibc bug 13690) ---------------------- */
 
 #define UAF_ROUNDS 3000
