@@ -37,7 +37,14 @@ int ks_deadline_from_timespec(int clock, const struct timespec *ts, int64_t *dea
         clock_gettime(CLOCK_REALTIME, &rt);
         int64_t now_rt = (int64_t)rt.tv_sec * KS_NSEC_PER_SEC + rt.tv_nsec;
         int64_t now_mono = ks_now();
-        t = t - now_rt + now_mono; /* both far below INT64_MAX/2 after the check above */
+        /* The two clocks are unrelated: CLOCK_MONOTONIC may be ahead of
+         * CLOCK_REALTIME (a wrong wall clock, a time namespace), so the
+         * shift can overflow for a far-future t: saturate to KS_FOREVER.
+         * Each clock reading is below 2^62 ns (146 years), so the
+         * difference itself cannot overflow. */
+        int64_t shift = now_mono - now_rt;
+        if (__builtin_add_overflow(t, shift, &t))
+            t = shift > 0 ? KS_FOREVER : 0;
         if (t < 0)
             t = 0; /* long past: immediate timeout, still a valid deadline */
     }

@@ -371,3 +371,102 @@ Test(once, waiter_touches_nothing_after_completion, .timeout = 60)
                      ww.after - 1, f);
     }
 }
+
+/* ---- fork while another thread runs the function (issue 10) -------------------------------- */
+
+/* A thread of the parent is inside init_fn when the main thread forks.  That
+ * thread does not exist in the child, whose copy of the object says
+ * "running" for good: every caller in the child used to block forever.  Now
+ * the child's first caller runs init_fn itself (glibc's pthread_once does
+ * the same), whatever kind of fork made the child. */
+static ks_once_t fork_once;
+static pid_t fork_parent;
+static int fork_in_fn;     /* the parent's runner is inside fn */
+static int fork_release;   /* the parent's runner may return */
+static int fork_runs;      /* runs of fn in this process image */
+
+static void fork_fn(void)
+{
+    __atomic_add_fetch(&fork_runs, 1, __ATOMIC_RELAXED);
+    if (getpid() != fork_parent)
+        return;
+    __atomic_store_n(&fork_in_fn, 1, __ATOMIC_RELEASE);
+    while (!__atomic_load_n(&fork_release, __ATOMIC_ACQUIRE))
+        kt_sleep_ns(100000);
+}
+
+static void *fork_runner(void *p)
+{
+    (void)p;
+    ks_once(&fork_once, fork_fn);
+    return NULL;
+}
+
+static int fork_child_calls_once(void *p)
+{
+    (void)p;
+    alarm(10); /* a hang kills the child: the parent sees a signal, not exit 0 */
+    if (ks_once(&fork_once, fork_fn) != 0)
+        return 1;
+    if (__atomic_load_n(&fork_runs, __ATOMIC_RELAXED) != 2) /* the parent's start + ours */
+        return 2;
+    if (ks_once(&fork_once, fork_fn) != 0 || fork_runs != 2)
+        return 3;
+    if (__atomic_load_n(&fork_once.state, __ATOMIC_RELAXED) != KS_ONCE_DONE)
+        return 4;
+    return 0;
+}
+
+Test(once, fork_child_runs_the_function_a_vanished_runner_was_running, .timeout = 60)
+{
+    fork_parent = getpid();
+    for (int k = 0; k < KT_FORK_KINDS; k++) {
+        fork_once = (ks_once_t)KS_ONCE_INIT;
+        fork_in_fn = fork_release = fork_runs = 0;
+        pthread_t t;
+        kt_spawn(&t, fork_runner, NULL);
+        while (!__atomic_load_n(&fork_in_fn, __ATOMIC_ACQUIRE))
+            sched_yield();
+        pid_t pid = kt_fork_as((enum kt_fork_kind)k, fork_child_calls_once, NULL);
+        int st = 0;
+        cr_assert_eq(waitpid(pid, &st, 0), pid);
+        cr_assert(WIFEXITED(st) && WEXITSTATUS(st) == 0, "%s child: %s %d", kt_fork_names[k],
+                  WIFEXITED(st) ? "failed check" : "killed by signal",
+                  WIFEXITED(st) ? WEXITSTATUS(st) : WTERMSIG(st));
+        /* The parent's runner is unaffected and completes normally. */
+        __atomic_store_n(&fork_release, 1, __ATOMIC_RELEASE);
+        kt_join(t);
+        cr_assert_eq(fork_runs, 1);
+        cr_assert_eq(ks_once(&fork_once, fork_fn), 0);
+        cr_assert_eq(fork_runs, 1);
+    }
+}
+
+/* In the same process nobody takes over: a second caller waits for the
+ * runner, however long it takes. */
+static void *second_caller(void *p)
+{
+    *(int *)p = ks_once(&fork_once, fork_fn) == 0 ? 1 : -1;
+    return NULL;
+}
+
+Test(once, same_process_callers_wait_for_the_runner, .timeout = 60)
+{
+    fork_parent = getpid();
+    fork_once = (ks_once_t)KS_ONCE_INIT;
+    fork_in_fn = fork_release = fork_runs = 0;
+    pthread_t t, t2;
+    kt_spawn(&t, fork_runner, NULL);
+    while (!__atomic_load_n(&fork_in_fn, __ATOMIC_ACQUIRE))
+        sched_yield();
+    int done = 0;
+    kt_spawn(&t2, second_caller, &done);
+    kt_sleep_ns(50 * KT_MS);
+    cr_assert_eq(__atomic_load_n(&done, __ATOMIC_RELAXED), 0, "the second caller did not wait");
+    cr_assert_eq(fork_once.state & 3u, KS_ONCE_WAITED);
+    __atomic_store_n(&fork_release, 1, __ATOMIC_RELEASE);
+    kt_join(t);
+    kt_join(t2);
+    cr_assert_eq(done, 1);
+    cr_assert_eq(fork_runs, 1);
+}

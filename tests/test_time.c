@@ -192,3 +192,49 @@ const char *__lsan_default_suppressions(void) { return "leak:criterion_run_all_t
 const char *__asan_default_options(void);
 const char *__asan_default_options(void) { return "fast_unwind_on_malloc=0"; }
 #endif
+
+/* Issue 10: the REALTIME conversion shifts by (MONOTONIC - REALTIME), which
+ * is positive when the monotonic clock is ahead of the wall clock (a wrong
+ * wall clock, a VM, a time namespace); for a far-future time the sum used
+ * to overflow (undefined; in practice it wrapped negative and the far
+ * future became "already past").  A time namespace whose CLOCK_MONOTONIC is
+ * 3e9 s ahead makes that real: the child converts year 2255. */
+#ifndef CLONE_NEWTIME
+#define CLONE_NEWTIME 0x00000080
+#endif
+
+static int child_converts_far_future(void *p)
+{
+    (void)p;
+    struct timespec mono, rt;
+    clock_gettime(CLOCK_MONOTONIC, &mono);
+    clock_gettime(CLOCK_REALTIME, &rt);
+    if (mono.tv_sec <= rt.tv_sec)
+        return 1; /* the namespace did not move the clock */
+    struct timespec far = {.tv_sec = 9000000000, .tv_nsec = 0};
+    int64_t d = 0;
+    if (ks_deadline_from_timespec(CLOCK_REALTIME, &far, &d) != 0)
+        return 2;
+    if (d != KS_FOREVER)
+        return 3;
+    /* A near time still converts exactly (within the clocks' jitter). */
+    struct timespec soon = rt;
+    soon.tv_sec += 10;
+    if (ks_deadline_from_timespec(CLOCK_REALTIME, &soon, &d) != 0)
+        return 4;
+    int64_t want = ks_now() + 10 * KS_NSEC_PER_SEC;
+    if (d < want - 100 * KT_MS || d > want + 100 * KT_MS)
+        return 5;
+    return 0;
+}
+
+Test(time, from_timespec_realtime_with_monotonic_far_ahead_saturates, .timeout = 30)
+{
+    if (unshare(CLONE_NEWTIME) != 0)
+        cr_skip_test("no time namespaces here (unshare: %s)", strerror(errno));
+    FILE *f = fopen("/proc/self/timens_offsets", "w");
+    cr_assert_not_null(f, "timens_offsets: %s", strerror(errno));
+    cr_assert_gt(fprintf(f, "monotonic 3000000000 0\n"), 0);
+    cr_assert_eq(fclose(f), 0, "setting the monotonic offset: %s", strerror(errno));
+    kt_wait_child(kt_fork(child_converts_far_future, NULL));
+}

@@ -11,16 +11,23 @@
  * non-cancellable pthread_once), and calling ks_once on the same object from
  * inside init_fn deadlocks.  KS_ONCE_INIT_SHARED is the initialiser for an
  * object in shared memory used by several processes.
+ *
+ * Fork: if a thread is inside init_fn when another thread forks (fork(),
+ * _Fork(), or a raw clone), the child's first caller runs init_fn again, as
+ * glibc's pthread_once does (the thread that was running it does not exist
+ * in the child).  A KS_SHARED object is never taken over this way.
  */
 #ifndef KSYNC_ONCE_H
 #define KSYNC_ONCE_H
 
 #include <ksync/common.h>
 
+/* The kind of state, in the low two bits of `state`.  While init_fn runs
+ * in a private object, the other bits hold the runner's fork generation. */
 #define KS_ONCE_NEW 0u      /* nobody has started */
 #define KS_ONCE_RUNNING 1u  /* a thread runs init_fn */
 #define KS_ONCE_WAITED 2u   /* running, and other threads sleep */
-#define KS_ONCE_DONE 3u
+#define KS_ONCE_DONE 3u     /* the whole word is exactly 3 */
 
 typedef struct ks_once {
     uint32_t state; /* the futex word */
