@@ -32,8 +32,14 @@
  *   return     0; EINVAL: not one of this pool's resources; EPERM: one of
  *              them but not borrowed now (returned twice)
  *   available  resources free right now (a snapshot)
- *   destroy    0, EBUSY (resources still borrowed or threads waiting:
- *              nothing freed), EINVAL
+ *   destroy    0, EBUSY (resources still borrowed, or a borrow that had to
+ *              wait has not returned yet -- asleep, or woken and about to
+ *              take a resource: nothing freed; retry once it has returned),
+ *              EINVAL.  Threads still calling borrow or return otherwise are
+ *              the caller's to stop: every call on the pool must have
+ *              returned before destroy (a return that made every resource
+ *              free may still be inside its wake-up), and no call may follow
+ *              a destroy that returned 0, a second destroy included.
  * A return is a release and the borrow that gets the resource next an
  * acquire: the next borrower sees what the previous one wrote to it.
  */
