@@ -24,7 +24,9 @@
  *   create     0, EINVAL (NULL, n == 0, n > KS_MPMC_CAPACITY_MAX, duplicate
  *              values, unknown flags), ENOMEM (nothing allocated)
  *   init       as create, for caller memory of ks_pool_bytes(n) bytes aligned
- *              to KS_MPMC_ALIGN (shared memory: KS_SHARED)
+ *              to KS_MPMC_ALIGN (shared memory: KS_SHARED; EINVAL also for
+ *              misaligned memory; a refused init leaves the memory as it
+ *              was)
  *   borrow     0 and *res set; ETIMEDOUT: none was free by the deadline
  *              (*res untouched, nothing taken: there is nothing to return);
  *              EINVAL (also for a negative deadline).  A deadline already
