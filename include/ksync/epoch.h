@@ -29,10 +29,11 @@
  * reader may wait for inside a section (the retire may wait for that
  * reader: deadlock).
  *
- * Retire functions run outside any section of the thread that runs them
- * (unless that thread retires inside a section: a batch may then run some
- * there), on whichever thread reclaims them -- the retiring thread, or any
- * thread that reclaims a dead thread's objects.  They may retire, and may
+ * Retire functions run on whichever thread reclaims them -- the retiring
+ * thread, or any thread that reclaims a dead thread's objects -- outside
+ * its sections, unless that thread calls ks_epoch_retire or ks_epoch_flush
+ * inside one (a batch may then run there, and a barrier called from it
+ * answers EDEADLK).  They may retire, and may
  * call ks_epoch_barrier (directly, by destroying a KS_CACHE_LOCKFREE cache
  * the object owned, or through a retire at KS_EPOCH_MAX): that barrier also
  * runs what its caller had taken out to run, but it does not wait for
