@@ -874,6 +874,7 @@ struct cb_obj {
     long sibling_seen;  /* the sibling's count when the inner barrier returned */
     long *sibling;      /* counted by the sibling's function */
     int done;           /* atomic: the function finished */
+    int64_t waited_ns;  /* CB_RETIRE_MAX: how long the retires took */
     ks_cache_t *cache;  /* CB_CACHE: owned by the object */
     struct ks_epoch_node rcu;
 };
@@ -887,9 +888,28 @@ static void cb_count(struct ks_epoch_node *n)
     __atomic_fetch_add(&cb_nodes_freed, 1, __ATOMIC_RELAXED); /* relaxed: a count */
 }
 
+/* CB_RETIRE_MAX: a reader that stays in its section for a while, so that
+ * the epoch cannot advance and the function's retires reach KS_EPOCH_MAX
+ * pending (a retire then waits in ks_epoch_barrier). */
+#define CB_READER_NS (200 * KT_MS)
+static void *cb_slow_reader(void *p)
+{
+    if (ks_epoch_enter() == 0) {
+        set_flag(p);
+        kt_sleep_ns(CB_READER_NS);
+        ks_epoch_exit();
+    } else {
+        set_flag(p);
+    }
+    return NULL;
+}
+
 static void cb_free(struct ks_epoch_node *n)
 {
     struct cb_obj *o = (struct cb_obj *)((char *)n - offsetof(struct cb_obj, rcu));
+    pthread_t rd;
+    int in = 0;
+    int64_t t0;
     switch (o->mode) {
     case CB_BARRIER:
         o->ret = ks_epoch_barrier();
@@ -898,9 +918,15 @@ static void cb_free(struct ks_epoch_node *n)
         o->ret = ks_cache_destroy(o->cache);
         break;
     case CB_RETIRE_MAX:
-        o->ret = 0;
+        o->ret = pthread_create(&rd, NULL, cb_slow_reader, &in);
+        if (o->ret)
+            break;
+        wait_flag(&in, 5 * KS_NSEC_PER_SEC);
+        t0 = ks_now();
         for (unsigned i = 0; i < KS_EPOCH_MAX; i++)
             o->ret |= ks_epoch_retire(&cb_nodes[i], cb_count);
+        o->waited_ns = ks_now() - t0;
+        pthread_join(rd, NULL);
         break;
     }
     o->sibling_seen = count_of(o->sibling);
@@ -957,6 +983,9 @@ Test(epoch, retire_callback_may_call_barrier_when_run_from_the_orphan_list, .tim
         cr_assert_eq(o->sibling_seen, 1, "%s: an orphan taken with the caller's object was not freed "
                          "when the inner barrier returned", names[m]);
         cr_assert_eq(count_of(sibling), 1);
+        if (m == CB_RETIRE_MAX) /* the last retire waited for the reader: the barrier was reached */
+            cr_assert_geq(o->waited_ns, CB_READER_NS / 2, "the retires never reached KS_EPOCH_MAX (%lld ns)",
+                          (long long)o->waited_ns);
         free(o);
         free(sibling);
     }
