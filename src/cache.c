@@ -91,8 +91,9 @@ struct shard {
     size_t sweep_pos;
     size_t cap, cap_bytes; /* this shard's share; 0: none */
     struct fifo small, main;
-    uint64_t *ghost; /* hashes recently evicted from `small` */
+    uint64_t *ghost; /* hashes recently evicted from `small`; under the lock */
     size_t ghost_mask;
+    size_t ghost_max; /* slots it may grow to (ghost_bound) */
 };
 
 struct hitmiss {
@@ -490,6 +491,39 @@ static inline uint64_t *ghost_slot(struct shard *s, uint64_t h)
     return &s->ghost[(h >> 20) & s->ghost_mask];
 }
 
+/* The most slots a shard's ghost table may have: a power of two at least
+ * its entry capacity, or with max_bytes alone one slot per 256 bytes of its
+ * share (~3%), at most 2^30. */
+static size_t ghost_bound(const struct shard *s)
+{
+    size_t gw = s->cap ? s->cap : s->cap_bytes / 256, gs = 64;
+    while (gs < gw && gs < ((size_t)1 << 30))
+        gs <<= 1;
+    return gs;
+}
+
+/* The ghost table follows the hash table (what the shard holds now, not what
+ * max_bytes would allow: issue 17 found 64 GiB reserved for an empty cache),
+ * up to ghost_bound.  Called under the shard's lock (the ghost is only used
+ * there); on a failed allocation the old table stays (it is a hint). */
+static void ghost_follow(struct shard *s)
+{
+    size_t want = s->t->mask + 1;
+    if (want > s->ghost_max)
+        want = s->ghost_max;
+    if (want <= s->ghost_mask + 1)
+        return;
+    uint64_t *n = calloc(want, sizeof *n);
+    if (!n)
+        return;
+    for (size_t i = 0; i <= s->ghost_mask; i++)
+        if (s->ghost[i])
+            n[(s->ghost[i] >> 20) & (want - 1)] = s->ghost[i];
+    free(s->ghost);
+    s->ghost = n;
+    s->ghost_mask = want - 1;
+}
+
 /* ---- unlinking ----------------------------------------------------------- */
 
 /* Unlink e (found through link p) and put it on the garbage list. */
@@ -776,11 +810,9 @@ int ks_cache_create(ks_cache_t **out, const struct ks_cache_options *o)
         while (nb / 4 * 3 < want && nb < ((size_t)1 << 40)) /* load <= 3/4, as grow() */
             nb <<= 1;
         s->t = table_new(nb);
-        if (bounded) {
-            size_t gs = 64;
-            size_t gw = s->cap ? s->cap : (s->cap_bytes / 256); /* ~3% of the bytes */
-            while (gs < gw && gs < ((size_t)1 << 30))
-                gs <<= 1;
+        if (bounded) { /* as large as the table, up to ghost_bound; grows with it */
+            s->ghost_max = ghost_bound(s);
+            size_t gs = nb < s->ghost_max ? (nb < 64 ? 64 : nb) : s->ghost_max;
             s->ghost = calloc(gs, sizeof *s->ghost);
             s->ghost_mask = gs - 1;
         }
@@ -865,6 +897,10 @@ int ks_cache_get(ks_cache_t *c, const void *key, size_t klen, void *buf, size_t 
 {
     if (KS_UNLIKELY(!c || (!key && klen) || (!buf && cap)))
         return EINVAL;
+    if (KS_UNLIKELY(klen > c->max_key)) { /* no entry has such a key: a miss, */
+        count_get(c, 1);                  /* and the key is never read */
+        return ENOENT;
+    }
     uint64_t h = hash_bytes(c->seed, key, klen);
     struct shard *s = shard_of(c, h);
     int locked = !c->lockfree || KS_UNLIKELY(ks_epoch_enter() != 0);
@@ -1023,8 +1059,11 @@ int ks_cache_put(ks_cache_t *c, const void *key, size_t klen, const void *val, s
         set_size(&s->bytes, s->bytes + esize(n));
         if (n->deadline)
             s->timed++;
-        if (s->count > (s->t->mask + 1) / 4 * 3) /* load factor 3/4 */
+        if (s->count > (s->t->mask + 1) / 4 * 3) { /* load factor 3/4 */
             grow(c, s, &g);
+            if (c->bounded)
+                ghost_follow(s);
+        }
     }
     bump(&s->puts);
     if (s->timed && s->puts % SWEEP_EVERY == 0)
@@ -1043,6 +1082,8 @@ int ks_cache_delete(ks_cache_t *c, const void *key, size_t klen)
 {
     if (!c || (!key && klen))
         return EINVAL;
+    if (klen > c->max_key) /* no entry has such a key; never read it */
+        return ENOENT;
     uint64_t h = hash_bytes(c->seed, key, klen);
     struct shard *s = shard_of(c, h);
     struct ks_epoch_node *g = NULL;

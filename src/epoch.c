@@ -86,6 +86,12 @@ static struct {
 } g = {.epoch = 2}; /* start at 2: bags sealed 0 are "empty", never "old" */
 
 static KS_TLS struct rec *tls;
+/* Set once this thread's exit destructor has run: glibc may still run
+ * other keys' destructors after ours (later in the same round, or in the
+ * last round, after which no destructor runs again), and a record such a
+ * destructor claims would stay in use for ever.  From then on a retire or
+ * the end of a section hands the record back at once. */
+static KS_TLS int exiting;
 static pthread_key_t exit_key;
 static ks_once_t key_once = KS_ONCE_INIT;
 static int key_ok;
@@ -120,14 +126,37 @@ static uint64_t global_epoch(void)
     return __atomic_load_n(&g.epoch, __ATOMIC_SEQ_CST); /* SC: see docs/epoch.md */
 }
 
-/* Run the functions of a bag's objects. */
-static size_t free_list(struct ks_epoch_node *n)
+/* The functions this thread still has to run: every list whose grace
+ * period has ended is put in front of this one and run from here, one
+ * object at a time.  A function may call ks_epoch_barrier (directly, by
+ * destroying a cache the object owned, or by retiring at KS_EPOCH_MAX);
+ * that barrier then runs, before it returns, the rest of what its callers
+ * had taken out (their bags are already detached, and a barrier must not
+ * return with them unrun).  Owner only. */
+static KS_TLS struct ks_epoch_node *to_run;
+/* orphan_busy counts held by reclaim_orphans frames of this thread */
+static KS_TLS unsigned busy_held;
+
+static void run_later(struct ks_epoch_node *list)
+{
+    if (!list)
+        return;
+    struct ks_epoch_node *t = list;
+    while (t->next)
+        t = t->next;
+    t->next = to_run;
+    to_run = list;
+}
+
+/* Run every function queued on this thread, those queued by a caller up
+ * the stack included; returns how many ran. */
+static size_t run_queued(void)
 {
     size_t k = 0;
-    while (n) {
-        struct ks_epoch_node *next = n->next;
+    struct ks_epoch_node *n;
+    while ((n = to_run)) {
+        to_run = n->next; /* unlinked first: n->fn may call us again */
         n->fn(n);
-        n = next;
         k++;
     }
     return k;
@@ -202,6 +231,8 @@ int ks_epoch_exit(void)
     /* release: the section's reads happen before an advancer that sees the
      * record inactive (it acquires after its scan) moves the epoch on. */
     __atomic_store_n(&r->state, 0, __ATOMIC_RELEASE);
+    if (KS_UNLIKELY(exiting))
+        ks_epoch_leave(); /* no destructor of ours will run again */
     return 0;
 }
 
@@ -239,7 +270,8 @@ static void reclaim_own(struct rec *r, uint64_t now)
             b->head = NULL;
             b->n = 0;
             r->pending -= n;
-            k += free_list(list);
+            run_later(list);
+            k += run_queued();
         }
     }
     if (k)
@@ -260,7 +292,15 @@ static void orphan_push(struct orphan *o)
  * `orphan_busy` (incremented under the lock); `wait` (ks_epoch_barrier)
  * always takes the lock, ignoring the emptiness hint, and then waits for
  * reclaimers still freeing bags they took, so that it returns only once
- * every orphan ready by `now` has been freed. */
+ * every orphan ready by `now` has been freed.
+ *
+ * Except for reclaimers on this thread: a barrier called by a function that
+ * one of them runs (busy_held > 0) has already run what they took (to_run)
+ * and must not wait for them, they wait for it (issue 17: such a barrier
+ * hung for ever, and every later barrier with it).  Nor does it wait for
+ * other threads' reclaimers then: their functions may be calling a barrier
+ * too, each waiting for the other; what it does not wait for is what
+ * other threads' functions are running at that moment. */
 static void reclaim_orphans(uint64_t now, int wait)
 {
     /* relaxed: a hint; the list itself is taken under the lock */
@@ -278,23 +318,29 @@ static void reclaim_orphans(uint64_t now, int wait)
             orphan_push(o);
         }
     }
-    if (ready) /* relaxed: the lock orders it before a barrier's look */
+    if (ready) { /* relaxed: the lock orders it before a barrier's look */
         __atomic_fetch_add(&g.orphan_busy, 1, __ATOMIC_RELAXED);
+        busy_held++;
+    }
     ks_mutex_unlock(&g.orphan_lock);
     size_t k = 0;
     if (ready) {
         while (ready) {
             struct orphan *o = ready;
             ready = o->next;
-            k += free_list(o->bag.head);
+            run_later(o->bag.head);
             free(o);
         }
+        k = run_queued();
+        busy_held--;
         /* release: pairs with the acquire load below, in a barrier */
         __atomic_fetch_sub(&g.orphan_busy, 1, __ATOMIC_RELEASE);
     }
+    if (wait) /* what callers of ours on this thread took and have not run yet */
+        k += run_queued();
     if (k)
         __atomic_fetch_add(&g.freed, k, __ATOMIC_RELAXED); /* relaxed: a statistic */
-    if (wait)
+    if (wait && !busy_held)
         while (__atomic_load_n(&g.orphan_busy, __ATOMIC_ACQUIRE)) /* acquire: see above */
             sched_yield();
 }
@@ -368,6 +414,8 @@ int ks_epoch_retire(struct ks_epoch_node *node, void (*fn)(struct ks_epoch_node 
     }
     if (r->pending >= KS_EPOCH_MAX && !r->nest)
         ks_epoch_barrier(); /* bound the garbage: wait for a grace period */
+    if (KS_UNLIKELY(exiting) && !r->nest)
+        ks_epoch_leave(); /* hand the bag to the orphans: see `exiting` */
     return 0;
 }
 
@@ -386,9 +434,13 @@ int ks_epoch_leave(void)
         struct orphan *o = malloc(sizeof *o);
         if (!o) {
             /* No memory for the hand-over: wait for the grace period and
-             * free them here instead (never leak, never free early). */
+             * free them here instead (never leak, never free early).  The
+             * functions the barrier runs may retire into this record: look
+             * at every bag again, so that none is left behind a pending
+             * count reset below (the next owner would underflow it). */
             ks_epoch_barrier();
-            break;
+            i = -1;
+            continue;
         }
         o->bag = *b;
         ks_mutex_lock(&g.orphan_lock);
@@ -410,6 +462,7 @@ int ks_epoch_leave(void)
 static void on_thread_exit(void *p)
 {
     struct rec *r = p;
+    exiting = 1;
     if (r != tls)
         return;
     if (r->nest) {

@@ -42,6 +42,8 @@ struct ks_pool {
     uint64_t key_off;
     uint32_t flags;
     uint32_t owned;
+    uint32_t borrowing; /* borrows past their first try, until their last access */
+    uint32_t pad;
     ks_queue_t q; /* last: its ring's cells follow */
 };
 
@@ -101,6 +103,8 @@ static void setup(ks_pool_t *p, void *const *resources, size_t n, unsigned flags
     p->key_off = p->slot_off + n * sizeof(struct ks_pool_slot);
     p->flags = flags;
     p->owned = (uint32_t)owned;
+    p->borrowing = 0;
+    p->pad = 0;
     ks_queue_setup(&p->q, n, flags, 0);
     struct ks_pool_slot *s = slots(p);
     for (size_t i = 0; i < n; i++) {
@@ -148,10 +152,21 @@ int ks_pool_create(ks_pool_t **pp, void *const *resources, size_t n, unsigned fl
     return 0;
 }
 
+/* A borrower that had to wait is counted in `borrowing` from before its
+ * wait until after its last access to the pool.  It must be looked at
+ * first: a borrower woken by the return of the last resource is no longer
+ * a sleeper of the queue, and until it has taken the index out every
+ * resource looks free; the queue's destroy would then wait for it to leave
+ * the queue and free the pool under its slot write (issue 17, item 1). */
 int ks_pool_destroy(ks_pool_t *p)
 {
     if (!p)
         return EINVAL;
+    /* acquire: pairs with the release decrement at the end of a waiting
+     * borrow, so that a borrow seen finished here is seen holding its
+     * resource by the count of free ones below. */
+    if (__atomic_load_n(&p->borrowing, __ATOMIC_ACQUIRE))
+        return EBUSY;
     if (ks_pool_available(p) != p->n)
         return EBUSY;
     int e = ks_queue_destroy(&p->q); /* EBUSY if a borrower still sleeps */
@@ -162,20 +177,39 @@ int ks_pool_destroy(ks_pool_t *p)
     return 0;
 }
 
-int ks_pool_borrow(ks_pool_t *p, int64_t deadline, void **res)
+static void take(ks_pool_t *p, uintptr_t i, void **res)
 {
-    if (!p || !res || deadline < 0)
-        return EINVAL;
-    void *v;
-    int e = ks_queue_timedget(&p->q, &v, deadline);
-    if (e)
-        return e; /* ETIMEDOUT; EPIPE cannot happen: the pool's queue never closes */
-    struct ks_pool_slot *s = &slots(p)[(uintptr_t)v];
+    struct ks_pool_slot *s = &slots(p)[i];
     /* relaxed: the queue's get (acquire) ordered us after the return that
      * freed this index; the flag only catches double returns. */
     __atomic_store_n(&s->out, 1, __ATOMIC_RELAXED);
     *res = (void *)s->res;
-    return 0;
+}
+
+int ks_pool_borrow(ks_pool_t *p, int64_t deadline, void **res)
+{
+    if (!p || !res || deadline < 0)
+        return EINVAL;
+    uintptr_t i;
+    /* First try, as the queue's own fast path (no count: a borrow that
+     * never waited cannot be running while the caller destroys the pool
+     * unless the caller races its own destroy). */
+    if (KS_LIKELY(ks_mpmc__pop(&p->q.ring, &i) == 0)) {
+        ks_queue__wake(&p->q, &p->q.putters); /* a return may wait behind a pop */
+        take(p, i, res);
+        return 0;
+    }
+    /* relaxed: a borrower that sleeps is ordered before the thread that
+     * wakes it (and so before that thread's destroy) by the futex call; the
+     * release decrement below is what destroy's acquire load pairs with. */
+    __atomic_fetch_add(&p->borrowing, 1, __ATOMIC_RELAXED);
+    void *v;
+    int e = ks_queue_timedget(&p->q, &v, deadline);
+    if (e == 0) /* ETIMEDOUT otherwise; EPIPE cannot happen: the pool's queue never closes */
+        take(p, (uintptr_t)v, res);
+    /* release: the last access; pairs with the acquire load in destroy */
+    __atomic_fetch_sub(&p->borrowing, 1, __ATOMIC_RELEASE);
+    return e;
 }
 
 int ks_pool_return(ks_pool_t *p, void *res)

@@ -2016,3 +2016,98 @@ ParameterizedTest(struct variant *v, cache,
     get_absent(v, c, "K", 1, "v2 at 110");
     destroy(v, c);
 }
+
+/* ---- issue 17: key lengths no entry can have; the ghost table's size -------------------- */
+
+/* get and delete hashed the key before looking at its length, so a length
+ * longer than any key the cache accepts read past the caller's buffer (all
+ * four variants crashed with SIZE_MAX).  Such a key cannot be in the cache:
+ * a miss (counted) for get, ENOENT for delete, and the key is never read.
+ * The key sits just before an inaccessible page, so a read past max_key
+ * bytes faults. */
+FOR_VARIANTS(overlong_key_is_a_miss_and_never_read, all_variants)
+ParameterizedTest(struct variant *v, cache, overlong_key_is_a_miss_and_never_read, .timeout = 30)
+{
+    long pg = sysconf(_SC_PAGESIZE);
+    unsigned char *mem = mmap(NULL, 3 * (size_t)pg, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+    cr_assert_neq((void *)mem, MAP_FAILED);
+    cr_assert_eq(mprotect(mem + 2 * pg, (size_t)pg, PROT_NONE), 0);
+    struct ks_cache_options o = opts_for(v);
+    o.max_key = 64;
+    ks_cache_t *c = make_with(v, &o);
+    unsigned char *key = mem + 2 * pg - 64; /* 64 readable bytes, then the guard page */
+    memset(key, 'k', 64);
+    put_ok(v, c, key, 64, "v", 1, 0);
+    struct ks_cache_stats a = stats(c);
+    const size_t lens[] = {65, 4096, (size_t)pg + 1, (size_t)KS_CACHE_LEN_MAX + 1, SIZE_MAX / 2, SIZE_MAX};
+    char buf[8];
+    for (unsigned i = 0; i < NELEM(lens); i++) {
+        size_t n = 12345;
+        cr_assert_eq(ks_cache_get(c, key, lens[i], buf, sizeof buf, &n), ENOENT, "[%s] get, klen %zu", v->name, lens[i]);
+        cr_assert_eq(n, 12345u, "[%s] a miss wrote *vlen", v->name);
+        cr_assert_eq(ks_cache_delete(c, key, lens[i]), ENOENT, "[%s] delete, klen %zu", v->name, lens[i]);
+        cr_assert_eq(ks_cache_put(c, key, lens[i], "v", 1, 0), EMSGSIZE, "[%s] put, klen %zu", v->name, lens[i]);
+    }
+    struct ks_cache_stats b = stats(c);
+    ASSERT_STAT(v, b, gets, a.gets + NELEM(lens));
+    ASSERT_STAT(v, b, misses, a.misses + NELEM(lens));
+    ASSERT_STAT(v, b, hits, a.hits);
+    ASSERT_STAT(v, b, size, 1);
+    get_is(v, c, key, 64, "v", 1, "the entry at max_key after the refusals");
+    destroy(v, c);
+    munmap(mem, 3 * (size_t)pg);
+}
+
+static size_t vm_size_kib(void)
+{
+    FILE *f = fopen("/proc/self/status", "r");
+    cr_assert_not_null(f);
+    char line[256];
+    size_t kib = 0;
+    while (fgets(line, sizeof line, f))
+        if (sscanf(line, "VmSize: %zu kB", &kib) == 1)
+            break;
+    fclose(f);
+    return kib;
+}
+
+/* A bounded cache given max_bytes alone reserved its ghost table from
+ * max_bytes (max_bytes / 256 slots per shard, up to 2^30 slots of 8 bytes):
+ * 64 GiB of address space for an empty cache on this machine.  The ghost
+ * now follows the table (what the shard holds), up to that bound. */
+Test(cache, huge_max_bytes_reserves_nothing_up_front, .timeout = 30)
+{
+    struct variant v = {"BOUNDED", KS_CACHE_BOUNDED, 0};
+    struct ks_cache_options o = KS_CACHE_OPTIONS_INIT;
+    o.variant = KS_CACHE_BOUNDED;
+    o.max_bytes = (size_t)1 << 50;
+    size_t before = vm_size_kib();
+    ks_cache_t *c = NULL;
+    int e = ks_cache_create(&c, &o);
+    cr_assert_eq(e, 0, "create with max_bytes 2^50 returned %d", e);
+    size_t grew = vm_size_kib() - before;
+    cr_assert_lt(grew, (size_t)64 << 10, "an empty cache with max_bytes 2^50 took %zu KiB of address space", grew);
+    /* And it works: many entries (tables and ghosts grow), evictions by bytes
+     * in a smaller one below. */
+    char k[16];
+    for (int i = 0; i < 20000; i++) {
+        int n = snprintf(k, sizeof k, "key%d", i);
+        put_ok(&v, c, k, (size_t)n, k, (size_t)n, 0);
+    }
+    for (int i = 0; i < 20000; i += 997) {
+        int n = snprintf(k, sizeof k, "key%d", i);
+        get_is(&v, c, k, (size_t)n, k, (size_t)n, "huge max_bytes");
+    }
+    destroy(&v, c);
+    o.max_bytes = 4096;
+    o.shards = 1;
+    c = make_with(&v, &o);
+    for (int i = 0; i < 5000; i++) {
+        int n = snprintf(k, sizeof k, "key%d", i);
+        put_ok(&v, c, k, (size_t)n, k, (size_t)n, 0);
+    }
+    struct ks_cache_stats s = stats(c);
+    cr_assert_leq(s.bytes, 4096u);
+    cr_assert_gt(s.evictions, 0u);
+    destroy(&v, c);
+}

@@ -13,6 +13,7 @@
 
 #include <ksync/epoch.h>
 
+#include <limits.h>
 #include <stddef.h>
 
 /* ---- objects ----------------------------------------------------------------------- */
@@ -854,4 +855,218 @@ Test(epoch, barrier_frees_orphans_while_others_reclaim, .timeout = 60)
         pthread_join(f[i], NULL);
     cr_assert_eq(bad, 0, "%d of %d barriers returned early (round %d: %ld of %d freed)", bad,
                  RB_ROUNDS, first, first_count, RB_K);
+}
+
+/* ---- retire callbacks that call ks_epoch_barrier (issue 17, item 2) ------------------------ */
+
+/* An object retired by a thread that then exits becomes an orphan; the
+ * thread that reclaims orphans marks the list busy and runs its function.
+ * A function that reaches ks_epoch_barrier -- directly, through
+ * ks_cache_destroy of a cache the object owned, or through a retire that
+ * finds KS_EPOCH_MAX pending -- waited for the orphan list to be idle, i.e.
+ * for itself, for ever.  The barrier runs in a thread of its own, so that a
+ * hang fails the test after a few seconds. */
+enum { CB_BARRIER, CB_CACHE, CB_RETIRE_MAX, CB_NMODES };
+
+struct cb_obj {
+    int mode;
+    int ret;            /* what the inner call returned */
+    long sibling_seen;  /* the sibling's count when the inner barrier returned */
+    long *sibling;      /* counted by the sibling's function */
+    int done;           /* atomic: the function finished */
+    int64_t waited_ns;  /* CB_RETIRE_MAX: how long the retires took */
+    ks_cache_t *cache;  /* CB_CACHE: owned by the object */
+    struct ks_epoch_node rcu;
+};
+
+static struct ks_epoch_node *cb_nodes; /* CB_RETIRE_MAX: KS_EPOCH_MAX plain nodes */
+static long cb_nodes_freed;
+
+static void cb_count(struct ks_epoch_node *n)
+{
+    (void)n;
+    __atomic_fetch_add(&cb_nodes_freed, 1, __ATOMIC_RELAXED); /* relaxed: a count */
+}
+
+/* CB_RETIRE_MAX: a reader that stays in its section for a while, so that
+ * the epoch cannot advance and the function's retires reach KS_EPOCH_MAX
+ * pending (a retire then waits in ks_epoch_barrier). */
+#define CB_READER_NS (200 * KT_MS)
+static void *cb_slow_reader(void *p)
+{
+    if (ks_epoch_enter() == 0) {
+        set_flag(p);
+        kt_sleep_ns(CB_READER_NS);
+        ks_epoch_exit();
+    } else {
+        set_flag(p);
+    }
+    return NULL;
+}
+
+static void cb_free(struct ks_epoch_node *n)
+{
+    struct cb_obj *o = (struct cb_obj *)((char *)n - offsetof(struct cb_obj, rcu));
+    pthread_t rd;
+    int in = 0;
+    int64_t t0;
+    switch (o->mode) {
+    case CB_BARRIER:
+        o->ret = ks_epoch_barrier();
+        break;
+    case CB_CACHE:
+        o->ret = ks_cache_destroy(o->cache);
+        break;
+    case CB_RETIRE_MAX:
+        o->ret = pthread_create(&rd, NULL, cb_slow_reader, &in);
+        if (o->ret)
+            break;
+        wait_flag(&in, 5 * KS_NSEC_PER_SEC);
+        t0 = ks_now();
+        for (unsigned i = 0; i < KS_EPOCH_MAX; i++)
+            o->ret |= ks_epoch_retire(&cb_nodes[i], cb_count);
+        o->waited_ns = ks_now() - t0;
+        pthread_join(rd, NULL);
+        break;
+    }
+    o->sibling_seen = count_of(o->sibling);
+    set_flag(&o->done);
+}
+
+struct cb_job {
+    struct cb_obj *obj;
+    long *sibling_count;
+    int errors;
+};
+
+/* Retire the sibling first, then the object: a bag runs newest first, so
+ * the sibling is still waiting in the reclaimer's hands when the object's
+ * function calls the barrier, which must run it too before returning. */
+static void *cb_orphaner(void *p)
+{
+    struct cb_job *j = p;
+    j->errors += ks_epoch_retire(&obj_new(1, j->sibling_count)->rcu, obj_free) != 0;
+    j->errors += ks_epoch_retire(&j->obj->rcu, cb_free) != 0;
+    return NULL; /* exits: both become orphans */
+}
+
+Test(epoch, retire_callback_may_call_barrier_when_run_from_the_orphan_list, .timeout = 60)
+{
+    static const char *const names[] = {"ks_epoch_barrier", "ks_cache_destroy", "retire at KS_EPOCH_MAX"};
+    cb_nodes = calloc(KS_EPOCH_MAX, sizeof *cb_nodes);
+    cr_assert_not_null(cb_nodes);
+    for (int m = 0; m < CB_NMODES; m++) {
+        struct cb_obj *o = calloc(1, sizeof *o); /* left to a hung thread on failure */
+        long *sibling = calloc(1, sizeof *sibling);
+        cr_assert(o && sibling);
+        o->mode = m;
+        o->ret = -1;
+        o->sibling = sibling;
+        if (m == CB_CACHE) {
+            struct ks_cache_options opt = KS_CACHE_OPTIONS_INIT;
+            opt.variant = KS_CACHE_LOCKFREE;
+            cr_assert_eq(ks_cache_create(&o->cache, &opt), 0);
+            for (int i = 0; i < 100; i++) /* replacements: the cache retires entries */
+                cr_assert_eq(ks_cache_put(o->cache, "k", 1, &i, sizeof i, 0), 0);
+        }
+        struct cb_job j = {.obj = o, .sibling_count = sibling};
+        pthread_t t;
+        kt_spawn(&t, cb_orphaner, &j);
+        kt_join(t);
+        cr_assert_eq(j.errors, 0);
+        int ret = -1;
+        cr_assert(barrier_within(5 * KS_NSEC_PER_SEC, &ret),
+                  "%s called from a function run off the orphan list: the reclaiming barrier hung", names[m]);
+        cr_assert_eq(ret, 0);
+        cr_assert(wait_flag(&o->done, 5 * KS_NSEC_PER_SEC));
+        cr_assert_eq(o->ret, 0, "%s: the inner call returned %d", names[m], o->ret);
+        cr_assert_eq(o->sibling_seen, 1, "%s: an orphan taken with the caller's object was not freed "
+                         "when the inner barrier returned", names[m]);
+        cr_assert_eq(count_of(sibling), 1);
+        if (m == CB_RETIRE_MAX) /* the last retire waited for the reader: the barrier was reached */
+            cr_assert_geq(o->waited_ns, CB_READER_NS / 2, "the retires never reached KS_EPOCH_MAX (%lld ns)",
+                          (long long)o->waited_ns);
+        free(o);
+        free(sibling);
+    }
+    /* Later barriers in the process still return, and free everything. */
+    int ret = -1;
+    cr_assert(barrier_within(5 * KS_NSEC_PER_SEC, &ret), "a later barrier hung");
+    cr_assert_eq(count_of(&cb_nodes_freed), (long)KS_EPOCH_MAX);
+    free(cb_nodes);
+}
+
+/* ---- thread-exit hooks that run after the epoch's own ---------------------------------- */
+
+/* glibc runs pthread key destructors in up to PTHREAD_DESTRUCTOR_ITERATIONS
+ * rounds, a new round only while a destructor set a value again.  The
+ * epoch's destructor leaves in round 1; a destructor of another key that
+ * retires or enters a section in the last round claimed a record again,
+ * whose own destructor never ran: the record stayed in use for ever, and
+ * what was retired into it was never freed. */
+static pthread_key_t late_key;
+static long late_freed;
+
+struct late {
+    int mode; /* 0: retire in the last round; 1: enter and exit there */
+    int round, errors, worked;
+};
+
+static void late_hook(void *p)
+{
+    struct late *l = p;
+    if (++l->round < PTHREAD_DESTRUCTOR_ITERATIONS) {
+        pthread_setspecific(late_key, l); /* run again in the next round */
+        return;
+    }
+    if (l->mode == 0) {
+        l->errors += ks_epoch_retire(&obj_new(7, &late_freed)->rcu, obj_free) != 0;
+    } else {
+        l->errors += ks_epoch_enter() != 0;
+        l->errors += ks_epoch_exit() != 0;
+    }
+    l->worked = 1;
+}
+
+static void *late_main(void *p)
+{
+    struct late *l = p;
+    l->errors += ks_epoch_enter() != 0; /* the epoch's destructor will run in round 1 */
+    l->errors += ks_epoch_exit() != 0;
+    l->errors += pthread_setspecific(late_key, l) != 0;
+    return NULL;
+}
+
+Test(epoch, exit_hooks_after_the_epochs_own_leave_no_record_in_use, .timeout = 30)
+{
+    /* The hook's key is created after the epoch's (first use), so that in
+     * each round its destructor runs after the epoch's. */
+    cr_assert_eq(ks_epoch_enter(), 0);
+    cr_assert_eq(ks_epoch_exit(), 0);
+    cr_assert_eq(pthread_key_create(&late_key, late_hook), 0);
+    /* A retire in the last round: the object must still be freed. */
+    struct late l = {.mode = 0};
+    pthread_t t;
+    kt_spawn(&t, late_main, &l);
+    kt_join(t);
+    cr_assert_eq(l.worked, 1, "the hook did not run in round %d", PTHREAD_DESTRUCTOR_ITERATIONS);
+    cr_assert_eq(l.errors, 0);
+    int ret = -1;
+    cr_assert(barrier_within(5 * KS_NSEC_PER_SEC, &ret));
+    cr_assert_eq(count_of(&late_freed), 1, "an object retired by a last-round exit hook was never freed");
+    /* Sections in the last round, 20 threads one after another: records
+     * are released, not kept (each would be kept in use for ever). */
+    struct ks_epoch_stats a = stats();
+    for (int i = 0; i < 20; i++) {
+        struct late m = {.mode = 1};
+        kt_spawn(&t, late_main, &m);
+        kt_join(t);
+        cr_assert_eq(m.worked, 1);
+        cr_assert_eq(m.errors, 0);
+    }
+    struct ks_epoch_stats b = stats();
+    cr_assert_leq(b.records - a.records, 2u, "20 threads whose last exit hook entered a section made %llu records",
+                  (unsigned long long)(b.records - a.records));
+    cr_assert(barrier_within(5 * KS_NSEC_PER_SEC, &ret));
+    pthread_key_delete(late_key);
 }

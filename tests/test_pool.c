@@ -378,6 +378,50 @@ Test(pool, destroy_with_a_resource_out_is_ebusy, .timeout = 30)
     cr_assert_eq(ks_pool_destroy(p), 0);
 }
 
+/* Issue 17, item 1: a borrower woken by the return of the last resource is
+ * no longer counted as a sleeper, and before it has taken the index out of
+ * the queue the pool looks idle (every resource free, nobody asleep); destroy
+ * then returned 0 and the borrower went on to write the slot's "out" flag in
+ * memory the caller had freed.  Destroy right after that return must answer
+ * EBUSY: the borrower is about to hold a resource.  The pool lives in caller
+ * memory (init), so a wrong 0 here is counted instead of freeing anything;
+ * before the fix it came back in nearly every round. */
+Test(pool, destroy_right_after_waking_a_borrower_is_ebusy, .timeout = 60)
+{
+    void *res[1] = {(void *)7};
+    size_t bytes = ks_pool_bytes(1);
+    ks_pool_t *p = aligned_alloc(KS_MPMC_ALIGN, (bytes + KS_MPMC_ALIGN - 1) / KS_MPMC_ALIGN * KS_MPMC_ALIGN);
+    cr_assert_not_null(p);
+    const int rounds = 40;
+    int wrong = 0, first_wrong = -1;
+    for (int round = 0; round < rounds; round++) {
+        cr_assert_eq(ks_pool_init(p, res, 1, round % 2 ? KS_SHARED : 0), 0);
+        void *r;
+        cr_assert_eq(ks_pool_borrow(p, 0, &r), 0);
+        struct borrower b = {.p = p, .deadline = ks_deadline_after(20 * KS_NSEC_PER_SEC), .ret = -1, .got = SENTINEL};
+        pthread_t t;
+        kt_spawn(&t, borrower_main, &b);
+        cr_assert(kt_wait_in_futex(borrower_tid(&b), 10 * KS_NSEC_PER_SEC), "the borrower never slept");
+        cr_assert_eq(ks_pool_return(p, r), 0);
+        int e = ks_pool_destroy(p); /* the borrower is awake but has not taken it yet */
+        cr_assert(kt_join_by(t, ks_deadline_after(10 * KS_NSEC_PER_SEC)), "the borrower never returned");
+        cr_assert_eq(b.ret, 0);
+        cr_assert_eq(b.got, res[0]);
+        if (e == 0) {
+            if (!wrong++)
+                first_wrong = round;
+            continue; /* destroyed with a resource out: re-init next round */
+        }
+        cr_assert_eq(e, EBUSY, "destroy returned %d", e);
+        cr_assert_eq(ks_pool_destroy(p), EBUSY, "the borrower holds the resource");
+        cr_assert_eq(ks_pool_return(p, b.got), 0);
+        cr_assert_eq(ks_pool_destroy(p), 0);
+    }
+    free(p);
+    cr_assert_eq(wrong, 0, "destroy returned 0 while a woken borrower was about to hold a resource "
+                 "in %d of %d rounds (first: round %d)", wrong, rounds, first_wrong);
+}
+
 /* ---- exclusivity with many threads and short deadlines (S12) -------------------------------- */
 
 struct excl_res {

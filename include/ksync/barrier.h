@@ -5,9 +5,20 @@
  *   int r = ks_barrier_wait(&b);   KS_BARRIER_SERIAL for exactly one caller
  *                                   of each phase, 0 for the others
  *
- * init: 0, EINVAL (NULL, count 0, count > KS_BARRIER_MAX, unknown flags).
- * wait: KS_BARRIER_SERIAL, 0, EINVAL.  destroy: 0, EBUSY (a phase is
- * partly filled), EINVAL.  Any thread whose wait of the last phase has
+ *   static ks_barrier_t sb = KS_BARRIER_INIT(4);   static, process-private
+ *
+ * Unlike the other primitives, all zeros is not a usable barrier: a barrier
+ * needs its count, so a zero-initialised one that was never given it
+ * answers every wait with EINVAL (count 0) and changes
+ * nothing.  KS_BARRIER_INIT(count) is the static initializer (count in
+ * 1..KS_BARRIER_MAX; process-shared barriers use init with KS_SHARED).
+ *
+ * init: 0, EINVAL (NULL, count 0, count > KS_BARRIER_MAX, unknown flags;
+ * the barrier is then untouched).
+ * wait: KS_BARRIER_SERIAL, 0, EINVAL (NULL, or count 0: never initialised).
+ * destroy: 0, EBUSY (a phase is partly filled), EINVAL (NULL).  Destroying
+ * twice is 0 and harmless while the memory is still there; a destroyed
+ * barrier may be given to init again.  Any thread whose wait of the last phase has
  * returned (typically the serial one) may destroy and free the barrier at
  * once: ks_barrier_destroy waits until the other threads released by that
  * phase have stopped touching it (POSIX's rule; PITFALLS item 25).  Waiters
@@ -28,6 +39,10 @@ typedef struct ks_barrier {
     uint32_t flags;   /* KS_SHARED or 0; constant */
     uint32_t leaving; /* released waiters not yet out (bit 31: destroy waits) */
 } ks_barrier_t;
+
+/* Static initializer: a private barrier for `count` threads, as
+ * ks_barrier_init(&b, count, 0) would set it. */
+#define KS_BARRIER_INIT(count) {0u, 0u, (uint32_t)(count), 0u, 0u}
 
 KS_EXTERN_C_BEGIN
 

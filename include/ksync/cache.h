@@ -59,11 +59,17 @@
  * work, the figures are each exact but not one instant's snapshot.
  *
  * Return values (errno codes):
- *   create   0; EINVAL (NULL, unknown variant or flag, COARSE_CLOCK with a
- *            clock function, RWLOCK on a variant other than STRIPED,
- *            NOEVICT without a capacity, BOUNDED without a
- *            capacity, limits over KS_CACHE_LEN_MAX, shards > 65536); ENOMEM
- *   destroy  0; EINVAL.  No other call on the cache may run or follow.
+ *   create   0 and *out set; EINVAL (NULL, unknown variant or flag,
+ *            COARSE_CLOCK with a clock function, RWLOCK on a variant other
+ *            than STRIPED, NOEVICT without a capacity, BOUNDED without a
+ *            capacity, limits over KS_CACHE_LEN_MAX, shards > 65536);
+ *            ENOMEM.  On an error *out is untouched and nothing is
+ *            allocated.  Memory up front: a bucket table per shard sized
+ *            for capacity (or expected), and for a bounded cache a ghost
+ *            table of the same size; max_bytes alone reserves nothing
+ *            (the tables grow with the entries held).
+ *   destroy  0; EINVAL (NULL).  No other call on the cache may run or
+ *            follow, a second destroy included (the cache is freed).
  *   put      0 (stored; an existing entry for the key is replaced);
  *            EINVAL (NULL cache, NULL key or value with a nonzero length);
  *            EMSGSIZE (key over max_key, value over max_value, or an entry
@@ -72,9 +78,14 @@
  *            On any error no entry is added, replaced or evicted (expired
  *            entries the put met may have been removed, as any call may).
  *   get      0 (hit: value copied, *vlen set); ENOENT (miss: absent or
- *            expired); ERANGE (hit, but the value is longer than cap:
- *            nothing copied, *vlen = its length); EINVAL (not counted)
- *   delete   0; ENOENT (absent or expired); EINVAL
+ *            expired, or klen over max_key: no entry can have that key,
+ *            which is then never read; counted as a miss); ERANGE (hit, but
+ *            the value is longer than cap: nothing copied, *vlen = its
+ *            length); EINVAL (NULL cache, NULL key with klen > 0, NULL buf
+ *            with cap > 0; not counted).  vlen may be NULL (the length is
+ *            then not reported); a miss leaves *vlen alone.
+ *   delete   0; ENOENT (absent or expired, or klen over max_key: the key is
+ *            not read); EINVAL
  *   sweep    entries removed (expired ones).  budget 0 examines every
  *            entry; otherwise whole buckets, each shard's from where its
  *            last sweep stopped and the shards in turn, until at least

@@ -29,6 +29,25 @@
  * reader may wait for inside a section (the retire may wait for that
  * reader: deadlock).
  *
+ * Retire functions run on whichever thread reclaims them -- the retiring
+ * thread, or any thread that reclaims a dead thread's objects -- outside
+ * its sections, unless that thread calls ks_epoch_retire or ks_epoch_flush
+ * inside one (a batch may then run there, and a barrier called from it
+ * answers EDEADLK).  They may retire, and may
+ * call ks_epoch_barrier (directly, by destroying a KS_CACHE_LOCKFREE cache
+ * the object owned, or through a retire at KS_EPOCH_MAX): that barrier also
+ * runs what its caller had taken out to run, but it does not wait for
+ * functions that other threads are running at that moment (they may be
+ * waiting for it).
+ *
+ * Thread exit: pthread key destructors that run after the epoch's own may
+ * still use it; a retire or an outermost exit there hands the record back
+ * at once.  What they cannot do is leave a section open (the thread then
+ * dies inside it with no destructor left to end it: reclamation stops for
+ * good), or make their first epoch call of the thread in glibc's last
+ * destructor round (PTHREAD_DESTRUCTOR_ITERATIONS; the record claimed then
+ * is never released).
+ *
  * fork(): the child keeps only the forking thread's record; objects other
  * threads had retired are not freed in the child.
  *
@@ -39,7 +58,9 @@
  *   exit     0; EPERM: not inside a section
  *   retire   0; EINVAL (NULL node or function); ENOMEM as enter
  *   barrier  0; EDEADLK: called inside a section
- *   leave    0; EBUSY: inside a section (nothing changes)
+ *   leave    0; EBUSY: inside a section (nothing changes).  Leaving twice,
+ *            or without ever entering, is 0.
+ *   flush, stats: no return value; stats(NULL) does nothing.
  */
 #ifndef KSYNC_EPOCH_H
 #define KSYNC_EPOCH_H

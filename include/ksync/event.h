@@ -7,7 +7,10 @@
  *
  * Return values: set, clear, wait: 0 or EINVAL; timedwait: 0, ETIMEDOUT
  * (still unset at the deadline), EINVAL (NULL, negative deadline);
- * is_set: 1 or 0 (0 for NULL); destroy: 0, EINVAL.
+ * is_set: 1 or 0 (0 for NULL); init: 0, EINVAL (NULL, unknown flags);
+ * destroy: 0, EINVAL (NULL).  destroy changes nothing, so destroying twice
+ * is 0 and a destroyed event may be initialised again; any other use after
+ * destroy is undefined.
  *
  * A wait returns 0 once the event is set, and also if it was set and cleared
  * again while the thread waited: every set() wakes every thread waiting at

@@ -33,7 +33,9 @@
  *   try_pop  0; EAGAIN: empty; EBUSY: not empty, but the oldest item's
  *            producer has claimed its slot and not finished writing it (it
  *            was preempted mid-push): try again; EINVAL
- *   destroy  0, EINVAL
+ *   destroy  0, EINVAL (NULL).  A ring from create is freed: no call may
+ *            follow, a second destroy included (a use after free).  A ring
+ *            from init is not freed and destroy changes nothing in it.
  * EBUSY is the honest statement of the progress guarantee: one operation
  * never waits for another, but a thread stopped inside an operation hides
  * one slot from the others until it runs again (docs/mpmc.md, "Progress").

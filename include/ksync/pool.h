@@ -24,7 +24,9 @@
  *   create     0, EINVAL (NULL, n == 0, n > KS_MPMC_CAPACITY_MAX, duplicate
  *              values, unknown flags), ENOMEM (nothing allocated)
  *   init       as create, for caller memory of ks_pool_bytes(n) bytes aligned
- *              to KS_MPMC_ALIGN (shared memory: KS_SHARED)
+ *              to KS_MPMC_ALIGN (shared memory: KS_SHARED; EINVAL also for
+ *              misaligned memory; a refused init leaves the memory as it
+ *              was)
  *   borrow     0 and *res set; ETIMEDOUT: none was free by the deadline
  *              (*res untouched, nothing taken: there is nothing to return);
  *              EINVAL (also for a negative deadline).  A deadline already
@@ -32,8 +34,14 @@
  *   return     0; EINVAL: not one of this pool's resources; EPERM: one of
  *              them but not borrowed now (returned twice)
  *   available  resources free right now (a snapshot)
- *   destroy    0, EBUSY (resources still borrowed or threads waiting:
- *              nothing freed), EINVAL
+ *   destroy    0, EBUSY (resources still borrowed, or a borrow that had to
+ *              wait has not returned yet -- asleep, or woken and about to
+ *              take a resource: nothing freed; retry once it has returned),
+ *              EINVAL.  Threads still calling borrow or return otherwise are
+ *              the caller's to stop: every call on the pool must have
+ *              returned before destroy (a return that made every resource
+ *              free may still be inside its wake-up), and no call may follow
+ *              a destroy that returned 0, a second destroy included.
  * A return is a release and the borrow that gets the resource next an
  * acquire: the next borrower sees what the previous one wrote to it.
  */

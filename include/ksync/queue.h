@@ -14,7 +14,9 @@
  *   create        0, EINVAL (NULL, capacity 0 or > KS_MPMC_CAPACITY_MAX,
  *                 unknown flags), ENOMEM (nothing allocated)
  *   init          as create, for caller memory of ks_queue_bytes(capacity)
- *                 bytes aligned to KS_MPMC_ALIGN (shared memory: KS_SHARED)
+ *                 bytes aligned to KS_MPMC_ALIGN (shared memory: KS_SHARED;
+ *                 EINVAL also for misaligned memory; a refused init writes
+ *                 nothing)
  *   put           0; EPIPE: the queue is closed (the item was not queued); EINVAL
  *   timedput      0, EPIPE, ETIMEDOUT (still full at the deadline: not queued),
  *                 EINVAL (also for a negative deadline)
@@ -35,6 +37,37 @@
  *                 threads still calling put/get/join otherwise are the
  *                 caller's to stop.  EBUSY can be transient (a waker still
  *                 finishing its wake-up): retry a bounded number of times.
+ *                 Destroy only once every put, get, task_done, join and
+ *                 close call on the queue has returned (join the threads
+ *                 that make them).  In particular, having got the last item
+ *                 does not mean that the put which queued it has returned:
+ *                 after its item is in the ring a put (and likewise a get,
+ *                 after taking one) may still be waking a sleeper, and
+ *                 writes the queue's wake-up words (`waking`, `skipped`,
+ *                 `sleepers`) when the FUTEX_WAKE found nobody -- by then
+ *                 the thread it meant to wake may have taken the item, and
+ *                 a destroy there frees memory that put still writes.
+ *                 Destroying twice, or any call after a destroy that
+ *                 returned 0, is a use after free for a created queue.
+ *
+ * Process-shared queues (KS_SHARED) do not survive the death of a peer
+ * process inside a call; what a death leaves behind, exactly:
+ *   - killed between taking a put's ticket and publishing its cell: that
+ *     cell stays "being written" for ever.  Every later get that reaches it
+ *     answers EBUSY internally and waits (a blocking get sleeps until its
+ *     deadline, for ever with none; tryget answers EAGAIN), close()
+ *     included, and the items put after it are never returned.
+ *   - killed between taking a get's ticket and releasing its cell: likewise
+ *     the cell is never freed for the put one lap later.
+ *   - killed while counted as a sleeper (in a blocking put, get or join):
+ *     the count stays one too high: destroy answers EBUSY for ever, and
+ *     every later put or get that could wake that side makes a FUTEX_WAKE
+ *     that wakes nobody (a system call each).
+ *   - killed on its way out of a wait: `users` stays up, destroy answers
+ *     EBUSY after 100 ms.
+ * None of this is detected or repaired; a peer death means the queue's
+ * memory must be set up again (init) by a process that knows every peer is
+ * gone.  Robustness is for a later issue.
  *
  * A put that returns 0 has queued its item, which will be returned by
  * exactly one get even if close() follows: close() stops new puts at once,

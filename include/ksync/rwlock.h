@@ -15,7 +15,10 @@
  * Return values: rdlock 0, EAGAIN (KS_RWLOCK_MAX_READERS readers), EINVAL;
  * tryrdlock also EBUSY; trywrlock 0, EBUSY, EINVAL; timed variants also
  * ETIMEDOUT and EINVAL for a negative deadline; unlock 0, EPERM (not locked),
- * EINVAL; destroy 0, EBUSY (locked or waited on), EINVAL.  The read fast path
+ * EINVAL; init 0, EINVAL (NULL, unknown flags); destroy 0, EBUSY (locked
+ * or waited on: nothing changes), EINVAL.  destroy changes nothing, so
+ * destroying twice is 0 and a destroyed lock may be initialised again; any
+ * other use after destroy is undefined.  The read fast path
  * is one compare-and-swap; unlock is one when nobody waits.
  */
 #ifndef KSYNC_RWLOCK_H

@@ -13,7 +13,10 @@
  *   timedwait            0, ETIMEDOUT, EINVAL (NULL or negative deadline)
  *   post                 0, EOVERFLOW (value already at max: nothing changes), EINVAL
  *   value                the current value (>= 0), or -EINVAL for NULL
- *   destroy              0, EBUSY (threads are waiting), EINVAL
+ *   destroy              0, EBUSY (threads are waiting), EINVAL.  destroy
+ *                        changes nothing: destroying twice is 0, and a
+ *                        destroyed semaphore may be initialised again; any
+ *                        other use after destroy is undefined.
  *
  * A semaphore can be destroyed and freed as soon as the wait that took the
  * last unit returns: post never touches it after the atomic increment except
