@@ -6,9 +6,10 @@
  *   ks_mutex_unlock(&m);
  *   ... elsewhere: change predicate under m; ks_cond_signal(&c) or ks_cond_broadcast(&c);
  *
- * Return values: wait 0, EPERM (m is not locked), EINVAL; timedwait also
- * ETIMEDOUT (the mutex is re-acquired in every case); signal, broadcast 0,
- * EINVAL; destroy 0, EINVAL.
+ * Return values: init 0, EINVAL (NULL, unknown flags); wait 0, EPERM (m is
+ * not locked), EINVAL; timedwait also ETIMEDOUT (the mutex is re-acquired in
+ * every case); signal, broadcast 0, EINVAL; destroy 0, EINVAL.  destroy
+ * frees nothing: a second destroy returns 0, and init makes it usable again.
  *
  * Spurious wake-ups are part of the contract: a wait may return 0 without a
  * signal (and a signal may release more than one waiter that is still

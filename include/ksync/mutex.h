@@ -7,12 +7,15 @@
  *   ks_mutex_lock(&m) ... ks_mutex_unlock(&m);
  *
  * Return values (errno codes, never through errno):
+ *   init        0, EINVAL (NULL, or flags other than KS_PRIVATE/KS_SHARED)
  *   lock        0, EINVAL (NULL)
  *   trylock     0, EBUSY (held, or being handed to a long waiter), EINVAL
  *   timedlock   0, ETIMEDOUT, EINVAL (NULL or negative deadline; the deadline
  *               is absolute CLOCK_MONOTONIC ns, see ksync/time.h)
  *   unlock      0, EPERM (the mutex is not locked), EINVAL
- *   destroy     0, EBUSY (locked or waited on), EINVAL
+ *   destroy     0, EBUSY (locked or waited on), EINVAL; destroy frees
+ *               nothing, so destroying a free mutex again returns 0, and a
+ *               destroyed mutex may be initialised again
  * The mutex is not recursive and does not record its owner: relocking from
  * the owner deadlocks, and unlocking a mutex another thread holds is not
  * detected (use ks_rmutex for both).

@@ -4,11 +4,13 @@
  *   ks_rmutex_lock(&r); ks_rmutex_lock(&r); ks_rmutex_unlock(&r); ks_rmutex_unlock(&r);
  *
  * Return values:
+ *   init              0, EINVAL (NULL, unknown flags)
  *   lock / timedlock  0, EAGAIN (the owner already holds it KS_RMUTEX_MAX_DEPTH
  *                     times), ETIMEDOUT, EINVAL (NULL, negative deadline)
  *   trylock           0, EBUSY (another thread holds it), EAGAIN, EINVAL
  *   unlock            0, EPERM (the calling thread does not hold it), EINVAL
- *   destroy           0, EBUSY (held or waited on), EINVAL
+ *   destroy           0, EBUSY (held or waited on), EINVAL; it frees
+ *                     nothing: a second destroy of a free one returns 0
  *
  * The owner is a 64-bit id unique to each thread ever created in the process
  * (and, for KS_SHARED, across processes: it combines the kernel thread id with
