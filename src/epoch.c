@@ -64,6 +64,7 @@ struct rec {
     uint32_t used;   /* 1 while a thread owns the record */
     struct rec *next; /* registry: constant once published */
     /* owner only */
+    uint64_t gen;     /* the fork generation the owner last used it in */
     unsigned nest;
     size_t pending;
     size_t since_advance;
@@ -83,7 +84,10 @@ static struct {
     ks_mutex_t orphan_lock __attribute__((aligned(KS_CACHELINE)));
     struct orphan *orphans; /* under orphan_lock */
     uint32_t orphan_busy;   /* reclaimers freeing orphan bags they took */
+    uint64_t gen;           /* fork generation the above is valid in (RESETTING while reset) */
 } g = {.epoch = 2}; /* start at 2: bags sealed 0 are "empty", never "old" */
+
+#define RESETTING UINT64_MAX
 
 static KS_TLS struct rec *tls;
 /* Set once this thread's exit destructor has run: glibc may still run
@@ -98,21 +102,72 @@ static int key_ok;
 
 static void on_thread_exit(void *r);
 
-/* In a fork() child only the forking thread exists: the other records are
- * free (their garbage belonged to threads that are gone and stays
- * unreclaimed in the child), and the orphan lock starts unlocked. */
-static void after_fork_child(void)
+/* Fork.  In a child only the forking thread exists: the other records
+ * belong to threads that are gone (one may be ACTIVE for good, which would
+ * stop the epoch), the orphan lock may be held by one of them, and
+ * orphan_busy may count their work.  fork() runs the atfork handler below in
+ * the forking thread before anything else; _Fork(), syscall(SYS_fork) and
+ * a raw clone run none, so every entry point that depends on this state
+ * first compares the process's fork generation (src/thread.c) with the one
+ * the state was set up in, and the first thread that finds a new one resets
+ * it (adopt_generation).
+ *
+ * Which record is the forking thread's?  Only the forking thread can have a
+ * record pointer in its thread-local storage in the child (other threads
+ * are new), so a resetter with a record is the forking thread: it keeps
+ * its own and frees the others, whose garbage stays unreclaimed (it
+ * belonged to threads that are gone).  A resetter without one cannot tell
+ * the forking thread's record from the dead ones: it makes them all
+ * inactive and leaves them in use; the forking thread, at its next call
+ * through my_record, finds its record's generation stale, waits for the
+ * reset and takes the record back; the dead threads' records stay in use
+ * (a few hundred bytes each, once per fork).  Forking inside a section is
+ * not supported: the child's copy of the section is no longer protected if
+ * another thread resets first (liburcu forbids it too). */
+static void reset_for(uint64_t gen)
 {
-    for (struct rec *r = g.recs; r; r = r->next)
-        if (r != tls) {
-            r->state = 0;
+    struct rec *mine = tls;
+    /* acquire: pairs with the release CAS that published each record */
+    for (struct rec *r = __atomic_load_n(&g.recs, __ATOMIC_ACQUIRE); r; r = r->next) {
+        if (r == mine) {
+            r->gen = gen;
+            continue;
+        }
+        if (r->gen == gen)
+            continue; /* claimed in this generation (none can be yet) */
+        /* relaxed: published by the release store of g.gen below */
+        __atomic_store_n(&r->state, 0, __ATOMIC_RELAXED);
+        if (mine) {
             r->nest = 0;
-            r->used = 0;
             memset(r->bag, 0, sizeof r->bag);
             r->pending = 0;
+            r->since_advance = 0;
+            __atomic_store_n(&r->used, 0, __ATOMIC_RELAXED); /* relaxed: as state */
         }
+    }
     ks_mutex_init(&g.orphan_lock, 0);
-    g.orphan_busy = 0;
+    __atomic_store_n(&g.orphan_busy, 0, __ATOMIC_RELAXED); /* relaxed: as state */
+}
+
+static void adopt_generation(uint64_t gen)
+{
+    /* acquire: pairs with the release store at the end of a reset */
+    uint64_t have = __atomic_load_n(&g.gen, __ATOMIC_ACQUIRE);
+    while (have != gen) {
+        if (have != RESETTING &&
+            __atomic_compare_exchange_n(&g.gen, &have, RESETTING, 0, __ATOMIC_ACQUIRE, __ATOMIC_ACQUIRE)) {
+            reset_for(gen);
+            __atomic_store_n(&g.gen, gen, __ATOMIC_RELEASE); /* pairs with the acquires above */
+            return;
+        }
+        sched_yield(); /* another thread of this child resets: microseconds */
+        have = __atomic_load_n(&g.gen, __ATOMIC_ACQUIRE);
+    }
+}
+
+static void after_fork_child(void)
+{
+    adopt_generation(ks_process_gen());
 }
 
 static void make_key(void)
@@ -194,16 +249,30 @@ static struct rec *claim_record(void)
 static struct rec *my_record(void)
 {
     struct rec *r = tls;
-    if (KS_LIKELY(r))
+    const uint64_t gen = ks_process_gen();
+    if (KS_LIKELY(r && r->gen == gen))
         return r;
+    adopt_generation(gen);
+    if (r) {
+        r->gen = gen; /* the forking thread, in a new child: its record is kept */
+        return r;
+    }
     if (!(r = claim_record()))
         return NULL;
+    r->gen = gen;
     if (!key_ok || pthread_setspecific(exit_key, r) != 0) {
         __atomic_store_n(&r->used, 0, __ATOMIC_RELEASE); /* release: as in ks_epoch_leave */
         return NULL;
     }
     tls = r;
     return r;
+}
+
+/* The calling thread's record if it has one, taken back first if this is
+ * the forking thread in a child nobody has set up yet. */
+static struct rec *my_record_if_any(void)
+{
+    return tls ? my_record() : NULL;
 }
 
 int ks_epoch_enter(void)
@@ -347,6 +416,7 @@ static void reclaim_orphans(uint64_t now, int wait)
 
 void ks_epoch_flush(void)
 {
+    adopt_generation(ks_process_gen());
     uint64_t now = try_advance();
     struct rec *r = tls;
     if (r)
@@ -370,7 +440,8 @@ static void backoff(unsigned *round)
 
 int ks_epoch_barrier(void)
 {
-    struct rec *r = tls;
+    adopt_generation(ks_process_gen());
+    struct rec *r = my_record_if_any();
     if (r && r->nest)
         return EDEADLK;
     uint64_t target = global_epoch() + 2;
@@ -421,7 +492,7 @@ int ks_epoch_retire(struct ks_epoch_node *node, void (*fn)(struct ks_epoch_node 
 
 int ks_epoch_leave(void)
 {
-    struct rec *r = tls;
+    struct rec *r = my_record_if_any();
     if (!r)
         return 0;
     if (r->nest)

@@ -1070,3 +1070,132 @@ Test(epoch, exit_hooks_after_the_epochs_own_leave_no_record_in_use, .timeout = 3
     cr_assert(barrier_within(5 * KS_NSEC_PER_SEC, &ret));
     pthread_key_delete(late_key);
 }
+
+/* ---- every kind of fork (issue 10, the same class as the recursive mutex) ----------------
+ * A thread of the parent sits inside a section when the main thread forks.
+ * It does not exist in the child, yet its record said ACTIVE at an old
+ * epoch for good: the child's epoch could never advance, so its barrier
+ * hung and nothing it retired was freed.  fork() reset the records in an
+ * atfork handler; _Fork() and a raw clone run none.  Two cases: the forking
+ * thread has a record (it resets, keeping its own), or it has none and a
+ * new thread of the child makes the first epoch call. */
+static int fk_freed;
+static int fk_hold;    /* the parent's reader stays inside while set */
+static int fk_inside;
+
+static void fk_count(struct ks_epoch_node *n)
+{
+    (void)n;
+    __atomic_add_fetch(&fk_freed, 1, __ATOMIC_RELAXED);
+}
+
+static void *fk_reader(void *p)
+{
+    (void)p;
+    ks_epoch_enter();
+    __atomic_store_n(&fk_inside, 1, __ATOMIC_RELEASE);
+    while (__atomic_load_n(&fk_hold, __ATOMIC_ACQUIRE))
+        kt_sleep_ns(200000);
+    ks_epoch_exit();
+    return NULL;
+}
+
+static void *fk_child_thread(void *p)
+{
+    static struct ks_epoch_node n;
+    int *ok = p;
+    *ok = ks_epoch_enter() == 0 && ks_epoch_exit() == 0 && ks_epoch_retire(&n, fk_count) == 0 &&
+          ks_epoch_barrier() == 0;
+    return NULL;
+}
+
+static void *fk_child_retire(void *p)
+{
+    static struct ks_epoch_node n;
+    int *ok = p;
+    *ok = ks_epoch_enter() == 0 && ks_epoch_exit() == 0 && ks_epoch_retire(&n, fk_count) == 0;
+    for (int i = 0; i < 10; i++)
+        ks_epoch_flush(); /* try hard to free it: our reader must stop that */
+    return NULL;
+}
+
+static int fk_child(void *p)
+{
+    int thread_first = *(int *)p;
+    static struct ks_epoch_node a, b;
+    alarm(10); /* a hang kills the child: the parent sees a signal */
+    fk_freed = 0;
+    if (thread_first) {
+        /* A new thread makes the child's first epoch call. */
+        pthread_t t;
+        int ok = 0;
+        if (pthread_create(&t, NULL, fk_child_thread, &ok) != 0)
+            return 1;
+        pthread_join(t, NULL);
+        if (!ok)
+            return 2;
+    }
+    if (ks_epoch_enter() != 0 || ks_epoch_exit() != 0)
+        return 3;
+    if (ks_epoch_retire(&a, fk_count) != 0 || ks_epoch_retire(&b, fk_count) != 0)
+        return 4;
+    if (ks_epoch_barrier() != 0)
+        return 5;
+    if (__atomic_load_n(&fk_freed, __ATOMIC_RELAXED) != 2 + thread_first)
+        return 6;
+    if (thread_first) {
+        /* The forking thread and a new thread of the child do not share a
+         * record: while we are inside, the other's object is not freed. */
+        pthread_t t;
+        int ok = 0;
+        ks_epoch_enter();
+        if (pthread_create(&t, NULL, fk_child_retire, &ok) != 0)
+            return 7;
+        pthread_join(t, NULL);
+        if (!ok)
+            return 8;
+        ks_epoch_flush();
+        if (__atomic_load_n(&fk_freed, __ATOMIC_RELAXED) != 3)
+            return 9; /* freed under our section */
+        ks_epoch_exit();
+        if (ks_epoch_barrier() != 0 || __atomic_load_n(&fk_freed, __ATOMIC_RELAXED) != 4)
+            return 10;
+    }
+    return 0;
+}
+
+static void run_fork_with_vanished_reader(int thread_first)
+{
+    for (int k = 0; k < KT_FORK_KINDS; k++) {
+        __atomic_store_n(&fk_hold, 1, __ATOMIC_RELAXED);
+        __atomic_store_n(&fk_inside, 0, __ATOMIC_RELAXED);
+        pthread_t t;
+        kt_spawn(&t, fk_reader, NULL);
+        while (!__atomic_load_n(&fk_inside, __ATOMIC_ACQUIRE))
+            sched_yield();
+        if (!thread_first) {
+            cr_assert_eq(ks_epoch_enter(), 0); /* the forking thread has a record */
+            cr_assert_eq(ks_epoch_exit(), 0);
+        }
+        int arg = thread_first;
+        pid_t pid = kt_fork_as((enum kt_fork_kind)k, fk_child, &arg);
+        int st = 0;
+        cr_assert_eq(waitpid(pid, &st, 0), pid);
+        cr_assert(WIFEXITED(st) && WEXITSTATUS(st) == 0, "%s child: %s %d", kt_fork_names[k],
+                  WIFEXITED(st) ? "failed check" : "killed by signal",
+                  WIFEXITED(st) ? WEXITSTATUS(st) : WTERMSIG(st));
+        __atomic_store_n(&fk_hold, 0, __ATOMIC_RELEASE);
+        kt_join(t);
+        cr_assert_eq(ks_epoch_barrier(), 0); /* the parent is unaffected */
+    }
+}
+
+Test(epoch, fork_child_reclaims_although_a_reader_of_the_parent_vanished_inside, .timeout = 120)
+{
+    run_fork_with_vanished_reader(0);
+}
+
+Test(epoch, fork_child_whose_new_thread_calls_first_reclaims_too, .timeout = 120)
+{
+    run_fork_with_vanished_reader(1);
+}

@@ -48,8 +48,18 @@
  * destructor round (PTHREAD_DESTRUCTOR_ITERATIONS; the record claimed then
  * is never released).
  *
- * fork(): the child keeps only the forking thread's record; objects other
- * threads had retired are not freed in the child.
+ * Fork (fork(), _Fork(), syscall(SYS_fork), clone without CLONE_VM): the
+ * child keeps only the forking thread's record; objects other threads had
+ * retired are not freed in the child.  fork() sets the child up in an
+ * atfork handler; for the others the first epoch call in the child does
+ * (it sees a new fork generation).  Forking inside a section is not
+ * supported.
+ *
+ * A barrier waits for every section in the process to end, and for the
+ * functions of orphaned objects other threads are running: do not call it
+ * (nor ks_cache_destroy of a lock-free cache, nor a retire that may reach
+ * KS_EPOCH_MAX) while holding a lock that a reader inside a section, or a
+ * retire function, may wait for.
  *
  * Return values (errno codes):
  *   enter    0; ENOMEM: first call on this thread and no record could be
