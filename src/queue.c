@@ -93,6 +93,15 @@ int ks_queue_destroy(ks_queue_t *q)
         return EINVAL;
     int64_t give_up = (q->flags & KS_SHARED) ? ks_deadline_after(100 * 1000000LL) : KS_FOREVER;
     for (;;) {
+        /* acquire: pairs with the release decrement that is a woken
+         * thread's last access to the queue (wait_op, timedjoin).  Every
+         * sleeper is inside users_enter/users_leave, so with no user the
+         * sleeper counts can only be a phantom: a getter woken by a stray
+         * FUTEX_WAKE (an object that used this memory before, PITFALLS
+         * item 2) takes the 0 for a waker's and stays counted.  Destroy
+         * used to answer EBUSY for good then. */
+        if (!__atomic_load_n(&q->users, __ATOMIC_ACQUIRE))
+            break;
         /* relaxed: a thread still asleep here is a caller bug we report.
          * (Briefly also a waker between its FUTEX_WAKE and taking the woken
          * thread off the count: EBUSY can be transient.) */

@@ -69,7 +69,11 @@
  *            table of the same size; max_bytes alone reserves nothing
  *            (the tables grow with the entries held).
  *   destroy  0; EINVAL (NULL).  No other call on the cache may run or
- *            follow, a second destroy included (the cache is freed).
+ *            follow, a second destroy included (the cache is freed).  For
+ *            the LOCKFREE and BOUNDED variants it ends with
+ *            ks_epoch_barrier(): it waits until every epoch section in the
+ *            process has ended, so do not call it while holding a lock that
+ *            a thread inside a section may wait for (see ksync/epoch.h).
  *   put      0 (stored; an existing entry for the key is replaced);
  *            EINVAL (NULL cache, NULL key or value with a nonzero length);
  *            EMSGSIZE (key over max_key, value over max_value, or an entry
