@@ -6,9 +6,10 @@
  *             object (bit 31 DESTROYING: destroy waits for 0)
  *   sleepers  threads that may be in FUTEX_WAIT on seq (or requeued)
  *   mutex     NULL, then the one mutex every wait so far has used, then
- *             MIXED for good once a wait used another one (or a mutex
- *             whose futex namespace differs): broadcast requeues only onto
- *             a mutex that every waiter shares
+ *             that mutex tagged MIXED (bit 0) for good once a wait used
+ *             another one (or a mutex whose futex namespace differs):
+ *             broadcast requeues only onto an untagged mutex, and destroy
+ *             wakes the mutex, tagged or not
  *
  * wait:   waiters++; note m in `mutex`; s = seq (before unlocking: a
  *         lost wake-up otherwise, docs/pitfalls.md item 15); unlock m;
@@ -18,9 +19,10 @@
  *         and `mutex` was m.
  * signal: if waiters: seq++, and FUTEX_WAKE 1 if sleepers.
  * broadcast: if waiters: seq++, and if sleepers, FUTEX_CMP_REQUEUE onto
- *         the shared mutex (wake one, move the rest), or wake all.
- * destroy: DESTROYING; while waiters: FUTEX_WAKE all on the shared mutex's
- *         word, then wait for waiters to change.
+ *         the shared mutex (wake one, move the rest), or wake all; after
+ *         a requeue, if `mutex` is tagged by then, wake all on the mutex.
+ * destroy: DESTROYING; while waiters: FUTEX_WAKE all on the mutex that
+ *         requeues went to (if any), then wait for waiters to change.
  *
  * Lost wake-ups: the waiter reads seq while it still holds the mutex, so a
  * signal made by a thread that took the mutex after it changes seq from the
@@ -38,11 +40,20 @@
  * onto a mutex it does not use would lose a wake-up (the unlock meant for
  * that mutex's waiters wakes it, and it never unlocks that mutex), so
  * broadcast requeues only onto `mutex` when it is a single mutex, and every
- * waiter that used another one made it MIXED before it could sleep: its
+ * waiter that used another one tagged it MIXED before it could sleep: its
  * store is sequenced before its seq_cst increment of `sleepers`, which
  * broadcast reads (all writes to `sleepers` are read-modify-writes, so that
- * read synchronizes with every earlier increment), and a waiter that
- * increments later sees the new seq and does not sleep.
+ * read synchronizes with every earlier increment).  A waiter that
+ * increments later may still be queued in time to be requeued: it read
+ * seq after the broadcast's increment and sleeps on that value, which the
+ * FUTEX_CMP_REQUEUE expects (a review reproduced this: W2 with m2 enters
+ * between broadcast's read of `mutex` and its requeue, is moved onto m1,
+ * wakes there, and strands the m1 waiter behind it).  Such a waiter tagged
+ * `mutex` before it entered the kernel, and the requeue found it queued
+ * under the futex bucket lock, so broadcast's re-read of `mutex` after the
+ * requeue sees the tag; it then wakes everyone on the mutex word, which
+ * strands nobody: each woken thread re-evaluates the mutex, and the one
+ * that came from another mutex goes back to it.
  *
  * Destroy while holding the mutex, right after a broadcast (POSIX allows
  * it; glibc supports it on purpose): the requeued waiters still count in
@@ -83,7 +94,19 @@ static ks_mutex_t *requeue_target(const ks_cond_t *c, unsigned fl)
         return NULL;
     /* relaxed: ordered by the Dekker pair on `sleepers` (top comment). */
     ks_mutex_t *m = __atomic_load_n(&c->mutex, __ATOMIC_RELAXED);
-    return m == KS_COND_MIXED ? NULL : m;
+    return ((uintptr_t)m & KS_COND_MIXED) ? NULL : m;
+}
+
+/* The mutex that broadcasts may have requeued waiters onto, tagged or not
+ * (the tag only stops new requeues), or NULL. */
+static ks_mutex_t *requeued_onto(const ks_cond_t *c, unsigned fl)
+{
+    if (fl & KS_SHARED)
+        return NULL;
+    /* relaxed: destroy runs after the broadcasts that requeued (POSIX: no
+     * broadcast may race with destroy), which ordered the field for it. */
+    uintptr_t m = (uintptr_t)__atomic_load_n(&c->mutex, __ATOMIC_RELAXED);
+    return (ks_mutex_t *)(m & ~(uintptr_t)KS_COND_MIXED);
 }
 
 int ks_cond_destroy(ks_cond_t *c)
@@ -98,7 +121,7 @@ int ks_cond_destroy(ks_cond_t *c)
         /* Waiters requeued onto the mutex leave only when woken there; the
          * caller may hold that mutex (top comment).  Only the address is
          * used: a mutex already freed is harmless to wake (EFAULT). */
-        ks_mutex_t *m = requeue_target(c, fl);
+        ks_mutex_t *m = requeued_onto(c, fl);
         if (m)
             ks_futex_wake(&m->state, KS_WAKE_ALL, 0);
         ks_futex_wait(&c->waiters, w, KS_FOREVER, fl);
@@ -109,24 +132,24 @@ int ks_cond_destroy(ks_cond_t *c)
 }
 
 /* Record that a wait uses m; returns whether broadcast may requeue this
- * waiter onto m.  `mutex` goes NULL -> m -> MIXED and never back, so two
- * waiters with different mutexes always leave MIXED behind, whatever their
- * order.  relaxed: published to broadcast by the seq_cst increment of
- * `sleepers` that follows (top comment). */
+ * waiter onto m.  `mutex` goes NULL -> m -> m|MIXED and never back (every
+ * change is a CAS), so two waiters with different mutexes always leave the
+ * tag behind, whatever their order, and the tag keeps the mutex that
+ * requeues went to.  relaxed: published to broadcast by the seq_cst
+ * increment of `sleepers` that follows (top comment). */
 static int note_mutex(ks_cond_t *c, ks_mutex_t *m)
 {
     ks_mutex_t *cur = __atomic_load_n(&c->mutex, __ATOMIC_RELAXED);
     for (;;) {
         if (cur == m)
             return 1;
-        if (!cur && !(m->flags & KS_SHARED)) {
-            if (__atomic_compare_exchange_n(&c->mutex, &cur, m, 0, __ATOMIC_RELAXED, __ATOMIC_RELAXED))
-                return 1;
-            continue;
-        }
-        if (cur != KS_COND_MIXED)
-            __atomic_store_n(&c->mutex, KS_COND_MIXED, __ATOMIC_RELAXED);
-        return 0;
+        if ((uintptr_t)cur & KS_COND_MIXED)
+            return 0;
+        ks_mutex_t *want = cur || (m->flags & KS_SHARED)
+                               ? (ks_mutex_t *)((uintptr_t)cur | KS_COND_MIXED)
+                               : m;
+        if (__atomic_compare_exchange_n(&c->mutex, &cur, want, 0, __ATOMIC_RELAXED, __ATOMIC_RELAXED))
+            return want == m;
     }
 }
 
@@ -208,8 +231,15 @@ int ks_cond_broadcast(ks_cond_t *c)
     KS_RACE_POINT();
     /* Any failure (EAGAIN: another signal moved seq since; EFAULT, EINVAL)
      * falls back to waking all: the sleepers must be released either way. */
-    if (m && ks_futex_requeue(&c->seq, s, 1, KS_WAKE_ALL, &m->state, fl) >= 0)
+    if (m && ks_futex_requeue(&c->seq, s, 1, KS_WAKE_ALL, &m->state, fl) >= 0) {
+        /* A waiter with another mutex may have slept on the new seq in
+         * time to be moved (top comment): it tagged `mutex` first.
+         * acquire: its store came before it queued under the bucket lock
+         * that the requeue took after it. */
+        if (__atomic_load_n(&c->mutex, __ATOMIC_ACQUIRE) != m)
+            ks_futex_wake(&m->state, KS_WAKE_ALL, fl);
         return 0;
+    }
     ks_futex_wake(&c->seq, KS_WAKE_ALL, fl);
     return 0;
 }

@@ -1030,8 +1030,9 @@ struct dh_destroyer {
     ks_cond_t *c;
     ks_mutex_t *m;
     int *go;
-    int how; /* 0 broadcast, 1 one signal per waiter */
+    int how; /* 0 broadcast, 1 one signal per waiter, 2 broadcast then a wait with m2 */
     int nwaiters;
+    ks_mutex_t *m2;
     int destroy_ret;
 };
 
@@ -1042,11 +1043,17 @@ static void *dh_destroyer_main(void *p)
     struct dh_destroyer *d = p;
     ks_mutex_lock(d->m);
     *d->go = 1;
-    if (d->how == 0)
-        ks_cond_broadcast(d->c);
-    else
+    if (d->how == 1)
         for (int i = 0; i < d->nwaiters; i++)
             ks_cond_signal(d->c);
+    else
+        ks_cond_broadcast(d->c);
+    if (d->how == 2) {
+        /* A wait with another mutex, timing out at once, tags the field. */
+        ks_mutex_lock(d->m2);
+        ks_cond_timedwait(d->c, d->m2, ks_now());
+        ks_mutex_unlock(d->m2);
+    }
     d->destroy_ret = ks_cond_destroy(d->c);
     ks_mutex_unlock(d->m);
     return NULL;
@@ -1123,7 +1130,7 @@ Test(cond, broadcast_to_waiters_of_different_mutexes_wakes_them_all, .timeout = 
             w[i] = (struct dh_waiter){.c = &c, .m = mx[i], .go = gx[i], .timed = (round + i) % 2};
             dh_start(&t[i], &w[i], (uint32_t)i);
         }
-        cr_assert_eq(c.mutex, KS_COND_MIXED);
+        cr_assert((uintptr_t)c.mutex & KS_COND_MIXED);
         ks_mutex_lock(&m1);
         go1 = 1;
         ks_mutex_unlock(&m1);
@@ -1161,7 +1168,7 @@ Test(cond, sequential_waiter_sets_with_different_mutexes, .timeout = 120)
             w[i] = (struct dh_waiter){.c = &c, .m = m, .go = &go, .timed = i % 2};
             dh_start(&t[i], &w[i], (uint32_t)i);
         }
-        cr_assert_eq(c.mutex, set == 0 ? &ms[0] : KS_COND_MIXED);
+        cr_assert_eq((uintptr_t)c.mutex, (uintptr_t)&ms[0] | (set ? KS_COND_MIXED : 0));
         ks_mutex_lock(m);
         go = 1;
         cr_assert_eq(ks_cond_broadcast(&c), 0);
@@ -1192,7 +1199,7 @@ Test(cond, private_cond_with_shared_mutex_never_requeues, .timeout = 60)
         w[i] = (struct dh_waiter){.c = &c, .m = &m, .go = &go};
         dh_start(&t[i], &w[i], (uint32_t)i);
     }
-    cr_assert_eq(c.mutex, KS_COND_MIXED);
+    cr_assert((uintptr_t)c.mutex & KS_COND_MIXED);
     ks_mutex_lock(&m);
     go = 1;
     cr_assert_eq(ks_cond_broadcast(&c), 0);
@@ -1200,4 +1207,162 @@ Test(cond, private_cond_with_shared_mutex_never_requeues, .timeout = 60)
     for (int i = 0; i < DH_WAITERS; i++)
         cr_assert(kt_join_by(t[i], ks_now() + 10 * KS_NSEC_PER_SEC), "waiter %d stuck", i);
     cr_assert_eq(ks_cond_destroy(&c), 0);
+}
+
+/* ---- issue 10 review: waiters that join between a broadcast's decision and its requeue ------
+ * W1 (m1) sleeps.  Broadcast B increments seq, sees one sleeper and reads
+ * `mutex` == m1.  Before B's FUTEX_CMP_REQUEUE, W2 (m2) and W3 (m1) enter
+ * wait: W2 tags `mutex`, both read the new seq and sleep on it, so the
+ * requeue (which expects that value) moves both onto m1's word.  W1 relocks
+ * m1 and its unlock wakes W2, which goes back to m2 and never unlocks m1:
+ * W3 slept on m1 for good with m1 free.  B is held between its read of
+ * `mutex` and the requeue by a hardware watchpoint on `mutex`: its handler
+ * blocks on the first access until W2 and W3 sleep. */
+static int rq_pipe[2];
+static int rq_hits;
+
+static int rq_never(void) { return 0; }
+
+static void rq_trap(int sig, siginfo_t *si, void *uc)
+{
+    (void)sig;
+    (void)si;
+    (void)uc;
+    int e = errno;
+    if (++rq_hits == 1) {
+        char ch;
+        while (read(rq_pipe[0], &ch, 1) < 0 && errno == EINTR)
+            ;
+    }
+    errno = e;
+}
+
+struct rq_bcast {
+    ks_cond_t *c;
+    int skip;
+    int ready;
+};
+
+static void *rq_broadcaster(void *p)
+{
+    struct rq_bcast *b = p;
+    struct kt_watch w = {.n = 0};
+    if (kt_watch_add(&w, &b->c->mutex, 8) != 0) {
+        b->skip = 1;
+        __atomic_store_n(&b->ready, 1, __ATOMIC_RELEASE);
+        return NULL;
+    }
+    kt_watch_begin(&w, rq_never);
+    /* our own handler instead of the counting one */
+    struct sigaction sa;
+    memset(&sa, 0, sizeof sa);
+    sa.sa_sigaction = rq_trap;
+    sa.sa_flags = SA_SIGINFO;
+    sigemptyset(&sa.sa_mask);
+    sigaction(SIGTRAP, &sa, NULL);
+    __atomic_store_n(&b->ready, 1, __ATOMIC_RELEASE);
+    ks_cond_broadcast(b->c);
+    kt_watch_end(&w);
+    kt_watch_close(&w);
+    return NULL;
+}
+
+struct rq_waiter {
+    ks_cond_t *c;
+    ks_mutex_t *m;
+    int ret;
+    pid_t tid;
+};
+
+static void *rq_wait_once(void *p)
+{
+    struct rq_waiter *w = p;
+    ks_mutex_lock(w->m);
+    __atomic_store_n(&w->tid, kt_gettid(), __ATOMIC_RELEASE);
+    w->ret = ks_cond_wait(w->c, w->m); /* one wait: any wake-up ends it */
+    ks_mutex_unlock(w->m);
+    return NULL;
+}
+
+static void rq_start(pthread_t *t, struct rq_waiter *w)
+{
+    kt_spawn(t, rq_wait_once, w);
+    pid_t tid;
+    while (!(tid = __atomic_load_n(&w->tid, __ATOMIC_ACQUIRE)))
+        sched_yield();
+    cr_assert(kt_wait_in_futex(tid, 20 * KS_NSEC_PER_SEC), "waiter never slept");
+}
+
+Test(cond, waiter_of_another_mutex_joining_during_a_broadcast_is_not_stranded, .timeout = 60)
+{
+#ifdef __SANITIZE_THREAD__
+    cr_skip_test("watchpoint handlers are deferred under ThreadSanitizer");
+#endif
+    for (int round = 0; round < 3; round++) {
+        _Alignas(8) static ks_cond_t c;
+        c = (ks_cond_t)KS_COND_INIT;
+        ks_mutex_t m1 = KS_MUTEX_INIT, m2 = KS_MUTEX_INIT;
+        cr_assert_eq(pipe(rq_pipe), 0);
+        rq_hits = 0;
+        struct rq_waiter w1 = {.c = &c, .m = &m1}, w2 = {.c = &c, .m = &m2}, w3 = {.c = &c, .m = &m1};
+        pthread_t t1, t2, t3, tb;
+        rq_start(&t1, &w1);
+        struct rq_bcast b = {.c = &c};
+        kt_spawn(&tb, rq_broadcaster, &b);
+        while (!__atomic_load_n(&b.ready, __ATOMIC_ACQUIRE))
+            sched_yield();
+        if (b.skip) {
+            kt_join(tb);
+            cr_skip_test("no hardware watchpoints here");
+        }
+        /* B is parked in its handler, past its read of `mutex`. */
+        int64_t end = ks_now() + 10 * KS_NSEC_PER_SEC;
+        while (!__atomic_load_n(&rq_hits, __ATOMIC_RELAXED) && ks_now() < end)
+            kt_sleep_ns(100000);
+        cr_assert_eq(rq_hits, 1, "the broadcaster never read the mutex field");
+        rq_start(&t2, &w2);
+        rq_start(&t3, &w3);
+        cr_assert_eq(write(rq_pipe[1], "g", 1), 1);
+        kt_join(tb);
+        struct rq_waiter *ws[3] = {&w1, &w2, &w3};
+        pthread_t ts[3] = {t1, t2, t3};
+        for (int i = 0; i < 3; i++) {
+            cr_assert(kt_join_by(ts[i], ks_now() + 10 * KS_NSEC_PER_SEC),
+                      "waiter %d never returned (round %d; m1 state 0x%x): a wake-up was lost", i + 1,
+                      round, m1.state);
+            cr_assert_eq(ws[i]->ret, 0);
+        }
+        cr_assert_eq(m1.state, 0u);
+        cr_assert_eq(m2.state, 0u);
+        cr_assert_eq(ks_cond_destroy(&c), 0);
+        close(rq_pipe[0]);
+        close(rq_pipe[1]);
+    }
+}
+
+/* A requeue onto m1, then a wait with m2 tags the condition variable: the
+ * destroy that follows, still holding m1, must still wake the waiter moved
+ * onto m1 (it used to look only at an untagged field, and hung). */
+Test(cond, destroy_holding_the_mutex_after_the_condvar_became_mixed, .timeout = 60)
+{
+    for (int round = 0; round < 4; round++) {
+        ks_cond_t c = KS_COND_INIT;
+        ks_mutex_t m1 = KS_MUTEX_INIT, m2 = KS_MUTEX_INIT;
+        int go = 0;
+        struct dh_waiter w[2];
+        pthread_t t[2];
+        for (int i = 0; i < 2; i++) {
+            w[i] = (struct dh_waiter){.c = &c, .m = &m1, .go = &go, .timed = (round + i) % 2};
+            dh_start(&t[i], &w[i], (uint32_t)i);
+        }
+        struct dh_destroyer d = {.c = &c, .m = &m1, .go = &go, .how = 2, .m2 = &m2, .destroy_ret = -1};
+        pthread_t dt;
+        kt_spawn(&dt, dh_destroyer_main, &d);
+        cr_assert(kt_join_by(dt, ks_now() + 10 * KS_NSEC_PER_SEC),
+                  "destroy holding m1 after a requeue and a wait with m2 never returned (round %d)", round);
+        cr_assert_eq(d.destroy_ret, 0);
+        for (int i = 0; i < 2; i++)
+            cr_assert(kt_join_by(t[i], ks_now() + 10 * KS_NSEC_PER_SEC), "waiter %d stuck", i);
+        cr_assert_eq(m1.state, 0u);
+    }
 }

@@ -42,12 +42,13 @@ typedef struct ks_cond {
     uint32_t waiters;  /* threads inside wait (bit 31: destroy is waiting for them to leave) */
     uint32_t sleepers; /* threads inside FUTEX_WAIT (or requeued to the mutex) */
     uint32_t flags;    /* KS_SHARED or 0; constant after init */
-    ks_mutex_t *mutex; /* NULL, the one mutex of every wait so far, or KS_COND_MIXED */
+    ks_mutex_t *mutex; /* NULL, the one mutex of every wait so far, tagged KS_COND_MIXED after another */
 } ks_cond_t;
 
-/* `mutex` once waits have used two different mutexes (or a KS_SHARED
- * mutex): broadcast no longer requeues. */
-#define KS_COND_MIXED ((ks_mutex_t *)(uintptr_t)1)
+/* Bit 0 of `mutex`, set once waits have used two different mutexes (or a
+ * KS_SHARED mutex): broadcast no longer requeues; the rest of the field
+ * still names the mutex earlier broadcasts may have requeued onto. */
+#define KS_COND_MIXED 1u
 
 #define KS_COND_INIT {0u, 0u, 0u, 0u, 0}
 
