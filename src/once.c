@@ -32,7 +32,7 @@ int ks_once_slow(ks_once_t *o, void (*fn)(void))
     if (!o || !fn)
         return EINVAL;
     const unsigned fl = o->flags;
-    const uint32_t gen = (fl & KS_SHARED) ? 0 : (uint32_t)(ks_process_gen() << 2);
+    uint32_t gen = (fl & KS_SHARED) ? 0 : (uint32_t)(ks_process_gen() << 2);
     uint32_t s = __atomic_load_n(&o->state, __ATOMIC_ACQUIRE);
     for (;;) {
         switch (s & KIND) {
@@ -52,6 +52,10 @@ int ks_once_slow(ks_once_t *o, void (*fn)(void))
             }
             KS_RACE_POINT();
             ks_futex_wait(&o->state, s, KS_FOREVER, fl);
+            /* A signal handler that ran during the wait may have forked, and
+             * we may now be the child: look at the generation again. */
+            if (!(fl & KS_SHARED))
+                gen = (uint32_t)(ks_process_gen() << 2);
             s = __atomic_load_n(&o->state, __ATOMIC_ACQUIRE); /* may be DONE: pairs with the exchange */
             continue;
         }

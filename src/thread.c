@@ -20,12 +20,18 @@
  *   G > 0           this process image's generation
  *   0               a fork child nobody has looked at yet
  *   BUSY            a thread of that child is drawing its generation
+ *
+ * Signal handlers may call in (ks_thread_id from a handler that takes an
+ * rmutex): the thread that holds BUSY, and the one making its id, block
+ * signals meanwhile, or a handler on that thread would wait for itself (a
+ * review hung a fork child that way) or read half an update.
  */
 #include "internal.h"
 
 #include <ksync/rmutex.h>
 #include <pthread.h>
 #include <sched.h>
+#include <signal.h>
 #include <sys/mman.h>
 #include <sys/random.h>
 #include <sys/syscall.h>
@@ -36,21 +42,44 @@
 static uint64_t fallback_word = 1;        /* used until (or unless) the page exists */
 uint64_t *ks_gen_word = &fallback_word;   /* acquire/release: see ks_process_gen */
 static uint64_t gen_counter = 1;          /* the last generation issued; inherited */
-static uint32_t proc_nonce;               /* drawn once per process image */
+static uint32_t proc_nonce;               /* drawn (non-zero) once per process image; 0: not yet */
 static uint32_t thread_seq;               /* relaxed: only needs distinct values */
 
 static KS_TLS uint64_t tls_id;
 static KS_TLS uint64_t tls_id_gen;
 
-static void new_nonce(void)
+static uint32_t draw_nonce(void)
 {
     uint32_t n;
     if (getrandom(&n, sizeof n, GRND_NONBLOCK) != (ssize_t)sizeof n)
         n = (uint32_t)ks_ticks() ^ (uint32_t)getpid() * 2654435761u;
-    __atomic_store_n(&proc_nonce, n, __ATOMIC_RELAXED); /* read under the generation's acquire */
+    return n ? n : 1;
 }
 
-uint64_t ks_process_gen_slow(void)
+/* The nonce, drawn at the first need: an id made before this file's
+ * constructor ran (from another constructor of a static link) must not get
+ * the nonce 0 that every process would share. */
+static uint32_t nonce(void)
+{
+    /* relaxed: the value only has to be the same for every reader once set;
+     * the CAS decides between racing first drawers. */
+    uint32_t n = __atomic_load_n(&proc_nonce, __ATOMIC_RELAXED);
+    if (KS_UNLIKELY(!n)) {
+        uint32_t mine = draw_nonce();
+        if (__atomic_compare_exchange_n(&proc_nonce, &n, mine, 0, __ATOMIC_RELAXED, __ATOMIC_RELAXED))
+            n = mine;
+    }
+    return n;
+}
+
+static void block_signals(sigset_t *old)
+{
+    sigset_t all;
+    sigfillset(&all);
+    pthread_sigmask(SIG_BLOCK, &all, old);
+}
+
+__attribute__((noinline)) uint64_t ks_process_gen_slow(void)
 {
     uint64_t *w = __atomic_load_n(&ks_gen_word, __ATOMIC_ACQUIRE); /* pairs with the constructor */
     for (;;) {
@@ -59,31 +88,40 @@ uint64_t ks_process_gen_slow(void)
         uint64_t g = __atomic_load_n(w, __ATOMIC_ACQUIRE);
         if (g != 0 && g != BUSY)
             return g;
+        sigset_t old;
+        block_signals(&old);
         if (g == 0 && __atomic_compare_exchange_n(w, &g, BUSY, 0, __ATOMIC_ACQUIRE, __ATOMIC_RELAXED)) {
-            new_nonce();
+            /* relaxed: published by the release store of the generation */
+            __atomic_store_n(&proc_nonce, draw_nonce(), __ATOMIC_RELAXED);
             /* relaxed: the counter only has to grow along one line of
              * descent, and this process has one thread doing this. */
             uint64_t ng = __atomic_add_fetch(&gen_counter, 1, __ATOMIC_RELAXED);
             if (ng == BUSY || ng == 0)
                 ng = __atomic_add_fetch(&gen_counter, 2, __ATOMIC_RELAXED);
             __atomic_store_n(w, ng, __ATOMIC_RELEASE); /* pairs with the acquire above */
+            pthread_sigmask(SIG_SETMASK, &old, NULL);
             return ng;
         }
+        pthread_sigmask(SIG_SETMASK, &old, NULL);
         sched_yield(); /* another thread of this child draws it: microseconds */
     }
 }
 
 /* fork(): the child's handler runs before fork() returns there, so the
- * generation is fresh before any other code of the child runs. */
+ * generation is fresh before any other code of the child runs.  The wiped
+ * page is already 0, or already drawn by an atfork handler registered
+ * before this one that asked (drawing again would give that handler's
+ * thread a second id in the same child): only the fall-back word, which no
+ * kernel wipes, is zeroed here. */
 static void after_fork_child(void)
 {
-    __atomic_store_n(__atomic_load_n(&ks_gen_word, __ATOMIC_RELAXED), 0, __ATOMIC_RELAXED);
-    (void)ks_process_gen_slow();
+    if (__atomic_load_n(&ks_gen_word, __ATOMIC_RELAXED) == &fallback_word)
+        __atomic_store_n(&fallback_word, 0, __ATOMIC_RELAXED);
+    (void)ks_process_gen();
 }
 
 __attribute__((constructor)) static void thread_init(void)
 {
-    new_nonce();
     long sz = sysconf(_SC_PAGESIZE);
     void *p = mmap(NULL, sz > 0 ? (size_t)sz : 4096, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
     if (p != MAP_FAILED) {
@@ -102,15 +140,40 @@ __attribute__((constructor)) static void thread_init(void)
 /* The id: TID << 32 | (nonce + sequence * golden ratio).  Cached per thread
  * together with the generation it was made in; a fork child (of any kind)
  * makes a new one at its first call, because its generation differs. */
+/* tls_id and tls_id_gen are read and written with relaxed atomics although
+ * only their own thread touches them: a signal handler on that thread may
+ * change them between two accesses, and the compiler may otherwise reuse a
+ * value loaded before a call (it did: the slow path returned the id the
+ * fast path had loaded before a handler replaced it).  Order: the id is
+ * stored before its generation, and read after it. */
+__attribute__((noinline)) static uint64_t thread_id_slow(uint64_t g)
+{
+    sigset_t old;
+    block_signals(&old);
+    uint64_t id = __atomic_load_n(&tls_id, __ATOMIC_RELAXED);
+    if (__atomic_load_n(&tls_id_gen, __ATOMIC_RELAXED) != g || !id) { /* a handler may have made it */
+        uint32_t seq = __atomic_add_fetch(&thread_seq, 1, __ATOMIC_RELAXED);
+        uint32_t lo = nonce() + seq * 0x9e3779b9u;
+        id = ((uint64_t)(uint32_t)syscall(SYS_gettid) << 32) | lo;
+        id = id ? id : 1;
+        __atomic_store_n(&tls_id, id, __ATOMIC_RELAXED);
+        __atomic_signal_fence(__ATOMIC_SEQ_CST); /* the id before its generation */
+        __atomic_store_n(&tls_id_gen, g, __ATOMIC_RELAXED);
+    }
+    pthread_sigmask(SIG_SETMASK, &old, NULL);
+    return id;
+}
+
 uint64_t ks_thread_id(void)
 {
     uint64_t g = ks_process_gen();
-    if (KS_LIKELY(tls_id && tls_id_gen == g))
-        return tls_id;
-    uint32_t seq = __atomic_add_fetch(&thread_seq, 1, __ATOMIC_RELAXED);
-    uint32_t lo = __atomic_load_n(&proc_nonce, __ATOMIC_RELAXED) + seq * 0x9e3779b9u;
-    uint64_t id = ((uint64_t)(uint32_t)syscall(SYS_gettid) << 32) | lo;
-    tls_id = id ? id : 1;
-    tls_id_gen = g;
-    return tls_id;
+    /* The generation before the id: a handler that runs between the two
+     * loads and makes the id cannot make us return the previous one with
+     * the new generation. */
+    uint64_t have = __atomic_load_n(&tls_id_gen, __ATOMIC_RELAXED);
+    __atomic_signal_fence(__ATOMIC_SEQ_CST);
+    uint64_t id = __atomic_load_n(&tls_id, __ATOMIC_RELAXED);
+    if (KS_LIKELY(have == g && id))
+        return id;
+    return thread_id_slow(g);
 }

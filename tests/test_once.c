@@ -470,3 +470,76 @@ Test(once, same_process_callers_wait_for_the_runner, .timeout = 60)
     cr_assert_eq(done, 1);
     cr_assert_eq(fork_runs, 1);
 }
+
+/* A caller blocked in ks_once (the word WAITED) whose signal handler forks:
+ * in the child it comes back into the once's loop, where the runner does not
+ * exist.  The generation used to be computed once per call, so the child
+ * slept for ever; it is looked at again after every wait (glibc's
+ * pthread_once re-reads its fork generation the same way). */
+static pid_t handler_child;
+
+static void fork_in_handler(int sig)
+{
+    (void)sig;
+    pid_t c = fork();
+    if (c == 0)
+        alarm(10); /* the child hangs in the once without the fix: die instead */
+    else
+        __atomic_store_n(&handler_child, c, __ATOMIC_RELEASE);
+}
+
+struct kick {
+    pthread_t target;
+    pid_t tid;
+    int status; /* the child's wait status */
+    int reaped;
+};
+
+/* Kick the main thread once it sleeps in the once, reap the child its
+ * handler forks, then let the parent's runner finish. */
+static void *kick_when_asleep(void *p)
+{
+    struct kick *k = p;
+    kt_wait_in_futex(k->tid, 10 * KS_NSEC_PER_SEC);
+    pthread_kill(k->target, SIGUSR1);
+    int64_t end = ks_now() + 10 * KS_NSEC_PER_SEC;
+    while (__atomic_load_n(&handler_child, __ATOMIC_ACQUIRE) <= 0 && ks_now() < end)
+        kt_sleep_ns(100000);
+    pid_t c = __atomic_load_n(&handler_child, __ATOMIC_ACQUIRE);
+    if (c > 0 && waitpid(c, &k->status, 0) == c)
+        k->reaped = 1;
+    __atomic_store_n(&fork_release, 1, __ATOMIC_RELEASE);
+    return NULL;
+}
+
+Test(once, a_waiter_whose_signal_handler_forks_takes_over_in_the_child, .timeout = 60)
+{
+    struct sigaction sa;
+    memset(&sa, 0, sizeof sa);
+    sa.sa_handler = fork_in_handler; /* no SA_RESTART: the wait returns after it */
+    sigemptyset(&sa.sa_mask);
+    cr_assert_eq(sigaction(SIGUSR1, &sa, NULL), 0);
+    fork_parent = getpid();
+    fork_once = (ks_once_t)KS_ONCE_INIT;
+    fork_in_fn = fork_release = fork_runs = 0;
+    handler_child = -1;
+    pthread_t runner, kicker;
+    kt_spawn(&runner, fork_runner, NULL);
+    while (!__atomic_load_n(&fork_in_fn, __ATOMIC_ACQUIRE))
+        sched_yield();
+    struct kick k = {.target = pthread_self(), .tid = kt_gettid()};
+    kt_spawn(&kicker, kick_when_asleep, &k);
+    /* We wait in the once; the handler forks; in the child we return here. */
+    int r = ks_once(&fork_once, fork_fn);
+    if (getpid() != fork_parent) {
+        alarm(0);
+        _exit(r == 0 && fork_runs == 2 ? 0 : 1); /* the parent's start + ours */
+    }
+    kt_join(kicker);
+    kt_join(runner);
+    cr_assert_eq(r, 0);
+    cr_assert(k.reaped, "the handler did not fork, or its child was not reaped");
+    cr_assert(WIFEXITED(k.status) && WEXITSTATUS(k.status) == 0, "child made in the handler: %s %d",
+              WIFEXITED(k.status) ? "failed check" : "killed by signal",
+              WIFEXITED(k.status) ? WEXITSTATUS(k.status) : WTERMSIG(k.status));
+}

@@ -3,6 +3,7 @@
 #include "helpers.h"
 
 #include <fcntl.h>
+#include <sys/random.h>
 
 static uint64_t owner_of(ks_rmutex_t *r) { return __atomic_load_n(&r->owner, __ATOMIC_RELAXED); }
 
@@ -517,4 +518,100 @@ Test(rmutex, process_shared_across_fork, .timeout = 120)
     cr_assert_eq(owner_of(&s->r), 0u);
     cr_assert_eq(ks_rmutex_destroy(&s->r), 0);
     kt_shared_free(s, sizeof *s);
+}
+
+/* ---- ids and signal handlers, constructors and atfork handlers (issue 10 review) ----------- */
+
+/* Made by constructors that run before the library's own (priority 101
+ * comes before default-priority constructors in a static link), and by an
+ * atfork child handler registered before the library's. */
+static uint64_t ctor_id;
+static uint64_t early_atfork_id;
+
+static void early_atfork_child(void) { early_atfork_id = ks_thread_id(); }
+
+__attribute__((constructor(101))) static void early_ctor(void)
+{
+    ctor_id = ks_thread_id();
+    pthread_atfork(NULL, NULL, early_atfork_child);
+}
+
+/* An id made before the library's constructor ran used to have the nonce 0
+ * (low bits 0x9e3779b9 for the first thread in every process), so two
+ * processes whose threads reused a TID got the same id. */
+Test(rmutex, ids_made_before_the_library_constructor_have_a_nonce)
+{
+    cr_assert_neq(ctor_id, 0u);
+    cr_assert_neq((uint32_t)ctor_id, 0x9e3779b9u, "id %#llx made with the nonce 0",
+                  (unsigned long long)ctor_id);
+}
+
+/* An atfork child handler registered before the library's asked for its id
+ * in the child; the library's handler then drew a second generation, and
+ * the same thread had a new id after fork() returned (an rmutex locked in
+ * that handler was no longer its own). */
+static int same_id_as_early_handler(void *p)
+{
+    (void)p;
+    return early_atfork_id != 0 && ks_thread_id() == early_atfork_id ? 0 : 1;
+}
+
+Test(rmutex, one_id_per_thread_per_fork_child_whatever_the_atfork_order)
+{
+    for (int i = 0; i < 5; i++)
+        kt_wait_child(kt_fork(same_id_as_early_handler, NULL));
+}
+
+/* A signal handler that asks for the id while its own thread is drawing the
+ * child's generation (the word says BUSY) used to wait for itself for ever.
+ * The test's getrandom() (it interposes libc's, as LD_PRELOAD would) raises
+ * the signal exactly there. */
+static volatile sig_atomic_t gr_inject;
+static volatile uint64_t handler_id;
+
+ssize_t getrandom(void *buf, size_t len, unsigned int flags)
+{
+    if (gr_inject) {
+        gr_inject = 0;
+        raise(SIGUSR1);
+    }
+    return syscall(SYS_getrandom, buf, len, flags);
+}
+
+static void id_in_handler(int sig)
+{
+    (void)sig;
+    handler_id = ks_thread_id();
+}
+
+static int child_id_with_a_handler_in_the_draw(void *p)
+{
+    (void)p;
+    alarm(10); /* a hang kills the child */
+    handler_id = 0;
+    gr_inject = 1;
+    uint64_t id = ks_thread_id();
+    if (gr_inject)
+        return 1; /* the draw did not call getrandom: the test lost its point */
+    if (handler_id == 0)
+        return 2;
+    return id == handler_id ? 0 : 3; /* one thread, one id */
+}
+
+Test(rmutex, signal_handler_asking_for_the_id_during_the_childs_first_draw, .timeout = 60)
+{
+    struct sigaction sa;
+    memset(&sa, 0, sizeof sa);
+    sa.sa_handler = id_in_handler;
+    sigemptyset(&sa.sa_mask);
+    cr_assert_eq(sigaction(SIGUSR1, &sa, NULL), 0);
+    (void)ks_thread_id();
+    for (int k = KT_UFORK; k < KT_FORK_KINDS; k++) {
+        pid_t pid = kt_fork_as((enum kt_fork_kind)k, child_id_with_a_handler_in_the_draw, NULL);
+        int st = 0;
+        cr_assert_eq(waitpid(pid, &st, 0), pid);
+        cr_assert(WIFEXITED(st) && WEXITSTATUS(st) == 0, "%s child: %s %d", kt_fork_names[k],
+                  WIFEXITED(st) ? "failed check" : "killed by signal",
+                  WIFEXITED(st) ? WEXITSTATUS(st) : WTERMSIG(st));
+    }
 }
