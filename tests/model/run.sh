@@ -1,0 +1,80 @@
+#!/bin/sh
+# tests/model/run.sh - run every Promela model of ksync's futex protocols
+# with spin and check the expected outcome (docs/model.md):
+#   pass  the protocol as in src/: exhaustive search, no error
+#   fail  a BUG_ variant (the protocol broken the way a real bug broke it):
+#         pan must report an assertion violation or an invalid end state
+# Usage: tests/model/run.sh [OUT_DIR [NAME_FILTER]]   (from the repository
+# root; OUT_DIR defaults to build/model).  One line per check, then
+# "model: N passed, M failed"; exits 1 if any check had an unexpected result.
+#
+# Each pan is compiled with -DSAFETY (assertions + invalid end states) and
+# -DMEMLIM=2048 (MB: a search that would need more stops, and counts as a
+# failed check rather than an incomplete pass), and runs under nice -n 10
+# with a 300 s limit.
+set -u
+here=$(cd "$(dirname "$0")" && pwd)
+out=${1:-build/model}
+filter=${2:-}
+mkdir -p "$out"
+out=$(cd "$out" && pwd)
+CC=${CC:-cc}
+DEPTH=${DEPTH:-100000}
+
+# name               model       expect  pan cc flags  spin -D flags
+checks='
+mutex                mutex.pml   pass    -             -DSPURIOUS
+mutex-starve-residue mutex.pml   fail    -             -DSPURIOUS -DBUG_STARVE_RESIDUE
+cond-destroy         cond.pml    pass    -             -DSCEN_DESTROY -DNWAIT=2
+cond-mixed           cond.pml    pass    -DCOLLAPSE    -DSCEN_MIXED
+cond-signal          cond.pml    pass    -DCOLLAPSE    -DSCEN_SIGNAL
+cond-destroy-nowake  cond.pml    fail    -             -DSCEN_DESTROY -DNWAIT=2 -DBUG_DESTROY_NO_MUTEX_WAKE
+cond-last-access     cond.pml    fail    -             -DSCEN_DESTROY -DNWAIT=2 -DBUG_LAST_ACCESS
+cond-latest-mutex    cond.pml    fail    -DCOLLAPSE    -DSCEN_MIXED -DBUG_LATEST_MUTEX
+cond-requeue-err     cond.pml    fail    -DCOLLAPSE    -DSCEN_SIGNAL -DBUG_REQUEUE_ERR
+'
+
+rm -f "$out/.results"
+echo "$checks" | while read -r name model expect panflags defs; do
+    [ "$panflags" = - ] && panflags=
+    [ -n "$name" ] || continue
+    case "$name" in *"$filter"*) ;; *) continue ;; esac
+    d="$out/$name"
+    rm -rf "$d" && mkdir -p "$d"
+    cp "$here"/*.pml "$d"/
+    verdict= detail=
+    if ! (cd "$d" && spin $defs -a "$model" >spin.out 2>&1); then
+        verdict=FAIL detail="spin -a failed (see $d/spin.out)"
+    elif ! (cd "$d" && $CC -O2 -w -DSAFETY -DMEMLIM=2048 $panflags -o pan pan.c >cc.out 2>&1); then
+        verdict=FAIL detail="cc pan.c failed (see $d/cc.out)"
+    else
+        t0=$(date +%s.%N)
+        (cd "$d" && timeout 300 nice -n 10 ./pan -m"$DEPTH" -n >pan.out 2>&1)
+        t1=$(date +%s.%N)
+        secs=$(echo "$t0 $t1" | awk '{printf "%.1f", $2 - $1}')
+        errs=$(sed -n 's/.*errors: \([0-9]*\).*/\1/p' "$d/pan.out" | head -1)
+        states=$(awk '/states, stored/ {print $1; exit}' "$d/pan.out")
+        depth=$(sed -n 's/.*depth reached \([0-9]*\).*/\1/p' "$d/pan.out" | head -1)
+        what=$(grep -m1 -E '^pan:1?:? ?(assertion violated|invalid end state)|^pan:1:' "$d/pan.out" | sed 's/^pan:1: //')
+        stats="${states:-?} states, depth ${depth:-?}, ${secs} s"
+        if grep -qE 'max search depth too small|reached -DMEMLIM bound|out of memory' "$d/pan.out" || [ -z "$errs" ]; then
+            verdict=FAIL detail="search incomplete ($stats; see $d/pan.out)"
+        elif [ "$expect" = pass ] && [ "$errs" = 0 ]; then
+            verdict=ok detail="no error, exhaustive ($stats)"
+        elif [ "$expect" = fail ] && [ "$errs" != 0 ]; then
+            verdict=ok detail="fails as it must: $what ($stats)"
+            (cd "$d" && spin -t -k "$model.trail" $defs "$model" >trail.txt 2>&1; spin -t -k "$model.trail" $defs -p -g "$model" >trail-full.txt 2>&1)
+        elif [ "$expect" = pass ]; then
+            verdict=FAIL detail="unexpected error: $what ($stats; trail in $d)"
+            (cd "$d" && spin -t -k "$model.trail" $defs "$model" >trail.txt 2>&1; spin -t -k "$model.trail" $defs -p -g "$model" >trail-full.txt 2>&1)
+        else
+            verdict=FAIL detail="no error found but the variant is broken ($stats)"
+        fi
+    fi
+    printf '%-4s %-22s %s\n' "$verdict" "$name" "$detail"
+    [ "$verdict" = ok ] && echo pass >>"$out/.results" || echo fail >>"$out/.results"
+done
+passed=$(grep -c pass "$out/.results" 2>/dev/null)
+failed=$(grep -c fail "$out/.results" 2>/dev/null)
+echo "model: ${passed:-0} passed, ${failed:-0} failed"
+[ "${failed:-0}" = 0 ] && [ "${passed:-0}" != 0 ]
