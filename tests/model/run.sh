@@ -32,6 +32,12 @@ cond-destroy-nowake  cond.pml    fail    -             -DSCEN_DESTROY -DNWAIT=2 
 cond-last-access     cond.pml    fail    -             -DSCEN_DESTROY -DNWAIT=2 -DBUG_LAST_ACCESS
 cond-latest-mutex    cond.pml    fail    -DCOLLAPSE    -DSCEN_MIXED -DBUG_LATEST_MUTEX
 cond-requeue-err     cond.pml    fail    -DCOLLAPSE    -DSCEN_SIGNAL -DBUG_REQUEUE_ERR
+sem                  sem.pml     pass    -             -DNWAITER=2 -DNPOST=2
+sem-no-chain         sem.pml     fail    -             -DNWAITER=2 -DNPOST=2 -DBUG_NO_CHAIN
+sem-stale-n          sem.pml     fail    -             -DNWAITER=2 -DNPOST=2 -DBUG_STALE_N
+event                event.pml   pass    -             -DNWAITER=3
+event-no-gen         event.pml   fail    -             -DNWAITER=3 -DBUG_NO_GEN
+event-clear-sleepers event.pml   fail    -             -DNWAITER=3 -DBUG_CLEAR_SLEEPERS
 '
 
 rm -f "$out/.results"
