@@ -35,6 +35,9 @@ byte fw[NW];               /* the futex words */
 byte q[NW * NPROC];        /* q[w*NPROC + i]: i-th waiter queued on word w */
 byte qn[NW];               /* queue length of word w */
 byte qw[NPROC];            /* word that process p is queued on, or NONE */
+#ifdef FUTEX_MASKS
+byte qmask[NPROC];         /* FUTEX_WAIT_BITSET mask of a queued process */
+#endif
 
 /* remove process p from the queue of word w (it must be there) */
 inline q_remove(w, p)
@@ -50,6 +53,9 @@ inline q_remove(w, p)
     od;
     qn[w]--;
     q[w * NPROC + qn[w]] = 0;
+#ifdef FUTEX_MASKS
+    qmask[p] = 0;
+#endif
     qw[p] = NONE
 }
 
@@ -141,3 +147,62 @@ inline futex_cmp_requeue(w, val, nwake, nmove, w2, res)
         qi = 0; qp = 0
     }
 }
+
+#ifdef FUTEX_MASKS
+/* FUTEX_WAIT_BITSET(&fw[w], val, mask): as futex_wait, queued with mask */
+inline futex_wait_mask(w, val, tmo, mask, res)
+{
+    atomic {
+        if
+        :: fw[w] != val -> res = EAGAIN;
+            printf("P%d: FUTEX_WAIT(w%d, %d, mask %d): EAGAIN (word is %d)\n", _pid, w, val, mask, fw[w])
+        :: fw[w] == val ->
+            q[w * NPROC + qn[w]] = _pid; qn[w]++; qw[_pid] = w; qmask[_pid] = mask; res = 0;
+            printf("P%d: FUTEX_WAIT(w%d, %d, mask %d): sleeps\n", _pid, w, val, mask)
+        :: tmo -> res = ETIMEDOUT;
+            printf("P%d: FUTEX_WAIT(w%d, %d): deadline already past\n", _pid, w, val)
+        fi
+    }
+    if
+    :: res == 0 ->
+        if
+        :: qw[_pid] == NONE ->
+            printf("P%d: returns from FUTEX_WAIT(w%d): 0\n", _pid, w)
+        :: tmo ->
+            atomic {
+                if
+                :: qw[_pid] != NONE -> q_remove(qw[_pid], _pid); qi = 0; res = ETIMEDOUT;
+                    printf("P%d: FUTEX_WAIT(w%d): times out\n", _pid, w)
+                :: else
+                fi
+            }
+#ifdef SPURIOUS
+        :: atomic { qw[_pid] != NONE -> q_remove(qw[_pid], _pid); qi = 0;
+                    printf("P%d: FUTEX_WAIT(w%d): spurious 0\n", _pid, w) }
+#endif
+        fi
+    :: else
+    fi
+}
+
+/* FUTEX_WAKE_BITSET(&fw[w], n, mask): wake up to n queued processes whose
+ * mask shares a bit with mask, oldest first */
+inline futex_wake_mask(w, n, mask, res)
+{
+    atomic {
+        res = 0; qm = 0;
+        do
+        :: res < n && qm < qn[w] ->
+            qp = q[w * NPROC + qm];
+            if
+            :: qmask[qp] & mask ->
+                q_remove(w, qp); res++;
+                printf("P%d: wakes P%d from w%d (mask %d)\n", _pid, qp, w, mask)
+            :: else -> qm++
+            fi
+        :: else -> break
+        od;
+        qi = 0; qp = 0; qm = 0
+    }
+}
+#endif

@@ -38,6 +38,15 @@ sem-stale-n          sem.pml     fail    -             -DNWAITER=2 -DNPOST=2 -DB
 event                event.pml   pass    -             -DNWAITER=3
 event-no-gen         event.pml   fail    -             -DNWAITER=3 -DBUG_NO_GEN
 event-clear-sleepers event.pml   fail    -             -DNWAITER=3 -DBUG_CLEAR_SLEEPERS
+rwlock-2w1r          rwlock.pml  pass    -             -DNWR=2 -DNRD=1
+rwlock-1w2r          rwlock.pml  pass    -             -DNWR=1 -DNRD=2
+rwlock-dep           rwlock.pml  pass    -DCOLLAPSE    -DNWR=2 -DNRD=2 -DRD_DEP
+rwlock-wake-no-mask  rwlock.pml  fail    -             -DNWR=2 -DNRD=1 -DBUG_WAKE_NO_MASK
+rwlock-giveup-nowake rwlock.pml  fail    -DCOLLAPSE    -DNWR=2 -DNRD=2 -DRD_DEP -DBUG_GIVEUP_NO_READER_WAKE
+barrier              barrier.pml pass    -             -DNB=3 -DRND=2
+barrier-phase-late   barrier.pml fail    -             -DNB=3 -DRND=2 -DBUG_PHASE_AFTER_ARRIVE
+barrier-reset-late   barrier.pml fail    -             -DNB=3 -DRND=2 -DBUG_RESET_AFTER_RELEASE
+barrier-no-leaving   barrier.pml fail    -             -DNB=3 -DRND=2 -DBUG_NO_LEAVING
 '
 
 rm -f "$out/.results"
