@@ -5,6 +5,9 @@
  *   NW     number of futex words (they are fw[0..NW-1]; the model names them
  *          with #defines)
  *   NPROC  an upper bound on _pid of any process that may wait (init is 0)
+ * and may define FUTEX_ABANDON (a
+ * condition under which a sleeper may jump to its process's end_abandoned
+ * label: a model's way to cut paths it does not explore),
  * and every process that calls these inlines declares FUTEX_LOCALS.
  *
  * Each word has a FIFO wait queue (the kernel queues waiters of one priority
@@ -21,9 +24,12 @@
  *     queued, or before it enters the kernel (ks_futex_wait_exact returns
  *     ETIMEDOUT for a past deadline without comparing the word).  A wake
  *     that dequeued the waiter first wins: Linux returns 0 then.
- *   - with -DSPURIOUS, any wait may return 0 while still queued (EINTR,
+ *   - with -DSPURIOUS=n, a wait may return 0 while still queued (EINTR,
  *     folded into 0 by ks_futex_wait; or a stale wake from an earlier object
- *     at the same address).  ksync's callers must loop on their own state.
+ *     at the same address), at most n times in a run.  ksync's callers must
+ *     loop on their own state.  The bound matters: with unbounded spurious
+ *     wake-ups no sleeper is ever blocked, so a lost wake-up would become a
+ *     cycle instead of an invalid end state and pan -DSAFETY would not see it.
  */
 #define NONE     255
 #define EAGAIN   11
@@ -35,6 +41,9 @@ byte fw[NW];               /* the futex words */
 byte q[NW * NPROC];        /* q[w*NPROC + i]: i-th waiter queued on word w */
 byte qn[NW];               /* queue length of word w */
 byte qw[NPROC];            /* word that process p is queued on, or NONE */
+#ifdef SPURIOUS
+byte nspur;                /* spurious wake-ups so far */
+#endif
 #ifdef FUTEX_MASKS
 byte qmask[NPROC];         /* FUTEX_WAIT_BITSET mask of a queued process */
 #endif
@@ -87,6 +96,9 @@ inline futex_wait(w, val, tmo, res)
         if
         :: qw[_pid] == NONE ->     /* dequeued by a waker */
             printf("P%d: returns from FUTEX_WAIT(w%d): 0\n", _pid, w)
+#ifdef FUTEX_ABANDON
+        :: FUTEX_ABANDON -> goto end_abandoned   /* the model cuts this path */
+#endif
         :: tmo ->                  /* the timer fires */
             atomic {
                 if
@@ -96,7 +108,8 @@ inline futex_wait(w, val, tmo, res)
                 fi
             }
 #ifdef SPURIOUS
-        :: atomic { qw[_pid] != NONE -> q_remove(qw[_pid], _pid); qi = 0;  /* EINTR -> 0 */
+        :: atomic { qw[_pid] != NONE && nspur < SPURIOUS -> nspur++;  /* EINTR -> 0 */
+                    q_remove(qw[_pid], _pid); qi = 0;
                     printf("P%d: FUTEX_WAIT(w%d): spurious 0\n", _pid, w) }
 #endif
         fi
@@ -177,7 +190,8 @@ inline futex_wait_mask(w, val, tmo, mask, res)
                 fi
             }
 #ifdef SPURIOUS
-        :: atomic { qw[_pid] != NONE -> q_remove(qw[_pid], _pid); qi = 0;
+        :: atomic { qw[_pid] != NONE && nspur < SPURIOUS -> nspur++;
+                    q_remove(qw[_pid], _pid); qi = 0;
                     printf("P%d: FUTEX_WAIT(w%d): spurious 0\n", _pid, w) }
 #endif
         fi

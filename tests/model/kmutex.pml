@@ -8,6 +8,9 @@
  *   NO_STARVE          never set MS (a model that does not exercise it)
  *   BUG_STARVE_RESIDUE the timed-out owner of MS clears only MS, leaving MC
  *                      on a free mutex (the protocol before the fix)
+ *   BUG_NO_SLEPT_C     a thread that acquires after having slept does not
+ *                      set MC (Drepper's rule, (I2), forgotten: the other
+ *                      sleepers are no longer announced)
  *
  * mx_in[m] counts the threads between a successful lock and the unlock: the
  * mutual-exclusion assertion.
@@ -40,7 +43,11 @@ inline mutex_lock(m, slept0, tmo, r)
             ml_s = fw[m];
             if
             :: !(ml_s & ML) && (!(ml_s & MS) || ml_slept) ->
+#ifdef BUG_NO_SLEPT_C
+                ml_ns = ml_s | ML;                           /* (I2) forgotten */
+#else
                 ml_ns = ml_s | ML | (ml_slept -> MC : 0);   /* (I2) */
+#endif
                 if
                 :: ml_set_s -> ml_ns = ml_ns & ~MS
                 :: else

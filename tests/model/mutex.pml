@@ -13,6 +13,9 @@
  *     mutex still marked MC makes trylock and destroy answer EBUSY forever).
  * BUG_STARVE_RESIDUE: the timed-out owner of MS clears only MS (main before
  * the fix): the word is left MC after a newcomer timed out meanwhile.
+ * BUG_NO_SLEPT_C: a woken waiter takes the mutex without setting MC, so its
+ * unlock wakes nobody and a third thread sleeps for ever (checks that the
+ * model sees a lost wake-up as an invalid end state).
  */
 #ifndef NT
 #define NT 3

@@ -23,13 +23,16 @@ DEPTH=${DEPTH:-100000}
 
 # name               model       expect  pan cc flags  spin -D flags
 checks='
-mutex                mutex.pml   pass    -             -DSPURIOUS
-mutex-starve-residue mutex.pml   fail    -             -DSPURIOUS -DBUG_STARVE_RESIDUE
-cond-destroy         cond.pml    pass    -             -DSCEN_DESTROY -DNWAIT=2
+mutex                mutex.pml   pass    -             -DSPURIOUS=1
+mutex-starve-residue mutex.pml   fail    -             -DSPURIOUS=1 -DBUG_STARVE_RESIDUE
+mutex-no-slept-c     mutex.pml   fail    -             -DSPURIOUS=1 -DBUG_NO_SLEPT_C
+mutex-2t3r           mutex.pml   pass    -             -DSPURIOUS=1 -DNT=2 -DRND=3
+mutex-2t3r-residue   mutex.pml   fail    -             -DSPURIOUS=1 -DNT=2 -DRND=3 -DBUG_STARVE_RESIDUE
+cond-destroy         cond.pml    pass    -             -DSCEN_DESTROY -DNWAIT=2 -DSPURIOUS=1
 cond-mixed           cond.pml    pass    -DCOLLAPSE    -DSCEN_MIXED
 cond-signal          cond.pml    pass    -DCOLLAPSE    -DSCEN_SIGNAL
-cond-destroy-nowake  cond.pml    fail    -             -DSCEN_DESTROY -DNWAIT=2 -DBUG_DESTROY_NO_MUTEX_WAKE
-cond-last-access     cond.pml    fail    -             -DSCEN_DESTROY -DNWAIT=2 -DBUG_LAST_ACCESS
+cond-destroy-nowake  cond.pml    fail    -             -DSCEN_DESTROY -DNWAIT=2 -DSPURIOUS=1 -DBUG_DESTROY_NO_MUTEX_WAKE
+cond-last-access     cond.pml    fail    -             -DSCEN_DESTROY -DNWAIT=2 -DSPURIOUS=1 -DBUG_LAST_ACCESS
 cond-latest-mutex    cond.pml    fail    -DCOLLAPSE    -DSCEN_MIXED -DBUG_LATEST_MUTEX
 cond-requeue-err     cond.pml    fail    -DCOLLAPSE    -DSCEN_SIGNAL -DBUG_REQUEUE_ERR
 sem                  sem.pml     pass    -             -DNWAITER=2 -DNPOST=2
@@ -47,6 +50,9 @@ barrier              barrier.pml pass    -             -DNB=3 -DRND=2
 barrier-phase-late   barrier.pml fail    -             -DNB=3 -DRND=2 -DBUG_PHASE_AFTER_ARRIVE
 barrier-reset-late   barrier.pml fail    -             -DNB=3 -DRND=2 -DBUG_RESET_AFTER_RELEASE
 barrier-no-leaving   barrier.pml fail    -             -DNB=3 -DRND=2 -DBUG_NO_LEAVING
+queue-baton          queue_baton.pml pass -DCOLLAPSE  -DNGET=2 -DNPUT=2 -DMAXBUMPS=6
+queue-no-skipped     queue_baton.pml fail -DCOLLAPSE  -DNGET=2 -DNPUT=2 -DMAXBUMPS=6 -DBUG_NO_SKIPPED
+queue-futile-return  queue_baton.pml fail -DCOLLAPSE  -DNGET=2 -DNPUT=2 -DMAXBUMPS=6 -DBUG_FUTILE_RETURN
 '
 
 rm -f "$out/.results"
@@ -71,7 +77,8 @@ echo "$checks" | while read -r name model expect panflags defs; do
         states=$(awk '/states, stored/ {print $1; exit}' "$d/pan.out")
         depth=$(sed -n 's/.*depth reached \([0-9]*\).*/\1/p' "$d/pan.out" | head -1)
         what=$(grep -m1 -E '^pan:1?:? ?(assertion violated|invalid end state)|^pan:1:' "$d/pan.out" | sed 's/^pan:1: //')
-        stats="${states:-?} states, depth ${depth:-?}, ${secs} s"
+        mem=$(awk '/total actual memory usage/ {printf "%.0f", $1; exit}' "$d/pan.out")
+        stats="${states:-?} states, depth ${depth:-?}, ${secs} s, ${mem:-?} MB"
         if grep -qE 'max search depth too small|reached -DMEMLIM bound|out of memory' "$d/pan.out" || [ -z "$errs" ]; then
             verdict=FAIL detail="search incomplete ($stats; see $d/pan.out)"
         elif [ "$expect" = pass ] && [ "$errs" = 0 ]; then
