@@ -10,7 +10,11 @@
  *                 (POSIX allows destroy once nobody is blocked on it: woken
  *                 waiters that have not returned yet are legal).
  *   SCEN_MIXED    waiters W1(m2), W2(m1), W3(m2) on one condvar; T sets go
- *                 under both mutexes, then broadcasts.
+ *                 under both mutexes, then broadcasts.  With ISSUE_ORDER the
+ *                 waiters go to sleep in the order W1, W2, W3 and T starts
+ *                 only once all three sleep (the issue's sequence: with
+ *                 BUG_LATEST_MUTEX the hint is m2 and W2, W3 are requeued
+ *                 onto m2).
  *   SCEN_SIGNAL   two consumers on m1 take one token each; one producer
  *                 adds a token and signals, the other adds a token and
  *                 broadcasts (a signal racing the broadcast's requeue).
@@ -183,6 +187,9 @@ proctype Waiter(byte m)
     MUTEX_LOCALS;
     COND_LOCALS;
     byte r;
+#ifdef ISSUE_ORDER
+    qn[SEQ] == _pid - 1;                  /* the previous waiters sleep on seq */
+#endif
     mutex_lock(m, 0, 0, r);
 #ifdef SCEN_SIGNAL
     do
@@ -212,6 +219,9 @@ proctype Signaller(bool bcast)
     cond_destroy();
     mutex_unlock(M1)
 #elif defined(SCEN_MIXED)
+#ifdef ISSUE_ORDER
+    qn[SEQ] == 3;                          /* all three sleep on seq */
+#endif
     mutex_lock(M1, 0, 0, r);
     mutex_lock(M2, 0, 0, r);
     go = 1;

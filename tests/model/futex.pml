@@ -40,7 +40,7 @@
 byte fw[NW];               /* the futex words */
 byte q[NW * NPROC];        /* q[w*NPROC + i]: i-th waiter queued on word w */
 byte qn[NW];               /* queue length of word w */
-byte qw[NPROC];            /* word that process p is queued on, or NONE */
+byte qw[NPROC] = NONE;     /* word that process p is queued on, or NONE */
 #ifdef SPURIOUS
 byte nspur;                /* spurious wake-ups so far */
 #endif

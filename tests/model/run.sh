@@ -32,16 +32,21 @@ mutex-starve-residue mutex.pml   fail    -             -DSPURIOUS=1 -DBUG_STARVE
 mutex-no-slept-c     mutex.pml   fail    -             -DSPURIOUS=1 -DBUG_NO_SLEPT_C
 mutex-2t3r           mutex.pml   pass    -             -DSPURIOUS=1 -DNT=2 -DRND=3
 mutex-2t3r-residue   mutex.pml   fail    -             -DSPURIOUS=1 -DNT=2 -DRND=3 -DBUG_STARVE_RESIDUE
+mutex-4t             mutex.pml   pass    -DCOLLAPSE    -DNT=4
+mutex-4t-residue     mutex.pml   fail    -DCOLLAPSE    -DNT=4 -DBUG_STARVE_RESIDUE
 cond-destroy         cond.pml    pass    -             -DSCEN_DESTROY -DNWAIT=2 -DSPURIOUS=1
-cond-mixed           cond.pml    pass    -DCOLLAPSE    -DSCEN_MIXED
-cond-signal          cond.pml    pass    -DCOLLAPSE    -DSCEN_SIGNAL
+cond-mixed           cond.pml    pass    -DCOLLAPSE    -DSCEN_MIXED -DSPURIOUS=1
+cond-signal          cond.pml    pass    -DCOLLAPSE    -DSCEN_SIGNAL -DSPURIOUS=1
 cond-destroy-nowake  cond.pml    fail    -             -DSCEN_DESTROY -DNWAIT=2 -DSPURIOUS=1 -DBUG_DESTROY_NO_MUTEX_WAKE
 cond-last-access     cond.pml    fail    -             -DSCEN_DESTROY -DNWAIT=2 -DSPURIOUS=1 -DBUG_LAST_ACCESS
-cond-latest-mutex    cond.pml    fail    -DCOLLAPSE    -DSCEN_MIXED -DBUG_LATEST_MUTEX
-cond-requeue-err     cond.pml    fail    -DCOLLAPSE    -DSCEN_SIGNAL -DBUG_REQUEUE_ERR
+cond-latest-mutex    cond.pml    fail    -DCOLLAPSE    -DSCEN_MIXED -DSPURIOUS=1 -DBUG_LATEST_MUTEX
+cond-requeue-err     cond.pml    fail    -DCOLLAPSE    -DSCEN_SIGNAL -DSPURIOUS=1 -DBUG_REQUEUE_ERR
+cond-issue-order     cond.pml    pass    -             -DSCEN_MIXED -DISSUE_ORDER
+cond-issue-latest    cond.pml    fail    -             -DSCEN_MIXED -DISSUE_ORDER -DBUG_LATEST_MUTEX
 sem                  sem.pml     pass    -             -DNWAITER=2 -DNPOST=2
 sem-no-chain         sem.pml     fail    -             -DNWAITER=2 -DNPOST=2 -DBUG_NO_CHAIN
 sem-stale-n          sem.pml     fail    -             -DNWAITER=2 -DNPOST=2 -DBUG_STALE_N
+sem-3x3              sem.pml     pass    -DCOLLAPSE    -DNWAITER=3 -DNPOST=3
 event                event.pml   pass    -             -DNWAITER=3
 event-no-gen         event.pml   fail    -             -DNWAITER=3 -DBUG_NO_GEN
 event-clear-sleepers event.pml   fail    -             -DNWAITER=3 -DBUG_CLEAR_SLEEPERS
