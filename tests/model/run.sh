@@ -43,6 +43,12 @@ cond-latest-mutex    cond.pml    fail    -DCOLLAPSE    -DSCEN_MIXED -DSPURIOUS=1
 cond-requeue-err     cond.pml    fail    -DCOLLAPSE    -DSCEN_SIGNAL -DSPURIOUS=1 -DBUG_REQUEUE_ERR
 cond-issue-order     cond.pml    pass    -             -DSCEN_MIXED -DISSUE_ORDER
 cond-issue-latest    cond.pml    fail    -             -DSCEN_MIXED -DISSUE_ORDER -DBUG_LATEST_MUTEX
+cond-late            cond.pml    pass    -DCOLLAPSE    -DSCEN_LATE
+cond-late-no-recheck cond.pml    fail    -DCOLLAPSE    -DSCEN_LATE -DBUG_NO_RECHECK
+cond-dmixed          cond.pml    pass    -DCOLLAPSE    -DSCEN_DMIXED
+cond-dmixed-forgets  cond.pml    fail    -DCOLLAPSE    -DSCEN_DMIXED -DBUG_MIXED_FORGETS
+cond-brief-late      cond.pml    fail    -DCOLLAPSE    -DSCEN_LATE -DBUG_NO_RECHECK -DBUG_MIXED_FORGETS
+cond-brief-dmixed    cond.pml    fail    -DCOLLAPSE    -DSCEN_DMIXED -DBUG_NO_RECHECK -DBUG_MIXED_FORGETS
 sem                  sem.pml     pass    -             -DNWAITER=2 -DNPOST=2
 sem-no-chain         sem.pml     fail    -             -DNWAITER=2 -DNPOST=2 -DBUG_NO_CHAIN
 sem-stale-n          sem.pml     fail    -             -DNWAITER=2 -DNPOST=2 -DBUG_STALE_N
