@@ -60,7 +60,7 @@ BENCH_BIN   := $(BUILD)/stress/ksync-bench
 REF_LIBS    ?= -lck -lurcu -lurcu-cds
 REF_INC     ?=
 
-.PHONY: all help deps test run-tests stress bench asan tsan check-aarch64 install clean check-exports
+.PHONY: all help deps test run-tests stress bench asan tsan check-aarch64 model install clean check-exports
 all: $(STATIC) $(BUILD)/libksync.so
 
 help:
@@ -72,6 +72,7 @@ help:
 ## make asan           the Criterion tests under AddressSanitizer+UBSan
 ## make tsan           the stress scenarios and self-test under ThreadSanitizer
 ## make check-aarch64   cross-build for AArch64 and run the stress runner under qemu-aarch64
+## make model           spin models of the futex protocols: each passes, each BUG_ variant fails (docs/model.md)
 ## make install         PREFIX=/usr/local DESTDIR= : headers, libraries, pkg-config file
 ## make clean
 
@@ -146,6 +147,12 @@ stress: deps
 bench: deps
 	@$(MAKE) --no-print-directory $(BENCH_BIN)
 	$(BENCH_BIN) $(BENCH_ARGS)
+
+# ---- Promela models (spin) ------------------------------------------------------
+# Needs no ksync build: spin -a, cc pan.c and pan per check, under build/model.
+model:
+	@sh tools/deps.sh model
+	sh tests/model/run.sh build/model
 
 # ---- AArch64 under qemu-user ------------------------------------------------------
 AARCH64_CC := aarch64-linux-gnu-gcc

@@ -4,6 +4,8 @@
 #   tools/deps.sh aarch64 DIR    cross gcc, qemu-user, arm64 libc and liburcu
 #                                (multiarch), and Concurrency Kit for arm64
 #                                unpacked into DIR (see below)
+#   tools/deps.sh model          spin, the Promela model checker that
+#                                `make model` runs (pan is built with cc)
 # Idempotent: nothing runs apt when nothing is missing.  As non-root it
 # prints the exact command to run and fails.
 #
@@ -19,7 +21,9 @@ base)    pkgs="libcriterion-dev:$native libck-dev:$native liburcu-dev:$native pk
          foreign= ;;
 aarch64) pkgs="gcc-aarch64-linux-gnu qemu-user libc6:arm64 liburcu-dev:arm64"
          foreign=arm64 ;;
-*) echo "usage: $0 base | aarch64 DIR" >&2; exit 2 ;;
+model)   pkgs="spin"
+         foreign= ;;
+*) echo "usage: $0 base | aarch64 DIR | model" >&2; exit 2 ;;
 esac
 
 missing=
