@@ -37,21 +37,10 @@
 
 #define ACTIVE 1ull
 
-/* ThreadSanitizer does not model stand-alone fences (GCC refuses them with
- * -Wtsan): under TSan the full fence is a seq_cst read-modify-write of one
- * shared word, and the advancer's scan loads acquire instead of relying on
- * the acquire fence after it, so TSan sees the happens-before edges the
- * fences provide. */
-#if defined(__SANITIZE_THREAD__)
-static uint32_t fence_word;
-#define EPOCH_FENCE() ((void)__atomic_fetch_add(&fence_word, 0, __ATOMIC_SEQ_CST))
-#define SCAN_ORDER __ATOMIC_ACQUIRE
-#define SCAN_FENCE() ((void)0)
-#else
-#define EPOCH_FENCE() __atomic_thread_fence(__ATOMIC_SEQ_CST)
-#define SCAN_ORDER __ATOMIC_RELAXED
-#define SCAN_FENCE() __atomic_thread_fence(__ATOMIC_ACQUIRE)
-#endif
+/* The full fence of the section entry, the advance and retire, and the
+ * acquire fence after an advancer's scan, come from the arch layer; under
+ * ThreadSanitizer it replaces them with what TSan models (ksync/arch.h):
+ * the scan's loads are then acquire loads themselves (KS_FENCED_LOAD). */
 
 struct bag {
     struct ks_epoch_node *head;
@@ -246,12 +235,19 @@ static struct rec *claim_record(void)
 /* The calling thread's record; NULL if none can be had.  A thread is only
  * given a record once its exit destructor is registered: a thread that
  * exits inside a section without one would stop the epoch for good. */
-static struct rec *my_record(void)
+__attribute__((noinline)) static struct rec *my_record_slow(struct rec *r, uint64_t gen);
+
+static inline struct rec *my_record(void)
 {
     struct rec *r = tls;
     const uint64_t gen = ks_process_gen();
     if (KS_LIKELY(r && r->gen == gen))
         return r;
+    return my_record_slow(r, gen);
+}
+
+static struct rec *my_record_slow(struct rec *r, uint64_t gen)
+{
     adopt_generation(gen);
     if (r) {
         r->gen = gen; /* the forking thread, in a new child: its record is kept */
@@ -286,7 +282,7 @@ int ks_epoch_enter(void)
     /* relaxed: ordered before the section's loads by the fence, which pairs
      * with the fence in try_advance */
     __atomic_store_n(&r->state, (e << 1) | ACTIVE, __ATOMIC_RELAXED);
-    EPOCH_FENCE();
+    ks_fence_full();
     return 0;
 }
 
@@ -310,16 +306,16 @@ int ks_epoch_exit(void)
 static uint64_t try_advance(void)
 {
     uint64_t e = global_epoch();
-    EPOCH_FENCE(); /* pairs with the fence in ks_epoch_enter */
+    ks_fence_full(); /* pairs with the fence in ks_epoch_enter */
     /* acquire: pairs with the release CAS that published each record */
     for (struct rec *r = __atomic_load_n(&g.recs, __ATOMIC_ACQUIRE); r; r = r->next) {
-        uint64_t s = __atomic_load_n(&r->state, SCAN_ORDER); /* relaxed: the fence below */
+        uint64_t s = __atomic_load_n(&r->state, KS_FENCED_LOAD); /* relaxed: the fence below */
         if ((s & ACTIVE) && (s >> 1) != e)
             return e;
     }
     /* acquire: pairs with the release in ks_epoch_exit of every record we
      * saw inactive; what they read happens before the new epoch. */
-    SCAN_FENCE();
+    ks_fence_acquire();
     uint64_t want = e;
     /* SC: the epoch's stores and loads are all SC (docs/epoch.md) */
     if (__atomic_compare_exchange_n(&g.epoch, &want, e + 1, 0, __ATOMIC_SEQ_CST, __ATOMIC_SEQ_CST))
@@ -465,7 +461,7 @@ int ks_epoch_retire(struct ks_epoch_node *node, void (*fn)(struct ks_epoch_node 
     node->fn = fn;
     /* pairs with the fence in ks_epoch_enter: the caller's unlink (before
      * this call) is ordered before the epoch we seal with */
-    EPOCH_FENCE();
+    ks_fence_full();
     uint64_t e = global_epoch();
     struct bag *b = &r->bag[e % 3];
     if (b->head && b->epoch != e)

@@ -6,9 +6,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
-#define KS_ARCH_INSIDE 1
-#include "ks_arch.h"
-#undef KS_ARCH_INSIDE
+#include <ksync/arch.h>
 
 #include <ksync/common.h>
 #include <ksync/time.h>
@@ -93,13 +91,17 @@ static inline uint64_t ks_process_gen(void)
     return ks_process_gen_slow();
 }
 
+/* ---- allocation (src/alloc.c) ----
+ * ks_alloc_lines: `bytes` of memory aligned to KS_CACHELINE (so objects that
+ * pad their fields to lines really get whole lines), NULL on failure or
+ * overflow; free() releases it. */
+KS_HIDDEN void *ks_alloc_lines(size_t bytes);
+
 /* ---- rings (src/mpmc.c) ----
  * ks_mpmc_setup: initialise a ring in memory of ks_mpmc_bytes(capacity)
- *   bytes (capacity already validated); owned: destroy frees it.
- * ks_alloc_lines: KS_MPMC_ALIGN-aligned malloc, NULL on failure. */
+ *   bytes (capacity already validated); owned: destroy frees it. */
 struct ks_mpmc;
 KS_HIDDEN void ks_mpmc_setup(struct ks_mpmc *q, size_t capacity, int owned);
-KS_HIDDEN void *ks_alloc_lines(size_t bytes);
 /* Set up a ks_queue in place (arguments validated); used by ks_pool. */
 struct ks_queue;
 KS_HIDDEN void ks_queue_setup(struct ks_queue *q, size_t capacity, unsigned flags, int owned);

@@ -55,13 +55,6 @@ int ks_mpmc_init(ks_mpmc_t *q, size_t capacity)
     return 0;
 }
 
-KS_HIDDEN void *ks_alloc_lines(size_t bytes)
-{
-    /* aligned_alloc wants a size that is a multiple of the alignment */
-    size_t rounded = (bytes + KS_MPMC_ALIGN - 1) & ~(size_t)(KS_MPMC_ALIGN - 1);
-    return rounded < bytes ? NULL : aligned_alloc(KS_MPMC_ALIGN, rounded);
-}
-
 int ks_mpmc_create(ks_mpmc_t **qp, size_t capacity)
 {
     size_t bytes = ks_mpmc_bytes(capacity);

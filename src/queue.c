@@ -199,7 +199,7 @@ void ks_queue_wake_(ks_queue_t *q, ks_queue_side_t *side)
              * so skippers do not keep stealing the line from each other */
             if (!__atomic_load_n(&side->skipped, __ATOMIC_RELAXED))
                 __atomic_store_n(&side->skipped, 1, __ATOMIC_RELAXED);
-            KS_QUEUE_FENCE(); /* pairs with the fence after "waking = 0" */
+            ks_fence_full(); /* pairs with the fence after "waking = 0" */
             if (__atomic_load_n(&side->waking, __ATOMIC_RELAXED)) /* relaxed: after the fence */
                 return; /* the holder sees `skipped` or re-checks the ring */
             continue;       /* the baton came back: take it ourselves */
@@ -207,7 +207,7 @@ void ks_queue_wake_(ks_queue_t *q, ks_queue_side_t *side)
         if (wake(side, 1, q->flags) > 0)
             return;
         __atomic_store_n(&side->waking, 0, __ATOMIC_RELAXED); /* relaxed: ordered by the fence */
-        KS_QUEUE_FENCE(); /* pairs with the fence of a skipper */
+        ks_fence_full(); /* pairs with the fence of a skipper */
         if (!__atomic_exchange_n(&side->skipped, 0, __ATOMIC_ACQUIRE)) /* acquire: see baton_pass */
             return;
         /* A sleeper counted but not yet in FUTEX_WAIT is usually a thread
@@ -230,7 +230,7 @@ static uint32_t side_enter(ks_queue_side_t *side)
     /* relaxed: ordered before the re-check by the fence below */
     __atomic_fetch_add(&side->sleepers, 1, __ATOMIC_RELAXED);
     /* pairs with the fence in ks_queue__wake / task_done (Dekker) */
-    KS_QUEUE_FENCE();
+    ks_fence_full();
     /* acquire: pairs with the release increment in wake() */
     return __atomic_load_n(&side->seq, __ATOMIC_ACQUIRE);
 }
@@ -281,7 +281,7 @@ static int side_sleep(ks_queue_side_t *side, uint32_t seen, int64_t deadline, un
 static void baton_pass(ks_queue_t *q, ks_queue_side_t *side, int e)
 {
     __atomic_store_n(&side->waking, 0, __ATOMIC_RELAXED); /* relaxed: ordered by the fence */
-    KS_QUEUE_FENCE();
+    ks_fence_full();
     /* acquire: the loads below must not move before the exchange (AArch64
      * may do them early otherwise), so a skipper's change of the ring that
      * we learn of through its flag is also seen by them; pairs with the
@@ -390,7 +390,7 @@ int ks_queue_task_done(ks_queue_t *q)
     } while (!__atomic_compare_exchange_n(&q->done, &d, d + 1, 1, __ATOMIC_RELEASE,
                                           __ATOMIC_RELAXED));
     /* pairs with the fence in side_enter(&joiners) (Dekker) */
-    KS_QUEUE_FENCE();
+    ks_fence_full();
     if (__atomic_load_n(&q->joiners.sleepers, __ATOMIC_RELAXED) && puts_of(q) == d + 1)
         wake_all(&q->joiners, q->flags); /* relaxed load: ordered by the fence */
     return 0;

@@ -47,8 +47,8 @@ struct bar_obj {
     ck_barrier_tournament_round_t **rounds;
     ck_barrier_mcs_t *mcs;
     /* thread 0 -> all: the last phase; written before a barrier, read after */
-    uint64_t quit_at __attribute__((aligned(BENCH_LINE)));
-    uint64_t serials __attribute__((aligned(BENCH_LINE))); /* summed after the run */
+    uint64_t quit_at __attribute__((aligned(KS_CACHELINE)));
+    uint64_t serials __attribute__((aligned(KS_CACHELINE))); /* summed after the run */
 };
 
 /* A thread's own barrier state (CK keeps the sense per thread). */

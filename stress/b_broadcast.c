@@ -51,7 +51,7 @@ struct bc_obj {
     int in;       /* waiters back in wait(c) since the last broadcast, under m */
     int quit;     /* under m */
     /* the broadcaster's own, read after the join */
-    uint64_t broadcasts __attribute__((aligned(BENCH_LINE)));
+    uint64_t broadcasts __attribute__((aligned(KS_CACHELINE)));
     struct ks_futex_stats in_bc; /* futex calls inside broadcast(), summed */
 };
 

@@ -138,7 +138,7 @@ static struct cb_run {
 static struct {
     uint64_t gets, hits, bad, errs;
     int first_err;
-} tally __attribute__((aligned(BENCH_LINE)));
+} tally __attribute__((aligned(KS_CACHELINE)));
 
 static void cb_body(bench_thr_t *t)
 {

@@ -20,7 +20,7 @@
 struct counter_obj {
     bench_lock_t lock;
     uint64_t counter; /* guarded by lock */
-} __attribute__((aligned(BENCH_LINE)));
+} __attribute__((aligned(KS_CACHELINE)));
 
 #define COUNTER_BODY(name)                                \
     static void body_##name(bench_thr_t *t)               \

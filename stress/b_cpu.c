@@ -53,7 +53,7 @@ static const struct pkind {
 };
 #define NK ((int)(sizeof kinds / sizeof kinds[0]))
 
-static bench_lock_t obj __attribute__((aligned(BENCH_LINE)));
+static bench_lock_t obj __attribute__((aligned(KS_CACHELINE)));
 
 void bench_cpu(void)
 {

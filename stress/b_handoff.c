@@ -69,7 +69,7 @@ struct ho_side {
         sem_t ps;
         struct ck_ec32 ec;
     } u;
-} __attribute__((aligned(BENCH_LINE)));
+} __attribute__((aligned(KS_CACHELINE)));
 
 struct ho_obj {
     struct ho_side side[2];
@@ -79,8 +79,8 @@ struct ho_obj {
             pthread_mutex_t pm;
         } m;
         int turn; /* cond kinds: whose turn, under m */
-    } __attribute__((aligned(BENCH_LINE))) shared;
-    int quit __attribute__((aligned(BENCH_LINE))); /* A -> B: the last give */
+    } __attribute__((aligned(KS_CACHELINE))) shared;
+    int quit __attribute__((aligned(KS_CACHELINE))); /* A -> B: the last give */
 };
 
 /* A thread's own state: the ck_ec count it has consumed. */

@@ -35,14 +35,14 @@ struct lim_obj {
         sem_t ps;
         struct cv_sem cv;
     } s;
-} __attribute__((aligned(BENCH_LINE)));
+} __attribute__((aligned(KS_CACHELINE)));
 
 /* The permit check, on its own line.  Kept outside struct lim_obj: GCC 12
  * misreads atomics on a member reached through that pointer as overflows. */
 static struct {
     int inside; /* holders right now */
     int worst;  /* most holders seen, when above the limit */
-} guard __attribute__((aligned(BENCH_LINE)));
+} guard __attribute__((aligned(KS_CACHELINE)));
 
 static uint64_t work_iters;
 

@@ -86,7 +86,7 @@ struct prod_state {
     uint64_t mix;     /* sum of qb_mix(item) over them */
     uint64_t retries; /* failed attempts (full, busy, no free node) */
     uint64_t busy;    /* of which EBUSY (ks_mpmc: the other side's claimant not finished) */
-} __attribute__((aligned(BENCH_LINE)));
+} __attribute__((aligned(KS_CACHELINE)));
 
 struct per_prod {
     uint64_t last, cnt, sum, mix;
@@ -98,7 +98,7 @@ struct cons_state {
     uint64_t bad;              /* out-of-order, duplicate or foreign items */
     uint64_t bad_item;         /* the first such item */
     struct per_prod pp[QB_MAXP];
-} __attribute__((aligned(BENCH_LINE)));
+} __attribute__((aligned(KS_CACHELINE)));
 
 static inline uint64_t qb_mix(uint64_t x)
 {
@@ -160,18 +160,18 @@ static struct qb_run {
 /* Producers that have finished, counted on their own line. */
 static struct {
     int n;
-} prod_done __attribute__((aligned(BENCH_LINE)));
+} prod_done __attribute__((aligned(KS_CACHELINE)));
 /* Consumers that have finished: only the watchdog reads it. */
 static struct {
     int n;
-} cons_done __attribute__((aligned(BENCH_LINE)));
+} cons_done __attribute__((aligned(KS_CACHELINE)));
 
 static struct {
     struct cds_wfcq_head h;
-} wq_head __attribute__((aligned(BENCH_LINE)));
+} wq_head __attribute__((aligned(KS_CACHELINE)));
 static struct {
     struct cds_wfcq_tail t;
-} wq_tail __attribute__((aligned(BENCH_LINE)));
+} wq_tail __attribute__((aligned(KS_CACHELINE)));
 
 static inline void retry_spin(void) { ck_pr_stall(); }
 static inline void retry_yield(void) { sched_yield(); }
@@ -724,12 +724,12 @@ void bench_queue(void)
     double v[1000];
 #define RES(si, k, r) res[((si) * NK + (k)) * R + (r)]
 
-    run.prod = aligned_alloc(BENCH_LINE, QB_MAXP * sizeof *run.prod);
-    run.cons = aligned_alloc(BENCH_LINE, QB_MAXP * sizeof *run.cons);
-    run.cvq = aligned_alloc(BENCH_LINE, (sizeof(struct cvq) + BENCH_LINE - 1) / BENCH_LINE * BENCH_LINE);
-    run.ckr = aligned_alloc(BENCH_LINE, (sizeof(ck_ring_t) + BENCH_LINE - 1) / BENCH_LINE * BENCH_LINE);
-    run.ckbuf = aligned_alloc(BENCH_LINE, QB_SLOTS * sizeof *run.ckbuf);
-    run.pool = aligned_alloc(BENCH_LINE, (size_t)QB_MAXP * QB_WFCQ_POOL * sizeof *run.pool);
+    run.prod = aligned_alloc(KS_CACHELINE, QB_MAXP * sizeof *run.prod);
+    run.cons = aligned_alloc(KS_CACHELINE, QB_MAXP * sizeof *run.cons);
+    run.cvq = aligned_alloc(KS_CACHELINE, (sizeof(struct cvq) + KS_CACHELINE - 1) / KS_CACHELINE * KS_CACHELINE);
+    run.ckr = aligned_alloc(KS_CACHELINE, (sizeof(ck_ring_t) + KS_CACHELINE - 1) / KS_CACHELINE * KS_CACHELINE);
+    run.ckbuf = aligned_alloc(KS_CACHELINE, QB_SLOTS * sizeof *run.ckbuf);
+    run.pool = aligned_alloc(KS_CACHELINE, (size_t)QB_MAXP * QB_WFCQ_POOL * sizeof *run.pool);
     if (!res || !run.prod || !run.cons || !run.cvq || !run.ckr || !run.ckbuf || !run.pool) {
         fprintf(stderr, "ksync-bench: out of memory\n");
         exit(1);

@@ -43,12 +43,12 @@ struct rw_obj {
         ck_rwlock_t ck;
     } l;
     uint64_t w[RW_WORDS]; /* guarded by l */
-} __attribute__((aligned(BENCH_LINE)));
+} __attribute__((aligned(KS_CACHELINE)));
 
 /* Counted by each thread, added once at its end. */
 static struct {
     uint64_t writes, torn;
-} tally __attribute__((aligned(BENCH_LINE)));
+} tally __attribute__((aligned(KS_CACHELINE)));
 
 /* name_rw_init / rd / wr / unrd / unwr */
 static void ks_rw_init(struct rw_obj *o) { ks_rwlock_init(&o->l.ks, KS_PRIVATE); }

@@ -138,7 +138,7 @@ static const struct ukind {
 #define NK ((int)(sizeof kinds / sizeof kinds[0]))
 #define WARMUP 1000
 
-static bench_lock_t obj __attribute__((aligned(BENCH_LINE)));
+static bench_lock_t obj __attribute__((aligned(KS_CACHELINE)));
 
 static void prepare(const struct ukind *k)
 {

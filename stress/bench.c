@@ -244,7 +244,7 @@ void bench_team_run(struct bench_team *team)
     struct team_start ts;
     pthread_t *tid = calloc((size_t)n, sizeof *tid);
     struct team_arg *args = calloc((size_t)n, sizeof *args);
-    team->thr = aligned_alloc(BENCH_LINE, (size_t)n * sizeof(bench_thr_t));
+    team->thr = aligned_alloc(KS_CACHELINE, (size_t)n * sizeof(bench_thr_t));
     if (!tid || !args || !team->thr) {
         fprintf(stderr, "ksync-bench: out of memory\n");
         exit(1);

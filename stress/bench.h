@@ -27,6 +27,7 @@
 #ifndef KSYNC_BENCH_H
 #define KSYNC_BENCH_H
 
+#include <ksync/arch.h> /* KS_CACHELINE: keep per-thread and shared data on separate lines */
 #include <ksync/debug.h>
 #include <ksync/mutex.h>
 #include <ksync/rmutex.h>
@@ -55,7 +56,6 @@
 #include <semaphore.h>
 #include <stdint.h>
 
-#define BENCH_LINE 128 /* keep per-thread and shared data on separate lines */
 #define BENCH_MAX_THREADS 1024
 #define BENCH_MAX_TLIST 16
 
@@ -153,7 +153,7 @@ typedef struct bench_thr {
     struct ks_futex_stats fx; /* ksync futex calls made in the body */
     uint64_t vcsw;     /* voluntary context switches in the body (blocked) */
     uint64_t ivcsw;    /* involuntary ones (preempted) */
-} __attribute__((aligned(BENCH_LINE))) bench_thr_t;
+} __attribute__((aligned(KS_CACHELINE))) bench_thr_t;
 
 struct bench_team {
     int n;                           /* threads */

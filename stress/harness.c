@@ -48,8 +48,8 @@ void st_pause(struct st_thread *t, unsigned spin_max)
 
 void *st_alloc(size_t n)
 {
-    size_t sz = (n + ST_CACHELINE - 1) / ST_CACHELINE * ST_CACHELINE;
-    void *p = aligned_alloc(ST_CACHELINE, sz ? sz : ST_CACHELINE);
+    size_t sz = (n + KS_CACHELINE - 1) / KS_CACHELINE * KS_CACHELINE;
+    void *p = aligned_alloc(KS_CACHELINE, sz ? sz : KS_CACHELINE);
     if (!p) {
         fprintf(stderr, "ksync-stress: out of memory (%zu bytes)\n", n);
         exit(2);

@@ -25,14 +25,11 @@
 #ifndef KS_STRESS_HARNESS_H
 #define KS_STRESS_HARNESS_H
 
+#include <ksync/arch.h> /* KS_CACHELINE: keep per-thread and shared data on separate lines */
 #include <stdatomic.h>
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
-
-/* x86-64 prefetches 128-byte line pairs; AArch64 lines are 64 bytes.  Per
- * thread state is padded to this so workers never share a line. */
-#define ST_CACHELINE 128
 
 /* ---- options ------------------------------------------------------------ */
 
@@ -62,7 +59,7 @@ bool st_selected(const struct st_opts *o, enum st_kind kind);
 #define ST_NSTAT 8
 
 struct st_thread {
-    _Alignas(ST_CACHELINE) unsigned id; /* 0 .. nthreads-1 */
+    _Alignas(KS_CACHELINE) unsigned id; /* 0 .. nthreads-1 */
     unsigned nthreads;
     void *ctx;                 /* the scenario's shared state (st_run.ctx) */
     uint64_t rng;              /* xorshift64* state, seeded per run and thread */

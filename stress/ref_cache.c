@@ -5,6 +5,7 @@
 #define _LGPL_SOURCE /* liburcu: rcu_read_lock/unlock inline, as ck's are */
 #include "ref_cache.h"
 
+#include <ksync/arch.h> /* KS_CACHELINE: keep per-thread and shared data on separate lines */
 #include <ksync/cache.h>
 
 #include <ck_epoch.h>
@@ -21,7 +22,6 @@
 #include <urcu.h>
 #include <urcu/rculfhash.h>
 
-#define RC_LINE 128
 
 /* ---- common ------------------------------------------------------------------------------- */
 
@@ -34,7 +34,7 @@ struct rc_cache {
 };
 
 struct rc_thread {
-    _Alignas(RC_LINE) struct rc_cache *c;
+    _Alignas(KS_CACHELINE) struct rc_cache *c;
     uint64_t gets, hits, misses, puts, deletes, expirations; /* the owner's */
     ck_epoch_record_t *rec; /* ck_ht: this thread's epoch record */
 };
@@ -76,7 +76,7 @@ static void base_init(struct rc_cache *c, const struct rc_impl *im, const struct
 
 static struct rc_thread *thread_new(struct rc_cache *c)
 {
-    struct rc_thread *t = aligned_alloc(RC_LINE, sizeof *t);
+    struct rc_thread *t = aligned_alloc(KS_CACHELINE, sizeof *t);
     if (t) {
         memset(t, 0, sizeof *t);
         t->c = c;
@@ -611,7 +611,7 @@ static struct rc_thread *ck_enter(struct rc_cache *c)
     pthread_mutex_lock(&c->reg);
     ck_epoch_record_t *rec = ck_epoch_recycle(&k->epoch, NULL);
     if (!rec) {
-        struct ckrec *r = aligned_alloc(RC_LINE, (sizeof *r + RC_LINE - 1) / RC_LINE * RC_LINE);
+        struct ckrec *r = aligned_alloc(KS_CACHELINE, (sizeof *r + KS_CACHELINE - 1) / KS_CACHELINE * KS_CACHELINE);
         if (r) {
             memset(r, 0, sizeof *r);
             ck_epoch_register(&k->epoch, &r->rec, NULL);

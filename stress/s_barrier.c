@@ -73,7 +73,7 @@ struct barrier_impl {
 };
 
 struct s19_slot {
-    _Alignas(ST_CACHELINE) atomic_uint v;
+    _Alignas(KS_CACHELINE) atomic_uint v;
 };
 
 struct s19 {
@@ -91,7 +91,7 @@ struct s19 {
     unsigned n;
     struct s19_slot fin[S19_SLOTS];    /* threads that finished phase k (slot k % 4) */
     struct s19_slot serial[S19_SLOTS]; /* serial threads of barrier k */
-    _Alignas(ST_CACHELINE) _Atomic uint64_t quit_at; /* last phase; UINT64_MAX: none yet */
+    _Alignas(KS_CACHELINE) _Atomic uint64_t quit_at; /* last phase; UINT64_MAX: none yet */
     struct st_note err;
 };
 

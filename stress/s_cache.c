@@ -69,8 +69,8 @@ struct s13 {
     uint8_t klen[S13_KEYS];
     pthread_rwlock_t freeze; /* puts: read; ticks: write */
     pthread_barrier_t bar;   /* the final phase */
-    _Alignas(ST_CACHELINE) _Atomic uint64_t now; /* the test clock, fake ns */
-    _Alignas(ST_CACHELINE) struct st_note err;
+    _Alignas(KS_CACHELINE) _Atomic uint64_t now; /* the test clock, fake ns */
+    _Alignas(KS_CACHELINE) struct st_note err;
 };
 
 enum { S13_GETS, S13_HITS, S13_MISSES, S13_PUTS, S13_DELS, S13_SWEPT, S13_EXPIRED_SEEN };

@@ -71,7 +71,7 @@ struct s9 {
     /* under the mutex */
     uint64_t buf[S9_CAP];
     unsigned head, count, producers_left;
-    _Alignas(ST_CACHELINE) atomic_uint inside; /* threads holding the mutex: must be <= 1 */
+    _Alignas(KS_CACHELINE) atomic_uint inside; /* threads holding the mutex: must be <= 1 */
     atomic_uchar *seen;                        /* [producer * iters + seq], iteration mode */
     uint64_t iters;
     struct st_note err;

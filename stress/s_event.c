@@ -223,7 +223,7 @@ enum { EV_START, EV_END, EV_ACK, N_EV };
 static const char *const ev_name[N_EV] = {"start", "end", "ack"};
 
 struct s8_event {
-    _Alignas(ST_CACHELINE) union anyevent e;
+    _Alignas(KS_CACHELINE) union anyevent e;
     /* Round whose set() is about to happen / has returned (coordinator
      * writes; for ack unused). */
     _Atomic uint64_t set_round, set_done;
@@ -233,9 +233,9 @@ struct s8 {
     struct s8_event ev[N_EV]; /* first: the stall dump reads ev[k].e.ks */
     const struct event_impl *im;
     unsigned workers;
-    _Alignas(ST_CACHELINE) atomic_uint passed; /* workers past start this round */
-    _Alignas(ST_CACHELINE) atomic_uint left;   /* workers past end this round */
-    _Alignas(ST_CACHELINE) atomic_int quit;
+    _Alignas(KS_CACHELINE) atomic_uint passed; /* workers past start this round */
+    _Alignas(KS_CACHELINE) atomic_uint left;   /* workers past end this round */
+    _Alignas(KS_CACHELINE) atomic_int quit;
     struct st_note err;
 };
 

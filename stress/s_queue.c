@@ -105,7 +105,7 @@ static void count_op(struct st_thread *t)
 
 /* A counter owned by one thread and read by another, on its own lines. */
 struct st_count {
-    _Alignas(ST_CACHELINE) _Atomic uint64_t n;
+    _Alignas(KS_CACHELINE) _Atomic uint64_t n;
 };
 
 /* Sum of n owners' counters; acquire: pairs with each owner's release store. */
@@ -122,8 +122,8 @@ static uint64_t count_sum(struct st_count *c, unsigned n)
 struct ckq {
     ck_ring_t ring; /* CK pads its counters itself */
     ck_ring_buffer_t *buf;
-    _Alignas(ST_CACHELINE) _Atomic uint64_t unfinished;
-    _Alignas(ST_CACHELINE) atomic_int closed;
+    _Alignas(KS_CACHELINE) _Atomic uint64_t unfinished;
+    _Alignas(KS_CACHELINE) atomic_int closed;
 };
 
 struct wnode {
@@ -133,9 +133,9 @@ struct wnode {
 
 struct wfq {
     struct cds_wfcq_head head;
-    _Alignas(ST_CACHELINE) struct cds_wfcq_tail tail;
-    _Alignas(ST_CACHELINE) _Atomic uint64_t unfinished;
-    _Alignas(ST_CACHELINE) atomic_int closed;
+    _Alignas(KS_CACHELINE) struct cds_wfcq_tail tail;
+    _Alignas(KS_CACHELINE) _Atomic uint64_t unfinished;
+    _Alignas(KS_CACHELINE) atomic_int closed;
 };
 
 struct ptq {
@@ -620,8 +620,8 @@ struct sq {
     struct st_count *fin;   /* [nc] items counted finished, just before task_done */
     struct st_count *forgot; /* [nc] S11: items whose task_done was skipped */
     struct st_count *handled; /* [nc] S11: items taken and processed */
-    _Alignas(ST_CACHELINE) atomic_uint producers_left;
-    _Alignas(ST_CACHELINE) _Atomic int64_t close_ns; /* when close() returned; 0 before */
+    _Alignas(KS_CACHELINE) atomic_uint producers_left;
+    _Alignas(KS_CACHELINE) _Atomic int64_t close_ns; /* when close() returned; 0 before */
     int64_t close_start;                             /* when close() was called */
     /* the coordinator's findings, read after the run */
     uint64_t probes, probes_ok, probes_tmo, final_put, final_fin;
@@ -1258,7 +1258,7 @@ static void s11_run(const struct st_opts *o)
 #define S12_CONNS 3
 
 struct conn {
-    _Alignas(ST_CACHELINE) atomic_uint holders;
+    _Alignas(KS_CACHELINE) atomic_uint holders;
     unsigned owner; /* plain: written and read by the holder */
     uint64_t uses;  /* plain: the seed's used_count, by the holder */
 };
@@ -1658,7 +1658,7 @@ struct s14 {
     uint64_t made, expect_alerts, expect_sum;
     /* handler only */
     uint64_t handled;
-    _Alignas(ST_CACHELINE) atomic_uint in_sem;
+    _Alignas(KS_CACHELINE) atomic_uint in_sem;
     atomic_uint peak;
     /* who has left (test machinery) */
     pthread_mutex_t xm;

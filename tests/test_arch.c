@@ -1,4 +1,4 @@
-/* tests/test_arch.c - the observable parts of the arch layer (arch/ARCH/ks_arch.h):
+/* tests/test_arch.c - the observable parts of the arch layer (<ksync/arch.h>):
  * the tick counter, the fences and cpu_relax, KS_CACHELINE.
  *
  * The fence tests are litmus tests that fail if the fence is missing on
@@ -16,7 +16,7 @@
 #pragma GCC diagnostic push
 #pragma GCC diagnostic ignored "-Wtsan"
 #endif
-#include "internal.h"
+#include <ksync/arch.h>
 #ifdef __SANITIZE_THREAD__
 #pragma GCC diagnostic pop
 #endif

@@ -2,11 +2,15 @@
  *
  * Every architecture header provides exactly this set, and must agree with
  * this one in meaning (tests/test_arch.c and the AArch64 self-test check the
- * observable parts).  The generic version is what ThreadSanitizer builds use:
- * TSan models C11 atomic operations, not inline asm.  It does not model
- * stand-alone fences either (GCC warns with -Wtsan), which is one more reason
- * ksync's algorithms put their ordering on the atomic operations themselves
- * and call no fence.
+ * observable parts).  <ksync/arch.h> picks the header; the generic version is
+ * what ThreadSanitizer builds use: TSan models C11 atomic operations, not
+ * inline asm.  It does not model stand-alone fences either (GCC warns with
+ * -Wtsan), so <ksync/arch.h> replaces ks_fence_full and ks_fence_acquire
+ * under TSan (its comment says how).  ksync's algorithms put their ordering
+ * on the atomic operations wherever they can; the full fences that remain
+ * are the store-load orderings of Dekker pairs (the queue's sleeper check,
+ * the epoch's section entry and advance), which no acquire/release pair
+ * gives.
  *
  *   ks_fence_full()      orders every earlier load/store before every later one
  *   ks_fence_acquire()   earlier loads before later loads and stores
@@ -17,7 +21,7 @@
  *   KS_CACHELINE         the size to pad independently written data to
  */
 #ifndef KS_ARCH_INSIDE
-#error "include src/arch.h, not an arch header directly"
+#error "include <ksync/arch.h>, not an arch header directly"
 #endif
 #ifndef KS_ARCH_H
 #define KS_ARCH_H

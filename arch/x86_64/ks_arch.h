@@ -10,7 +10,7 @@
  * ksync does not use.
  */
 #ifndef KS_ARCH_INSIDE
-#error "include src/arch.h, not an arch header directly"
+#error "include <ksync/arch.h>, not an arch header directly"
 #endif
 #ifndef KS_ARCH_H
 #define KS_ARCH_H

@@ -51,10 +51,11 @@
 #ifndef KSYNC_MPMC_H
 #define KSYNC_MPMC_H
 
+#include <ksync/arch.h>
 #include <ksync/common.h>
 #include <stddef.h>
 
-#define KS_MPMC_ALIGN 128 /* producer and consumer counters each own a line pair */
+#define KS_MPMC_ALIGN KS_CACHELINE /* producer and consumer counters each own a line (pair) */
 #define KS_MPMC_CAPACITY_MAX (1ull << 40)
 /* bit 63 of the tail ticket: no more pushes (used by ks_queue_close) */
 #define KS_MPMC_CLOSED (1ull << 63)
@@ -106,16 +107,7 @@ static inline size_t ks_mpmc_size(const ks_mpmc_t *q)
 }
 
 /* A pause between looks at a slot whose owner is mid-operation. */
-static inline void ks_mpmc__relax(void)
-{
-#if defined(__x86_64__) || defined(__i386__)
-    __builtin_ia32_pause();
-#elif defined(__aarch64__)
-    __asm__ __volatile__("yield" ::: "memory");
-#else
-    __asm__ __volatile__("" ::: "memory");
-#endif
-}
+static inline void ks_mpmc__relax(void) { ks_cpu_relax(); }
 
 /* Looks at a slot claimed by a thread that has not finished with it before
  * reporting EBUSY: a running owner finishes within a few of them. */

@@ -100,9 +100,9 @@ typedef struct ks_queue_side {
 } ks_queue_side_t;
 
 typedef struct ks_queue {
-    ks_queue_side_t getters __attribute__((aligned(KS_MPMC_ALIGN))); /* wait for an item */
-    ks_queue_side_t putters __attribute__((aligned(KS_MPMC_ALIGN))); /* wait for a free slot */
-    uint64_t done __attribute__((aligned(KS_MPMC_ALIGN)));           /* task_done calls */
+    ks_queue_side_t getters __attribute__((aligned(KS_CACHELINE))); /* wait for an item */
+    ks_queue_side_t putters __attribute__((aligned(KS_CACHELINE))); /* wait for a free slot */
+    uint64_t done __attribute__((aligned(KS_CACHELINE)));           /* task_done calls */
     ks_queue_side_t joiners;
     uint32_t users; /* threads in a slow path (destroy waits for them) */
     uint32_t flags; /* KS_SHARED or 0; constant */
@@ -152,19 +152,6 @@ static inline uint64_t ks_queue_unfinished(const ks_queue_t *q)
     return (__atomic_load_n(&q->ring.tail, __ATOMIC_RELAXED) & ~KS_MPMC_CLOSED) - d;
 }
 
-/* The full fence of the Dekker pairs below.  ThreadSanitizer does not
- * model stand-alone fences (and GCC warns, -Wtsan): under TSan a seq_cst
- * read-modify-write of a dummy word stands in, which x86-64 executes as a
- * locked instruction, a full barrier like the fence.  (The fence orders
- * atomic operations only; the items themselves are ordered by the ring's
- * release/acquire pairs, which TSan does see.) */
-#if defined(__SANITIZE_THREAD__)
-static uint32_t ks_queue_fence_word_ __attribute__((unused));
-#define KS_QUEUE_FENCE() ((void)__atomic_fetch_add(&ks_queue_fence_word_, 0, __ATOMIC_SEQ_CST))
-#else
-#define KS_QUEUE_FENCE() __atomic_thread_fence(__ATOMIC_SEQ_CST)
-#endif
-
 /* After a successful push or pop: wake a sleeper of the other side if there
  * is one.  The fence orders our cell store before the load of `sleepers`;
  * it pairs with the fence a sleeper issues after announcing itself and
@@ -172,7 +159,7 @@ static uint32_t ks_queue_fence_word_ __attribute__((unused));
  * other; docs/queue.md). */
 static inline void ks_queue__wake(ks_queue_t *q, ks_queue_side_t *side)
 {
-    KS_QUEUE_FENCE();
+    ks_fence_full(); /* the arch layer's; under TSan a shared RMW (ksync/arch.h) */
     /* relaxed: ordered by the fence above */
     if (KS_UNLIKELY(__atomic_load_n(&side->sleepers, __ATOMIC_RELAXED)))
         ks_queue_wake_(q, side);
