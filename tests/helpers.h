@@ -236,6 +236,21 @@ static inline pid_t kt_fork_as(enum kt_fork_kind kind, int (*fn)(void *), void *
 
 static const char *const kt_fork_names[] __attribute__((unused)) = {"fork", "_Fork", "clone"};
 
+/* Reap the child and assert it exited with status 0, naming `what` and
+ * telling a failed check (its exit code) from a kill (its signal: an
+ * alarm() in the child turns a hang into SIGALRM). */
+static inline void kt_wait_child_named(pid_t pid, const char *what)
+{
+    int st = 0;
+    pid_t r;
+    while ((r = waitpid(pid, &st, 0)) < 0 && errno == EINTR)
+        ;
+    cr_assert_eq(r, pid, "waitpid: %s", strerror(errno));
+    cr_assert(WIFEXITED(st) && WEXITSTATUS(st) == 0, "%s: %s %d", what,
+              WIFEXITED(st) ? "failed check" : "killed by signal",
+              WIFEXITED(st) ? WEXITSTATUS(st) : WTERMSIG(st));
+}
+
 /* Reap the child and assert it exited with status 0. */
 static inline void kt_wait_child(pid_t pid)
 {

@@ -1179,11 +1179,7 @@ static void run_fork_with_vanished_reader(int thread_first)
         }
         int arg = thread_first;
         pid_t pid = kt_fork_as((enum kt_fork_kind)k, fk_child, &arg);
-        int st = 0;
-        cr_assert_eq(waitpid(pid, &st, 0), pid);
-        cr_assert(WIFEXITED(st) && WEXITSTATUS(st) == 0, "%s child: %s %d", kt_fork_names[k],
-                  WIFEXITED(st) ? "failed check" : "killed by signal",
-                  WIFEXITED(st) ? WEXITSTATUS(st) : WTERMSIG(st));
+        kt_wait_child_named(pid, kt_fork_names[k]);
         __atomic_store_n(&fk_hold, 0, __ATOMIC_RELEASE);
         kt_join(t);
         cr_assert_eq(ks_epoch_barrier(), 0); /* the parent is unaffected */

@@ -428,11 +428,7 @@ Test(once, fork_child_runs_the_function_a_vanished_runner_was_running, .timeout 
         while (!__atomic_load_n(&fork_in_fn, __ATOMIC_ACQUIRE))
             sched_yield();
         pid_t pid = kt_fork_as((enum kt_fork_kind)k, fork_child_calls_once, NULL);
-        int st = 0;
-        cr_assert_eq(waitpid(pid, &st, 0), pid);
-        cr_assert(WIFEXITED(st) && WEXITSTATUS(st) == 0, "%s child: %s %d", kt_fork_names[k],
-                  WIFEXITED(st) ? "failed check" : "killed by signal",
-                  WIFEXITED(st) ? WEXITSTATUS(st) : WTERMSIG(st));
+        kt_wait_child_named(pid, kt_fork_names[k]);
         /* The parent's runner is unaffected and completes normally. */
         __atomic_store_n(&fork_release, 1, __ATOMIC_RELEASE);
         kt_join(t);

@@ -608,10 +608,6 @@ Test(rmutex, signal_handler_asking_for_the_id_during_the_childs_first_draw, .tim
     (void)ks_thread_id();
     for (int k = KT_UFORK; k < KT_FORK_KINDS; k++) {
         pid_t pid = kt_fork_as((enum kt_fork_kind)k, child_id_with_a_handler_in_the_draw, NULL);
-        int st = 0;
-        cr_assert_eq(waitpid(pid, &st, 0), pid);
-        cr_assert(WIFEXITED(st) && WEXITSTATUS(st) == 0, "%s child: %s %d", kt_fork_names[k],
-                  WIFEXITED(st) ? "failed check" : "killed by signal",
-                  WIFEXITED(st) ? WEXITSTATUS(st) : WTERMSIG(st));
+        kt_wait_child_named(pid, kt_fork_names[k]);
     }
 }
