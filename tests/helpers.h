@@ -358,11 +358,14 @@ static inline int kt_watch_add(struct kt_watch *w, const void *addr, int len)
     return 0;
 }
 
-static inline void kt_watch_begin(struct kt_watch *w, int (*released)(void))
+/* Enable the watch with `handler` for its traps (kt_watch_handler, which
+ * counts accesses after release, unless a test needs another). */
+static inline void kt_watch_begin_with(struct kt_watch *w, int (*released)(void),
+                                       void (*handler)(int, siginfo_t *, void *))
 {
     struct sigaction sa;
     memset(&sa, 0, sizeof sa);
-    sa.sa_sigaction = kt_watch_handler;
+    sa.sa_sigaction = handler;
     sa.sa_flags = SA_SIGINFO;
     sigemptyset(&sa.sa_mask);
     sigaction(SIGTRAP, &sa, NULL);
@@ -373,6 +376,11 @@ static inline void kt_watch_begin(struct kt_watch *w, int (*released)(void))
     __atomic_signal_fence(__ATOMIC_SEQ_CST);
     for (int i = 0; i < w->n; i++)
         ioctl(w->fd[i], PERF_EVENT_IOC_ENABLE, 0);
+}
+
+static inline void kt_watch_begin(struct kt_watch *w, int (*released)(void))
+{
+    kt_watch_begin_with(w, released, kt_watch_handler);
 }
 
 static inline void kt_watch_end(struct kt_watch *w)

@@ -1252,14 +1252,7 @@ static void *rq_broadcaster(void *p)
         __atomic_store_n(&b->ready, 1, __ATOMIC_RELEASE);
         return NULL;
     }
-    kt_watch_begin(&w, rq_never);
-    /* our own handler instead of the counting one */
-    struct sigaction sa;
-    memset(&sa, 0, sizeof sa);
-    sa.sa_sigaction = rq_trap;
-    sa.sa_flags = SA_SIGINFO;
-    sigemptyset(&sa.sa_mask);
-    sigaction(SIGTRAP, &sa, NULL);
+    kt_watch_begin_with(&w, rq_never, rq_trap); /* rq_trap parks at the first access */
     __atomic_store_n(&b->ready, 1, __ATOMIC_RELEASE);
     ks_cond_broadcast(b->c);
     kt_watch_end(&w);
