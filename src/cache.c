@@ -40,7 +40,6 @@
 
 #include <stdlib.h>
 #include <string.h>
-#include <sys/random.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -123,9 +122,7 @@ struct ks_cache {
 static uint64_t monotonic_ns(void *arg)
 {
     (void)arg;
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
+    return (uint64_t)ks_now();
 }
 
 static uint64_t coarse_ns(void *arg)
@@ -785,8 +782,7 @@ int ks_cache_create(ks_cache_t **out, const struct ks_cache_options *o)
              : (o->flags & KS_CACHE_COARSE_CLOCK) ? coarse_ns
                                                   : monotonic_ns;
     c->clock_arg = o->clock_arg;
-    if (getrandom(&c->seed, sizeof c->seed, GRND_NONBLOCK) != sizeof c->seed)
-        c->seed = mix64((uint64_t)(uintptr_t)c ^ monotonic_ns(NULL));
+    c->seed = ks_random_u64() ^ (uint64_t)(uintptr_t)c;
 
     c->shards = ks_alloc_lines(sizeof(struct shard) * ns);
     if (!c->shards) {

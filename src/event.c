@@ -80,7 +80,7 @@ int ks_event_timedwait(ks_event_t *e, int64_t deadline)
     if (v & SET)
         return 0;
     /* A deadline already past: one look, no spinning, no SLEEPERS residue. */
-    if (deadline != KS_FOREVER && deadline <= ks_now())
+    if (ks_deadline_passed(deadline))
         return ETIMEDOUT;
     /* Spin briefly: a setter running on another CPU is usually close. */
     for (int i = 0, n = ks_spin_budget(KS_SPIN_LIMIT); i < n && !(v & SET) && (v & GEN_MASK) == gen; i++) {

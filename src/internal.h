@@ -46,7 +46,8 @@
  *   property of the object, fixed at init, so waiter and waker always agree
  *   (PITFALLS B.1 item 6).
  */
-#define KS_WAKE_ALL INT32_MAX /* the n of a wake (or requeue) that reaches every waiter */
+#define KS_WAKE_ALL INT32_MAX     /* the n of a wake (or requeue) that reaches every waiter */
+#define KS_MATCH_ANY 0xffffffffu /* the bitset mask that matches every waiter */
 KS_HIDDEN int ks_futex_wait(const uint32_t *word, uint32_t expect, int64_t deadline, unsigned flags);
 KS_HIDDEN int ks_futex_wake(const uint32_t *word, int n, unsigned flags);
 /* The same with a FUTEX_WAIT_BITSET/FUTEX_WAKE_BITSET mask: a wake reaches
@@ -80,6 +81,10 @@ KS_HIDDEN int ks_mutex_lock_requeued(struct ks_mutex *m);
  *   Compare a cached per-thread or per-object value with it to detect that
  *   the value was made by another process image. */
 KS_HIDDEN extern uint64_t *ks_gen_word;
+/* 64 random bits from getrandom(2), or, if it fails, bits mixed from the
+ * tick counter, the pid and a counter (good enough for hash seeds and
+ * nonces, not for secrets). */
+KS_HIDDEN uint64_t ks_random_u64(void);
 KS_HIDDEN uint64_t ks_process_gen_slow(void);
 static inline uint64_t ks_process_gen(void)
 {
@@ -89,6 +94,13 @@ static inline uint64_t ks_process_gen(void)
     if (KS_LIKELY(g != 0 && g != UINT64_MAX))
         return g;
     return ks_process_gen_slow();
+}
+
+/* A deadline (absolute CLOCK_MONOTONIC ns) that has passed; KS_FOREVER never
+ * does, and costs no clock read. */
+static inline int ks_deadline_passed(int64_t deadline)
+{
+    return deadline != KS_FOREVER && deadline <= ks_now();
 }
 
 /* ---- allocation (src/alloc.c) ----

@@ -144,7 +144,7 @@ static int lock_slow(ks_mutex_t *m, int64_t deadline, int slept)
         }
         /* A deadline already past: fail before announcing a sleeper, so a
          * trylock-like call leaves no CONTENDED residue (no spurious wake). */
-        if (!since && deadline != KS_FOREVER && deadline <= ks_now())
+        if (!since && ks_deadline_passed(deadline))
             return ETIMEDOUT;
         uint32_t ns = s | C; /* (I1) */
         int want_s = since && !set_s && !(s & S) && ks_now() - since > KS_MUTEX_STARVE_NS;

@@ -43,7 +43,6 @@
 
 #include <ksync/queue.h>
 
-#include <limits.h>
 #include <sched.h>
 #include <stdlib.h>
 #include <string.h>
@@ -220,7 +219,7 @@ void ks_queue_wake_(ks_queue_t *q, ks_queue_side_t *side)
 
 static void wake_all(ks_queue_side_t *side, unsigned flags)
 {
-    wake(side, INT_MAX, flags);
+    wake(side, KS_WAKE_ALL, flags);
 }
 
 /* The first half of a sleep: announce, then read the event count.  The
@@ -257,7 +256,7 @@ static int side_sleep(ks_queue_side_t *side, uint32_t seen, int64_t deadline, un
     /* A count that already moved would make FUTEX_WAIT fail: skip the call
      * (relaxed: a shortcut; the kernel's own comparison is the real one). */
     int e = __atomic_load_n(&side->seq, __ATOMIC_RELAXED) == seen
-                ? ks_futex_wait_exact(&side->seq, seen, deadline, flags, UINT32_MAX)
+                ? ks_futex_wait_exact(&side->seq, seen, deadline, flags, KS_MATCH_ANY)
                 : EAGAIN;
     if (e == 0)
         return SLEPT_WOKEN;
@@ -321,7 +320,7 @@ static int wait_op(ks_queue_t *q, int dir, uintptr_t *v, int64_t deadline)
         }
         /* a deadline already past (tryput/tryget, timeouts of 0): no sleep,
          * and no announcement that would send wakers after us */
-        if (deadline != KS_FOREVER && deadline <= ks_now()) {
+        if (ks_deadline_passed(deadline)) {
             e = ETIMEDOUT;
             break;
         }

@@ -125,7 +125,7 @@ int ks_rwlock_rdlock_slow(ks_rwlock_t *l, int64_t deadline)
         }
         if (R(v) == KS_RWLOCK_MAX_READERS)
             return EAGAIN;
-        if (deadline != KS_FOREVER && deadline <= ks_now())
+        if (ks_deadline_passed(deadline))
             return ETIMEDOUT; /* past deadline: no RS residue */
         if (!(v & RS)) {
             /* relaxed: announcing a sleeper publishes nothing. */
@@ -167,7 +167,7 @@ int ks_rwlock_wrlock_slow(ks_rwlock_t *l, int64_t deadline)
             continue;
         }
         if (!registered) {
-            if (deadline != KS_FOREVER && deadline <= ks_now())
+            if (ks_deadline_passed(deadline))
                 return ETIMEDOUT; /* past deadline: do not register at all */
             /* relaxed: registering publishes nothing; unlock reads NW in its CAS. */
             nv = (v + ONE_W) | WW;

@@ -166,7 +166,7 @@ int ks_sem_wait_slow(ks_sem_t *s, int64_t deadline)
     }
 
     /* Take a unit, or register as a waiter (unless the deadline has passed). */
-    const int expired = deadline != KS_FOREVER && deadline <= ks_now();
+    const int expired = ks_deadline_passed(deadline);
     v = __atomic_load_n(&s->state, __ATOMIC_RELAXED);
     for (;;) {
         if (!V(v) && expired)

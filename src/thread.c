@@ -48,11 +48,22 @@ static uint32_t thread_seq;               /* relaxed: only needs distinct values
 static KS_TLS uint64_t tls_id;
 static KS_TLS uint64_t tls_id_gen;
 
+uint64_t ks_random_u64(void)
+{
+    static uint64_t calls; /* relaxed: only makes two fall-back draws differ */
+    uint64_t r;
+    if (getrandom(&r, sizeof r, GRND_NONBLOCK) == (ssize_t)sizeof r)
+        return r;
+    r = ks_ticks() ^ ((uint64_t)getpid() << 32) ^ __atomic_add_fetch(&calls, 1, __ATOMIC_RELAXED);
+    /* splitmix64's finaliser, so that close inputs give unrelated outputs */
+    r = (r ^ (r >> 30)) * 0xbf58476d1ce4e5b9ull;
+    r = (r ^ (r >> 27)) * 0x94d049bb133111ebull;
+    return r ^ (r >> 31);
+}
+
 static uint32_t draw_nonce(void)
 {
-    uint32_t n;
-    if (getrandom(&n, sizeof n, GRND_NONBLOCK) != (ssize_t)sizeof n)
-        n = (uint32_t)ks_ticks() ^ (uint32_t)getpid() * 2654435761u;
+    uint32_t n = (uint32_t)ks_random_u64();
     return n ? n : 1;
 }
 
