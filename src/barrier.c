@@ -18,7 +18,7 @@
  * exactly p.  Why no thread overtakes into the next phase: a thread of phase
  * p+1 arrives only after it has seen seq move to p+1, and the last arriver
  * reset `arrived` before that release store.  Destroy after return
- * (PITFALLS item 25): the serial thread of the last phase may return and
+ * (docs/pitfalls.md item 25): the serial thread of the last phase may return and
  * destroy the barrier while the threads it released are still on their way
  * out (one still reloading seq after its futex wait, say).  Each released
  * thread's last access is its decrement of `leaving`, which the last arriver

@@ -15,11 +15,11 @@
  * the word (GEN and SET), so either the kernel refuses the sleep (EAGAIN) or
  * the set() sees SLEEPERS and wakes everyone.  Because waiters also return
  * when GEN moved, a set() quickly followed by clear() still releases every
- * thread that was waiting (the lost "pulse" of PITFALLS item 30; the event
+ * thread that was waiting (the lost "pulse" of docs/pitfalls.md item 30; the event
  * count idea of CK's ck_ec).  GEN wraps after 2^30 set() calls: a waiter
  * that sleeps through exactly a multiple of 2^30 set/clear pairs between two
  * of its looks would miss them (the same bound musl and Rust accept for
- * sequence counters, PITFALLS item 18).
+ * sequence counters, docs/pitfalls.md item 18).
  */
 #include "internal.h"
 

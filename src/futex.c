@@ -4,9 +4,9 @@
  * caller parks different kinds of waiters on one word): it takes an
  * *absolute* timeout on CLOCK_MONOTONIC (no FUTEX_CLOCK_REALTIME), so a
  * caller's deadline survives any number of retries unchanged and a
- * wall-clock step changes nothing (PITFALLS B.9 items 32-33).
+ * wall-clock step changes nothing (docs/pitfalls.md items 32-33).
  *
- * What every caller can rely on (PITFALLS B.1):
+ * What every caller can rely on (docs/pitfalls.md):
  *  - a 0 return proves nothing (stale wakes from an earlier object at the same
  *    address, EINTR): callers loop on their own state;
  *  - EINTR is folded into 0 here, once (ks_futex_wait_exact alone keeps it

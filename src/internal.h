@@ -44,7 +44,7 @@
  *   waiters another way.
  * flags: KS_SHARED selects the process-shared futex op; the choice is a
  *   property of the object, fixed at init, so waiter and waker always agree
- *   (PITFALLS B.1 item 6).
+ *   (docs/pitfalls.md item 6).
  */
 #define KS_WAKE_ALL INT32_MAX     /* the n of a wake (or requeue) that reaches every waiter */
 #define KS_MATCH_ANY 0xffffffffu /* the bitset mask that matches every waiter */
@@ -68,7 +68,7 @@ KS_HIDDEN int ks_futex_requeue(const uint32_t *word, uint32_t expect, int n_wake
 
 /* Lock a ks_mutex as a thread that has slept on it: no spinning, and the
  * CONTENDED bit is always set, because threads requeued from a condition
- * variable may be asleep on the mutex word (PITFALLS item 19). */
+ * variable may be asleep on the mutex word (docs/pitfalls.md item 19). */
 struct ks_mutex;
 KS_HIDDEN int ks_mutex_lock_requeued(struct ks_mutex *m);
 
@@ -139,7 +139,7 @@ static inline int ks_spin_budget(int rounds)
 }
 
 /* Spin budget before sleeping: bounded (musl cut 10000 to 100 after
- * measuring ~200k wasted cycles; PITFALLS item 9). */
+ * measuring ~200k wasted cycles; docs/pitfalls.md item 9). */
 #define KS_SPIN_LIMIT 100
 
 #endif

@@ -112,7 +112,7 @@ static void setup(ks_pool_t *p, void *const *resources, size_t n, unsigned flags
         s[i].out = 0;
         s[i].pad = 0;
         /* never blocks or fails: n free slots, single-threaded set-up */
-        ks_mpmc__push(&p->q.ring, i);
+        ks_mpmc_push_(&p->q.ring, i);
     }
 }
 
@@ -194,8 +194,8 @@ int ks_pool_borrow(ks_pool_t *p, int64_t deadline, void **res)
     /* First try, as the queue's own fast path (no count: a borrow that
      * never waited cannot be running while the caller destroys the pool
      * unless the caller races its own destroy). */
-    if (KS_LIKELY(ks_mpmc__pop(&p->q.ring, &i) == 0)) {
-        ks_queue__wake(&p->q, &p->q.putters); /* a return may wait behind a pop */
+    if (KS_LIKELY(ks_mpmc_pop_(&p->q.ring, &i) == 0)) {
+        ks_queue_wake_(&p->q, &p->q.putters); /* a return may wait behind a pop */
         take(p, i, res);
         return 0;
     }

@@ -28,7 +28,7 @@
  * item or slot; a woken thread whose item was taken by a spinning thread
  * goes back to sleep, and the item went to someone, so nothing is owed),
  * with at most one wake-up in flight per side: the baton (`waking`,
- * `skipped`; ks_queue_wake_ and baton_pass below, docs/queue.md).  close()
+ * `skipped`; ks_queue_wake_slow and baton_pass below, docs/queue.md).  close()
  * and the task_done that finishes the last task wake all.
  *
  * Closing sets KS_MPMC_CLOSED in the ring's tail ticket: a push's CAS on the
@@ -96,7 +96,7 @@ int ks_queue_destroy(ks_queue_t *q)
          * thread's last access to the queue (wait_op, timedjoin).  Every
          * sleeper is inside users_enter/users_leave, so with no user the
          * sleeper counts can only be a phantom: a getter woken by a stray
-         * FUTEX_WAKE (an object that used this memory before, PITFALLS
+         * FUTEX_WAKE (an object that used this memory before, docs/pitfalls.md
          * item 2) takes the 0 for a waker's and stays counted.  Destroy
          * used to answer EBUSY for good then. */
         if (!__atomic_load_n(&q->users, __ATOMIC_ACQUIRE))
@@ -110,7 +110,7 @@ int ks_queue_destroy(ks_queue_t *q)
             return EBUSY;
         /* acquire: pairs with the release decrement that is a woken
          * thread's last access to the queue (wait_op, timedjoin); threads
-         * woken but not yet scheduled are still inside (PITFALLS 20).  In
+         * woken but not yet scheduled are still inside (docs/pitfalls.md item 20).  In
          * shared memory a process killed on its way out would keep `users`
          * up for ever: give up after 100 ms there. */
         if (!__atomic_load_n(&q->users, __ATOMIC_ACQUIRE))
@@ -183,7 +183,7 @@ static int has_work(ks_queue_t *q, ks_queue_side_t *side)
  * Process-shared queues use no baton: a process killed while holding it
  * would silence every later wake-up; each push or pop that sees a sleeper
  * wakes one. */
-void ks_queue_wake_(ks_queue_t *q, ks_queue_side_t *side)
+void ks_queue_wake_slow(ks_queue_t *q, ks_queue_side_t *side)
 {
     if (q->flags & KS_SHARED) {
         wake(side, 1, q->flags);
@@ -228,7 +228,7 @@ static uint32_t side_enter(ks_queue_side_t *side)
 {
     /* relaxed: ordered before the re-check by the fence below */
     __atomic_fetch_add(&side->sleepers, 1, __ATOMIC_RELAXED);
-    /* pairs with the fence in ks_queue__wake / task_done (Dekker) */
+    /* pairs with the fence in ks_queue_wake_ / task_done (Dekker) */
     ks_fence_full();
     /* acquire: pairs with the release increment in wake() */
     return __atomic_load_n(&side->seq, __ATOMIC_ACQUIRE);
@@ -267,7 +267,7 @@ static int side_sleep(ks_queue_side_t *side, uint32_t seen, int64_t deadline, un
 /* Called by a woken thread once it has tried the ring (result e): put the
  * baton back, and if the ring still has work for this side's sleepers hand
  * it to the next one.  The fence pairs with the fence of a push or pop that
- * skipped its wake-up because the baton was out (ks_queue_wake_): either
+ * skipped its wake-up because the baton was out (ks_queue_wake_slow): either
  * we see its `skipped` flag and its change of the ring, or it sees the
  * baton back and wakes someone itself.  After close() the baton goes from
  * sleeper to sleeper until none is left.
@@ -289,7 +289,7 @@ static void baton_pass(ks_queue_t *q, ks_queue_side_t *side, int e)
     if (e == EBUSY && !skip)
         return;
     if (__atomic_load_n(&side->sleepers, __ATOMIC_RELAXED) && has_work(q, side))
-        ks_queue_wake_(q, side);
+        ks_queue_wake_slow(q, side);
 }
 
 /* put (dir PUT) or get (dir GET) that waits: spin, then sleep on this
@@ -298,7 +298,7 @@ enum { PUT, GET };
 
 static int ring_op(ks_queue_t *q, int dir, uintptr_t *v)
 {
-    return dir == PUT ? ks_mpmc__push(&q->ring, *v) : ks_mpmc__pop(&q->ring, v);
+    return dir == PUT ? ks_mpmc_push_(&q->ring, *v) : ks_mpmc_pop_(&q->ring, v);
 }
 
 static int wait_op(ks_queue_t *q, int dir, uintptr_t *v, int64_t deadline)
@@ -345,7 +345,7 @@ static int wait_op(ks_queue_t *q, int dir, uintptr_t *v, int64_t deadline)
         }
     }
     if (e == 0) /* we made room or an item: wake the other side */
-        ks_queue__wake(q, dir == PUT ? &q->getters : &q->putters);
+        ks_queue_wake_(q, dir == PUT ? &q->getters : &q->putters);
     if (inside)
         users_leave(q); /* the last access */
     return e;

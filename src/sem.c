@@ -153,7 +153,7 @@ int ks_sem_wait_slow(ks_sem_t *s, int64_t deadline)
     uint64_t v;
 
     /* Spin briefly, but only while nobody is queued (spinning past queued
-     * waiters just steals from them, PITFALLS item 9). */
+     * waiters just steals from them, docs/pitfalls.md item 9). */
     for (int i = 0, n = ks_spin_budget(KS_SPIN_LIMIT); i < n; i++) {
         v = __atomic_load_n(&s->state, __ATOMIC_RELAXED);
         if (NW(v))

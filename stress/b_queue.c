@@ -13,7 +13,7 @@
  * Concurrency Kit's ck_ring MPMC (ck_ring_enqueue_mpmc/ck_ring_dequeue_mpmc;
  * ck_ring_init(1024) holds 1023 items: CK keeps one slot empty).  Note that
  * ck_ring's enqueue also spins inside itself, whatever the policy, until the
- * producers that took earlier tickets have published (PITFALLS B.13 #45).
+ * producers that took earlier tickets have published (docs/pitfalls.md item 45).
  *
  * liburcu's wfcqueue (cds_wfcq_enqueue; __cds_wfcq_dequeue_blocking for one
  * consumer, and for several cds_wfcq_dequeue_blocking, which takes the

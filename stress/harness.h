@@ -1,6 +1,6 @@
 /* stress/harness.h - the small common harness of ksync's stress runner.
  *
- * A scenario (one row of the table in SCENARIOS.md) is a function that, for each
+ * A scenario (one row of the table in docs/stress.md) is a function that, for each
  * implementation it compares (ksync and its references), fills a struct
  * st_run and calls st_run(): the harness creates the threads, releases them
  * together through a start barrier, stops them after --iters operations each

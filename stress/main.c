@@ -1,4 +1,4 @@
-/* stress/main.c - ksync-stress: the course scenarios (docs: SCENARIOS.md),
+/* stress/main.c - ksync-stress: the course scenarios (docs/stress.md),
  * each run against ksync and its reference implementations.
  *
  *   ksync-stress --scenario NAME|all [--threads N] [--seconds S | --iters M]
@@ -53,7 +53,7 @@ static void usage(FILE *f)
             "usage: ksync-stress [--scenario NAME|all] [--threads N] [--seconds S | --iters M]\n"
             "                    [--seed X] [--impl ksync|ref|all] [--yield P] [--list] [--help]\n"
             "\n"
-            "Runs the course scenarios (SCENARIOS.md) against ksync and against each\n"
+            "Runs the course scenarios (docs/stress.md) against ksync and against each\n"
             "reference implementation, checks each invariant on both and prints one row\n"
             "per scenario and implementation.  Exit status 1 if any invariant failed.\n"
             "\n"

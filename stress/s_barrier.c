@@ -13,7 +13,7 @@
  * Counters live in a ring of 4 slots indexed by k mod 4; thread 0 zeroes
  * slot k+2 after barrier k, when no thread can still touch it.  All these
  * atomics are relaxed on purpose: the barrier alone must order them (the
- * CK issue in PITFALLS item 26 was exactly a missing fence).
+ * CK issue in docs/pitfalls.md item 26 was exactly a missing fence).
  *
  * Concurrency Kit's barriers (centralized, combining tree, dissemination,
  * tournament, MCS tree) have no serial thread in their API: for them only

@@ -41,7 +41,7 @@
  * milliseconds; a wait predicate clamps each step to the deadline (the
  * header allows the predicate to move the step's deadline earlier).
  * ck_ec runs in multiple-producer mode: ack is set by different workers, and
- * the single-producer mode exists on x86 only (PITFALLS item 31).
+ * the single-producer mode exists on x86 only (docs/pitfalls.md item 31).
  */
 #include "harness.h"
 

@@ -576,7 +576,7 @@ static size_t note_prefix(struct st_note *n, char *buf, size_t len)
  *     keep coming).  Without this check a queue that loses wake-ups passes,
  *     only slower: its sleepers wake at their deadlines.  (Not for the
  *     polling references: a preempted ck_ring producer stalls the others,
- *     PITFALLS item 45, and consumers that poll have no wake-up to lose.);
+ *     docs/pitfalls.md item 45, and consumers that poll have no wake-up to lose.);
  *   - join: while the producers run, the coordinator calls timed joins with
  *     short deadlines; one that returns 0 must find every item put before it
  *     began counted as finished (each consumer counts an item just before its

@@ -298,7 +298,7 @@ static inline long kt_pummel(pthread_t t, int sig, const int *done, int64_t peri
 }
 
 /* ---- hardware watchpoints ---------------------------------------------------
- * "Touches nothing after the releasing atomic" (PITFALLS B.3) is a property
+ * "Touches nothing after the releasing atomic" (docs/pitfalls.md) is a property
  * of single instructions, which no amount of racing reliably catches.  A
  * debug-register watchpoint on the object (perf_event_open with sigtrap,
  * Linux >= 5.13) traps after every user-space load or store to it; the

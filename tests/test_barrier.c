@@ -1,7 +1,7 @@
 /* tests/test_barrier.c - ks_barrier: API contract, count 1, phases with 2, 8
  * and 32 threads (no thread overtakes into the next phase, exactly one
  * KS_BARRIER_SERIAL per phase, writes before the barrier visible after it),
- * destroy/free by the last thread to return (PITFALLS item 25), and
+ * destroy/free by the last thread to return (docs/pitfalls.md item 25), and
  * process-shared use across fork(). */
 #include "helpers.h"
 
@@ -518,7 +518,7 @@ Test(barrier, waiter_touches_nothing_after_the_phase_ends, .timeout = 60)
         }
 }
 
-/* PITFALLS item 25, the POSIX reading glibc and musl follow: the serial thread
+/* docs/pitfalls.md item 25, the POSIX reading glibc and musl follow: the serial thread
  * of the last phase destroys and frees the barrier as soon as its own wait
  * returns, while the threads it released may still be on their way out (one
  * reloading seq after its futex wait, say).  ks_barrier_destroy must wait for

@@ -1860,7 +1860,7 @@ ParameterizedTest(struct variant *v, cache, max_bytes_below_the_shard_count_stil
         }
 }
 
-/* One clock read per operation at most (PITFALLS 53), and none where no
+/* One clock read per operation at most (docs/pitfalls.md item 53), and none where no
  * deadline is involved.  One shard, so "a shard with no deadlines" is the
  * whole cache. */
 FOR_VARIANTS(operations_read_the_clock_at_most_once, all_variants)

@@ -1,7 +1,7 @@
 /* tests/test_cond.c - ks_cond with ks_mutex: API contract, bounded-buffer
  * producer/consumer (also oversubscribed), timeouts that re-acquire the
  * mutex, no lost wake-ups, signals not stolen by later waiters (glibc bug
- * 13165), broadcast by requeue (one wake call, PITFALLS item 19), destroy
+ * 13165), broadcast by requeue (one wake call, docs/pitfalls.md item 19), destroy
  * right after broadcast (item 20), process-shared use across fork(). */
 #include "helpers.h"
 

@@ -1,5 +1,5 @@
 /* tests/test_event.c - ks_event: API contract, timeouts, no early release,
- * set-then-clear pulses that must not be lost (PITFALLS item 30), the
+ * set-then-clear pulses that must not be lost (docs/pitfalls.md item 30), the
  * syscall economy of set/is_set, free right after the waits return, and
  * process-shared use across fork(). */
 #include "helpers.h"

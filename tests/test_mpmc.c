@@ -247,7 +247,7 @@ Test(mpmc, pop_behind_a_stalled_push_is_ebusy_not_eagain, .timeout = 30)
             cr_assert_eq(ks_mpmc_try_pop(q, &v), EBUSY, "the oldest item is still being written");
         }
         /* The producer resumes: its item comes out first. */
-        ks_mpmc_cell_t *c = ks_mpmc__cell(q, t);
+        ks_mpmc_cell_t *c = ks_mpmc_cell_(q, t);
         c->item = 33;
         __atomic_store_n(&c->seq, 2 * t + 1, __ATOMIC_SEQ_CST);
         cr_assert_eq(ks_mpmc_try_pop(q, &v), 0);
@@ -286,7 +286,7 @@ Test(mpmc, push_behind_a_stalled_pop_is_ebusy_not_eagain, .timeout = 30)
             cr_assert_eq((uintptr_t)v, 101u);
         }
         /* The consumer resumes. */
-        ks_mpmc_cell_t *c = ks_mpmc__cell(q, h);
+        ks_mpmc_cell_t *c = ks_mpmc_cell_(q, h);
         cr_assert_eq(c->item, 100u);
         __atomic_store_n(&c->seq, 2 * (h + cap), __ATOMIC_SEQ_CST);
         cr_assert_eq(ks_mpmc_try_push(q, (void *)200), 0);

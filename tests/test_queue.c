@@ -354,7 +354,7 @@ Test(queue, try_ops_behind_a_stalled_peer_are_eagain, .timeout = 30)
     cr_assert_eq(e, ETIMEDOUT, "timedput behind a stalled get returned %d", e);
     cr_assert_geq(ks_now(), d);
     cr_assert_eq(ks_queue_size(q), 2u);
-    ks_mpmc_cell_t *c = ks_mpmc__cell(r, h);
+    ks_mpmc_cell_t *c = ks_mpmc_cell_(r, h);
     cr_assert_eq(c->item, 10u);
     __atomic_store_n(&c->seq, 2 * (h + 3), __ATOMIC_SEQ_CST); /* the consumer finishes */
     cr_assert_eq(ks_queue_tryput(q, (void *)13), 0);
@@ -374,7 +374,7 @@ Test(queue, try_ops_behind_a_stalled_peer_are_eagain, .timeout = 30)
     cr_assert_eq(e, ETIMEDOUT, "timedget behind a stalled put returned %d", e);
     cr_assert_geq(ks_now(), d);
     cr_assert_eq((uintptr_t)v, 0x42u);
-    c = ks_mpmc__cell(r, t);
+    c = ks_mpmc_cell_(r, t);
     c->item = 77;
     __atomic_store_n(&c->seq, 2 * t + 1, __ATOMIC_SEQ_CST); /* the producer finishes */
     cr_assert_eq(ks_queue_tryget(q, &v), 0);
@@ -1337,7 +1337,7 @@ Test(queue, process_shared_child_produces_parent_consumes, .timeout = 60)
 }
 
 /* A FUTEX_WAKE that no waker of this queue sent (a late wake from an object
- * that used this memory before: PITFALLS item 2) leaves the woken getter
+ * that used this memory before: docs/pitfalls.md item 2) leaves the woken getter
  * counted as a sleeper.  Later puts must still return, and destroy must not
  * hang (review finding: a wake-up loop keyed on "sleepers && work" spun
  * forever here). */

@@ -21,7 +21,7 @@
  * barrier may be given to init again.  Any thread whose wait of the last phase has
  * returned (typically the serial one) may destroy and free the barrier at
  * once: ks_barrier_destroy waits until the other threads released by that
- * phase have stopped touching it (POSIX's rule; PITFALLS item 25).  Waiters
+ * phase have stopped touching it (POSIX's rule; docs/pitfalls.md item 25).  Waiters
  * spin briefly, then sleep.
  */
 #ifndef KSYNC_BARRIER_H

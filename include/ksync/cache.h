@@ -45,7 +45,7 @@
  * expired entry is never returned, swept or not: get, delete and put treat
  * it as absent.  A get reads the clock only when the entry it found has a
  * deadline (a vDSO CLOCK_MONOTONIC read costs 20-30 ns, as much as the rest
- * of a get: PITFALLS 53).  KS_CACHE_COARSE_CLOCK uses CLOCK_MONOTONIC_COARSE
+ * of a get: docs/pitfalls.md item 53).  KS_CACHE_COARSE_CLOCK uses CLOCK_MONOTONIC_COARSE
  * instead (about 3 ns, but it moves in ticks of 1-4 ms, so entries expire
  * up to a tick late by the precise clock).  Expired entries are removed by the get or put that finds them,
  * by one bucket of incremental sweeping every 4 puts of a shard, by

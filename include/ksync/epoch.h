@@ -18,7 +18,7 @@
  *
  * Sections nest.  Inside one, a thread may read any object it found through
  * the structure; it must not block for long (a reader asleep in a section
- * stops reclamation: the EBR trade-off, PITFALLS 50), and must not call
+ * stops reclamation: the EBR trade-off, docs/pitfalls.md item 50), and must not call
  * ks_epoch_barrier().
  *
  * Unreclaimed memory is bounded: each thread frees its own retired objects

@@ -15,7 +15,7 @@
  * A wait returns 0 once the event is set, and also if it was set and cleared
  * again while the thread waited: every set() wakes every thread waiting at
  * that moment, as Python's Event.wait() returns True after a set() even if
- * clear() followed (a set-then-clear "pulse" is never lost; PITFALLS item 30).
+ * clear() followed (a set-then-clear "pulse" is never lost; docs/pitfalls.md item 30).
  * set() is a release operation and wait()/is_set() that see it acquire: what
  * the setter wrote before set() is visible after.  set() costs one atomic
  * compare-and-swap and makes one FUTEX_WAKE only if a waiter announced that

@@ -107,7 +107,7 @@ static inline size_t ks_mpmc_size(const ks_mpmc_t *q)
 }
 
 /* A pause between looks at a slot whose owner is mid-operation. */
-static inline void ks_mpmc__relax(void) { ks_cpu_relax(); }
+static inline void ks_mpmc_relax_(void) { ks_cpu_relax(); }
 
 /* Looks at a slot claimed by a thread that has not finished with it before
  * reporting EBUSY: a running owner finishes within a few of them. */
@@ -118,17 +118,17 @@ static inline void ks_mpmc__relax(void) { ks_cpu_relax(); }
  * reloads it), or KS_MPMC_BUSY_LOOKS looks are spent (EBUSY).  Relaxed: the
  * value only decides whether to retry; the caller's acquire load at the top
  * of its loop is the one that orders the data. */
-static inline int ks_mpmc__busy_looks(const uint64_t *seq, uint64_t want)
+static inline int ks_mpmc_busy_looks_(const uint64_t *seq, uint64_t want)
 {
     for (int i = 0; i < KS_MPMC_BUSY_LOOKS; i++) {
-        ks_mpmc__relax();
+        ks_mpmc_relax_();
         if ((int64_t)(__atomic_load_n(seq, __ATOMIC_RELAXED) - want) >= 0)
             return 0;
     }
     return EBUSY;
 }
 
-static inline ks_mpmc_cell_t *ks_mpmc__cell(ks_mpmc_t *q, uint64_t ticket)
+static inline ks_mpmc_cell_t *ks_mpmc_cell_(ks_mpmc_t *q, uint64_t ticket)
 {
     uint64_t i = KS_LIKELY(q->pow2) ? (ticket & q->mask) : (ticket % q->cap);
     return (ks_mpmc_cell_t *)(q + 1) + i;
@@ -136,14 +136,14 @@ static inline ks_mpmc_cell_t *ks_mpmc__cell(ks_mpmc_t *q, uint64_t ticket)
 
 /* Push `item`: 0, EAGAIN (full), EBUSY (see above), EPIPE (closed: only
  * for the ring inside a ks_queue). */
-static inline int ks_mpmc__push(ks_mpmc_t *q, uintptr_t item)
+static inline int ks_mpmc_push_(ks_mpmc_t *q, uintptr_t item)
 {
     /* relaxed: seeds the CAS loop; the ticket itself orders nothing. */
     uint64_t t = __atomic_load_n(&q->tail, __ATOMIC_RELAXED);
     for (;;) {
         if (KS_UNLIKELY(t & KS_MPMC_CLOSED))
             return EPIPE;
-        ks_mpmc_cell_t *c = ks_mpmc__cell(q, t);
+        ks_mpmc_cell_t *c = ks_mpmc_cell_(q, t);
         /* acquire: pairs with the release store of the pop that emptied
          * this cell, so its read of the old item happens before our write. */
         uint64_t s = __atomic_load_n(&c->seq, __ATOMIC_ACQUIRE);
@@ -154,7 +154,7 @@ static inline int ks_mpmc__push(ks_mpmc_t *q, uintptr_t item)
             if (__atomic_compare_exchange_n(&q->tail, &t, t + 1, 1, __ATOMIC_RELAXED,
                                             __ATOMIC_RELAXED)) {
                 c->item = item;
-                /* release: pairs with the acquire load in ks_mpmc__pop; the
+                /* release: pairs with the acquire load in ks_mpmc_pop_; the
                  * item (and all the producer wrote before) is visible to
                  * the consumer that sees 2t+1. */
                 __atomic_store_n(&c->seq, 2 * t + 1, __ATOMIC_RELEASE);
@@ -174,7 +174,7 @@ static inline int ks_mpmc__push(ks_mpmc_t *q, uintptr_t item)
             if (t - h >= q->cap)
                 return EAGAIN;
             /* a pop is mid-way through the slot: give it a few looks */
-            if (ks_mpmc__busy_looks(&c->seq, 2 * t) != 0)
+            if (ks_mpmc_busy_looks_(&c->seq, 2 * t) != 0)
                 return EBUSY;
         } else {
             /* another producer took ticket t: relaxed, re-seeds the loop */
@@ -185,12 +185,12 @@ static inline int ks_mpmc__push(ks_mpmc_t *q, uintptr_t item)
 
 /* Pop into *item: 0, EAGAIN (empty), EBUSY (see above), EPIPE (empty and
  * closed: only for the ring inside a ks_queue). */
-static inline int ks_mpmc__pop(ks_mpmc_t *q, uintptr_t *item)
+static inline int ks_mpmc_pop_(ks_mpmc_t *q, uintptr_t *item)
 {
     uint64_t h = __atomic_load_n(&q->head, __ATOMIC_RELAXED); /* relaxed: seeds the CAS loop */
     for (;;) {
-        ks_mpmc_cell_t *c = ks_mpmc__cell(q, h);
-        /* acquire: pairs with the release store in ks_mpmc__push. */
+        ks_mpmc_cell_t *c = ks_mpmc_cell_(q, h);
+        /* acquire: pairs with the release store in ks_mpmc_push_. */
         uint64_t s = __atomic_load_n(&c->seq, __ATOMIC_ACQUIRE);
         int64_t d = (int64_t)(s - (2 * h + 1));
         if (d == 0) {
@@ -198,7 +198,7 @@ static inline int ks_mpmc__pop(ks_mpmc_t *q, uintptr_t *item)
             if (__atomic_compare_exchange_n(&q->head, &h, h + 1, 1, __ATOMIC_RELAXED,
                                             __ATOMIC_RELAXED)) {
                 *item = c->item;
-                /* release: pairs with the acquire load in ks_mpmc__push of
+                /* release: pairs with the acquire load in ks_mpmc_push_ of
                  * ticket h + cap; our read of the item happens before its
                  * write. */
                 __atomic_store_n(&c->seq, 2 * (h + q->cap), __ATOMIC_RELEASE);
@@ -212,7 +212,7 @@ static inline int ks_mpmc__pop(ks_mpmc_t *q, uintptr_t *item)
             if ((t & ~KS_MPMC_CLOSED) == h)
                 return (t & KS_MPMC_CLOSED) ? EPIPE : EAGAIN;
             /* a push is mid-way through the slot: give it a few looks */
-            if (ks_mpmc__busy_looks(&c->seq, 2 * h + 1) != 0)
+            if (ks_mpmc_busy_looks_(&c->seq, 2 * h + 1) != 0)
                 return EBUSY;
         } else {
             h = __atomic_load_n(&q->head, __ATOMIC_RELAXED); /* relaxed: re-seeds the loop */
@@ -224,7 +224,7 @@ static inline int ks_mpmc_try_push(ks_mpmc_t *q, void *item)
 {
     if (KS_UNLIKELY(!q))
         return EINVAL;
-    return ks_mpmc__push(q, (uintptr_t)item);
+    return ks_mpmc_push_(q, (uintptr_t)item);
 }
 
 static inline int ks_mpmc_try_pop(ks_mpmc_t *q, void **item)
@@ -232,7 +232,7 @@ static inline int ks_mpmc_try_pop(ks_mpmc_t *q, void **item)
     if (KS_UNLIKELY(!q || !item))
         return EINVAL;
     uintptr_t v;
-    int e = ks_mpmc__pop(q, &v);
+    int e = ks_mpmc_pop_(q, &v);
     if (e == 0)
         *item = (void *)v;
     return e;

@@ -123,7 +123,7 @@ KS_API int ks_queue_task_done(ks_queue_t *q);
 KS_API int ks_queue_timedjoin(ks_queue_t *q, int64_t deadline);
 KS_API int ks_queue_close(ks_queue_t *q);
 /* Out-of-line halves of the inline fast paths below. */
-KS_API void ks_queue_wake_(ks_queue_t *q, ks_queue_side_t *side);
+KS_API void ks_queue_wake_slow(ks_queue_t *q, ks_queue_side_t *side);
 
 static inline size_t ks_queue_capacity(const ks_queue_t *q)
 {
@@ -157,21 +157,21 @@ static inline uint64_t ks_queue_unfinished(const ks_queue_t *q)
  * it pairs with the fence a sleeper issues after announcing itself and
  * before re-checking the ring (a Dekker pair: one of the two sees the
  * other; docs/queue.md). */
-static inline void ks_queue__wake(ks_queue_t *q, ks_queue_side_t *side)
+static inline void ks_queue_wake_(ks_queue_t *q, ks_queue_side_t *side)
 {
     ks_fence_full(); /* the arch layer's; under TSan a shared RMW (ksync/arch.h) */
     /* relaxed: ordered by the fence above */
     if (KS_UNLIKELY(__atomic_load_n(&side->sleepers, __ATOMIC_RELAXED)))
-        ks_queue_wake_(q, side);
+        ks_queue_wake_slow(q, side);
 }
 
 static inline int ks_queue_tryput(ks_queue_t *q, void *item)
 {
     if (KS_UNLIKELY(!q))
         return EINVAL;
-    int e = ks_mpmc__push(&q->ring, (uintptr_t)item);
+    int e = ks_mpmc_push_(&q->ring, (uintptr_t)item);
     if (KS_LIKELY(e == 0))
-        ks_queue__wake(q, &q->getters);
+        ks_queue_wake_(q, &q->getters);
     else if (e == EBUSY)
         if ((e = ks_queue_timedput(q, item, 0)) == ETIMEDOUT) /* a pop in flight: retry briefly */
             e = EAGAIN;
@@ -182,8 +182,8 @@ static inline int ks_queue_put(ks_queue_t *q, void *item)
 {
     if (KS_UNLIKELY(!q))
         return EINVAL;
-    if (KS_LIKELY(ks_mpmc__push(&q->ring, (uintptr_t)item) == 0)) {
-        ks_queue__wake(q, &q->getters);
+    if (KS_LIKELY(ks_mpmc_push_(&q->ring, (uintptr_t)item) == 0)) {
+        ks_queue_wake_(q, &q->getters);
         return 0;
     }
     return ks_queue_timedput(q, item, KS_FOREVER);
@@ -194,10 +194,10 @@ static inline int ks_queue_tryget(ks_queue_t *q, void **item)
     if (KS_UNLIKELY(!q || !item))
         return EINVAL;
     uintptr_t v;
-    int e = ks_mpmc__pop(&q->ring, &v);
+    int e = ks_mpmc_pop_(&q->ring, &v);
     if (KS_LIKELY(e == 0)) {
         *item = (void *)v;
-        ks_queue__wake(q, &q->putters);
+        ks_queue_wake_(q, &q->putters);
     } else if (e == EBUSY) {
         if ((e = ks_queue_timedget(q, item, 0)) == ETIMEDOUT) /* a push in flight: retry briefly */
             e = EAGAIN;
@@ -210,9 +210,9 @@ static inline int ks_queue_get(ks_queue_t *q, void **item)
     if (KS_UNLIKELY(!q || !item))
         return EINVAL;
     uintptr_t v;
-    if (KS_LIKELY(ks_mpmc__pop(&q->ring, &v) == 0)) {
+    if (KS_LIKELY(ks_mpmc_pop_(&q->ring, &v) == 0)) {
         *item = (void *)v;
-        ks_queue__wake(q, &q->putters);
+        ks_queue_wake_(q, &q->putters);
         return 0;
     }
     return ks_queue_timedget(q, item, KS_FOREVER);

@@ -17,7 +17,7 @@
  * a per-process random nonce), so a thread that exits while holding the
  * mutex leaves it locked for good instead of handing it to a later thread
  * that reuses its TID (musl fffc5cda, Austin Group 755).  The recursion count
- * lives outside the futex word (PITFALLS B.2 item 11).
+ * lives outside the futex word (docs/pitfalls.md item 11).
  * Built on ks_mutex: docs/rmutex.md.
  */
 #ifndef KSYNC_RMUTEX_H

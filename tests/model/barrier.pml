@@ -4,7 +4,7 @@
  *
  * NB threads (the barrier's count) pass the barrier RND times; after the
  * last phase the thread that got KS_BARRIER_SERIAL destroys the barrier
- * (legal as soon as its own wait returned: PITFALLS item 25).  Checked:
+ * (legal as soon as its own wait returned: docs/pitfalls.md item 25).  Checked:
  *   - no thread leaves phase k before all NB threads arrived in phase k
  *     (ghost counter inround[k]);
  *   - no lost wake-up: every thread ends (an invalid end state otherwise);

@@ -13,7 +13,7 @@
  *   BUG_NO_GEN          the waiter returns only on SET, not when GEN moved:
  *                       a set quickly followed by a clear is lost for a
  *                       waiter that looks only after the clear (the lost
- *                       pulse, PITFALLS item 30)
+ *                       pulse, docs/pitfalls.md item 30)
  *   BUG_CLEAR_SLEEPERS  clear() also clears SLEEPERS: a waiter that has
  *                       announced itself and slept is forgotten, and the set
  *                       that follows does not wake it

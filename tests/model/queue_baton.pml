@@ -8,7 +8,7 @@
  * mid-operation, is not modelled; putters never block: the capacity is not
  * reached).  NGET getters each get one item (untimed, or timed with a
  * deadline that may expire at any moment); NPUT putters each put one item
- * and then run ks_queue__wake on the getters' side.  Fences are no-ops:
+ * and then run ks_queue_wake_ on the getters' side.  Fences are no-ops:
  * Promela is sequentially consistent.  Checked: no lost wake-up (every
  * untimed getter returns with an item while items remain for it: an invalid
  * end state otherwise); at the end nobody is counted asleep and the baton
@@ -50,7 +50,7 @@ byte sleepers, waking, skipped;
 byte got, put;    /* ghost: items taken by getters, items put */
 byte bumps;       /* ghost: seq increments so far (the path is cut at MAXBUMPS) */
 
-/* ks_queue_wake_(q, &q->getters) (private queue: with the baton) */
+/* ks_queue_wake_slow(q, &q->getters) (private queue: with the baton) */
 inline wake_one()
 {
     wk_done = 0;
@@ -193,7 +193,7 @@ proctype Putter()
     FUTEX_LOCALS;
     WAKE_LOCALS;
     atomic { items++; put++; printf("P%d: puts\n", _pid) };
-    /* ks_queue__wake: FENCE, then look at sleepers */
+    /* ks_queue_wake_: FENCE, then look at sleepers */
     if
     :: sleepers > 0 -> wake_one()
     :: else
