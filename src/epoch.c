@@ -103,8 +103,9 @@ static void on_thread_exit(void *r);
  *
  * Which record is the forking thread's?  Only the forking thread can have a
  * record pointer in its thread-local storage in the child (other threads
- * are new), so a resetter with a record is the forking thread: it keeps
- * its own and frees the others, whose garbage stays unreclaimed (it
+ * are new), so a resetter with a record is the forking thread, and so is
+ * fork()'s atfork handler: it keeps its own record (if any) and frees the
+ * others, whose garbage stays unreclaimed (it
  * belonged to threads that are gone).  A resetter without one cannot tell
  * the forking thread's record from the dead ones: it makes them all
  * inactive and leaves them in use; the forking thread, at its next call
@@ -113,9 +114,10 @@ static void on_thread_exit(void *r);
  * (a few hundred bytes each, once per fork).  Forking inside a section is
  * not supported: the child's copy of the section is no longer protected if
  * another thread resets first (liburcu forbids it too). */
-static void reset_for(uint64_t gen)
+static void reset_for(uint64_t gen, int forker)
 {
     struct rec *mine = tls;
+    forker |= mine != NULL;
     /* acquire: pairs with the release CAS that published each record */
     for (struct rec *r = __atomic_load_n(&g.recs, __ATOMIC_ACQUIRE); r; r = r->next) {
         if (r == mine) {
@@ -126,7 +128,7 @@ static void reset_for(uint64_t gen)
             continue; /* claimed in this generation (none can be yet) */
         /* relaxed: published by the release store of g.gen below */
         __atomic_store_n(&r->state, 0, __ATOMIC_RELAXED);
-        if (mine) {
+        if (forker) {
             r->nest = 0;
             memset(r->bag, 0, sizeof r->bag);
             r->pending = 0;
@@ -138,14 +140,16 @@ static void reset_for(uint64_t gen)
     __atomic_store_n(&g.orphan_busy, 0, __ATOMIC_RELAXED); /* relaxed: as state */
 }
 
-static void adopt_generation(uint64_t gen)
+/* forker: the caller is known to be the forking thread (the atfork
+ * handler), whether or not it has a record. */
+static void adopt_generation_as(uint64_t gen, int forker)
 {
     /* acquire: pairs with the release store at the end of a reset */
     uint64_t have = __atomic_load_n(&g.gen, __ATOMIC_ACQUIRE);
     while (have != gen) {
         if (have != RESETTING &&
             __atomic_compare_exchange_n(&g.gen, &have, RESETTING, 0, __ATOMIC_ACQUIRE, __ATOMIC_ACQUIRE)) {
-            reset_for(gen);
+            reset_for(gen, forker);
             __atomic_store_n(&g.gen, gen, __ATOMIC_RELEASE); /* pairs with the acquires above */
             return;
         }
@@ -154,9 +158,14 @@ static void adopt_generation(uint64_t gen)
     }
 }
 
+static void adopt_generation(uint64_t gen)
+{
+    adopt_generation_as(gen, 0);
+}
+
 static void after_fork_child(void)
 {
-    adopt_generation(ks_process_gen());
+    adopt_generation_as(ks_process_gen(), 1);
 }
 
 static void make_key(void)
