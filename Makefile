@@ -62,7 +62,7 @@ STRESS_COMMON := stress/harness.c
 # stress/ref_*.c: reference implementations shared by the stress runner and the bench
 REF_SRCS    := $(wildcard stress/ref_*.c)
 STRESS_SRCS := $(STRESS_COMMON) stress/main.c $(wildcard stress/s_*.c) $(REF_SRCS)
-BENCH_SRCS  := stress/bench.c $(wildcard stress/b_*.c) $(REF_SRCS)
+BENCH_SRCS  := stress/bench_main.c stress/bench.c $(wildcard stress/b_*.c) $(REF_SRCS)
 STRESS_BIN  := $(BUILD)/stress/ksync-stress
 BENCH_BIN   := $(BUILD)/stress/ksync-bench
 REF_LIBS    ?= -lck -lurcu -lurcu-cds

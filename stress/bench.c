@@ -1,6 +1,8 @@
-/* stress/bench.c - ksync-bench: main(), options, context, the thread team,
- * statistics and the PASS/MISS summary.  The sections are in b_*.c; what
- * they measure is described in bench.h and printed by --help.
+/* stress/bench.c - ksync-bench's services: time, statistics, busy work,
+ * targets, the thread team, and the context printed around a run.  main()
+ * and the options are in bench_main.c (it dispatches, this file serves, as
+ * main.c and harness.c do for ksync-stress); the sections are in b_*.c;
+ * what they measure is described in bench.h and printed by --help.
  *
  * Honesty rules this program keeps: every printed figure is measured in this
  * run; each is the median of --reps repetitions, with the implementations
@@ -24,22 +26,6 @@
 #include <time.h>
 #include <sched.h>
 #include <unistd.h>
-
-struct bench_opts bopt = {
-    .sections = SEC_ALL,
-    .reps = 5,
-    .seconds = 1.0,
-    .tlist = {2, 4, 16},
-    .ntlist = 3,
-    .iters = 5000000,
-    .cg_iters = 200000,
-    .callgrind = 1,
-    .valgrind = "valgrind",
-    .lim_threads = 16,
-    .permits = 3,
-    .work_ns = 300,
-    .pin = PIN_AUTO,
-};
 
 int bench_stop_flag;
 
@@ -402,211 +388,24 @@ static void print_context(void)
     print_load("start", "");
 }
 
-/* ---- options ------------------------------------------------------------------------- */
+/* ---- a run's prologue and epilogue ------------------------------------------------------ */
 
-static void usage(FILE *f)
+static int64_t run_t0;
+static struct cpu_acct run_a0;
+
+void bench_run_begin(void)
 {
-    fprintf(f,
-            "usage: ksync-bench [options]\n"
-            "  --only LIST       sections, comma-separated (default: all):\n"
-            "                      uncontended  1. one thread lock+unlock: ns/pair and callgrind Ir/pair\n"
-            "                      mutex        2. contended counter at --threads (Mops/s)\n"
-            "                      sem          3. --lim-threads threads through a --permits semaphore\n"
-            "                      cpu          4. CPU time of a thread blocked --seconds\n"
-            "                      handoff      5. 2-thread ping-pong: event, sem, cond+mutex pairs\n"
-            "                      barrier      6. barrier episodes/s at 2 and 8 threads\n"
-            "                      rwlock       7. rwlock, 90%% reads, at 2 and 16 threads (Mops/s)\n"
-            "                      broadcast    8. cond broadcast to 16 waiters: futex calls, sleeps\n"
-            "                      queue        9. MPMC ring (ks_mpmc, ck_ring, wfcqueue) and blocking\n"
-            "                                      queue (ks_queue, mutex+2cond) at 1p1c..16p16c (items/s)\n"
-            "                      cache       10. key/value caches with TTL (ks_cache variants, ck_ht,\n"
-            "                                      rculfhash, mutex table), 3 mixes at 2 and 16 threads\n"
-            "                                      (M ops/s); S3-FIFO vs LRU hit ratio\n"
-            "  --reps N          repetitions per figure, median printed (default %d)\n"
-            "  --seconds S       measurement cap per run of sections 2-4 (default %.1f);\n"
-            "                    sections 5-8 run --seconds/%d per run (they have many runs),\n"
-            "                    sections 9 and 10 --seconds/%d\n"
-            "  --threads LIST    thread counts of section 2 (default 2,4,16)\n"
-            "  --iters N         section 1: lock+unlock pairs per timed repetition (default %llu)\n"
-            "  --cg-iters N      section 1: pairs per callgrind repetition (default %llu)\n"
-            "  --no-callgrind    section 1 without the valgrind half\n"
-            "  --valgrind PATH   valgrind to run (default: valgrind from PATH)\n"
-            "  --lim-threads N   section 3 threads (default %d)\n"
-            "  --permits N       section 3 permits (default %d)\n"
-            "  --work-ns N       section 3 busy work per permit (default %d)\n"
-            "  --pin MODE        bind thread i to CPU i mod nCPU: auto (when threads <= CPUs;\n"
-            "                    default), always, never\n"
-            "  --verbose         also print every repetition's value, in run order\n"
-            "Exit status: 0 (targets are informational), 1 usage/setup error, 2 integrity failure.\n",
-            bopt.reps, bopt.seconds, BENCH_SHORT_DIV, 2 * BENCH_SHORT_DIV, (unsigned long long)bopt.iters,
-            (unsigned long long)bopt.cg_iters,
-            bopt.lim_threads, bopt.permits, bopt.work_ns);
-}
-
-static long parse_long(const char *opt, const char *s, long lo, long hi)
-{
-    char *end;
-    errno = 0;
-    long v = strtol(s, &end, 10);
-    if (errno || end == s || *end || v < lo || v > hi) {
-        fprintf(stderr, "ksync-bench: %s wants an integer in [%ld, %ld], not '%s'\n", opt, lo, hi, s);
-        exit(1);
-    }
-    return v;
-}
-
-static unsigned parse_sections(const char *s)
-{
-    static const struct {
-        const char *name;
-        unsigned bit;
-    } names[] = {
-        {"all", SEC_ALL},          {"uncontended", SEC_UNCONTENDED}, {"mutex", SEC_MUTEX},
-        {"counter", SEC_MUTEX},    {"sem", SEC_SEM},                 {"limiter", SEC_SEM},
-        {"cpu", SEC_CPU},          {"handoff", SEC_HANDOFF},         {"pingpong", SEC_HANDOFF},
-        {"barrier", SEC_BARRIER},  {"rwlock", SEC_RWLOCK},           {"broadcast", SEC_BROADCAST},
-        {"queue", SEC_QUEUE},      {"mpmc", SEC_QUEUE},              {"cache", SEC_CACHE},
-    };
-    unsigned bits = 0;
-    char *copy = strdup(s), *save = NULL;
-    for (char *tok = strtok_r(copy, ",", &save); tok; tok = strtok_r(NULL, ",", &save)) {
-        size_t i;
-        for (i = 0; i < sizeof names / sizeof names[0]; i++)
-            if (!strcmp(tok, names[i].name))
-                break;
-        if (i == sizeof names / sizeof names[0]) {
-            fprintf(stderr, "ksync-bench: unknown section '%s' (uncontended, mutex, sem, cpu, handoff, "
-                    "barrier, rwlock, broadcast, queue, cache, all)\n", tok);
-            exit(1);
-        }
-        bits |= names[i].bit;
-    }
-    free(copy);
-    if (!bits) {
-        fprintf(stderr, "ksync-bench: --only needs at least one section\n");
-        exit(1);
-    }
-    return bits;
-}
-
-static void parse_tlist(const char *s)
-{
-    char *copy = strdup(s), *save = NULL;
-    bopt.ntlist = 0;
-    for (char *tok = strtok_r(copy, ",", &save); tok; tok = strtok_r(NULL, ",", &save)) {
-        if (bopt.ntlist == BENCH_MAX_TLIST) {
-            fprintf(stderr, "ksync-bench: at most %d thread counts\n", BENCH_MAX_TLIST);
-            exit(1);
-        }
-        bopt.tlist[bopt.ntlist++] = (int)parse_long("--threads", tok, 1, BENCH_MAX_THREADS);
-    }
-    free(copy);
-    if (!bopt.ntlist) {
-        fprintf(stderr, "ksync-bench: --threads needs a list such as 2,4,16\n");
-        exit(1);
-    }
-}
-
-enum { O_ONLY = 256, O_REPS, O_SECONDS, O_THREADS, O_ITERS, O_CG_ITERS, O_NO_CG, O_VALGRIND,
-       O_LIM_THREADS, O_PERMITS, O_WORK_NS, O_PIN, O_VERBOSE, O_CG_CHILD, O_HELP };
-
-int main(int argc, char **argv)
-{
-    static const struct option longopts[] = {
-        {"only", required_argument, 0, O_ONLY},
-        {"reps", required_argument, 0, O_REPS},
-        {"seconds", required_argument, 0, O_SECONDS},
-        {"threads", required_argument, 0, O_THREADS},
-        {"iters", required_argument, 0, O_ITERS},
-        {"cg-iters", required_argument, 0, O_CG_ITERS},
-        {"no-callgrind", no_argument, 0, O_NO_CG},
-        {"valgrind", required_argument, 0, O_VALGRIND},
-        {"lim-threads", required_argument, 0, O_LIM_THREADS},
-        {"permits", required_argument, 0, O_PERMITS},
-        {"work-ns", required_argument, 0, O_WORK_NS},
-        {"pin", required_argument, 0, O_PIN},
-        {"verbose", no_argument, 0, O_VERBOSE},
-        {"callgrind-child", no_argument, 0, O_CG_CHILD}, /* internal: run under valgrind */
-        {"help", no_argument, 0, O_HELP},
-        {0, 0, 0, 0},
-    };
-    int cg_child = 0, c;
-    while ((c = getopt_long(argc, argv, "h", longopts, NULL)) != -1) {
-        switch (c) {
-        case O_ONLY: bopt.sections = parse_sections(optarg); break;
-        case O_REPS: bopt.reps = (int)parse_long("--reps", optarg, 1, 1000); break;
-        case O_SECONDS: {
-            char *end;
-            bopt.seconds = strtod(optarg, &end);
-            if (end == optarg || *end || !(bopt.seconds >= 0.01 && bopt.seconds <= 3600)) {
-                fprintf(stderr, "ksync-bench: --seconds wants a number in [0.01, 3600]\n");
-                return 1;
-            }
-            break;
-        }
-        case O_THREADS: parse_tlist(optarg); break;
-        case O_ITERS: bopt.iters = (uint64_t)parse_long("--iters", optarg, 1000, 1000000000L); break;
-        case O_CG_ITERS: bopt.cg_iters = (uint64_t)parse_long("--cg-iters", optarg, 1000, 100000000L); break;
-        case O_NO_CG: bopt.callgrind = 0; break;
-        case O_VALGRIND: bopt.valgrind = optarg; break;
-        case O_LIM_THREADS: bopt.lim_threads = (int)parse_long("--lim-threads", optarg, 1, BENCH_MAX_THREADS); break;
-        case O_PERMITS: bopt.permits = (int)parse_long("--permits", optarg, 1, 1000000); break;
-        case O_WORK_NS: bopt.work_ns = (int)parse_long("--work-ns", optarg, 0, 100000000); break;
-        case O_PIN:
-            if (!strcmp(optarg, "auto"))
-                bopt.pin = PIN_AUTO;
-            else if (!strcmp(optarg, "always"))
-                bopt.pin = PIN_ALWAYS;
-            else if (!strcmp(optarg, "never"))
-                bopt.pin = PIN_NEVER;
-            else {
-                fprintf(stderr, "ksync-bench: --pin auto|always|never\n");
-                return 1;
-            }
-            break;
-        case O_VERBOSE: bopt.verbose = 1; break;
-        case O_CG_CHILD: cg_child = 1; break;
-        case 'h':
-        case O_HELP: usage(stdout); return 0;
-        default: usage(stderr); return 1;
-        }
-    }
-    if (optind < argc) {
-        fprintf(stderr, "ksync-bench: unexpected argument '%s'\n", argv[optind]);
-        usage(stderr);
-        return 1;
-    }
-    if (cg_child)
-        return bench_callgrind_child();
-
     setvbuf(stdout, NULL, _IOLBF, 0);
-    int64_t t0 = bench_now();
-    struct cpu_acct a0 = cpu_acct_now();
+    run_t0 = bench_now();
+    run_a0 = cpu_acct_now();
     print_context();
-    if (bopt.sections & SEC_UNCONTENDED)
-        bench_uncontended();
-    if (bopt.sections & SEC_MUTEX)
-        bench_counter();
-    if (bopt.sections & SEC_SEM)
-        bench_limiter();
-    if (bopt.sections & SEC_CPU)
-        bench_cpu();
-    if (bopt.sections & SEC_HANDOFF)
-        bench_handoff();
-    if (bopt.sections & SEC_BARRIER)
-        bench_barrier();
-    if (bopt.sections & SEC_RWLOCK)
-        bench_rwlock();
-    if (bopt.sections & SEC_BROADCAST)
-        bench_broadcast();
-    if (bopt.sections & SEC_QUEUE)
-        bench_queue();
-    if (bopt.sections & SEC_CACHE)
-        bench_cache();
+}
+
+void bench_run_end(void)
+{
     print_targets();
     printf("\n");
     print_load("end", " - includes this run's own threads");
-    print_other_load(a0, bench_now() - t0);
-    printf("total run time %.1f s\n", (double)(bench_now() - t0) / 1e9);
-    return 0;
+    print_other_load(run_a0, bench_now() - run_t0);
+    printf("total run time %.1f s\n", (double)(bench_now() - run_t0) / 1e9);
 }

@@ -241,6 +241,8 @@ static inline void sem_t_b_rel(bench_lock_t *l, bench_ctx_t *c) { (void)c; sem_p
 
 void bench_uncontended(void);
 int bench_callgrind_child(void); /* the process valgrind runs (internal option) */
+void bench_run_begin(void);      /* bench.c: line-buffered stdout, the context block */
+void bench_run_end(void);        /* bench.c: the PASS/MISS summary, load, total time */
 void bench_counter(void);
 void bench_limiter(void);
 void bench_cpu(void);
