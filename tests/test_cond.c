@@ -1359,3 +1359,111 @@ Test(cond, destroy_holding_the_mutex_after_the_condvar_became_mixed, .timeout = 
         cr_assert_eq(m1.state, 0u);
     }
 }
+
+/* ---- oversubscribed: many waiters, one or two mutexes, destroy under the mutex -------------
+ * 24 waiters on 2 CPUs, half of the rounds on one mutex (broadcast requeues),
+ * half split over two (the field is tagged: broadcast wakes all), some timed;
+ * the main thread sets the predicates, broadcasts and destroys the condition
+ * variable while still holding the mutexes, then frees it.  Every round must
+ * end with every waiter out and both mutexes free.  (On the code before
+ * issue 10 the first round's destroy never returned.) */
+#define OS_WAITERS 24
+#define OS_ROUNDS 60
+
+struct os_round {
+    ks_cond_t *c;
+    ks_mutex_t m[2];
+    int go[2];      /* under m[i] */
+    int entered[2]; /* under m[i] */
+    int left;       /* atomic */
+    int errors;     /* atomic */
+};
+
+struct os_waiter {
+    struct os_round *r;
+    int mi;
+    int timed;
+};
+
+static void *os_waiter_main(void *p)
+{
+    struct os_waiter *w = p;
+    struct os_round *r = w->r;
+    ks_mutex_t *m = &r->m[w->mi];
+    ks_mutex_lock(m);
+    r->entered[w->mi]++;
+    ks_cond_t *c = r->c;
+    while (!r->go[w->mi]) {
+        int e = w->timed ? ks_cond_timedwait(c, m, ks_deadline_after(60 * KS_NSEC_PER_SEC)) : ks_cond_wait(c, m);
+        if (e) {
+            __atomic_add_fetch(&r->errors, 1, __ATOMIC_RELAXED);
+            break;
+        }
+    }
+    ks_mutex_unlock(m);
+    __atomic_add_fetch(&r->left, 1, __ATOMIC_RELEASE);
+    return NULL;
+}
+
+static void *os_destroyer(void *p)
+{
+    struct os_round *r = p;
+    ks_mutex_lock(&r->m[0]);
+    ks_mutex_lock(&r->m[1]);
+    r->go[0] = r->go[1] = 1;
+    ks_cond_broadcast(r->c);
+    ks_cond_destroy(r->c);
+    ks_mutex_unlock(&r->m[1]);
+    ks_mutex_unlock(&r->m[0]);
+    return NULL;
+}
+
+Test(cond, oversubscribed_waiters_mixed_mutexes_destroy_under_the_mutex, .timeout = 240)
+{
+    int slept = 0;
+    for (int round = 0; round < OS_ROUNDS; round++) {
+        struct os_round *r = calloc(1, sizeof *r);
+        cr_assert_not_null(r);
+        r->c = malloc(sizeof *r->c);
+        cr_assert_not_null(r->c);
+        cr_assert_eq(ks_cond_init(r->c, 0), 0);
+        const int mixed = round % 2;
+        struct os_waiter w[OS_WAITERS];
+        pthread_t t[OS_WAITERS];
+        int want[2] = {0, 0};
+        for (int i = 0; i < OS_WAITERS; i++) {
+            w[i] = (struct os_waiter){.r = r, .mi = mixed ? i % 2 : 0, .timed = (i + round) % 3 == 0};
+            want[w[i].mi]++;
+            kt_spawn(&t[i], os_waiter_main, &w[i]);
+        }
+        /* All inside wait (they count under their mutex), most asleep. */
+        int64_t end = ks_now() + 20 * KS_NSEC_PER_SEC;
+        for (int k = 0; k < 2; k++)
+            for (;;) {
+                ks_mutex_lock(&r->m[k]);
+                int n = r->entered[k];
+                ks_mutex_unlock(&r->m[k]);
+                if (n == want[k])
+                    break;
+                cr_assert_lt(ks_now(), end, "round %d: waiters never entered", round);
+                sched_yield();
+            }
+        if (round % 4 < 2)
+            kt_sleep_ns(2 * KT_MS); /* let them fall asleep, or not */
+        slept += __atomic_load_n(&r->c->sleepers, __ATOMIC_RELAXED) > 0;
+        pthread_t d;
+        kt_spawn(&d, os_destroyer, r);
+        cr_assert(kt_join_by(d, ks_now() + 10 * KS_NSEC_PER_SEC),
+                  "round %d (%s): destroy under the mutexes never returned", round, mixed ? "two mutexes" : "one");
+        memset(r->c, 0xdd, sizeof *r->c);
+        free(r->c);
+        for (int i = 0; i < OS_WAITERS; i++)
+            cr_assert(kt_join_by(t[i], ks_now() + 10 * KS_NSEC_PER_SEC), "round %d: waiter %d stuck", round, i);
+        cr_assert_eq(r->errors, 0);
+        cr_assert_eq(r->left, OS_WAITERS);
+        cr_assert_eq(r->m[0].state, 0u, "round %d: m0 left 0x%x", round, r->m[0].state);
+        cr_assert_eq(r->m[1].state, 0u, "round %d: m1 left 0x%x", round, r->m[1].state);
+        free(r);
+    }
+    cr_assert_gt(slept, OS_ROUNDS / 4, "waiters slept in only %d rounds: the test lost its point", slept);
+}
