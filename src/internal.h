@@ -80,6 +80,7 @@ KS_HIDDEN int ks_mutex_lock_requeued(struct ks_mutex *m);
  *   new child draws the child's generation (and a new nonce for ids).
  *   Compare a cached per-thread or per-object value with it to detect that
  *   the value was made by another process image. */
+#define KS_GEN_BUSY UINT64_MAX /* the word while a child's first caller draws */
 KS_HIDDEN extern uint64_t *ks_gen_word;
 /* 64 random bits from getrandom(2), or, if it fails, bits mixed from the
  * tick counter, the pid and a counter (good enough for hash seeds and
@@ -91,7 +92,7 @@ static inline uint64_t ks_process_gen(void)
     /* acquire: pairs with the release stores in src/thread.c (the page
      * pointer at start-up, a child's new generation after its hooks). */
     uint64_t g = __atomic_load_n(__atomic_load_n(&ks_gen_word, __ATOMIC_ACQUIRE), __ATOMIC_ACQUIRE);
-    if (KS_LIKELY(g != 0 && g != UINT64_MAX))
+    if (KS_LIKELY(g != 0 && g != KS_GEN_BUSY))
         return g;
     return ks_process_gen_slow();
 }

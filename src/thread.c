@@ -37,7 +37,7 @@
 #include <sys/syscall.h>
 #include <unistd.h>
 
-#define BUSY UINT64_MAX
+#define BUSY KS_GEN_BUSY
 
 static uint64_t fallback_word = 1;        /* used until (or unless) the page exists */
 uint64_t *ks_gen_word = &fallback_word;   /* acquire/release: see ks_process_gen */
@@ -126,6 +126,7 @@ __attribute__((noinline)) uint64_t ks_process_gen_slow(void)
  * kernel wipes, is zeroed here. */
 static void after_fork_child(void)
 {
+    /* relaxed: the child has one thread while atfork handlers run */
     if (__atomic_load_n(&ks_gen_word, __ATOMIC_RELAXED) == &fallback_word)
         __atomic_store_n(&fallback_word, 0, __ATOMIC_RELAXED);
     (void)ks_process_gen();

@@ -202,16 +202,6 @@ static inline void kt_shared_free(void *p, size_t size) { munmap(p, size); }
 
 /* fork(); the child runs fn(arg) and _exit()s with its return value (0 = ok,
  * anything else names the check that failed). */
-static inline pid_t kt_fork(int (*fn)(void *), void *arg)
-{
-    fflush(NULL);
-    pid_t pid = fork();
-    cr_assert_geq(pid, 0, "fork: %s", strerror(errno));
-    if (pid == 0)
-        _exit(fn(arg));
-    return pid;
-}
-
 /* The kinds of fork a careless (or careful) program uses.  Only fork()
  * runs pthread_atfork handlers; _Fork() (POSIX 2024, glibc 2.34) and a raw
  * clone without CLONE_VM make the same kind of child without them, so a
@@ -236,6 +226,8 @@ static inline pid_t kt_fork_as(enum kt_fork_kind kind, int (*fn)(void *), void *
 
 static const char *const kt_fork_names[] __attribute__((unused)) = {"fork", "_Fork", "clone"};
 
+static inline pid_t kt_fork(int (*fn)(void *), void *arg) { return kt_fork_as(KT_FORK, fn, arg); }
+
 /* Reap the child and assert it exited with status 0, naming `what` and
  * telling a failed check (its exit code) from a kill (its signal: an
  * alarm() in the child turns a hang into SIGALRM). */
@@ -252,16 +244,7 @@ static inline void kt_wait_child_named(pid_t pid, const char *what)
 }
 
 /* Reap the child and assert it exited with status 0. */
-static inline void kt_wait_child(pid_t pid)
-{
-    int st = 0;
-    pid_t r;
-    while ((r = waitpid(pid, &st, 0)) < 0 && errno == EINTR)
-        ;
-    cr_assert_eq(r, pid, "waitpid: %s", strerror(errno));
-    cr_assert(WIFEXITED(st), "child did not exit normally (status 0x%x)", st);
-    cr_assert_eq(WEXITSTATUS(st), 0, "child failed check %d", WEXITSTATUS(st));
-}
+static inline void kt_wait_child(pid_t pid) { kt_wait_child_named(pid, "child"); }
 
 /* ---- signals --------------------------------------------------------------- */
 
