@@ -68,7 +68,7 @@ BENCH_BIN   := $(BUILD)/stress/ksync-bench
 REF_LIBS    ?= -lck -lurcu -lurcu-cds
 REF_INC     ?=
 
-.PHONY: all help deps test run-tests stress bench asan tsan check-aarch64 model install clean check-exports
+.PHONY: dropin check-dropin all help deps test run-tests stress bench asan tsan check-aarch64 model install clean check-exports
 all: $(STATIC) $(BUILD)/libksync.so
 
 help:
@@ -84,6 +84,8 @@ help:
 ## make tsan            the stress scenarios and self-test under ThreadSanitizer (build/tsan)
 ## make check-aarch64   cross-build for AArch64 and run the self-test and stress runner under qemu-aarch64
 ## make model           spin models of the futex protocols: each passes, each BUG_ variant fails (docs/model.md)
+## make dropin          build/libksync-pthread.so and build/ksync-run (docs/dropin.md)
+## make check-dropin    the drop-in tests on glibc and preloaded, then real Debian programs preloaded
 ## make check-exports   check that libksync.so exports ks_* symbols only
 ## make deps            install the packages the build, tests and references need (tools/deps.sh)
 ## make install         PREFIX=/usr/local DESTDIR= : headers (arch/ included), libraries, pkg-config file
@@ -161,6 +163,47 @@ stress: deps
 bench: deps
 	@$(MAKE) --no-print-directory $(BENCH_BIN)
 	$(BENCH_BIN) $(BENCH_ARGS)
+
+# ---- drop-in pthread layer (docs/dropin.md) ------------------------------------
+# build/libksync-pthread.so: pthread_mutex/cond/rwlock/barrier/spin/once and
+# sem_* on ksync, for LD_PRELOAD (build/ksync-run -- prog args).  Its copy of
+# the library comes from libksync.a with every ks_* symbol kept inside
+# (--exclude-libs); only the POSIX names leave it.  On x86-64 a version
+# script adds glibc's two pthread_cond_* versions (src/dropin/x86_64.map).
+DROPIN_SRCS := $(wildcard src/dropin/*.c)
+DROPIN_OBJS := $(DROPIN_SRCS:src/dropin/%.c=$(BUILD)/dobj/%.o)
+DROPIN_SO   := $(BUILD)/libksync-pthread.so.$(VERSION)
+DROPIN_MAP  := $(if $(findstring x86_64,$(shell $(CC) -dumpmachine)),src/dropin/x86_64.map,)
+DROPIN_TEST_BIN := $(BUILD)/tests/dropin-tests
+DROPIN_BENCH := $(BUILD)/stress/dropin-bench
+
+$(BUILD)/dobj:
+	mkdir -p $@
+$(BUILD)/dobj/%.o: src/dropin/%.c $(wildcard src/dropin/*.h) $(HEADERS) src/internal.h | $(BUILD)/dobj
+	$(CC) $(CPPFLAGS) $(LIB_CFLAGS) -fasynchronous-unwind-tables $(CFLAGS) -c $< -o $@
+$(DROPIN_SO): $(DROPIN_OBJS) $(STATIC) $(DROPIN_MAP)
+	$(CC) -shared -Wl,-soname,libksync-pthread.so.$(SOVER) -Wl,--no-undefined -Wl,--exclude-libs,ALL \
+	    $(if $(DROPIN_MAP),-Wl,--version-script=$(DROPIN_MAP),) $(SANFLAGS) -o $@ $(DROPIN_OBJS) $(STATIC) -ldl $(LDLIBS)
+$(BUILD)/libksync-pthread.so: $(DROPIN_SO)
+	ln -sf libksync-pthread.so.$(VERSION) $(BUILD)/libksync-pthread.so.$(SOVER)
+	ln -sf libksync-pthread.so.$(VERSION) $@
+$(BUILD)/ksync-run: tools/ksync-run.in
+	sed -e 's|@LIBDIR@|$(abspath $(BUILD))|' $< > $@ && chmod 755 $@
+dropin: $(BUILD)/libksync-pthread.so $(BUILD)/ksync-run
+
+# The drop-in tests and bench are plain pthread programs: they never see
+# ksync's headers or library, so the same binary runs on glibc and preloaded.
+$(DROPIN_TEST_BIN): $(wildcard tests/dropin/*.c) $(wildcard tests/dropin/*.h) | $(BUILD)/tests
+	$(CC) -D_GNU_SOURCE $(APP_CFLAGS) $(CFLAGS) -o $@ $(filter %.c,$^) -lcriterion -lpthread -ldl -lrt
+$(DROPIN_BENCH): stress/dropin_bench.c | $(BUILD)/stress
+	$(CC) -D_GNU_SOURCE $(APP_CFLAGS) $(CFLAGS) -o $@ $< -lpthread
+
+check-dropin: deps
+	@sh tools/deps.sh dropin
+	@$(MAKE) --no-print-directory dropin $(DROPIN_TEST_BIN) $(DROPIN_BENCH)
+	$(DROPIN_TEST_BIN) $(TEST_ARGS)
+	KSYNC_DROPIN_EXPECT=1 $(BUILD)/ksync-run -- $(DROPIN_TEST_BIN) $(TEST_ARGS)
+	sh tools/check-dropin.sh $(BUILD)
 
 # ---- Promela models (spin) ------------------------------------------------------
 # Needs no ksync build: spin -a, cc pan.c and pan per check, under build/model.
