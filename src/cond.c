@@ -71,6 +71,8 @@
 
 #include <ksync/cond.h>
 
+#include <pthread.h>
+
 #define DESTROYING 0x80000000u
 #define COND_SPIN 200
 
@@ -135,17 +137,19 @@ int ks_cond_destroy(ks_cond_t *c)
  * waiter onto m.  `mutex` goes NULL -> m -> m|MIXED and never back (every
  * change is a CAS), so two waiters with different mutexes always leave the
  * tag behind, whatever their order, and the tag keeps the mutex that
- * requeues went to.  relaxed: published to broadcast by the seq_cst
- * increment of `sleepers` that follows (top comment). */
+ * requeues went to.  m NULL (a mutex that is no ks_mutex: the drop-in
+ * layer's priority-inheritance or robust ones) tags it at once.  relaxed:
+ * published to broadcast by the seq_cst increment of `sleepers` that
+ * follows (top comment). */
 static int note_mutex(ks_cond_t *c, ks_mutex_t *m)
 {
     ks_mutex_t *cur = __atomic_load_n(&c->mutex, __ATOMIC_RELAXED);
     for (;;) {
-        if (cur == m)
+        if (m && cur == m)
             return 1;
         if ((uintptr_t)cur & KS_COND_MIXED)
             return 0;
-        ks_mutex_t *want = cur || (m->flags & KS_SHARED)
+        ks_mutex_t *want = !m || cur || (m->flags & KS_SHARED)
                                ? (ks_mutex_t *)((uintptr_t)cur | KS_COND_MIXED)
                                : m;
         if (__atomic_compare_exchange_n(&c->mutex, &cur, want, 0, __ATOMIC_RELAXED, __ATOMIC_RELAXED))
@@ -153,22 +157,79 @@ static int note_mutex(ks_cond_t *c, ks_mutex_t *m)
     }
 }
 
-int ks_cond_timedwait(ks_cond_t *c, ks_mutex_t *m, int64_t deadline)
+/* A waiter's last access to c: leave, and wake destroy if it waits for us.
+ * release: pairs with destroy's acquire. */
+static void leave(ks_cond_t *c, unsigned fl)
 {
-    if (!c || !m || deadline < 0)
-        return EINVAL;
-    /* relaxed: only the calling thread can legitimately hold m; this is a
-     * best-effort misuse check, as for an error-checking pthread mutex. */
-    if (!(__atomic_load_n(&m->state, __ATOMIC_RELAXED) & KS_MUTEX_LOCKED))
-        return EPERM;
+    uint32_t w = __atomic_fetch_sub(&c->waiters, 1, __ATOMIC_RELEASE);
+    if (w == (DESTROYING | 1))
+        ks_futex_wake(&c->waiters, KS_WAKE_ALL, fl); /* address only */
+}
+
+/* ks_mutex as the lock of a wait (ks_cond_timedwait). */
+static void ks_unlock_op(void *m)
+{
+    ks_mutex_unlock(m);
+}
+
+/* A waiter that may have been requeued may have been woken by an unlock of
+ * m with others still asleep on it: it must lock as a contended locker
+ * (docs/cond.md).  One that cannot have been requeued locks as any other
+ * thread, and does not pass a starving waiter of m. */
+static int ks_relock_op(void *m, int requeued)
+{
+    return requeued ? ks_mutex_lock_requeued(m) : ks_mutex_lock(m);
+}
+
+static const struct ks_cond_lockops ks_mutex_ops = {ks_unlock_op, ks_relock_op};
+
+/* Cancellation (KS_WAIT_CANCEL): what a waiter cancelled in its sleep
+ * leaves behind.  It still counts in `sleepers` and `waiters`, and it may
+ * have been chosen by a signal that was meant for the others, so it sends
+ * a replacement (a spurious wake-up is allowed, a lost one is not: POSIX
+ * says a cancelled waiter must not consume a signal), then leaves and
+ * re-takes the mutex, which POSIX requires before the cleanup handlers of
+ * the application run. */
+struct cancel_frame {
+    ks_cond_t *c;
+    void *mutex;
+    const struct ks_cond_lockops *ops;
+    int may_requeue;
+};
+
+static void on_cancel(void *p)
+{
+    struct cancel_frame *f = p;
+    /* relaxed: as the decrement after a normal wake. */
+    __atomic_fetch_sub(&f->c->sleepers, 1, __ATOMIC_RELAXED);
+    ks_cond_signal(f->c); /* while we still count in `waiters`: c is alive */
+    leave(f->c, f->c->flags);
+    f->ops->relock(f->mutex, f->may_requeue);
+}
+
+static int sleep_cancellable(struct cancel_frame *f, uint32_t s, int64_t deadline, unsigned fl)
+{
+    int r;
+    pthread_cleanup_push(on_cancel, f);
+    r = ks_futex_wait_cancellable(&f->c->seq, s, deadline, fl);
+    pthread_cleanup_pop(0);
+    return r == EINTR ? 0 : r;
+}
+
+/* The wait, for ks_mutex (constant ops: the calls are direct) and for the
+ * drop-in layer's mutexes. */
+static inline __attribute__((always_inline)) int wait_core(ks_cond_t *c, void *mutex, ks_mutex_t *word,
+                                                           const struct ks_cond_lockops *ops,
+                                                           int64_t deadline, unsigned opts)
+{
     const unsigned fl = c->flags;
     /* relaxed: the mutex unlock below releases it to any signaller that
      * takes the mutex; a signaller that does not is covered by seq. */
     __atomic_fetch_add(&c->waiters, 1, __ATOMIC_RELAXED);
-    const int may_requeue = !(fl & KS_SHARED) && note_mutex(c, m);
+    const int may_requeue = !(fl & KS_SHARED) && note_mutex(c, word);
     /* relaxed: ordered before our unlock's release; compared by the kernel. */
     const uint32_t s = __atomic_load_n(&c->seq, __ATOMIC_RELAXED);
-    ks_mutex_unlock(m);
+    ops->unlock(mutex);
 
     int r = 0, slept = 0;
     for (int i = 0, n = ks_spin_budget(COND_SPIN); i < n; i++) {
@@ -181,25 +242,42 @@ int ks_cond_timedwait(ks_cond_t *c, ks_mutex_t *m, int64_t deadline)
     __atomic_fetch_add(&c->sleepers, 1, __ATOMIC_SEQ_CST); /* Dekker pair with signal */
     slept = 1;
     KS_RACE_POINT();
-    r = ks_futex_wait(&c->seq, s, deadline, fl);
+    if (opts & KS_WAIT_CANCEL) {
+        struct cancel_frame f = {c, mutex, ops, may_requeue};
+        r = sleep_cancellable(&f, s, deadline, fl);
+    } else {
+        r = ks_futex_wait(&c->seq, s, deadline, fl);
+    }
     /* relaxed: a count that only decides whether signal makes a syscall;
      * an over-estimate costs one wake, and the increment was seq_cst. */
     __atomic_fetch_sub(&c->sleepers, 1, __ATOMIC_RELAXED);
-woken:;
-    /* release: the last access to c; pairs with destroy's acquire. */
-    uint32_t w = __atomic_fetch_sub(&c->waiters, 1, __ATOMIC_RELEASE);
-    if (w == (DESTROYING | 1))
-        ks_futex_wake(&c->waiters, KS_WAKE_ALL, fl); /* address only */
-    /* A waiter that may have been requeued may have been woken by an unlock
-     * of m with others still asleep on it: it must lock as a contended
-     * locker (docs/cond.md).  One that cannot have been requeued locks as
-     * any other thread, and does not pass a starving waiter of m. */
-    if (slept && may_requeue)
-        ks_mutex_lock_requeued(m);
-    else
-        ks_mutex_lock(m);
+woken:
+    leave(c, fl);
+    int e = ops->relock(mutex, slept && may_requeue);
+    if (e)
+        return e;
     return r == ETIMEDOUT ? ETIMEDOUT : 0;
 }
+
+int ks_cond_timedwait(ks_cond_t *c, ks_mutex_t *m, int64_t deadline)
+{
+    if (!c || !m || deadline < 0)
+        return EINVAL;
+    /* relaxed: only the calling thread can legitimately hold m; this is a
+     * best-effort misuse check, as for an error-checking pthread mutex. */
+    if (!(__atomic_load_n(&m->state, __ATOMIC_RELAXED) & KS_MUTEX_LOCKED))
+        return EPERM;
+    return wait_core(c, m, m, &ks_mutex_ops, deadline, 0);
+}
+
+int ks_cond_wait_ext(ks_cond_t *c, void *mutex, ks_mutex_t *word, const struct ks_cond_lockops *ops,
+                     int64_t deadline, unsigned opts)
+{
+    if (deadline < 0)
+        return EINVAL;
+    return wait_core(c, mutex, word, ops, deadline, opts);
+}
+
 int ks_cond_signal(ks_cond_t *c)
 {
     if (!c)

@@ -27,6 +27,7 @@
 #include "internal.h"
 
 #include <linux/futex.h>
+#include <pthread.h>
 #include <stdint.h>
 #include <sys/syscall.h>
 #include <time.h>
@@ -96,6 +97,20 @@ int ks_futex_wait_exact(const uint32_t *word, uint32_t expect, int64_t deadline,
          * interrupted wait on some old kernels said ENOSYS: urcu b2633d2) */
         return EINTR;
     }
+}
+
+/* Asynchronous cancellation is enabled for the syscall alone, as glibc's own
+ * cancellable futex waits did before 2.40 (__pthread_enable_asynccancel):
+ * the cancellation signal then unwinds from inside the wait, through the
+ * caller's frames, to the cleanup handler the caller pushed.  Setting the
+ * type acts at once on a cancellation already pending. */
+int ks_futex_wait_cancellable(const uint32_t *word, uint32_t expect, int64_t deadline, unsigned flags)
+{
+    int old;
+    pthread_setcanceltype(PTHREAD_CANCEL_ASYNCHRONOUS, &old);
+    int e = ks_futex_wait_exact(word, expect, deadline, flags, FUTEX_BITSET_MATCH_ANY);
+    pthread_setcanceltype(old, &old);
+    return e;
 }
 
 int ks_futex_wake(const uint32_t *word, int n, unsigned flags)

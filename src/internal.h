@@ -61,6 +61,12 @@ KS_HIDDEN int ks_futex_wait_mask(const uint32_t *word, uint32_t expect, int64_t 
  * lets its wakers count off the sleepers they wake). */
 KS_HIDDEN int ks_futex_wait_exact(const uint32_t *word, uint32_t expect, int64_t deadline,
                                   unsigned flags, uint32_t mask);
+/* ks_futex_wait_exact with asynchronous cancellation enabled around the
+ * syscall: a pthread_cancel() of the thread unwinds out of the wait (the
+ * caller must have pushed a cleanup handler that repairs its state).  For
+ * the POSIX cancellation points of the drop-in layer (src/dropin/). */
+KS_HIDDEN int ks_futex_wait_cancellable(const uint32_t *word, uint32_t expect, int64_t deadline,
+                                        unsigned flags);
 KS_HIDDEN int ks_futex_wake_mask(const uint32_t *word, int n, unsigned flags, uint32_t mask);
 KS_HIDDEN int ks_futex_requeue(const uint32_t *word, uint32_t expect, int n_wake, int n_move,
                                const uint32_t *to, unsigned flags);
@@ -71,6 +77,42 @@ KS_HIDDEN int ks_futex_requeue(const uint32_t *word, uint32_t expect, int n_wake
  * variable may be asleep on the mutex word (docs/pitfalls.md item 19). */
 struct ks_mutex;
 KS_HIDDEN int ks_mutex_lock_requeued(struct ks_mutex *m);
+
+/* ---- waits with POSIX semantics, for the drop-in layer ----
+ * KS_WAIT_CANCEL: the wait is a cancellation point (a pthread_cancel()
+ *   unwinds out of it after the primitive's own state is repaired: a
+ *   condition wait re-takes the mutex, a semaphore waiter unregisters and
+ *   passes on any wake it may have absorbed).
+ * KS_WAIT_EINTR: a signal handler that interrupts the sleep ends the wait
+ *   with EINTR (sem_wait's documented behaviour; ksync's own calls restart). */
+#define KS_WAIT_CANCEL 1u
+#define KS_WAIT_EINTR 2u
+struct ks_sem;
+KS_HIDDEN int ks_sem_wait_ext(struct ks_sem *s, int64_t deadline, unsigned opts);
+/* A condition wait on any mutex: `mutex` is passed to the two operations;
+ * `word` is the ks_mutex that broadcast may requeue waiters onto (it must be
+ * the lock that ops->unlock releases and ops->relock takes), or NULL if the
+ * mutex is not a ks_mutex (then this condition variable never requeues).
+ * relock(mutex, requeued): requeued says the waiter may have been moved onto
+ * `word` (lock as ks_mutex_lock_requeued does); returns 0 or an error that
+ * the wait returns (a robust mutex's EOWNERDEAD). */
+struct ks_cond;
+struct ks_cond_lockops {
+    void (*unlock)(void *mutex);
+    int (*relock)(void *mutex, int requeued);
+};
+KS_HIDDEN int ks_cond_wait_ext(struct ks_cond *c, void *mutex, struct ks_mutex *word,
+                               const struct ks_cond_lockops *ops, int64_t deadline, unsigned opts);
+/* rwlock slow paths with the preference given by the caller (prefer_reader:
+ * readers enter while writers wait, as glibc's default rwlock kind). */
+struct ks_rwlock;
+KS_HIDDEN int ks_rwlock_rdlock_mode(struct ks_rwlock *l, int64_t deadline, int prefer_reader);
+KS_HIDDEN int ks_rwlock_tryrdlock_mode(struct ks_rwlock *l, int prefer_reader);
+KS_HIDDEN int ks_rwlock_unlock_mode(struct ks_rwlock *l, int prefer_reader);
+/* Run-once on a bare 32-bit word (pthread_once_t is an int); the word is
+ * ks_once_t's state.  A cancelled fn leaves the word NEW again, so a later
+ * caller runs it (POSIX). */
+KS_HIDDEN int ks_once_word(uint32_t *state, unsigned flags, void (*fn)(void));
 
 /* ---- process image (src/thread.c) ----
  * ks_process_gen: the fork generation of the calling process image: equal

@@ -25,15 +25,46 @@
 
 #include <ksync/once.h>
 
+#include <pthread.h>
+
 #define KIND 3u
+
+/* fn was cancelled (pthread_cancel, or pthread_exit from inside it): the
+ * run did not happen, so the word goes back to NEW and the sleepers wake,
+ * and one of them (or a later caller) runs fn (POSIX pthread_once).
+ * release: pairs with the acquire loads of the callers that retry. */
+struct run_frame {
+    uint32_t *state;
+    unsigned flags;
+};
+
+static void on_cancel(void *p)
+{
+    struct run_frame *f = p;
+    uint32_t s = __atomic_exchange_n(f->state, KS_ONCE_NEW, __ATOMIC_RELEASE);
+    if ((s & KIND) == KS_ONCE_WAITED)
+        ks_futex_wake(f->state, KS_WAKE_ALL, f->flags);
+}
+
+static void run(uint32_t *state, unsigned fl, void (*fn)(void))
+{
+    struct run_frame f = {state, fl};
+    pthread_cleanup_push(on_cancel, &f);
+    fn();
+    pthread_cleanup_pop(0);
+}
 
 int ks_once_slow(ks_once_t *o, void (*fn)(void))
 {
     if (!o || !fn)
         return EINVAL;
-    const unsigned fl = o->flags;
+    return ks_once_word(&o->state, o->flags, fn);
+}
+
+int ks_once_word(uint32_t *state, unsigned fl, void (*fn)(void))
+{
     uint32_t gen = (fl & KS_SHARED) ? 0 : (uint32_t)(ks_process_gen() << 2);
-    uint32_t s = __atomic_load_n(&o->state, __ATOMIC_ACQUIRE);
+    uint32_t s = __atomic_load_n(state, __ATOMIC_ACQUIRE);
     for (;;) {
         switch (s & KIND) {
         case KS_ONCE_DONE:
@@ -45,30 +76,30 @@ int ks_once_slow(ks_once_t *o, void (*fn)(void))
                 break; /* the runner is in an ancestor process image: claim */
             if ((s & KIND) == KS_ONCE_RUNNING) {
                 /* acquire both ways: the reloaded value may be DONE. */
-                if (!__atomic_compare_exchange_n(&o->state, &s, gen | KS_ONCE_WAITED, 0, __ATOMIC_ACQUIRE,
+                if (!__atomic_compare_exchange_n(state, &s, gen | KS_ONCE_WAITED, 0, __ATOMIC_ACQUIRE,
                                                  __ATOMIC_ACQUIRE))
                     continue;
                 s = gen | KS_ONCE_WAITED;
             }
             KS_RACE_POINT();
-            ks_futex_wait(&o->state, s, KS_FOREVER, fl);
+            ks_futex_wait(state, s, KS_FOREVER, fl);
             /* A signal handler that ran during the wait may have forked, and
              * we may now be the child: look at the generation again. */
             if (!(fl & KS_SHARED))
                 gen = (uint32_t)(ks_process_gen() << 2);
-            s = __atomic_load_n(&o->state, __ATOMIC_ACQUIRE); /* may be DONE: pairs with the exchange */
+            s = __atomic_load_n(state, __ATOMIC_ACQUIRE); /* may be DONE: pairs with the exchange */
             continue;
         }
         /* acquire both ways (GCC wants failure <= success): the reloaded
          * value may be DONE; claiming the run itself publishes nothing. */
-        if (!__atomic_compare_exchange_n(&o->state, &s, gen | KS_ONCE_RUNNING, 0, __ATOMIC_ACQUIRE,
+        if (!__atomic_compare_exchange_n(state, &s, gen | KS_ONCE_RUNNING, 0, __ATOMIC_ACQUIRE,
                                          __ATOMIC_ACQUIRE))
             continue;
-        fn();
+        run(state, fl, fn);
         /* release: pairs with the acquire loads of every other caller. */
-        s = __atomic_exchange_n(&o->state, KS_ONCE_DONE, __ATOMIC_RELEASE);
+        s = __atomic_exchange_n(state, KS_ONCE_DONE, __ATOMIC_RELEASE);
         if ((s & KIND) == KS_ONCE_WAITED)
-            ks_futex_wake(&o->state, KS_WAKE_ALL, fl);
+            ks_futex_wake(state, KS_WAKE_ALL, fl);
         return 0;
     }
 }

@@ -57,7 +57,7 @@ static inline const uint32_t *fword(const ks_rwlock_t *l)
 
 int ks_rwlock_init(ks_rwlock_t *l, unsigned flags)
 {
-    if (!l || (flags & ~KS_FLAGS_VALID))
+    if (!l || (flags & ~(KS_FLAGS_VALID | KS_RWLOCK_PREFER_READER)))
         return EINVAL;
     l->state = 0;
     l->flags = flags;
@@ -78,6 +78,13 @@ int ks_rwlock_unlock_slow(ks_rwlock_t *l)
 {
     if (!l)
         return EINVAL;
+    return ks_rwlock_unlock_mode(l, !!(l->flags & KS_RWLOCK_PREFER_READER));
+}
+
+/* Under reader preference readers sleep only while a writer holds the lock,
+ * so the unlock that frees it wakes them even when writers wait too. */
+int ks_rwlock_unlock_mode(ks_rwlock_t *l, int prefer_reader)
+{
     const unsigned fl = l->flags; /* read before the release */
     uint64_t v = __atomic_load_n(&l->state, __ATOMIC_RELAXED), nv;
     int wake_writer, wake_readers;
@@ -89,7 +96,7 @@ int ks_rwlock_unlock_slow(ks_rwlock_t *l)
         if (R(nv) == 0) {
             if (NW(nv))
                 wake_writer = 1;
-            else if (nv & RS) {
+            if ((nv & RS) && (prefer_reader || !NW(nv))) {
                 nv &= ~RS;
                 wake_readers = 1;
             }
@@ -105,10 +112,39 @@ int ks_rwlock_unlock_slow(ks_rwlock_t *l)
     return 0;
 }
 
+/* May a reader enter at v?  Writer preference: no writer holds or waits;
+ * reader preference: no writer holds (WW is ignored). */
+static inline int read_lockable(uint64_t v, int prefer_reader)
+{
+    return prefer_reader ? R(v) < KS_RWLOCK_MAX_READERS : ks_rwlock_read_lockable_(v);
+}
+
+int ks_rwlock_tryrdlock_slow(ks_rwlock_t *l)
+{
+    if (!l)
+        return EINVAL;
+    return ks_rwlock_tryrdlock_mode(l, !!(l->flags & KS_RWLOCK_PREFER_READER));
+}
+
+int ks_rwlock_tryrdlock_mode(ks_rwlock_t *l, int prefer_reader)
+{
+    uint64_t v = __atomic_load_n(&l->state, __ATOMIC_RELAXED);
+    while (read_lockable(v, prefer_reader))
+        /* acquire: pairs with the release CAS in unlock. */
+        if (__atomic_compare_exchange_n(&l->state, &v, v + 1, 1, __ATOMIC_ACQUIRE, __ATOMIC_RELAXED))
+            return 0;
+    return R(v) == KS_RWLOCK_MAX_READERS ? EAGAIN : EBUSY;
+}
+
 int ks_rwlock_rdlock_slow(ks_rwlock_t *l, int64_t deadline)
 {
     if (!l || deadline < 0)
         return EINVAL;
+    return ks_rwlock_rdlock_mode(l, deadline, !!(l->flags & KS_RWLOCK_PREFER_READER));
+}
+
+int ks_rwlock_rdlock_mode(ks_rwlock_t *l, int64_t deadline, int prefer_reader)
+{
     const unsigned fl = l->flags;
     uint64_t v = __atomic_load_n(&l->state, __ATOMIC_RELAXED);
     /* Spin while a writer holds it and nobody queues behind it. */
@@ -117,7 +153,7 @@ int ks_rwlock_rdlock_slow(ks_rwlock_t *l, int64_t deadline)
         v = __atomic_load_n(&l->state, __ATOMIC_RELAXED);
     }
     for (;;) {
-        if (ks_rwlock_read_lockable_(v)) {
+        if (read_lockable(v, prefer_reader)) {
             /* acquire: pairs with the release CAS in unlock. */
             if (__atomic_compare_exchange_n(&l->state, &v, v + 1, 1, __ATOMIC_ACQUIRE, __ATOMIC_RELAXED))
                 return 0;
@@ -136,7 +172,7 @@ int ks_rwlock_rdlock_slow(ks_rwlock_t *l, int64_t deadline)
         KS_RACE_POINT();
         int r = ks_futex_wait_mask(fword(l), (uint32_t)v, deadline, fl, MASK_READER);
         v = __atomic_load_n(&l->state, __ATOMIC_RELAXED);
-        if (r == ETIMEDOUT && !ks_rwlock_read_lockable_(v))
+        if (r == ETIMEDOUT && !read_lockable(v, prefer_reader))
             return ETIMEDOUT; /* RS may stay set: it only costs a later spurious wake */
     }
 }

@@ -50,6 +50,8 @@
 
 #include <ksync/sem.h>
 
+#include <pthread.h>
+
 #define V(x) ((x) & KS_SEM_VALUE_MASK)
 #define NW(x) ((x) >> 32)
 #define WAKING KS_SEM_WAKING
@@ -145,7 +147,46 @@ static int take_registered(ks_sem_t *s, uint64_t *v, unsigned fl)
     return 1;
 }
 
+/* Unregister without taking a unit (cancellation, EINTR).  The waiter may
+ * have been the one a post woke, so if units remain for other registered
+ * waiters it hands the wake on, keeping the claim above: V > 0 with N > 0
+ * means a waiter is awake or a wake is in flight.  relaxed: unregistering
+ * publishes nothing (no unit is taken). */
+static void unregister(ks_sem_t *s, unsigned fl)
+{
+    uint64_t v = __atomic_load_n(&s->state, __ATOMIC_RELAXED), nv;
+    int pass;
+    do {
+        nv = (v - ONE_W) & ~WAKING;
+        pass = V(nv) && NW(nv);
+        if (pass)
+            nv |= WAKING;
+    } while (!__atomic_compare_exchange_n(&s->state, &v, nv, 1, __ATOMIC_RELAXED, __ATOMIC_RELAXED));
+    if (pass)
+        ks_futex_wake(fword(s), 1, fl);
+}
+
+static void on_cancel(void *p)
+{
+    ks_sem_t *s = p;
+    unregister(s, s->flags);
+}
+
+static int sleep_cancellable(ks_sem_t *s, int64_t deadline, unsigned fl)
+{
+    int r;
+    pthread_cleanup_push(on_cancel, s);
+    r = ks_futex_wait_cancellable(fword(s), 0, deadline, fl);
+    pthread_cleanup_pop(0);
+    return r;
+}
+
 int ks_sem_wait_slow(ks_sem_t *s, int64_t deadline)
+{
+    return ks_sem_wait_ext(s, deadline, 0);
+}
+
+int ks_sem_wait_ext(ks_sem_t *s, int64_t deadline, unsigned opts)
 {
     if (!s || deadline < 0)
         return EINVAL;
@@ -197,8 +238,21 @@ int ks_sem_wait_slow(ks_sem_t *s, int64_t deadline)
             v &= ~WAKING;
         }
         KS_RACE_POINT();
-        int r = ks_futex_wait(fword(s), 0, deadline, fl);
+        int r;
+        if (opts & KS_WAIT_CANCEL)
+            r = sleep_cancellable(s, deadline, fl);
+        else if (opts & KS_WAIT_EINTR)
+            r = ks_futex_wait_exact(fword(s), 0, deadline, fl, KS_MATCH_ANY);
+        else
+            r = ks_futex_wait(fword(s), 0, deadline, fl);
         v = __atomic_load_n(&s->state, __ATOMIC_RELAXED);
+        if (r == EINTR && (opts & KS_WAIT_EINTR)) {
+            /* A signal handler ran: take a unit that is there, else leave. */
+            if (V(v) && take_registered(s, &v, fl))
+                return 0;
+            unregister(s, fl);
+            return EINTR;
+        }
         if (r != ETIMEDOUT)
             continue;
         /* Timed out: leave, unless a unit is there to take right now. */

@@ -539,3 +539,57 @@ Test(once, a_waiter_whose_signal_handler_forks_takes_over_in_the_child, .timeout
               WIFEXITED(k.status) ? "failed check" : "killed by signal",
               WIFEXITED(k.status) ? WEXITSTATUS(k.status) : WTERMSIG(k.status));
 }
+
+/* ---- a cancelled init function (POSIX pthread_once) ------------------------------- */
+
+static ks_once_t cancel_once = KS_ONCE_INIT;
+static int cancel_started; /* atomic */
+static int cancel_runs;    /* atomic: completed runs */
+
+static void blocking_fn(void)
+{
+    __atomic_store_n(&cancel_started, 1, __ATOMIC_RELEASE);
+    for (;;)
+        pause(); /* a cancellation point */
+}
+
+static void counting_fn(void)
+{
+    __atomic_add_fetch(&cancel_runs, 1, __ATOMIC_RELAXED);
+}
+
+static void *cancelled_runner(void *p)
+{
+    (void)p;
+    ks_once(&cancel_once, blocking_fn);
+    return NULL;
+}
+
+static void *late_caller(void *p)
+{
+    (void)p;
+    return (void *)(intptr_t)ks_once(&cancel_once, counting_fn);
+}
+
+Test(once, a_cancelled_fn_leaves_the_once_to_be_run_again, .timeout = 60)
+{
+    pthread_t r, w;
+    kt_spawn(&r, cancelled_runner, NULL);
+    while (!__atomic_load_n(&cancel_started, __ATOMIC_ACQUIRE))
+        kt_sleep_ns(100000);
+    /* A second caller sleeps behind the running fn. */
+    kt_spawn(&w, late_caller, NULL);
+    kt_sleep_ns(20 * KT_MS);
+    cr_assert_eq(__atomic_load_n(&cancel_once.state, __ATOMIC_RELAXED) & 3u, KS_ONCE_WAITED,
+                 "the second caller did not sleep behind the runner");
+    cr_assert_eq(pthread_cancel(r), 0);
+    void *res;
+    cr_assert_eq(pthread_join(r, &res), 0);
+    cr_assert_eq(res, PTHREAD_CANCELED);
+    /* The sleeper woke and ran its own function, once. */
+    cr_assert_eq((intptr_t)kt_join(w), 0);
+    cr_assert_eq(__atomic_load_n(&cancel_runs, __ATOMIC_RELAXED), 1);
+    cr_assert_eq(__atomic_load_n(&cancel_once.state, __ATOMIC_RELAXED), KS_ONCE_DONE);
+    cr_assert_eq(ks_once(&cancel_once, counting_fn), 0);
+    cr_assert_eq(__atomic_load_n(&cancel_runs, __ATOMIC_RELAXED), 1);
+}

@@ -98,7 +98,7 @@ Test(rwlock, null_is_einval_everywhere, .timeout = 30)
 
 Test(rwlock, init_unknown_flags_is_einval_and_changes_nothing, .timeout = 30)
 {
-    const unsigned bad[] = {2u, 4u, 0x80u, 0x80000000u, ~0u, KS_SHARED | 2u};
+    const unsigned bad[] = {4u, 8u, 0x80u, 0x80000000u, ~0u, KS_SHARED | 8u};
     for (unsigned i = 0; i < sizeof bad / sizeof bad[0]; i++) {
         ks_rwlock_t l, copy;
         memset(&l, 0x5a, sizeof l);
@@ -684,6 +684,60 @@ Test(rwlock, writer_is_not_starved_by_a_stream_of_readers, .timeout = 120)
     cr_log_info("worst writer wait under a reader stream: %lld us", (long long)(worst / 1000));
     cr_assert_eq(state_of(&w->l), 0u, "state 0x%llx", (unsigned long long)state_of(&w->l));
     free(w);
+}
+
+/* ---- reader preference (KS_RWLOCK_PREFER_READER, glibc's default kind) ----------- */
+
+Test(rwlock, prefer_reader_lets_a_reader_in_while_a_writer_waits, .timeout = 60)
+{
+    ks_rwlock_t l;
+    cr_assert_eq(ks_rwlock_init(&l, KS_RWLOCK_PREFER_READER), 0);
+    cr_assert_eq(ks_rwlock_rdlock(&l), 0);
+    struct rblocker w = {.l = &l, .write = 1, .deadline = KS_FOREVER, .unlock_after = 1};
+    pthread_t tw;
+    kt_spawn(&tw, rblocker_main, &w);
+    cr_assert(kt_wait_in_futex(rblocker_tid(&w), 10 * KS_NSEC_PER_SEC));
+    cr_assert_eq(writers_waiting(&l), 1u);
+    /* A reader that already holds it takes it again (a recursive read lock
+     * that writer preference would deadlock), by try, plain and timed lock. */
+    cr_assert_eq(ks_rwlock_tryrdlock(&l), 0);
+    cr_assert_eq(ks_rwlock_rdlock(&l), 0);
+    cr_assert_eq(ks_rwlock_timedrdlock(&l, ks_deadline_after(KT_MS)), 0);
+    /* So does another thread. */
+    cr_assert_eq(try_elsewhere(&l, 0), 0);
+    cr_assert_eq(held_of(&l), 5u);
+    cr_assert_eq(try_elsewhere(&l, 1), EBUSY);
+    for (int i = 0; i < 5; i++)
+        cr_assert_eq(ks_rwlock_unlock(&l), 0);
+    cr_assert(wait_done(&w, 10 * KS_NSEC_PER_SEC), "the writer never got the lock");
+    kt_join(tw);
+    cr_assert_eq(w.ret, 0);
+    cr_assert_eq(state_of(&l), 0u, "state 0x%llx", (unsigned long long)state_of(&l));
+}
+
+Test(rwlock, prefer_reader_wakes_readers_behind_a_writer_when_writers_wait, .timeout = 60)
+{
+    /* A writer holds it, a reader sleeps, a second writer waits: the unlock
+     * must wake the reader too (under writer preference only the writer). */
+    ks_rwlock_t l;
+    cr_assert_eq(ks_rwlock_init(&l, KS_RWLOCK_PREFER_READER), 0);
+    cr_assert_eq(ks_rwlock_wrlock(&l), 0);
+    struct rblocker r = {.l = &l, .write = 0, .deadline = KS_FOREVER, .unlock_after = 0};
+    struct rblocker w = {.l = &l, .write = 1, .deadline = KS_FOREVER, .unlock_after = 1};
+    pthread_t tr, tw;
+    kt_spawn(&tr, rblocker_main, &r);
+    cr_assert(kt_wait_in_futex(rblocker_tid(&r), 10 * KS_NSEC_PER_SEC));
+    kt_spawn(&tw, rblocker_main, &w);
+    cr_assert(kt_wait_in_futex(rblocker_tid(&w), 10 * KS_NSEC_PER_SEC));
+    cr_assert_eq(ks_rwlock_unlock(&l), 0);
+    cr_assert(wait_done(&r, 10 * KS_NSEC_PER_SEC), "the reader slept on behind a waiting writer");
+    cr_assert_eq(r.ret, 0);
+    kt_join(tr);
+    cr_assert_eq(ks_rwlock_unlock(&l), 0); /* the reader's hold: now the writer goes */
+    cr_assert(wait_done(&w, 10 * KS_NSEC_PER_SEC));
+    kt_join(tw);
+    cr_assert_eq(w.ret, 0);
+    cr_assert_eq(state_of(&l) & ~(uint64_t)KS_RWLOCK_READERS_SLEEP, 0u);
 }
 
 /* ---- the reader limit ---------------------------------------------------------------- */

@@ -39,6 +39,12 @@
 #define KS_RWLOCK_WRITER_WAITS (1ull << 31)
 #define KS_RWLOCK_ONE_WRITER (1ull << 32)
 
+/* ks_rwlock_init flag: readers enter while writers wait (glibc's default
+ * rwlock kind): a reader may take the lock again while it holds it, and
+ * writers may starve under a steady stream of readers.  The default is
+ * writer preference. */
+#define KS_RWLOCK_PREFER_READER 2u
+
 typedef struct ks_rwlock {
     uint64_t state __attribute__((aligned(8)));
     uint32_t flags; /* KS_SHARED or 0; constant after init */
@@ -54,6 +60,7 @@ KS_API int ks_rwlock_destroy(ks_rwlock_t *l);
 KS_API int ks_rwlock_rdlock_slow(ks_rwlock_t *l, int64_t deadline);
 KS_API int ks_rwlock_wrlock_slow(ks_rwlock_t *l, int64_t deadline);
 KS_API int ks_rwlock_unlock_slow(ks_rwlock_t *l);
+KS_API int ks_rwlock_tryrdlock_slow(ks_rwlock_t *l);
 
 static inline int ks_rwlock_read_lockable_(uint64_t v)
 {
@@ -69,6 +76,8 @@ static inline int ks_rwlock_tryrdlock(ks_rwlock_t *l)
     while (ks_rwlock_read_lockable_(v))
         if (__atomic_compare_exchange_n(&l->state, &v, v + 1, 1, __ATOMIC_ACQUIRE, __ATOMIC_RELAXED))
             return 0;
+    if ((v & KS_RWLOCK_WRITER_WAITS) && (l->flags & KS_RWLOCK_PREFER_READER))
+        return ks_rwlock_tryrdlock_slow(l);
     return (v & KS_RWLOCK_WRITER) == KS_RWLOCK_MAX_READERS ? EAGAIN : EBUSY;
 }
 
