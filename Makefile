@@ -170,20 +170,22 @@ bench: deps
 # the library comes from libksync.a with every ks_* symbol kept inside
 # (--exclude-libs); only the POSIX names leave it.  On x86-64 a version
 # script adds glibc's two pthread_cond_* versions (src/dropin/x86_64.map).
+comma := ,
 DROPIN_SRCS := $(wildcard src/dropin/*.c)
 DROPIN_OBJS := $(DROPIN_SRCS:src/dropin/%.c=$(BUILD)/dobj/%.o)
 DROPIN_SO   := $(BUILD)/libksync-pthread.so.$(VERSION)
 DROPIN_MAP  := $(if $(findstring x86_64,$(shell $(CC) -dumpmachine)),src/dropin/x86_64.map,)
+DROPIN_LDMAP := $(if $(DROPIN_MAP),-Wl$(comma)--version-script=$(DROPIN_MAP),)
 DROPIN_TEST_BIN := $(BUILD)/tests/dropin-tests
 DROPIN_BENCH := $(BUILD)/stress/dropin-bench
 
 $(BUILD)/dobj:
 	mkdir -p $@
 $(BUILD)/dobj/%.o: src/dropin/%.c $(wildcard src/dropin/*.h) $(HEADERS) src/internal.h | $(BUILD)/dobj
-	$(CC) $(CPPFLAGS) $(LIB_CFLAGS) -fasynchronous-unwind-tables $(CFLAGS) -c $< -o $@
+	$(CC) $(CPPFLAGS) $(LIB_CFLAGS) -fasynchronous-unwind-tables -fno-strict-aliasing $(CFLAGS) -c $< -o $@
 $(DROPIN_SO): $(DROPIN_OBJS) $(STATIC) $(DROPIN_MAP)
 	$(CC) -shared -Wl,-soname,libksync-pthread.so.$(SOVER) -Wl,--no-undefined -Wl,--exclude-libs,ALL \
-	    $(if $(DROPIN_MAP),-Wl,--version-script=$(DROPIN_MAP),) $(SANFLAGS) -o $@ $(DROPIN_OBJS) $(STATIC) -ldl $(LDLIBS)
+	    $(DROPIN_LDMAP) $(SANFLAGS) -o $@ $(DROPIN_OBJS) $(STATIC) -ldl $(LDLIBS)
 $(BUILD)/libksync-pthread.so: $(DROPIN_SO)
 	ln -sf libksync-pthread.so.$(VERSION) $(BUILD)/libksync-pthread.so.$(SOVER)
 	ln -sf libksync-pthread.so.$(VERSION) $@

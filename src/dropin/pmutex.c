@@ -1,0 +1,270 @@
+/* src/dropin/pmutex.c - pthread_mutex_* on ks_mutex.  docs/dropin.md.
+ *
+ * Layout inside glibc's pthread_mutex_t (struct ks_pmutex, dropin.h):
+ *   offset 0   ks_mutex_t: the futex word and its KS_SHARED flag
+ *   offset 8   owner tid (errorcheck, recursive), offset 12 depth (recursive)
+ *   offset 16  glibc's kind: type | PM_PSHARED, or glibc's flags for the
+ *              mutexes glibc keeps (robust, priority inheritance/protection)
+ * The static initializers only write the kind, so every one of them (and
+ * zero-filled memory) is a valid unlocked mutex of its type.
+ *
+ * Types, as glibc documents them:
+ *   normal, default, adaptive  ks_mutex as it is: relocking deadlocks (POSIX
+ *              says normal shall), unlocking one you do not hold is not
+ *              checked (undefined for these types).
+ *   errorcheck owner tid: EDEADLK on relock, EPERM on unlock by a thread
+ *              that does not hold it.
+ *   recursive  owner tid and depth: EAGAIN when the depth would wrap, EPERM
+ *              on unlock by a thread that does not hold it.
+ * The owner field is read by other threads (to see it is not theirs) while
+ * the holder writes it: relaxed atomics; a thread only ever compares it
+ * with its own tid, which no other thread stores.
+ */
+#include "dropin.h"
+
+#include <dlfcn.h>
+#include <sched.h>
+#include <string.h>
+
+static struct ks_pt_glibc glibc;
+static int glibc_ready; /* 0, 1 while one thread looks up, 2 once glibc is filled */
+
+static void *lookup(const char *name)
+{
+    return dlsym(RTLD_NEXT, name);
+}
+
+static int enosys(void)
+{
+    return ENOSYS;
+}
+
+const struct ks_pt_glibc *ks_pt_glibc(void)
+{
+    /* acquire: pairs with the release store of 2 after the table is filled. */
+    int st = __atomic_load_n(&glibc_ready, __ATOMIC_ACQUIRE);
+    if (KS_LIKELY(st == 2))
+        return &glibc;
+    st = 0;
+    if (__atomic_compare_exchange_n(&glibc_ready, &st, 1, 0, __ATOMIC_ACQUIRE, __ATOMIC_ACQUIRE)) {
+        struct ks_pt_glibc g;
+        void (*none)(void) = (void (*)(void))enosys;
+#define KS_PT_LOOKUP(field, name)                                                                   \
+        do {                                                                                        \
+            void *f_ = lookup(name);                                                                \
+            memcpy(&g.field, f_ ? (void *)&f_ : (void *)&none, sizeof g.field);                     \
+        } while (0)
+        KS_PT_LOOKUP(init, "pthread_mutex_init");
+        KS_PT_LOOKUP(destroy, "pthread_mutex_destroy");
+        KS_PT_LOOKUP(lock, "pthread_mutex_lock");
+        KS_PT_LOOKUP(trylock, "pthread_mutex_trylock");
+        KS_PT_LOOKUP(unlock, "pthread_mutex_unlock");
+        KS_PT_LOOKUP(clocklock, "pthread_mutex_clocklock");
+        KS_PT_LOOKUP(consistent, "pthread_mutex_consistent");
+#undef KS_PT_LOOKUP
+        glibc = g;
+        __atomic_store_n(&glibc_ready, 2, __ATOMIC_RELEASE); /* pairs with the acquire loads */
+        return &glibc;
+    }
+    while (__atomic_load_n(&glibc_ready, __ATOMIC_ACQUIRE) != 2) /* pairs with the release store */
+        sched_yield(); /* another thread is in dlsym: microseconds */
+    return &glibc;
+}
+
+static int owner_of(const struct ks_pmutex *m)
+{
+    return __atomic_load_n(&m->owner, __ATOMIC_RELAXED);
+}
+
+static void set_owner(struct ks_pmutex *m, int tid)
+{
+    __atomic_store_n(&m->owner, tid, __ATOMIC_RELAXED);
+}
+
+KS_PT_EXPORT int pthread_mutex_init(pthread_mutex_t *mutex, const pthread_mutexattr_t *attr)
+{
+    int type = PTHREAD_MUTEX_DEFAULT, pshared = PTHREAD_PROCESS_PRIVATE;
+    int protocol = PTHREAD_PRIO_NONE, robust = PTHREAD_MUTEX_STALLED;
+    if (attr) {
+        pthread_mutexattr_gettype(attr, &type);
+        pthread_mutexattr_getpshared(attr, &pshared);
+        pthread_mutexattr_getprotocol(attr, &protocol);
+        pthread_mutexattr_getrobust(attr, &robust);
+    }
+    if (protocol != PTHREAD_PRIO_NONE || robust != PTHREAD_MUTEX_STALLED)
+        return ks_pt_glibc()->init(mutex, attr); /* glibc keeps it (its kind says so) */
+    memset(mutex, 0, sizeof *mutex);
+    struct ks_pmutex *m = pmutex(mutex);
+    m->lock.flags = pshared == PTHREAD_PROCESS_SHARED ? KS_SHARED : 0;
+    m->kind = (type & PM_TYPE_MASK) | (pshared == PTHREAD_PROCESS_SHARED ? PM_PSHARED : 0);
+    return 0;
+}
+
+KS_PT_EXPORT int pthread_mutex_destroy(pthread_mutex_t *mutex)
+{
+    struct ks_pmutex *m = pmutex(mutex);
+    if (pm_kind(m) & PM_GLIBC)
+        return ks_pt_glibc()->destroy(mutex);
+    /* relaxed: a courtesy check, as glibc's (EBUSY while locked). */
+    if (__atomic_load_n(&m->lock.state, __ATOMIC_RELAXED) & KS_MUTEX_LOCKED)
+        return EBUSY;
+    return 0;
+}
+
+/* Every type but the fast one: errorcheck and recursive bookkeeping
+ * around ks_mutex; deadline KS_FOREVER, a ksync deadline, or -1 for a
+ * trylock. */
+static int lock_typed(struct ks_pmutex *m, int kind, int64_t deadline)
+{
+    int type = kind & PM_TYPE_MASK;
+    if (type == PTHREAD_MUTEX_ERRORCHECK || type == PTHREAD_MUTEX_RECURSIVE) {
+        int self = ks_pt_tid();
+        if (owner_of(m) == self) {
+            if (type == PTHREAD_MUTEX_ERRORCHECK)
+                return deadline == -1 ? EBUSY : EDEADLK;
+            if (m->depth == UINT32_MAX)
+                return EAGAIN;
+            m->depth++;
+            return 0;
+        }
+        int r = deadline == -1 ? ks_mutex_trylock(&m->lock) : ks_mutex_timedlock(&m->lock, deadline);
+        if (r)
+            return r;
+        set_owner(m, self);
+        m->depth = 1;
+        return 0;
+    }
+    return deadline == -1 ? ks_mutex_trylock(&m->lock) : ks_mutex_timedlock(&m->lock, deadline);
+}
+
+KS_PT_EXPORT int pthread_mutex_lock(pthread_mutex_t *mutex)
+{
+    struct ks_pmutex *m = pmutex(mutex);
+    int kind = pm_kind(m);
+    if (KS_LIKELY(kind == 0))
+        return ks_mutex_lock(&m->lock);
+    if (kind & PM_GLIBC)
+        return ks_pt_glibc()->lock(mutex);
+    return lock_typed(m, kind, KS_FOREVER);
+}
+
+KS_PT_EXPORT int pthread_mutex_trylock(pthread_mutex_t *mutex)
+{
+    struct ks_pmutex *m = pmutex(mutex);
+    int kind = pm_kind(m);
+    if (KS_LIKELY(kind == 0))
+        return ks_mutex_trylock(&m->lock);
+    if (kind & PM_GLIBC)
+        return ks_pt_glibc()->trylock(mutex);
+    return lock_typed(m, kind, -1);
+}
+
+KS_PT_EXPORT int pthread_mutex_clocklock(pthread_mutex_t *mutex, clockid_t clock, const struct timespec *abstime)
+{
+    struct ks_pmutex *m = pmutex(mutex);
+    int kind = pm_kind(m);
+    if (kind & PM_GLIBC)
+        return ks_pt_glibc()->clocklock(mutex, clock, abstime);
+    /* As glibc: a free mutex is taken whatever the timeout says; the
+     * timeout is checked only when the caller would have to wait. */
+    int r = lock_typed(m, kind, -1);
+    if (r != EBUSY)
+        return r;
+    int64_t deadline;
+    if ((r = ks_pt_deadline(clock, abstime, &deadline)))
+        return r;
+    return lock_typed(m, kind, deadline);
+}
+
+KS_PT_EXPORT int pthread_mutex_timedlock(pthread_mutex_t *mutex, const struct timespec *abstime)
+{
+    return pthread_mutex_clocklock(mutex, CLOCK_REALTIME, abstime);
+}
+
+KS_PT_EXPORT int pthread_mutex_unlock(pthread_mutex_t *mutex)
+{
+    struct ks_pmutex *m = pmutex(mutex);
+    int kind = pm_kind(m);
+    if (KS_LIKELY(kind == 0))
+        return ks_mutex_unlock(&m->lock);
+    if (kind & PM_GLIBC)
+        return ks_pt_glibc()->unlock(mutex);
+    int type = kind & PM_TYPE_MASK;
+    if (type == PTHREAD_MUTEX_ERRORCHECK || type == PTHREAD_MUTEX_RECURSIVE) {
+        if (owner_of(m) != ks_pt_tid())
+            return EPERM;
+        if (--m->depth)
+            return 0;
+        set_owner(m, 0); /* before the release: the next holder writes its own */
+    }
+    return ks_mutex_unlock(&m->lock);
+}
+
+KS_PT_EXPORT int pthread_mutex_consistent(pthread_mutex_t *mutex)
+{
+    if (!(pm_kind(pmutex(mutex)) & PM_ROBUST))
+        return EINVAL; /* only robust mutexes (glibc's) can be inconsistent */
+    return ks_pt_glibc()->consistent(mutex);
+}
+
+/* ---- condition waits --------------------------------------------------------- */
+
+int ks_pt_wait_begin(struct ks_pt_wait *w, pthread_mutex_t *mutex, struct ks_mutex **word)
+{
+    struct ks_pmutex *m = pmutex(mutex);
+    w->m = mutex;
+    w->kind = pm_kind(m);
+    w->depth = 0;
+    if (w->kind & PM_GLIBC) {
+        *word = NULL;
+        return 0;
+    }
+    int type = w->kind & PM_TYPE_MASK;
+    if (type == PTHREAD_MUTEX_ERRORCHECK || type == PTHREAD_MUTEX_RECURSIVE) {
+        if (owner_of(m) != ks_pt_tid())
+            return EPERM;
+    } else if (!(__atomic_load_n(&m->lock.state, __ATOMIC_RELAXED) & KS_MUTEX_LOCKED)) {
+        return EPERM; /* relaxed: a best-effort misuse check */
+    }
+    *word = &m->lock;
+    return 0;
+}
+
+static void wait_unlock(void *p)
+{
+    struct ks_pt_wait *w = p;
+    if (w->kind & PM_GLIBC) {
+        ks_pt_glibc()->unlock(w->m);
+        return;
+    }
+    struct ks_pmutex *m = pmutex(w->m);
+    int type = w->kind & PM_TYPE_MASK;
+    if (type == PTHREAD_MUTEX_ERRORCHECK || type == PTHREAD_MUTEX_RECURSIVE) {
+        /* The whole depth goes: a recursive mutex held twice would
+         * otherwise stay locked for the whole wait. */
+        w->depth = m->depth;
+        m->depth = 0;
+        set_owner(m, 0);
+    }
+    ks_mutex_unlock(&m->lock);
+}
+
+static int wait_relock(void *p, int requeued)
+{
+    struct ks_pt_wait *w = p;
+    if (w->kind & PM_GLIBC)
+        return ks_pt_glibc()->lock(w->m);
+    struct ks_pmutex *m = pmutex(w->m);
+    if (requeued)
+        ks_mutex_lock_requeued(&m->lock);
+    else
+        ks_mutex_lock(&m->lock);
+    int type = w->kind & PM_TYPE_MASK;
+    if (type == PTHREAD_MUTEX_ERRORCHECK || type == PTHREAD_MUTEX_RECURSIVE) {
+        set_owner(m, ks_pt_tid());
+        m->depth = w->depth;
+    }
+    return 0;
+}
+
+const struct ks_cond_lockops ks_pt_mutex_ops = {wait_unlock, wait_relock};

@@ -1,0 +1,174 @@
+/* src/dropin/prwlock.c - pthread_rwlock_* on ks_rwlock.  docs/dropin.md.
+ *
+ * Layout inside glibc's 56-byte pthread_rwlock_t: the ks_rwlock_t at 0
+ * (its flags hold KS_SHARED), the tid of the writer holding it at 24, and
+ * glibc's kind at glibc's offset 48, where
+ * PTHREAD_RWLOCK_WRITER_NONRECURSIVE_INITIALIZER_NP puts it.
+ *
+ * Kinds, as glibc: PTHREAD_RWLOCK_PREFER_READER_NP (the default, 0) and
+ * PTHREAD_RWLOCK_PREFER_WRITER_NP (1, which glibc treats as reader
+ * preference too) let readers in while writers wait, so a thread may take
+ * a read lock it already holds; PTHREAD_RWLOCK_PREFER_WRITER_NONRECURSIVE_NP
+ * (2) keeps new readers out while a writer waits.  The preference is passed
+ * to ksync's slow paths per call, read from the kind field.
+ *
+ * EDEADLK, as glibc: a thread that holds the write lock and asks for it
+ * again, or for a read lock.  The writer's tid is written after it takes
+ * the lock and cleared before it releases it; other threads only compare
+ * it with their own tid (relaxed).
+ */
+#include "dropin.h"
+
+#include <string.h>
+
+struct ks_prwlock {
+    ks_rwlock_t l;
+    uint32_t unused[2];
+    int writer; /* tid of the thread holding the write lock, 0 if none */
+};
+_Static_assert(sizeof(struct ks_prwlock) <= offsetof(pthread_rwlock_t, __data.__flags),
+               "ksync's fields end before glibc's kind");
+
+static struct ks_prwlock *prw(pthread_rwlock_t *l)
+{
+    return (struct ks_prwlock *)(void *)l;
+}
+
+static int prefer_reader(const pthread_rwlock_t *l)
+{
+    /* relaxed: constant after init */
+    return __atomic_load_n(&l->__data.__flags, __ATOMIC_RELAXED) != PTHREAD_RWLOCK_PREFER_WRITER_NONRECURSIVE_NP;
+}
+
+static int writer_is_me(const struct ks_prwlock *l)
+{
+    int w = __atomic_load_n(&l->writer, __ATOMIC_RELAXED);
+    return w && w == ks_pt_tid();
+}
+
+KS_PT_EXPORT int pthread_rwlock_init(pthread_rwlock_t *lock, const pthread_rwlockattr_t *attr)
+{
+    int kind = PTHREAD_RWLOCK_DEFAULT_NP, pshared = PTHREAD_PROCESS_PRIVATE;
+    if (attr) {
+        pthread_rwlockattr_getkind_np(attr, &kind);
+        pthread_rwlockattr_getpshared(attr, &pshared);
+    }
+    memset(lock, 0, sizeof *lock);
+    int r = ks_rwlock_init(&prw(lock)->l, pshared == PTHREAD_PROCESS_SHARED ? KS_SHARED : 0);
+    lock->__data.__flags = (unsigned)kind;
+    return r;
+}
+
+KS_PT_EXPORT int pthread_rwlock_destroy(pthread_rwlock_t *lock)
+{
+    return ks_rwlock_destroy(&prw(lock)->l);
+}
+
+static int rdlock(pthread_rwlock_t *lock, int64_t deadline)
+{
+    struct ks_prwlock *l = prw(lock);
+    uint64_t v = __atomic_load_n(&l->l.state, __ATOMIC_RELAXED);
+    /* acquire: pairs with the release in unlock (as ks_rwlock_rdlock). */
+    if (KS_LIKELY(ks_rwlock_read_lockable_(v) &&
+                  __atomic_compare_exchange_n(&l->l.state, &v, v + 1, 0, __ATOMIC_ACQUIRE, __ATOMIC_RELAXED)))
+        return 0;
+    if (writer_is_me(l))
+        return EDEADLK;
+    return ks_rwlock_rdlock_mode(&l->l, deadline, prefer_reader(lock));
+}
+
+static int wrlock(pthread_rwlock_t *lock, int64_t deadline)
+{
+    struct ks_prwlock *l = prw(lock);
+    uint64_t zero = 0;
+    int r;
+    /* acquire: pairs with the release in unlock (as ks_rwlock_wrlock). */
+    if (KS_LIKELY(__atomic_compare_exchange_n(&l->l.state, &zero, KS_RWLOCK_WRITER, 0, __ATOMIC_ACQUIRE,
+                                              __ATOMIC_RELAXED)))
+        r = 0;
+    else if (writer_is_me(l))
+        return EDEADLK;
+    else
+        r = ks_rwlock_wrlock_slow(&l->l, deadline);
+    if (r == 0)
+        __atomic_store_n(&l->writer, ks_pt_tid(), __ATOMIC_RELAXED);
+    return r;
+}
+
+KS_PT_EXPORT int pthread_rwlock_rdlock(pthread_rwlock_t *lock)
+{
+    return rdlock(lock, KS_FOREVER);
+}
+
+KS_PT_EXPORT int pthread_rwlock_wrlock(pthread_rwlock_t *lock)
+{
+    return wrlock(lock, KS_FOREVER);
+}
+
+KS_PT_EXPORT int pthread_rwlock_tryrdlock(pthread_rwlock_t *lock)
+{
+    return ks_rwlock_tryrdlock_mode(&prw(lock)->l, prefer_reader(lock));
+}
+
+KS_PT_EXPORT int pthread_rwlock_trywrlock(pthread_rwlock_t *lock)
+{
+    struct ks_prwlock *l = prw(lock);
+    int r = ks_rwlock_trywrlock(&l->l);
+    if (r == 0)
+        __atomic_store_n(&l->writer, ks_pt_tid(), __ATOMIC_RELAXED);
+    return r;
+}
+
+/* As glibc: the timeout is only looked at when the caller would wait. */
+KS_PT_EXPORT int pthread_rwlock_clockrdlock(pthread_rwlock_t *lock, clockid_t clock, const struct timespec *abstime)
+{
+    int r = pthread_rwlock_tryrdlock(lock);
+    if (r != EBUSY)
+        return r;
+    if (writer_is_me(prw(lock)))
+        return EDEADLK;
+    int64_t deadline;
+    if ((r = ks_pt_deadline(clock, abstime, &deadline)))
+        return r;
+    return rdlock(lock, deadline);
+}
+
+KS_PT_EXPORT int pthread_rwlock_clockwrlock(pthread_rwlock_t *lock, clockid_t clock, const struct timespec *abstime)
+{
+    int r = pthread_rwlock_trywrlock(lock);
+    if (r != EBUSY)
+        return r;
+    if (writer_is_me(prw(lock)))
+        return EDEADLK;
+    int64_t deadline;
+    if ((r = ks_pt_deadline(clock, abstime, &deadline)))
+        return r;
+    return wrlock(lock, deadline);
+}
+
+KS_PT_EXPORT int pthread_rwlock_timedrdlock(pthread_rwlock_t *lock, const struct timespec *abstime)
+{
+    return pthread_rwlock_clockrdlock(lock, CLOCK_REALTIME, abstime);
+}
+
+KS_PT_EXPORT int pthread_rwlock_timedwrlock(pthread_rwlock_t *lock, const struct timespec *abstime)
+{
+    return pthread_rwlock_clockwrlock(lock, CLOCK_REALTIME, abstime);
+}
+
+KS_PT_EXPORT int pthread_rwlock_unlock(pthread_rwlock_t *lock)
+{
+    struct ks_prwlock *l = prw(lock);
+    /* The write lock's holder clears its tid before releasing; a reader
+     * sees 0 here (no writer holds it while readers do). */
+    if (__atomic_load_n(&l->writer, __ATOMIC_RELAXED))
+        __atomic_store_n(&l->writer, 0, __ATOMIC_RELAXED);
+    uint64_t v = __atomic_load_n(&l->l.state, __ATOMIC_RELAXED);
+    uint64_t held = v & KS_RWLOCK_WRITER;
+    /* release: pairs with the acquire of the next locker (as ks_rwlock_unlock). */
+    if (KS_LIKELY(held && !(v & ~KS_RWLOCK_WRITER) &&
+                  __atomic_compare_exchange_n(&l->l.state, &v, held == KS_RWLOCK_WRITER ? 0 : v - 1, 0,
+                                              __ATOMIC_RELEASE, __ATOMIC_RELAXED)))
+        return 0;
+    return ks_rwlock_unlock_mode(&l->l, prefer_reader(lock));
+}

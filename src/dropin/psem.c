@@ -1,0 +1,290 @@
+/* src/dropin/psem.c - sem_* on ks_sem, and named semaphores.  docs/dropin.md.
+ *
+ * Unnamed: a ks_sem_t at the start of glibc's 32-byte sem_t (all zeros is a
+ * semaphore of value 0).  As glibc documents: errors are -1 and errno;
+ * sem_wait, sem_timedwait and sem_clockwait are cancellation points that
+ * act on a pending cancellation even when they need not block, and a
+ * signal handler that interrupts their sleep ends them with EINTR (with or
+ * without SA_RESTART: signal(7)); sem_post past SEM_VALUE_MAX is EOVERFLOW.
+ *
+ * Named: sem_open maps /dev/shm/sem.NAME, as glibc does, so every process
+ * that opens NAME through this layer shares the object.  A new semaphore
+ * is made whole in a temporary file and then linked to its name, so no
+ * process ever maps a half-made one; O_EXCL is link's EEXIST.  Opening a
+ * name this process already has open returns the same address (POSIX), by
+ * a table keyed by the file's device and inode with a count per sem_open;
+ * sem_close unmaps at the last close.  The table's lock is a ks_mutex
+ * taken around the table only; fork() in another thread while it is held
+ * would leave it locked in the child, so an atfork handler takes it around
+ * fork.  A semaphore file made by a process without the layer holds glibc's
+ * layout, not ksync's (a process-shared object must be used by one
+ * implementation: docs/dropin.md).
+ */
+#include "dropin.h"
+
+#include <fcntl.h>
+#include <limits.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/mman.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+_Static_assert(sizeof(ks_sem_t) <= sizeof(sem_t), "fits in sem_t");
+
+static ks_sem_t *psem(sem_t *s)
+{
+    return (ks_sem_t *)(void *)s;
+}
+
+static int fail(int e)
+{
+    errno = e;
+    return -1;
+}
+
+KS_PT_EXPORT int sem_init(sem_t *sem, int pshared, unsigned value)
+{
+    if (value > SEM_VALUE_MAX)
+        return fail(EINVAL);
+    memset(sem, 0, sizeof *sem);
+    int r = ks_sem_init(psem(sem), value, pshared ? KS_SHARED : 0);
+    return r ? fail(r) : 0;
+}
+
+KS_PT_EXPORT int sem_destroy(sem_t *sem)
+{
+    (void)sem; /* as glibc: nothing to release, and no check */
+    return 0;
+}
+
+KS_PT_EXPORT int sem_post(sem_t *sem)
+{
+    int r = ks_sem_post(psem(sem));
+    return r ? fail(r) : 0;
+}
+
+KS_PT_EXPORT int sem_trywait(sem_t *sem)
+{
+    int r = ks_sem_trywait(psem(sem));
+    return r ? fail(r) : 0;
+}
+
+KS_PT_EXPORT int sem_getvalue(sem_t *sem, int *value)
+{
+    *value = ks_sem_value(psem(sem));
+    return 0;
+}
+
+static int sem_wait_until(sem_t *sem, int64_t deadline)
+{
+    pthread_testcancel(); /* POSIX: shall occur, blocking or not */
+    if (ks_sem_trywait(psem(sem)) == 0)
+        return 0;
+    int r = ks_sem_wait_ext(psem(sem), deadline, KS_WAIT_CANCEL | KS_WAIT_EINTR);
+    return r ? fail(r) : 0;
+}
+
+KS_PT_EXPORT int sem_wait(sem_t *sem)
+{
+    return sem_wait_until(sem, KS_FOREVER);
+}
+
+KS_PT_EXPORT int sem_clockwait(sem_t *sem, clockid_t clock, const struct timespec *abstime)
+{
+    int64_t deadline;
+    int r = ks_pt_deadline(clock, abstime, &deadline);
+    if (r)
+        return fail(r);
+    return sem_wait_until(sem, deadline);
+}
+
+KS_PT_EXPORT int sem_timedwait(sem_t *sem, const struct timespec *abstime)
+{
+    return sem_clockwait(sem, CLOCK_REALTIME, abstime);
+}
+
+/* ---- named semaphores ------------------------------------------------------------ */
+
+#define SHM_DIR "/dev/shm/"
+#define SEM_PREFIX "sem."
+
+struct mapping {
+    struct mapping *next;
+    dev_t dev;
+    ino_t ino;
+    sem_t *addr;
+    unsigned opens;
+};
+
+static ks_mutex_t table_lock = KS_MUTEX_INIT;
+static struct mapping *table;
+static pthread_once_t atfork_once = PTHREAD_ONCE_INIT;
+
+static void table_enter(void)
+{
+    ks_mutex_lock(&table_lock);
+}
+
+static void table_leave(void)
+{
+    ks_mutex_unlock(&table_lock);
+}
+
+static void add_atfork(void)
+{
+    pthread_atfork(table_enter, table_leave, table_leave);
+}
+
+/* "/NAME" (leading slashes skipped, as glibc) -> "/dev/shm/sem.NAME". */
+static int sem_path(const char *name, char *path, size_t size)
+{
+    while (*name == '/')
+        name++;
+    size_t n = strlen(name);
+    if (n == 0 || strchr(name, '/') || strcmp(name, ".") == 0 || strcmp(name, "..") == 0)
+        return EINVAL;
+    if (n + sizeof SEM_PREFIX - 1 > NAME_MAX)
+        return ENAMETOOLONG;
+    snprintf(path, size, "%s%s%s", SHM_DIR, SEM_PREFIX, name);
+    return 0;
+}
+
+/* A new semaphore file under a temporary name, linked to `path`: 0, or
+ * errno (EEXIST if the name was taken meanwhile). */
+static int create_linked(const char *path, mode_t mode, unsigned value)
+{
+    char tmp[sizeof SHM_DIR + 32];
+    snprintf(tmp, sizeof tmp, "%s%s", SHM_DIR, "sem.ksXXXXXX");
+    int fd = mkstemp(tmp);
+    if (fd < 0)
+        return errno;
+    int e = 0;
+    sem_t init;
+    memset(&init, 0, sizeof init);
+    ks_sem_init(psem(&init), value, KS_SHARED);
+    if (fchmod(fd, mode & 0777) != 0 || write(fd, &init, sizeof init) != (ssize_t)sizeof init)
+        e = errno ? errno : EIO;
+    else if (link(tmp, path) != 0)
+        e = errno;
+    unlink(tmp);
+    close(fd);
+    return e;
+}
+
+/* The mapping of an open file, made or shared: the address, or NULL with
+ * errno set.  Called with the table locked. */
+static sem_t *map_locked(int fd)
+{
+    struct stat st;
+    if (fstat(fd, &st) != 0)
+        return NULL;
+    for (struct mapping *m = table; m; m = m->next)
+        if (m->dev == st.st_dev && m->ino == st.st_ino) {
+            m->opens++;
+            return m->addr;
+        }
+    if (st.st_size < (off_t)sizeof(sem_t)) {
+        errno = EINVAL; /* not a semaphore file */
+        return NULL;
+    }
+    struct mapping *m = malloc(sizeof *m);
+    if (!m)
+        return NULL;
+    void *a = mmap(NULL, sizeof(sem_t), PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
+    if (a == MAP_FAILED) {
+        free(m);
+        return NULL;
+    }
+    *m = (struct mapping){table, st.st_dev, st.st_ino, a, 1};
+    table = m;
+    return a;
+}
+
+KS_PT_EXPORT sem_t *sem_open(const char *name, int oflag, ...)
+{
+    char path[sizeof SHM_DIR + sizeof SEM_PREFIX + NAME_MAX + 1];
+    int e = sem_path(name, path, sizeof path);
+    if (e) {
+        errno = e;
+        return SEM_FAILED;
+    }
+    mode_t mode = 0;
+    unsigned value = 0;
+    if (oflag & O_CREAT) {
+        va_list ap;
+        va_start(ap, oflag);
+        mode = (mode_t)va_arg(ap, int);
+        value = va_arg(ap, unsigned);
+        va_end(ap);
+        if (value > SEM_VALUE_MAX) {
+            errno = EINVAL;
+            return SEM_FAILED;
+        }
+    }
+    pthread_once(&atfork_once, add_atfork);
+    for (;;) {
+        int fd = -1;
+        if (!(oflag & O_EXCL) || !(oflag & O_CREAT)) {
+            fd = open(path, O_RDWR | O_CLOEXEC | O_NOFOLLOW);
+            if (fd < 0 && (errno != ENOENT || !(oflag & O_CREAT)))
+                return SEM_FAILED;
+        }
+        if (fd < 0) {
+            e = create_linked(path, mode, value);
+            if (e == EEXIST && !(oflag & O_EXCL))
+                continue; /* someone else made it first: open theirs */
+            if (e) {
+                errno = e;
+                return SEM_FAILED;
+            }
+            continue; /* open what we linked */
+        }
+        table_enter();
+        sem_t *s = map_locked(fd);
+        e = errno;
+        table_leave();
+        close(fd);
+        if (!s) {
+            errno = e;
+            return SEM_FAILED;
+        }
+        return s;
+    }
+}
+
+KS_PT_EXPORT int sem_close(sem_t *sem)
+{
+    table_enter();
+    struct mapping **p = &table;
+    while (*p && (*p)->addr != sem)
+        p = &(*p)->next;
+    struct mapping *m = *p;
+    if (!m) {
+        table_leave();
+        return fail(EINVAL);
+    }
+    if (--m->opens == 0)
+        *p = m->next;
+    else
+        m = NULL;
+    table_leave();
+    if (m) {
+        munmap(m->addr, sizeof(sem_t));
+        free(m);
+    }
+    return 0;
+}
+
+KS_PT_EXPORT int sem_unlink(const char *name)
+{
+    char path[sizeof SHM_DIR + sizeof SEM_PREFIX + NAME_MAX + 1];
+    int e = sem_path(name, path, sizeof path);
+    if (e)
+        return fail(e);
+    if (unlink(path) != 0)
+        return fail(errno == EPERM ? EACCES : errno);
+    return 0;
+}
