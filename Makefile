@@ -88,7 +88,8 @@ help:
 ## make check-dropin    the drop-in tests on glibc and preloaded, then real Debian programs preloaded
 ## make check-exports   check that libksync.so exports ks_* symbols only
 ## make deps            install the packages the build, tests and references need (tools/deps.sh)
-## make install         PREFIX=/usr/local DESTDIR= : headers (arch/ included), libraries, pkg-config file
+## make install         PREFIX=/usr/local DESTDIR= : headers (arch/ included), libraries (libksync-pthread too),
+##                      pkg-config file, bin/ksync-run
 ## make clean           remove build/
 ## variables: ARCH=generic (plain-C11 arch layer), CC, CXX, BUILD, PREFIX, DESTDIR, SAN
 
@@ -229,8 +230,8 @@ $(BUILD)/stress/ksync-selftest: stress/selftest.c $(STATIC) | $(BUILD)/stress
 	$(CC) $(CPPFLAGS) $(APP_CFLAGS) $(CFLAGS) -o $@ $< $(STATIC) $(LDLIBS) $(SANFLAGS)
 
 # ---- install ------------------------------------------------------------------
-install: all
-	install -d $(DESTDIR)$(PREFIX)/include/ksync $(DESTDIR)$(PREFIX)/lib/pkgconfig
+install: all dropin
+	install -d $(DESTDIR)$(PREFIX)/include/ksync $(DESTDIR)$(PREFIX)/lib/pkgconfig $(DESTDIR)$(PREFIX)/bin
 	install -m 644 include/ksync.h $(DESTDIR)$(PREFIX)/include/
 	install -m 644 $(filter-out include/ksync.h,$(HEADERS)) $(DESTDIR)$(PREFIX)/include/ksync/
 	for a in $(ARCH_HEADERS); do install -D -m 644 $$a $(DESTDIR)$(PREFIX)/include/ksync/$$a; done
@@ -238,6 +239,11 @@ install: all
 	install -m 755 $(SHARED) $(DESTDIR)$(PREFIX)/lib/
 	ln -sf libksync.so.$(VERSION) $(DESTDIR)$(PREFIX)/lib/libksync.so.$(SOVER)
 	ln -sf libksync.so.$(VERSION) $(DESTDIR)$(PREFIX)/lib/libksync.so
+	install -m 755 $(DROPIN_SO) $(DESTDIR)$(PREFIX)/lib/
+	ln -sf libksync-pthread.so.$(VERSION) $(DESTDIR)$(PREFIX)/lib/libksync-pthread.so.$(SOVER)
+	ln -sf libksync-pthread.so.$(VERSION) $(DESTDIR)$(PREFIX)/lib/libksync-pthread.so
+	sed -e 's|@LIBDIR@|$(PREFIX)/lib|' tools/ksync-run.in > $(DESTDIR)$(PREFIX)/bin/ksync-run
+	chmod 755 $(DESTDIR)$(PREFIX)/bin/ksync-run
 	sed -e 's|@PREFIX@|$(PREFIX)|' -e 's|@VERSION@|$(VERSION)|' tools/ksync.pc.in \
 	    > $(DESTDIR)$(PREFIX)/lib/pkgconfig/ksync.pc
 
