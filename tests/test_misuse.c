@@ -16,7 +16,8 @@
 #include <limits.h>
 
 #define BAD_FLAGS_N 5
-static const unsigned bad_flags[BAD_FLAGS_N] = {2u, 0x80u, 0x80000000u, ~0u, KS_SHARED | 4u};
+/* 2u is KS_RWLOCK_PREFER_READER, valid for ks_rwlock_init: 8u is unknown everywhere. */
+static const unsigned bad_flags[BAD_FLAGS_N] = {8u, 0x80u, 0x80000000u, ~0u, KS_SHARED | 4u};
 static const int64_t bad_deadlines[] = {-1, -2, INT64_MIN, -KS_NSEC_PER_SEC};
 #define NBAD_DL (sizeof bad_deadlines / sizeof bad_deadlines[0])
 #define SENT ((void *)(uintptr_t)0x5e5e5e5e)
