@@ -165,11 +165,16 @@ KS_PT_EXPORT int pthread_mutex_clocklock(pthread_mutex_t *mutex, clockid_t clock
     int kind = pm_kind(m);
     if (kind & PM_GLIBC)
         return ks_pt_glibc()->clocklock(mutex, clock, abstime);
-    /* As glibc: a free mutex is taken whatever the timeout says; the
-     * timeout is checked only when the caller would have to wait. */
+    /* As glibc: the clock is checked first; a free mutex is then taken
+     * whatever tv_nsec says, and the owner of an errorcheck mutex gets
+     * EDEADLK: the time is checked only when the caller would wait. */
+    if (clock != CLOCK_REALTIME && clock != CLOCK_MONOTONIC)
+        return EINVAL;
     int r = lock_typed(m, kind, -1);
     if (r != EBUSY)
         return r;
+    if ((kind & PM_TYPE_MASK) == PTHREAD_MUTEX_ERRORCHECK && owner_of(m) == ks_pt_tid())
+        return EDEADLK;
     int64_t deadline;
     if ((r = ks_pt_deadline(clock, abstime, &deadline)))
         return r;

@@ -119,29 +119,22 @@ KS_PT_EXPORT int pthread_rwlock_trywrlock(pthread_rwlock_t *lock)
     return r;
 }
 
-/* As glibc: the timeout is only looked at when the caller would wait. */
+/* As glibc: the clock and tv_nsec are checked before the lock is tried
+ * (EINVAL even when it is free). */
 KS_PT_EXPORT int pthread_rwlock_clockrdlock(pthread_rwlock_t *lock, clockid_t clock, const struct timespec *abstime)
 {
-    int r = pthread_rwlock_tryrdlock(lock);
-    if (r != EBUSY)
-        return r;
-    if (writer_is_me(prw(lock)))
-        return EDEADLK;
     int64_t deadline;
-    if ((r = ks_pt_deadline(clock, abstime, &deadline)))
+    int r = ks_pt_deadline(clock, abstime, &deadline);
+    if (r)
         return r;
     return rdlock(lock, deadline);
 }
 
 KS_PT_EXPORT int pthread_rwlock_clockwrlock(pthread_rwlock_t *lock, clockid_t clock, const struct timespec *abstime)
 {
-    int r = pthread_rwlock_trywrlock(lock);
-    if (r != EBUSY)
-        return r;
-    if (writer_is_me(prw(lock)))
-        return EDEADLK;
     int64_t deadline;
-    if ((r = ks_pt_deadline(clock, abstime, &deadline)))
+    int r = ks_pt_deadline(clock, abstime, &deadline);
+    if (r)
         return r;
     return wrlock(lock, deadline);
 }

@@ -152,26 +152,30 @@ static int sem_path(const char *name, char *path, size_t size)
     return 0;
 }
 
-/* A new semaphore file under a temporary name, linked to `path`: 0, or
- * errno (EEXIST if the name was taken meanwhile). */
+/* A new semaphore file under a temporary name, linked to `path`: its open
+ * descriptor, or -errno (-EEXIST if the name was taken meanwhile). */
 static int create_linked(const char *path, mode_t mode, unsigned value)
 {
     char tmp[sizeof SHM_DIR + 32];
     snprintf(tmp, sizeof tmp, "%s%s", SHM_DIR, "sem.ksXXXXXX");
-    int fd = mkstemp(tmp);
+    int fd = mkostemp(tmp, O_CLOEXEC);
     if (fd < 0)
-        return errno;
+        return -errno;
     int e = 0;
     sem_t init;
     memset(&init, 0, sizeof init);
     ks_sem_init(psem(&init), value, KS_SHARED);
+    errno = 0;
     if (fchmod(fd, mode & 0777) != 0 || write(fd, &init, sizeof init) != (ssize_t)sizeof init)
         e = errno ? errno : EIO;
     else if (link(tmp, path) != 0)
         e = errno;
     unlink(tmp);
-    close(fd);
-    return e;
+    if (e) {
+        close(fd);
+        return -e;
+    }
+    return fd;
 }
 
 /* The mapping of an open file, made or shared: the address, or NULL with
@@ -225,34 +229,34 @@ KS_PT_EXPORT sem_t *sem_open(const char *name, int oflag, ...)
         }
     }
     pthread_once(&atfork_once, add_atfork);
+    int fd;
     for (;;) {
-        int fd = -1;
-        if (!(oflag & O_EXCL) || !(oflag & O_CREAT)) {
+        if (!(oflag & O_CREAT) || !(oflag & O_EXCL)) {
             fd = open(path, O_RDWR | O_CLOEXEC | O_NOFOLLOW);
-            if (fd < 0 && (errno != ENOENT || !(oflag & O_CREAT)))
+            if (fd >= 0)
+                break;
+            if (errno != ENOENT || !(oflag & O_CREAT))
                 return SEM_FAILED;
         }
-        if (fd < 0) {
-            e = create_linked(path, mode, value);
-            if (e == EEXIST && !(oflag & O_EXCL))
-                continue; /* someone else made it first: open theirs */
-            if (e) {
-                errno = e;
-                return SEM_FAILED;
-            }
-            continue; /* open what we linked */
-        }
-        table_enter();
-        sem_t *s = map_locked(fd);
-        e = errno;
-        table_leave();
-        close(fd);
-        if (!s) {
-            errno = e;
+        fd = create_linked(path, mode, value);
+        if (fd >= 0)
+            break;
+        if (fd != -EEXIST || (oflag & O_EXCL)) {
+            errno = -fd;
             return SEM_FAILED;
         }
-        return s;
+        /* someone else made it between our open and our link: open theirs */
     }
+    table_enter();
+    sem_t *s = map_locked(fd);
+    e = errno;
+    table_leave();
+    close(fd);
+    if (!s) {
+        errno = e;
+        return SEM_FAILED;
+    }
+    return s;
 }
 
 KS_PT_EXPORT int sem_close(sem_t *sem)
