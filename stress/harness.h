@@ -219,7 +219,9 @@ extern const struct st_scenario st_family_cost[];  /* s_cost.c: S15 */
 extern const struct st_scenario st_family_event[]; /* s_event.c: S8 */
 extern const struct st_scenario st_family_cond[];  /* s_cond.c: S9 */
 extern const struct st_scenario st_family_barrier[]; /* s_barrier.c: S19 */
-extern const struct st_scenario st_family_queue[]; /* s_queue.c: S10 S11 S12 S14 */
+extern const struct st_scenario st_family_queue[]; /* s_queue.c: S10 S11 */
+extern const struct st_scenario st_family_pool[];  /* s_pool.c: S12 */
+extern const struct st_scenario st_family_monitoring[]; /* s_monitoring.c: S14 */
 extern const struct st_scenario st_family_cache[]; /* s_cache.c: S13 */
 
 #endif
