@@ -144,10 +144,7 @@ static void s19_dump(void *ctx, char *buf, size_t len)
 {
     struct s19 *c = ctx;
     /* The first invariant failure, if any, usually explains the stall. */
-    unsigned errs = st_note_count(&c->err);
-    size_t at =
-        errs ? (size_t)snprintf(buf, len, "%u errors, first: %.100s; ", errs, c->err.msg) : 0;
-    at = at < len ? at : len - 1;
+    size_t at = st_note_prefix(&c->err, buf, len, 100);
     snprintf(buf + at, len - at, "ks_barrier seq 0x%x (phase %u%s), arrived %u of %u",
              __atomic_load_n(&c->ks.seq, __ATOMIC_RELAXED),
              __atomic_load_n(&c->ks.seq, __ATOMIC_RELAXED) >> 1,
@@ -169,9 +166,7 @@ static void s19_body(struct st_thread *t)
         if (before >= n)
             st_note(&c->err, "phase %llu: %u threads had already finished it when another did "
                     "(a thread %u phases ahead?)", (unsigned long long)k, before + 1, S19_SLOTS);
-        /* One phase done: counted here, as st_next would. */
-        t->done++;
-        atomic_store_explicit(&t->progress, t->done, memory_order_relaxed);
+        st_count_op(t); /* one phase done: counted here, as st_next would */
         /* Thread 0 decides for everyone whether this is the last phase;
          * relaxed: barrier k orders it before every read below. */
         if (t->id == 0 &&
@@ -263,21 +258,18 @@ static void s19_one(const struct st_opts *o, const struct barrier_impl *im, unsi
     free(c);
 }
 
+static void s19_config(const struct st_opts *o, const struct st_config *cfg, unsigned n)
+{
+    for (size_t i = 0; i < N_BARRIERS; i++)
+        if (st_selected(o, barriers[i].kind))
+            s19_one(o, &barriers[i], n, st_iters(o, cfg->iters));
+}
+
 static void s19_run(const struct st_opts *o)
 {
     /* Defaults: one thread per core, and 4 per core (oversubscribed). */
-    static const struct {
-        unsigned threads;
-        uint64_t iters;
-    } cfg[] = {{2, 20000}, {8, 5000}};
-    for (size_t k = 0; k < 2; k++) {
-        if (o->threads && k)
-            break;
-        unsigned n = st_threads(o, cfg[k].threads);
-        for (size_t i = 0; i < N_BARRIERS; i++)
-            if (st_selected(o, barriers[i].kind))
-                s19_one(o, &barriers[i], n, st_iters(o, cfg[k].iters));
-    }
+    static const struct st_config cfg[] = {{2, 20000, 0}, {8, 5000, 0}};
+    ST_CONFIGS(o, cfg, s19_config);
 }
 
 const struct st_scenario st_family_barrier[] = {

@@ -20,32 +20,6 @@
 #include <string.h>
 #include <time.h>
 
-/* ---- helpers ------------------------------------------------------------------------ */
-
-static uint64_t mix64(uint64_t x)
-{
-    x ^= x >> 33;
-    x *= 0xff51afd7ed558ccdull;
-    x ^= x >> 33;
-    x *= 0xc4ceb9fe1a85ec53ull;
-    return x ^ (x >> 33);
-}
-
-
-/* Count one operation for a thread whose loop is not st_next's. */
-static void count_op(struct st_thread *t)
-{
-    t->done++;
-    atomic_store_explicit(&t->progress, t->done, memory_order_relaxed); /* relaxed: the monitor's */
-}
-
-/* The first failure noted, if any, as a dump prefix; returns the length used. */
-static size_t note_prefix(struct st_note *n, char *buf, size_t len)
-{
-    unsigned errs = st_note_count(n);
-    size_t at = errs ? (size_t)snprintf(buf, len, "%u errors, first: %.90s; ", errs, n->msg) : 0;
-    return at < len ? at : len - 1;
-}
 
 /* ---- S14: monitoring pipeline ----------------------------------------------------------------
  * The seed's SystemeMonitoring: a main thread adds monitoring tasks to a task
@@ -79,7 +53,6 @@ static size_t note_prefix(struct st_note *n, char *buf, size_t len)
 
 #define S14_QCAP 64
 #define S14_STOP_BOUND_NS 2000000000LL
-#define S14_SEEN_MAX (64u << 20) /* seen flags only up to this many tasks */
 
 struct pt_flag {
     pthread_mutex_t m;
@@ -129,12 +102,12 @@ static const unsigned s14_seuils[4] = {70, 80, 85, 90};
 
 static unsigned s14_threshold(const struct s14 *c, uint64_t id)
 {
-    return s14_seuils[mix64(id ^ c->salt) & 3];
+    return s14_seuils[st_mix64(id ^ c->salt) & 3];
 }
 
 static unsigned s14_value(const struct s14 *c, uint64_t id)
 {
-    uint64_t h = mix64(id * 0x9e3779b97f4a7c15ull + c->salt);
+    uint64_t h = st_mix64(id * 0x9e3779b97f4a7c15ull + c->salt);
     unsigned ty = (unsigned)(h & 3), lo = s14_types[ty].lo, hi = s14_types[ty].hi;
     return lo + (unsigned)((h >> 8) % (hi - lo + 1));
 }
@@ -210,7 +183,7 @@ static void s14_exit(struct s14 *c)
 static void s14_dump(void *ctx, char *buf, size_t len)
 {
     struct s14 *c = ctx;
-    size_t at = note_prefix(&c->err, buf, len);
+    size_t at = st_note_prefix(&c->err, buf, len, 90);
     at += (size_t)snprintf(buf + at, len - at, "tasks: ");
     at += (size_t)rq_ks_describe(c->tq.u.ks, buf + at, len - at);
     at = at < len ? at : len - 1;
@@ -231,7 +204,7 @@ static void s14_main(struct st_thread *t, struct s14 *c)
         uint64_t id = t->done;
         if (s14_value(c, id) > s14_threshold(c, id)) {
             c->expect_alerts++;
-            c->expect_sum += mix64(id);
+            c->expect_sum += st_mix64(id);
         }
         if ((e = c->qi->put(&c->tq, id, KS_FOREVER))) {
             st_note(&c->err, "task put returned %d", e);
@@ -301,7 +274,7 @@ static void s14_worker(struct st_thread *t, struct s14 *c)
         s14_sem_post(c);
         if ((e = c->qi->task_done(&c->tq)))
             st_note(&c->err, "task queue task_done returned %d", e);
-        count_op(t);
+        st_count_op(t);
     }
     s14_exit(c);
 }
@@ -331,13 +304,13 @@ static void s14_handler(struct st_thread *t, struct s14 *c)
         if (alert) {
             s14_lock(c);
             c->alerts_kept++; /* self.alertes.append(alerte) */
-            c->alerts_sum += mix64(id);
+            c->alerts_sum += st_mix64(id);
             s14_unlock(c);
         }
         c->handled++;
         if ((e = c->qi->task_done(&c->rq)))
             st_note(&c->err, "result queue task_done returned %d", e);
-        count_op(t);
+        st_count_op(t);
     }
     s14_exit(c);
 }
@@ -416,11 +389,11 @@ static void s14_one(const struct st_opts *o, const struct rq_impl *qi, unsigned 
     c->ks = qi->ksync;
     c->workers = workers;
     c->permits = permits;
-    c->salt = mix64(o->seed + workers);
+    c->salt = st_mix64(o->seed + workers);
     atomic_init(&c->in_sem, 0);
     atomic_init(&c->peak, 0);
     st_note_init(&c->err);
-    if (o->seconds <= 0 && iters <= S14_SEEN_MAX) {
+    if (o->seconds <= 0 && iters <= ST_SEEN_MAX) {
         c->iters = iters;
         c->seen = calloc(iters, 1);
     }
@@ -475,24 +448,22 @@ static void s14_one(const struct st_opts *o, const struct rq_impl *qi, unsigned 
     free(c);
 }
 
+static void s14_config(const struct st_opts *o, const struct st_config *cfg, unsigned w)
+{
+    static const struct rq_impl *const impls[] = {&rq_ksync, &rq_ck_ring};
+    unsigned permits = o->threads ? 3 : cfg->arg;
+    for (size_t i = 0; i < sizeof impls / sizeof impls[0]; i++)
+        if (st_selected(o, impls[i]->ksync ? ST_KSYNC : ST_REF))
+            s14_one(o, impls[i], w, permits, st_iters(o, cfg->iters));
+}
+
 static void s14_run(const struct st_opts *o)
 {
     /* Defaults: the seed's SystemeMonitoring(max_workers=2) with 3 workers,
-     * and 32 workers on 3 permits (oversubscribed).  --threads N: N workers. */
-    static const struct {
-        unsigned workers, permits;
-        uint64_t tasks;
-    } cfg[] = {{3, 2, 20000}, {32, 3, 10000}};
-    static const struct rq_impl *const impls[] = {&rq_ksync, &rq_ck_ring};
-    for (size_t k = 0; k < 2; k++) {
-        if (o->threads && k)
-            break;
-        unsigned w = st_threads(o, cfg[k].workers);
-        unsigned permits = o->threads ? 3 : cfg[k].permits;
-        for (size_t i = 0; i < sizeof impls / sizeof impls[0]; i++)
-            if (st_selected(o, impls[i]->ksync ? ST_KSYNC : ST_REF))
-                s14_one(o, impls[i], w, permits, st_iters(o, cfg[k].tasks));
-    }
+     * and 32 workers on 3 permits (oversubscribed).  --threads N: N workers,
+     * 3 permits.  Threads: workers; iterations: tasks; arg: permits. */
+    static const struct st_config cfg[] = {{3, 20000, 2}, {32, 10000, 3}};
+    ST_CONFIGS(o, cfg, s14_config);
 }
 
 const struct st_scenario st_family_monitoring[] = {

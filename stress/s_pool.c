@@ -15,14 +15,6 @@
 #include <stdlib.h>
 #include <string.h>
 
-/* The first failure noted, if any, as a dump prefix; returns the length used. */
-static size_t note_prefix(struct st_note *n, char *buf, size_t len)
-{
-    unsigned errs = st_note_count(n);
-    size_t at = errs ? (size_t)snprintf(buf, len, "%u errors, first: %.90s; ", errs, n->msg) : 0;
-    return at < len ? at : len - 1;
-}
-
 /* ---- S12: connection pool ------------------------------------------------------------------
  * N connections (3), more clients (16, 64).  Each request: borrow with a
  * random short deadline (one in 16 already past: a try), hold the
@@ -211,7 +203,7 @@ enum { S12_BORROWS, S12_RETURNS, S12_TIMEOUTS, S12_TRIES, S12_TRY_TMO };
 static void s12_dump(void *ctx, char *buf, size_t len)
 {
     struct s12 *c = ctx;
-    size_t at = note_prefix(&c->err, buf, len);
+    size_t at = st_note_prefix(&c->err, buf, len, 90);
     at += (size_t)snprintf(buf + at, len - at, "ks_pool: %zu of %zu available; holders",
                            ks_pool_available(c->p.ks), ks_pool_size(c->p.ks));
     for (int i = 0; i < S12_CONNS && at < len; i++) /* relaxed: a snapshot */
@@ -378,20 +370,22 @@ static void s12_one(const struct st_opts *o, const struct pool_impl *im, unsigne
     free(c);
 }
 
+/* Defaults: 16 clients, and 64 (oversubscribed).  --threads N: 5000
+ * requests per client up to 16 clients, else 1000. */
+static const struct st_config s12_cfg[] = {{16, 5000, 0}, {64, 1000, 0}};
+
+static void s12_config(const struct st_opts *o, const struct st_config *cfg, unsigned n)
+{
+    (void)cfg;
+    uint64_t iters = st_iters(o, n <= 16 ? s12_cfg[0].iters : s12_cfg[1].iters);
+    for (size_t i = 0; i < sizeof pools / sizeof pools[0]; i++)
+        if (st_selected(o, pools[i].kind))
+            s12_one(o, &pools[i], n, iters);
+}
+
 static void s12_run(const struct st_opts *o)
 {
-    static const struct {
-        unsigned threads;
-        uint64_t iters;
-    } cfg[] = {{16, 5000}, {64, 1000}};
-    for (size_t k = 0; k < 2; k++) {
-        if (o->threads && k)
-            break;
-        unsigned n = st_threads(o, cfg[k].threads);
-        for (size_t i = 0; i < sizeof pools / sizeof pools[0]; i++)
-            if (st_selected(o, pools[i].kind))
-                s12_one(o, &pools[i], n, st_iters(o, n <= 16 ? cfg[0].iters : cfg[1].iters));
-    }
+    ST_CONFIGS(o, s12_cfg, s12_config);
 }
 
 const struct st_scenario st_family_pool[] = {

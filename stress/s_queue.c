@@ -19,27 +19,11 @@
 
 /* ---- helpers ------------------------------------------------------------------------ */
 
-static uint64_t mix64(uint64_t x)
-{
-    x ^= x >> 33;
-    x *= 0xff51afd7ed558ccdull;
-    x ^= x >> 33;
-    x *= 0xc4ceb9fe1a85ec53ull;
-    return x ^ (x >> 33);
-}
-
 /* A coordinator's pause between looks: a sleep of 1..max_us microseconds. */
 static void nap(struct st_thread *t, unsigned max_us)
 {
     struct timespec ts = {0, 1000L * (long)(1 + st_below(t, max_us))};
     nanosleep(&ts, NULL);
-}
-
-/* Count one operation for a thread whose loop is not st_next's. */
-static void count_op(struct st_thread *t)
-{
-    t->done++;
-    atomic_store_explicit(&t->progress, t->done, memory_order_relaxed); /* relaxed: the monitor's */
 }
 
 /* A counter owned by one thread and read by another, on its own lines. */
@@ -54,14 +38,6 @@ static uint64_t count_sum(struct st_count *c, unsigned n)
     for (unsigned i = 0; i < n; i++)
         s += atomic_load_explicit(&c[i].n, memory_order_acquire); /* acquire: see above */
     return s;
-}
-
-/* The first failure noted, if any, as a dump prefix; returns the length used. */
-static size_t note_prefix(struct st_note *n, char *buf, size_t len)
-{
-    unsigned errs = st_note_count(n);
-    size_t at = errs ? (size_t)snprintf(buf, len, "%u errors, first: %.90s; ", errs, n->msg) : 0;
-    return at < len ? at : len - 1;
 }
 
 /* ---- S10 / S11: producers, consumers and a coordinator around one queue ----------------
@@ -114,8 +90,6 @@ static size_t note_prefix(struct st_note *n, char *buf, size_t len)
  * and join() returns 0.
  */
 
-#define SQ_SEQ_BITS 40
-#define SQ_SEEN_MAX (64u << 20)
 #define SQ_LONG_NS 2000000000LL          /* the seed's get(timeout=2) */
 #define SQ_CLOSE_SLACK_NS 500000000LL    /* a get blocked at close() must not wait this long */
 #define S11_JOIN_NS 20000000LL           /* the final timed join */
@@ -149,7 +123,7 @@ enum { SQ_SUM, SQ_GET_TMO, SQ_PUT_TMO, SQ_EPIPE, SQ_EPIPE_NS };
 static void sq_dump(void *ctx, char *buf, size_t len)
 {
     struct sq *c = ctx;
-    size_t at = note_prefix(&c->err, buf, len);
+    size_t at = st_note_prefix(&c->err, buf, len, 90);
     at += (size_t)rq_ks_describe(c->q.u.ks, buf + at, len - at);
     at = at < len ? at : len - 1;
     snprintf(buf + at, len - at, "; %u producers left, close %s", /* relaxed: a snapshot */
@@ -161,7 +135,7 @@ static void sq_producer(struct st_thread *t, struct sq *c, unsigned p)
 {
     uint64_t seq = 0, n = 0;
     while (st_next(t)) {
-        uint64_t item = (uint64_t)p << SQ_SEQ_BITS | seq++;
+        uint64_t item = (uint64_t)p << ST_SEQ_BITS | seq++;
         uint32_t r = st_below(t, 16);
         int e = ETIMEDOUT;
         if (r == 0 && (e = c->im->put(&c->q, item, 0)) == ETIMEDOUT) /* a try */
@@ -183,33 +157,13 @@ static void sq_producer(struct st_thread *t, struct sq *c, unsigned p)
             st_note(&c->err, "producer %u: put returned %d", p, e);
             break;
         }
-        t->stat[SQ_SUM] += mix64(item);
+        t->stat[SQ_SUM] += st_mix64(item);
         /* release: pairs with the coordinator's acquire sum (count_sum) */
         atomic_store_explicit(&c->puts[p].n, ++n, memory_order_release);
         st_pause(t, 200); /* the seed's time.sleep between items */
     }
     /* release: a coordinator that reads 0 (acquire) sees every put count */
     atomic_fetch_sub_explicit(&c->producers_left, 1, memory_order_release);
-}
-
-/* Check one item's producer, FIFO order and seen flag. */
-static void sq_check_item(struct sq *c, uint64_t *next, uint64_t item)
-{
-    uint64_t p = item >> SQ_SEQ_BITS, seq = item & ((1ull << SQ_SEQ_BITS) - 1);
-    if (p >= c->np) {
-        st_note(&c->err, "item 0x%llx from no producer", (unsigned long long)item);
-        return;
-    }
-    if (seq < next[p])
-        st_note(&c->err, "producer %llu's item %llu after its item %llu (FIFO order broken or a "
-                "duplicate)", (unsigned long long)p, (unsigned long long)seq,
-                (unsigned long long)next[p] - 1);
-    next[p] = seq + 1;
-    /* relaxed: the exchanges on one flag are totally ordered anyway. */
-    if (c->seen && seq < c->iters &&
-        atomic_exchange_explicit(&c->seen[p * c->iters + seq], 1, memory_order_relaxed))
-        st_note(&c->err, "producer %llu's item %llu consumed twice", (unsigned long long)p,
-                (unsigned long long)seq);
 }
 
 static void sq_consumer(struct st_thread *t, struct sq *c, unsigned k)
@@ -261,9 +215,9 @@ static void sq_consumer(struct st_thread *t, struct sq *c, unsigned k)
         }
         if (closed_before)
             st_note(&c->err, "get returned an item after close() of the drained queue");
-        sq_check_item(c, next, item);
-        t->stat[SQ_SUM] += mix64(item);
-        count_op(t); /* one get; consumers follow the producers, not the stop flag */
+        st_check_item(&c->err, item, c->np, next, c->seen, c->iters);
+        t->stat[SQ_SUM] += st_mix64(item);
+        st_count_op(t); /* one get; consumers follow the producers, not the stop flag */
         st_pause(t, 150); /* the seed's traitement */
         if (c->forget && (k == 0 || st_below(t, 32) == 0)) {
             /* relaxed: published by the release store of `handled` below */
@@ -507,7 +461,7 @@ static struct sq *sq_new(const struct rq_impl *im, unsigned np, unsigned nc, uin
     atomic_init(&c->producers_left, np);
     atomic_init(&c->close_ns, 0);
     st_note_init(&c->err);
-    if (!timed && (uint64_t)np * iters <= SQ_SEEN_MAX && iters < (1ull << SQ_SEQ_BITS)) {
+    if (!timed && (uint64_t)np * iters <= ST_SEEN_MAX && iters < (1ull << ST_SEQ_BITS)) {
         c->iters = iters;
         c->seen = calloc(np * iters, 1);
     }
@@ -606,6 +560,16 @@ static const char *sq_ks_after(ks_queue_t *q)
     return NULL;
 }
 
+/* The run, then (ksync) the post-close checks: their failure unless one is noted. */
+static void sq_run(const struct st_opts *o, struct sq *c, const struct st_run *run,
+                   struct st_result *r)
+{
+    st_run(o, run, r);
+    const char *after = c->ks ? sq_ks_after(c->q.u.ks) : NULL;
+    if (after && !c->after_close)
+        c->after_close = after;
+}
+
 static void s10_one(const struct st_opts *o, const struct rq_impl *im, unsigned np, size_t cap,
                     uint64_t iters)
 {
@@ -625,10 +589,7 @@ static void s10_one(const struct st_opts *o, const struct rq_impl *im, unsigned 
         return;
     }
     struct st_result r;
-    st_run(o, &run, &r);
-    const char *after = c->ks ? sq_ks_after(c->q.u.ks) : NULL;
-    if (after && !c->after_close)
-        c->after_close = after;
+    sq_run(o, c, &run, &r);
     uint64_t u = im->unfinished(&c->q);
     size_t qcap = c->q.cap;
     int de = im->destroy(&c->q);
@@ -700,10 +661,7 @@ static void s11_one(const struct st_opts *o, const struct rq_impl *im, unsigned 
         return;
     }
     struct st_result r;
-    st_run(o, &run, &r);
-    const char *after = c->ks ? sq_ks_after(c->q.u.ks) : NULL;
-    if (after && !c->after_close)
-        c->after_close = after;
+    sq_run(o, c, &run, &r);
     int de = im->destroy(&c->q);
     struct sq_tally y;
     sq_tally(c, &r, &y);
@@ -726,22 +684,23 @@ static void s11_one(const struct st_opts *o, const struct rq_impl *im, unsigned 
     sq_free(c);
 }
 
+/* Defaults: the seed's 2+2, and 16+16 (oversubscribed); threads: producers.
+ * --threads N: 5000 items per producer up to 4, else 500. */
+static const struct st_config s11_cfg[] = {{2, 5000, 0}, {16, 500, 0}};
+
+static void s11_config(const struct st_opts *o, const struct st_config *cfg, unsigned np)
+{
+    (void)cfg;
+    static const struct rq_impl *const impls[] = {&rq_ksync, &rq_pthread};
+    uint64_t iters = st_iters(o, np <= 4 ? s11_cfg[0].iters : s11_cfg[1].iters);
+    for (size_t i = 0; i < sizeof impls / sizeof impls[0]; i++)
+        if (st_selected(o, impls[i]->ksync ? ST_KSYNC : ST_REF))
+            s11_one(o, impls[i], np, iters);
+}
+
 static void s11_run(const struct st_opts *o)
 {
-    static const struct {
-        unsigned producers;
-        uint64_t iters;
-    } cfg[] = {{2, 5000}, {16, 500}};
-    static const struct rq_impl *const impls[] = {&rq_ksync, &rq_pthread};
-    for (size_t k = 0; k < 2; k++) {
-        if (o->threads && k)
-            break;
-        unsigned np = st_threads(o, cfg[k].producers);
-        uint64_t iters = st_iters(o, np <= 4 ? cfg[0].iters : cfg[1].iters);
-        for (size_t i = 0; i < sizeof impls / sizeof impls[0]; i++)
-            if (st_selected(o, impls[i]->ksync ? ST_KSYNC : ST_REF))
-                s11_one(o, impls[i], np, iters);
-    }
+    ST_CONFIGS(o, s11_cfg, s11_config);
 }
 
 const struct st_scenario st_family_queue[] = {
