@@ -3,7 +3,8 @@
  * N threads (2, then 8) do nothing but meet at a reusable barrier: one
  * episode (phase) is one barrier crossing by all N.  Compared: ks_barrier,
  * pthread_barrier, and every Concurrency Kit barrier (centralized,
- * combining tree in groups of 2, dissemination, tournament, MCS).
+ * combining tree in groups of 2, dissemination, tournament, MCS; the
+ * adapters, shared with S19, are ref_barrier.h's).
  *
  * Stopping: a barrier cannot be abandoned mid-phase (a thread that stops
  * arriving leaves the others waiting for good, spinning in CK's case), so

@@ -16,7 +16,8 @@
  * CK issue in docs/pitfalls.md item 26 was exactly a missing fence).
  *
  * Concurrency Kit's barriers (centralized, combining tree, dissemination,
- * tournament, MCS tree) have no serial thread in their API: for them only
+ * tournament, MCS tree; adapters in ref_barrier.h, shared with bench section
+ * 6) have no serial thread in their API: for them only
  * the phase invariant is checked, and the row says so.  They spin without
  * end and cannot be abandoned: one thread that stops arriving leaves the
  * others spinning for good.  So the stop is decided by one thread for all:
