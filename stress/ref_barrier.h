@@ -23,7 +23,6 @@
 
 /* The barriers' shared state; one of them is used at a time. */
 struct ckb {
-    unsigned n; /* threads */
     ck_barrier_centralized_t cen;
     ck_barrier_combining_t comb;
     ck_barrier_combining_group_t *root, *groups;
@@ -32,6 +31,7 @@ struct ckb {
     ck_barrier_tournament_t tour;
     ck_barrier_tournament_round_t **rounds;
     ck_barrier_mcs_t *mcs;
+    unsigned n; /* threads; last, so that the objects keep their offsets */
 };
 
 /* A thread's own barrier state (CK keeps the sense per thread). */
