@@ -199,7 +199,6 @@ void bench_barrier(void)
     const int R = bopt.reps;
     struct bar_result *res = calloc((size_t)(NT * NK * R), sizeof *res);
     struct bench_stat rate[NT][NK], phases[NT][NK], slp[NT][NK], cpu[NT][NK], waits[NT], wakes[NT];
-    double v[1000];
 #define RES(ti, k, r) res[((ti) * NK + (k)) * R + (r)]
 
     printf("\n== 6. Barrier: N threads cross a reusable barrier (episodes/s, higher is better) ==\n");
@@ -213,25 +212,13 @@ void bench_barrier(void)
         for (int k = 0; k < NK; k++) {
             char label[64];
             snprintf(label, sizeof label, "N=%d %s phases/s", bar_threads[ti], kinds[k].name);
-            for (int r = 0; r < R; r++)
-                v[r] = RES(ti, k, r).rate;
-            rate[ti][k] = bench_stats_l(label, v, R);
-            for (int r = 0; r < R; r++)
-                v[r] = RES(ti, k, r).phases;
-            phases[ti][k] = bench_stats(v, R);
-            for (int r = 0; r < R; r++)
-                v[r] = RES(ti, k, r).sleeps;
-            slp[ti][k] = bench_stats(v, R);
-            for (int r = 0; r < R; r++)
-                v[r] = RES(ti, k, r).cpu_share;
-            cpu[ti][k] = bench_stats(v, R);
+            rate[ti][k] = BENCH_STATS_OF(label, RES(ti, k, 0), rate, R);
+            phases[ti][k] = BENCH_STATS_OF(NULL, RES(ti, k, 0), phases, R);
+            slp[ti][k] = BENCH_STATS_OF(NULL, RES(ti, k, 0), sleeps, R);
+            cpu[ti][k] = BENCH_STATS_OF(NULL, RES(ti, k, 0), cpu_share, R);
         }
-        for (int r = 0; r < R; r++)
-            v[r] = RES(ti, K_KS, r).waits;
-        waits[ti] = bench_stats(v, R);
-        for (int r = 0; r < R; r++)
-            v[r] = RES(ti, K_KS, r).wakes;
-        wakes[ti] = bench_stats(v, R);
+        waits[ti] = BENCH_STATS_OF(NULL, RES(ti, K_KS, 0), waits, R);
+        wakes[ti] = BENCH_STATS_OF(NULL, RES(ti, K_KS, 0), wakes, R);
     }
 
     for (int ti = 0; ti < NT; ti++) {
