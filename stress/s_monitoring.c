@@ -20,7 +20,6 @@
 #include <string.h>
 #include <time.h>
 
-
 /* ---- S14: monitoring pipeline ----------------------------------------------------------------
  * The seed's SystemeMonitoring: a main thread adds monitoring tasks to a task
  * queue (stats["taches_ajoutees"] under the stats lock); W workers take tasks
