@@ -59,7 +59,8 @@ TEST_OBJS := $(TEST_C:tests/%.c=$(BUILD)/tests/%.o) $(TEST_CXX:tests/%.cc=$(BUIL
 TEST_BIN := $(BUILD)/tests/ksync-tests
 
 STRESS_COMMON := stress/harness.c
-# stress/ref_*.c: reference implementations shared by the stress runner and the bench
+# stress/ref_*.c: reference implementations, compiled into both programs (ref_cache.c
+# serves S13 and bench section 10, ref_queue.c S10-S14 only; ref_barrier.h is header-only)
 REF_SRCS    := $(wildcard stress/ref_*.c)
 STRESS_SRCS := $(STRESS_COMMON) stress/main.c $(wildcard stress/s_*.c) $(REF_SRCS)
 BENCH_SRCS  := stress/bench_main.c stress/bench.c $(wildcard stress/b_*.c) $(REF_SRCS)

@@ -3,7 +3,8 @@
  * N threads (2, then 8) do nothing but meet at a reusable barrier: one
  * episode (phase) is one barrier crossing by all N.  Compared: ks_barrier,
  * pthread_barrier, and every Concurrency Kit barrier (centralized,
- * combining tree in groups of 2, dissemination, tournament, MCS).
+ * combining tree in groups of 2, dissemination, tournament, MCS; the
+ * adapters, shared with S19, are ref_barrier.h's).
  *
  * Stopping: a barrier cannot be abandoned mid-phase (a thread that stops
  * arriving leaves the others waiting for good, spinning in CK's case), so
@@ -20,10 +21,10 @@
  * exactly one per phase in total.
  */
 #include "bench.h"
+#include "ref_barrier.h"
 
 #include <ksync/barrier.h>
 
-#include <ck_barrier.h>
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -38,29 +39,10 @@ struct bar_obj {
     int pt_live; /* pt was initialised */
     ks_barrier_t ks;
     pthread_barrier_t pt;
-    ck_barrier_centralized_t cen;
-    ck_barrier_combining_t comb;
-    ck_barrier_combining_group_t *root, *groups;
-    ck_barrier_dissemination_t *dis;
-    ck_barrier_dissemination_flag_t **dflags;
-    ck_barrier_tournament_t tour;
-    ck_barrier_tournament_round_t **rounds;
-    ck_barrier_mcs_t *mcs;
+    struct ckb ck; /* the Concurrency Kit barriers (ref_barrier.h) */
     /* thread 0 -> all: the last phase; written before a barrier, read after */
     uint64_t quit_at __attribute__((aligned(KS_CACHELINE)));
     uint64_t serials __attribute__((aligned(KS_CACHELINE))); /* summed after the run */
-};
-
-/* A thread's own barrier state (CK keeps the sense per thread). */
-struct bar_me {
-    union {
-        ck_barrier_centralized_state_t cen;
-        ck_barrier_combining_state_t comb;
-        ck_barrier_dissemination_state_t dis;
-        ck_barrier_tournament_state_t tour;
-        ck_barrier_mcs_state_t mcs;
-    } s;
-    ck_barrier_combining_group_t *group;
 };
 
 static void *bar_alloc(size_t size)
@@ -75,14 +57,14 @@ static void *bar_alloc(size_t size)
 
 /* name_bar_init(o), name_bar_join(o, me, id) in the thread, name_bar_wait(o,
  * me): 1 if this caller is the phase's serial thread, else 0. */
-static void no_join(struct bar_obj *o, struct bar_me *me, int id)
+static void no_join(struct bar_obj *o, struct ckb_me *me, int id)
 {
     (void)o, (void)me, (void)id;
 }
 
 static void ks_bar_init(struct bar_obj *o) { ks_barrier_init(&o->ks, o->n, KS_PRIVATE); }
 #define ks_bar_join no_join
-static inline int ks_bar_wait(struct bar_obj *o, struct bar_me *me)
+static inline int ks_bar_wait(struct bar_obj *o, struct ckb_me *me)
 {
     (void)me;
     return ks_barrier_wait(&o->ks) == KS_BARRIER_SERIAL;
@@ -90,113 +72,36 @@ static inline int ks_bar_wait(struct bar_obj *o, struct bar_me *me)
 
 static void pt_bar_init(struct bar_obj *o) { o->pt_live = pthread_barrier_init(&o->pt, NULL, o->n) == 0; }
 #define pt_bar_join no_join
-static inline int pt_bar_wait(struct bar_obj *o, struct bar_me *me)
+static inline int pt_bar_wait(struct bar_obj *o, struct ckb_me *me)
 {
     (void)me;
     return pthread_barrier_wait(&o->pt) == PTHREAD_BARRIER_SERIAL_THREAD;
 }
 
-/* CK centralized: one counter and a global sense */
-static void cen_bar_init(struct bar_obj *o) { o->cen = (ck_barrier_centralized_t)CK_BARRIER_CENTRALIZED_INITIALIZER; }
-static void cen_bar_join(struct bar_obj *o, struct bar_me *me, int id)
-{
-    (void)o, (void)id;
-    me->s.cen = (ck_barrier_centralized_state_t)CK_BARRIER_CENTRALIZED_STATE_INITIALIZER;
-}
-static inline int cen_bar_wait(struct bar_obj *o, struct bar_me *me)
-{
-    ck_barrier_centralized(&o->cen, &me->s.cen, o->n);
-    return 0;
-}
-
-/* CK combining tree: groups of 2 threads, which CK joins into a tree */
-static void comb_bar_init(struct bar_obj *o)
-{
-    unsigned ng = (o->n + 1) / 2;
-    o->root = bar_alloc(sizeof *o->root);
-    o->groups = bar_alloc(sizeof *o->groups * ng);
-    ck_barrier_combining_init(&o->comb, o->root);
-    for (unsigned g = 0; g < ng; g++)
-        ck_barrier_combining_group_init(&o->comb, &o->groups[g], 2 * g + 1 < o->n ? 2 : 1);
-}
-static void comb_bar_join(struct bar_obj *o, struct bar_me *me, int id)
-{
-    me->s.comb = (ck_barrier_combining_state_t)CK_BARRIER_COMBINING_STATE_INITIALIZER;
-    me->group = &o->groups[id / 2];
-}
-static inline int comb_bar_wait(struct bar_obj *o, struct bar_me *me)
-{
-    ck_barrier_combining(&o->comb, me->group, &me->s.comb);
-    return 0;
-}
-
-/* CK dissemination: log2(N) rounds of pairwise flags */
-static void dis_bar_init(struct bar_obj *o)
-{
-    unsigned size = ck_barrier_dissemination_size(o->n);
-    o->dis = bar_alloc(sizeof *o->dis * o->n);
-    o->dflags = bar_alloc(sizeof *o->dflags * o->n);
-    for (unsigned i = 0; i < o->n; i++)
-        o->dflags[i] = bar_alloc(sizeof **o->dflags * size);
-    ck_barrier_dissemination_init(o->dis, o->dflags, o->n);
-}
-static void dis_bar_join(struct bar_obj *o, struct bar_me *me, int id)
-{
-    (void)id;
-    ck_barrier_dissemination_subscribe(o->dis, &me->s.dis);
-}
-static inline int dis_bar_wait(struct bar_obj *o, struct bar_me *me)
-{
-    ck_barrier_dissemination(o->dis, &me->s.dis);
-    return 0;
-}
-
-/* CK tournament: statically paired rounds, a champion wakes the losers */
-static void tour_bar_init(struct bar_obj *o)
-{
-    unsigned size = ck_barrier_tournament_size(o->n);
-    o->rounds = bar_alloc(sizeof *o->rounds * o->n);
-    for (unsigned i = 0; i < o->n; i++)
-        o->rounds[i] = bar_alloc(sizeof **o->rounds * size);
-    ck_barrier_tournament_init(&o->tour, o->rounds, o->n);
-}
-static void tour_bar_join(struct bar_obj *o, struct bar_me *me, int id)
-{
-    (void)id;
-    ck_barrier_tournament_subscribe(&o->tour, &me->s.tour);
-}
-static inline int tour_bar_wait(struct bar_obj *o, struct bar_me *me)
-{
-    ck_barrier_tournament(&o->tour, &me->s.tour);
-    return 0;
-}
-
-/* CK MCS: 4-ary arrival tree, binary wake-up tree */
-static void mcs_bar_init(struct bar_obj *o)
-{
-    o->mcs = bar_alloc(sizeof *o->mcs * o->n);
-    ck_barrier_mcs_init(o->mcs, o->n);
-}
-static void mcs_bar_join(struct bar_obj *o, struct bar_me *me, int id)
-{
-    (void)id;
-    ck_barrier_mcs_subscribe(o->mcs, &me->s.mcs);
-}
-static inline int mcs_bar_wait(struct bar_obj *o, struct bar_me *me)
-{
-    ck_barrier_mcs(o->mcs, &me->s.mcs);
-    return 0;
-}
+/* Concurrency Kit: ref_barrier.h's adapters (static inline) on o->ck */
+#define CK_BAR(name)                                                                 \
+    static void name##_bar_init(struct bar_obj *o)                                   \
+    {                                                                                \
+        ckb_##name##_init(&o->ck, o->n, bar_alloc);                                  \
+    }                                                                                \
+    static inline void name##_bar_join(struct bar_obj *o, struct ckb_me *me, int id) \
+    {                                                                                \
+        ckb_##name##_join(&o->ck, me, (unsigned)id);                                 \
+    }                                                                                \
+    static inline int name##_bar_wait(struct bar_obj *o, struct ckb_me *me)          \
+    {                                                                                \
+        ckb_##name##_wait(&o->ck, me);                                               \
+        return 0;                                                                    \
+    }
+CK_BAR(cen)
+CK_BAR(comb)
+CK_BAR(dis)
+CK_BAR(tour)
+CK_BAR(mcs)
 
 static void bar_free(struct bar_obj *o)
 {
-    if (o->dflags)
-        for (unsigned i = 0; i < o->n; i++)
-            free(o->dflags[i]);
-    if (o->rounds)
-        for (unsigned i = 0; i < o->n; i++)
-            free(o->rounds[i]);
-    free(o->root), free(o->groups), free(o->dis), free(o->dflags), free(o->rounds), free(o->mcs);
+    ckb_free(&o->ck);
     if (o->pt_live)
         pthread_barrier_destroy(&o->pt);
 }
@@ -205,7 +110,7 @@ static void bar_free(struct bar_obj *o)
     static void body_##name(bench_thr_t *t)                                          \
     {                                                                                \
         struct bar_obj *o = t->arg;                                                  \
-        struct bar_me me;                                                            \
+        struct ckb_me me;                                                            \
         uint64_t k, serial = 0;                                                      \
         memset(&me, 0, sizeof me);                                                   \
         name##_bar_join(o, &me, t->id);                                              \
@@ -294,7 +199,6 @@ void bench_barrier(void)
     const int R = bopt.reps;
     struct bar_result *res = calloc((size_t)(NT * NK * R), sizeof *res);
     struct bench_stat rate[NT][NK], phases[NT][NK], slp[NT][NK], cpu[NT][NK], waits[NT], wakes[NT];
-    double v[1000];
 #define RES(ti, k, r) res[((ti) * NK + (k)) * R + (r)]
 
     printf("\n== 6. Barrier: N threads cross a reusable barrier (episodes/s, higher is better) ==\n");
@@ -308,25 +212,13 @@ void bench_barrier(void)
         for (int k = 0; k < NK; k++) {
             char label[64];
             snprintf(label, sizeof label, "N=%d %s phases/s", bar_threads[ti], kinds[k].name);
-            for (int r = 0; r < R; r++)
-                v[r] = RES(ti, k, r).rate;
-            rate[ti][k] = bench_stats_l(label, v, R);
-            for (int r = 0; r < R; r++)
-                v[r] = RES(ti, k, r).phases;
-            phases[ti][k] = bench_stats(v, R);
-            for (int r = 0; r < R; r++)
-                v[r] = RES(ti, k, r).sleeps;
-            slp[ti][k] = bench_stats(v, R);
-            for (int r = 0; r < R; r++)
-                v[r] = RES(ti, k, r).cpu_share;
-            cpu[ti][k] = bench_stats(v, R);
+            rate[ti][k] = BENCH_STATS_OF(label, RES(ti, k, 0), rate, R);
+            phases[ti][k] = BENCH_STATS_OF(NULL, RES(ti, k, 0), phases, R);
+            slp[ti][k] = BENCH_STATS_OF(NULL, RES(ti, k, 0), sleeps, R);
+            cpu[ti][k] = BENCH_STATS_OF(NULL, RES(ti, k, 0), cpu_share, R);
         }
-        for (int r = 0; r < R; r++)
-            v[r] = RES(ti, K_KS, r).waits;
-        waits[ti] = bench_stats(v, R);
-        for (int r = 0; r < R; r++)
-            v[r] = RES(ti, K_KS, r).wakes;
-        wakes[ti] = bench_stats(v, R);
+        waits[ti] = BENCH_STATS_OF(NULL, RES(ti, K_KS, 0), waits, R);
+        wakes[ti] = BENCH_STATS_OF(NULL, RES(ti, K_KS, 0), wakes, R);
     }
 
     for (int ti = 0; ti < NT; ti++) {

@@ -177,7 +177,6 @@ void bench_broadcast(void)
     const int R = bopt.reps;
     struct bc_result *res = calloc((size_t)(NK * R), sizeof *res);
     struct bench_stat rate[NK], slp[NK], wslp[NK], bcw, bcwoken, bcaster, aw, ak;
-    double v[1000];
 #define RES(k, r) res[(k) * R + (r)]
 
     printf("\n== 8. Broadcast to %d waiters: 1 broadcaster, %d threads in cond wait, one mutex ==\n", BC_WAITERS,
@@ -190,31 +189,16 @@ void bench_broadcast(void)
     for (int k = 0; k < NK; k++) {
         char label[64];
         snprintf(label, sizeof label, "%s broadcasts/s", kinds[k].name);
-        for (int r = 0; r < R; r++)
-            v[r] = RES(k, r).rate;
-        rate[k] = bench_stats_l(label, v, R);
-        for (int r = 0; r < R; r++)
-            v[r] = RES(k, r).sleeps;
-        slp[k] = bench_stats(v, R);
-        for (int r = 0; r < R; r++)
-            v[r] = RES(k, r).waiter_sleeps;
-        wslp[k] = bench_stats(v, R);
+        rate[k] = BENCH_STATS_OF(label, RES(k, 0), rate, R);
+        slp[k] = BENCH_STATS_OF(NULL, RES(k, 0), sleeps, R);
+        wslp[k] = BENCH_STATS_OF(NULL, RES(k, 0), waiter_sleeps, R);
     }
-    for (int r = 0; r < R; r++)
-        v[r] = RES(0, r).bc_wakes; /* kinds[0] is ks_cond */
-    bcw = bench_stats_l("ks_cond_broadcast futex calls/broadcast", v, R);
-    for (int r = 0; r < R; r++)
-        v[r] = RES(0, r).bc_woken;
-    bcwoken = bench_stats(v, R);
-    for (int r = 0; r < R; r++)
-        v[r] = RES(0, r).bcaster_wakes;
-    bcaster = bench_stats(v, R);
-    for (int r = 0; r < R; r++)
-        v[r] = RES(0, r).all_waits;
-    aw = bench_stats(v, R);
-    for (int r = 0; r < R; r++)
-        v[r] = RES(0, r).all_wakes;
-    ak = bench_stats(v, R);
+    /* kinds[0] is ks_cond */
+    bcw = BENCH_STATS_OF("ks_cond_broadcast futex calls/broadcast", RES(0, 0), bc_wakes, R);
+    bcwoken = BENCH_STATS_OF(NULL, RES(0, 0), bc_woken, R);
+    bcaster = BENCH_STATS_OF(NULL, RES(0, 0), bcaster_wakes, R);
+    aw = BENCH_STATS_OF(NULL, RES(0, 0), all_waits, R);
+    ak = BENCH_STATS_OF(NULL, RES(0, 0), all_wakes, R);
 
     printf("\n%-20s %13s %7s %20s %22s\n", "implementation", "broadcasts/s", "spread", "sleeps/bc (all 17)",
            "sleeps/bc (16 waiters)");

@@ -101,7 +101,7 @@ void bench_counter(void)
     struct bench_stat (*fair)[NK] = calloc((size_t)NT, sizeof *fair);
     struct bench_stat (*sleeps)[NK] = calloc((size_t)NT, sizeof *sleeps);
     struct bench_stat *waits = calloc((size_t)NT, sizeof *waits), *wakes = calloc((size_t)NT, sizeof *wakes);
-    double v[1000], ratio2 = NAN, ratio16 = NAN;
+    double ratio2 = NAN, ratio16 = NAN;
 #define RES(ti, k, r) res[((ti) * NK + (k)) * R + (r)]
 
     printf("\n== 2. Contended counter: T threads loop { lock; counter++; unlock } ==\n");
@@ -114,22 +114,13 @@ void bench_counter(void)
         for (int k = 0; k < NK; k++) {
             char label[64];
             snprintf(label, sizeof label, "T=%d %s Mops/s", bopt.tlist[ti], kinds[k].name);
-            for (int r = 0; r < R; r++)
-                v[r] = RES(ti, k, r).mops;
-            st[ti][k] = bench_stats_l(label, v, R);
-            for (int r = 0; r < R; r++)
-                v[r] = RES(ti, k, r).fair;
-            fair[ti][k] = bench_stats(v, R);
-            for (int r = 0; r < R; r++)
-                v[r] = RES(ti, k, r).sleeps_per_kop;
-            sleeps[ti][k] = bench_stats(v, R);
+            st[ti][k] = BENCH_STATS_OF(label, RES(ti, k, 0), mops, R);
+            fair[ti][k] = BENCH_STATS_OF(NULL, RES(ti, k, 0), fair, R);
+            sleeps[ti][k] = BENCH_STATS_OF(NULL, RES(ti, k, 0), sleeps_per_kop, R);
         }
-        for (int r = 0; r < R; r++)
-            v[r] = RES(ti, 0, r).waits_per_kop; /* kinds[0] is ks_mutex */
-        waits[ti] = bench_stats(v, R);
-        for (int r = 0; r < R; r++)
-            v[r] = RES(ti, 0, r).wakes_per_kop;
-        wakes[ti] = bench_stats(v, R);
+        /* kinds[0] is ks_mutex */
+        waits[ti] = BENCH_STATS_OF(NULL, RES(ti, 0, 0), waits_per_kop, R);
+        wakes[ti] = BENCH_STATS_OF(NULL, RES(ti, 0, 0), wakes_per_kop, R);
     }
 
     printf("\nMops/s (higher is better), +-: half the min..max range of the repetitions\n");

@@ -304,7 +304,6 @@ void bench_handoff(void)
     const int R = bopt.reps;
     struct ho_result *res = calloc((size_t)(NK * R), sizeof *res);
     struct bench_stat rate[NK], slp[NK], cpu[NK], waits[NK], wakes[NK];
-    double v[1000];
 #define RES(k, r) res[(k) * R + (r)]
 
     printf("\n== 5. Ping-pong hand-off between 2 threads (round trips/s, higher is better) ==\n");
@@ -316,21 +315,11 @@ void bench_handoff(void)
     for (int k = 0; k < NK; k++) {
         char label[64];
         snprintf(label, sizeof label, "%s round trips/s", kinds[k].name);
-        for (int r = 0; r < R; r++)
-            v[r] = RES(k, r).rate;
-        rate[k] = bench_stats_l(label, v, R);
-        for (int r = 0; r < R; r++)
-            v[r] = RES(k, r).sleeps;
-        slp[k] = bench_stats(v, R);
-        for (int r = 0; r < R; r++)
-            v[r] = RES(k, r).cpu_share;
-        cpu[k] = bench_stats(v, R);
-        for (int r = 0; r < R; r++)
-            v[r] = RES(k, r).waits;
-        waits[k] = bench_stats(v, R);
-        for (int r = 0; r < R; r++)
-            v[r] = RES(k, r).wakes;
-        wakes[k] = bench_stats(v, R);
+        rate[k] = BENCH_STATS_OF(label, RES(k, 0), rate, R);
+        slp[k] = BENCH_STATS_OF(NULL, RES(k, 0), sleeps, R);
+        cpu[k] = BENCH_STATS_OF(NULL, RES(k, 0), cpu_share, R);
+        waits[k] = BENCH_STATS_OF(NULL, RES(k, 0), waits, R);
+        wakes[k] = BENCH_STATS_OF(NULL, RES(k, 0), wakes, R);
     }
 
     printf("\nthreads pinned to separate CPUs: %s\n", RES(0, 0).pinned ? "yes" : "no");

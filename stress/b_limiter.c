@@ -173,7 +173,7 @@ void bench_limiter(void)
 {
     const int R = bopt.reps;
     struct lim_result *res = calloc((size_t)(NK * R), sizeof *res);
-    double v[1000], per_iter, solo[1000];
+    double per_iter, solo[1000];
     struct bench_stat mops[NK], cpu[NK], fair[NK], slp[NK], wpp, wpw, solo_s;
     long ncpu = sysconf(_SC_NPROCESSORS_ONLN);
     int par = bopt.permits < ncpu ? bopt.permits : (int)ncpu;
@@ -193,25 +193,14 @@ void bench_limiter(void)
     solo_s = bench_stats_l("1 thread ks_sem", solo, R);
 
     for (int k = 0; k < NK; k++) {
-        for (int r = 0; r < R; r++)
-            v[r] = res[k * R + r].mops;
-        mops[k] = bench_stats_l(kinds[k].name, v, R);
-        for (int r = 0; r < R; r++)
-            v[r] = res[k * R + r].cpu_share;
-        cpu[k] = bench_stats(v, R);
-        for (int r = 0; r < R; r++)
-            v[r] = res[k * R + r].fair;
-        fair[k] = bench_stats(v, R);
-        for (int r = 0; r < R; r++)
-            v[r] = res[k * R + r].sleeps_per_op;
-        slp[k] = bench_stats(v, R);
+        mops[k] = BENCH_STATS_OF(kinds[k].name, res[k * R], mops, R);
+        cpu[k] = BENCH_STATS_OF(NULL, res[k * R], cpu_share, R);
+        fair[k] = BENCH_STATS_OF(NULL, res[k * R], fair, R);
+        slp[k] = BENCH_STATS_OF(NULL, res[k * R], sleeps_per_op, R);
     }
-    for (int r = 0; r < R; r++)
-        v[r] = res[r].wakes_per_post; /* kinds[0] is ks_sem */
-    wpp = bench_stats_l("ks_sem wakes/post", v, R);
-    for (int r = 0; r < R; r++)
-        v[r] = res[r].waits_per_wait;
-    wpw = bench_stats(v, R);
+    /* kinds[0] is ks_sem */
+    wpp = BENCH_STATS_OF("ks_sem wakes/post", res[0], wakes_per_post, R);
+    wpw = BENCH_STATS_OF(NULL, res[0], waits_per_wait, R);
 
     printf("\n%-16s %9s %7s %10s %9s %9s %12s\n", "implementation", "Mops/s", "spread", "ks_sem/ref",
            "CPU used", "fairness", "sleeps/op");

@@ -721,7 +721,6 @@ void bench_queue(void)
     const double secs = bopt.seconds / QB_DIV;
     struct qb_result *res = calloc((size_t)(NS * NK * R), sizeof *res);
     struct bench_stat st[NS][NK], retr[NS][NK], busy[NS][2], slp[NS][NK], fxk[NS][NK], cpu[NS][NK], ovr[NS][NK];
-    double v[1000];
 #define RES(si, k, r) res[((si) * NK + (k)) * R + (r)]
 
     run.prod = aligned_alloc(KS_CACHELINE, QB_MAXP * sizeof *run.prod);
@@ -752,30 +751,16 @@ void bench_queue(void)
         for (int k = 0; k < NK; k++) {
             char label[80];
             snprintf(label, sizeof label, "%dp%dc %s M items/s", shapes[si].np, shapes[si].nc, kinds[k].name);
-            for (int r = 0; r < R; r++)
-                v[r] = RES(si, k, r).mitems;
-            st[si][k] = bench_stats_l(label, v, R);
-            for (int r = 0; r < R; r++)
-                v[r] = RES(si, k, r).retries;
-            retr[si][k] = bench_stats(v, R);
+            st[si][k] = BENCH_STATS_OF(label, RES(si, k, 0), mitems, R);
+            retr[si][k] = BENCH_STATS_OF(NULL, RES(si, k, 0), retries, R);
             if (k == K_KSM_SPIN || k == K_KSM_YIELD) {
-                for (int r = 0; r < R; r++)
-                    v[r] = RES(si, k, r).busy_pct;
-                busy[si][k == K_KSM_YIELD] = bench_stats(v, R);
+                busy[si][k == K_KSM_YIELD] = BENCH_STATS_OF(NULL, RES(si, k, 0), busy_pct, R);
             }
-            for (int r = 0; r < R; r++)
-                v[r] = RES(si, k, r).sleeps_k;
-            slp[si][k] = bench_stats(v, R);
-            for (int r = 0; r < R; r++)
-                v[r] = RES(si, k, r).futex_k;
-            fxk[si][k] = bench_stats(v, R);
-            for (int r = 0; r < R; r++)
-                v[r] = RES(si, k, r).cpu_share;
-            cpu[si][k] = bench_stats(v, R);
-            for (int r = 0; r < R; r++)
-                v[r] = RES(si, k, r).overrun_ms;
+            slp[si][k] = BENCH_STATS_OF(NULL, RES(si, k, 0), sleeps_k, R);
+            fxk[si][k] = BENCH_STATS_OF(NULL, RES(si, k, 0), futex_k, R);
+            cpu[si][k] = BENCH_STATS_OF(NULL, RES(si, k, 0), cpu_share, R);
             snprintf(label, sizeof label, "%dp%dc %s drain ms", shapes[si].np, shapes[si].nc, kinds[k].name);
-            ovr[si][k] = bench_stats_l(label, v, R);
+            ovr[si][k] = BENCH_STATS_OF(label, RES(si, k, 0), overrun_ms, R);
         }
     }
 

@@ -189,7 +189,6 @@ void bench_rwlock(void)
     const int R = bopt.reps;
     struct rw_result *res = calloc((size_t)(NT * NK * R), sizeof *res);
     struct bench_stat mops[NT][NK], fair[NT][NK], slp[NT][NK], wshare[NT][NK], cpu[NT][NK], waits[NT], wakes[NT];
-    double v[1000];
 #define RES(ti, k, r) res[((ti) * NK + (k)) * R + (r)]
 
     printf("\n== 7. rwlock: T threads, %d%% reads of %d shared words, writes increment them (Mops/s) ==\n",
@@ -203,28 +202,15 @@ void bench_rwlock(void)
         for (int k = 0; k < NK; k++) {
             char label[64];
             snprintf(label, sizeof label, "T=%d %s Mops/s", rw_threads[ti], kinds[k].name);
-            for (int r = 0; r < R; r++)
-                v[r] = RES(ti, k, r).mops;
-            mops[ti][k] = bench_stats_l(label, v, R);
-            for (int r = 0; r < R; r++)
-                v[r] = RES(ti, k, r).fair;
-            fair[ti][k] = bench_stats(v, R);
-            for (int r = 0; r < R; r++)
-                v[r] = RES(ti, k, r).sleeps_per_kop;
-            slp[ti][k] = bench_stats(v, R);
-            for (int r = 0; r < R; r++)
-                v[r] = RES(ti, k, r).write_share;
-            wshare[ti][k] = bench_stats(v, R);
-            for (int r = 0; r < R; r++)
-                v[r] = RES(ti, k, r).cpu_share;
-            cpu[ti][k] = bench_stats(v, R);
+            mops[ti][k] = BENCH_STATS_OF(label, RES(ti, k, 0), mops, R);
+            fair[ti][k] = BENCH_STATS_OF(NULL, RES(ti, k, 0), fair, R);
+            slp[ti][k] = BENCH_STATS_OF(NULL, RES(ti, k, 0), sleeps_per_kop, R);
+            wshare[ti][k] = BENCH_STATS_OF(NULL, RES(ti, k, 0), write_share, R);
+            cpu[ti][k] = BENCH_STATS_OF(NULL, RES(ti, k, 0), cpu_share, R);
         }
-        for (int r = 0; r < R; r++)
-            v[r] = RES(ti, 0, r).waits_per_kop; /* kinds[0] is ks_rwlock */
-        waits[ti] = bench_stats(v, R);
-        for (int r = 0; r < R; r++)
-            v[r] = RES(ti, 0, r).wakes_per_kop;
-        wakes[ti] = bench_stats(v, R);
+        /* kinds[0] is ks_rwlock */
+        waits[ti] = BENCH_STATS_OF(NULL, RES(ti, 0, 0), waits_per_kop, R);
+        wakes[ti] = BENCH_STATS_OF(NULL, RES(ti, 0, 0), wakes_per_kop, R);
     }
 
     for (int ti = 0; ti < NT; ti++) {

@@ -107,6 +107,14 @@ struct bench_stat bench_stats_l(const char *label, double *v, int n)
     return bench_stats(v, n);
 }
 
+struct bench_stat bench_stats_at(const char *label, const double *first, size_t stride, int n)
+{
+    double v[BENCH_MAX_REPS];
+    for (int i = 0; i < n; i++)
+        v[i] = *(const double *)(const void *)((const char *)first + (size_t)i * stride);
+    return label ? bench_stats_l(label, v, n) : bench_stats(v, n);
+}
+
 double bench_spread(struct bench_stat s)
 {
     return s.med != 0 ? 100.0 * (s.max - s.min) / fabs(s.med) : 0;

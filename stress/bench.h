@@ -121,6 +121,13 @@ struct bench_stat {
 struct bench_stat bench_stats(double *v, int n);
 /* The same, first printing the values in run order under --verbose. */
 struct bench_stat bench_stats_l(const char *label, double *v, int n);
+/* The same over one double field of n results stored `stride` bytes apart
+ * from *first on (a section's RES(k, 0).field .. RES(k, n - 1).field), n <=
+ * BENCH_MAX_REPS; label NULL: bench_stats, else bench_stats_l.  The
+ * statistics of a field: BENCH_STATS_OF(label, RES(k, 0), rate, R). */
+#define BENCH_MAX_REPS 1000
+struct bench_stat bench_stats_at(const char *label, const double *first, size_t stride, int n);
+#define BENCH_STATS_OF(label, res0, field, n) bench_stats_at(label, &(res0).field, sizeof(res0), n)
 /* Relative spread (max-min)/median in percent, 0 when the median is 0. */
 double bench_spread(struct bench_stat s);
 

@@ -164,7 +164,7 @@ int main(int argc, char **argv)
     while ((c = getopt_long(argc, argv, "h", longopts, NULL)) != -1) {
         switch (c) {
         case O_ONLY: bopt.sections = parse_sections(optarg); break;
-        case O_REPS: bopt.reps = (int)parse_long("--reps", optarg, 1, 1000); break;
+        case O_REPS: bopt.reps = (int)parse_long("--reps", optarg, 1, BENCH_MAX_REPS); break;
         case O_SECONDS: {
             char *end;
             bopt.seconds = strtod(optarg, &end);

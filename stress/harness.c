@@ -31,6 +31,17 @@ bool st_selected(const struct st_opts *o, enum st_kind kind)
     return (o->kinds & (unsigned)kind) != 0;
 }
 
+void st_configs(const struct st_opts *o, const struct st_config *cfg, size_t n,
+                void (*run)(const struct st_opts *o, const struct st_config *cfg,
+                            unsigned threads))
+{
+    for (size_t k = 0; k < n; k++) {
+        if (o->threads && k)
+            break;
+        run(o, &cfg[k], st_threads(o, cfg[k].threads));
+    }
+}
+
 /* ---- helpers ---------------------------------------------------------------- */
 
 void st_pause(struct st_thread *t, unsigned spin_max)
@@ -87,6 +98,34 @@ void st_note(struct st_note *n, const char *fmt, ...)
 unsigned st_note_count(struct st_note *n)
 {
     return atomic_load_explicit(&n->count, memory_order_relaxed);
+}
+
+void st_check_item(struct st_note *err, uint64_t item, unsigned np, uint64_t *next,
+                   atomic_uchar *seen, uint64_t iters)
+{
+    uint64_t p = item >> ST_SEQ_BITS, seq = item & ((1ull << ST_SEQ_BITS) - 1);
+    if (p >= np) {
+        st_note(err, "item 0x%llx from no producer", (unsigned long long)item);
+        return;
+    }
+    if (seq < next[p])
+        st_note(err, "producer %llu's item %llu after its item %llu (FIFO order broken or a "
+                "duplicate)", (unsigned long long)p, (unsigned long long)seq,
+                (unsigned long long)next[p] - 1);
+    next[p] = seq + 1;
+    /* relaxed: the exchanges on one flag are totally ordered anyway. */
+    if (seen && seq < iters &&
+        atomic_exchange_explicit(&seen[p * iters + seq], 1, memory_order_relaxed))
+        st_note(err, "producer %llu's item %llu consumed twice", (unsigned long long)p,
+                (unsigned long long)seq);
+}
+
+size_t st_note_prefix(struct st_note *n, char *buf, size_t len, int max)
+{
+    unsigned errs = st_note_count(n);
+    size_t at =
+        errs ? (size_t)snprintf(buf, len, "%u errors, first: %.*s; ", errs, max, n->msg) : 0;
+    return at < len ? at : len - 1;
 }
 
 const char *st_human(double v, char *buf, size_t len)

@@ -54,6 +54,21 @@ unsigned st_threads(const struct st_opts *o, unsigned dflt);
 uint64_t st_iters(const struct st_opts *o, uint64_t dflt);
 bool st_selected(const struct st_opts *o, enum st_kind kind);
 
+/* A scenario's default configurations (its --list "defaults"), each run
+ * against every implementation selected.  With --threads N only the first
+ * runs, at N threads. */
+struct st_config {
+    unsigned threads; /* default thread count (or producers, workers, ...) */
+    uint64_t iters;   /* default operations per thread */
+    unsigned arg;     /* the scenario's own parameter (S14: semaphore permits) */
+};
+/* run(o, &cfg[k], st_threads(o, cfg[k].threads)) for k = 0..n-1, or k = 0
+ * alone with --threads. */
+void st_configs(const struct st_opts *o, const struct st_config *cfg, size_t n,
+                void (*run)(const struct st_opts *o, const struct st_config *cfg,
+                            unsigned threads));
+#define ST_CONFIGS(o, cfg, run) st_configs(o, cfg, sizeof(cfg) / sizeof((cfg)[0]), run)
+
 /* ---- threads -------------------------------------------------------------- */
 
 #define ST_NSTAT 8
@@ -108,6 +123,26 @@ static inline uint64_t st_work(uint64_t x, unsigned n)
     for (unsigned i = 0; i < n; i++)
         x = x * 6364136223846793005ull + 1442695040888963407ull;
     return x;
+}
+
+/* A 64-bit mix (MurmurHash3's fmix64 finalizer): checksums of items and
+ * values, and pure functions of an id (S14's task values). */
+static inline uint64_t st_mix64(uint64_t x)
+{
+    x ^= x >> 33;
+    x *= 0xff51afd7ed558ccdull;
+    x ^= x >> 33;
+    x *= 0xc4ceb9fe1a85ec53ull;
+    return x ^ (x >> 33);
+}
+
+/* Count one operation for a thread whose loop is not st_next's (a consumer
+ * that follows the producers, a barrier phase): what st_next counts.
+ * relaxed: the progress word is the stall monitor's, no data hangs on it. */
+static inline void st_count_op(struct st_thread *t)
+{
+    t->done++;
+    atomic_store_explicit(&t->progress, t->done, memory_order_relaxed);
 }
 
 /* Busy work whose result is discarded (but not optimised away). */
@@ -183,6 +218,25 @@ struct st_note {
 void st_note_init(struct st_note *n);
 void st_note(struct st_note *n, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 unsigned st_note_count(struct st_note *n);
+/* For a stall dump (st_run.dump): "E errors, first: MSG; " when a failure was
+ * noted, MSG cut to `max` characters so that the state that follows fits;
+ * returns the length written, at most len - 1. */
+size_t st_note_prefix(struct st_note *n, char *buf, size_t len, int max);
+
+/* ---- items of the producer/consumer scenarios (S9, S10, S11) ------------------
+ * An item is producer << ST_SEQ_BITS | seq, seq = 0, 1, ... per producer;
+ * in iteration mode a scenario may keep one seen flag per item, up to
+ * ST_SEEN_MAX of them (S14 flags its tasks under the same bound). */
+#define ST_SEQ_BITS 40
+#define ST_SEEN_MAX (64u << 20)
+
+/* One consumer's check of one item: it comes from one of np producers, after
+ * the last item this consumer took from that producer (FIFO; next[p] holds
+ * the lowest seq still allowed, 0 at first), and, with seen flags
+ * (seen[p * iters + seq] for seq < iters; seen NULL: none), no other
+ * consumer took it.  A failure is noted in err. */
+void st_check_item(struct st_note *err, uint64_t item, unsigned np, uint64_t *next,
+                   atomic_uchar *seen, uint64_t iters);
 
 /* ---- result table -------------------------------------------------------------- */
 
@@ -219,7 +273,9 @@ extern const struct st_scenario st_family_cost[];  /* s_cost.c: S15 */
 extern const struct st_scenario st_family_event[]; /* s_event.c: S8 */
 extern const struct st_scenario st_family_cond[];  /* s_cond.c: S9 */
 extern const struct st_scenario st_family_barrier[]; /* s_barrier.c: S19 */
-extern const struct st_scenario st_family_queue[]; /* s_queue.c: S10 S11 S12 S14 */
+extern const struct st_scenario st_family_queue[]; /* s_queue.c: S10 S11 */
+extern const struct st_scenario st_family_pool[];  /* s_pool.c: S12 */
+extern const struct st_scenario st_family_monitoring[]; /* s_monitoring.c: S14 */
 extern const struct st_scenario st_family_cache[]; /* s_cache.c: S13 */
 
 #endif

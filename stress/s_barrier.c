@@ -16,7 +16,8 @@
  * CK issue in docs/pitfalls.md item 26 was exactly a missing fence).
  *
  * Concurrency Kit's barriers (centralized, combining tree, dissemination,
- * tournament, MCS tree) have no serial thread in their API: for them only
+ * tournament, MCS tree; adapters in ref_barrier.h, shared with bench section
+ * 6) have no serial thread in their API: for them only
  * the phase invariant is checked, and the row says so.  They spin without
  * end and cannot be abandoned: one thread that stops arriving leaves the
  * others spinning for good.  So the stop is decided by one thread for all:
@@ -29,10 +30,10 @@
  * runs stop after S19_SPIN_CAP_S and report the partial rate.
  */
 #include "harness.h"
+#include "ref_barrier.h"
 
 #include <ksync/barrier.h>
 
-#include <ck_barrier.h>
 #include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -49,26 +50,14 @@
 
 struct s19;
 
-/* A thread's own barrier state (CK keeps the sense per thread). */
-struct s19_me {
-    union {
-        ck_barrier_centralized_state_t cen;
-        ck_barrier_combining_state_t comb;
-        ck_barrier_dissemination_state_t dis;
-        ck_barrier_tournament_state_t tour;
-        ck_barrier_mcs_state_t mcs;
-    } s;
-    ck_barrier_combining_group_t *group;
-};
-
 struct barrier_impl {
     const char *name;
     enum st_kind kind;
     int serial; /* wait() reports one serial thread per phase */
     int spins;  /* busy-waits: collapses when threads outnumber cores */
     int (*init)(struct s19 *c);
-    void (*join)(struct s19 *c, struct s19_me *me, unsigned id); /* in the thread */
-    int (*wait)(struct s19 *c, struct s19_me *me); /* S19_SERIAL, 0, or an error > 0 */
+    void (*join)(struct s19 *c, struct ckb_me *me, unsigned id); /* in the thread */
+    int (*wait)(struct s19 *c, struct ckb_me *me); /* S19_SERIAL, 0, or an error > 0 */
     int (*destroy)(struct s19 *c);
 };
 
@@ -79,14 +68,7 @@ struct s19_slot {
 struct s19 {
     ks_barrier_t ks; /* first: the stall dump reads it */
     pthread_barrier_t pt;
-    ck_barrier_centralized_t cen;
-    ck_barrier_combining_t comb;
-    ck_barrier_combining_group_t *root, *groups;
-    ck_barrier_dissemination_t *dis;
-    ck_barrier_dissemination_flag_t **dflags;
-    ck_barrier_tournament_t tour;
-    ck_barrier_tournament_round_t **rounds;
-    ck_barrier_mcs_t *mcs;
+    struct ckb ck; /* the Concurrency Kit barriers */
     const struct barrier_impl *im;
     unsigned n;
     struct s19_slot fin[S19_SLOTS];    /* threads that finished phase k (slot k % 4) */
@@ -97,8 +79,8 @@ struct s19 {
 
 /* ksync */
 static int ks_binit(struct s19 *c) { return ks_barrier_init(&c->ks, c->n, KS_PRIVATE); }
-static void no_join(struct s19 *c, struct s19_me *me, unsigned id) { (void)c, (void)me, (void)id; }
-static int ks_bwait(struct s19 *c, struct s19_me *me)
+static void no_join(struct s19 *c, struct ckb_me *me, unsigned id) { (void)c, (void)me, (void)id; }
+static int ks_bwait(struct s19 *c, struct ckb_me *me)
 {
     (void)me;
     int r = ks_barrier_wait(&c->ks);
@@ -108,7 +90,7 @@ static int ks_bdestroy(struct s19 *c) { return ks_barrier_destroy(&c->ks); }
 
 /* pthread */
 static int pt_binit(struct s19 *c) { return pthread_barrier_init(&c->pt, NULL, c->n); }
-static int pt_bwait(struct s19 *c, struct s19_me *me)
+static int pt_bwait(struct s19 *c, struct ckb_me *me)
 {
     (void)me;
     int r = pthread_barrier_wait(&c->pt);
@@ -116,115 +98,31 @@ static int pt_bwait(struct s19 *c, struct s19_me *me)
 }
 static int pt_bdestroy(struct s19 *c) { return pthread_barrier_destroy(&c->pt); }
 
-/* CK centralized: one counter and a global sense */
-static int cen_init(struct s19 *c)
-{
-    c->cen = (ck_barrier_centralized_t)CK_BARRIER_CENTRALIZED_INITIALIZER;
-    return 0;
-}
-static void cen_join(struct s19 *c, struct s19_me *me, unsigned id)
-{
-    (void)c, (void)id;
-    me->s.cen = (ck_barrier_centralized_state_t)CK_BARRIER_CENTRALIZED_STATE_INITIALIZER;
-}
-static int cen_wait(struct s19 *c, struct s19_me *me)
-{
-    ck_barrier_centralized(&c->cen, &me->s.cen, c->n);
-    return 0;
-}
-
-/* CK combining tree: groups of 2 threads, joined into a tree by CK */
-static int comb_init(struct s19 *c)
-{
-    unsigned ng = (c->n + 1) / 2;
-    c->root = st_alloc(sizeof *c->root);
-    c->groups = st_alloc(sizeof *c->groups * ng);
-    ck_barrier_combining_init(&c->comb, c->root);
-    for (unsigned g = 0; g < ng; g++)
-        ck_barrier_combining_group_init(&c->comb, &c->groups[g], 2 * g + 1 < c->n ? 2 : 1);
-    return 0;
-}
-static void comb_join(struct s19 *c, struct s19_me *me, unsigned id)
-{
-    me->s.comb = (ck_barrier_combining_state_t)CK_BARRIER_COMBINING_STATE_INITIALIZER;
-    me->group = &c->groups[id / 2];
-}
-static int comb_wait(struct s19 *c, struct s19_me *me)
-{
-    ck_barrier_combining(&c->comb, me->group, &me->s.comb);
-    return 0;
-}
-
-/* CK dissemination: log2(N) rounds of pairwise flags */
-static int dis_init(struct s19 *c)
-{
-    unsigned size = ck_barrier_dissemination_size(c->n);
-    c->dis = st_alloc(sizeof *c->dis * c->n);
-    c->dflags = st_alloc(sizeof *c->dflags * c->n);
-    for (unsigned i = 0; i < c->n; i++)
-        c->dflags[i] = st_alloc(sizeof **c->dflags * (size ? size : 1));
-    ck_barrier_dissemination_init(c->dis, c->dflags, c->n);
-    return 0;
-}
-static void dis_join(struct s19 *c, struct s19_me *me, unsigned id)
-{
-    (void)id;
-    ck_barrier_dissemination_subscribe(c->dis, &me->s.dis);
-}
-static int dis_wait(struct s19 *c, struct s19_me *me)
-{
-    ck_barrier_dissemination(c->dis, &me->s.dis);
-    return 0;
-}
-
-/* CK tournament: statically paired rounds, a champion wakes the losers */
-static int tour_init(struct s19 *c)
-{
-    unsigned size = ck_barrier_tournament_size(c->n);
-    c->rounds = st_alloc(sizeof *c->rounds * c->n);
-    for (unsigned i = 0; i < c->n; i++)
-        c->rounds[i] = st_alloc(sizeof **c->rounds * size);
-    ck_barrier_tournament_init(&c->tour, c->rounds, c->n);
-    return 0;
-}
-static void tour_join(struct s19 *c, struct s19_me *me, unsigned id)
-{
-    (void)id;
-    ck_barrier_tournament_subscribe(&c->tour, &me->s.tour);
-}
-static int tour_wait(struct s19 *c, struct s19_me *me)
-{
-    ck_barrier_tournament(&c->tour, &me->s.tour);
-    return 0;
-}
-
-/* CK MCS: 4-ary arrival tree, binary wake-up tree */
-static int mcs_init(struct s19 *c)
-{
-    c->mcs = st_alloc(sizeof *c->mcs * c->n);
-    ck_barrier_mcs_init(c->mcs, c->n);
-    return 0;
-}
-static void mcs_join(struct s19 *c, struct s19_me *me, unsigned id)
-{
-    (void)id;
-    ck_barrier_mcs_subscribe(c->mcs, &me->s.mcs);
-}
-static int mcs_wait(struct s19 *c, struct s19_me *me)
-{
-    ck_barrier_mcs(c->mcs, &me->s.mcs);
-    return 0;
-}
+/* Concurrency Kit: ref_barrier.h's adapters on c->ck */
+#define CK_BARRIER(name)                                                                    \
+    static int name##_init(struct s19 *c)                                                   \
+    {                                                                                       \
+        ckb_##name##_init(&c->ck, c->n, st_alloc);                                          \
+        return 0;                                                                           \
+    }                                                                                       \
+    static void name##_join(struct s19 *c, struct ckb_me *me, unsigned id)                  \
+    {                                                                                       \
+        ckb_##name##_join(&c->ck, me, id);                                                  \
+    }                                                                                       \
+    static int name##_wait(struct s19 *c, struct ckb_me *me)                                \
+    {                                                                                       \
+        ckb_##name##_wait(&c->ck, me);                                                      \
+        return 0;                                                                           \
+    }
+CK_BARRIER(cen)
+CK_BARRIER(comb)
+CK_BARRIER(dis)
+CK_BARRIER(tour)
+CK_BARRIER(mcs)
 
 static int ck_destroy(struct s19 *c)
 {
-    if (c->dflags)
-        for (unsigned i = 0; i < c->n; i++)
-            free(c->dflags[i]);
-    if (c->rounds)
-        for (unsigned i = 0; i < c->n; i++)
-            free(c->rounds[i]);
-    free(c->root), free(c->groups), free(c->dis), free(c->dflags), free(c->rounds), free(c->mcs);
+    ckb_free(&c->ck);
     return 0;
 }
 
@@ -247,10 +145,7 @@ static void s19_dump(void *ctx, char *buf, size_t len)
 {
     struct s19 *c = ctx;
     /* The first invariant failure, if any, usually explains the stall. */
-    unsigned errs = st_note_count(&c->err);
-    size_t at =
-        errs ? (size_t)snprintf(buf, len, "%u errors, first: %.100s; ", errs, c->err.msg) : 0;
-    at = at < len ? at : len - 1;
+    size_t at = st_note_prefix(&c->err, buf, len, 100);
     snprintf(buf + at, len - at, "ks_barrier seq 0x%x (phase %u%s), arrived %u of %u",
              __atomic_load_n(&c->ks.seq, __ATOMIC_RELAXED),
              __atomic_load_n(&c->ks.seq, __ATOMIC_RELAXED) >> 1,
@@ -262,7 +157,7 @@ static void s19_body(struct st_thread *t)
 {
     struct s19 *c = t->ctx;
     const unsigned n = c->n;
-    struct s19_me me;
+    struct ckb_me me;
     memset(&me, 0, sizeof me);
     c->im->join(c, &me, t->id);
     for (uint64_t k = 0;; k++) {
@@ -272,9 +167,7 @@ static void s19_body(struct st_thread *t)
         if (before >= n)
             st_note(&c->err, "phase %llu: %u threads had already finished it when another did "
                     "(a thread %u phases ahead?)", (unsigned long long)k, before + 1, S19_SLOTS);
-        /* One phase done: counted here, as st_next would. */
-        t->done++;
-        atomic_store_explicit(&t->progress, t->done, memory_order_relaxed);
+        st_count_op(t); /* one phase done: counted here, as st_next would */
         /* Thread 0 decides for everyone whether this is the last phase;
          * relaxed: barrier k orders it before every read below. */
         if (t->id == 0 &&
@@ -366,21 +259,18 @@ static void s19_one(const struct st_opts *o, const struct barrier_impl *im, unsi
     free(c);
 }
 
+static void s19_config(const struct st_opts *o, const struct st_config *cfg, unsigned n)
+{
+    for (size_t i = 0; i < N_BARRIERS; i++)
+        if (st_selected(o, barriers[i].kind))
+            s19_one(o, &barriers[i], n, st_iters(o, cfg->iters));
+}
+
 static void s19_run(const struct st_opts *o)
 {
     /* Defaults: one thread per core, and 4 per core (oversubscribed). */
-    static const struct {
-        unsigned threads;
-        uint64_t iters;
-    } cfg[] = {{2, 20000}, {8, 5000}};
-    for (size_t k = 0; k < 2; k++) {
-        if (o->threads && k)
-            break;
-        unsigned n = st_threads(o, cfg[k].threads);
-        for (size_t i = 0; i < N_BARRIERS; i++)
-            if (st_selected(o, barriers[i].kind))
-                s19_one(o, &barriers[i], n, st_iters(o, cfg[k].iters));
-    }
+    static const struct st_config cfg[] = {{2, 20000, 0}, {8, 5000, 0}};
+    ST_CONFIGS(o, cfg, s19_config);
 }
 
 const struct st_scenario st_family_barrier[] = {

@@ -75,15 +75,6 @@ struct s13 {
 
 enum { S13_GETS, S13_HITS, S13_MISSES, S13_PUTS, S13_DELS, S13_SWEPT, S13_EXPIRED_SEEN };
 
-static uint64_t s13_mix(uint64_t x)
-{
-    x ^= x >> 33;
-    x *= 0xff51afd7ed558ccdull;
-    x ^= x >> 33;
-    x *= 0xc4ceb9fe1a85ec53ull;
-    return x ^ (x >> 33);
-}
-
 /* The clock handed to the caches.  relaxed: read-read coherence keeps it
  * monotonic along any happens-before chain; a put reads it under the
  * freeze lock, whose acquire/release orders it against the ticks. */
@@ -115,11 +106,11 @@ static void s13_value(const struct s13 *c, unsigned char *v, unsigned len, uint3
 {
     struct s13_hdr h = {deadline, key, (uint16_t)writer, (uint8_t)len, 0, seq};
     memcpy(v, &h, sizeof h);
-    uint64_t x = s13_mix(c->salt ^ deadline ^ ((uint64_t)key << 40) ^ ((uint64_t)writer << 20) ^
+    uint64_t x = st_mix64(c->salt ^ deadline ^ ((uint64_t)key << 40) ^ ((uint64_t)writer << 20) ^
                          seq * 0x9e3779b97f4a7c15ull ^ len);
     for (unsigned i = S13_HDR; i < len; i++) {
         if ((i & 7) == 0)
-            x = s13_mix(x + i);
+            x = st_mix64(x + i);
         v[i] = (unsigned char)(x >> (8 * (i & 7)));
     }
 }
@@ -144,7 +135,7 @@ static const char *s13_check(const struct s13 *c, const unsigned char *v, size_t
 
 static unsigned s13_final_len(uint32_t key)
 {
-    return S13_HDR + (unsigned)(s13_mix(key) % (S13_VMAX - S13_HDR + 1));
+    return S13_HDR + (unsigned)(st_mix64(key) % (S13_VMAX - S13_HDR + 1));
 }
 
 /* Read every key back: each must hold exactly its final value. */
@@ -269,7 +260,7 @@ static void s13_one(const struct st_opts *o, const struct rc_impl *im, unsigned 
     char name[48];
     snprintf(name, sizeof name, cap ? "%s_cap%zu" : "%s", im->name, cap);
     c->nthreads = nthreads;
-    c->salt = s13_mix(o->seed ^ 0x5133);
+    c->salt = st_mix64(o->seed ^ 0x5133);
     for (uint32_t k = 0; k < S13_KEYS; k++)
         c->klen[k] = (uint8_t)snprintf(c->keys[k], sizeof c->keys[k], "k%u", k);
     pthread_rwlockattr_t ra;

@@ -38,8 +38,6 @@
 #include <time.h>
 
 #define S9_CAP 3 /* the seed's Buffer(taille_max=3) */
-#define S9_SEQ_BITS 40
-#define S9_SEEN_MAX (64u << 20) /* seen flags only up to this many items */
 
 /* ---- the mutex + condition variables compared -------------------------------------- */
 
@@ -175,25 +173,13 @@ static void s9_wake(struct s9 *c, int i, int all)
         st_note(&c->err, "%s returned %d", all ? "broadcast" : "signal", e);
 }
 
-static uint64_t s9_hash(uint64_t x)
-{
-    x ^= x >> 33;
-    x *= 0xff51afd7ed558ccdull;
-    x ^= x >> 33;
-    x *= 0xc4ceb9fe1a85ec53ull;
-    return x ^ (x >> 33);
-}
-
 /* ---- S9: bounded buffer ------------------------------------------------------------- */
 
 static void s9_dump(void *ctx, char *buf, size_t len)
 {
     struct s9 *c = ctx;
     /* The first invariant failure, if any, usually explains the stall. */
-    unsigned errs = st_note_count(&c->err);
-    size_t at =
-        errs ? (size_t)snprintf(buf, len, "%u errors, first: %.100s; ", errs, c->err.msg) : 0;
-    at = at < len ? at : len - 1;
+    size_t at = st_note_prefix(&c->err, buf, len, 100);
     snprintf(buf + at, len - at,
              "mutex 0x%x; cond[0] seq %u waiters 0x%x sleepers %u; cond[1] seq %u waiters 0x%x "
              "sleepers %u; buffer %u/%d, %u producers left",
@@ -212,7 +198,7 @@ static void s9_producer(struct st_thread *t, struct s9 *c)
     const int two = c->im->two;
     uint64_t seq = 0;
     while (st_next(t)) {
-        uint64_t item = (uint64_t)t->id << S9_SEQ_BITS | seq++;
+        uint64_t item = (uint64_t)t->id << ST_SEQ_BITS | seq++;
         s9_lock(c);
         while (c->count >= S9_CAP)
             s9_wait(t, c, two ? CV_NOT_FULL : CV_ONE);
@@ -225,7 +211,7 @@ static void s9_producer(struct st_thread *t, struct s9 *c)
         else
             s9_wake(c, CV_ONE, 1); /* the seed's notify_all() */
         s9_unlock(c);
-        t->stat[S9_SUM] += s9_hash(item);
+        t->stat[S9_SUM] += st_mix64(item);
         st_pause(t, 200); /* the seed's time.sleep between items */
     }
     s9_lock(c);
@@ -263,24 +249,9 @@ static void s9_consumer(struct st_thread *t, struct s9 *c)
             s9_wake(c, CV_ONE, 1);
         s9_unlock(c);
 
-        uint64_t p = item >> S9_SEQ_BITS, seq = item & ((1ull << S9_SEQ_BITS) - 1);
-        if (p >= np) {
-            st_note(&c->err, "item 0x%llx from no producer", (unsigned long long)item);
-        } else {
-            if (seq < next[p])
-                st_note(&c->err, "producer %llu's item %llu after its item %llu (FIFO order "
-                        "broken or a duplicate)", (unsigned long long)p, (unsigned long long)seq,
-                        (unsigned long long)next[p] - 1);
-            next[p] = seq + 1;
-            /* relaxed: the exchanges on one flag are totally ordered anyway. */
-            if (c->seen && seq < c->iters &&
-                atomic_exchange_explicit(&c->seen[p * c->iters + seq], 1, memory_order_relaxed))
-                st_note(&c->err, "producer %llu's item %llu consumed twice",
-                        (unsigned long long)p, (unsigned long long)seq);
-        }
-        t->stat[S9_SUM] += s9_hash(item);
-        t->done++; /* one get; consumers follow the producers, not the stop flag */
-        atomic_store_explicit(&t->progress, t->done, memory_order_relaxed);
+        st_check_item(&c->err, item, np, next, c->seen, c->iters);
+        t->stat[S9_SUM] += st_mix64(item);
+        st_count_op(t); /* one get; consumers follow the producers, not the stop flag */
         st_pause(t, 150); /* the seed's "traite" */
     }
     free(next);
@@ -304,7 +275,7 @@ static void s9_one(const struct st_opts *o, const struct cv_impl *im, unsigned n
     atomic_init(&c->inside, 0);
     st_note_init(&c->err);
     const int timed = o->seconds > 0;
-    if (!timed && (uint64_t)np * iters <= S9_SEEN_MAX && iters < (1ull << S9_SEQ_BITS)) {
+    if (!timed && (uint64_t)np * iters <= ST_SEEN_MAX && iters < (1ull << ST_SEQ_BITS)) {
         c->iters = iters;
         c->seen = calloc(np * iters, 1);
     }
@@ -360,21 +331,18 @@ static void s9_one(const struct st_opts *o, const struct cv_impl *im, unsigned n
     free(c);
 }
 
+static void s9_config(const struct st_opts *o, const struct st_config *cfg, unsigned np)
+{
+    for (size_t i = 0; i < N_CVS; i++)
+        if (st_selected(o, cvs[i].kind))
+            s9_one(o, &cvs[i], np, st_iters(o, cfg->iters));
+}
+
 static void s9_run(const struct st_opts *o)
 {
-    /* Defaults: the seed's 2+2, and 16+16 (oversubscribed). */
-    static const struct {
-        unsigned producers;
-        uint64_t iters;
-    } cfg[] = {{2, 20000}, {16, 2000}};
-    for (size_t k = 0; k < 2; k++) {
-        if (o->threads && k)
-            break;
-        unsigned np = st_threads(o, cfg[k].producers);
-        for (size_t i = 0; i < N_CVS; i++)
-            if (st_selected(o, cvs[i].kind))
-                s9_one(o, &cvs[i], np, st_iters(o, cfg[k].iters));
-    }
+    /* Defaults: the seed's 2+2, and 16+16 (oversubscribed); threads: producers. */
+    static const struct st_config cfg[] = {{2, 20000, 0}, {16, 2000, 0}};
+    ST_CONFIGS(o, cfg, s9_config);
 }
 
 const struct st_scenario st_family_cond[] = {

@@ -246,10 +246,7 @@ static void s8_dump(void *ctx, char *buf, size_t len)
 {
     struct s8 *c = ctx;
     /* The first invariant failure, if any, usually explains the stall. */
-    unsigned errs = st_note_count(&c->err);
-    size_t at =
-        errs ? (size_t)snprintf(buf, len, "%u errors, first: %.100s; ", errs, c->err.msg) : 0;
-    at = at < len ? at : len - 1;
+    size_t at = st_note_prefix(&c->err, buf, len, 100);
     snprintf(buf + at, len - at,
              "event words start 0x%x end 0x%x ack 0x%x; start round %llu (set returned %llu), "
              "end round %llu, %u/%u passed start, %u/%u passed end",
@@ -260,14 +257,6 @@ static void s8_dump(void *ctx, char *buf, size_t len)
              (unsigned long long)atomic_load(&c->ev[EV_START].set_done),
              (unsigned long long)atomic_load(&c->ev[EV_END].set_round), atomic_load(&c->passed),
              c->workers, atomic_load(&c->left), c->workers);
-}
-
-/* Count one round for a thread whose loop is not st_next's (the workers
- * follow the coordinator, not the stop flag). */
-static void s8_count(struct st_thread *t)
-{
-    t->done++;
-    atomic_store_explicit(&t->progress, t->done, memory_order_relaxed);
 }
 
 static void s8_call(struct s8 *c, int e, const char *what, int k)
@@ -398,7 +387,7 @@ static void s8_worker(struct st_thread *t, struct s8 *c)
         s8_worker_wait(t, c, EV_START, r);
         if (atomic_load_explicit(&c->quit, memory_order_relaxed))
             return;
-        s8_count(t);
+        st_count_op(t); /* the workers follow the coordinator, not the stop flag */
         st_pause(t, 400); /* the seed's travail: time.sleep(duree_travail) */
         s8_arrive(c, &c->passed);
         s8_worker_wait(t, c, EV_END, r);
@@ -464,22 +453,19 @@ static void s8_one(const struct st_opts *o, const struct event_impl *im, unsigne
     free(c);
 }
 
+static void s8_config(const struct st_opts *o, const struct st_config *cfg, unsigned n)
+{
+    n = n < 2 ? 2 : n; /* a coordinator and at least one worker */
+    for (size_t i = 0; i < N_EVENTS; i++)
+        if (st_selected(o, events[i].kind))
+            s8_one(o, &events[i], n, st_iters(o, cfg->iters));
+}
+
 static void s8_run(const struct st_opts *o)
 {
     /* Defaults: the seed's 3 workers, and 15 (oversubscribed) */
-    static const struct {
-        unsigned threads;
-        uint64_t iters;
-    } cfg[] = {{4, 5000}, {16, 800}};
-    for (size_t k = 0; k < 2; k++) {
-        if (o->threads && k)
-            break;
-        unsigned n = st_threads(o, cfg[k].threads);
-        n = n < 2 ? 2 : n; /* a coordinator and at least one worker */
-        for (size_t i = 0; i < N_EVENTS; i++)
-            if (st_selected(o, events[i].kind))
-                s8_one(o, &events[i], n, st_iters(o, cfg[k].iters));
-    }
+    static const struct st_config cfg[] = {{4, 5000, 0}, {16, 800, 0}};
+    ST_CONFIGS(o, cfg, s8_config);
 }
 
 const struct st_scenario st_family_event[] = {

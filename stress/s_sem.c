@@ -149,21 +149,18 @@ static void s5_one(const struct st_opts *o, const struct sem_impl *si, unsigned 
     free(c);
 }
 
+static void s5_config(const struct st_opts *o, const struct st_config *cfg, unsigned n)
+{
+    for (size_t i = 0; i < N_SEMS; i++)
+        if (st_selected(o, sems[i].kind))
+            s5_one(o, &sems[i], n, st_iters(o, cfg->iters));
+}
+
 static void s5_run(const struct st_opts *o)
 {
     /* Defaults: 16 clients, and the seed's 100-client spirit with 64. */
-    static const struct {
-        unsigned threads;
-        uint64_t iters;
-    } cfg[] = {{16, 20000}, {64, 5000}};
-    for (size_t k = 0; k < 2; k++) {
-        if (o->threads && k)
-            break;
-        unsigned n = st_threads(o, cfg[k].threads);
-        for (size_t i = 0; i < N_SEMS; i++)
-            if (st_selected(o, sems[i].kind))
-                s5_one(o, &sems[i], n, st_iters(o, cfg[k].iters));
-    }
+    static const struct st_config cfg[] = {{16, 20000, 0}, {64, 5000, 0}};
+    ST_CONFIGS(o, cfg, s5_config);
 }
 
 /* ---- S6: bounded semaphore over-release -----------------------------------------------
