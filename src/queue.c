@@ -185,6 +185,16 @@ static int has_work(ks_queue_t *q, ks_queue_side_t *side)
  * wakes one. */
 void ks_queue_wake_slow(ks_queue_t *q, ks_queue_side_t *side)
 {
+    /* The waker's half of the Dekker pair, whole here, so that the slow
+     * paths of this file call this function and never the header's inline
+     * filter (ks_queue_wake_), which repeats the first two steps so that a
+     * push or pop with no sleeper makes no call.  The fence orders the
+     * caller's cell store before the load of `sleepers`; it pairs with the
+     * fence a sleeper issues after announcing itself (side_sleep). */
+    ks_fence_full();
+    /* relaxed: ordered by the fence above */
+    if (!__atomic_load_n(&side->sleepers, __ATOMIC_RELAXED))
+        return;
     if (q->flags & KS_SHARED) {
         wake(side, 1, q->flags);
         return;
@@ -228,7 +238,7 @@ static uint32_t side_enter(ks_queue_side_t *side)
 {
     /* relaxed: ordered before the re-check by the fence below */
     __atomic_fetch_add(&side->sleepers, 1, __ATOMIC_RELAXED);
-    /* pairs with the fence in ks_queue_wake_ / task_done (Dekker) */
+    /* pairs with the fence in ks_queue_wake_slow (and its inline filter ks_queue_wake_) / task_done (Dekker) */
     ks_fence_full();
     /* acquire: pairs with the release increment in wake() */
     return __atomic_load_n(&side->seq, __ATOMIC_ACQUIRE);
@@ -345,7 +355,7 @@ static int wait_op(ks_queue_t *q, int dir, uintptr_t *v, int64_t deadline)
         }
     }
     if (e == 0) /* we made room or an item: wake the other side */
-        ks_queue_wake_(q, dir == PUT ? &q->getters : &q->putters);
+        ks_queue_wake_slow(q, dir == PUT ? &q->getters : &q->putters);
     if (inside)
         users_leave(q); /* the last access */
     return e;

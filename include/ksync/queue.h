@@ -122,7 +122,8 @@ KS_API int ks_queue_timedget(ks_queue_t *q, void **item, int64_t deadline);
 KS_API int ks_queue_task_done(ks_queue_t *q);
 KS_API int ks_queue_timedjoin(ks_queue_t *q, int64_t deadline);
 KS_API int ks_queue_close(ks_queue_t *q);
-/* Out-of-line halves of the inline fast paths below. */
+/* Wake a sleeper of `side` if there is one, after a push or pop made an
+ * item or a slot for it (the out-of-line half of the fast paths below). */
 KS_API void ks_queue_wake_slow(ks_queue_t *q, ks_queue_side_t *side);
 
 static inline size_t ks_queue_capacity(const ks_queue_t *q)
@@ -156,7 +157,9 @@ static inline uint64_t ks_queue_unfinished(const ks_queue_t *q)
  * is one.  The fence orders our cell store before the load of `sleepers`;
  * it pairs with the fence a sleeper issues after announcing itself and
  * before re-checking the ring (a Dekker pair: one of the two sees the
- * other; docs/queue.md). */
+ * other; docs/queue.md).  This is only the fast filter: ks_queue_wake_slow
+ * holds the whole waker protocol (it repeats the fence and the check), and
+ * the library's own slow paths call it directly. */
 static inline void ks_queue_wake_(ks_queue_t *q, ks_queue_side_t *side)
 {
     ks_fence_full(); /* the arch layer's; under TSan a shared RMW (ksync/arch.h) */
