@@ -32,7 +32,6 @@
 
 #define SLEEPERS 1u
 #define PHASE_ONE 2u
-#define DESTROYING 0x80000000u
 /* ~10 us of cpu_relax here: a phase whose missing threads are running on
  * other CPUs ends within that.  Spinning happens only if every party can
  * have a CPU (count <= usable CPUs); otherwise a spinner would take the CPU
@@ -59,24 +58,14 @@ int ks_barrier_destroy(ks_barrier_t *b)
      * undefined; this check is a courtesy for the caller who got that wrong. */
     if (__atomic_load_n(&b->arrived, __ATOMIC_RELAXED))
         return EBUSY;
-    /* acquire: pairs with the release decrement of the last leaver, so its
-     * accesses happen before the caller frees the memory. */
-    uint32_t l = __atomic_or_fetch(&b->leaving, DESTROYING, __ATOMIC_ACQUIRE);
-    while (l & ~DESTROYING) {
-        ks_futex_wait(&b->leaving, l, KS_FOREVER, b->flags);
-        l = __atomic_load_n(&b->leaving, __ATOMIC_ACQUIRE);
-    }
-    __atomic_store_n(&b->leaving, 0, __ATOMIC_RELAXED);
+    ks_drain(&b->leaving, b->flags, NULL, NULL);
     return 0;
 }
 
 /* A released waiter's last access: leave, and wake destroy if it waits for us. */
 static int leave(ks_barrier_t *b, unsigned fl)
 {
-    /* release: pairs with destroy's acquire. */
-    uint32_t l = __atomic_fetch_sub(&b->leaving, 1, __ATOMIC_RELEASE);
-    if (l == (DESTROYING | 1))
-        ks_futex_wake(&b->leaving, KS_WAKE_ALL, fl); /* address only */
+    ks_drain_leave(&b->leaving, fl);
     return 0;
 }
 

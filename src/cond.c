@@ -73,7 +73,7 @@
 
 #include <pthread.h>
 
-#define DESTROYING 0x80000000u
+#define DESTROYING KS_DRAIN_DESTROYING
 #define COND_SPIN 200
 
 int ks_cond_init(ks_cond_t *c, unsigned flags)
@@ -111,25 +111,22 @@ static ks_mutex_t *requeued_onto(const ks_cond_t *c, unsigned fl)
     return (ks_mutex_t *)(m & ~(uintptr_t)KS_COND_MIXED);
 }
 
+/* Waiters requeued onto the mutex leave only when woken there; the caller
+ * may hold that mutex (top comment).  Only the address is used: a mutex
+ * already freed is harmless to wake (EFAULT). */
+static void wake_requeued(const void *p)
+{
+    const ks_cond_t *c = p;
+    ks_mutex_t *m = requeued_onto(c, c->flags);
+    if (m)
+        ks_futex_wake(&m->state, KS_WAKE_ALL, 0);
+}
+
 int ks_cond_destroy(ks_cond_t *c)
 {
     if (!c)
         return EINVAL;
-    const unsigned fl = c->flags;
-    /* acquire: pairs with the release decrement of the last leaving waiter,
-     * so its accesses happen before the caller frees the memory. */
-    uint32_t w = __atomic_or_fetch(&c->waiters, DESTROYING, __ATOMIC_ACQUIRE);
-    while (w & ~DESTROYING) {
-        /* Waiters requeued onto the mutex leave only when woken there; the
-         * caller may hold that mutex (top comment).  Only the address is
-         * used: a mutex already freed is harmless to wake (EFAULT). */
-        ks_mutex_t *m = requeued_onto(c, fl);
-        if (m)
-            ks_futex_wake(&m->state, KS_WAKE_ALL, 0);
-        ks_futex_wait(&c->waiters, w, KS_FOREVER, fl);
-        w = __atomic_load_n(&c->waiters, __ATOMIC_ACQUIRE);
-    }
-    __atomic_store_n(&c->waiters, 0, __ATOMIC_RELAXED); /* reusable after re-init */
+    ks_drain(&c->waiters, c->flags, wake_requeued, c);
     return 0;
 }
 
@@ -157,13 +154,10 @@ static int note_mutex(ks_cond_t *c, ks_mutex_t *m)
     }
 }
 
-/* A waiter's last access to c: leave, and wake destroy if it waits for us.
- * release: pairs with destroy's acquire. */
+/* A waiter's last access to c: leave, and wake destroy if it waits for us. */
 static void leave(ks_cond_t *c, unsigned fl)
 {
-    uint32_t w = __atomic_fetch_sub(&c->waiters, 1, __ATOMIC_RELEASE);
-    if (w == (DESTROYING | 1))
-        ks_futex_wake(&c->waiters, KS_WAKE_ALL, fl); /* address only */
+    ks_drain_leave(&c->waiters, fl);
 }
 
 /* ks_mutex as the lock of a wait (ks_cond_timedwait). */

@@ -146,6 +146,37 @@ static inline int ks_deadline_passed(int64_t deadline)
     return deadline != KS_FOREVER && deadline <= ks_now();
 }
 
+/* ---- destroy drain (ks_cond, ks_barrier) ----
+ * A count of the threads that may still touch an object after the call
+ * that released them returned control to others (a woken condition waiter,
+ * a released barrier waiter), so that "wake, destroy, free" is safe: each
+ * such thread's last access is ks_drain_leave; destroy sets
+ * KS_DRAIN_DESTROYING and sleeps until the count is 0.  `nudge` (or NULL)
+ * runs before each sleep, for users that can only leave once woken
+ * elsewhere (waiters requeued onto a mutex).  The count's word is the futex
+ * word of that sleep, and only its address is used after the decrement. */
+#define KS_DRAIN_DESTROYING 0x80000000u
+static inline void ks_drain_leave(uint32_t *users, unsigned flags)
+{
+    /* release: pairs with ks_drain's acquire, so our accesses to the object
+     * happen before the destroyer frees it. */
+    uint32_t u = __atomic_fetch_sub(users, 1, __ATOMIC_RELEASE);
+    if (u == (KS_DRAIN_DESTROYING | 1))
+        ks_futex_wake(users, KS_WAKE_ALL, flags); /* address only */
+}
+static inline void ks_drain(uint32_t *users, unsigned flags, void (*nudge)(const void *), const void *arg)
+{
+    /* acquire: pairs with the release decrement of the last leaver. */
+    uint32_t u = __atomic_or_fetch(users, KS_DRAIN_DESTROYING, __ATOMIC_ACQUIRE);
+    while (u & ~KS_DRAIN_DESTROYING) {
+        if (nudge)
+            nudge(arg);
+        ks_futex_wait(users, u, KS_FOREVER, flags);
+        u = __atomic_load_n(users, __ATOMIC_ACQUIRE); /* acquire: as above */
+    }
+    __atomic_store_n(users, 0, __ATOMIC_RELAXED); /* reusable after re-init */
+}
+
 /* ---- allocation (src/alloc.c) ----
  * ks_alloc_lines: `bytes` of memory aligned to KS_CACHELINE (so objects that
  * pad their fields to lines really get whole lines), NULL on failure or
