@@ -6,6 +6,11 @@
 #                                unpacked into DIR (see below)
 #   tools/deps.sh model          spin, the Promela model checker that
 #                                `make model` runs (pan is built with cc)
+#   tools/deps.sh dropin         the real multi-threaded programs that
+#                                tools/check-dropin.sh runs plain and under
+#                                the drop-in pthread layer (pigz, xz, zstd,
+#                                python3, sqlite3, sysbench, stress-ng), and
+#                                valgrind for its callgrind counts
 # Idempotent: nothing runs apt when nothing is missing.  As non-root it
 # prints the exact command to run and fails.
 #
@@ -23,7 +28,9 @@ aarch64) pkgs="gcc-aarch64-linux-gnu qemu-user libc6:arm64 liburcu-dev:arm64"
          foreign=arm64 ;;
 model)   pkgs="spin"
          foreign= ;;
-*) echo "usage: $0 base | aarch64 DIR | model" >&2; exit 2 ;;
+dropin)  pkgs="pigz xz-utils zstd python3 sqlite3 sysbench stress-ng valgrind"
+         foreign= ;;
+*) echo "usage: $0 base | aarch64 DIR | model | dropin" >&2; exit 2 ;;
 esac
 
 missing=
