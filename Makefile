@@ -91,9 +91,9 @@ help:
 ## variables: ARCH=generic (plain-C11 arch layer), CC, CXX, BUILD, PREFIX, DESTDIR, SAN
 
 # ---- library ----------------------------------------------------------------
-$(BUILD)/obj/%.o: src/%.c $(HEADERS) $(ARCH_HEADERS) src/internal.h | $(BUILD)/obj
+$(BUILD)/obj/%.o: src/%.c $(HEADERS) $(ARCH_HEADERS) $(wildcard src/*.h) | $(BUILD)/obj
 	$(CC) $(CPPFLAGS) $(LIB_CFLAGS) $(CFLAGS) -c $< -o $@
-$(BUILD)/yobj/%.o: src/%.c $(HEADERS) $(ARCH_HEADERS) src/internal.h | $(BUILD)/yobj
+$(BUILD)/yobj/%.o: src/%.c $(HEADERS) $(ARCH_HEADERS) $(wildcard src/*.h) | $(BUILD)/yobj
 	$(CC) $(CPPFLAGS) -DKS_DEBUG_YIELD $(LIB_CFLAGS) $(CFLAGS) -c $< -o $@
 
 $(STATIC): $(LIB_OBJS)
