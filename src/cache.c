@@ -35,10 +35,6 @@
  */
 #include "cache_internal.h"
 
-#include <ksync/once.h>
-
-#include <pthread.h>
-
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
@@ -108,8 +104,8 @@ static inline struct shard *shard_of(const ks_cache_t *c, uint64_t h)
 }
 
 /* Hit/miss counters.  Lines 1..STAT_LINES-1 are each owned by one thread
- * at a time (claimed on its first get, released by a thread-exit
- * destructor), which counts with a plain relaxed load and store -- no
+ * at a time (claimed on its first get, released by its thread-exit hook,
+ * src/thread.c), which counts with a plain relaxed load and store -- no
  * locked instruction on the get path.  Threads beyond that share line 0
  * and count with fetch_add.  Counts are never lost: a line has one writer
  * at a time, and the release/acquire pair on its ownership flag orders the
@@ -118,35 +114,29 @@ static uint32_t slot_owned[STAT_LINES];
 /* 0: none claimed yet; 1..STAT_LINES-1: the line this thread owns;
  * STAT_LINES (no such line): none to be had, count on the shared line 0 */
 static KS_TLS unsigned my_slot;
-static pthread_key_t slot_key;
-static ks_once_t slot_once = KS_ONCE_INIT;
-static int slot_key_ok;
 
-static void slot_release(void *p)
+/* The thread-exit hook (KS_EXIT_CACHE_LINE): runs after the epoch's, so the
+ * retire functions that leave runs still count on this thread's line. */
+static void slot_release(void)
 {
-    unsigned s = (unsigned)(uintptr_t)p;
+    unsigned s = my_slot;
     my_slot = STAT_LINES; /* gets from later destructors use line 0 */
-    /* release: pairs with the acquire CAS in slot_claim */
-    __atomic_store_n(&slot_owned[s], 0, __ATOMIC_RELEASE);
-}
-
-static void make_slot_key(void)
-{
-    slot_key_ok = pthread_key_create(&slot_key, slot_release) == 0;
+    if (s && s < STAT_LINES) /* release: pairs with the acquire CAS in slot_claim */
+        __atomic_store_n(&slot_owned[s], 0, __ATOMIC_RELEASE);
 }
 
 static __attribute__((noinline)) unsigned slot_claim(void)
 {
-    ks_once(&slot_once, make_slot_key);
-    for (unsigned s = 1; slot_key_ok && s < STAT_LINES; s++) {
+    for (unsigned s = 1; s < STAT_LINES; s++) {
         uint32_t zero = 0;
         /* relaxed peek; acquire CAS: pairs with the release in slot_release */
         if (__atomic_load_n(&slot_owned[s], __ATOMIC_RELAXED) ||
             !__atomic_compare_exchange_n(&slot_owned[s], &zero, 1, 0, __ATOMIC_ACQUIRE,
                                          __ATOMIC_RELAXED))
             continue;
-        if (pthread_setspecific(slot_key, (void *)(uintptr_t)s) == 0)
-            return my_slot = s;
+        my_slot = s; /* before arming: a handler that gets meanwhile uses it */
+        if (ks_thread_at_exit(KS_EXIT_CACHE_LINE, slot_release) == 0)
+            return s;
         __atomic_store_n(&slot_owned[s], 0, __ATOMIC_RELEASE); /* release: as in slot_release */
         break;
     }
