@@ -120,7 +120,7 @@ deps:
 	@sh tools/deps.sh base
 
 # ---- tests ------------------------------------------------------------------
-$(BUILD)/tests/%.o: tests/%.c $(HEADERS) $(ARCH_HEADERS) | $(BUILD)/tests
+$(BUILD)/tests/%.o: tests/%.c $(HEADERS) $(ARCH_HEADERS) $(wildcard tests/*.h) | $(BUILD)/tests
 	$(CC) $(CPPFLAGS) $(APP_CFLAGS) $(if $(filter $(WHITEBOX),$*),-Isrc,) $(CFLAGS) -c $< -o $@
 $(BUILD)/tests/%.o: tests/%.cc $(HEADERS) $(ARCH_HEADERS) | $(BUILD)/tests
 	$(CXX) $(CPPFLAGS) -std=c++17 -Wall -Wextra -Werror $(SANFLAGS) $(CFLAGS) -c $< -o $@
