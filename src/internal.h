@@ -107,10 +107,11 @@ static inline uint64_t ks_process_gen(void)
  * the same every time for one `which`); 0, or EAGAIN/ENOMEM if no key can
  * be had (then fn will not run: the caller must not take what it would
  * give back).  ks_thread_at_exit_cancel disarms it (the key is cleared when
- * no hook is left).  A hook runs once per arming; one armed again by a key
- * destructor that runs after ours runs in glibc's next round, if there is
- * one (PTHREAD_DESTRUCTOR_ITERATIONS).  In a fork child the forking thread
- * keeps its armed hooks, as it keeps its thread-local state. */
+ * no hook is left).  A hook runs once per arming and at most once per
+ * destructor call; one armed again after it ran (by a later hook, or by a
+ * key destructor that runs after ours) runs in glibc's next round, if there
+ * is one (PTHREAD_DESTRUCTOR_ITERATIONS).  In a fork child the forking
+ * thread keeps its armed hooks, as it keeps its thread-local state. */
 enum ks_exit_hook {
     KS_EXIT_EPOCH,      /* src/epoch.c: closes a section left open, leaves */
     KS_EXIT_CACHE_LINE, /* src/cache.c: gives the hit/miss line back */

@@ -194,11 +194,11 @@ uint64_t ks_thread_id(void)
 }
 
 /* ---- thread exit: one key, the hooks the thread armed (src/internal.h) ----
- * A key of its own per subsystem (the epoch and the cache each had one)
- * ran in the order the keys happened to be made; one key runs the hooks in
- * the order of enum ks_exit_hook whichever subsystem came first.  The key
- * is made at the first arming, not at start-up: keys of the application
- * made before it keep running before it, as they did. */
+ * One key for the library, so that the hooks run in the order of enum
+ * ks_exit_hook whichever subsystem a thread used first (with a key per
+ * subsystem they ran in the order the keys happened to be made).  The key
+ * is made at the first arming, not at start-up: keys the application made
+ * before it keep running before it. */
 static pthread_key_t exit_key;
 static ks_once_t exit_once = KS_ONCE_INIT;
 static int exit_key_ok;
@@ -213,17 +213,22 @@ static KS_TLS unsigned exit_armed;
 static void run_exit_hooks(void *unused)
 {
     (void)unused;
-    unsigned m;
+    unsigned m, ran = 0;
     /* Lowest first, one at a time, disarmed before it runs: a hook that
-     * arms another (the epoch's retire functions making a first cache get)
-     * has it run in this same call. */
-    while ((m = __atomic_load_n(&exit_armed, __ATOMIC_RELAXED))) {
+     * arms a later one (the epoch's retire functions making a first cache
+     * get) has it run in this same call.  A hook armed again after it ran
+     * waits for glibc's next round (the key is set again), so that hooks
+     * that keep arming each other end when glibc's rounds do. */
+    while ((m = __atomic_load_n(&exit_armed, __ATOMIC_RELAXED) & ~ran)) {
         unsigned i = (unsigned)__builtin_ctz(m);
+        ran |= 1u << i;
         __atomic_fetch_and(&exit_armed, ~(1u << i), __ATOMIC_RELAXED);
         __atomic_load_n(&exit_fn[i], __ATOMIC_RELAXED)();
     }
-    /* a hook that armed another set the key again: nothing is left to run */
-    pthread_setspecific(exit_key, NULL);
+    /* a hook that armed another set the key again: clear it if nothing is
+     * left to run */
+    if (!__atomic_load_n(&exit_armed, __ATOMIC_RELAXED))
+        pthread_setspecific(exit_key, NULL);
 }
 
 static void make_exit_key(void)
