@@ -95,9 +95,9 @@ help:
 ## variables: ARCH=generic (plain-C11 arch layer), CC, CXX, BUILD, PREFIX, DESTDIR, SAN
 
 # ---- library ----------------------------------------------------------------
-$(BUILD)/obj/%.o: src/%.c $(HEADERS) $(ARCH_HEADERS) src/internal.h | $(BUILD)/obj
+$(BUILD)/obj/%.o: src/%.c $(HEADERS) $(ARCH_HEADERS) $(wildcard src/*.h) | $(BUILD)/obj
 	$(CC) $(CPPFLAGS) $(LIB_CFLAGS) $(CFLAGS) -c $< -o $@
-$(BUILD)/yobj/%.o: src/%.c $(HEADERS) $(ARCH_HEADERS) src/internal.h | $(BUILD)/yobj
+$(BUILD)/yobj/%.o: src/%.c $(HEADERS) $(ARCH_HEADERS) $(wildcard src/*.h) | $(BUILD)/yobj
 	$(CC) $(CPPFLAGS) -DKS_DEBUG_YIELD $(LIB_CFLAGS) $(CFLAGS) -c $< -o $@
 
 $(STATIC): $(LIB_OBJS)
@@ -124,7 +124,7 @@ deps:
 	@sh tools/deps.sh base
 
 # ---- tests ------------------------------------------------------------------
-$(BUILD)/tests/%.o: tests/%.c $(HEADERS) $(ARCH_HEADERS) | $(BUILD)/tests
+$(BUILD)/tests/%.o: tests/%.c $(HEADERS) $(ARCH_HEADERS) $(wildcard tests/*.h) | $(BUILD)/tests
 	$(CC) $(CPPFLAGS) $(APP_CFLAGS) $(if $(filter $(WHITEBOX),$*),-Isrc,) $(CFLAGS) -c $< -o $@
 $(BUILD)/tests/%.o: tests/%.cc $(HEADERS) $(ARCH_HEADERS) | $(BUILD)/tests
 	$(CXX) $(CPPFLAGS) -std=c++17 -Wall -Wextra -Werror $(SANFLAGS) $(CFLAGS) -c $< -o $@

@@ -19,7 +19,7 @@
  * reader cannot find it (docs/epoch.md, "Why it is correct").
  *
  * Records are allocated once and never freed: a thread that leaves (or
- * exits: a pthread key destructor runs ks_epoch_leave for it) clears its
+ * exits: its thread-exit hook, src/thread.c, runs ks_epoch_leave) clears its
  * state, gives its bags to the orphan list and marks the record free for
  * the next thread.
  */
@@ -79,17 +79,16 @@ static struct {
 #define RESETTING UINT64_MAX
 
 static KS_TLS struct rec *tls;
-/* Set once this thread's exit destructor has run: glibc may still run
- * other keys' destructors after ours (later in the same round, or in the
+/* Set once this thread's exit hook has run: glibc may still run other
+ * keys' destructors after ours (later in the same round, or in the
  * last round, after which no destructor runs again), and a record such a
  * destructor claims would stay in use for ever.  From then on a retire or
  * the end of a section hands the record back at once. */
 static KS_TLS int exiting;
-static pthread_key_t exit_key;
-static ks_once_t key_once = KS_ONCE_INIT;
-static int key_ok;
+static ks_once_t atfork_once = KS_ONCE_INIT;
+static int atfork_ok;
 
-static void on_thread_exit(void *r);
+static void epoch_thread_exit(void);
 
 /* Fork.  In a child only the forking thread exists: the other records
  * belong to threads that are gone (one may be ACTIVE for good, which would
@@ -168,10 +167,9 @@ static void after_fork_child(void)
     adopt_generation_as(ks_process_gen(), 1);
 }
 
-static void make_key(void)
+static void register_atfork(void)
 {
-    key_ok = pthread_key_create(&exit_key, on_thread_exit) == 0 &&
-             pthread_atfork(NULL, NULL, after_fork_child) == 0;
+    atfork_ok = pthread_atfork(NULL, NULL, after_fork_child) == 0;
 }
 
 static uint64_t global_epoch(void)
@@ -217,7 +215,7 @@ static size_t run_queued(void)
 
 static struct rec *claim_record(void)
 {
-    ks_once(&key_once, make_key);
+    ks_once(&atfork_once, register_atfork);
     /* acquire: pairs with the release CAS that published each record */
     for (struct rec *r = __atomic_load_n(&g.recs, __ATOMIC_ACQUIRE); r; r = r->next) {
         uint32_t zero = 0;
@@ -242,8 +240,8 @@ static struct rec *claim_record(void)
 }
 
 /* The calling thread's record; NULL if none can be had.  A thread is only
- * given a record once its exit destructor is registered: a thread that
- * exits inside a section without one would stop the epoch for good. */
+ * given a record once its exit hook is armed (ks_thread_at_exit): a thread
+ * that exits inside a section without one would stop the epoch for good. */
 __attribute__((noinline)) static struct rec *my_record_slow(struct rec *r, uint64_t gen);
 
 static inline struct rec *my_record(void)
@@ -265,7 +263,7 @@ static struct rec *my_record_slow(struct rec *r, uint64_t gen)
     if (!(r = claim_record()))
         return NULL;
     r->gen = gen;
-    if (!key_ok || pthread_setspecific(exit_key, r) != 0) {
+    if (!atfork_ok || ks_thread_at_exit(KS_EXIT_EPOCH, epoch_thread_exit) != 0) {
         __atomic_store_n(&r->used, 0, __ATOMIC_RELEASE); /* release: as in ks_epoch_leave */
         return NULL;
     }
@@ -306,7 +304,7 @@ int ks_epoch_exit(void)
      * record inactive (it acquires after its scan) moves the epoch on. */
     __atomic_store_n(&r->state, 0, __ATOMIC_RELEASE);
     if (KS_UNLIKELY(exiting))
-        ks_epoch_leave(); /* no destructor of ours will run again */
+        ks_epoch_leave(); /* our exit hook will not run again */
     return 0;
 }
 
@@ -527,19 +525,21 @@ int ks_epoch_leave(void)
     r->pending = 0;
     r->since_advance = 0;
     tls = NULL;
-    pthread_setspecific(exit_key, NULL);
+    ks_thread_at_exit_cancel(KS_EXIT_EPOCH);
     /* release: pairs with the acquire CAS in claim_record */
     __atomic_store_n(&r->used, 0, __ATOMIC_RELEASE);
     return 0;
 }
 
 /* A thread that exits without leaving, perhaps inside a section: end the
- * section (it can no longer read anything) and leave. */
-static void on_thread_exit(void *p)
+ * section (it can no longer read anything) and leave.  Runs first of the
+ * thread-exit hooks (src/internal.h): the functions the leave runs may use
+ * a cache, whose hook comes after. */
+static void epoch_thread_exit(void)
 {
-    struct rec *r = p;
+    struct rec *r = tls;
     exiting = 1;
-    if (r != tls)
+    if (!r)
         return;
     if (r->nest) {
         r->nest = 0;

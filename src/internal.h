@@ -139,6 +139,29 @@ static inline uint64_t ks_process_gen(void)
     return ks_process_gen_slow();
 }
 
+/* ---- thread exit (src/thread.c) ----
+ * One pthread key, made at the first need, whose destructor runs the hooks
+ * the exiting thread armed, in the order of this enum: the epoch's hook may
+ * run retire functions, which may use a cache (its first get on the thread
+ * then arms the cache's hook, which runs in the same call); the cache's
+ * hook calls nothing.  A thread that never armed a hook gets no destructor
+ * call.  ks_thread_at_exit arms hook `which` of the calling thread (fn is
+ * the same every time for one `which`); 0, or EAGAIN/ENOMEM if no key can
+ * be had (then fn will not run: the caller must not take what it would
+ * give back).  ks_thread_at_exit_cancel disarms it (the key is cleared when
+ * no hook is left).  A hook runs once per arming and at most once per
+ * destructor call; one armed again after it ran (by a later hook, or by a
+ * key destructor that runs after ours) runs in glibc's next round, if there
+ * is one (PTHREAD_DESTRUCTOR_ITERATIONS).  In a fork child the forking
+ * thread keeps its armed hooks, as it keeps its thread-local state. */
+enum ks_exit_hook {
+    KS_EXIT_EPOCH,      /* src/epoch.c: closes a section left open, leaves */
+    KS_EXIT_CACHE_LINE, /* src/cache.c: gives the hit/miss line back */
+    KS_EXIT_HOOKS
+};
+KS_HIDDEN int ks_thread_at_exit(enum ks_exit_hook which, void (*fn)(void));
+KS_HIDDEN void ks_thread_at_exit_cancel(enum ks_exit_hook which);
+
 /* A deadline (absolute CLOCK_MONOTONIC ns) that has passed; KS_FOREVER never
  * does, and costs no clock read. */
 static inline int ks_deadline_passed(int64_t deadline)

@@ -1,5 +1,7 @@
-/* src/thread.c - who is calling: the thread's ksync id, and which process
- * image (fork generation) the calling code runs in.  docs/rmutex.md.
+/* src/thread.c - who is calling: the thread's ksync id, which process
+ * image (fork generation) the calling code runs in, and what the library
+ * does when one of its threads exits (the hooks at the end of this file).
+ * docs/rmutex.md, docs/epoch.md.
  *
  * Fork generation.  A word that is non-zero in a process the library has
  * already seen, and zero in a fork child it has not seen yet, lets a cached
@@ -28,6 +30,7 @@
  */
 #include "internal.h"
 
+#include <ksync/once.h>
 #include <ksync/rmutex.h>
 #include <pthread.h>
 #include <sched.h>
@@ -188,4 +191,69 @@ uint64_t ks_thread_id(void)
     if (KS_LIKELY(have == g && id))
         return id;
     return thread_id_slow(g);
+}
+
+/* ---- thread exit: one key, the hooks the thread armed (src/internal.h) ----
+ * One key for the library, so that the hooks run in the order of enum
+ * ks_exit_hook whichever subsystem a thread used first (with a key per
+ * subsystem they ran in the order the keys happened to be made).  The key
+ * is made at the first arming, not at start-up: keys the application made
+ * before it keep running before it. */
+static pthread_key_t exit_key;
+static ks_once_t exit_once = KS_ONCE_INIT;
+static int exit_key_ok;
+/* relaxed: every store for one hook writes the same function, and a thread
+ * reads the slot only after its own store (it armed the hook) */
+static void (*exit_fn[KS_EXIT_HOOKS])(void);
+/* bit i: hook i runs at this thread's exit.  Relaxed atomics, although only
+ * this thread touches it: a signal handler on it may arm a hook between the
+ * load and the store of a plain |=. */
+static KS_TLS unsigned exit_armed;
+
+static void run_exit_hooks(void *unused)
+{
+    (void)unused;
+    unsigned m, ran = 0;
+    /* Lowest first, one at a time, disarmed before it runs: a hook that
+     * arms a later one (the epoch's retire functions making a first cache
+     * get) has it run in this same call.  A hook armed again after it ran
+     * waits for glibc's next round (the key is set again), so that hooks
+     * that keep arming each other end when glibc's rounds do. */
+    while ((m = __atomic_load_n(&exit_armed, __ATOMIC_RELAXED) & ~ran)) {
+        unsigned i = (unsigned)__builtin_ctz(m);
+        ran |= 1u << i;
+        __atomic_fetch_and(&exit_armed, ~(1u << i), __ATOMIC_RELAXED);
+        __atomic_load_n(&exit_fn[i], __ATOMIC_RELAXED)();
+    }
+    /* a hook that armed another set the key again: clear it if nothing is
+     * left to run */
+    if (!__atomic_load_n(&exit_armed, __ATOMIC_RELAXED))
+        pthread_setspecific(exit_key, NULL);
+}
+
+static void make_exit_key(void)
+{
+    exit_key_ok = pthread_key_create(&exit_key, run_exit_hooks) == 0;
+}
+
+int ks_thread_at_exit(enum ks_exit_hook which, void (*fn)(void))
+{
+    ks_once(&exit_once, make_exit_key);
+    if (!exit_key_ok)
+        return EAGAIN;
+    __atomic_store_n(&exit_fn[which], fn, __ATOMIC_RELAXED); /* relaxed: see exit_fn */
+    /* set again at every arming: glibc clears it before each destructor
+     * call, and a hook may be armed by a destructor that runs after ours */
+    if (pthread_setspecific(exit_key, &exit_armed) != 0)
+        return ENOMEM;
+    __atomic_fetch_or(&exit_armed, 1u << which, __ATOMIC_RELAXED); /* relaxed: see exit_armed */
+    return 0;
+}
+
+void ks_thread_at_exit_cancel(enum ks_exit_hook which)
+{
+    unsigned was = __atomic_fetch_and(&exit_armed, ~(1u << which), __ATOMIC_RELAXED);
+    /* only a thread that armed a hook has gone through exit_once */
+    if (was == 1u << which)
+        pthread_setspecific(exit_key, NULL);
 }

@@ -64,6 +64,14 @@ static inline void kt_sleep_ns(int64_t ns)
 
 static inline pid_t kt_gettid(void) { return (pid_t)syscall(SYS_gettid); }
 
+/* The calling thread's futex call counts (ksync/debug.h). */
+static inline struct ks_futex_stats kt_futex_stats(void)
+{
+    struct ks_futex_stats s;
+    ks_futex_stats(&s);
+    return s;
+}
+
 /* ---- threads -------------------------------------------------------------- */
 
 #define KT_MAX_THREADS 128

@@ -5,13 +5,6 @@
  * process-shared use across fork(). */
 #include "helpers.h"
 
-static struct ks_futex_stats stats(void)
-{
-    struct ks_futex_stats s;
-    ks_futex_stats(&s);
-    return s;
-}
-
 /* ---- API contract ------------------------------------------------------------ */
 
 static void expect_init_einval(unsigned count, unsigned flags)
@@ -65,10 +58,10 @@ Test(barrier, count_one_every_wait_is_serial_without_syscalls, .timeout = 30)
     for (int f = 0; f < 2; f++) {
         ks_barrier_t b;
         cr_assert_eq(ks_barrier_init(&b, 1, f ? KS_SHARED : 0), 0);
-        struct ks_futex_stats a = stats();
+        struct ks_futex_stats a = kt_futex_stats();
         for (int i = 0; i < 10000; i++)
             cr_assert_eq(ks_barrier_wait(&b), KS_BARRIER_SERIAL, "wait %d", i);
-        struct ks_futex_stats s = stats();
+        struct ks_futex_stats s = kt_futex_stats();
         cr_assert_eq(s.waits, a.waits);
         cr_assert_eq(s.wakes, a.wakes);
         cr_assert_eq(b.arrived, 0u);

@@ -5,13 +5,6 @@
  * right after broadcast (item 20), process-shared use across fork(). */
 #include "helpers.h"
 
-static struct ks_futex_stats stats(void)
-{
-    struct ks_futex_stats s;
-    ks_futex_stats(&s);
-    return s;
-}
-
 static uint32_t sleepers_of(ks_cond_t *c) { return __atomic_load_n(&c->sleepers, __ATOMIC_RELAXED); }
 static uint32_t waiters_of(ks_cond_t *c) { return __atomic_load_n(&c->waiters, __ATOMIC_RELAXED); }
 
@@ -108,9 +101,9 @@ Test(cond, timedwait_negative_deadline_is_einval_and_changes_nothing, .timeout =
         cr_assert_eq(ks_mutex_lock(&m), 0);
         memcpy(&ccopy, &c, sizeof c);
         memcpy(&mcopy, &m, sizeof m);
-        struct ks_futex_stats a = stats();
+        struct ks_futex_stats a = kt_futex_stats();
         cr_assert_eq(ks_cond_timedwait(&c, &m, bad[i]), EINVAL, "deadline %lld", (long long)bad[i]);
-        struct ks_futex_stats b = stats();
+        struct ks_futex_stats b = kt_futex_stats();
         cr_assert_eq(memcmp(&c, &ccopy, sizeof c), 0, "cond changed");
         cr_assert_eq(memcmp(&m, &mcopy, sizeof m), 0, "mutex changed");
         cr_assert_eq(b.waits, a.waits);
@@ -128,12 +121,12 @@ Test(cond, wait_with_unlocked_mutex_is_eperm, .timeout = 30)
         cr_assert_eq(ks_mutex_init(&m, f ? KS_SHARED : 0), 0);
         memcpy(&ccopy, &c, sizeof c);
         memcpy(&mcopy, &m, sizeof m);
-        struct ks_futex_stats a = stats();
+        struct ks_futex_stats a = kt_futex_stats();
         cr_assert_eq(ks_cond_wait(&c, &m), EPERM);
         cr_assert_eq(ks_cond_timedwait(&c, &m, KS_FOREVER), EPERM);
         cr_assert_eq(ks_cond_timedwait(&c, &m, ks_deadline_after(KS_NSEC_PER_SEC)), EPERM);
         cr_assert_eq(ks_cond_timedwait(&c, &m, 0), EPERM);
-        struct ks_futex_stats b = stats();
+        struct ks_futex_stats b = kt_futex_stats();
         cr_assert_eq(b.waits, a.waits, "an EPERM wait slept");
         cr_assert_eq(memcmp(&c, &ccopy, sizeof c), 0, "cond changed");
         cr_assert_eq(memcmp(&m, &mcopy, sizeof m), 0, "mutex changed");
@@ -149,7 +142,7 @@ Test(cond, signal_and_broadcast_without_waiters_make_no_futex_calls, .timeout = 
         ks_cond_t c;
         ks_mutex_t m = KS_MUTEX_INIT;
         cr_assert_eq(ks_cond_init(&c, f ? KS_SHARED : 0), 0);
-        struct ks_futex_stats a = stats();
+        struct ks_futex_stats a = kt_futex_stats();
         for (int i = 0; i < 100000; i++) {
             cr_assert_eq(ks_cond_signal(&c), 0);
             cr_assert_eq(ks_cond_broadcast(&c), 0);
@@ -161,7 +154,7 @@ Test(cond, signal_and_broadcast_without_waiters_make_no_futex_calls, .timeout = 
             cr_assert_eq(ks_cond_broadcast(&c), 0);
         }
         cr_assert_eq(ks_mutex_unlock(&m), 0);
-        struct ks_futex_stats b = stats();
+        struct ks_futex_stats b = kt_futex_stats();
         cr_assert_eq(b.wakes, a.wakes, "%llu futex wakes with nobody waiting",
                      (unsigned long long)(b.wakes - a.wakes));
         cr_assert_eq(b.waits, a.waits);
@@ -185,10 +178,10 @@ Test(cond, timedwait_times_out_not_early_with_mutex_reacquired, .timeout = 30)
         cr_assert_eq(ks_mutex_lock(&m), 0);
 
         /* A deadline already past: ETIMEDOUT without sleeping, mutex held. */
-        struct ks_futex_stats a = stats();
+        struct ks_futex_stats a = kt_futex_stats();
         cr_assert_eq(ks_cond_timedwait(&c, &m, 0), ETIMEDOUT);
         cr_assert_eq(ks_cond_timedwait(&c, &m, ks_now()), ETIMEDOUT);
-        struct ks_futex_stats b = stats();
+        struct ks_futex_stats b = kt_futex_stats();
         cr_assert_eq(b.waits, a.waits, "a past deadline slept");
         cr_assert_eq(trylock_elsewhere(&m), EBUSY, "past-deadline timedwait returned without the mutex");
 
@@ -676,9 +669,9 @@ static void run_broadcast(unsigned flags)
     cr_assert_eq(b->entered, BC_WAITERS);
     cr_assert_eq(__atomic_load_n(&b->returned, __ATOMIC_ACQUIRE), 0);
     b->go = 1;
-    struct ks_futex_stats a = stats();
+    struct ks_futex_stats a = kt_futex_stats();
     cr_assert_eq(ks_cond_broadcast(&b->c), 0);
-    struct ks_futex_stats s = stats();
+    struct ks_futex_stats s = kt_futex_stats();
     if (!(flags & KS_SHARED)) {
         /* No stampede: while we still hold the mutex, one waiter was woken
          * (and now sleeps on the mutex word) and the other 15 were moved

@@ -4,13 +4,6 @@
  * process-shared use across fork(). */
 #include "helpers.h"
 
-static struct ks_futex_stats stats(void)
-{
-    struct ks_futex_stats s;
-    ks_futex_stats(&s);
-    return s;
-}
-
 static uint32_t word_of(ks_event_t *e) { return __atomic_load_n(&e->word, __ATOMIC_RELAXED); }
 
 /* ---- API contract ------------------------------------------------------------ */
@@ -70,7 +63,7 @@ Test(event, wait_on_set_event_returns_at_once_without_sleeping, .timeout = 30)
         ks_event_t e;
         cr_assert_eq(ks_event_init(&e, f ? KS_SHARED : 0), 0);
         cr_assert_eq(ks_event_set(&e), 0);
-        struct ks_futex_stats a = stats();
+        struct ks_futex_stats a = kt_futex_stats();
         int64_t t0 = ks_now();
         for (int i = 0; i < 10000; i++) {
             cr_assert_eq(ks_event_wait(&e), 0);
@@ -80,7 +73,7 @@ Test(event, wait_on_set_event_returns_at_once_without_sleeping, .timeout = 30)
             cr_assert_eq(ks_event_timedwait(&e, 0), 0);
         }
         int64_t took = ks_now() - t0;
-        struct ks_futex_stats b = stats();
+        struct ks_futex_stats b = kt_futex_stats();
         cr_assert_eq(b.waits, a.waits, "%llu futex waits on a set event",
                      (unsigned long long)(b.waits - a.waits));
         cr_assert_lt(took, 1000 * KT_MS * KT_SLOW, "40000 waits on a set event took %lld ms",
@@ -130,10 +123,10 @@ Test(event, timedwait_negative_deadline_is_einval_and_changes_nothing, .timeout 
             if (set)
                 cr_assert_eq(ks_event_set(&e), 0);
             memcpy(&copy, &e, sizeof e);
-            struct ks_futex_stats a = stats();
+            struct ks_futex_stats a = kt_futex_stats();
             cr_assert_eq(ks_event_timedwait(&e, bad[i]), EINVAL, "%s event, deadline %lld",
                          set ? "set" : "clear", (long long)bad[i]);
-            struct ks_futex_stats b = stats();
+            struct ks_futex_stats b = kt_futex_stats();
             cr_assert_eq(memcmp(&e, &copy, sizeof e), 0, "%s event changed", set ? "set" : "clear");
             cr_assert_eq(b.waits, a.waits);
         }
@@ -148,10 +141,10 @@ Test(event, timedwait_times_out_not_early_not_late, .timeout = 30)
         cr_assert_eq(ks_event_init(&e, f ? KS_SHARED : 0), 0);
 
         /* A deadline already past: ETIMEDOUT at once, without sleeping. */
-        struct ks_futex_stats a = stats();
+        struct ks_futex_stats a = kt_futex_stats();
         cr_assert_eq(ks_event_timedwait(&e, 0), ETIMEDOUT);
         cr_assert_eq(ks_event_timedwait(&e, ks_now()), ETIMEDOUT);
-        struct ks_futex_stats b = stats();
+        struct ks_futex_stats b = kt_futex_stats();
         cr_assert_eq(b.waits, a.waits, "a past deadline slept");
 
         const int64_t rel[] = {1 * KT_MS, 50 * KT_MS, 150 * KT_MS};
@@ -235,9 +228,9 @@ Test(event, no_waiter_passes_before_set, .timeout = 60)
                   word_of(&e));
         payload = 42; /* published by set()'s release */
         int64_t t_set = ks_now();
-        struct ks_futex_stats a = stats();
+        struct ks_futex_stats a = kt_futex_stats();
         cr_assert_eq(ks_event_set(&e), 0);
-        struct ks_futex_stats b = stats();
+        struct ks_futex_stats b = kt_futex_stats();
         cr_assert_eq(b.wakes - a.wakes, 1u, "set() made %llu futex wakes for %d sleepers",
                      (unsigned long long)(b.wakes - a.wakes), EW_WAITERS);
         for (int i = 0; i < EW_WAITERS; i++) {
@@ -341,21 +334,21 @@ Test(event, set_on_set_event_and_is_set_make_no_futex_calls, .timeout = 30)
         cr_assert_eq(ks_event_init(&e, f ? KS_SHARED : 0), 0);
         cr_assert_eq(ks_event_set(&e), 0);
         uint32_t w0 = word_of(&e);
-        struct ks_futex_stats a = stats();
+        struct ks_futex_stats a = kt_futex_stats();
         for (int i = 0; i < 100000; i++) {
             cr_assert_eq(ks_event_set(&e), 0);
             cr_assert_eq(ks_event_is_set(&e), 1);
         }
-        struct ks_futex_stats b = stats();
+        struct ks_futex_stats b = kt_futex_stats();
         cr_assert_eq(b.wakes, a.wakes, "%llu futex wakes", (unsigned long long)(b.wakes - a.wakes));
         cr_assert_eq(b.waits, a.waits);
         cr_assert_eq(word_of(&e), w0, "set on a set event changed the word 0x%x -> 0x%x", w0,
                      word_of(&e));
         cr_assert_eq(ks_event_clear(&e), 0);
-        a = stats();
+        a = kt_futex_stats();
         for (int i = 0; i < 100000; i++)
             cr_assert_eq(ks_event_is_set(&e), 0);
-        b = stats();
+        b = kt_futex_stats();
         cr_assert_eq(b.wakes, a.wakes);
         cr_assert_eq(b.waits, a.waits);
     }
@@ -366,12 +359,12 @@ Test(event, set_with_nobody_waiting_makes_no_futex_call, .timeout = 30)
     for (int f = 0; f < 2; f++) {
         ks_event_t e;
         cr_assert_eq(ks_event_init(&e, f ? KS_SHARED : 0), 0);
-        struct ks_futex_stats a = stats();
+        struct ks_futex_stats a = kt_futex_stats();
         for (int i = 0; i < 100000; i++) {
             cr_assert_eq(ks_event_set(&e), 0);
             cr_assert_eq(ks_event_clear(&e), 0);
         }
-        struct ks_futex_stats b = stats();
+        struct ks_futex_stats b = kt_futex_stats();
         cr_assert_eq(b.wakes, a.wakes, "%llu futex wakes with nobody waiting",
                      (unsigned long long)(b.wakes - a.wakes));
 
@@ -381,17 +374,17 @@ Test(event, set_with_nobody_waiting_makes_no_futex_call, .timeout = 30)
         pthread_t t;
         kt_spawn(&t, ewaiter_main, &w);
         cr_assert(kt_wait_in_futex(ewaiter_tid(&w), 20 * KS_NSEC_PER_SEC));
-        a = stats();
+        a = kt_futex_stats();
         cr_assert_eq(ks_event_set(&e), 0);
-        b = stats();
+        b = kt_futex_stats();
         cr_assert_eq(b.wakes - a.wakes, 1u, "set() with a sleeper made %llu wakes",
                      (unsigned long long)(b.wakes - a.wakes));
         kt_join(t);
         cr_assert_eq(w.ret, 0);
         cr_assert_eq(ks_event_clear(&e), 0);
-        a = stats();
+        a = kt_futex_stats();
         cr_assert_eq(ks_event_set(&e), 0);
-        b = stats();
+        b = kt_futex_stats();
         cr_assert_eq(b.wakes, a.wakes, "set() after the sleeper left still made a futex wake");
     }
 }

@@ -8,19 +8,12 @@
 
 static const unsigned both_flags[2] = {KS_PRIVATE, KS_SHARED};
 
-static struct ks_futex_stats stats(void)
-{
-    struct ks_futex_stats s;
-    ks_futex_stats(&s);
-    return s;
-}
-
 Test(futex, stats_are_per_thread_and_start_at_zero)
 {
-    struct ks_futex_stats s = stats();
+    struct ks_futex_stats s = kt_futex_stats();
     uint32_t w = 0;
     ks_futex_wake(&w, 1, 0);
-    struct ks_futex_stats t = stats();
+    struct ks_futex_stats t = kt_futex_stats();
     cr_assert_eq(t.wakes, s.wakes + 1);
     cr_assert_eq(t.woken, s.woken);
     cr_assert_eq(t.waits, s.waits);
@@ -51,14 +44,14 @@ Test(futex, past_deadline_times_out_without_syscall)
 {
     for (int f = 0; f < 2; f++) {
         uint32_t w = 0;
-        struct ks_futex_stats a = stats();
+        struct ks_futex_stats a = kt_futex_stats();
         cr_assert_eq(ks_futex_wait(&w, 0, 0, both_flags[f]), ETIMEDOUT);
         cr_assert_eq(ks_futex_wait(&w, 0, 1, both_flags[f]), ETIMEDOUT);
         cr_assert_eq(ks_futex_wait(&w, 0, ks_now() - 1, both_flags[f]), ETIMEDOUT);
         cr_assert_eq(ks_futex_wait(&w, 0, ks_now(), both_flags[f]), ETIMEDOUT);
         /* Even when the value differs: the deadline is checked first. */
         cr_assert_eq(ks_futex_wait(&w, 7, ks_now() - KS_NSEC_PER_SEC, both_flags[f]), ETIMEDOUT);
-        struct ks_futex_stats b = stats();
+        struct ks_futex_stats b = kt_futex_stats();
         cr_assert_eq(b.waits, a.waits, "a past deadline made %llu futex calls",
                      (unsigned long long)(b.waits - a.waits));
     }
@@ -68,13 +61,13 @@ Test(futex, mismatching_value_returns_eagain)
 {
     for (int f = 0; f < 2; f++) {
         uint32_t w = 1;
-        struct ks_futex_stats a = stats();
+        struct ks_futex_stats a = kt_futex_stats();
         cr_assert_eq(ks_futex_wait(&w, 0, KS_FOREVER, both_flags[f]), EAGAIN);
         cr_assert_eq(ks_futex_wait(&w, 2, ks_deadline_after(10 * KS_NSEC_PER_SEC), both_flags[f]),
                      EAGAIN);
         w = 0xffffffffu;
         cr_assert_eq(ks_futex_wait(&w, 0x7fffffffu, KS_FOREVER, both_flags[f]), EAGAIN);
-        struct ks_futex_stats b = stats();
+        struct ks_futex_stats b = kt_futex_stats();
         cr_assert_eq(b.waits, a.waits + 3);
     }
 }
@@ -83,10 +76,10 @@ Test(futex, wake_without_waiters_returns_zero)
 {
     for (int f = 0; f < 2; f++) {
         uint32_t w = 0;
-        struct ks_futex_stats a = stats();
+        struct ks_futex_stats a = kt_futex_stats();
         cr_assert_eq(ks_futex_wake(&w, 1, both_flags[f]), 0);
         cr_assert_eq(ks_futex_wake(&w, INT_MAX, both_flags[f]), 0);
-        struct ks_futex_stats b = stats();
+        struct ks_futex_stats b = kt_futex_stats();
         cr_assert_eq(b.wakes, a.wakes + 2);
         cr_assert_eq(b.woken, a.woken);
     }
@@ -129,9 +122,9 @@ Test(futex, wake_wakes_a_sleeper, .timeout = 30)
         kt_spawn(&t, sleeper_main, &s);
         cr_assert(kt_wait_in_futex(wait_tid(&s), 10 * KS_NSEC_PER_SEC), "sleeper never slept");
         int64_t t0 = ks_now();
-        struct ks_futex_stats a = stats();
+        struct ks_futex_stats a = kt_futex_stats();
         int n = ks_futex_wake(&w, 1, both_flags[f]);
-        struct ks_futex_stats b = stats();
+        struct ks_futex_stats b = kt_futex_stats();
         kt_join(t);
         cr_assert_eq(n, 1, "wake woke %d threads, not the sleeper (flags %u)", n, both_flags[f]);
         cr_assert_eq(b.woken, a.woken + 1);

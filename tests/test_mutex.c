@@ -6,13 +6,6 @@
 #include <limits.h>
 #include <poll.h>
 
-static struct ks_futex_stats stats(void)
-{
-    struct ks_futex_stats s;
-    ks_futex_stats(&s);
-    return s;
-}
-
 static uint32_t state_of(ks_mutex_t *m) { return __atomic_load_n(&m->state, __ATOMIC_RELAXED); }
 
 /* ---- API contract ------------------------------------------------------------ */
@@ -104,7 +97,7 @@ Test(mutex, timedlock_negative_deadline_is_einval_and_changes_nothing)
     for (unsigned i = 0; i < sizeof bad / sizeof bad[0]; i++) {
         ks_mutex_t m = KS_MUTEX_INIT, copy;
         memcpy(&copy, &m, sizeof m);
-        struct ks_futex_stats a = stats();
+        struct ks_futex_stats a = kt_futex_stats();
         cr_assert_eq(ks_mutex_timedlock(&m, bad[i]), EINVAL, "free mutex, deadline %lld",
                      (long long)bad[i]);
         cr_assert_eq(memcmp(&m, &copy, sizeof m), 0, "free mutex changed");
@@ -113,7 +106,7 @@ Test(mutex, timedlock_negative_deadline_is_einval_and_changes_nothing)
         memcpy(&copy, &m, sizeof m);
         cr_assert_eq(ks_mutex_timedlock(&m, bad[i]), EINVAL, "held mutex");
         cr_assert_eq(memcmp(&m, &copy, sizeof m), 0, "held mutex changed");
-        struct ks_futex_stats b = stats();
+        struct ks_futex_stats b = kt_futex_stats();
         cr_assert_eq(b.waits, a.waits);
         cr_assert_eq(ks_mutex_unlock(&m), 0);
         cr_assert_eq(state_of(&m), 0u);
@@ -219,10 +212,10 @@ Test(mutex, timedlock_on_held_times_out_not_early, .timeout = 30)
     cr_assert_eq(ks_mutex_lock(&m), 0);
 
     /* A deadline already past: ETIMEDOUT at once, without sleeping. */
-    struct ks_futex_stats a = stats();
+    struct ks_futex_stats a = kt_futex_stats();
     cr_assert_eq(ks_mutex_timedlock(&m, 0), ETIMEDOUT);
     cr_assert_eq(ks_mutex_timedlock(&m, ks_now()), ETIMEDOUT);
-    struct ks_futex_stats s = stats();
+    struct ks_futex_stats s = kt_futex_stats();
     cr_assert_eq(s.waits, a.waits, "a past deadline slept");
 
     const int64_t rel[] = {1 * KT_MS, 50 * KT_MS, 150 * KT_MS};
@@ -319,7 +312,7 @@ static void *counter_main(void *p)
         if (ks_mutex_unlock(&c->m) != 0)
             __atomic_add_fetch(&c->errors, 1, __ATOMIC_RELAXED);
     }
-    struct ks_futex_stats st = stats();
+    struct ks_futex_stats st = kt_futex_stats();
     __atomic_add_fetch(&c->futex_waits, st.waits, __ATOMIC_RELAXED);
     return NULL;
 }
@@ -362,7 +355,7 @@ Test(mutex, uncontended_ops_make_no_futex_calls)
     for (int f = 0; f < 2; f++) {
         ks_mutex_t m;
         cr_assert_eq(ks_mutex_init(&m, f ? KS_SHARED : 0), 0);
-        struct ks_futex_stats a = stats();
+        struct ks_futex_stats a = kt_futex_stats();
         for (int i = 0; i < 100000; i++) {
             cr_assert_eq(ks_mutex_lock(&m), 0);
             cr_assert_eq(ks_mutex_unlock(&m), 0);
@@ -378,7 +371,7 @@ Test(mutex, uncontended_ops_make_no_futex_calls)
         for (int i = 0; i < 1000; i++)
             cr_assert_eq(ks_mutex_trylock(&m), EBUSY);
         cr_assert_eq(ks_mutex_unlock(&m), 0);
-        struct ks_futex_stats b = stats();
+        struct ks_futex_stats b = kt_futex_stats();
         cr_assert_eq(b.waits, a.waits, "%llu futex waits", (unsigned long long)(b.waits - a.waits));
         cr_assert_eq(b.wakes, a.wakes, "%llu futex wakes", (unsigned long long)(b.wakes - a.wakes));
     }

@@ -4,13 +4,6 @@
  * initialisers, bad arguments, and KS_ONCE_INIT_SHARED across fork(). */
 #include "helpers.h"
 
-static struct ks_futex_stats stats(void)
-{
-    struct ks_futex_stats s;
-    ks_futex_stats(&s);
-    return s;
-}
-
 static uint32_t state_of(ks_once_t *o) { return __atomic_load_n(&o->state, __ATOMIC_RELAXED); }
 
 /* Each test runs in its own process, so these globals are per test. */
@@ -99,18 +92,18 @@ Test(once, completed_calls_make_no_futex_calls, .timeout = 30)
 {
     ks_once_t o = KS_ONCE_INIT;
     cr_assert_eq(ks_once(&o, init_fn), 0);
-    struct ks_futex_stats a = stats();
+    struct ks_futex_stats a = kt_futex_stats();
     for (int i = 0; i < 100000; i++)
         cr_assert_eq(ks_once(&o, init_fn), 0);
-    struct ks_futex_stats b = stats();
+    struct ks_futex_stats b = kt_futex_stats();
     cr_assert_eq(b.waits, a.waits);
     cr_assert_eq(b.wakes, a.wakes);
     cr_assert_eq(calls, 1);
     /* The first call with nobody else waiting made no wake either. */
     ks_once_t p = KS_ONCE_INIT;
-    a = stats();
+    a = kt_futex_stats();
     cr_assert_eq(ks_once(&p, other_fn), 0);
-    b = stats();
+    b = kt_futex_stats();
     cr_assert_eq(b.waits, a.waits);
     cr_assert_eq(b.wakes, a.wakes, "an uncontended first call made a futex wake");
 }
@@ -137,20 +130,20 @@ static void *ocall_main(void *p)
     __atomic_add_fetch(c->started, 1, __ATOMIC_RELAXED);
     while (__atomic_load_n(c->started, __ATOMIC_RELAXED) < OC_CALLERS)
         sched_yield();
-    struct ks_futex_stats a = stats();
+    struct ks_futex_stats a = kt_futex_stats();
     c->ret = ks_once(c->o, slow_init_fn);
     /* ks_once returned: fn has finished and everything it wrote is visible. */
     c->saw_finished = finished;
     c->saw_payload = payload;
     c->saw_calls = __atomic_load_n(&calls, __ATOMIC_RELAXED);
-    struct ks_futex_stats b = stats();
+    struct ks_futex_stats b = kt_futex_stats();
     c->futex_waits = b.waits - a.waits;
     /* A later call from the same thread makes no syscall. */
-    a = stats();
+    a = kt_futex_stats();
     for (int i = 0; i < 1000; i++)
         if (ks_once(c->o, slow_init_fn) != 0)
             c->ret = -1;
-    b = stats();
+    b = kt_futex_stats();
     if (b.waits != a.waits || b.wakes != a.wakes)
         c->ret = -2;
     return NULL;

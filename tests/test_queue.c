@@ -14,13 +14,6 @@
 #include <linux/futex.h>
 #include <sys/resource.h>
 
-static struct ks_futex_stats stats(void)
-{
-    struct ks_futex_stats s;
-    ks_futex_stats(&s);
-    return s;
-}
-
 static ks_queue_t *make(size_t cap, unsigned flags)
 {
     ks_queue_t *q = NULL;
@@ -210,11 +203,11 @@ Test(queue, bad_arguments_are_einval, .timeout = 30)
     /* Negative deadlines: EINVAL, nothing queued, taken or finished. */
     const int64_t bad[] = {-1, -KS_NSEC_PER_SEC, INT64_MIN, ks_deadline_after(-1)};
     for (unsigned i = 0; i < sizeof bad / sizeof bad[0]; i++) {
-        struct ks_futex_stats a = stats();
+        struct ks_futex_stats a = kt_futex_stats();
         cr_assert_eq(ks_queue_timedput(q, (void *)2, bad[i]), EINVAL, "deadline %lld", (long long)bad[i]);
         cr_assert_eq(ks_queue_timedget(q, &v, bad[i]), EINVAL);
         cr_assert_eq(ks_queue_timedjoin(q, bad[i]), EINVAL);
-        struct ks_futex_stats b = stats();
+        struct ks_futex_stats b = kt_futex_stats();
         cr_assert_eq(b.waits, a.waits);
         cr_assert_eq((uintptr_t)v, 0x77u, "a refused get wrote the item");
         cr_assert_eq(ks_queue_size(q), 1u);
@@ -390,7 +383,7 @@ Test(queue, past_deadline_is_a_try_and_does_not_sleep, .timeout = 30)
     for (int f = 0; f < 2; f++) {
         ks_queue_t *q = make(2, f ? KS_SHARED : 0);
         void *v = NULL;
-        struct ks_futex_stats a = stats();
+        struct ks_futex_stats a = kt_futex_stats();
         cr_assert_eq(ks_queue_timedget(q, &v, 0), ETIMEDOUT);
         cr_assert_eq(ks_queue_timedget(q, &v, ks_now()), ETIMEDOUT);
         cr_assert_eq(ks_queue_timedjoin(q, 0), 0, "nothing put: join has nothing to wait for");
@@ -407,7 +400,7 @@ Test(queue, past_deadline_is_a_try_and_does_not_sleep, .timeout = 30)
         cr_assert_eq(ks_queue_timedjoin(q, ks_now()), ETIMEDOUT);
         cr_assert_eq(ks_queue_task_done(q), 0);
         cr_assert_eq(ks_queue_timedjoin(q, 0), 0);
-        struct ks_futex_stats b = stats();
+        struct ks_futex_stats b = kt_futex_stats();
         cr_assert_eq(b.waits, a.waits, "a past deadline slept (%llu futex waits)",
                      (unsigned long long)(b.waits - a.waits));
         cr_assert_eq(b.wakes, a.wakes, "no sleeper, yet %llu futex wakes",

@@ -5,13 +5,6 @@
  * and process-shared use across fork(). */
 #include "helpers.h"
 
-static struct ks_futex_stats stats(void)
-{
-    struct ks_futex_stats s;
-    ks_futex_stats(&s);
-    return s;
-}
-
 static uint64_t state_of(ks_rwlock_t *l) { return __atomic_load_n(&l->state, __ATOMIC_RELAXED); }
 static uint64_t held_of(ks_rwlock_t *l) { return state_of(l) & KS_RWLOCK_WRITER; }
 static uint32_t writers_waiting(ks_rwlock_t *l) { return (uint32_t)(state_of(l) >> 32); }
@@ -126,14 +119,14 @@ Test(rwlock, timed_negative_deadline_is_einval_and_changes_nothing, .timeout = 3
             if (held == 2)
                 cr_assert_eq(ks_rwlock_wrlock(&l), 0);
             memcpy(&copy, &l, sizeof l);
-            struct ks_futex_stats a = stats();
+            struct ks_futex_stats a = kt_futex_stats();
             cr_assert_eq(ks_rwlock_timedrdlock(&l, bad[i]), EINVAL, "held %d, deadline %lld", held,
                          (long long)bad[i]);
             cr_assert_eq(memcmp(&l, &copy, sizeof l), 0, "timedrdlock changed the lock (held %d)", held);
             cr_assert_eq(ks_rwlock_timedwrlock(&l, bad[i]), EINVAL, "held %d, deadline %lld", held,
                          (long long)bad[i]);
             cr_assert_eq(memcmp(&l, &copy, sizeof l), 0, "timedwrlock changed the lock (held %d)", held);
-            struct ks_futex_stats b = stats();
+            struct ks_futex_stats b = kt_futex_stats();
             cr_assert_eq(b.waits, a.waits);
         }
 }
@@ -184,7 +177,7 @@ Test(rwlock, try_variants_report_ebusy, .timeout = 30)
         cr_assert_eq(ks_rwlock_unlock(&l), 0);
     cr_assert_eq(state_of(&l), 0u);
     /* Uncontended try/unlock pairs make no futex calls. */
-    struct ks_futex_stats a = stats();
+    struct ks_futex_stats a = kt_futex_stats();
     for (int i = 0; i < 10000; i++) {
         cr_assert_eq(ks_rwlock_tryrdlock(&l), 0);
         cr_assert_eq(ks_rwlock_trywrlock(&l), EBUSY);
@@ -197,7 +190,7 @@ Test(rwlock, try_variants_report_ebusy, .timeout = 30)
         cr_assert_eq(ks_rwlock_wrlock(&l), 0);
         cr_assert_eq(ks_rwlock_unlock(&l), 0);
     }
-    struct ks_futex_stats b = stats();
+    struct ks_futex_stats b = kt_futex_stats();
     cr_assert_eq(b.waits, a.waits);
     cr_assert_eq(b.wakes, a.wakes);
 }
@@ -212,12 +205,12 @@ Test(rwlock, timed_variants_time_out_not_early, .timeout = 60)
 
         /* Write-held: timedrdlock and timedwrlock time out. */
         cr_assert_eq(ks_rwlock_wrlock(&l), 0);
-        struct ks_futex_stats a = stats();
+        struct ks_futex_stats a = kt_futex_stats();
         cr_assert_eq(ks_rwlock_timedrdlock(&l, 0), ETIMEDOUT);
         cr_assert_eq(ks_rwlock_timedwrlock(&l, 0), ETIMEDOUT);
         cr_assert_eq(ks_rwlock_timedrdlock(&l, ks_now()), ETIMEDOUT);
         cr_assert_eq(ks_rwlock_timedwrlock(&l, ks_now()), ETIMEDOUT);
-        struct ks_futex_stats b = stats();
+        struct ks_futex_stats b = kt_futex_stats();
         cr_assert_eq(b.waits, a.waits, "a past deadline slept");
         const int64_t rel[] = {1 * KT_MS, 50 * KT_MS, 150 * KT_MS};
         for (unsigned k = 0; k < sizeof rel / sizeof rel[0]; k++)
@@ -383,9 +376,9 @@ Test(rwlock, timed_out_writer_releases_blocked_readers, .timeout = 60)
         cr_assert_eq(state_of(&l) & KS_RWLOCK_WRITER_WAITS, 0u, "WRITER_WAITS left set");
         cr_assert_eq(ks_rwlock_tryrdlock(&l), 0);
         cr_assert_eq(try_elsewhere(&l, 0), 0);
-        struct ks_futex_stats a = stats();
+        struct ks_futex_stats a = kt_futex_stats();
         cr_assert_eq(ks_rwlock_rdlock(&l), 0);
-        struct ks_futex_stats b = stats();
+        struct ks_futex_stats b = kt_futex_stats();
         cr_assert_eq(b.waits, a.waits);
         cr_assert_eq(held_of(&l), 4u);
         for (int i = 0; i < 4; i++)
@@ -571,7 +564,7 @@ static void *excl_main(void *p)
         if (ks_rwlock_unlock(&x->l) != 0)
             __atomic_add_fetch(&x->errors, 1, __ATOMIC_RELAXED);
     }
-    struct ks_futex_stats st = stats();
+    struct ks_futex_stats st = kt_futex_stats();
     __atomic_add_fetch(&x->futex_waits, st.waits, __ATOMIC_RELAXED);
     return NULL;
 }
@@ -749,12 +742,12 @@ Test(rwlock, max_readers_is_eagain, .timeout = 30)
     l.state = KS_RWLOCK_MAX_READERS - 1;
     cr_assert_eq(ks_rwlock_tryrdlock(&l), 0, "the last reader slot was refused");
     cr_assert_eq(state_of(&l), KS_RWLOCK_MAX_READERS);
-    struct ks_futex_stats a = stats();
+    struct ks_futex_stats a = kt_futex_stats();
     cr_assert_eq(ks_rwlock_tryrdlock(&l), EAGAIN);
     cr_assert_eq(ks_rwlock_rdlock(&l), EAGAIN);
     cr_assert_eq(ks_rwlock_timedrdlock(&l, ks_deadline_after(KS_NSEC_PER_SEC)), EAGAIN);
     cr_assert_eq(ks_rwlock_timedrdlock(&l, 0), EAGAIN);
-    struct ks_futex_stats b = stats();
+    struct ks_futex_stats b = kt_futex_stats();
     cr_assert_eq(b.waits, a.waits, "a refused reader slept");
     cr_assert_eq(state_of(&l), KS_RWLOCK_MAX_READERS, "a refused reader changed the state");
     /* Not mistaken for a writer. */

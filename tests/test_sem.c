@@ -3,13 +3,6 @@
  * (glibc bug 12674 / tst-sem11), timeouts, process-shared use. */
 #include "helpers.h"
 
-static struct ks_futex_stats stats(void)
-{
-    struct ks_futex_stats s;
-    ks_futex_stats(&s);
-    return s;
-}
-
 static uint64_t state_of(ks_sem_t *s) { return __atomic_load_n(&s->state, __ATOMIC_RELAXED); }
 static uint32_t waiters_of(ks_sem_t *s) { return (uint32_t)(state_of(s) >> 32); }
 
@@ -106,10 +99,10 @@ Test(sem, timedwait_negative_deadline_is_einval_and_changes_nothing)
             ks_sem_t s, copy;
             cr_assert_eq(ks_sem_init(&s, v, 0), 0);
             memcpy(&copy, &s, sizeof s);
-            struct ks_futex_stats a = stats();
+            struct ks_futex_stats a = kt_futex_stats();
             cr_assert_eq(ks_sem_timedwait(&s, bad[i]), EINVAL, "value %u, deadline %lld", v,
                          (long long)bad[i]);
-            struct ks_futex_stats b = stats();
+            struct ks_futex_stats b = kt_futex_stats();
             cr_assert_eq(memcmp(&s, &copy, sizeof s), 0, "value %u: object changed", v);
             cr_assert_eq(b.waits, a.waits);
         }
@@ -149,10 +142,10 @@ Test(sem, timedwait_times_out_not_early, .timeout = 30)
 {
     ks_sem_t s;
     cr_assert_eq(ks_sem_init(&s, 0, 0), 0);
-    struct ks_futex_stats a = stats();
+    struct ks_futex_stats a = kt_futex_stats();
     cr_assert_eq(ks_sem_timedwait(&s, 0), ETIMEDOUT);
     cr_assert_eq(ks_sem_timedwait(&s, ks_now()), ETIMEDOUT);
-    struct ks_futex_stats b = stats();
+    struct ks_futex_stats b = kt_futex_stats();
     cr_assert_eq(b.waits, a.waits, "a past deadline slept");
     cr_assert_eq(state_of(&s), 0u, "a past-deadline wait left state 0x%llx",
                  (unsigned long long)state_of(&s));
@@ -231,7 +224,7 @@ Test(sem, uncontended_ops_make_no_futex_calls)
 {
     ks_sem_t s;
     cr_assert_eq(ks_sem_init(&s, 0, 0), 0);
-    struct ks_futex_stats a = stats();
+    struct ks_futex_stats a = kt_futex_stats();
     for (int i = 0; i < 100000; i++) {
         cr_assert_eq(ks_sem_post(&s), 0);
         cr_assert_eq(ks_sem_post(&s), 0);
@@ -239,7 +232,7 @@ Test(sem, uncontended_ops_make_no_futex_calls)
         cr_assert_eq(ks_sem_timedwait(&s, ks_deadline_after(KS_NSEC_PER_SEC)), 0);
         cr_assert_eq(ks_sem_trywait(&s), EAGAIN);
     }
-    struct ks_futex_stats b = stats();
+    struct ks_futex_stats b = kt_futex_stats();
     cr_assert_eq(b.waits, a.waits);
     cr_assert_eq(b.wakes, a.wakes);
 }
@@ -471,7 +464,7 @@ static void *wk_poster(void *p)
 {
     struct wk *k = p;
     kt_gate_pass(&k->gate);
-    struct ks_futex_stats a = stats();
+    struct ks_futex_stats a = kt_futex_stats();
     for (int i = 0; i < WK_POSTS; i++) {
         if (ks_sem_post(&k->s))
             __atomic_add_fetch(&k->errors, 1, __ATOMIC_RELAXED);
@@ -479,7 +472,7 @@ static void *wk_poster(void *p)
         if (i % WK_BURST == WK_BURST - 1)
             kt_sleep_ns(20000);
     }
-    struct ks_futex_stats b = stats();
+    struct ks_futex_stats b = kt_futex_stats();
     __atomic_add_fetch(&k->poster_wakes, b.wakes - a.wakes, __ATOMIC_RELAXED);
     return NULL;
 }

@@ -100,6 +100,7 @@
 #define KSYNC_CACHE_H
 
 #include <ksync/common.h>
+#include <ksync/time.h>
 #include <stddef.h>
 
 typedef struct ks_cache ks_cache_t;
@@ -113,7 +114,8 @@ typedef struct ks_cache ks_cache_t;
 #define KS_CACHE_NOEVICT 2u /* bounded: refuse a put with ENOSPC instead of evicting */
 #define KS_CACHE_COARSE_CLOCK 4u /* clock = CLOCK_MONOTONIC_COARSE (see below) */
 
-#define KS_CACHE_SECOND 1000000000ull
+/* one second of ttl: KS_NSEC_PER_SEC as the unsigned long long it always was */
+#define KS_CACHE_SECOND ((unsigned long long)KS_NSEC_PER_SEC)
 #define KS_CACHE_NO_TTL UINT64_MAX /* ttl argument: never expires */
 #define KS_CACHE_LEN_MAX 0xffffffffull
 
