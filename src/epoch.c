@@ -85,6 +85,13 @@ static KS_TLS struct rec *tls;
  * destructor claims would stay in use for ever.  From then on a retire or
  * the end of a section hands the record back at once. */
 static KS_TLS int exiting;
+/* Set while this thread runs ks_epoch_leave: the functions the leave runs
+ * (its flush, its barrier) may enter and exit a section, retire, or call
+ * leave themselves; with `exiting` set the end of such a section would
+ * leave again from inside the first leave, which would then go on writing
+ * to a record it no longer owns (another thread may have claimed it).  A
+ * leave inside a leave is a no-op: the outer one hands the record back. */
+static KS_TLS int leaving;
 static ks_once_t atfork_once = KS_ONCE_INIT;
 static int atfork_ok;
 
@@ -500,6 +507,9 @@ int ks_epoch_leave(void)
         return 0;
     if (r->nest)
         return EBUSY;
+    if (leaving)
+        return 0; /* called back from our own leave: it finishes the job */
+    leaving = 1;
     ks_epoch_flush();
     for (int i = 0; i < 3; i++) {
         struct bag *b = &r->bag[i];
@@ -526,6 +536,7 @@ int ks_epoch_leave(void)
     r->since_advance = 0;
     tls = NULL;
     ks_thread_at_exit_cancel(KS_EXIT_EPOCH);
+    leaving = 0;
     /* release: pairs with the acquire CAS in claim_record */
     __atomic_store_n(&r->used, 0, __ATOMIC_RELEASE);
     return 0;
