@@ -314,6 +314,29 @@ static inline void dt_install_handler(int sig, int restart)
     cr_assert_eq(sigaction(sig, &sa, NULL), 0);
 }
 
+/* Install dt_count_signal for SIGUSR1 without SA_RESTART, then send it to
+ * thread t n times, period_ns apart: a blocking call there sees its futex
+ * wait (or whatever it sleeps in) fail with EINTR, which POSIX lets only a
+ * few functions report (sem_wait, sem_timedwait, ...): pthread_mutex_lock,
+ * pthread_cond_wait, pthread_rwlock_*lock and pthread_barrier_wait "shall
+ * not return an error code of [EINTR]".  Returns how many handler runs were
+ * seen; the caller restores SIG_DFL with dt_pummel_end(). */
+static inline int dt_pummel(pthread_t t, int n, int64_t period_ns)
+{
+    dt_install_handler(SIGUSR1, 0);
+    dt_signals_seen = 0;
+    for (int i = 0; i < n; i++) {
+        cr_assert_eq(pthread_kill(t, SIGUSR1), 0);
+        dt_sleep_ns(period_ns);
+    }
+    int64_t end = dt_now(CLOCK_MONOTONIC) + 5 * DT_S;
+    while (dt_signals_seen == 0 && dt_now(CLOCK_MONOTONIC) < end)
+        dt_sleep_ns(DT_MS);
+    return dt_signals_seen;
+}
+
+static inline void dt_pummel_end(void) { signal(SIGUSR1, SIG_DFL); }
+
 /* ---- small things ------------------------------------------------------------ */
 
 /* The result of f(arg) run in a fresh thread: another thread's view of an

@@ -215,3 +215,44 @@ Test(pbarrier, process_shared_barrier_across_fork, .timeout = 60)
     cr_assert_eq(pthread_barrier_destroy(&s->b), 0);
     dt_shared_free(s, sizeof *s);
 }
+
+/* ---- signals ----------------------------------------------------------------------------- */
+
+struct intr_bar {
+    pthread_barrier_t b;
+    int tid;
+    int ret;
+    int returned;
+};
+
+static void *intr_bar_fn(void *p)
+{
+    struct intr_bar *s = p;
+    dt_publish_tid(&s->tid);
+    s->ret = pthread_barrier_wait(&s->b);
+    __atomic_store_n(&s->returned, 1, __ATOMIC_RELEASE);
+    return NULL;
+}
+
+/* POSIX pthread_barrier_wait: "This function shall not return an error code
+ * of [EINTR]"; a handler interrupting the wait does not release it. */
+Test(pbarrier, wait_is_not_interrupted_by_signals, .timeout = 30)
+{
+    struct intr_bar s;
+    memset(&s, 0, sizeof s);
+    s.ret = -1;
+    cr_assert_eq(pthread_barrier_init(&s.b, NULL, 2), 0);
+    pthread_t t;
+    dt_spawn(&t, intr_bar_fn, &s);
+    dt_wait_blocked(&s.tid, "barrier waiter");
+    cr_assert_geq(dt_pummel(t, 10, 2 * DT_MS), 1, "no handler ran");
+    dt_sleep_ns(5 * DT_MS);
+    cr_assert_eq(__atomic_load_n(&s.returned, __ATOMIC_ACQUIRE), 0, "the wait returned %d on a signal", s.ret);
+    int mine = pthread_barrier_wait(&s.b);
+    dt_join(t);
+    dt_pummel_end();
+    cr_assert(mine == 0 || mine == PTHREAD_BARRIER_SERIAL_THREAD);
+    cr_assert(s.ret == 0 || s.ret == PTHREAD_BARRIER_SERIAL_THREAD);
+    cr_assert_neq(mine, s.ret, "exactly one of the two is the serial thread");
+    cr_assert_eq(pthread_barrier_destroy(&s.b), 0);
+}

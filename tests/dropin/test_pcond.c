@@ -805,3 +805,57 @@ Test(pcond, process_shared_cond_wakes_a_waiting_child, .timeout = 30)
     cr_assert_eq(pthread_cond_destroy(&s->c), 0);
     dt_shared_free(s, sizeof *s);
 }
+
+/* ---- signals ----------------------------------------------------------------------------- */
+
+struct intr_wait {
+    pthread_mutex_t m;
+    pthread_cond_t c;
+    int kind;
+    int tid;
+    int flag;
+    int bad;
+};
+
+static void *intr_waiter(void *p)
+{
+    struct intr_wait *s = p;
+    struct timespec rt = dt_deadline(CLOCK_REALTIME, 20 * DT_S);
+    struct timespec mono = dt_deadline(CLOCK_MONOTONIC, 20 * DT_S);
+    pthread_mutex_lock(&s->m);
+    dt_publish_tid(&s->tid);
+    while (!s->flag) {
+        int e = wait_kind(&s->c, &s->m, s->kind, &rt, &mono);
+        if (e != 0) { /* a spurious 0 is allowed; EINTR is not */
+            s->bad = e;
+            break;
+        }
+    }
+    pthread_mutex_unlock(&s->m);
+    return NULL;
+}
+
+/* POSIX pthread_cond_wait: "These functions shall not return an error code
+ * of [EINTR]". */
+Test(pcond, wait_is_not_interrupted_by_signals, .timeout = 30)
+{
+    for (int kind = 0; kind < 4; kind++) {
+        struct intr_wait s;
+        memset(&s, 0, sizeof s);
+        pthread_mutex_init(&s.m, NULL);
+        pthread_cond_init(&s.c, NULL);
+        s.kind = kind;
+        pthread_t t;
+        dt_spawn(&t, intr_waiter, &s);
+        dt_wait_blocked(&s.tid, "cond waiter");
+        cr_assert_geq(dt_pummel(t, 10, 2 * DT_MS), 1, "no handler ran");
+        pthread_mutex_lock(&s.m);
+        s.flag = 1;
+        cr_assert_eq(pthread_cond_signal(&s.c), 0);
+        pthread_mutex_unlock(&s.m);
+        dt_join(t);
+        dt_pummel_end();
+        cr_assert_eq(s.bad, 0, "kind %d: the wait returned %d on a signal", kind, s.bad);
+        cr_assert_eq(pthread_cond_destroy(&s.c), 0);
+    }
+}

@@ -580,3 +580,58 @@ Test(prwlock, process_shared_rwlock_across_fork, .timeout = 60)
     cr_assert_eq(pthread_rwlock_destroy(&s->l), 0);
     dt_shared_free(s, sizeof *s);
 }
+
+/* ---- signals -------------------------------------------------------------------------------- */
+
+struct blocked_rw {
+    pthread_rwlock_t *l;
+    int write;
+    int kind;
+    int tid;
+    int ret;
+    int returned;
+};
+
+static void *blocked_rw_fn(void *p)
+{
+    struct blocked_rw *b = p;
+    struct timespec rt = dt_deadline(CLOCK_REALTIME, 20 * DT_S);
+    struct timespec mono = dt_deadline(CLOCK_MONOTONIC, 20 * DT_S);
+    dt_publish_tid(&b->tid);
+    int r;
+    if (b->kind == 0)
+        r = b->write ? pthread_rwlock_wrlock(b->l) : pthread_rwlock_rdlock(b->l);
+    else if (b->kind == 1)
+        r = timed_op(b->l, b->write, (clockid_t)-1, &rt);
+    else
+        r = timed_op(b->l, b->write, CLOCK_MONOTONIC, &mono);
+    b->ret = r;
+    __atomic_store_n(&b->returned, 1, __ATOMIC_RELEASE);
+    if (r == 0)
+        pthread_rwlock_unlock(b->l);
+    return NULL;
+}
+
+/* POSIX pthread_rwlock_rdlock / wrlock: "shall not return an error code of
+ * [EINTR]". */
+Test(prwlock, blocked_lock_is_not_interrupted_by_signals, .timeout = 30)
+{
+    for (int write = 0; write < 2; write++)
+        for (int kind = 0; kind < 3; kind++) {
+            pthread_rwlock_t l = PTHREAD_RWLOCK_INITIALIZER;
+            /* a reader is kept out by our write lock, a writer by our read lock */
+            cr_assert_eq(write ? pthread_rwlock_rdlock(&l) : pthread_rwlock_wrlock(&l), 0);
+            struct blocked_rw b = {&l, write, kind, 0, -1, 0};
+            pthread_t t;
+            dt_spawn(&t, blocked_rw_fn, &b);
+            dt_wait_blocked(&b.tid, "blocked rwlock");
+            cr_assert_geq(dt_pummel(t, 10, 2 * DT_MS), 1, "no handler ran");
+            dt_sleep_ns(5 * DT_MS);
+            cr_assert_eq(__atomic_load_n(&b.returned, __ATOMIC_ACQUIRE), 0,
+                         "write %d kind %d: returned %d on a signal", write, kind, b.ret);
+            cr_assert_eq(pthread_rwlock_unlock(&l), 0);
+            dt_join(t);
+            dt_pummel_end();
+            cr_assert_eq(b.ret, 0, "write %d kind %d", write, kind);
+        }
+}

@@ -269,7 +269,8 @@ static void interrupted(int restart, int timed, int expect_eintr)
 /* sem_wait fails with EINTR when a handler installed without SA_RESTART
  * interrupts it (POSIX sem_wait: "[EINTR] A signal interrupted this
  * function").  With SA_RESTART glibc's sem_wait is restarted (its untimed
- * futex wait is one of the calls SA_RESTART restarts, signal(7)) and
+ * futex wait is one of the calls SA_RESTART restarts, signal(7): the
+ * kernel restarts it and the handler's run is invisible to the caller) and
  * returns only for a post. */
 Test(psem, sem_wait_interrupted_by_a_handler, .timeout = 30)
 {
@@ -277,8 +278,12 @@ Test(psem, sem_wait_interrupted_by_a_handler, .timeout = 30)
     interrupted(1, 0, 0);
 }
 
-/* sem_timedwait: EINTR without SA_RESTART, and with SA_RESTART too (a
- * timed futex wait is never restarted after a handler, signal(7)). */
+/* sem_timedwait: EINTR without SA_RESTART, and with SA_RESTART too.  This
+ * is what glibc 2.36 does on Linux, although signal(7) lists sem_timedwait
+ * among the calls SA_RESTART restarts: Linux's futex wait with a timeout
+ * ends with ERESTART_RESTARTBLOCK (kernel/futex/waitwake.c, futex_wait),
+ * which becomes EINTR whenever a handler ran, SA_RESTART or not.  POSIX
+ * allows EINTR here ("A signal interrupted this function"). */
 Test(psem, sem_timedwait_interrupted_by_a_handler, .timeout = 30)
 {
     interrupted(0, 1, 1);
