@@ -859,3 +859,84 @@ Test(pcond, wait_is_not_interrupted_by_signals, .timeout = 30)
         cr_assert_eq(pthread_cond_destroy(&s.c), 0);
     }
 }
+
+/* ---- no memory, and another mutex ------------------------------------------------------------- */
+
+/* A signal or broadcast with no waiter is not remembered: a later waiter
+ * times out. */
+Test(pcond, signal_without_waiters_is_not_remembered, .timeout = 30)
+{
+    pthread_mutex_t m = PTHREAD_MUTEX_INITIALIZER;
+    pthread_cond_t c = PTHREAD_COND_INITIALIZER;
+    for (int i = 0; i < 10; i++)
+        cr_assert_eq(i & 1 ? pthread_cond_broadcast(&c) : pthread_cond_signal(&c), 0);
+    pthread_mutex_lock(&m);
+    struct timespec dl = dt_deadline(CLOCK_REALTIME, 30 * DT_MS);
+    int e;
+    /* a spurious 0 is allowed, so wait until the deadline or a timeout */
+    while ((e = pthread_cond_timedwait(&c, &m, &dl)) == 0)
+        ;
+    cr_assert_eq(e, ETIMEDOUT);
+    dt_assert_not_early(CLOCK_REALTIME, dl, "after earlier signals");
+    pthread_mutex_unlock(&m);
+    cr_assert_eq(pthread_cond_destroy(&c), 0);
+}
+
+/* POSIX ties a cond to one mutex only while threads wait on it: once no
+ * one waits, the cond can be used with another mutex. */
+struct moving {
+    pthread_mutex_t *m;
+    pthread_cond_t *c;
+    int tid;
+    int flag;
+    int ret;
+    int relock;
+};
+
+static void *moving_waiter(void *p)
+{
+    struct moving *s = p;
+    struct timespec dl = dt_deadline(CLOCK_REALTIME, 10 * DT_S);
+    pthread_mutex_lock(s->m);
+    dt_publish_tid(&s->tid);
+    while (!s->flag && s->ret == 0)
+        s->ret = pthread_cond_timedwait(s->c, s->m, &dl);
+    s->relock = pthread_mutex_lock(s->m);
+    pthread_mutex_unlock(s->m);
+    return NULL;
+}
+
+Test(pcond, a_cond_can_move_to_another_mutex_once_nobody_waits, .timeout = 30)
+{
+    pthread_cond_t c = PTHREAD_COND_INITIALIZER;
+    pthread_mutex_t ms[4];
+    for (int round = 0; round < 4; round++) {
+        pthread_mutexattr_t a;
+        pthread_mutexattr_init(&a);
+        pthread_mutexattr_settype(&a, PTHREAD_MUTEX_ERRORCHECK);
+        cr_assert_eq(pthread_mutex_init(&ms[round], &a), 0);
+        pthread_mutexattr_destroy(&a);
+        struct moving s = {&ms[round], &c, 0, 0, 0, -1};
+        pthread_t t;
+        dt_spawn(&t, moving_waiter, &s);
+        dt_wait_blocked(&s.tid, "waiter");
+        pthread_mutex_lock(s.m);
+        s.flag = 1;
+        cr_assert_eq(round & 1 ? pthread_cond_broadcast(&c) : pthread_cond_signal(&c), 0);
+        pthread_mutex_unlock(s.m);
+        dt_join(t);
+        cr_assert_eq(s.ret, 0, "round %d", round);
+        cr_assert_eq(s.relock, EDEADLK, "round %d", round);
+        /* and a timed wait of our own on yet another mutex */
+        pthread_mutex_t other = PTHREAD_MUTEX_INITIALIZER;
+        pthread_mutex_lock(&other);
+        struct timespec dl = dt_deadline(CLOCK_MONOTONIC, 5 * DT_MS);
+        int e;
+        while ((e = pthread_cond_clockwait(&c, &other, CLOCK_MONOTONIC, &dl)) == 0)
+            ;
+        cr_assert_eq(e, ETIMEDOUT);
+        pthread_mutex_unlock(&other);
+        cr_assert_eq(pthread_mutex_destroy(&ms[round]), 0);
+    }
+    cr_assert_eq(pthread_cond_destroy(&c), 0);
+}
