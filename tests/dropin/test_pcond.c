@@ -1,5 +1,6 @@
 /* tests/dropin/test_pcond.c - pthread_cond_* as glibc 2.36 behaves: layout,
  * zero-filled and static initializers, signal and broadcast wake-ups,
+ * a bounded buffer with 32 threads on signal only (no lost wake-up),
  * timedwait/clockwait deadlines on CLOCK_REALTIME (the default) and
  * CLOCK_MONOTONIC (condattr), the mutex held again on every return, broadcast
  * then destroy under the mutex, waits on recursive and errorcheck mutexes,
@@ -381,8 +382,8 @@ Test(pcond, timed_waiter_woken_before_the_deadline_returns_0, .timeout = 30)
 
 /* ---- broadcast, then destroy under the mutex ---------------------------------------- */
 
-#define BD_WAITERS 16
-#define BD_ROUNDS 40
+#define BD_WAITERS 24
+#define BD_ROUNDS 50
 
 struct bd {
     pthread_mutex_t m;
@@ -677,7 +678,7 @@ static void *swallow_other(void *p)
 
 Test(pcond, cancelled_waiter_does_not_swallow_a_signal, .timeout = 60)
 {
-    for (int round = 0; round < 20; round++) {
+    for (int round = 0; round < 50; round++) {
         struct swallow s;
         memset(&s, 0, sizeof s);
         pthread_mutex_init(&s.m, NULL);
@@ -939,4 +940,96 @@ Test(pcond, a_cond_can_move_to_another_mutex_once_nobody_waits, .timeout = 30)
         cr_assert_eq(pthread_mutex_destroy(&ms[round]), 0);
     }
     cr_assert_eq(pthread_cond_destroy(&c), 0);
+}
+
+/* ---- bounded buffer: 16 producers, 16 consumers, signal only ---------------------------- */
+
+#define BB_SIZE 4
+#define BB_SIDE 16
+#define BB_ITEMS 2000 /* per producer */
+
+struct bbuf {
+    pthread_mutex_t m;
+    pthread_cond_t not_full, not_empty;
+    long items[BB_SIZE];
+    int head, count;
+    long sum_in, sum_out; /* under m */
+    int stuck;            /* a wait hit its (long) deadline: a lost wake-up */
+    int gate;
+};
+
+static int bb_wait(struct bbuf *b, pthread_cond_t *c, int i)
+{
+    struct timespec dl = dt_deadline(i & 1 ? CLOCK_REALTIME : CLOCK_MONOTONIC, 10 * DT_S);
+    int e = i & 1 ? pthread_cond_timedwait(c, &b->m, &dl) : pthread_cond_clockwait(c, &b->m, CLOCK_MONOTONIC, &dl);
+    if (e != 0) {
+        b->stuck = 1;
+        return -1;
+    }
+    return 0;
+}
+
+static void *bb_producer(void *p)
+{
+    struct bbuf *b = p;
+    dt_gate_pass(&b->gate, 2 * BB_SIDE);
+    for (int i = 0; i < BB_ITEMS; i++) {
+        pthread_mutex_lock(&b->m);
+        while (b->count == BB_SIZE && !b->stuck)
+            if (bb_wait(b, &b->not_full, i) != 0)
+                break;
+        if (b->stuck) {
+            pthread_mutex_unlock(&b->m);
+            return NULL;
+        }
+        b->items[(b->head + b->count) % BB_SIZE] = i + 1;
+        b->count++;
+        b->sum_in += i + 1;
+        pthread_cond_signal(&b->not_empty);
+        pthread_mutex_unlock(&b->m);
+    }
+    return NULL;
+}
+
+static void *bb_consumer(void *p)
+{
+    struct bbuf *b = p;
+    dt_gate_pass(&b->gate, 2 * BB_SIDE);
+    for (int i = 0; i < BB_ITEMS; i++) {
+        pthread_mutex_lock(&b->m);
+        while (b->count == 0 && !b->stuck)
+            if (bb_wait(b, &b->not_empty, i) != 0)
+                break;
+        if (b->stuck) {
+            pthread_mutex_unlock(&b->m);
+            return NULL;
+        }
+        b->sum_out += b->items[b->head];
+        b->head = (b->head + 1) % BB_SIZE;
+        b->count--;
+        pthread_cond_signal(&b->not_full);
+        pthread_mutex_unlock(&b->m);
+    }
+    return NULL;
+}
+
+Test(pcond, bounded_buffer_16_producers_16_consumers_signal_only, .timeout = 60)
+{
+    struct bbuf *b = calloc(1, sizeof *b);
+    cr_assert_not_null(b);
+    pthread_mutex_init(&b->m, NULL);
+    pthread_cond_init(&b->not_full, NULL);
+    pthread_cond_init(&b->not_empty, NULL);
+    pthread_t t[2 * BB_SIDE];
+    for (int i = 0; i < 2 * BB_SIDE; i++)
+        dt_spawn(&t[i], i & 1 ? bb_producer : bb_consumer, b);
+    for (int i = 0; i < 2 * BB_SIDE; i++)
+        dt_join(t[i]);
+    cr_assert_eq(b->stuck, 0, "a waiter slept 10 s with work available: lost wake-up");
+    cr_assert_eq(b->count, 0);
+    cr_assert_eq(b->sum_in, (long)BB_SIDE * BB_ITEMS * (BB_ITEMS + 1) / 2);
+    cr_assert_eq(b->sum_out, b->sum_in);
+    cr_assert_eq(pthread_cond_destroy(&b->not_full), 0);
+    cr_assert_eq(pthread_cond_destroy(&b->not_empty), 0);
+    free(b);
 }
