@@ -12,7 +12,11 @@
 #if defined(__x86_64__) || defined(__aarch64__)
 _Static_assert(sizeof(pthread_barrier_t) == 32, "glibc pthread_barrier_t is 32 bytes");
 _Static_assert(alignof(pthread_barrier_t) == 8, "pthread_barrier_t is 8-aligned");
-_Static_assert(sizeof(pthread_barrierattr_t) == 4, "pthread_barrierattr_t is 4 bytes");
+#endif
+#if defined(__x86_64__)
+_Static_assert(sizeof(pthread_barrierattr_t) == 4, "glibc x86-64 pthread_barrierattr_t is 4 bytes");
+#elif defined(__aarch64__)
+_Static_assert(sizeof(pthread_barrierattr_t) == 8, "glibc aarch64 pthread_barrierattr_t is 8 bytes");
 #endif
 
 Test(pbarrier, count_zero_is_einval_and_one_is_always_serial, .timeout = 30)

@@ -18,7 +18,11 @@
 #if defined(__x86_64__) || defined(__aarch64__)
 _Static_assert(sizeof(pthread_cond_t) == 48, "glibc pthread_cond_t is 48 bytes");
 _Static_assert(alignof(pthread_cond_t) == 8, "pthread_cond_t is 8-aligned");
-_Static_assert(sizeof(pthread_condattr_t) == 4, "pthread_condattr_t is 4 bytes");
+#endif
+#if defined(__x86_64__)
+_Static_assert(sizeof(pthread_condattr_t) == 4, "glibc x86-64 pthread_condattr_t is 4 bytes");
+#elif defined(__aarch64__)
+_Static_assert(sizeof(pthread_condattr_t) == 8, "glibc aarch64 pthread_condattr_t is 8 bytes");
 #endif
 
 static void *trylock_release_fn(void *m)
@@ -1032,4 +1036,47 @@ Test(pcond, bounded_buffer_16_producers_16_consumers_signal_only, .timeout = 60)
     cr_assert_eq(pthread_cond_destroy(&b->not_full), 0);
     cr_assert_eq(pthread_cond_destroy(&b->not_empty), 0);
     free(b);
+}
+
+/* ---- PI and robust mutexes under a cond ------------------------------------------------ */
+
+/* The layer hands PI and robust mutexes to glibc's code; a cond wait must
+ * still release and re-acquire them (and time out holding them). */
+static void init_special(pthread_mutex_t *m, int pi, int robust)
+{
+    pthread_mutexattr_t a;
+    cr_assert_eq(pthread_mutexattr_init(&a), 0);
+    cr_assert_eq(pthread_mutexattr_settype(&a, PTHREAD_MUTEX_ERRORCHECK), 0);
+    if (pi)
+        cr_assert_eq(pthread_mutexattr_setprotocol(&a, PTHREAD_PRIO_INHERIT), 0);
+    if (robust)
+        cr_assert_eq(pthread_mutexattr_setrobust(&a, PTHREAD_MUTEX_ROBUST), 0);
+    cr_assert_eq(pthread_mutex_init(m, &a), 0);
+    cr_assert_eq(pthread_mutexattr_destroy(&a), 0);
+}
+
+/* glibc quirk, encoded because it is glibc's own code under the layer: the
+ * owner's pthread_mutex_trylock on an errorcheck PI or robust mutex is
+ * EDEADLK (on a plain errorcheck mutex it is EBUSY). */
+Test(pcond, waits_on_pi_and_robust_mutexes, .timeout = 30)
+{
+    static const int err_pi[4] = {EDEADLK, EDEADLK, 0, EPERM};
+    int combos[3][2] = {{1, 0}, {0, 1}, {1, 1}};
+    for (int k = 0; k < 3; k++) {
+        pthread_mutex_t m;
+        init_special(&m, combos[k][0], combos[k][1]);
+        /* signalled waiter */
+        typed_wait(m, errorcheck_waiter, err_pi, combos[k][0] ? (combos[k][1] ? "PI robust" : "PI") : "robust");
+        /* timed out, with the mutex held */
+        pthread_cond_t c = PTHREAD_COND_INITIALIZER;
+        init_special(&m, combos[k][0], combos[k][1]);
+        cr_assert_eq(pthread_mutex_lock(&m), 0);
+        struct timespec dl = dt_deadline(CLOCK_MONOTONIC, 20 * DT_MS);
+        cr_assert_eq(pthread_cond_clockwait(&c, &m, CLOCK_MONOTONIC, &dl), ETIMEDOUT, "combo %d", k);
+        dt_assert_not_early(CLOCK_MONOTONIC, dl, "clockwait on a PI/robust mutex");
+        expect_held_by_me(&m, "PI/robust after ETIMEDOUT");
+        cr_assert_eq(pthread_mutex_unlock(&m), 0);
+        cr_assert_eq(pthread_mutex_destroy(&m), 0);
+        cr_assert_eq(pthread_cond_destroy(&c), 0);
+    }
 }
