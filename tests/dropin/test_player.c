@@ -1,0 +1,261 @@
+/* tests/dropin/test_player.c - which implementation ran, and fork() in a
+ * multi-threaded process.
+ *
+ * The same binary runs twice (Makefile target check-dropin): on plain glibc,
+ * and with build/libksync-pthread.so.0 preloaded and KSYNC_DROPIN_EXPECT=1
+ * in the environment.  The first test asserts, with dladdr(), that the
+ * pthread and semaphore functions this process calls come from the layer in
+ * the second run and from glibc's libc in the first, both as the dynamic
+ * linker resolves the name (dlsym(RTLD_DEFAULT)) and as this program's own
+ * calls reach them (the address of the function taken in this file).
+ *
+ * The fork test forks children while other threads hammer mutexes, condition
+ * variables, rwlocks and semaphores; each child must be able to use objects
+ * of its own (and create threads) and exit 0. */
+#include "helpers.h"
+
+#include <dlfcn.h>
+
+struct fn {
+    const char *name;
+    void *addr; /* the address this program's calls go to */
+};
+
+#define FN(f) {#f, (void *)(uintptr_t)&f}
+
+static const struct fn fns[] = {
+    FN(pthread_mutex_lock),
+    FN(pthread_mutex_unlock),
+    FN(pthread_cond_wait),
+    FN(pthread_cond_signal),
+    FN(sem_wait),
+    FN(sem_post),
+    FN(pthread_rwlock_rdlock),
+    FN(pthread_barrier_wait),
+    FN(pthread_spin_lock),
+    FN(pthread_once),
+};
+
+static int expect_layer(void)
+{
+    const char *e = getenv("KSYNC_DROPIN_EXPECT");
+    return e && strcmp(e, "1") == 0;
+}
+
+static const char *file_of(void *addr, const char *what)
+{
+    Dl_info info;
+    memset(&info, 0, sizeof info);
+    cr_assert_neq(dladdr(addr, &info), 0, "%s: dladdr(%p) found no object", what, addr);
+    cr_assert_not_null(info.dli_fname, "%s", what);
+    return info.dli_fname;
+}
+
+static void expect_from(void *addr, const char *what, const char *how)
+{
+    const char *file = file_of(addr, what);
+    if (expect_layer()) {
+        cr_assert_not_null(strstr(file, "libksync-pthread"), "%s (%s) resolves into %s, not the layer", what,
+                           how, file);
+    } else {
+        cr_assert_null(strstr(file, "libksync-pthread"), "%s (%s) resolves into the layer %s", what, how, file);
+        cr_assert_not_null(strstr(file, "libc.so"), "%s (%s) resolves into %s, not glibc's libc", what, how,
+                           file);
+    }
+}
+
+Test(player, functions_resolve_into_the_expected_library, .timeout = 30)
+{
+    for (unsigned i = 0; i < DT_ARRAY_LEN(fns); i++) {
+        void *sym = dlsym(RTLD_DEFAULT, fns[i].name);
+        cr_assert_not_null(sym, "dlsym(%s): %s", fns[i].name, dlerror());
+        expect_from(sym, fns[i].name, "dlsym(RTLD_DEFAULT)");
+        expect_from(fns[i].addr, fns[i].name, "the program's own call");
+        cr_assert_eq(sym, fns[i].addr, "%s: the program calls %p, the dynamic linker resolves %p", fns[i].name,
+                     fns[i].addr, sym);
+    }
+#if defined(__x86_64__)
+    /* x86-64 glibc has two versions of the pthread_cond_* functions: the
+     * current GLIBC_2.3.2 and the old GLIBC_2.2.5 one; both must come from
+     * the same place as the default. */
+    static const char *const versions[] = {"GLIBC_2.3.2", "GLIBC_2.2.5"};
+    static const char *const conds[] = {"pthread_cond_wait", "pthread_cond_signal", "pthread_cond_broadcast",
+                                        "pthread_cond_timedwait", "pthread_cond_init", "pthread_cond_destroy"};
+    for (unsigned v = 0; v < 2; v++)
+        for (unsigned i = 0; i < DT_ARRAY_LEN(conds); i++) {
+            void *sym = dlvsym(RTLD_DEFAULT, conds[i], versions[v]);
+            cr_assert_not_null(sym, "dlvsym(%s, %s): %s", conds[i], versions[v], dlerror());
+            expect_from(sym, conds[i], versions[v]);
+        }
+#endif
+}
+
+/* ---- fork while other threads hammer the primitives ---------------------------------------- */
+
+#define HAMMERS 8
+#define FORKS 40
+
+struct hammer {
+    pthread_mutex_t m;
+    pthread_cond_t c;
+    pthread_rwlock_t rw;
+    sem_t sem;
+    long counter;  /* under m */
+    long queue;    /* under m */
+    long produced; /* atomic */
+    long consumed; /* atomic */
+    int stop;
+    int errors;
+};
+
+static void hammer_err(struct hammer *h) { __atomic_add_fetch(&h->errors, 1, __ATOMIC_RELAXED); }
+
+static void *hammer_mutex(void *p)
+{
+    struct hammer *h = p;
+    while (!__atomic_load_n(&h->stop, __ATOMIC_ACQUIRE)) {
+        if (pthread_mutex_lock(&h->m) != 0)
+            hammer_err(h);
+        h->counter++;
+        if (pthread_mutex_unlock(&h->m) != 0)
+            hammer_err(h);
+        if (pthread_rwlock_rdlock(&h->rw) != 0 || pthread_rwlock_unlock(&h->rw) != 0)
+            hammer_err(h);
+    }
+    return NULL;
+}
+
+static void *hammer_producer(void *p)
+{
+    struct hammer *h = p;
+    while (!__atomic_load_n(&h->stop, __ATOMIC_ACQUIRE)) {
+        pthread_mutex_lock(&h->m);
+        h->queue++;
+        __atomic_add_fetch(&h->produced, 1, __ATOMIC_RELAXED);
+        if (pthread_cond_signal(&h->c) != 0)
+            hammer_err(h);
+        pthread_mutex_unlock(&h->m);
+        if (sem_post(&h->sem) != 0)
+            hammer_err(h);
+        if (pthread_rwlock_wrlock(&h->rw) != 0 || pthread_rwlock_unlock(&h->rw) != 0)
+            hammer_err(h);
+        sched_yield();
+    }
+    /* wake any consumer for the last time */
+    pthread_mutex_lock(&h->m);
+    pthread_cond_broadcast(&h->c);
+    pthread_mutex_unlock(&h->m);
+    return NULL;
+}
+
+static void *hammer_consumer(void *p)
+{
+    struct hammer *h = p;
+    for (;;) {
+        pthread_mutex_lock(&h->m);
+        while (h->queue == 0 && !__atomic_load_n(&h->stop, __ATOMIC_ACQUIRE)) {
+            struct timespec dl = dt_deadline(CLOCK_REALTIME, 5 * DT_MS);
+            int e = pthread_cond_timedwait(&h->c, &h->m, &dl);
+            if (e != 0 && e != ETIMEDOUT)
+                hammer_err(h);
+        }
+        if (h->queue > 0) {
+            h->queue--;
+            __atomic_add_fetch(&h->consumed, 1, __ATOMIC_RELAXED);
+        }
+        int stop = __atomic_load_n(&h->stop, __ATOMIC_ACQUIRE) && h->queue == 0;
+        pthread_mutex_unlock(&h->m);
+        struct timespec dl = dt_deadline(CLOCK_MONOTONIC, DT_MS);
+        if (sem_clockwait(&h->sem, CLOCK_MONOTONIC, &dl) != 0 && errno != ETIMEDOUT)
+            hammer_err(h);
+        if (stop)
+            return NULL;
+    }
+}
+
+static pthread_mutex_t child_static = PTHREAD_MUTEX_INITIALIZER;
+
+static void *child_thread(void *p)
+{
+    pthread_mutex_t *m = p;
+    int e = pthread_mutex_trylock(m);
+    if (e == 0)
+        pthread_mutex_unlock(m);
+    return (void *)(intptr_t)e;
+}
+
+static int fork_child(void *p)
+{
+    (void)p;
+    pthread_mutex_t m;
+    pthread_cond_t c;
+    pthread_rwlock_t rw;
+    sem_t s;
+    DT_CHECK(pthread_mutex_init(&m, NULL) == 0, 2);
+    DT_CHECK(pthread_cond_init(&c, NULL) == 0, 3);
+    DT_CHECK(pthread_rwlock_init(&rw, NULL) == 0, 4);
+    DT_CHECK(sem_init(&s, 0, 0) == 0, 5);
+    DT_CHECK(pthread_mutex_lock(&m) == 0, 6);
+    struct timespec dl = dt_deadline(CLOCK_REALTIME, DT_MS);
+    DT_CHECK(pthread_cond_timedwait(&c, &m, &dl) == ETIMEDOUT, 7);
+    DT_CHECK(pthread_cond_signal(&c) == 0 && pthread_cond_broadcast(&c) == 0, 8);
+    /* a new thread of the child sees the mutex held */
+    pthread_t t;
+    void *r = NULL;
+    DT_CHECK(pthread_create(&t, NULL, child_thread, &m) == 0, 9);
+    DT_CHECK(pthread_join(t, &r) == 0 && (intptr_t)r == EBUSY, 10);
+    DT_CHECK(pthread_mutex_unlock(&m) == 0, 11);
+    DT_CHECK(pthread_create(&t, NULL, child_thread, &m) == 0, 12);
+    DT_CHECK(pthread_join(t, &r) == 0 && (intptr_t)r == 0, 13);
+    DT_CHECK(pthread_mutex_lock(&child_static) == 0 && pthread_mutex_unlock(&child_static) == 0, 14);
+    DT_CHECK(pthread_rwlock_wrlock(&rw) == 0 && pthread_rwlock_unlock(&rw) == 0, 15);
+    DT_CHECK(pthread_rwlock_rdlock(&rw) == 0 && pthread_rwlock_unlock(&rw) == 0, 16);
+    DT_CHECK(sem_post(&s) == 0 && sem_wait(&s) == 0, 17);
+    DT_CHECK(sem_trywait(&s) == -1 && errno == EAGAIN, 18);
+    DT_CHECK(pthread_cond_destroy(&c) == 0, 19);
+    DT_CHECK(pthread_mutex_destroy(&m) == 0, 20);
+    DT_CHECK(pthread_rwlock_destroy(&rw) == 0, 21);
+    DT_CHECK(sem_destroy(&s) == 0, 22);
+    return 0;
+}
+
+Test(player, fork_while_other_threads_hammer_the_primitives, .timeout = 60)
+{
+    struct hammer *h = calloc(1, sizeof *h);
+    cr_assert_not_null(h);
+    cr_assert_eq(pthread_mutex_init(&h->m, NULL), 0);
+    cr_assert_eq(pthread_cond_init(&h->c, NULL), 0);
+    cr_assert_eq(pthread_rwlock_init(&h->rw, NULL), 0);
+    cr_assert_eq(sem_init(&h->sem, 0, 0), 0);
+    pthread_t t[HAMMERS];
+    for (int i = 0; i < HAMMERS; i++)
+        dt_spawn(&t[i], i < 4 ? hammer_mutex : i < 6 ? hammer_producer : hammer_consumer, h);
+    dt_sleep_ns(10 * DT_MS);
+    for (int i = 0; i < FORKS; i++) {
+        pid_t pid = dt_fork(fork_child, NULL);
+        int st = dt_reap(pid);
+        if (!(WIFEXITED(st) && WEXITSTATUS(st) == 0)) {
+            __atomic_store_n(&h->stop, 1, __ATOMIC_RELEASE);
+            for (int k = 0; k < HAMMERS; k++)
+                dt_join(t[k]);
+            cr_assert_fail("fork %d: child %s %d", i, WIFEXITED(st) ? "failed check" : "killed by signal",
+                           WIFEXITED(st) ? WEXITSTATUS(st) : WTERMSIG(st));
+        }
+    }
+    __atomic_store_n(&h->stop, 1, __ATOMIC_RELEASE);
+    for (int i = 0; i < HAMMERS; i++)
+        dt_join(t[i]);
+    cr_assert_eq(h->errors, 0);
+    cr_assert_gt(h->counter, 0);
+    cr_assert_eq(h->produced, h->consumed + h->queue);
+    /* the parent's objects still work */
+    cr_assert_eq(pthread_mutex_trylock(&h->m), 0);
+    cr_assert_eq(pthread_mutex_unlock(&h->m), 0);
+    cr_assert_eq(pthread_rwlock_trywrlock(&h->rw), 0);
+    cr_assert_eq(pthread_rwlock_unlock(&h->rw), 0);
+    cr_assert_eq(pthread_cond_destroy(&h->c), 0);
+    cr_assert_eq(pthread_mutex_destroy(&h->m), 0);
+    cr_assert_eq(pthread_rwlock_destroy(&h->rw), 0);
+    cr_assert_eq(sem_destroy(&h->sem), 0);
+    free(h);
+}
