@@ -36,7 +36,9 @@ CPPFLAGS += -D_GNU_SOURCE -Iinclude
 CFLAGS  ?= -O2 -g
 ARCH_DEF := $(if $(filter generic,$(ARCH)),-DKS_ARCH_GENERIC,)
 CPPFLAGS += $(ARCH_DEF)
-LIB_CFLAGS := -std=c11 $(WARN) -fPIC -fvisibility=hidden -Isrc $(SANFLAGS)
+# -fexceptions: pthread_cleanup_push then runs its handler on any unwinding
+# (a C++ exception thrown by a ks_once function, as glibc's own build).
+LIB_CFLAGS := -std=c11 $(WARN) -fPIC -fvisibility=hidden -fexceptions -Isrc $(SANFLAGS)
 # Applications (tests, stress, bench) see only include/: the white-box tests
 # below are the only ones given src/.
 APP_CFLAGS := -std=c11 $(WARN) $(SANFLAGS)

@@ -161,9 +161,10 @@ static void leave(ks_cond_t *c, unsigned fl)
 }
 
 /* ks_mutex as the lock of a wait (ks_cond_timedwait). */
-static void ks_unlock_op(void *m)
+static int ks_unlock_op(void *m)
 {
-    ks_mutex_unlock(m);
+    ks_mutex_unlock(m); /* the caller checked that m is locked */
+    return 0;
 }
 
 /* A waiter that may have been requeued may have been woken by an unlock of
@@ -223,7 +224,11 @@ static inline __attribute__((always_inline)) int wait_core(ks_cond_t *c, void *m
     const int may_requeue = !(fl & KS_SHARED) && note_mutex(c, word);
     /* relaxed: ordered before our unlock's release; compared by the kernel. */
     const uint32_t s = __atomic_load_n(&c->seq, __ATOMIC_RELAXED);
-    ops->unlock(mutex);
+    int e = ops->unlock(mutex);
+    if (KS_UNLIKELY(e)) {
+        leave(c, fl); /* the caller does not hold the mutex: no wait */
+        return e;
+    }
 
     int r = 0, slept = 0;
     for (int i = 0, n = ks_spin_budget(COND_SPIN); i < n; i++) {
@@ -247,7 +252,7 @@ static inline __attribute__((always_inline)) int wait_core(ks_cond_t *c, void *m
     __atomic_fetch_sub(&c->sleepers, 1, __ATOMIC_RELAXED);
 woken:
     leave(c, fl);
-    int e = ops->relock(mutex, slept && may_requeue);
+    e = ops->relock(mutex, slept && may_requeue);
     if (e)
         return e;
     return r == ETIMEDOUT ? ETIMEDOUT : 0;

@@ -93,12 +93,14 @@ KS_HIDDEN int ks_sem_wait_ext(struct ks_sem *s, int64_t deadline, unsigned opts)
  * `word` is the ks_mutex that broadcast may requeue waiters onto (it must be
  * the lock that ops->unlock releases and ops->relock takes), or NULL if the
  * mutex is not a ks_mutex (then this condition variable never requeues).
+ * unlock(mutex): 0, or an error (EPERM: the caller does not hold it) that
+ * ends the wait at once, with nothing to undo but the waiter count.
  * relock(mutex, requeued): requeued says the waiter may have been moved onto
  * `word` (lock as ks_mutex_lock_requeued does); returns 0 or an error that
  * the wait returns (a robust mutex's EOWNERDEAD). */
 struct ks_cond;
 struct ks_cond_lockops {
-    void (*unlock)(void *mutex);
+    int (*unlock)(void *mutex);
     int (*relock)(void *mutex, int requeued);
 };
 KS_HIDDEN int ks_cond_wait_ext(struct ks_cond *c, void *mutex, struct ks_mutex *word,

@@ -320,3 +320,35 @@ Test(cxx, cache_from_cxx, .timeout = 60)
     cr_assert_leq(st.size, 64u);
     cr_assert_eq(ks_cache_destroy(c), 0);
 }
+
+// A ks_once function that throws: the run did not happen, so the once is
+// left to be run again (as std::call_once and glibc's pthread_once do).  The
+// library is built with -fexceptions so that its cleanup handler runs on a
+// C++ unwind, not only on cancellation (found by review: the second call
+// slept for ever on a word that still said "running").
+namespace {
+ks_once_t throwing_once = KS_ONCE_INIT;
+int once_calls;
+void throwing_fn()
+{
+    if (++once_calls == 1)
+        throw 42;
+}
+} // namespace
+
+Test(cxx, once_left_to_run_again_after_its_function_throws, .timeout = 30)
+{
+    bool caught = false;
+    try {
+        ks_once(&throwing_once, throwing_fn);
+    } catch (int v) {
+        caught = v == 42;
+    }
+    cr_assert(caught);
+    cr_assert_eq(throwing_once.state, (uint32_t)KS_ONCE_NEW);
+    cr_assert_eq(ks_once(&throwing_once, throwing_fn), 0);
+    cr_assert_eq(once_calls, 2);
+    cr_assert_eq(throwing_once.state, (uint32_t)KS_ONCE_DONE);
+    cr_assert_eq(ks_once(&throwing_once, throwing_fn), 0);
+    cr_assert_eq(once_calls, 2);
+}

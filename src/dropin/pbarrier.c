@@ -8,6 +8,8 @@
  */
 #include "dropin.h"
 
+#include <limits.h>
+
 _Static_assert(sizeof(ks_barrier_t) <= sizeof(pthread_barrier_t), "fits in pthread_barrier_t");
 _Static_assert(KS_BARRIER_SERIAL == PTHREAD_BARRIER_SERIAL_THREAD, "same serial value");
 
@@ -21,7 +23,7 @@ KS_PT_EXPORT int pthread_barrier_init(pthread_barrier_t *barrier, const pthread_
     int pshared = PTHREAD_PROCESS_PRIVATE;
     if (attr)
         pthread_barrierattr_getpshared(attr, &pshared);
-    if (count == 0 || count > KS_BARRIER_MAX)
+    if (count == 0 || count >= INT_MAX) /* glibc's bounds (KS_BARRIER_MAX is INT_MAX) */
         return EINVAL;
     return ks_barrier_init(pbar(barrier), count, pshared == PTHREAD_PROCESS_SHARED ? KS_SHARED : 0);
 }

@@ -235,13 +235,11 @@ int ks_pt_wait_begin(struct ks_pt_wait *w, pthread_mutex_t *mutex, struct ks_mut
     return 0;
 }
 
-static void wait_unlock(void *p)
+static int wait_unlock(void *p)
 {
     struct ks_pt_wait *w = p;
-    if (w->kind & PM_GLIBC) {
-        ks_pt_glibc()->unlock(w->m);
-        return;
-    }
+    if (w->kind & PM_GLIBC)
+        return ks_pt_glibc()->unlock(w->m); /* EPERM if not the caller's, as glibc's wait */
     struct ks_pmutex *m = pmutex(w->m);
     int type = w->kind & PM_TYPE_MASK;
     if (type == PTHREAD_MUTEX_ERRORCHECK || type == PTHREAD_MUTEX_RECURSIVE) {
@@ -252,6 +250,7 @@ static void wait_unlock(void *p)
         set_owner(m, 0);
     }
     ks_mutex_unlock(&m->lock);
+    return 0;
 }
 
 static int wait_relock(void *p, int requeued)

@@ -4,8 +4,10 @@
  * semaphore of value 0).  As glibc documents: errors are -1 and errno;
  * sem_wait, sem_timedwait and sem_clockwait are cancellation points that
  * act on a pending cancellation even when they need not block, and a
- * signal handler that interrupts their sleep ends them with EINTR (with or
- * without SA_RESTART: signal(7)); sem_post past SEM_VALUE_MAX is EOVERFLOW.
+ * signal handler that interrupts their sleep ends them with EINTR (the
+ * kernel restarts an untimed wait by itself when the handler has
+ * SA_RESTART, as under glibc; a timed one ends with EINTR either way);
+ * sem_post past SEM_VALUE_MAX is EOVERFLOW.
  *
  * Named: sem_open maps /dev/shm/sem.NAME, as glibc does, so every process
  * that opens NAME through this layer shares the object.  A new semaphore
@@ -144,8 +146,8 @@ static int sem_path(const char *name, char *path, size_t size)
     while (*name == '/')
         name++;
     size_t n = strlen(name);
-    if (n == 0 || strchr(name, '/') || strcmp(name, ".") == 0 || strcmp(name, "..") == 0)
-        return EINVAL;
+    if (n == 0 || strchr(name, '/'))
+        return EINVAL; /* "." and ".." are names like any other, as in glibc */
     if (n + sizeof SEM_PREFIX - 1 > NAME_MAX)
         return ENAMETOOLONG;
     snprintf(path, size, "%s%s%s", SHM_DIR, SEM_PREFIX, name);
@@ -153,20 +155,28 @@ static int sem_path(const char *name, char *path, size_t size)
 }
 
 /* A new semaphore file under a temporary name, linked to `path`: its open
- * descriptor, or -errno (-EEXIST if the name was taken meanwhile). */
+ * descriptor, or -errno (-EEXIST if the name was taken meanwhile).  The
+ * temporary file is created with open(O_CREAT | O_EXCL, mode), so the
+ * umask applies, as for glibc's sem_open (mkstemp's 0600 followed by a
+ * fchmod would not apply it). */
 static int create_linked(const char *path, mode_t mode, unsigned value)
 {
     char tmp[sizeof SHM_DIR + 32];
-    snprintf(tmp, sizeof tmp, "%s%s", SHM_DIR, "sem.ksXXXXXX");
-    int fd = mkostemp(tmp, O_CLOEXEC);
+    int fd = -1;
+    for (int tries = 0; fd < 0 && tries < 100; tries++) {
+        snprintf(tmp, sizeof tmp, "%ssem.ks%016llx", SHM_DIR, (unsigned long long)ks_random_u64());
+        fd = open(tmp, O_RDWR | O_CREAT | O_EXCL | O_CLOEXEC | O_NOFOLLOW, mode & 0777);
+        if (fd < 0 && errno != EEXIST)
+            return -errno;
+    }
     if (fd < 0)
-        return -errno;
+        return -EEXIST;
     int e = 0;
     sem_t init;
     memset(&init, 0, sizeof init);
     ks_sem_init(psem(&init), value, KS_SHARED);
     errno = 0;
-    if (fchmod(fd, mode & 0777) != 0 || write(fd, &init, sizeof init) != (ssize_t)sizeof init)
+    if (write(fd, &init, sizeof init) != (ssize_t)sizeof init)
         e = errno ? errno : EIO;
     else if (link(tmp, path) != 0)
         e = errno;
@@ -223,10 +233,6 @@ KS_PT_EXPORT sem_t *sem_open(const char *name, int oflag, ...)
         mode = (mode_t)va_arg(ap, int);
         value = va_arg(ap, unsigned);
         va_end(ap);
-        if (value > SEM_VALUE_MAX) {
-            errno = EINVAL;
-            return SEM_FAILED;
-        }
     }
     pthread_once(&atfork_once, add_atfork);
     int fd;
@@ -237,6 +243,10 @@ KS_PT_EXPORT sem_t *sem_open(const char *name, int oflag, ...)
                 break;
             if (errno != ENOENT || !(oflag & O_CREAT))
                 return SEM_FAILED;
+        }
+        if (value > SEM_VALUE_MAX) { /* only a semaphore being made has a value to check */
+            errno = EINVAL;
+            return SEM_FAILED;
         }
         fd = create_linked(path, mode, value);
         if (fd >= 0)

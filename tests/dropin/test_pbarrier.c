@@ -7,6 +7,7 @@
  * Reference: POSIX pthread_barrier_wait, pthread_barrier_init. */
 #include "helpers.h"
 
+#include <limits.h>
 #include <stdalign.h>
 
 #if defined(__x86_64__) || defined(__aarch64__)
@@ -23,6 +24,9 @@ Test(pbarrier, count_zero_is_einval_and_one_is_always_serial, .timeout = 30)
 {
     pthread_barrier_t b;
     cr_assert_eq(pthread_barrier_init(&b, NULL, 0), EINVAL);
+    /* glibc refuses counts from INT_MAX up (found by review: the layer took INT_MAX) */
+    cr_assert_eq(pthread_barrier_init(&b, NULL, INT_MAX), EINVAL);
+    cr_assert_eq(pthread_barrier_init(&b, NULL, UINT_MAX), EINVAL);
     cr_assert_eq(pthread_barrier_init(&b, NULL, 1), 0);
     for (int i = 0; i < 100; i++)
         cr_assert_eq(pthread_barrier_wait(&b), PTHREAD_BARRIER_SERIAL_THREAD);

@@ -1080,3 +1080,42 @@ Test(pcond, waits_on_pi_and_robust_mutexes, .timeout = 30)
         cr_assert_eq(pthread_cond_destroy(&c), 0);
     }
 }
+
+/* ---- found by review: a wait with a glibc-kept mutex the caller does not hold ------ */
+
+/* glibc's wait unlocks first and returns that EPERM without waiting; the
+ * layer once ignored it, waited, and then locked a mutex the caller never
+ * held.  Robust and priority-inheritance mutexes are the ones glibc keeps. */
+static void unheld_glibc_mutex(int robust)
+{
+    pthread_mutexattr_t a;
+    cr_assert_eq(pthread_mutexattr_init(&a), 0);
+    cr_assert_eq(pthread_mutexattr_settype(&a, PTHREAD_MUTEX_ERRORCHECK), 0);
+    if (robust)
+        cr_assert_eq(pthread_mutexattr_setrobust(&a, PTHREAD_MUTEX_ROBUST), 0);
+    else
+        cr_assert_eq(pthread_mutexattr_setprotocol(&a, PTHREAD_PRIO_INHERIT), 0);
+    pthread_mutex_t m;
+    cr_assert_eq(pthread_mutex_init(&m, &a), 0);
+    pthread_cond_t c = PTHREAD_COND_INITIALIZER;
+    struct timespec dl = dt_deadline(CLOCK_REALTIME, 200 * DT_MS);
+    int64_t t0 = dt_now(CLOCK_MONOTONIC);
+    cr_assert_eq(pthread_cond_timedwait(&c, &m, &dl), EPERM);
+    cr_assert_lt(dt_now(CLOCK_MONOTONIC) - t0, 150 * DT_MS, "it waited");
+    cr_assert_eq(pthread_mutex_unlock(&m), EPERM, "the failed wait left the mutex locked");
+    cr_assert_eq(pthread_mutex_trylock(&m), 0);
+    cr_assert_eq(pthread_mutex_unlock(&m), 0);
+    cr_assert_eq(pthread_cond_destroy(&c), 0);
+    cr_assert_eq(pthread_mutex_destroy(&m), 0);
+    pthread_mutexattr_destroy(&a);
+}
+
+Test(pcond, wait_with_an_unheld_robust_mutex_is_eperm, .timeout = 30)
+{
+    unheld_glibc_mutex(1);
+}
+
+Test(pcond, wait_with_an_unheld_pi_mutex_is_eperm, .timeout = 30)
+{
+    unheld_glibc_mutex(0);
+}

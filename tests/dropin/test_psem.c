@@ -10,6 +10,7 @@
 #include "helpers.h"
 
 #include <stdalign.h>
+#include <sys/stat.h>
 
 #if defined(__x86_64__) || defined(__aarch64__)
 _Static_assert(sizeof(sem_t) == 32, "glibc sem_t is 32 bytes");
@@ -676,5 +677,54 @@ Test(psem, sem_post_from_a_signal_handler_is_seen, .timeout = 30)
         }
         signal(SIGUSR2, SIG_DFL);
         cr_assert_eq(sem_destroy(&handler_sem), 0);
+    }
+}
+
+/* ---- found by review: the umask, reopening with a large value, "." ---------------- */
+
+/* POSIX: the permission bits of a new named semaphore are mode less the
+ * umask (the layer once set them with fchmod, which ignores the umask). */
+Test(psem, named_semaphore_mode_honours_the_umask, .timeout = 30)
+{
+    char name[96], path[160];
+    sem_name(name, sizeof name, "u");
+    snprintf(path, sizeof path, "/dev/shm/sem.%s", name + 1);
+    mode_t old = umask(022);
+    sem_t *s = sem_open(name, O_CREAT | O_EXCL, 0666, 1);
+    umask(old);
+    cr_assert_neq(s, SEM_FAILED, "sem_open: %s", strerror(errno));
+    struct stat st;
+    cr_assert_eq(stat(path, &st), 0, "%s: %s", path, strerror(errno));
+    cr_assert_eq(st.st_mode & 0777, 0644u, "mode %o", (unsigned)(st.st_mode & 0777));
+    cr_assert_eq(sem_close(s), 0);
+    cr_assert_eq(sem_unlink(name), 0);
+}
+
+/* The value is only checked when a semaphore is made: O_CREAT on an
+ * existing name opens it whatever the value says, as glibc. */
+Test(psem, named_semaphore_reopened_with_a_huge_value, .timeout = 30)
+{
+    char name[96];
+    sem_name(name, sizeof name, "h");
+    sem_t *a = sem_open(name, O_CREAT | O_EXCL, 0600, 2);
+    cr_assert_neq(a, SEM_FAILED, "sem_open: %s", strerror(errno));
+    sem_t *b = sem_open(name, O_CREAT, 0600, (unsigned)SEM_VALUE_MAX + 1u);
+    cr_assert_eq(b, a, "reopen: %s", b == SEM_FAILED ? strerror(errno) : "another address");
+    cr_assert_eq(value_of(a), 2);
+    cr_assert_eq(sem_close(b), 0);
+    cr_assert_eq(sem_close(a), 0);
+    cr_assert_eq(sem_unlink(name), 0);
+}
+
+/* "." and ".." are names like any other for glibc (/dev/shm/sem..). */
+Test(psem, named_semaphore_dot_names, .timeout = 30)
+{
+    const char *names[] = {"/.", "/.."};
+    for (unsigned i = 0; i < DT_ARRAY_LEN(names); i++) {
+        sem_unlink(names[i]);
+        sem_t *s = sem_open(names[i], O_CREAT | O_EXCL, 0600, 0);
+        cr_assert_neq(s, SEM_FAILED, "%s: %s", names[i], strerror(errno));
+        cr_assert_eq(sem_close(s), 0);
+        cr_assert_eq(sem_unlink(names[i]), 0);
     }
 }
