@@ -206,9 +206,10 @@ $(DROPIN_BENCH): stress/dropin_bench.c | $(BUILD)/stress
 
 check-dropin: deps
 	@sh tools/deps.sh dropin
-	@$(MAKE) --no-print-directory dropin $(DROPIN_TEST_BIN) $(DROPIN_BENCH)
+	@$(MAKE) --no-print-directory dropin $(DROPIN_TEST_BIN) $(DROPIN_BENCH) $(STRESS_BIN) $(TEST_BIN)
 	$(DROPIN_TEST_BIN) $(TEST_ARGS)
 	KSYNC_DROPIN_EXPECT=1 $(BUILD)/ksync-run -- $(DROPIN_TEST_BIN) $(TEST_ARGS)
+	sh tools/dropin-own.sh $(BUILD)
 	sh tools/check-dropin.sh $(BUILD)
 
 # ---- Promela models (spin) ------------------------------------------------------
