@@ -38,7 +38,10 @@ ARCH_DEF := $(if $(filter generic,$(ARCH)),-DKS_ARCH_GENERIC,)
 CPPFLAGS += $(ARCH_DEF)
 # -fexceptions: pthread_cleanup_push then runs its handler on any unwinding
 # (a C++ exception thrown by a ks_once function, as glibc's own build).
-LIB_CFLAGS := -std=c11 $(WARN) -fPIC -fvisibility=hidden -fexceptions -Isrc $(SANFLAGS)
+# -fasynchronous-unwind-tables: a cancellable wait (src/futex.c) can be
+# unwound from any of its instructions by asynchronous cancellation (the
+# default on x86-64; said for every target).
+LIB_CFLAGS := -std=c11 $(WARN) -fPIC -fvisibility=hidden -fexceptions -fasynchronous-unwind-tables -Isrc $(SANFLAGS)
 # Applications (tests, stress, bench) see only include/: the white-box tests
 # below are the only ones given src/.
 APP_CFLAGS := -std=c11 $(WARN) $(SANFLAGS)
@@ -186,7 +189,7 @@ DROPIN_BENCH := $(BUILD)/stress/dropin-bench
 $(BUILD)/dobj:
 	mkdir -p $@
 $(BUILD)/dobj/%.o: src/dropin/%.c $(wildcard src/dropin/*.h) $(HEADERS) src/internal.h | $(BUILD)/dobj
-	$(CC) $(CPPFLAGS) $(LIB_CFLAGS) -fasynchronous-unwind-tables -fno-strict-aliasing $(CFLAGS) -c $< -o $@
+	$(CC) $(CPPFLAGS) $(LIB_CFLAGS) -fno-strict-aliasing $(CFLAGS) -c $< -o $@
 $(DROPIN_SO): $(DROPIN_OBJS) $(STATIC) $(DROPIN_MAP)
 	$(CC) -shared -Wl,-soname,libksync-pthread.so.$(SOVER) -Wl,--no-undefined -Wl,--exclude-libs,ALL \
 	    $(DROPIN_LDMAP) $(SANFLAGS) -o $@ $(DROPIN_OBJS) $(STATIC) -ldl $(LDLIBS)

@@ -389,6 +389,68 @@ static inline void kt_watch_close(struct kt_watch *w)
 }
 
 
+/* The frame of the "a waiter touches nothing after X" tests: a waiter
+ * thread watches the object, publishes its tid, makes the watched call and
+ * reports what the watch saw; the test thread waits for the tid (a
+ * negative one: no hardware watchpoints, skip) and releases the waiter.
+ *   waiter:  if (kt_watched_open(&ww->w, &w, obj, sizeof *obj)) return NULL;
+ *            kt_watch_begin(&w, released); kt_watched_ready(&ww->w);
+ *            ...the call...; kt_watch_end(&w); kt_watched_close(&ww->w, &w);
+ *   test:    KT_SKIP_WATCH_UNDER_TSAN(); ... pid_t tid = KT_WATCHED_TID(&ww.w, t);
+ * kt_watched_open watches len bytes at obj in 8-byte pieces and a 4-byte
+ * tail (obj aligned to 8). */
+struct kt_watched {
+    int hits, after; /* copied from the watch when the waiter is done */
+    pid_t tid;       /* 0 until watched, -1 if there is no watchpoint */
+};
+
+static inline int kt_watched_open(struct kt_watched *ww, struct kt_watch *w, const void *obj, int len)
+{
+    w->n = 0;
+    for (int off = 0; off < len; off += 8)
+        if (kt_watch_add(w, (const char *)obj + off, len - off >= 8 ? 8 : 4) != 0) {
+            kt_watch_close(w);
+            __atomic_store_n(&ww->tid, -1, __ATOMIC_RELEASE);
+            return -1;
+        }
+    return 0;
+}
+
+static inline void kt_watched_ready(struct kt_watched *ww)
+{
+    __atomic_store_n(&ww->tid, kt_gettid(), __ATOMIC_RELEASE);
+}
+
+static inline void kt_watched_close(struct kt_watched *ww, struct kt_watch *w)
+{
+    kt_watch_close(w);
+    ww->hits = w->hits;
+    ww->after = w->after;
+}
+
+/* The waiter's tid once it is watched; skips the test (after joining the
+ * waiter) where there are no hardware watchpoints. */
+#define KT_WATCHED_TID(ww, thread)                                                          \
+    ({                                                                                      \
+        pid_t tid_;                                                                         \
+        while (!(tid_ = __atomic_load_n(&(ww)->tid, __ATOMIC_ACQUIRE)))                     \
+            sched_yield();                                                                  \
+        if (tid_ < 0) {                                                                     \
+            kt_join(thread);                                                                \
+            cr_skip_test("no hardware watchpoints here");                                   \
+        }                                                                                   \
+        tid_;                                                                               \
+    })
+
+/* TSan runs the atomics inside its runtime and defers signal handlers, so a
+ * watchpoint's verdict can come after the other thread's release. */
+#ifdef __SANITIZE_THREAD__
+#define KT_SKIP_WATCH_UNDER_TSAN() cr_skip_test("watchpoint verdicts are not timely under ThreadSanitizer")
+#else
+#define KT_SKIP_WATCH_UNDER_TSAN() ((void)0)
+#endif
+
+
 /* ---- allocation failure ------------------------------------------------
  * A capacity that passes validation but cannot be allocated (16 TiB) must
  * give ENOMEM.  Outside sanitizers the address-space limit is lowered to

@@ -446,38 +446,27 @@ Test(barrier, last_arriver_touches_nothing_after_release, .timeout = 30)
  * decrement of `leaving` that lets a destroyer go ahead. */
 struct watched_bwaiter {
     ks_barrier_t *b;
-    int skip, ret, hits, after;
-    pid_t tid;
+    int ret;
+    struct kt_watched w;
 };
 
 static void *watched_barrier_waiter(void *p)
 {
     struct watched_bwaiter *ww = p;
-    struct kt_watch w = {.n = 0};
-    if (kt_watch_add(&w, ww->b, 8) != 0 || kt_watch_add(&w, (char *)ww->b + 8, 8) != 0 ||
-        kt_watch_add(&w, (char *)ww->b + 16, 4) != 0) {
-        kt_watch_close(&w);
-        ww->skip = 1;
-        __atomic_store_n(&ww->tid, -1, __ATOMIC_RELEASE);
+    struct kt_watch w;
+    if (kt_watched_open(&ww->w, &w, ww->b, sizeof *ww->b) != 0)
         return NULL;
-    }
     kt_watch_begin(&w, barrier_phase_moved);
-    __atomic_store_n(&ww->tid, kt_gettid(), __ATOMIC_RELEASE);
+    kt_watched_ready(&ww->w);
     ww->ret = ks_barrier_wait(ww->b);
     kt_watch_end(&w);
-    kt_watch_close(&w);
-    ww->hits = w.hits;
-    ww->after = w.after;
+    kt_watched_close(&ww->w, &w);
     return NULL;
 }
 
 Test(barrier, waiter_touches_nothing_after_the_phase_ends, .timeout = 60)
 {
-#ifdef __SANITIZE_THREAD__
-    /* TSan runs the atomics inside its runtime and defers signal handlers, so
-     * the watchpoint's verdict can come after the other thread's release. */
-    cr_skip_test("watchpoint verdicts are not timely under ThreadSanitizer");
-#endif
+    KT_SKIP_WATCH_UNDER_TSAN();
     _Alignas(16) static ks_barrier_t b;
     watched_barrier = &b;
     for (int f = 0; f < 2; f++)
@@ -487,13 +476,7 @@ Test(barrier, waiter_touches_nothing_after_the_phase_ends, .timeout = 60)
             struct watched_bwaiter ww = {.b = &b, .ret = -2};
             pthread_t t;
             kt_spawn(&t, watched_barrier_waiter, &ww);
-            pid_t tid;
-            while (!(tid = __atomic_load_n(&ww.tid, __ATOMIC_ACQUIRE)))
-                sched_yield();
-            if (tid < 0) {
-                kt_join(t);
-                cr_skip_test("no hardware watchpoints here");
-            }
+            pid_t tid = KT_WATCHED_TID(&ww.w, t);
             /* Asleep: its accesses before the release have all been judged
              * (the watchpoint handler runs a little after each access, so a
              * release racing with it would be misread as an access after). */
@@ -502,11 +485,11 @@ Test(barrier, waiter_touches_nothing_after_the_phase_ends, .timeout = 60)
             cr_assert_eq(ks_barrier_wait(&b), KS_BARRIER_SERIAL);
             kt_join(t);
             cr_assert_eq(ww.ret, 0);
-            cr_assert_geq(ww.hits, 2, "the watchpoint saw %d accesses", ww.hits);
-            cr_assert_eq(ww.after, 2,
+            cr_assert_geq(ww.w.hits, 2, "the watchpoint saw %d accesses", ww.w.hits);
+            cr_assert_eq(ww.w.after, 2,
                          "the waiter accessed the barrier %d times after seeing the phase end, "
                          "not once (its leave) (flags %d)",
-                         ww.after - 1, f);
+                         ww.w.after - 1, f);
             cr_assert_eq(b.leaving, 0u);
         }
 }

@@ -909,42 +909,31 @@ static int cond_waiter_left(void)
 struct watched_cwaiter {
     ks_cond_t *c;
     ks_mutex_t *m;
-    int skip, ret, hits, after;
-    pid_t tid;
+    int ret;
+    struct kt_watched w;
 };
 
 static void *watched_cond_waiter(void *p)
 {
     struct watched_cwaiter *ww = p;
-    struct kt_watch w = {.n = 0};
+    struct kt_watch w;
     _Static_assert(sizeof(ks_cond_t) == 24, "three 8-byte watches cover the condition variable");
-    if (kt_watch_add(&w, ww->c, 8) != 0 || kt_watch_add(&w, (char *)ww->c + 8, 8) != 0 ||
-        kt_watch_add(&w, (char *)ww->c + 16, 8) != 0) {
-        kt_watch_close(&w);
-        ww->skip = 1;
-        __atomic_store_n(&ww->tid, -1, __ATOMIC_RELEASE);
+    if (kt_watched_open(&ww->w, &w, ww->c, sizeof *ww->c) != 0)
         return NULL;
-    }
     ks_mutex_lock(ww->m);
     watched_registered = 0;
     kt_watch_begin(&w, cond_waiter_left);
-    __atomic_store_n(&ww->tid, kt_gettid(), __ATOMIC_RELEASE);
+    kt_watched_ready(&ww->w);
     ww->ret = ks_cond_timedwait(ww->c, ww->m, ks_deadline_after(30 * KS_NSEC_PER_SEC));
     kt_watch_end(&w);
     ks_mutex_unlock(ww->m);
-    kt_watch_close(&w);
-    ww->hits = w.hits;
-    ww->after = w.after;
+    kt_watched_close(&ww->w, &w);
     return NULL;
 }
 
 Test(cond, waiter_touches_nothing_after_leaving, .timeout = 60)
 {
-#ifdef __SANITIZE_THREAD__
-    /* TSan runs the atomics inside its runtime and defers signal handlers, so
-     * the watchpoint's verdict can come after the other thread's release. */
-    cr_skip_test("watchpoint verdicts are not timely under ThreadSanitizer");
-#endif
+    KT_SKIP_WATCH_UNDER_TSAN();
     _Alignas(8) static ks_cond_t c;
     watched_cond = &c;
     /* how: 0 signal, 1 broadcast, 2 broadcast then destroy at once, 3 signal then destroy */
@@ -956,13 +945,7 @@ Test(cond, waiter_touches_nothing_after_leaving, .timeout = 60)
             struct watched_cwaiter ww = {.c = &c, .m = &m, .ret = -1};
             pthread_t t;
             kt_spawn(&t, watched_cond_waiter, &ww);
-            pid_t tid;
-            while (!(tid = __atomic_load_n(&ww.tid, __ATOMIC_ACQUIRE)))
-                sched_yield();
-            if (tid < 0) {
-                kt_join(t);
-                cr_skip_test("no hardware watchpoints here");
-            }
+            pid_t tid = KT_WATCHED_TID(&ww.w, t);
             int64_t end = ks_now() + 20 * KS_NSEC_PER_SEC;
             while (sleepers_of(&c) != 1 && ks_now() < end)
                 sched_yield();
@@ -974,11 +957,11 @@ Test(cond, waiter_touches_nothing_after_leaving, .timeout = 60)
                 cr_assert_eq(ks_cond_destroy(&c), 0);
             kt_join(t);
             cr_assert_eq(ww.ret, 0);
-            cr_assert_geq(ww.hits, 3, "the watchpoint saw %d accesses", ww.hits);
-            cr_assert_eq(ww.after, 1,
+            cr_assert_geq(ww.w.hits, 3, "the watchpoint saw %d accesses", ww.w.hits);
+            cr_assert_eq(ww.w.after, 1,
                          "the waiter accessed the condition variable %d times after leaving (how %d, "
                          "flags %d)",
-                         ww.after - 1, how, f);
+                         ww.w.after - 1, how, f);
         }
 }
 
@@ -1281,9 +1264,7 @@ static void rq_start(pthread_t *t, struct rq_waiter *w)
 
 Test(cond, waiter_of_another_mutex_joining_during_a_broadcast_is_not_stranded, .timeout = 60)
 {
-#ifdef __SANITIZE_THREAD__
-    cr_skip_test("watchpoint handlers are deferred under ThreadSanitizer");
-#endif
+    KT_SKIP_WATCH_UNDER_TSAN();
     for (int round = 0; round < 3; round++) {
         _Alignas(8) static ks_cond_t c;
         c = (ks_cond_t)KS_COND_INIT;

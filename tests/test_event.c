@@ -585,36 +585,27 @@ Test(event, set_touches_nothing_after_release, .timeout = 30)
 /* A waiter's last access is the load that saw the event set (or pulsed). */
 struct watched_waiter {
     ks_event_t *e;
-    int skip, ret, hits, after;
-    pid_t tid;
+    int ret;
+    struct kt_watched w;
 };
 
 static void *watched_event_waiter(void *p)
 {
     struct watched_waiter *ww = p;
-    struct kt_watch w = {.n = 0};
-    if (kt_watch_add(&w, ww->e, 8) != 0) {
-        ww->skip = 1;
-        __atomic_store_n(&ww->tid, -1, __ATOMIC_RELEASE);
+    struct kt_watch w;
+    if (kt_watched_open(&ww->w, &w, ww->e, sizeof *ww->e) != 0)
         return NULL;
-    }
     kt_watch_begin(&w, event_released);
-    __atomic_store_n(&ww->tid, kt_gettid(), __ATOMIC_RELEASE);
+    kt_watched_ready(&ww->w);
     ww->ret = ks_event_wait(ww->e);
     kt_watch_end(&w);
-    kt_watch_close(&w);
-    ww->hits = w.hits;
-    ww->after = w.after;
+    kt_watched_close(&ww->w, &w);
     return NULL;
 }
 
 Test(event, waiter_touches_nothing_after_seeing_set, .timeout = 60)
 {
-#ifdef __SANITIZE_THREAD__
-    /* TSan runs the atomics inside its runtime and defers signal handlers, so
-     * the watchpoint's verdict can come after the other thread's release. */
-    cr_skip_test("watchpoint verdicts are not timely under ThreadSanitizer");
-#endif
+    KT_SKIP_WATCH_UNDER_TSAN();
     _Alignas(8) static ks_event_t e;
     watched_event = &e;
     for (int pulse = 0; pulse < 2; pulse++)
@@ -624,22 +615,16 @@ Test(event, waiter_touches_nothing_after_seeing_set, .timeout = 60)
             struct watched_waiter ww = {.e = &e, .ret = -1};
             pthread_t t;
             kt_spawn(&t, watched_event_waiter, &ww);
-            pid_t tid;
-            while (!(tid = __atomic_load_n(&ww.tid, __ATOMIC_ACQUIRE)))
-                sched_yield();
-            if (tid < 0) {
-                kt_join(t);
-                cr_skip_test("no hardware watchpoints here");
-            }
+            pid_t tid = KT_WATCHED_TID(&ww.w, t);
             cr_assert(kt_wait_in_futex(tid, 20 * KS_NSEC_PER_SEC));
             cr_assert_eq(ks_event_set(&e), 0);
             if (pulse)
                 cr_assert_eq(ks_event_clear(&e), 0);
             kt_join(t);
             cr_assert_eq(ww.ret, 0);
-            cr_assert_geq(ww.hits, 2, "the watchpoint saw %d accesses", ww.hits);
-            cr_assert_eq(ww.after, 1,
+            cr_assert_geq(ww.w.hits, 2, "the watchpoint saw %d accesses", ww.w.hits);
+            cr_assert_eq(ww.w.after, 1,
                          "the waiter accessed the event %d times after seeing it set (pulse %d, flags %d)",
-                         ww.after, pulse, f);
+                         ww.w.after, pulse, f);
         }
 }

@@ -342,11 +342,7 @@ static void *watched_once_waiter(void *p)
 
 Test(once, waiter_touches_nothing_after_completion, .timeout = 60)
 {
-#ifdef __SANITIZE_THREAD__
-    /* TSan runs the atomics inside its runtime and defers signal handlers, so
-     * the watchpoint's verdict can come after the other thread's release. */
-    cr_skip_test("watchpoint verdicts are not timely under ThreadSanitizer");
-#endif
+    KT_SKIP_WATCH_UNDER_TSAN();
     for (int f = 0; f < 2; f++) {
         watched_once = f ? (ks_once_t)KS_ONCE_INIT_SHARED : (ks_once_t)KS_ONCE_INIT;
         waiter_tid = 0;
