@@ -348,6 +348,17 @@ static inline int dt_in_thread(void *(*f)(void *), void *arg)
     return (int)(intptr_t)dt_join(t);
 }
 
+/* pthread_mutex_trylock from another thread; unlocks again if it got it. */
+static inline void *dt_trylock_release_fn(void *m)
+{
+    int e = pthread_mutex_trylock(m);
+    if (e == 0)
+        pthread_mutex_unlock(m);
+    return (void *)(intptr_t)e;
+}
+
+static inline int dt_trylock_elsewhere(pthread_mutex_t *m) { return dt_in_thread(dt_trylock_release_fn, m); }
+
 #define DT_ARRAY_LEN(a) (sizeof(a) / sizeof((a)[0]))
 
 #endif

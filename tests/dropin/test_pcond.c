@@ -25,16 +25,6 @@ _Static_assert(sizeof(pthread_condattr_t) == 4, "glibc x86-64 pthread_condattr_t
 _Static_assert(sizeof(pthread_condattr_t) == 8, "glibc aarch64 pthread_condattr_t is 8 bytes");
 #endif
 
-static void *trylock_release_fn(void *m)
-{
-    int e = pthread_mutex_trylock(m);
-    if (e == 0)
-        pthread_mutex_unlock(m);
-    return (void *)(intptr_t)e;
-}
-
-static int trylock_elsewhere(pthread_mutex_t *m) { return dt_in_thread(trylock_release_fn, m); }
-
 static void init_cond_clock(pthread_cond_t *c, clockid_t clk, int pshared)
 {
     pthread_condattr_t a;
@@ -256,7 +246,7 @@ Test(pcond, broadcast_wakes_every_waiter, .timeout = 60)
 static void expect_held_by_me(pthread_mutex_t *m, const char *what)
 {
     cr_assert_eq(pthread_mutex_lock(m), EDEADLK, "%s: mutex not held on return", what);
-    cr_assert_eq(trylock_elsewhere(m), EBUSY, "%s", what);
+    cr_assert_eq(dt_trylock_elsewhere(m), EBUSY, "%s", what);
 }
 
 Test(pcond, timedwait_times_out_not_early_on_each_clock_with_the_mutex_held, .timeout = 30)
@@ -532,7 +522,7 @@ static void typed_wait(pthread_mutex_t init, void *(*fn)(void *), const int expe
     cr_assert_eq(s.ret, 0, "%s", what);
     for (int i = 0; i < 4; i++)
         cr_assert_eq(s.after[i], expect[i], "%s: step %d returned %d, not %d", what, i, s.after[i], expect[i]);
-    cr_assert_eq(trylock_elsewhere(&s.m), 0, "%s: left locked", what);
+    cr_assert_eq(dt_trylock_elsewhere(&s.m), 0, "%s: left locked", what);
     cr_assert_eq(pthread_cond_destroy(&s.c), 0);
 }
 
@@ -625,7 +615,7 @@ Test(pcond, cancelled_waiter_runs_its_cleanup_with_the_mutex_held, .timeout = 30
         cr_assert_eq(s.relock, EDEADLK, "kind %d: the handler does not hold the mutex", kind);
         cr_assert_eq(s.trylock, EBUSY, "kind %d", kind);
         cr_assert_eq(s.unlock, 0, "kind %d", kind);
-        cr_assert_eq(trylock_elsewhere(&s.m), 0, "kind %d", kind);
+        cr_assert_eq(dt_trylock_elsewhere(&s.m), 0, "kind %d", kind);
         cr_assert_eq(pthread_cond_destroy(&s.c), 0, "kind %d", kind);
     }
 }

@@ -32,17 +32,6 @@ _Static_assert(sizeof(pthread_mutexattr_t) == 8, "glibc aarch64 pthread_mutexatt
 static void *trylock_fn(void *m) { return (void *)(intptr_t)pthread_mutex_trylock(m); }
 static void *unlock_fn(void *m) { return (void *)(intptr_t)pthread_mutex_unlock(m); }
 
-/* pthread_mutex_trylock from another thread; unlocks again if it got it. */
-static void *trylock_release_fn(void *m)
-{
-    int e = pthread_mutex_trylock(m);
-    if (e == 0)
-        pthread_mutex_unlock(m);
-    return (void *)(intptr_t)e;
-}
-
-static int trylock_elsewhere(pthread_mutex_t *m) { return dt_in_thread(trylock_release_fn, m); }
-
 static void init_type(pthread_mutex_t *m, int type, int pshared)
 {
     pthread_mutexattr_t a;
@@ -94,11 +83,11 @@ static void stop_holder(pthread_t t, struct holder *h)
 static void basic_cycle(pthread_mutex_t *m, const char *what)
 {
     cr_assert_eq(pthread_mutex_lock(m), 0, "%s", what);
-    cr_assert_eq(trylock_elsewhere(m), EBUSY, "%s", what);
+    cr_assert_eq(dt_trylock_elsewhere(m), EBUSY, "%s", what);
     cr_assert_eq(pthread_mutex_unlock(m), 0, "%s", what);
-    cr_assert_eq(trylock_elsewhere(m), 0, "%s", what);
+    cr_assert_eq(dt_trylock_elsewhere(m), 0, "%s", what);
     cr_assert_eq(pthread_mutex_trylock(m), 0, "%s", what);
-    cr_assert_eq(trylock_elsewhere(m), EBUSY, "%s", what);
+    cr_assert_eq(dt_trylock_elsewhere(m), EBUSY, "%s", what);
     cr_assert_eq(pthread_mutex_unlock(m), 0, "%s", what);
 }
 
@@ -110,7 +99,7 @@ static void expect_errorcheck(pthread_mutex_t *m, const char *what)
     cr_assert_eq(pthread_mutex_lock(m), EDEADLK, "%s: relock", what);
     cr_assert_eq(pthread_mutex_trylock(m), EBUSY, "%s: trylock by the owner", what);
     cr_assert_eq(dt_in_thread(unlock_fn, m), EPERM, "%s: unlock by a non-owner", what);
-    cr_assert_eq(trylock_elsewhere(m), EBUSY, "%s: still held after the refused unlock", what);
+    cr_assert_eq(dt_trylock_elsewhere(m), EBUSY, "%s: still held after the refused unlock", what);
     cr_assert_eq(pthread_mutex_unlock(m), 0, "%s", what);
     cr_assert_eq(pthread_mutex_unlock(m), EPERM, "%s", what);
 }
@@ -128,10 +117,10 @@ static void expect_recursive(pthread_mutex_t *m, const char *what)
     cr_assert_eq(dt_in_thread(unlock_fn, m), EPERM, "%s: unlock by a non-owner", what);
     for (int i = 7; i > 1; i--) {
         cr_assert_eq(pthread_mutex_unlock(m), 0, "%s: depth %d", what, i);
-        cr_assert_eq(trylock_elsewhere(m), EBUSY, "%s: released too early, at depth %d", what, i - 1);
+        cr_assert_eq(dt_trylock_elsewhere(m), EBUSY, "%s: released too early, at depth %d", what, i - 1);
     }
     cr_assert_eq(pthread_mutex_unlock(m), 0, "%s", what);
-    cr_assert_eq(trylock_elsewhere(m), 0, "%s: still held after the last unlock", what);
+    cr_assert_eq(dt_trylock_elsewhere(m), 0, "%s: still held after the last unlock", what);
     cr_assert_eq(pthread_mutex_unlock(m), EPERM, "%s", what);
 }
 
@@ -301,11 +290,11 @@ Test(pmutex, bad_deadline_on_a_free_mutex_locks_it, .timeout = 30)
         init_type(&m, types[i], 0);
         struct timespec dl = dt_bad_nsec(CLOCK_REALTIME);
         cr_assert_eq(pthread_mutex_timedlock(&m, &dl), 0, "type %d", types[i]);
-        cr_assert_eq(trylock_elsewhere(&m), EBUSY);
+        cr_assert_eq(dt_trylock_elsewhere(&m), EBUSY);
         cr_assert_eq(pthread_mutex_unlock(&m), 0);
         dl = dt_bad_nsec(CLOCK_MONOTONIC);
         cr_assert_eq(pthread_mutex_clocklock(&m, CLOCK_MONOTONIC, &dl), 0, "type %d", types[i]);
-        cr_assert_eq(trylock_elsewhere(&m), EBUSY);
+        cr_assert_eq(dt_trylock_elsewhere(&m), EBUSY);
         cr_assert_eq(pthread_mutex_unlock(&m), 0);
 
         dl = dt_deadline(CLOCK_MONOTONIC, DT_S);
@@ -314,7 +303,7 @@ Test(pmutex, bad_deadline_on_a_free_mutex_locks_it, .timeout = 30)
         cr_assert_eq(pthread_mutex_clocklock(&m, CLOCK_MONOTONIC_RAW, &dl), EINVAL);
         cr_assert_eq(pthread_mutex_clocklock(&m, CLOCK_THREAD_CPUTIME_ID, &dl), EINVAL);
         cr_assert_eq(pthread_mutex_clocklock(&m, (clockid_t)12345, &dl), EINVAL);
-        cr_assert_eq(trylock_elsewhere(&m), 0, "a refused clocklock left the mutex locked");
+        cr_assert_eq(dt_trylock_elsewhere(&m), 0, "a refused clocklock left the mutex locked");
         cr_assert_eq(pthread_mutex_destroy(&m), 0);
     }
 }
@@ -343,9 +332,9 @@ Test(pmutex, timed_relock_by_the_owner, .timeout = 30)
     cr_assert_eq(pthread_mutex_clocklock(&m, CLOCK_MONOTONIC, &dl), 0);
     cr_assert_eq(pthread_mutex_unlock(&m), 0);
     cr_assert_eq(pthread_mutex_unlock(&m), 0);
-    cr_assert_eq(trylock_elsewhere(&m), EBUSY);
+    cr_assert_eq(dt_trylock_elsewhere(&m), EBUSY);
     cr_assert_eq(pthread_mutex_unlock(&m), 0);
-    cr_assert_eq(trylock_elsewhere(&m), 0);
+    cr_assert_eq(dt_trylock_elsewhere(&m), 0);
     cr_assert_eq(pthread_mutex_destroy(&m), 0);
 }
 
@@ -534,12 +523,12 @@ Test(pmutex, priority_inheritance_mutex_works, .timeout = 30)
     /* glibc: the owner's trylock of an errorcheck PI mutex is EDEADLK (of a
      * plain errorcheck mutex, EBUSY) */
     cr_assert_eq(pthread_mutex_trylock(&m), EDEADLK);
-    cr_assert_eq(trylock_elsewhere(&m), EBUSY);
+    cr_assert_eq(dt_trylock_elsewhere(&m), EBUSY);
     cr_assert_eq(dt_in_thread(unlock_fn, &m), EPERM);
     cr_assert_eq(pthread_mutex_unlock(&m), 0);
     cr_assert_eq(pthread_mutex_unlock(&m), EPERM);
     cr_assert_eq(pthread_mutex_trylock(&m), 0);
-    cr_assert_eq(trylock_elsewhere(&m), EBUSY);
+    cr_assert_eq(dt_trylock_elsewhere(&m), EBUSY);
     cr_assert_eq(pthread_mutex_unlock(&m), 0);
 
     /* Contended: a holder thread, and a timed lock that times out, then succeeds. */
@@ -595,7 +584,7 @@ Test(pmutex, robust_mutex_owner_thread_died, .timeout = 30)
     pthread_mutex_t m;
     init_robust(&m, 0);
     cr_assert_eq(pthread_mutex_lock(&m), 0);
-    cr_assert_eq(trylock_elsewhere(&m), EBUSY);
+    cr_assert_eq(dt_trylock_elsewhere(&m), EBUSY);
     cr_assert_eq(pthread_mutex_unlock(&m), 0);
     cr_assert_eq(pthread_mutex_consistent(&m), EINVAL, "consistent on a consistent mutex");
 
@@ -605,7 +594,7 @@ Test(pmutex, robust_mutex_owner_thread_died, .timeout = 30)
     dt_spawn(&t, lock_and_die, &m);
     dt_join(t);
     cr_assert_eq(pthread_mutex_lock(&m), EOWNERDEAD);
-    cr_assert_eq(trylock_elsewhere(&m), EBUSY, "EOWNERDEAD returns with the mutex held");
+    cr_assert_eq(dt_trylock_elsewhere(&m), EBUSY, "EOWNERDEAD returns with the mutex held");
     cr_assert_eq(pthread_mutex_consistent(&m), 0);
     cr_assert_eq(pthread_mutex_unlock(&m), 0);
     cr_assert_eq(pthread_mutex_lock(&m), 0);
@@ -696,7 +685,7 @@ Test(pmutex, destroy_of_a_locked_mutex_is_ebusy, .timeout = 30)
         init_type(&m, types[i], 0);
         cr_assert_eq(pthread_mutex_lock(&m), 0);
         cr_assert_eq(pthread_mutex_destroy(&m), EBUSY, "type %d", types[i]);
-        cr_assert_eq(trylock_elsewhere(&m), EBUSY, "type %d: refused destroy unlocked it", types[i]);
+        cr_assert_eq(dt_trylock_elsewhere(&m), EBUSY, "type %d: refused destroy unlocked it", types[i]);
         cr_assert_eq(pthread_mutex_unlock(&m), 0);
         cr_assert_eq(pthread_mutex_destroy(&m), 0);
     }
@@ -753,10 +742,10 @@ Test(pmutex, mutexes_in_a_forked_child, .timeout = 30)
     cr_assert_eq(pthread_mutex_lock(&s.mine), 0);
     dt_wait_child_named(dt_fork(forked_child, &s), "mutex after fork");
     /* The parent's state is untouched by the child. */
-    cr_assert_eq(trylock_elsewhere(&s.mine), EBUSY);
+    cr_assert_eq(dt_trylock_elsewhere(&s.mine), EBUSY);
     cr_assert_eq(pthread_mutex_unlock(&s.mine), 0);
     stop_holder(t, &h);
-    cr_assert_eq(trylock_elsewhere(&s.theirs), 0);
+    cr_assert_eq(dt_trylock_elsewhere(&s.theirs), 0);
 }
 
 /* Errorcheck and recursive mutexes held by another thread of the parent
