@@ -728,7 +728,7 @@ static int forked_child(void *p)
     void *r;
     DT_CHECK(pthread_join(t, &r) == 0 && (intptr_t)r == EBUSY, 11);
     DT_CHECK(pthread_mutex_unlock(&s->free_) == 0, 12);
-    DT_CHECK(pthread_create(&t, NULL, trylock_release_fn, &s->free_) == 0, 13);
+    DT_CHECK(pthread_create(&t, NULL, dt_trylock_release_fn, &s->free_) == 0, 13);
     DT_CHECK(pthread_join(t, &r) == 0 && (intptr_t)r == 0, 14);
     return 0;
 }
