@@ -1195,3 +1195,106 @@ Test(epoch, fork_child_whose_new_thread_calls_first_reclaims_too, .timeout = 120
 {
     run_fork_with_vanished_reader(1);
 }
+
+/* ---- a leave inside the thread's own leave ------------------------------------------ */
+
+/* T's exit hook leaves; its flush runs a retire function that enters and
+ * exits a section.  The end of that section must not leave again from
+ * inside the first leave: a nested leave released T's record, another
+ * thread (U) claimed it, and the outer leave then marked it free under U,
+ * so a third thread (V) shared it and V's exit ended U's section behind
+ * its back: a grace period then passed with U still reading. */
+static struct {
+    int inner_done; /* atomic: the retire function ended its section */
+    int u_inside;   /* atomic: U is in its section */
+    int u_release;  /* atomic: U may leave its section */
+    int x_done;     /* atomic: X's barrier returned */
+    int retired;    /* atomic: T retired its object */
+    int advanced;   /* atomic: main moved the epoch on; T may exit */
+    long freed;
+} nl;
+
+static void nested_leave_fn(struct ks_epoch_node *n)
+{
+    obj_free(n);
+    ks_epoch_enter();
+    ks_epoch_exit(); /* the thread is exiting: this used to leave */
+    __atomic_store_n(&nl.inner_done, 1, __ATOMIC_RELEASE);
+    while (!__atomic_load_n(&nl.u_inside, __ATOMIC_ACQUIRE))
+        sched_yield();
+}
+
+static void *nl_t(void *p)
+{
+    (void)p;
+    ks_epoch_enter();
+    ks_epoch_exit();
+    ks_epoch_retire(&obj_new(1, &nl.freed)->rcu, nested_leave_fn);
+    __atomic_store_n(&nl.retired, 1, __ATOMIC_RELEASE);
+    while (!__atomic_load_n(&nl.advanced, __ATOMIC_ACQUIRE))
+        kt_sleep_ns(100000);
+    return NULL; /* the exit hook's leave runs nested_leave_fn: the bag is old enough */
+}
+
+static void *nl_u(void *p)
+{
+    (void)p;
+    ks_epoch_enter();
+    __atomic_store_n(&nl.u_inside, 1, __ATOMIC_RELEASE);
+    while (!__atomic_load_n(&nl.u_release, __ATOMIC_ACQUIRE))
+        kt_sleep_ns(100000);
+    ks_epoch_exit();
+    ks_epoch_leave();
+    return NULL;
+}
+
+static void *nl_v(void *p)
+{
+    (void)p;
+    ks_epoch_enter();
+    ks_epoch_exit();
+    return NULL; /* its exit hook leaves */
+}
+
+static void *nl_x(void *p)
+{
+    (void)p;
+    long freed = 0;
+    ks_epoch_retire(&obj_new(2, &freed)->rcu, obj_free);
+    ks_epoch_barrier();
+    __atomic_store_n(&nl.x_done, 1, __ATOMIC_RELEASE);
+    ks_epoch_leave();
+    return NULL;
+}
+
+Test(epoch, a_section_ended_inside_the_exit_hooks_leave_does_not_release_the_record, .timeout = 60)
+{
+    pthread_t t, u, v, x;
+    /* T retires; the barrier below (main has no record) makes T's bag old
+     * enough that T's own exit-time flush runs its function. */
+    kt_spawn(&t, nl_t, NULL);
+    int64_t end = ks_now() + 10 * KS_NSEC_PER_SEC;
+    while (!__atomic_load_n(&nl.retired, __ATOMIC_ACQUIRE) && ks_now() < end)
+        kt_sleep_ns(100000);
+    cr_assert(__atomic_load_n(&nl.retired, __ATOMIC_ACQUIRE), "T did not retire");
+    cr_assert_eq(ks_epoch_barrier(), 0); /* T's bag is its own: not run here */
+    cr_assert_eq(__atomic_load_n(&nl.inner_done, __ATOMIC_ACQUIRE), 0);
+    __atomic_store_n(&nl.advanced, 1, __ATOMIC_RELEASE);
+    while (!__atomic_load_n(&nl.inner_done, __ATOMIC_ACQUIRE) && ks_now() < end)
+        kt_sleep_ns(100000);
+    cr_assert(__atomic_load_n(&nl.inner_done, __ATOMIC_ACQUIRE), "T's exit did not run its retire function");
+    kt_spawn(&u, nl_u, NULL); /* claims a record while T's leave is still running */
+    kt_join(t);
+    kt_spawn(&v, nl_v, NULL);
+    kt_join(v);
+    /* U is still in its section: a grace period cannot end. */
+    kt_spawn(&x, nl_x, NULL);
+    kt_sleep_ns(200 * KT_MS);
+    cr_assert_not(__atomic_load_n(&nl.x_done, __ATOMIC_ACQUIRE),
+                  "a grace period ended while U was inside its section (its record was shared)");
+    __atomic_store_n(&nl.u_release, 1, __ATOMIC_RELEASE);
+    kt_join(u);
+    kt_join(x);
+    cr_assert(__atomic_load_n(&nl.x_done, __ATOMIC_ACQUIRE));
+    cr_assert_eq(nl.freed, 1);
+}
