@@ -6,10 +6,11 @@
  * The first caller runs init_fn; every other caller, concurrent or later,
  * returns only after init_fn has returned, and sees everything it wrote.
  * Returns 0, or EINVAL for a NULL argument.  After completion a call is one
- * acquire load.  init_fn must return normally: leaving it by longjmp or
- * thread cancellation leaves the other callers blocked (as with a
- * non-cancellable pthread_once), and calling ks_once on the same object from
- * inside init_fn deadlocks.  KS_ONCE_INIT_SHARED is the initialiser for an
+ * acquire load.  If init_fn is left by thread cancellation, pthread_exit or
+ * a C++ exception, the run did not happen: the object is NEW again and the
+ * next caller runs its function (as pthread_once and std::call_once); leaving
+ * it by longjmp leaves the other callers blocked, and calling ks_once on the
+ * same object from inside init_fn deadlocks.  KS_ONCE_INIT_SHARED is the initialiser for an
  * object in shared memory used by several processes.
  *
  * Fork: if a thread is inside init_fn when another thread forks (fork(),
