@@ -1,4 +1,5 @@
 #!/bin/sh
+# shellcheck disable=SC2086 # $args is split into options on purpose
 # tools/dropin-own.sh BUILD - the project's own pthread-using programs, once
 # on glibc and once under BUILD/ksync-run (libksync-pthread.so preloaded):
 #   - the stress runner (its pthread references, its threads and barriers):
@@ -19,8 +20,7 @@ trap 'rm -rf "$tmp"' EXIT
 
 rows() { awk '$4 ~ /^(PASS|FAIL|STALL)$/ || $6 ~ /^(PASS|FAIL|STALL)$/ {print $1, $2, $3, ($6 ~ /^(PASS|FAIL|STALL)$/ ? $6 : $4)}' "$1"; }
 
-args="--scenario all --iters 2000 --seed 7"
-# shellcheck disable=SC2086 # $args is split into the runner's options on purpose
+args="--scenario all --iters 2000 --seed 7" # split into the runner's options on purpose
 echo "dropin-own: $stress $args, plain and preloaded"
 timeout 600 "$stress" $args > "$tmp/plain.txt" 2>&1 || { cat "$tmp/plain.txt"; echo "dropin-own: the plain stress run failed" >&2; exit 1; }
 timeout 600 "$run" -- "$stress" $args > "$tmp/pre.txt" 2>&1 || { cat "$tmp/pre.txt"; echo "dropin-own: the preloaded stress run failed" >&2; exit 1; }
