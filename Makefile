@@ -88,7 +88,8 @@ help:
 ##                      (BENCH_ARGS="--only cache")
 ## make asan            the Criterion tests under AddressSanitizer+UBSan (build/asan)
 ## make tsan            the stress scenarios and self-test under ThreadSanitizer (build/tsan)
-## make check-aarch64   cross-build for AArch64 and run the self-test and stress runner under qemu-aarch64
+## make check-aarch64   cross-build for AArch64 and run the self-test and stress runner under qemu-aarch64,
+##                      then the stress runner again with the AArch64 drop-in layer preloaded
 ## make model           spin models of the futex protocols: each passes, each BUG_ variant fails (docs/model.md)
 ## make dropin          build/libksync-pthread.so and build/ksync-run (docs/dropin.md)
 ## make check-dropin    the drop-in tests on glibc and preloaded, then real Debian programs preloaded
@@ -229,9 +230,13 @@ check-aarch64:
 	@$(MAKE) --no-print-directory CC=$(AARCH64_CC) ARCH=aarch64 BUILD=build/aarch64 \
 	    REF_INC="-isystem $(AARCH64_CK)/usr/include" \
 	    REF_LIBS="$(AARCH64_CK)/usr/lib/aarch64-linux-gnu/libck.a -lurcu -lurcu-cds" \
-	    build/aarch64/stress/ksync-stress build/aarch64/stress/ksync-selftest
+	    build/aarch64/stress/ksync-stress build/aarch64/stress/ksync-selftest build/aarch64/libksync-pthread.so
 	qemu-aarch64 -L / build/aarch64/stress/ksync-selftest
 	qemu-aarch64 -L / build/aarch64/stress/ksync-stress --scenario all --threads 4 --iters 20000 --yield 20
+	# the drop-in layer on AArch64 (its layout asserts hold at compile time): the
+	# stress runner's pthread references and threads on it
+	qemu-aarch64 -L / -E LD_PRELOAD=$(CURDIR)/build/aarch64/libksync-pthread.so.0 \
+	    build/aarch64/stress/ksync-stress --scenario all --threads 4 --iters 2000
 
 $(BUILD)/stress/ksync-selftest: stress/selftest.c $(STATIC) | $(BUILD)/stress
 	$(CC) $(CPPFLAGS) $(APP_CFLAGS) $(CFLAGS) -o $@ $< $(STATIC) $(LDLIBS) $(SANFLAGS)
