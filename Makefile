@@ -45,7 +45,7 @@ LIB_CFLAGS := -std=c11 $(WARN) -fPIC -fvisibility=hidden -fexceptions -fasynchro
 # Applications (tests, stress, bench) see only include/: the white-box tests
 # below are the only ones given src/.
 APP_CFLAGS := -std=c11 $(WARN) $(SANFLAGS)
-WHITEBOX := test_futex
+WHITEBOX := test_futex test_spin
 LDLIBS  += -lpthread
 
 LIB_SRCS := $(filter-out src/debug_yield.c,$(wildcard src/*.c))

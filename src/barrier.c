@@ -32,11 +32,9 @@
 
 #define SLEEPERS 1u
 #define PHASE_ONE 2u
-/* ~10 us of cpu_relax here: a phase whose missing threads are running on
- * other CPUs ends within that.  Spinning happens only if every party can
- * have a CPU (count <= usable CPUs); otherwise a spinner would take the CPU
- * a missing thread needs, which is how CK's spinning barriers collapse. */
-#define BARRIER_SPIN 200
+/* Spinning (src/spin.c's time budget) happens only if every party can have
+ * a CPU (count <= usable CPUs); otherwise a spinner would take the CPU a
+ * missing thread needs, which is how CK's spinning barriers collapse. */
 
 int ks_barrier_init(ks_barrier_t *b, unsigned count, unsigned flags)
 {
@@ -97,17 +95,26 @@ int ks_barrier_wait(ks_barrier_t *b)
         return KS_BARRIER_SERIAL;
     }
 
-    const int spin = count <= (uint32_t)ks_usable_cpus() ? BARRIER_SPIN : 0;
-    for (int i = 0; i < spin; i++) {
-        /* acquire: pairs with the last arriver's release exchange. */
-        if ((__atomic_load_n(&b->seq, __ATOMIC_ACQUIRE) & ~SLEEPERS) != phase)
-            return leave(b, fl);
-        ks_cpu_relax();
+    struct ks_spin sp;
+    const int may_spin = count <= (uint32_t)ks_usable_cpus();
+    if (may_spin && ks_spin_begin(&sp, KS_SPIN_BARRIER)) {
+        do {
+            /* acquire: pairs with the last arriver's release exchange. */
+            if ((__atomic_load_n(&b->seq, __ATOMIC_ACQUIRE) & ~SLEEPERS) != phase) {
+                ks_spin_won(&sp);
+                return leave(b, fl);
+            }
+            ks_cpu_relax();
+        } while (ks_spin_more(&sp));
+        ks_spin_end(&sp);
     }
     uint32_t s = __atomic_load_n(&b->seq, __ATOMIC_ACQUIRE);
     for (;;) {
-        if ((s & ~SLEEPERS) != phase)
+        if ((s & ~SLEEPERS) != phase) {
+            if (may_spin)
+                ks_spin_waited(&sp);
             return leave(b, fl);
+        }
         if (!(s & SLEEPERS)) {
             /* acquire both ways (GCC wants failure <= success): on failure the
              * reloaded word may be the next phase; success only announces. */

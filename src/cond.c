@@ -74,7 +74,6 @@
 #include <pthread.h>
 
 #define DESTROYING KS_DRAIN_DESTROYING
-#define COND_SPIN 200
 
 int ks_cond_init(ks_cond_t *c, unsigned flags)
 {
@@ -231,12 +230,18 @@ static inline __attribute__((always_inline)) int wait_core(ks_cond_t *c, void *m
     }
 
     int r = 0, slept = 0;
-    for (int i = 0, n = ks_spin_budget(COND_SPIN); i < n; i++) {
-        /* relaxed: seq only says "go re-check"; the predicate's data is
-         * ordered by the mutex we re-acquire. */
-        if (__atomic_load_n(&c->seq, __ATOMIC_RELAXED) != s)
-            goto woken;
-        ks_cpu_relax();
+    struct ks_spin sp;
+    if (ks_spin_begin(&sp, KS_SPIN_COND)) {
+        do {
+            /* relaxed: seq only says "go re-check"; the predicate's data is
+             * ordered by the mutex we re-acquire. */
+            if (__atomic_load_n(&c->seq, __ATOMIC_RELAXED) != s) {
+                ks_spin_won(&sp);
+                goto woken;
+            }
+            ks_cpu_relax();
+        } while (ks_spin_more(&sp));
+        ks_spin_end(&sp);
     }
     __atomic_fetch_add(&c->sleepers, 1, __ATOMIC_SEQ_CST); /* Dekker pair with signal */
     slept = 1;
@@ -250,6 +255,8 @@ static inline __attribute__((always_inline)) int wait_core(ks_cond_t *c, void *m
     /* relaxed: a count that only decides whether signal makes a syscall;
      * an over-estimate costs one wake, and the increment was seq_cst. */
     __atomic_fetch_sub(&c->sleepers, 1, __ATOMIC_RELAXED);
+    if (r != ETIMEDOUT)
+        ks_spin_waited(&sp);
 woken:
     leave(c, fl);
     e = ops->relock(mutex, slept && may_requeue);

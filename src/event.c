@@ -82,14 +82,24 @@ int ks_event_timedwait(ks_event_t *e, int64_t deadline)
     /* A deadline already past: one look, no spinning, no SLEEPERS residue. */
     if (ks_deadline_passed(deadline))
         return ETIMEDOUT;
-    /* Spin briefly: a setter running on another CPU is usually close. */
-    for (int i = 0, n = ks_spin_budget(KS_SPIN_LIMIT); i < n && !(v & SET) && (v & GEN_MASK) == gen; i++) {
-        ks_cpu_relax();
-        v = __atomic_load_n(&e->word, __ATOMIC_ACQUIRE);
+    /* Spin while the setter may be close (src/spin.c decides how long). */
+    struct ks_spin sp;
+    if (ks_spin_begin(&sp, KS_SPIN_EVENT)) {
+        while (!(v & SET) && (v & GEN_MASK) == gen && ks_spin_more(&sp)) {
+            ks_cpu_relax();
+            v = __atomic_load_n(&e->word, __ATOMIC_ACQUIRE);
+        }
+        if ((v & SET) || (v & GEN_MASK) != gen) {
+            ks_spin_won(&sp);
+            return 0;
+        }
+        ks_spin_end(&sp);
     }
     for (;;) {
-        if ((v & SET) || (v & GEN_MASK) != gen)
+        if ((v & SET) || (v & GEN_MASK) != gen) {
+            ks_spin_waited(&sp);
             return 0;
+        }
         if (!(v & SLEEPERS)) {
             /* acquire both ways (GCC wants failure <= success): on failure the
              * reloaded word may show SET; success only announces a sleeper. */
@@ -101,7 +111,7 @@ int ks_event_timedwait(ks_event_t *e, int64_t deadline)
         KS_RACE_POINT();
         int r = ks_futex_wait(&e->word, v, deadline, fl);
         v = __atomic_load_n(&e->word, __ATOMIC_ACQUIRE);
-        if (r == ETIMEDOUT)
-            return ((v & SET) || (v & GEN_MASK) != gen) ? 0 : ETIMEDOUT;
+        if (r == ETIMEDOUT && !(v & SET) && (v & GEN_MASK) == gen)
+            return ETIMEDOUT; /* else the loop's first test returns 0 */
     }
 }

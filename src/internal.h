@@ -229,16 +229,75 @@ KS_HIDDEN void ks_race_point(void);
 #define KS_RACE_POINT() ((void)0)
 #endif
 
-/* CPUs the process may run on (its main thread's affinity mask, re-read now
+/* ---- spin-then-park (src/spin.c, docs/spin.md) ----
+ * CPUs the process may run on (its main thread's affinity mask, re-read now
  * and then): spinning is pointless unless another thread can run meanwhile. */
 KS_HIDDEN int ks_usable_cpus(void);
+
+/* Where a thread waits: each site keeps its own learned budget per thread. */
+enum {
+    KS_SPIN_MUTEX,
+    KS_SPIN_RWLOCK_READ,
+    KS_SPIN_RWLOCK_WRITE,
+    KS_SPIN_SEM,
+    KS_SPIN_EVENT,
+    KS_SPIN_COND,
+    KS_SPIN_QUEUE,
+    KS_SPIN_BARRIER,
+    KS_SPIN_SITES
+};
+
+/* The bounds of a budget, in ns of CLOCK_MONOTONIC time.
+ *   FLOOR  the least a thread that spins at all spins (about what 100
+ *          `pause` rounds took on the machines measured, docs/spin.md)
+ *   START  a thread's first budget at a site
+ *   CAP    no wait spins longer (a slow vCPU wake-up is tens of us)
+ *   AWAY   a wait that lasted longer than this had a partner that was
+ *          really away: spinning longer would not have caught it */
+#define KS_SPIN_FLOOR_NS 2000u
+#define KS_SPIN_START_NS 4000u
+#define KS_SPIN_CAP_NS 60000u
+#define KS_SPIN_AWAY_NS 250000u
+
+/* One wait's spin.  Use:
+ *
+ *   struct ks_spin sp;
+ *   if (ks_spin_begin(&sp, KS_SPIN_EVENT)) {   // 0: do not spin at all
+ *       do ks_cpu_relax(); while (!ready() && ks_spin_more(&sp));
+ *       if (ready()) { ks_spin_won(&sp); return 0; }
+ *       ks_spin_end(&sp);                      // stop counting as a spinner
+ *   }
+ *   ... sleep until ready ...
+ *   ks_spin_waited(&sp);                       // only when the wait succeeded
+ *
+ * begin must be paired with won or end (they leave the spinner count) before
+ * the thread sleeps; waited (which also ends) learns from a wait that the
+ * spin did not cover, timed-out and failed waits learn nothing. */
+struct ks_spin {
+    uint64_t start, stop; /* ks_ticks() at begin, and where the budget ends */
+    unsigned site;
+    int spinning;         /* counted in the process's spinners */
+};
+KS_HIDDEN int ks_spin_begin(struct ks_spin *sp, unsigned site);
+static inline int ks_spin_more(const struct ks_spin *sp)
+{
+    return ks_ticks() < sp->stop;
+}
+KS_HIDDEN void ks_spin_end(struct ks_spin *sp);
+KS_HIDDEN void ks_spin_won(struct ks_spin *sp);
+KS_HIDDEN void ks_spin_waited(struct ks_spin *sp);
+/* The calling thread's budget at a site, and (for tests) setting it. */
+KS_HIDDEN uint32_t ks_spin_budget_ns(unsigned site);
+KS_HIDDEN void ks_spin_set_budget_ns(unsigned site, uint32_t ns);
+KS_HIDDEN uint64_t ks_spin_ns_to_ticks(uint64_t ns);
+KS_HIDDEN uint64_t ks_spin_ticks_to_ns(uint64_t ticks);
+
+/* The old fixed-round budget, kept for the loops not yet moved to the
+ * time-based policy above. */
 static inline int ks_spin_budget(int rounds)
 {
     return ks_usable_cpus() > 1 ? rounds : 0;
 }
-
-/* Spin budget before sleeping: bounded (musl cut 10000 to 100 after
- * measuring ~200k wasted cycles; docs/pitfalls.md item 9). */
 #define KS_SPIN_LIMIT 100
 
 #endif

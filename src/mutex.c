@@ -110,23 +110,33 @@ static int lock_slow(ks_mutex_t *m, int64_t deadline, int slept)
     const unsigned fl = m->flags;
     uint32_t s;
 
-    /* Spin while the holder runs and nobody is queued.  The pause between
-     * two looks doubles up to 16 cpu_relax (same total budget): each look
-     * pulls the line away from the owner, whose next CAS then has to fetch
-     * it back, so fewer looks let it run longer (figures in docs/mutex.md). */
-    for (int i = 0, n = slept ? 0 : ks_spin_budget(KS_SPIN_LIMIT), b = 1; i < n;
-         i += b, b = b < 16 ? 2 * b : 16) {
-        s = __atomic_load_n(&m->state, __ATOMIC_RELAXED);
-        if (s == 0) {
-            /* acquire: pairs with the release in unlock. */
-            if (__atomic_compare_exchange_n(&m->state, &s, L, 1, __ATOMIC_ACQUIRE, __ATOMIC_RELAXED))
-                return 0;
-            continue;
-        }
-        if (s & (C | S))
-            break;
-        for (int k = 0; k < b; k++)
-            ks_cpu_relax();
+    /* Spin while the holder runs and nobody is queued, for as long as
+     * src/spin.c allows.  The pause between two looks doubles up to 16
+     * cpu_relax: each look pulls the line away from the owner, whose next
+     * CAS then has to fetch it back, so fewer looks let it run longer
+     * (figures in docs/mutex.md).  A thread that slept on the word already
+     * (requeued from a condition variable) neither spins nor learns. */
+    struct ks_spin sp;
+    const int learn = !slept;
+    if (learn && ks_spin_begin(&sp, KS_SPIN_MUTEX)) {
+        int b = 1;
+        do {
+            s = __atomic_load_n(&m->state, __ATOMIC_RELAXED);
+            if (s == 0) {
+                /* acquire: pairs with the release in unlock. */
+                if (__atomic_compare_exchange_n(&m->state, &s, L, 1, __ATOMIC_ACQUIRE, __ATOMIC_RELAXED)) {
+                    ks_spin_won(&sp);
+                    return 0;
+                }
+                continue;
+            }
+            if (s & (C | S))
+                break;
+            for (int k = 0; k < b; k++)
+                ks_cpu_relax();
+            b = b < 16 ? 2 * b : 16;
+        } while (ks_spin_more(&sp));
+        ks_spin_end(&sp);
     }
 
     int set_s = 0;    /* this thread set S and must clear it when it leaves */
@@ -138,8 +148,11 @@ static int lock_slow(ks_mutex_t *m, int64_t deadline, int slept)
             if (set_s)
                 ns &= ~S;
             /* acquire: pairs with the release in unlock. */
-            if (__atomic_compare_exchange_n(&m->state, &s, ns, 1, __ATOMIC_ACQUIRE, __ATOMIC_RELAXED))
+            if (__atomic_compare_exchange_n(&m->state, &s, ns, 1, __ATOMIC_ACQUIRE, __ATOMIC_RELAXED)) {
+                if (learn)
+                    ks_spin_waited(&sp);
                 return 0;
+            }
             continue;
         }
         /* A deadline already past: fail before announcing a sleeper, so a

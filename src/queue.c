@@ -314,7 +314,8 @@ static int ring_op(ks_queue_t *q, int dir, uintptr_t *v)
 static int wait_op(ks_queue_t *q, int dir, uintptr_t *v, int64_t deadline)
 {
     ks_queue_side_t *mine = dir == PUT ? &q->putters : &q->getters;
-    int spins = ks_spin_budget(KS_SPIN_LIMIT), baton = 0, inside = 0, e;
+    struct ks_spin sp;
+    int spin = ks_spin_begin(&sp, KS_SPIN_QUEUE), baton = 0, inside = 0, e;
     for (;;) {
         e = ring_op(q, dir, v);
         if (baton) {
@@ -323,10 +324,13 @@ static int wait_op(ks_queue_t *q, int dir, uintptr_t *v, int64_t deadline)
         }
         if (e == 0 || e == EPIPE)
             break;
-        if (spins > 0) {
-            spins--;
-            ks_cpu_relax();
-            continue;
+        if (spin) {
+            if (ks_spin_more(&sp)) {
+                ks_cpu_relax();
+                continue;
+            }
+            ks_spin_end(&sp);
+            spin = 0;
         }
         /* a deadline already past (tryput/tryget, timeouts of 0): no sleep,
          * and no announcement that would send wakers after us */
@@ -354,8 +358,15 @@ static int wait_op(ks_queue_t *q, int dir, uintptr_t *v, int64_t deadline)
             break;
         }
     }
-    if (e == 0) /* we made room or an item: wake the other side */
+    if (e == 0) { /* we made room or an item: wake the other side */
+        if (spin)
+            ks_spin_won(&sp);
+        else
+            ks_spin_waited(&sp);
         ks_queue_wake_slow(q, dir == PUT ? &q->getters : &q->putters);
+    } else if (spin) {
+        ks_spin_end(&sp);
+    }
     if (inside)
         users_leave(q); /* the last access */
     return e;

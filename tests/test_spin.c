@@ -1,0 +1,305 @@
+/* tests/test_spin.c - the spin-then-park policy (src/spin.c, docs/spin.md).
+ *
+ * White-box: the learning rule is driven with made-up waits (a ks_spin whose
+ * start lies a chosen time in the past), so each rule is checked exactly,
+ * whatever the machine is doing.  Then the CPU guards the policy must keep
+ * on a real machine: a thread blocked for a second burns under 1% of a CPU,
+ * and a waiter whose partner answers after 1 ms burns under 10% of a CPU
+ * while it waits, for every blocking primitive.  Those measure thread CPU
+ * time, which a loaded machine does not inflate (a preempted spinner is not
+ * charged), so they hold on the 2-core CI machine running tests in parallel.
+ */
+#include "helpers.h"
+
+#include "internal.h"
+
+/* A wait that began `ns` ago at `site`, not counted as a spinner. */
+static struct ks_spin waited_for(unsigned site, uint64_t ns)
+{
+    struct ks_spin sp = {0};
+    sp.site = site;
+    uint64_t ago = ks_spin_ns_to_ticks(ns); /* calibrates first, if needed */
+    sp.start = ks_ticks() - ago;
+    return sp;
+}
+
+static void near(uint32_t got, uint32_t want, const char *what)
+{
+    uint32_t slack = want / 50 + 200; /* the tick scale rounds, and time passes */
+    cr_assert(got + slack >= want && got <= want + slack, "%s: budget %u ns, expected about %u", what,
+              got, want);
+}
+
+Test(spin, the_tick_scale_agrees_with_the_monotonic_clock)
+{
+    for (int attempt = 0;; attempt++) {
+        int64_t t0 = ks_now();
+        uint64_t k0 = ks_ticks();
+        kt_sleep_ns(20 * KT_MS);
+        uint64_t k1 = ks_ticks();
+        int64_t t1 = ks_now();
+        double clock = (double)(t1 - t0), ticks = (double)ks_spin_ticks_to_ns(k1 - k0);
+        double err = ticks > clock ? ticks / clock - 1 : clock / ticks - 1;
+        if (err < 0.02)
+            break;
+        /* a preemption between the two reads of a pair skews one attempt */
+        cr_assert_lt(attempt, 5, "ticks say %.0f ns, CLOCK_MONOTONIC %.0f ns", ticks, clock);
+    }
+    uint64_t one_ms = ks_spin_ns_to_ticks(1000000);
+    cr_assert_gt(one_ms, 0);
+    near((uint32_t)ks_spin_ticks_to_ns(one_ms), 1000000, "1 ms there and back");
+}
+
+Test(spin, a_first_budget_is_the_start_value_and_stays_within_floor_and_cap)
+{
+    for (unsigned s = 0; s < KS_SPIN_SITES; s++)
+        cr_assert_eq(ks_spin_budget_ns(s), KS_SPIN_START_NS);
+    ks_spin_set_budget_ns(KS_SPIN_SEM, 1);
+    cr_assert_eq(ks_spin_budget_ns(KS_SPIN_SEM), KS_SPIN_FLOOR_NS);
+    ks_spin_set_budget_ns(KS_SPIN_SEM, UINT32_MAX);
+    cr_assert_eq(ks_spin_budget_ns(KS_SPIN_SEM), KS_SPIN_CAP_NS);
+    cr_assert_eq(ks_spin_budget_ns(KS_SPIN_MUTEX), KS_SPIN_START_NS, "sites are separate");
+}
+
+Test(spin, a_wait_the_spin_missed_by_a_little_lengthens_the_next_spin)
+{
+    struct ks_spin sp = waited_for(KS_SPIN_EVENT, 30000);
+    ks_spin_waited(&sp);
+    near(ks_spin_budget_ns(KS_SPIN_EVENT), 37500, "after a 30 us wait");
+    /* a shorter wait never shortens it */
+    sp = waited_for(KS_SPIN_EVENT, 5000);
+    ks_spin_waited(&sp);
+    near(ks_spin_budget_ns(KS_SPIN_EVENT), 37500, "after a 5 us wait");
+    /* nor does a wait longer than the cap lengthen it past the cap */
+    sp = waited_for(KS_SPIN_EVENT, KS_SPIN_AWAY_NS - 1000);
+    ks_spin_waited(&sp);
+    cr_assert_eq(ks_spin_budget_ns(KS_SPIN_EVENT), KS_SPIN_CAP_NS);
+}
+
+Test(spin, a_partner_that_was_away_halves_the_budget_down_to_the_floor)
+{
+    ks_spin_set_budget_ns(KS_SPIN_COND, KS_SPIN_CAP_NS);
+    uint32_t prev = KS_SPIN_CAP_NS;
+    for (int i = 0; i < 10; i++) {
+        struct ks_spin sp = waited_for(KS_SPIN_COND, 2 * KS_SPIN_AWAY_NS);
+        ks_spin_waited(&sp);
+        uint32_t b = ks_spin_budget_ns(KS_SPIN_COND);
+        cr_assert_eq(b, prev / 2 < KS_SPIN_FLOOR_NS ? KS_SPIN_FLOOR_NS : prev / 2);
+        prev = b;
+    }
+    cr_assert_eq(prev, KS_SPIN_FLOOR_NS);
+}
+
+Test(spin, fast_wins_decay_the_budget_slowly_and_slow_wins_keep_it)
+{
+    ks_spin_set_budget_ns(KS_SPIN_MUTEX, 32000);
+    struct ks_spin sp = waited_for(KS_SPIN_MUTEX, 100);
+    ks_spin_won(&sp);
+    near(ks_spin_budget_ns(KS_SPIN_MUTEX), 30000, "after one fast win");
+    ks_spin_set_budget_ns(KS_SPIN_MUTEX, 32000);
+    sp = waited_for(KS_SPIN_MUTEX, 20000);
+    ks_spin_won(&sp);
+    cr_assert_eq(ks_spin_budget_ns(KS_SPIN_MUTEX), 32000, "a win that used most of the budget keeps it");
+    for (int i = 0; i < 200; i++) {
+        sp = waited_for(KS_SPIN_MUTEX, 0);
+        ks_spin_won(&sp);
+    }
+    cr_assert_eq(ks_spin_budget_ns(KS_SPIN_MUTEX), KS_SPIN_FLOOR_NS);
+}
+
+Test(spin, no_more_spinners_than_usable_cpus_and_ending_a_spin_frees_its_place)
+{
+    const int cpus = ks_usable_cpus();
+    struct ks_spin sp[KT_MAX_THREADS + 1];
+    cr_assert_leq(cpus, KT_MAX_THREADS);
+    int got = 0;
+    for (int i = 0; i <= cpus; i++)
+        got += ks_spin_begin(&sp[i], KS_SPIN_QUEUE);
+    cr_assert_eq(got, cpus > 1 ? cpus : 0, "%d of %d spins began with %d usable CPUs", got, cpus + 1, cpus);
+    cr_assert_eq(sp[cpus].spinning, 0);
+    cr_assert_eq(sp[cpus].stop, sp[cpus].start, "a refused spin has no time left");
+    if (cpus > 1) {
+        ks_spin_end(&sp[0]);
+        ks_spin_end(&sp[0]); /* a second end is harmless */
+        cr_assert(ks_spin_begin(&sp[0], KS_SPIN_QUEUE));
+    }
+    for (int i = 0; i <= cpus; i++)
+        ks_spin_end(&sp[i]);
+    cr_assert_eq(ks_spin_begin(&sp[0], KS_SPIN_QUEUE), cpus > 1);
+    ks_spin_end(&sp[0]);
+}
+
+/* ---- CPU guards ------------------------------------------------------------
+ * One waiter, one partner that makes it wait `delay` and then lets it go,
+ * per primitive.  Only the waiting call is timed: its thread CPU time over
+ * its wall time is what the wait cost. */
+enum { G_SEM, G_EVENT, G_MUTEX, G_COND, G_RWLOCK, G_QUEUE, G_BARRIER, G_KINDS };
+static const char *const g_name[G_KINDS] = {"ks_sem_wait",       "ks_event_wait",    "ks_mutex_lock",
+                                            "ks_cond_wait",      "ks_rwlock_rdlock", "ks_queue_get",
+                                            "ks_barrier_wait"};
+
+struct guard {
+    int kind, rounds;
+    int64_t delay;
+    ks_sem_t go, done;
+    ks_sem_t s;
+    ks_event_t e;
+    ks_mutex_t m;
+    ks_cond_t c;
+    int flag; /* guarded by m */
+    ks_rwlock_t l;
+    ks_queue_t *q;
+    ks_barrier_t b;
+    int64_t cpu, wall; /* the waiter's, inside the waiting calls */
+};
+
+static void guard_init(struct guard *g, int kind, int rounds, int64_t delay)
+{
+    memset(g, 0, sizeof *g);
+    g->kind = kind;
+    g->rounds = rounds;
+    g->delay = delay;
+    cr_assert_eq(ks_sem_init(&g->go, 0, 0), 0);
+    cr_assert_eq(ks_sem_init(&g->done, 0, 0), 0);
+    cr_assert_eq(ks_sem_init(&g->s, 0, 0), 0);
+    cr_assert_eq(ks_event_init(&g->e, 0), 0);
+    cr_assert_eq(ks_mutex_init(&g->m, 0), 0);
+    cr_assert_eq(ks_cond_init(&g->c, 0), 0);
+    cr_assert_eq(ks_rwlock_init(&g->l, 0), 0);
+    cr_assert_eq(ks_queue_create(&g->q, 4, 0), 0);
+    cr_assert_eq(ks_barrier_init(&g->b, 2, 0), 0);
+}
+
+static void guard_fini(struct guard *g)
+{
+    ks_queue_destroy(g->q);
+    ks_barrier_destroy(&g->b);
+    ks_cond_destroy(&g->c);
+}
+
+static void *guard_partner(void *arg)
+{
+    struct guard *g = arg;
+    for (int r = 0; r < g->rounds; r++) {
+        switch (g->kind) {
+        case G_MUTEX:
+        case G_RWLOCK:
+            if (g->kind == G_MUTEX)
+                ks_mutex_lock(&g->m);
+            else
+                ks_rwlock_wrlock(&g->l);
+            ks_sem_post(&g->go); /* held: the waiter may start waiting */
+            kt_sleep_ns(g->delay);
+            if (g->kind == G_MUTEX)
+                ks_mutex_unlock(&g->m);
+            else
+                ks_rwlock_unlock(&g->l);
+            ks_sem_wait(&g->done);
+            break;
+        default:
+            ks_sem_wait(&g->go);
+            kt_sleep_ns(g->delay);
+            switch (g->kind) {
+            case G_SEM: ks_sem_post(&g->s); break;
+            case G_EVENT: ks_event_set(&g->e); break;
+            case G_COND:
+                ks_mutex_lock(&g->m);
+                g->flag = 1;
+                ks_cond_signal(&g->c);
+                ks_mutex_unlock(&g->m);
+                break;
+            case G_QUEUE: ks_queue_put(g->q, g); break;
+            case G_BARRIER: ks_barrier_wait(&g->b); break;
+            }
+            ks_sem_wait(&g->done);
+        }
+    }
+    return NULL;
+}
+
+static void *guard_waiter(void *arg)
+{
+    struct guard *g = arg;
+    for (int r = 0; r < g->rounds; r++) {
+        int e = 0;
+        if (g->kind == G_MUTEX || g->kind == G_RWLOCK)
+            ks_sem_wait(&g->go);
+        else if (g->kind == G_COND)
+            ks_mutex_lock(&g->m);
+        if (g->kind != G_MUTEX && g->kind != G_RWLOCK)
+            ks_sem_post(&g->go);
+        int64_t c0 = kt_thread_cpu_ns(), t0 = ks_now();
+        switch (g->kind) {
+        case G_SEM: e = ks_sem_wait(&g->s); break;
+        case G_EVENT: e = ks_event_wait(&g->e); break;
+        case G_MUTEX: e = ks_mutex_lock(&g->m); break;
+        case G_COND:
+            while (!g->flag && e == 0)
+                e = ks_cond_wait(&g->c, &g->m);
+            break;
+        case G_RWLOCK: e = ks_rwlock_rdlock(&g->l); break;
+        case G_QUEUE: {
+            void *item;
+            e = ks_queue_get(g->q, &item);
+            break;
+        }
+        case G_BARRIER: {
+            int b = ks_barrier_wait(&g->b); /* SERIAL to one party, 0 to the other */
+            e = b == KS_BARRIER_SERIAL ? 0 : b;
+            break;
+        }
+        }
+        g->wall += ks_now() - t0;
+        g->cpu += kt_thread_cpu_ns() - c0;
+        if (e)
+            return (void *)(intptr_t)e;
+        switch (g->kind) {
+        case G_EVENT: ks_event_clear(&g->e); break;
+        case G_MUTEX: ks_mutex_unlock(&g->m); break;
+        case G_COND:
+            g->flag = 0;
+            ks_mutex_unlock(&g->m);
+            break;
+        case G_RWLOCK: ks_rwlock_unlock(&g->l); break;
+        default: break;
+        }
+        ks_sem_post(&g->done);
+    }
+    return NULL;
+}
+
+/* Each kind in turn (together), so the waiters do (not) take each other's
+ * CPU; together suits waits that are all asleep. */
+static void run_guard(int rounds, int64_t delay, double max_share, int together, const char *what)
+{
+    static struct guard g[G_KINDS];
+    pthread_t p[G_KINDS], w[G_KINDS];
+    for (int k0 = 0; k0 < G_KINDS; k0 += together ? G_KINDS : 1) {
+        int k1 = together ? G_KINDS : k0 + 1;
+        for (int k = k0; k < k1; k++) {
+            guard_init(&g[k], k, rounds, delay);
+            kt_spawn(&p[k], guard_partner, &g[k]);
+            kt_spawn(&w[k], guard_waiter, &g[k]);
+        }
+        for (int k = k0; k < k1; k++) {
+            void *err = kt_join(w[k]);
+            kt_join(p[k]);
+            cr_assert_null(err, "%s: %s failed: %s", what, g_name[k], strerror((int)(intptr_t)err));
+            double share = (double)g[k].cpu / (double)g[k].wall;
+            cr_assert_lt(share, max_share, "%s: %s used %.2f%% of a CPU over %.3f s of waiting", what,
+                         g_name[k], 100 * share, (double)g[k].wall / 1e9);
+            cr_log_info("%s: %s used %.3f%% of a CPU", what, g_name[k], 100 * share);
+            guard_fini(&g[k]);
+        }
+    }
+}
+
+Test(spin, a_waiter_whose_partner_answers_after_1ms_burns_under_10_percent_of_a_cpu, .timeout = 60)
+{
+    run_guard(100, 1 * KT_MS, 0.10, 0, "partner after 1 ms");
+}
+
+Test(spin, a_thread_blocked_for_a_second_burns_under_1_percent_of_a_cpu, .timeout = 60)
+{
+    run_guard(1, 1000 * KT_MS, 0.01, 1, "blocked 1 s");
+}
