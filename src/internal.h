@@ -276,6 +276,7 @@ enum {
 struct ks_spin {
     uint64_t start, stop; /* ks_ticks() at begin, and where the budget ends */
     unsigned site;
+    uint32_t budget;      /* ns this spin was given (0: refused) */
     int spinning;         /* counted in the process's spinners */
 };
 KS_HIDDEN int ks_spin_begin(struct ks_spin *sp, unsigned site);

@@ -193,17 +193,24 @@ int ks_sem_wait_ext(ks_sem_t *s, int64_t deadline, unsigned opts)
     const unsigned fl = s->flags;
     uint64_t v;
 
-    /* Spin briefly, but only while nobody is queued (spinning past queued
-     * waiters just steals from them, docs/pitfalls.md item 9). */
-    for (int i = 0, n = ks_spin_budget(KS_SPIN_LIMIT); i < n; i++) {
-        v = __atomic_load_n(&s->state, __ATOMIC_RELAXED);
-        if (NW(v))
-            break;
-        /* acquire: pairs with the release CAS in post. */
-        if (V(v) && __atomic_compare_exchange_n(&s->state, &v, v - 1, 1, __ATOMIC_ACQUIRE,
-                                                __ATOMIC_RELAXED))
-            return 0;
-        ks_cpu_relax();
+    /* Spin (for src/spin.c's budget), but only while nobody is queued
+     * (spinning past queued waiters just steals from them, docs/pitfalls.md
+     * item 9). */
+    struct ks_spin sp;
+    if (ks_spin_begin(&sp, KS_SPIN_SEM)) {
+        do {
+            v = __atomic_load_n(&s->state, __ATOMIC_RELAXED);
+            if (NW(v))
+                break;
+            /* acquire: pairs with the release CAS in post. */
+            if (V(v) && __atomic_compare_exchange_n(&s->state, &v, v - 1, 1, __ATOMIC_ACQUIRE,
+                                                    __ATOMIC_RELAXED)) {
+                ks_spin_won(&sp);
+                return 0;
+            }
+            ks_cpu_relax();
+        } while (ks_spin_more(&sp));
+        ks_spin_end(&sp);
     }
 
     /* Take a unit, or register as a waiter (unless the deadline has passed). */
@@ -214,8 +221,10 @@ int ks_sem_wait_ext(ks_sem_t *s, int64_t deadline, unsigned opts)
             return ETIMEDOUT;
         if (V(v)) {
             /* acquire: pairs with the release CAS in post. */
-            if (__atomic_compare_exchange_n(&s->state, &v, v - 1, 1, __ATOMIC_ACQUIRE, __ATOMIC_RELAXED))
+            if (__atomic_compare_exchange_n(&s->state, &v, v - 1, 1, __ATOMIC_ACQUIRE, __ATOMIC_RELAXED)) {
+                ks_spin_waited(&sp);
                 return 0;
+            }
         } else if (__atomic_compare_exchange_n(&s->state, &v, v + ONE_W, 1, __ATOMIC_RELAXED,
                                                __ATOMIC_RELAXED)) {
             /* relaxed: registering publishes no data; post reads N in its own CAS. */
@@ -226,8 +235,10 @@ int ks_sem_wait_ext(ks_sem_t *s, int64_t deadline, unsigned opts)
 
     for (;;) {
         if (V(v)) {
-            if (take_registered(s, &v, fl))
+            if (take_registered(s, &v, fl)) {
+                ks_spin_waited(&sp);
                 return 0;
+            }
             continue;
         }
         if (v & WAKING) {

@@ -15,10 +15,14 @@
  *           needs less; floor KS_SPIN_FLOOR_NS)
  *   waited: the spin ran out (or was refused) and the wait ended, usually
  *        after a sleep, W after it began
- *        -> W <= KS_SPIN_AWAY_NS: the partner was near and a longer spin
- *           would have saved the sleep and the wake-up: budget = min(cap,
- *           max(budget, W + W/4))
  *        -> W >  KS_SPIN_AWAY_NS: the partner was really away: halve
+ *        -> the spin that missed had the whole cap: the partner answers
+ *           later than any spin may last; spin the floor for the next
+ *           2, 4, ... 64 waits (doubling while such misses repeat), then
+ *           try the cap again
+ *        -> else the partner was near and a longer spin would have saved
+ *           the sleep and the wake-up: budget = min(cap, max(budget,
+ *           W + W/4))
  *   timed out, error: nothing learned
  *
  * So a hand-off whose wake-ups are slow (a vCPU woken in tens of us) moves
@@ -125,24 +129,32 @@ static struct {
     int n;
 } __attribute__((aligned(KS_CACHELINE))) spinners;
 
-/* Budget in ns per site; 0 = not yet used by this thread. */
-static KS_TLS uint32_t tls_budget[KS_SPIN_SITES];
+/* Per thread and site: the budget in ns (0 = not yet used by this thread),
+ * and the back-off after spins at the cap that missed (see waited). */
+static KS_TLS struct site_state {
+    uint32_t budget;
+    uint16_t hold;  /* waits left during which the budget may not grow */
+    uint8_t misses; /* consecutive spins at the cap that missed */
+} tls_site[KS_SPIN_SITES];
+
+#define MAX_MISSES 6 /* hold at most 2^6 = 64 waits */
 
 uint32_t ks_spin_budget_ns(unsigned site)
 {
-    uint32_t b = tls_budget[site];
+    uint32_t b = tls_site[site].budget;
     return b ? b : KS_SPIN_START_NS;
 }
 
 void ks_spin_set_budget_ns(unsigned site, uint32_t ns)
 {
-    tls_budget[site] = ns < KS_SPIN_FLOOR_NS ? KS_SPIN_FLOOR_NS : ns > KS_SPIN_CAP_NS ? KS_SPIN_CAP_NS : ns;
+    tls_site[site].budget = ns < KS_SPIN_FLOOR_NS ? KS_SPIN_FLOOR_NS : ns > KS_SPIN_CAP_NS ? KS_SPIN_CAP_NS : ns;
 }
 
 int ks_spin_begin(struct ks_spin *sp, unsigned site)
 {
     sp->site = site;
     sp->spinning = 0;
+    sp->budget = 0;
     sp->start = ks_ticks();
     sp->stop = sp->start;
     const int cpus = ks_usable_cpus();
@@ -150,7 +162,8 @@ int ks_spin_begin(struct ks_spin *sp, unsigned site)
         return 0;
     __atomic_fetch_add(&spinners.n, 1, __ATOMIC_RELAXED);
     sp->spinning = 1;
-    sp->stop = sp->start + ks_spin_ns_to_ticks(ks_spin_budget_ns(site));
+    sp->budget = ks_spin_budget_ns(site);
+    sp->stop = sp->start + ks_spin_ns_to_ticks(sp->budget);
     return 1;
 }
 
@@ -165,6 +178,9 @@ void ks_spin_end(struct ks_spin *sp)
 void ks_spin_won(struct ks_spin *sp)
 {
     ks_spin_end(sp);
+    struct site_state *st = &tls_site[sp->site];
+    st->misses = 0;
+    st->hold = 0;
     uint64_t now = ks_ticks();
     uint64_t t = now > sp->start ? ks_spin_ticks_to_ns(now - sp->start) : 0;
     uint32_t b = ks_spin_budget_ns(sp->site);
@@ -180,13 +196,28 @@ void ks_spin_waited(struct ks_spin *sp)
      * learn nothing from that wait. */
     if (now <= sp->start)
         return;
+    struct site_state *st = &tls_site[sp->site];
     uint64_t w = ks_spin_ticks_to_ns(now - sp->start);
     uint32_t b = ks_spin_budget_ns(sp->site);
-    if (w <= KS_SPIN_AWAY_NS) {
-        uint64_t want = w + w / 4;
-        if (want > b)
-            ks_spin_set_budget_ns(sp->site, (uint32_t)(want < KS_SPIN_CAP_NS ? want : KS_SPIN_CAP_NS));
-    } else {
-        ks_spin_set_budget_ns(sp->site, b / 2);
+    if (w > KS_SPIN_AWAY_NS) {
+        ks_spin_set_budget_ns(sp->site, b / 2); /* the partner was away */
+        return;
     }
+    if (sp->budget >= KS_SPIN_CAP_NS) {
+        /* This wait spun the whole cap and missed: the partner answers
+         * later than any spin may last.  Spin the floor for 2, 4, ... 64
+         * waits before trying the cap again. */
+        if (st->misses < MAX_MISSES)
+            st->misses++;
+        st->hold = (uint16_t)(1u << st->misses);
+        ks_spin_set_budget_ns(sp->site, KS_SPIN_FLOOR_NS);
+        return;
+    }
+    if (st->hold) {
+        st->hold--;
+        return;
+    }
+    uint64_t want = w + w / 4;
+    if (want > b)
+        ks_spin_set_budget_ns(sp->site, (uint32_t)(want < KS_SPIN_CAP_NS ? want : KS_SPIN_CAP_NS));
 }

@@ -90,6 +90,47 @@ Test(spin, a_partner_that_was_away_halves_the_budget_down_to_the_floor)
     cr_assert_eq(prev, KS_SPIN_FLOOR_NS);
 }
 
+Test(spin, spins_at_the_cap_that_keep_missing_back_off_for_longer_and_longer)
+{
+    /* a partner 150 us away: more than the cap, less than "away" */
+    const uint64_t w = 150000;
+    cr_assert(w > KS_SPIN_CAP_NS && w <= KS_SPIN_AWAY_NS);
+    struct ks_spin sp = waited_for(KS_SPIN_SEM, w);
+    ks_spin_waited(&sp); /* a wait the start budget missed: grow to the cap */
+    cr_assert_eq(ks_spin_budget_ns(KS_SPIN_SEM), KS_SPIN_CAP_NS);
+    for (int miss = 1; miss <= 8; miss++) {
+        sp = waited_for(KS_SPIN_SEM, w);
+        sp.budget = ks_spin_budget_ns(KS_SPIN_SEM); /* as ks_spin_begin records it */
+        cr_assert_eq(sp.budget, KS_SPIN_CAP_NS);
+        ks_spin_waited(&sp); /* the cap missed too */
+        cr_assert_eq(ks_spin_budget_ns(KS_SPIN_SEM), KS_SPIN_FLOOR_NS);
+        int hold = 1 << (miss < 6 ? miss : 6);
+        for (int i = 0; i < hold; i++) {
+            sp = waited_for(KS_SPIN_SEM, w);
+            sp.budget = KS_SPIN_FLOOR_NS;
+            ks_spin_waited(&sp);
+            cr_assert_eq(ks_spin_budget_ns(KS_SPIN_SEM), KS_SPIN_FLOOR_NS, "miss %d, held wait %d", miss, i);
+        }
+        sp = waited_for(KS_SPIN_SEM, w);
+        sp.budget = KS_SPIN_FLOOR_NS;
+        ks_spin_waited(&sp); /* the hold is over: try the cap again */
+        cr_assert_eq(ks_spin_budget_ns(KS_SPIN_SEM), KS_SPIN_CAP_NS, "after miss %d", miss);
+    }
+    /* a win clears the back-off: the next miss holds for 2 waits only */
+    sp = waited_for(KS_SPIN_SEM, 1000);
+    ks_spin_won(&sp);
+    sp = waited_for(KS_SPIN_SEM, w);
+    sp.budget = KS_SPIN_CAP_NS;
+    ks_spin_waited(&sp);
+    for (int i = 0; i < 2; i++) {
+        sp = waited_for(KS_SPIN_SEM, w);
+        ks_spin_waited(&sp);
+    }
+    sp = waited_for(KS_SPIN_SEM, w);
+    ks_spin_waited(&sp);
+    cr_assert_eq(ks_spin_budget_ns(KS_SPIN_SEM), KS_SPIN_CAP_NS);
+}
+
 Test(spin, fast_wins_decay_the_budget_slowly_and_slow_wins_keep_it)
 {
     ks_spin_set_budget_ns(KS_SPIN_MUTEX, 32000);
