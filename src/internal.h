@@ -251,13 +251,13 @@ enum {
  *   FLOOR  the least a thread that spins at all spins (about what 100
  *          `pause` rounds took on the machines measured, docs/spin.md)
  *   START  a thread's first budget at a site
- *   CAP    no wait spins longer (a slow vCPU wake-up is tens of us)
- *   AWAY   a wait that lasted longer than this had a partner that was
- *          really away: spinning longer would not have caught it */
+ *   CAP    no wait spins longer (a slow vCPU wake-up is tens of us), and
+ *          a wait longer than this had a partner that was really away */
 #define KS_SPIN_FLOOR_NS 2000u
 #define KS_SPIN_START_NS 4000u
-#define KS_SPIN_CAP_NS 60000u
-#define KS_SPIN_AWAY_NS 250000u
+#define KS_SPIN_CAP_NS 100000u
+/* How long a wait may look for a free spinner's place (src/spin.c). */
+#define KS_SPIN_GRACE_NS 1000u
 
 /* One wait's spin.  Use:
  *
@@ -276,7 +276,6 @@ enum {
 struct ks_spin {
     uint64_t start, stop; /* ks_ticks() at begin, and where the budget ends */
     unsigned site;
-    uint32_t budget;      /* ns this spin was given (0: refused) */
     int spinning;         /* counted in the process's spinners */
 };
 KS_HIDDEN int ks_spin_begin(struct ks_spin *sp, unsigned site);

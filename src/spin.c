@@ -15,26 +15,24 @@
  *           needs less; floor KS_SPIN_FLOOR_NS)
  *   waited: the spin ran out (or was refused) and the wait ended, usually
  *        after a sleep, W after it began
- *        -> W >  KS_SPIN_AWAY_NS: the partner was really away: halve
- *        -> the spin that missed had the whole cap: the partner answers
- *           later than any spin may last; spin the floor for the next
- *           2, 4, ... 64 waits (doubling while such misses repeat), then
- *           try the cap again
- *        -> else the partner was near and a longer spin would have saved
- *           the sleep and the wake-up: budget = min(cap, max(budget,
- *           W + W/4))
+ *        -> W <= KS_SPIN_CAP_NS: the partner was near and a longer spin
+ *           would have saved the sleep and the wake-up: budget = min(cap,
+ *           max(budget, W + W/4))
+ *        -> W >  KS_SPIN_CAP_NS: no allowed spin would have covered it
+ *           (the partner was away): halve
  *   timed out, error: nothing learned
  *
  * So a hand-off whose wake-ups are slow (a vCPU woken in tens of us) moves
  * its threads into the spinning state after one or two slow round trips and
  * stays there, while a waiter whose partner answers after a millisecond
- * drops to the floor within a few waits.  No spin exceeds KS_SPIN_CAP_NS.
+ * drops to the floor within a few waits (1/2, 1/4, ... of the cap).  No spin exceeds KS_SPIN_CAP_NS.
  *
  * When not to spin at all: with one usable CPU (the thread waited for
- * cannot run while we spin), and when as many threads of the process are
- * already spinning as it has usable CPUs (a further spinner could only
- * take a CPU from a thread doing work).  The spinner count is one counter
- * on its own line, touched only by waits that missed their fast path.
+ * cannot run while we spin), and when usable CPUs - 1 threads of the
+ * process are already spinning (one CPU stays for the threads doing the
+ * work: with 17 threads on 2 CPUs, two spinners took both CPUs from the
+ * thread each of them waited for).  The spinner count is one counter on
+ * its own line, touched only by waits that missed their fast path.
  *
  * Which CPU mask: the machine's online count is wrong under `taskset -c 0`
  * (a 2-party barrier then ran at a tenth of pthread_barrier's rate), and the
@@ -129,41 +127,47 @@ static struct {
     int n;
 } __attribute__((aligned(KS_CACHELINE))) spinners;
 
-/* Per thread and site: the budget in ns (0 = not yet used by this thread),
- * and the back-off after spins at the cap that missed (see waited). */
-static KS_TLS struct site_state {
-    uint32_t budget;
-    uint16_t hold;  /* waits left during which the budget may not grow */
-    uint8_t misses; /* consecutive spins at the cap that missed */
-} tls_site[KS_SPIN_SITES];
-
-#define MAX_MISSES 6 /* hold at most 2^6 = 64 waits */
+/* Budget in ns per thread and site; 0 = not yet used by this thread. */
+static KS_TLS uint32_t tls_budget[KS_SPIN_SITES];
 
 uint32_t ks_spin_budget_ns(unsigned site)
 {
-    uint32_t b = tls_site[site].budget;
+    uint32_t b = tls_budget[site];
     return b ? b : KS_SPIN_START_NS;
 }
 
 void ks_spin_set_budget_ns(unsigned site, uint32_t ns)
 {
-    tls_site[site].budget = ns < KS_SPIN_FLOOR_NS ? KS_SPIN_FLOOR_NS : ns > KS_SPIN_CAP_NS ? KS_SPIN_CAP_NS : ns;
+    tls_budget[site] = ns < KS_SPIN_FLOOR_NS ? KS_SPIN_FLOOR_NS : ns > KS_SPIN_CAP_NS ? KS_SPIN_CAP_NS : ns;
 }
 
 int ks_spin_begin(struct ks_spin *sp, unsigned site)
 {
     sp->site = site;
     sp->spinning = 0;
-    sp->budget = 0;
     sp->start = ks_ticks();
     sp->stop = sp->start;
     const int cpus = ks_usable_cpus();
-    if (cpus <= 1 || __atomic_load_n(&spinners.n, __ATOMIC_RELAXED) >= cpus)
+    if (cpus <= 1)
         return 0;
+    /* One CPU stays free of spinners for the threads that do the work.  A
+     * spinner about to leave (its partner has just answered, and this
+     * thread is that partner, now waiting in turn) frees its place within
+     * a few hundred ns: wait up to KS_SPIN_GRACE_NS for a place. */
+    const int most = cpus - 1;
+    int n = __atomic_load_n(&spinners.n, __ATOMIC_RELAXED);
+    if (n >= most) {
+        const uint64_t until = sp->start + ks_spin_ns_to_ticks(KS_SPIN_GRACE_NS);
+        do {
+            ks_cpu_relax();
+            n = __atomic_load_n(&spinners.n, __ATOMIC_RELAXED);
+        } while (n >= most && ks_ticks() < until);
+        if (n >= most)
+            return 0;
+    }
     __atomic_fetch_add(&spinners.n, 1, __ATOMIC_RELAXED);
     sp->spinning = 1;
-    sp->budget = ks_spin_budget_ns(site);
-    sp->stop = sp->start + ks_spin_ns_to_ticks(sp->budget);
+    sp->stop = sp->start + ks_spin_ns_to_ticks(ks_spin_budget_ns(site));
     return 1;
 }
 
@@ -178,9 +182,6 @@ void ks_spin_end(struct ks_spin *sp)
 void ks_spin_won(struct ks_spin *sp)
 {
     ks_spin_end(sp);
-    struct site_state *st = &tls_site[sp->site];
-    st->misses = 0;
-    st->hold = 0;
     uint64_t now = ks_ticks();
     uint64_t t = now > sp->start ? ks_spin_ticks_to_ns(now - sp->start) : 0;
     uint32_t b = ks_spin_budget_ns(sp->site);
@@ -196,28 +197,10 @@ void ks_spin_waited(struct ks_spin *sp)
      * learn nothing from that wait. */
     if (now <= sp->start)
         return;
-    struct site_state *st = &tls_site[sp->site];
     uint64_t w = ks_spin_ticks_to_ns(now - sp->start);
     uint32_t b = ks_spin_budget_ns(sp->site);
-    if (w > KS_SPIN_AWAY_NS) {
-        ks_spin_set_budget_ns(sp->site, b / 2); /* the partner was away */
-        return;
-    }
-    if (sp->budget >= KS_SPIN_CAP_NS) {
-        /* This wait spun the whole cap and missed: the partner answers
-         * later than any spin may last.  Spin the floor for 2, 4, ... 64
-         * waits before trying the cap again. */
-        if (st->misses < MAX_MISSES)
-            st->misses++;
-        st->hold = (uint16_t)(1u << st->misses);
-        ks_spin_set_budget_ns(sp->site, KS_SPIN_FLOOR_NS);
-        return;
-    }
-    if (st->hold) {
-        st->hold--;
-        return;
-    }
-    uint64_t want = w + w / 4;
-    if (want > b)
-        ks_spin_set_budget_ns(sp->site, (uint32_t)(want < KS_SPIN_CAP_NS ? want : KS_SPIN_CAP_NS));
+    if (w > KS_SPIN_CAP_NS)
+        ks_spin_set_budget_ns(sp->site, b / 2); /* no spin could have covered it */
+    else if (w + w / 4 > b)
+        ks_spin_set_budget_ns(sp->site, (uint32_t)(w + w / 4)); /* set_budget caps it */
 }

@@ -34,6 +34,21 @@ struct bench_opts bopt = {
 
 /* ---- options ------------------------------------------------------------------------- */
 
+/* --quick: set before the other options are read, so that they override it. */
+static void quick_defaults(int argc, char **argv)
+{
+    for (int i = 1; i < argc; i++)
+        if (!strcmp(argv[i], "--quick")) {
+            bopt.sections = SEC_MUTEX | SEC_SEM | SEC_CPU | SEC_HANDOFF | SEC_BARRIER | SEC_RWLOCK | SEC_BROADCAST;
+            bopt.reps = 3;
+            bopt.seconds = 0.4;
+            bopt.tlist[0] = 2;
+            bopt.tlist[1] = 16;
+            bopt.ntlist = 2;
+            return;
+        }
+}
+
 static void usage(FILE *f)
 {
     fprintf(f,
@@ -67,6 +82,9 @@ static void usage(FILE *f)
             "  --pin MODE        bind thread i to CPU i mod nCPU: auto (when threads <= CPUs;\n"
             "                    default), always, never\n"
             "  --verbose         also print every repetition's value, in run order\n"
+            "  --quick           the targets of the blocking primitives in about a minute: sections\n"
+            "                    mutex,sem,cpu,handoff,barrier,rwlock,broadcast with --reps 3\n"
+            "                    --seconds 0.4 --threads 2,16 (options given too override these)\n"
             "Exit status: 0 (targets are informational), 1 usage/setup error, 2 integrity failure.\n",
             bopt.reps, bopt.seconds, BENCH_SHORT_DIV, 2 * BENCH_SHORT_DIV, (unsigned long long)bopt.iters,
             (unsigned long long)bopt.cg_iters,
@@ -138,7 +156,7 @@ static void parse_tlist(const char *s)
 }
 
 enum { O_ONLY = 256, O_REPS, O_SECONDS, O_THREADS, O_ITERS, O_CG_ITERS, O_NO_CG, O_VALGRIND,
-       O_LIM_THREADS, O_PERMITS, O_WORK_NS, O_PIN, O_VERBOSE, O_CG_CHILD, O_HELP };
+       O_LIM_THREADS, O_PERMITS, O_WORK_NS, O_PIN, O_VERBOSE, O_CG_CHILD, O_QUICK, O_HELP };
 
 int main(int argc, char **argv)
 {
@@ -156,11 +174,13 @@ int main(int argc, char **argv)
         {"work-ns", required_argument, 0, O_WORK_NS},
         {"pin", required_argument, 0, O_PIN},
         {"verbose", no_argument, 0, O_VERBOSE},
+        {"quick", no_argument, 0, O_QUICK},
         {"callgrind-child", no_argument, 0, O_CG_CHILD}, /* internal: run under valgrind */
         {"help", no_argument, 0, O_HELP},
         {0, 0, 0, 0},
     };
     int cg_child = 0, c;
+    quick_defaults(argc, argv);
     while ((c = getopt_long(argc, argv, "h", longopts, NULL)) != -1) {
         switch (c) {
         case O_ONLY: bopt.sections = parse_sections(optarg); break;
@@ -195,6 +215,7 @@ int main(int argc, char **argv)
             }
             break;
         case O_VERBOSE: bopt.verbose = 1; break;
+        case O_QUICK: break; /* applied by quick_defaults */
         case O_CG_CHILD: cg_child = 1; break;
         case 'h':
         case O_HELP: usage(stdout); return 0;
