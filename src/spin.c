@@ -49,6 +49,7 @@
 #include "internal.h"
 
 #include <sched.h>
+#include <string.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -71,10 +72,12 @@ int ks_usable_cpus(void)
 }
 
 /* ---- ticks <-> nanoseconds ----
- * ticks per ns in 32.32 fixed point; 0 until calibrated.  Relaxed: a plain
+ * Ticks per ns, a double kept in a uint64_t so that one relaxed atomic
+ * access moves it whole; 0 until calibrated.  Relaxed: a self-contained
  * number that racing calibrations compute alike; nothing is published with
- * it. */
-static uint64_t tick_scale;
+ * it.  (A double rather than fixed point: a 25 MHz cntvct_el0 and a 4 GHz
+ * TSC both fit, with no 128-bit arithmetic for 32-bit targets to lack.) */
+static uint64_t tick_scale_bits;
 
 static int64_t clock_ns(void)
 {
@@ -84,9 +87,9 @@ static int64_t clock_ns(void)
 }
 
 /* Count ticks over 50 us of CLOCK_MONOTONIC, once per process (a thread
- * that races the first one measures too and stores the same figure).  The
- * window is busy on purpose: sleeping would measure the scheduler. */
-static __attribute__((noinline)) uint64_t calibrate(void)
+ * that races the first one measures too and stores about the same figure).
+ * The window is busy on purpose: sleeping would measure the scheduler. */
+static __attribute__((noinline)) double calibrate(void)
 {
     const int64_t window = 50000;
     int64_t t0 = clock_ns(), t1;
@@ -96,27 +99,33 @@ static __attribute__((noinline)) uint64_t calibrate(void)
         t1 = clock_ns();
         k1 = ks_ticks();
     } while (t1 - t0 < window);
-    uint64_t s = k1 > k0 ? ((k1 - k0) << 20) / (uint64_t)(t1 - t0) << 12 : 0;
-    if (s == 0)
-        s = 1ull << 32; /* a counter that did not move: treat ticks as ns */
-    __atomic_store_n(&tick_scale, s, __ATOMIC_RELAXED);
+    double s = k1 > k0 ? (double)(k1 - k0) / (double)(t1 - t0) : 0;
+    if (!(s > 0))
+        s = 1; /* a counter that did not move: treat ticks as ns */
+    uint64_t bits;
+    memcpy(&bits, &s, sizeof bits);
+    __atomic_store_n(&tick_scale_bits, bits, __ATOMIC_RELAXED);
     return s;
 }
 
-static inline uint64_t scale(void)
+static inline double scale(void)
 {
-    uint64_t s = __atomic_load_n(&tick_scale, __ATOMIC_RELAXED);
-    return KS_LIKELY(s) ? s : calibrate();
+    uint64_t bits = __atomic_load_n(&tick_scale_bits, __ATOMIC_RELAXED);
+    if (KS_UNLIKELY(!bits))
+        return calibrate();
+    double s;
+    memcpy(&s, &bits, sizeof s);
+    return s;
 }
 
 uint64_t ks_spin_ns_to_ticks(uint64_t ns)
 {
-    return (uint64_t)(((unsigned __int128)ns * scale()) >> 32);
+    return (uint64_t)((double)ns * scale());
 }
 
 uint64_t ks_spin_ticks_to_ns(uint64_t ticks)
 {
-    return (uint64_t)(((unsigned __int128)ticks << 32) / scale());
+    return (uint64_t)((double)ticks / scale());
 }
 
 /* ---- the policy ---- */
