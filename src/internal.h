@@ -276,7 +276,8 @@ enum {
 struct ks_spin {
     uint64_t start, stop; /* ks_ticks() at begin, and where the budget ends */
     unsigned site;
-    int spinning;         /* counted in the process's spinners */
+    uint32_t spinning;    /* counted in the process's spinners: the
+                           * generation tag it was counted under, else 0 */
 };
 KS_HIDDEN int ks_spin_begin(struct ks_spin *sp, unsigned site);
 static inline int ks_spin_more(const struct ks_spin *sp)

@@ -130,11 +130,36 @@ uint64_t ks_spin_ticks_to_ns(uint64_t ticks)
 
 /* ---- the policy ---- */
 
-/* Threads of this process inside a spin.  Relaxed everywhere: a heuristic
- * count, it orders nothing. */
+/* Threads of this process inside a spin, in one word with the low half of
+ * the process's fork generation (src/thread.c): a fork child, of any kind
+ * (_Fork and clone run no atfork handler), inherits the count of threads
+ * that spun in its parent and do not exist in it; the first spin in the
+ * child sees another generation and starts the count afresh, and a spin
+ * begun in the parent is not taken off the child's count.  Relaxed
+ * everywhere: a heuristic count, it orders nothing. */
 static struct {
-    int n;
+    uint64_t word; /* generation << 32 | spinners */
 } __attribute__((aligned(KS_CACHELINE))) spinners;
+
+#define COUNT(w) ((uint32_t)(w))
+#define GEN(w) ((uint32_t)((w) >> 32))
+
+/* Take a place if fewer than `most` spin; returns the generation's tag
+ * (never 0) or 0 when no place is free. */
+static uint32_t take_place(int most, uint64_t *w)
+{
+    uint32_t gen = (uint32_t)ks_process_gen() | 1u;
+    uint64_t nw;
+    do {
+        if (GEN(*w) != gen)
+            nw = (uint64_t)gen << 32 | 1u; /* another image's count: start afresh */
+        else if (COUNT(*w) >= (uint32_t)most)
+            return 0;
+        else
+            nw = *w + 1;
+    } while (!__atomic_compare_exchange_n(&spinners.word, w, nw, 1, __ATOMIC_RELAXED, __ATOMIC_RELAXED));
+    return gen;
+}
 
 /* Budget in ns per thread and site; 0 = not yet used by this thread. */
 static KS_TLS uint32_t tls_budget[KS_SPIN_SITES];
@@ -164,18 +189,18 @@ int ks_spin_begin(struct ks_spin *sp, unsigned site)
      * thread is that partner, now waiting in turn) frees its place within
      * a few hundred ns: wait up to KS_SPIN_GRACE_NS for a place. */
     const int most = cpus - 1;
-    int n = __atomic_load_n(&spinners.n, __ATOMIC_RELAXED);
-    if (n >= most) {
+    uint64_t w = __atomic_load_n(&spinners.word, __ATOMIC_RELAXED);
+    uint32_t tag = take_place(most, &w);
+    if (!tag) {
         const uint64_t until = sp->start + ks_spin_ns_to_ticks(KS_SPIN_GRACE_NS);
         do {
             ks_cpu_relax();
-            n = __atomic_load_n(&spinners.n, __ATOMIC_RELAXED);
-        } while (n >= most && ks_ticks() < until);
-        if (n >= most)
+            w = __atomic_load_n(&spinners.word, __ATOMIC_RELAXED);
+        } while (!(tag = take_place(most, &w)) && ks_ticks() < until);
+        if (!tag)
             return 0;
     }
-    __atomic_fetch_add(&spinners.n, 1, __ATOMIC_RELAXED);
-    sp->spinning = 1;
+    sp->spinning = tag;
     sp->stop = sp->start + ks_spin_ns_to_ticks(ks_spin_budget_ns(site));
     return 1;
 }
@@ -183,8 +208,12 @@ int ks_spin_begin(struct ks_spin *sp, unsigned site)
 void ks_spin_end(struct ks_spin *sp)
 {
     if (sp->spinning) {
+        uint64_t w = __atomic_load_n(&spinners.word, __ATOMIC_RELAXED);
+        /* relaxed: as above; a count of another generation is not ours */
+        while (GEN(w) == (uint32_t)sp->spinning && COUNT(w) &&
+               !__atomic_compare_exchange_n(&spinners.word, &w, w - 1, 1, __ATOMIC_RELAXED, __ATOMIC_RELAXED))
+            ;
         sp->spinning = 0;
-        __atomic_fetch_sub(&spinners.n, 1, __ATOMIC_RELAXED);
     }
 }
 

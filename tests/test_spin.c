@@ -129,6 +129,42 @@ Test(spin, spinners_leave_one_usable_cpu_free_and_ending_a_spin_frees_its_place)
     ks_spin_end(&sp[0]);
 }
 
+/* A fork child (here one made by the raw syscall, which runs no atfork
+ * handler) does not inherit the parent's spinners: they do not exist in it. */
+Test(spin, a_fork_child_does_not_inherit_the_parents_spinners)
+{
+    const int cpus = ks_usable_cpus(), most = cpus > 1 ? cpus - 1 : 0;
+    if (most == 0)
+        return; /* one usable CPU: nobody spins, in either process */
+    cr_assert_leq(most, KT_MAX_THREADS);
+    struct ks_spin sp[KT_MAX_THREADS];
+    for (int i = 0; i < most; i++)
+        cr_assert(ks_spin_begin(&sp[i], KS_SPIN_EVENT));
+    struct ks_spin extra;
+    cr_assert_not(ks_spin_begin(&extra, KS_SPIN_EVENT), "the parent is full");
+    pid_t pid = (pid_t)syscall(SYS_fork);
+    if (pid == 0) {
+        struct ks_spin c;
+        int ok = ks_spin_begin(&c, KS_SPIN_EVENT);
+        ks_spin_end(&sp[0]); /* the parent's spin, ended in the child: not the child's count */
+        struct ks_spin d[KT_MAX_THREADS];
+        int more = 0;
+        for (int i = 1; i < most; i++)
+            more += ks_spin_begin(&d[i], KS_SPIN_EVENT);
+        struct ks_spin over;
+        int full = !ks_spin_begin(&over, KS_SPIN_EVENT);
+        _exit(ok && more == most - 1 && full ? 0 : 1);
+    }
+    cr_assert_gt(pid, 0);
+    int st;
+    cr_assert_eq(waitpid(pid, &st, 0), pid);
+    cr_assert(WIFEXITED(st) && WEXITSTATUS(st) == 0, "the child could not spin, or its count went wrong");
+    for (int i = 0; i < most; i++)
+        ks_spin_end(&sp[i]);
+    cr_assert(ks_spin_begin(&extra, KS_SPIN_EVENT), "the parent's places are free again");
+    ks_spin_end(&extra);
+}
+
 /* ---- CPU guards ------------------------------------------------------------
  * One waiter, one partner that makes it wait `delay` and then lets it go,
  * per primitive.  Only the waiting call is timed: its thread CPU time over
