@@ -224,5 +224,11 @@ void bench_limiter(void)
     bench_target("limiter 16 threads/3 permits: ks_sem / sem_t",
                  bopt.lim_threads == 16 && bopt.permits == 3 ? mops[0].med / mops[1].med : NAN, ">=", 3.0,
                  "x");
+    bench_target("limiter 16 threads/3 permits: ks_sem / mutex+condvar",
+                 bopt.lim_threads == 16 && bopt.permits == 3 ? mops[0].med / mops[2].med : NAN, ">=", 1.5,
+                 "x");
+    bench_target("limiter 16 threads/3 permits: ks_sem share of the ceiling",
+                 bopt.lim_threads == 16 && bopt.permits == 3 ? 100 * mops[0].med / (par * solo_s.med) : NAN,
+                 ">=", 70.0, "%");
     free(res);
 }
