@@ -315,6 +315,76 @@ Test(sem, permit_limit_16_threads, .timeout = 120) { run_permits(16, 0, 0); }
 Test(sem, permit_limit_64_threads, .timeout = 120) { run_permits(64, 0, 0); }
 Test(sem, permit_limit_64_threads_bounded_shared_flag, .timeout = 120) { run_permits(64, KS_SHARED, 1); }
 
+/* ---- sleepers get turns while the others keep going (issue 13) ----------------------- *
+ * The limiter of bench section 3: threads that keep posting and waiting re-take units
+ * ahead of sleepers (docs/sem.md).  Every thread must reach FAIR_OPS operations while
+ * all of them keep looping (a wake policy that leaves sleepers asleep for as long as
+ * the running threads keep going would hang here), and when they stop, the sleepers
+ * left in wait must all be released with the permits intact.  A liveness guard, not a
+ * proof of the fair turn: with fair turns disabled it still passed on 2 CPUs, where
+ * the value keeps coming back to 0.  No timing is asserted; the deadline only turns a
+ * hang into a failure. */
+
+#define FAIR_THREADS 16
+#define FAIR_OPS 50
+
+struct fair {
+    ks_sem_t s;
+    int reached, stop, errors, inside, violations;
+    kt_gate_t gate;
+};
+
+static void *fair_main(void *p)
+{
+    struct fair *f = p;
+    int n = 0;
+    kt_gate_pass(&f->gate);
+    /* acquire: pairs with the release store of stop; orders nothing else. */
+    while (!__atomic_load_n(&f->stop, __ATOMIC_ACQUIRE)) {
+        if (ks_sem_wait(&f->s)) {
+            __atomic_add_fetch(&f->errors, 1, __ATOMIC_RELAXED);
+            break;
+        }
+        if (__atomic_add_fetch(&f->inside, 1, __ATOMIC_RELAXED) > PERMITS)
+            __atomic_add_fetch(&f->violations, 1, __ATOMIC_RELAXED);
+        for (volatile int k = 0; k < 200; k++)
+            ;
+        __atomic_sub_fetch(&f->inside, 1, __ATOMIC_RELAXED);
+        if (ks_sem_post(&f->s))
+            __atomic_add_fetch(&f->errors, 1, __ATOMIC_RELAXED);
+        if (++n == FAIR_OPS)
+            __atomic_add_fetch(&f->reached, 1, __ATOMIC_RELAXED);
+    }
+    return NULL;
+}
+
+Test(sem, sleepers_get_turns_while_the_others_keep_going, .timeout = 120)
+{
+    struct fair *f = calloc(1, sizeof *f);
+    cr_assert_not_null(f);
+    cr_assert_eq(ks_sem_init(&f->s, PERMITS, 0), 0);
+    kt_gate_init(&f->gate, FAIR_THREADS);
+    pthread_t t[FAIR_THREADS];
+    for (int i = 0; i < FAIR_THREADS; i++)
+        kt_spawn(&t[i], fair_main, f);
+    int64_t end = ks_now() + 60 * KS_NSEC_PER_SEC;
+    while (__atomic_load_n(&f->reached, __ATOMIC_RELAXED) < FAIR_THREADS && ks_now() < end)
+        usleep(1000);
+    int reached = __atomic_load_n(&f->reached, __ATOMIC_RELAXED);
+    /* release: pairs with the acquire loads in fair_main. */
+    __atomic_store_n(&f->stop, 1, __ATOMIC_RELEASE);
+    for (int i = 0; i < FAIR_THREADS; i++)
+        kt_join(t[i]);
+    cr_assert_eq(reached, FAIR_THREADS, "only %d of %d threads reached %d operations in 60 s", reached,
+                 FAIR_THREADS, FAIR_OPS);
+    cr_assert_eq(f->errors, 0);
+    cr_assert_eq(f->violations, 0);
+    cr_assert_eq(ks_sem_value(&f->s), PERMITS, "permits lost or created");
+    cr_assert_eq(waiters_of(&f->s), 0u);
+    kt_gate_destroy(&f->gate);
+    free(f);
+}
+
 /* ---- every posted unit is consumed exactly once -------------------------------------- */
 
 #define UNITS 120000
