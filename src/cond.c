@@ -232,6 +232,7 @@ static inline __attribute__((always_inline)) int wait_core(ks_cond_t *c, void *m
     int r = 0, slept = 0;
     struct ks_spin sp;
     if (ks_spin_begin(&sp, KS_SPIN_COND)) {
+        ks_spin_clip(&sp, deadline);
         do {
             /* relaxed: seq only says "go re-check"; the predicate's data is
              * ordered by the mutex we re-acquire. */

@@ -275,9 +275,9 @@ enum {
  * spin did not cover, timed-out and failed waits learn nothing. */
 struct ks_spin {
     uint64_t start, stop; /* ks_ticks() at begin, and where the budget ends */
-    unsigned site;
-    uint32_t spinning;    /* counted in the process's spinners: the
-                           * generation tag it was counted under, else 0 */
+    uint64_t lease;       /* the value of the spinner place it holds */
+    unsigned site;        /* KS_SPIN_SITES: learn nothing (one usable CPU) */
+    unsigned place;       /* its spinner place + 1, 0 when it holds none */
 };
 KS_HIDDEN int ks_spin_begin(struct ks_spin *sp, unsigned site);
 static inline int ks_spin_more(const struct ks_spin *sp)
@@ -285,6 +285,7 @@ static inline int ks_spin_more(const struct ks_spin *sp)
     return ks_ticks() < sp->stop;
 }
 KS_HIDDEN void ks_spin_end(struct ks_spin *sp);
+KS_HIDDEN void ks_spin_clip(struct ks_spin *sp, int64_t deadline);
 KS_HIDDEN void ks_spin_won(struct ks_spin *sp);
 KS_HIDDEN void ks_spin_waited(struct ks_spin *sp);
 /* The calling thread's budget at a site, and (for tests) setting it. */

@@ -314,8 +314,11 @@ static int ring_op(ks_queue_t *q, int dir, uintptr_t *v)
 static int wait_op(ks_queue_t *q, int dir, uintptr_t *v, int64_t deadline)
 {
     ks_queue_side_t *mine = dir == PUT ? &q->putters : &q->getters;
+    /* spin: -1 until the first attempt failed (a timed call that never
+     * blocks takes no spinner place and learns nothing), then 1 while the
+     * spin lasts, 0 after. */
     struct ks_spin sp;
-    int spin = ks_spin_begin(&sp, KS_SPIN_QUEUE), baton = 0, inside = 0, e;
+    int spin = -1, baton = 0, inside = 0, e;
     for (;;) {
         e = ring_op(q, dir, v);
         if (baton) {
@@ -324,6 +327,10 @@ static int wait_op(ks_queue_t *q, int dir, uintptr_t *v, int64_t deadline)
         }
         if (e == 0 || e == EPIPE)
             break;
+        if (spin < 0) {
+            spin = ks_spin_begin(&sp, KS_SPIN_QUEUE);
+            ks_spin_clip(&sp, deadline);
+        }
         if (spin) {
             if (ks_spin_more(&sp)) {
                 ks_cpu_relax();
@@ -359,12 +366,12 @@ static int wait_op(ks_queue_t *q, int dir, uintptr_t *v, int64_t deadline)
         }
     }
     if (e == 0) { /* we made room or an item: wake the other side */
-        if (spin)
+        if (spin > 0)
             ks_spin_won(&sp);
-        else
+        else if (spin == 0)
             ks_spin_waited(&sp);
         ks_queue_wake_slow(q, dir == PUT ? &q->getters : &q->putters);
-    } else if (spin) {
+    } else if (spin > 0) {
         ks_spin_end(&sp);
     }
     if (inside)

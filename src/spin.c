@@ -49,7 +49,6 @@
 #include "internal.h"
 
 #include <sched.h>
-#include <string.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -72,93 +71,116 @@ int ks_usable_cpus(void)
 }
 
 /* ---- ticks <-> nanoseconds ----
- * Ticks per ns, a double kept in a uint64_t so that one relaxed atomic
- * access moves it whole; 0 until calibrated.  Relaxed: a self-contained
- * number that racing calibrations compute alike; nothing is published with
- * it.  (A double rather than fixed point: a 25 MHz cntvct_el0 and a 4 GHz
- * TSC both fit, with no 128-bit arithmetic for 32-bit targets to lack.) */
-static uint64_t tick_scale_bits;
+ * Ticks per ns in 32.32 fixed point, 0 until calibrated.  Integer on
+ * purpose: the drop-in layer runs this inside pthread_mutex_lock, where a
+ * program may have enabled floating-point traps.  Relaxed: one
+ * self-contained word that racing calibrations compute alike; nothing is
+ * published with it. */
+static uint64_t tick_scale;
 
-static int64_t clock_ns(void)
+/* ns conversions are only needed up to the cap; inputs are clamped here,
+ * which keeps every product below 2^62 (see ks_spin_ticks_to_ns). */
+#define NS_MAX (1ull << 28) /* 268 ms */
+
+static int clock_ns(int64_t *ns)
 {
     struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (int64_t)ts.tv_sec * KS_NSEC_PER_SEC + ts.tv_nsec;
+    if (clock_gettime(CLOCK_MONOTONIC, &ts) != 0)
+        return -1;
+    *ns = (int64_t)ts.tv_sec * KS_NSEC_PER_SEC + ts.tv_nsec;
+    return 0;
+}
+
+/* One (ticks, ns) pair: the clock read between two tick reads, the ticks
+ * taken as their midpoint.  A pair whose two tick reads lie far apart (a
+ * preemption, a stolen vCPU in between) is refused. */
+static int sample(uint64_t *k, int64_t *ns)
+{
+    for (int tries = 0; tries < 100; tries++) {
+        uint64_t a = ks_ticks();
+        if (clock_ns(ns) != 0)
+            return -1;
+        uint64_t b = ks_ticks();
+        if (b >= a && b - a < 20000) { /* ~10 us at the fastest counters */
+            *k = a + (b - a) / 2;
+            return 0;
+        }
+    }
+    return -1;
 }
 
 /* Count ticks over 50 us of CLOCK_MONOTONIC, once per process (a thread
  * that races the first one measures too and stores about the same figure).
- * The window is busy on purpose: sleeping would measure the scheduler. */
-static __attribute__((noinline)) double calibrate(void)
+ * The window is busy on purpose: sleeping would measure the scheduler.  A
+ * clock that fails (a seccomp filter) or a counter that does not move make
+ * ticks count as nanoseconds. */
+static __attribute__((noinline)) uint64_t calibrate(void)
 {
     const int64_t window = 50000;
-    int64_t t0 = clock_ns(), t1;
-    uint64_t k0 = ks_ticks(), k1;
-    do {
-        ks_cpu_relax();
-        t1 = clock_ns();
-        k1 = ks_ticks();
-    } while (t1 - t0 < window);
-    double s = k1 > k0 ? (double)(k1 - k0) / (double)(t1 - t0) : 0;
-    if (!(s > 0))
-        s = 1; /* a counter that did not move: treat ticks as ns */
-    uint64_t bits;
-    memcpy(&bits, &s, sizeof bits);
-    __atomic_store_n(&tick_scale_bits, bits, __ATOMIC_RELAXED);
+    uint64_t s = 1ull << 32, k0, k1;
+    int64_t t0, t1;
+    if (sample(&k0, &t0) == 0) {
+        int ok;
+        do
+            ok = sample(&k1, &t1) == 0;
+        while (ok && t1 - t0 < window);
+        if (ok && k1 > k0 && t1 > t0 && k1 - k0 < (1ull << 31))
+            s = ((k1 - k0) << 32) / (uint64_t)(t1 - t0);
+        if (s == 0)
+            s = 1ull << 32;
+    }
+    __atomic_store_n(&tick_scale, s, __ATOMIC_RELAXED);
     return s;
 }
 
-static inline double scale(void)
+static inline uint64_t scale(void)
 {
-    uint64_t bits = __atomic_load_n(&tick_scale_bits, __ATOMIC_RELAXED);
-    if (KS_UNLIKELY(!bits))
-        return calibrate();
-    double s;
-    memcpy(&s, &bits, sizeof s);
-    return s;
+    uint64_t s = __atomic_load_n(&tick_scale, __ATOMIC_RELAXED);
+    return KS_LIKELY(s) ? s : calibrate();
 }
 
 uint64_t ks_spin_ns_to_ticks(uint64_t ns)
 {
-    return (uint64_t)((double)ns * scale());
+    /* ns <= 2^28 and scale < 2^36 (a counter under 16 GHz): < 2^64 */
+    return ((ns < NS_MAX ? ns : NS_MAX) * scale()) >> 32;
 }
 
 uint64_t ks_spin_ticks_to_ns(uint64_t ticks)
 {
-    return (uint64_t)((double)ticks / scale());
+    /* ns per tick in 32.32 is 2^64 / scale; ticks is clamped to NS_MAX
+     * worth, so ticks * that <= NS_MAX * 2^32 = 2^60. */
+    const uint64_t s = scale();
+    const uint64_t per = UINT64_MAX / s;
+    const uint64_t tmax = (NS_MAX * s) >> 32;
+    return ((ticks < tmax ? ticks : tmax) * per) >> 32;
 }
 
 /* ---- the policy ---- */
 
-/* Threads of this process inside a spin, in one word with the low half of
- * the process's fork generation (src/thread.c): a fork child, of any kind
- * (_Fork and clone run no atfork handler), inherits the count of threads
- * that spun in its parent and do not exist in it; the first spin in the
- * child sees another generation and starts the count afresh, and a spin
- * begun in the parent is not taken off the child's count.  Relaxed
- * everywhere: a heuristic count, it orders nothing. */
+/* Spinner places: at most usable CPUs - 1 threads spin at once (at most
+ * MAX_LEASES).  A place is a lease: the tick at which its spin ends, plus
+ * slack.  A thread takes a place whose lease is 0 or past, and gives it back
+ * by clearing it.  A spin that never gives its place back (a signal handler
+ * that left it by siglongjmp or pthread_exit) or a place inherited by a
+ * fork child from a thread that does not exist there frees itself when its
+ * lease runs out, within the cap.  Relaxed everywhere: the places order
+ * nothing, they only bound how many threads burn CPU. */
+#define MAX_LEASES 64
 static struct {
-    uint64_t word; /* generation << 32 | spinners */
-} __attribute__((aligned(KS_CACHELINE))) spinners;
+    uint64_t until[MAX_LEASES];
+} __attribute__((aligned(KS_CACHELINE))) leases;
 
-#define COUNT(w) ((uint32_t)(w))
-#define GEN(w) ((uint32_t)((w) >> 32))
-
-/* Take a place if fewer than `most` spin; returns the generation's tag
- * (never 0) or 0 when no place is free. */
-static uint32_t take_place(int most, uint64_t *w)
+/* Take a free or expired place for a spin ending at `stop`; returns its
+ * index + 1, or 0 when none of the first `most` is free. */
+static unsigned take_place(int most, uint64_t now, uint64_t lease)
 {
-    uint32_t gen = (uint32_t)ks_process_gen() | 1u;
-    uint64_t nw;
-    do {
-        if (GEN(*w) != gen)
-            nw = (uint64_t)gen << 32 | 1u; /* another image's count: start afresh */
-        else if (COUNT(*w) >= (uint32_t)most)
-            return 0;
-        else
-            nw = *w + 1;
-    } while (!__atomic_compare_exchange_n(&spinners.word, w, nw, 1, __ATOMIC_RELAXED, __ATOMIC_RELAXED));
-    return gen;
+    for (int i = 0; i < most; i++) {
+        uint64_t u = __atomic_load_n(&leases.until[i], __ATOMIC_RELAXED);
+        if (u <= now &&
+            __atomic_compare_exchange_n(&leases.until[i], &u, lease, 0, __ATOMIC_RELAXED, __ATOMIC_RELAXED))
+            return (unsigned)i + 1;
+    }
+    return 0;
 }
 
 /* Budget in ns per thread and site; 0 = not yet used by this thread. */
@@ -178,48 +200,67 @@ void ks_spin_set_budget_ns(unsigned site, uint32_t ns)
 int ks_spin_begin(struct ks_spin *sp, unsigned site)
 {
     sp->site = site;
-    sp->spinning = 0;
+    sp->place = 0;
     sp->start = ks_ticks();
     sp->stop = sp->start;
     const int cpus = ks_usable_cpus();
-    if (cpus <= 1)
+    if (cpus <= 1) {
+        sp->site = KS_SPIN_SITES; /* nothing to learn: never spins */
         return 0;
+    }
     /* One CPU stays free of spinners for the threads that do the work.  A
      * spinner about to leave (its partner has just answered, and this
      * thread is that partner, now waiting in turn) frees its place within
      * a few hundred ns: wait up to KS_SPIN_GRACE_NS for a place. */
-    const int most = cpus - 1;
-    uint64_t w = __atomic_load_n(&spinners.word, __ATOMIC_RELAXED);
-    uint32_t tag = take_place(most, &w);
-    if (!tag) {
-        const uint64_t until = sp->start + ks_spin_ns_to_ticks(KS_SPIN_GRACE_NS);
+    const int most = cpus - 1 < MAX_LEASES ? cpus - 1 : MAX_LEASES;
+    const uint64_t stop = sp->start + ks_spin_ns_to_ticks(ks_spin_budget_ns(site));
+    /* the lease outlasts the spin by the grace, for the ks_spin_end that follows */
+    const uint64_t slack = ks_spin_ns_to_ticks(KS_SPIN_GRACE_NS);
+    unsigned place = take_place(most, sp->start, stop + slack);
+    if (!place) {
+        const uint64_t until = sp->start + slack;
+        uint64_t now;
         do {
             ks_cpu_relax();
-            w = __atomic_load_n(&spinners.word, __ATOMIC_RELAXED);
-        } while (!(tag = take_place(most, &w)) && ks_ticks() < until);
-        if (!tag)
+            now = ks_ticks();
+        } while (!(place = take_place(most, now, stop + slack)) && now < until);
+        if (!place)
             return 0;
     }
-    sp->spinning = tag;
-    sp->stop = sp->start + ks_spin_ns_to_ticks(ks_spin_budget_ns(site));
+    sp->place = place;
+    sp->lease = stop + slack;
+    sp->stop = stop;
     return 1;
+}
+
+/* A spin that must not last: its deadline has already passed (a trylock or
+ * tryget that retries through the timed path).  At most the floor. */
+void ks_spin_clip(struct ks_spin *sp, int64_t deadline)
+{
+    if (sp->place && ks_deadline_passed(deadline)) {
+        uint64_t most = sp->start + ks_spin_ns_to_ticks(KS_SPIN_FLOOR_NS);
+        if (sp->stop > most)
+            sp->stop = most;
+    }
 }
 
 void ks_spin_end(struct ks_spin *sp)
 {
-    if (sp->spinning) {
-        uint64_t w = __atomic_load_n(&spinners.word, __ATOMIC_RELAXED);
-        /* relaxed: as above; a count of another generation is not ours */
-        while (GEN(w) == (uint32_t)sp->spinning && COUNT(w) &&
-               !__atomic_compare_exchange_n(&spinners.word, &w, w - 1, 1, __ATOMIC_RELAXED, __ATOMIC_RELAXED))
-            ;
-        sp->spinning = 0;
+    if (sp->place) {
+        /* Give the place back if it is still ours (a lease that ran out may
+         * have been taken by another spinner since). */
+        uint64_t mine = sp->lease;
+        __atomic_compare_exchange_n(&leases.until[sp->place - 1], &mine, 0, 0, __ATOMIC_RELAXED,
+                                    __ATOMIC_RELAXED);
+        sp->place = 0;
     }
 }
 
 void ks_spin_won(struct ks_spin *sp)
 {
     ks_spin_end(sp);
+    if (sp->site >= KS_SPIN_SITES)
+        return;
     uint64_t now = ks_ticks();
     uint64_t t = now > sp->start ? ks_spin_ticks_to_ns(now - sp->start) : 0;
     uint32_t b = ks_spin_budget_ns(sp->site);
@@ -230,6 +271,8 @@ void ks_spin_won(struct ks_spin *sp)
 void ks_spin_waited(struct ks_spin *sp)
 {
     ks_spin_end(sp);
+    if (sp->site >= KS_SPIN_SITES)
+        return;
     uint64_t now = ks_ticks();
     /* A thread that moved to a CPU whose counter lags sees now < start:
      * learn nothing from that wait. */

@@ -107,62 +107,118 @@ Test(spin, fast_wins_decay_the_budget_slowly_and_slow_wins_keep_it)
     cr_assert_eq(ks_spin_budget_ns(KS_SPIN_MUTEX), KS_SPIN_FLOOR_NS);
 }
 
+/* The place tests hold spins open with the cap's budget, so their leases
+ * last 100 us; an attempt that took longer than half of that (a preemption
+ * on a loaded machine) proves nothing and is made again. */
+#define PLACE_ATTEMPT_NS 50000
+#define MOST_PLACES(cpus) ((cpus) > 1 ? ((cpus) - 1 < 64 ? (cpus) - 1 : 64) : 0)
+
 Test(spin, spinners_leave_one_usable_cpu_free_and_ending_a_spin_frees_its_place)
 {
-    const int cpus = ks_usable_cpus(), most = cpus > 1 ? cpus - 1 : 0;
-    struct ks_spin sp[KT_MAX_THREADS + 1];
-    cr_assert_leq(cpus, KT_MAX_THREADS);
-    int got = 0;
-    for (int i = 0; i <= most; i++)
-        got += ks_spin_begin(&sp[i], KS_SPIN_QUEUE);
-    cr_assert_eq(got, most, "%d of %d spins began with %d usable CPUs", got, most + 1, cpus);
-    cr_assert_eq(sp[most].spinning, 0);
-    cr_assert_eq(sp[most].stop, sp[most].start, "a refused spin has no time left");
-    if (most > 0) {
-        ks_spin_end(&sp[0]);
-        ks_spin_end(&sp[0]); /* a second end is harmless */
-        cr_assert(ks_spin_begin(&sp[0], KS_SPIN_QUEUE));
+    const int cpus = ks_usable_cpus(), most = MOST_PLACES(cpus);
+    struct ks_spin sp[65];
+    ks_spin_set_budget_ns(KS_SPIN_QUEUE, KS_SPIN_CAP_NS);
+    for (int attempt = 0;; attempt++) {
+        cr_assert_lt(attempt, 50, "no attempt ran undisturbed");
+        int64_t t0 = ks_now();
+        int got = 0;
+        for (int i = 0; i <= most; i++)
+            got += ks_spin_begin(&sp[i], KS_SPIN_QUEUE);
+        int refused = sp[most].place == 0 && sp[most].stop == sp[most].start;
+        int again = -1;
+        if (most > 0) {
+            ks_spin_end(&sp[0]);
+            ks_spin_end(&sp[0]); /* a second end is harmless */
+            again = ks_spin_begin(&sp[0], KS_SPIN_QUEUE);
+        }
+        for (int i = 0; i <= most; i++)
+            ks_spin_end(&sp[i]);
+        if (ks_now() - t0 > PLACE_ATTEMPT_NS)
+            continue;
+        cr_assert_eq(got, most, "%d of %d spins began with %d usable CPUs", got, most + 1, cpus);
+        cr_assert(refused, "the spin beyond the places was refused, with no time to spin");
+        cr_assert_eq(again, most > 0 ? 1 : -1, "an ended spin's place is free again");
+        break;
     }
-    for (int i = 0; i <= most; i++)
-        ks_spin_end(&sp[i]);
     cr_assert_eq(ks_spin_begin(&sp[0], KS_SPIN_QUEUE), most > 0);
     ks_spin_end(&sp[0]);
 }
 
-/* A fork child (here one made by the raw syscall, which runs no atfork
- * handler) does not inherit the parent's spinners: they do not exist in it. */
-Test(spin, a_fork_child_does_not_inherit_the_parents_spinners)
+/* A spin left without ks_spin_end (a signal handler that jumped out of it)
+ * holds its place only until its lease runs out. */
+Test(spin, an_abandoned_spin_frees_its_place_within_the_cap)
 {
-    const int cpus = ks_usable_cpus(), most = cpus > 1 ? cpus - 1 : 0;
+    const int most = MOST_PLACES(ks_usable_cpus());
     if (most == 0)
-        return; /* one usable CPU: nobody spins, in either process */
-    cr_assert_leq(most, KT_MAX_THREADS);
-    struct ks_spin sp[KT_MAX_THREADS];
+        return; /* one usable CPU: nobody spins */
+    struct ks_spin sp[64], extra;
+    ks_spin_set_budget_ns(KS_SPIN_EVENT, KS_SPIN_CAP_NS);
+    for (int i = 0; i < most; i++)
+        cr_assert(ks_spin_begin(&sp[i], KS_SPIN_EVENT)); /* never ended */
+    kt_sleep_ns(2 * (KS_SPIN_CAP_NS + KS_SPIN_GRACE_NS));
+    cr_assert(ks_spin_begin(&extra, KS_SPIN_EVENT), "the abandoned places came back");
+    ks_spin_end(&extra);
+}
+
+/* A fork child (here made by the raw syscall, which runs no atfork
+ * handler), and a child of that child, keep the places of spins that do not
+ * exist in them only until those leases run out. */
+static int child_can_spin(void)
+{
+    kt_sleep_ns(2 * (KS_SPIN_CAP_NS + KS_SPIN_GRACE_NS));
+    struct ks_spin c;
+    int ok = ks_spin_begin(&c, KS_SPIN_EVENT);
+    ks_spin_end(&c);
+    return ok;
+}
+
+Test(spin, fork_children_do_not_keep_the_parents_spinner_places)
+{
+    const int most = MOST_PLACES(ks_usable_cpus());
+    if (most == 0)
+        return;
+    struct ks_spin sp[64];
+    ks_spin_set_budget_ns(KS_SPIN_EVENT, KS_SPIN_CAP_NS);
     for (int i = 0; i < most; i++)
         cr_assert(ks_spin_begin(&sp[i], KS_SPIN_EVENT));
-    struct ks_spin extra;
-    cr_assert_not(ks_spin_begin(&extra, KS_SPIN_EVENT), "the parent is full");
     pid_t pid = (pid_t)syscall(SYS_fork);
     if (pid == 0) {
-        struct ks_spin c;
-        int ok = ks_spin_begin(&c, KS_SPIN_EVENT);
-        ks_spin_end(&sp[0]); /* the parent's spin, ended in the child: not the child's count */
-        struct ks_spin d[KT_MAX_THREADS];
-        int more = 0;
-        for (int i = 1; i < most; i++)
-            more += ks_spin_begin(&d[i], KS_SPIN_EVENT);
-        struct ks_spin over;
-        int full = !ks_spin_begin(&over, KS_SPIN_EVENT);
-        _exit(ok && more == most - 1 && full ? 0 : 1);
+        if (!child_can_spin())
+            _exit(1);
+        struct ks_spin d[64]; /* the child takes every place, then forks */
+        for (int i = 0; i < most; i++)
+            if (!ks_spin_begin(&d[i], KS_SPIN_EVENT))
+                _exit(2);
+        pid_t g = (pid_t)syscall(SYS_fork);
+        if (g == 0)
+            _exit(child_can_spin() ? 0 : 3);
+        int gs;
+        if (waitpid(g, &gs, 0) != g || !WIFEXITED(gs))
+            _exit(4);
+        _exit(WEXITSTATUS(gs));
     }
     cr_assert_gt(pid, 0);
     int st;
     cr_assert_eq(waitpid(pid, &st, 0), pid);
-    cr_assert(WIFEXITED(st) && WEXITSTATUS(st) == 0, "the child could not spin, or its count went wrong");
+    cr_assert(WIFEXITED(st) && WEXITSTATUS(st) == 0,
+              "a fork child could not spin (exit %d: 1 child, 2 child's places, 3 grandchild)",
+              WIFEXITED(st) ? WEXITSTATUS(st) : -1);
     for (int i = 0; i < most; i++)
         ks_spin_end(&sp[i]);
-    cr_assert(ks_spin_begin(&extra, KS_SPIN_EVENT), "the parent's places are free again");
-    ks_spin_end(&extra);
+}
+
+/* Integer arithmetic only: a program that traps on inexact floating-point
+ * results (feenableexcept(FE_INEXACT)) may call ksync through the drop-in
+ * layer.  The conversions are exact enough both ways, and clamp. */
+Test(spin, conversions_round_trip_and_clamp)
+{
+    for (uint64_t ns = 1000; ns <= 100000000; ns *= 10) {
+        uint64_t back = ks_spin_ticks_to_ns(ks_spin_ns_to_ticks(ns));
+        cr_assert(back + ns / 1000 + 2 >= ns && back <= ns + ns / 1000 + 2, "%llu ns -> %llu ns",
+                  (unsigned long long)ns, (unsigned long long)back);
+    }
+    cr_assert_leq(ks_spin_ticks_to_ns(UINT64_MAX), 1ull << 28, "a huge tick count is clamped");
+    cr_assert_eq(ks_spin_ns_to_ticks(UINT64_MAX), ks_spin_ns_to_ticks(1ull << 28));
 }
 
 /* ---- CPU guards ------------------------------------------------------------
@@ -330,9 +386,12 @@ static void run_guard(int rounds, int64_t delay, double max_share, int together,
     }
 }
 
-Test(spin, a_waiter_whose_partner_answers_after_1ms_burns_under_10_percent_of_a_cpu, .timeout = 60)
+Test(spin, a_waiter_whose_partner_answers_after_1ms_burns_under_5_percent_of_a_cpu, .timeout = 60)
 {
-    run_guard(100, 1 * KT_MS, 0.10, 0, "partner after 1 ms");
+    /* The issue's bound is 10%; the policy measures 1-2% here, and a
+     * regression that spun the whole cap on every wait measured 8-11%, so
+     * the test holds it to 5%. */
+    run_guard(100, 1 * KT_MS, 0.05, 0, "partner after 1 ms");
 }
 
 Test(spin, a_thread_blocked_for_a_second_burns_under_1_percent_of_a_cpu, .timeout = 60)
