@@ -25,14 +25,16 @@
  * So a hand-off whose wake-ups are slow (a vCPU woken in tens of us) moves
  * its threads into the spinning state after one or two slow round trips and
  * stays there, while a waiter whose partner answers after a millisecond
- * drops to the floor within a few waits (1/2, 1/4, ... of the cap).  No spin exceeds KS_SPIN_CAP_NS.
+ * drops to the floor within a few waits (1/2, 1/4, ... of the cap).  No
+ * spin exceeds KS_SPIN_CAP_NS.
  *
  * When not to spin at all: with one usable CPU (the thread waited for
  * cannot run while we spin), and when usable CPUs - 1 threads of the
  * process are already spinning (one CPU stays for the threads doing the
  * work: with 17 threads on 2 CPUs, two spinners took both CPUs from the
- * thread each of them waited for).  The spinner count is one counter on
- * its own line, touched only by waits that missed their fast path.
+ * thread each of them waited for).  A spinner's place is a lease that runs
+ * out with its spin (see take_place), touched only by waits that missed
+ * their fast path; and a deadline already past clips the spin to the floor.
  *
  * Which CPU mask: the machine's online count is wrong under `taskset -c 0`
  * (a 2-party barrier then ran at a tenth of pthread_barrier's rate), and the
