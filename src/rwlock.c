@@ -94,9 +94,10 @@ static inline const uint32_t *fword(const ks_rwlock_t *l)
 #define BIAS_USED KS_RWLOCK_BIAS_USED
 #define NSLOTS 1024u      /* table size, a power of two; 64 KiB */
 #define MAX_WINDOW 256u   /* slots a writer scans at most */
-#define INHIBIT_MUL 9
-#define CHEAP_REVOKE_NS 2000 /* revocations faster than this inhibit nothing */     /* BRAVO's N */
+#define INHIBIT_MUL 9     /* BRAVO's N */
+#define CHEAP_REVOKE_NS 2000 /* revocations cheaper than this inhibit nothing */
 #define UNIT_SHIFT 10     /* inhibit times in units of 1024 ns */
+#define UNTIL_SHIFT 2
 #define UNTIL_MASK 0x3fffffffu
 #define MAX_INHIBIT (1u << 18) /* units: ~0.27 s; longer reads as expired */
 #define NHELD 4           /* read locks a thread may hold through slots at once */
@@ -172,9 +173,9 @@ static inline uint32_t now_units(void)
  * expired. */
 static inline int inhibited(uint32_t b)
 {
-    if (!(b >> 2))
+    if (!(b >> UNTIL_SHIFT))
         return 0;
-    uint32_t until = b >> 2, now = now_units();
+    uint32_t until = b >> UNTIL_SHIFT, now = now_units();
     uint32_t ahead = (until - now) & UNTIL_MASK;
     return ahead != 0 && ahead <= MAX_INHIBIT;
 }
@@ -259,6 +260,7 @@ int ks_rwlock_revoke_(ks_rwlock_t *l, int64_t deadline)
     __atomic_fetch_and(&l->bias, ~BIAS, __ATOMIC_SEQ_CST);
     unsigned w = window_size(), base = window_base(l, w);
     const uintptr_t me = (uintptr_t)l;
+    int64_t waited = 0; /* time spent waiting for readers inside */
     for (unsigned i = base; i < base + w; i++) {
         struct slot *s = &slots[i];
         /* seq_cst (acquire): see biased_enter(); and it pairs with the
@@ -270,6 +272,7 @@ int ks_rwlock_revoke_(ks_rwlock_t *l, int64_t deadline)
         /* A reader is inside: spin a little, then mark the slot and sleep
          * on it; the reader's exchange sees the mark and wakes us, or the
          * futex finds the slot changed. */
+        int64_t w0 = ks_now();
         for (int k = 0, n = deadline == -1 ? 0 : ks_spin_budget(KS_SPIN_LIMIT);
              k < n && (x & ~SLOT_WAITER) == me; k++) {
             ks_cpu_relax();
@@ -289,17 +292,21 @@ int ks_rwlock_revoke_(ks_rwlock_t *l, int64_t deadline)
             ks_futex_wait(slot_word(s), (uint32_t)(me | SLOT_WAITER), deadline, 0);
             x = __atomic_load_n(&s->v, __ATOMIC_SEQ_CST); /* seq_cst: as above */
         }
+        waited += ks_now() - w0;
     }
-    /* BRAVO's policy, with a floor: a revocation that took less than
-     * CHEAP_REVOKE_NS (a scan that found nobody, on a small machine) costs
-     * writers little, and the bias may come back at once; a longer one keeps
-     * it off for INHIBIT_MUL times as long. */
-    int64_t cost = ks_now() - t0;
+    /* BRAVO's policy, on the revocation's own cost: the time it took minus
+     * the time spent waiting for readers that were inside (a writer waits
+     * for readers in the word just the same; with more threads than CPUs
+     * such a wait can last a preempted reader's whole time slice, and
+     * counting it kept the bias off for seconds).  A revocation cheaper than
+     * CHEAP_REVOKE_NS (a short scan, a small machine) inhibits nothing; a
+     * dearer one keeps the bias off for INHIBIT_MUL times its cost. */
+    int64_t cost = ks_now() - t0 - waited;
     uint32_t nb = 0;
     if (cost > CHEAP_REVOKE_NS) {
         uint64_t span = (uint64_t)cost * INHIBIT_MUL >> UNIT_SHIFT;
         uint32_t until = (now_units() + (uint32_t)(span < MAX_INHIBIT ? span : MAX_INHIBIT)) & UNTIL_MASK;
-        nb = (until ? until : 1) << 2;
+        nb = (until ? until : 1) << UNTIL_SHIFT;
     }
     /* relaxed: no reader sets the bias while we hold the word; the store
      * clears BIAS_USED (no slot holds the lock) and publishes only the

@@ -24,7 +24,9 @@
  * Reader bias (private locks only): once readers contend, a reader may
  * instead publish itself in a slot of a per-process table (src/rwlock.c,
  * docs/rwlock.md) and leave the lock's own cache line alone; a writer
- * revokes the bias and waits for those slots to empty.
+ * revokes the bias and waits for those slots to empty.  A read lock is
+ * therefore owned by the thread that took it: unlock it in that thread
+ * (POSIX asks the same of pthread_rwlock_unlock).
  */
 #ifndef KSYNC_RWLOCK_H
 #define KSYNC_RWLOCK_H
