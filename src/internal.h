@@ -111,6 +111,8 @@ struct ks_rwlock;
 KS_HIDDEN int ks_rwlock_rdlock_mode(struct ks_rwlock *l, int64_t deadline, int prefer_reader);
 KS_HIDDEN int ks_rwlock_tryrdlock_mode(struct ks_rwlock *l, int prefer_reader);
 KS_HIDDEN int ks_rwlock_unlock_mode(struct ks_rwlock *l, int prefer_reader);
+/* Readers holding l through the visible-readers table (for tests). */
+KS_HIDDEN unsigned ks_rwlock_table_readers_(const struct ks_rwlock *l);
 /* Run-once on a bare 32-bit word (pthread_once_t is an int); the word is
  * ks_once_t's state.  A cancelled fn leaves the word NEW again, so a later
  * caller runs it (POSIX). */

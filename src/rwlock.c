@@ -31,10 +31,43 @@
  * while a writer holds the lock or WW is set; RS is cleared (with a wake of
  * all readers) by the unlock that frees the lock with no writer waiting, or
  * by the last registered writer that gives up.
+ *
+ * Reader bias (after BRAVO, Dice & Kogan, USENIX ATC 2019; docs/rwlock.md).
+ * The word above is one cache line that every reader writes twice; with
+ * readers on several CPUs that line is the cost.  So, for private locks, a
+ * second way in: while BIAS is set in l->bias, a reader claims a slot of a
+ * per-process table (one cache line per slot, the slot picked from the
+ * lock's address and the thread), storing the lock's address there, and
+ * re-reads the bias; if it is still set the reader holds the lock without
+ * having touched the lock's line.  A writer first takes the lock word as
+ * usual (so readers that come later through the word are kept out), then
+ * clears BIAS and waits until no slot of the lock's window holds the lock.
+ * The two sides are a store-then-load pair each (slot then bias, bias then
+ * slots), all seq_cst, so at least one sees the other: either the reader
+ * sees BIAS clear and backs out, or the writer sees the slot and waits.
+ *
+ *   reader, slow path, holding the word:  may set BIAS | BIAS_USED (not
+ *       during an inhibition window, not with writers waiting)
+ *   writer registering:                    clears BIAS (new readers queue)
+ *   writer holding the word:               clears BIAS, waits for the slots,
+ *       clears BIAS_USED, and inhibits the bias for INHIBIT_MUL times the
+ *       time that took (BRAVO's policy: revocation costs at most ~1/MUL)
+ *   reader leaving a slot:                 frees it; wakes a writer that
+ *       marked it (bit 0 of the slot) and sleeps on it.  The table is never
+ *       freed, so this touches nothing of the lock after its release.
+ *
+ * Which kind of read hold a thread has is in a small thread-local list
+ * (held[]): unlock looks there first, and only while BIAS_USED is set (a
+ * thread can hold a slot only while it is).  A thread that holds the lock
+ * through a slot and asks again only deepens its entry, so reader
+ * preference's recursive read locks work across a revocation too.
+ * KS_SHARED locks never use the bias: the table is per process.
  */
 #include "internal.h"
 
 #include <ksync/rwlock.h>
+
+#include <sched.h>
 
 #define WRITER KS_RWLOCK_WRITER
 #define RS KS_RWLOCK_READERS_SLEEP
@@ -55,13 +88,250 @@ static inline const uint32_t *fword(const ks_rwlock_t *l)
 #endif
 }
 
+/* ---- the visible-readers table ------------------------------------------------------ */
+
+#define BIAS KS_RWLOCK_BIAS
+#define BIAS_USED KS_RWLOCK_BIAS_USED
+#define NSLOTS 1024u      /* table size, a power of two; 64 KiB */
+#define MAX_WINDOW 256u   /* slots a writer scans at most */
+#define INHIBIT_MUL 9     /* BRAVO's N */
+#define CHEAP_REVOKE_NS 2000 /* revocations cheaper than this inhibit nothing */
+#define UNIT_SHIFT 10     /* inhibit times in units of 1024 ns */
+#define UNTIL_SHIFT 2
+#define UNTIL_MASK 0x3fffffffu
+#define MAX_INHIBIT (1u << 18) /* units: ~0.27 s; longer reads as expired */
+#define NHELD 4           /* read locks a thread may hold through slots at once */
+#define SLOT_WAITER ((uintptr_t)1) /* a writer sleeps on this slot (locks are 8-aligned) */
+
+static struct slot {
+    uintptr_t v; /* the address of the lock a reader holds through it (| SLOT_WAITER), or 0 */
+    char pad[KS_CACHELINE - sizeof(uintptr_t)];
+} slots[NSLOTS] __attribute__((aligned(KS_CACHELINE)));
+
+static unsigned window; /* slots per lock: 0 until first use, then constant */
+static unsigned next_tid;
+
+struct held {
+    ks_rwlock_t *l;
+    uint32_t slot, depth;
+};
+static KS_TLS struct held held[NHELD];
+static KS_TLS unsigned my_tid; /* 1 + this thread's index, 0 until first use */
+
+/* The window: twice the CPUs, a power of two in [8, MAX_WINDOW]: enough that
+ * threads running at the same time rarely share a slot, few enough that a
+ * writer's scan stays short.  Fixed at first use (readers and writers must
+ * agree). */
+static unsigned window_size(void)
+{
+    /* relaxed: a constant once set; the CAS below makes everyone use one value. */
+    unsigned w = __atomic_load_n(&window, __ATOMIC_RELAXED);
+    if (KS_LIKELY(w))
+        return w;
+    cpu_set_t set;
+    int n = sched_getaffinity(0, sizeof set, &set) == 0 ? CPU_COUNT(&set) : 1;
+    unsigned want = 8;
+    while (want < 2u * (unsigned)n && want < MAX_WINDOW)
+        want *= 2;
+    w = 0;
+    /* relaxed: publishes only this number. */
+    if (!__atomic_compare_exchange_n(&window, &w, want, 0, __ATOMIC_RELAXED, __ATOMIC_RELAXED))
+        return w;
+    return want;
+}
+
+static inline unsigned window_base(const ks_rwlock_t *l, unsigned w)
+{
+    uint64_t h = (uint64_t)(uintptr_t)l * 0x9e3779b97f4a7c15ull;
+    return (unsigned)(h >> 40) & (NSLOTS - 1) & ~(w - 1);
+}
+
+static inline unsigned thread_index(void)
+{
+    if (KS_UNLIKELY(!my_tid))
+        /* relaxed: only spreads threads over slots. */
+        my_tid = 1 + __atomic_fetch_add(&next_tid, 1, __ATOMIC_RELAXED);
+    return my_tid - 1;
+}
+
+static inline const uint32_t *slot_word(struct slot *s)
+{
+#if __BYTE_ORDER__ == __ORDER_BIG_ENDIAN__ && UINTPTR_MAX > 0xffffffffu
+    return (const uint32_t *)&s->v + 1;
+#else
+    return (const uint32_t *)&s->v;
+#endif
+}
+
+static inline uint32_t now_units(void)
+{
+    return (uint32_t)((uint64_t)ks_now() >> UNIT_SHIFT) & UNTIL_MASK;
+}
+
+/* Is the bias inhibited at bias word b?  Only a time at most MAX_INHIBIT
+ * ahead counts, so a stale or wrapped value (or 0 after init) reads as
+ * expired. */
+static inline int inhibited(uint32_t b)
+{
+    if (!(b >> UNTIL_SHIFT))
+        return 0;
+    uint32_t until = b >> UNTIL_SHIFT, now = now_units();
+    uint32_t ahead = (until - now) & UNTIL_MASK;
+    return ahead != 0 && ahead <= MAX_INHIBIT;
+}
+
+static int unlock_word(ks_rwlock_t *l, unsigned fl, int prefer_reader);
+
+static inline struct held *held_entry(ks_rwlock_t *l)
+{
+    for (int i = 0; i < NHELD; i++)
+        if (held[i].l == l)
+            return &held[i];
+    return 0;
+}
+
+/* Reader, BIAS seen set: try to enter through a slot.  0 on success. */
+static int biased_enter(ks_rwlock_t *l)
+{
+    struct held *h = held_entry(0);
+    if (!h)
+        return EBUSY;
+    unsigned w = window_size(), i = window_base(l, w) + (thread_index() & (w - 1));
+    struct slot *s = &slots[i];
+    uintptr_t zero = 0;
+    /* relaxed: a look before the CAS, to leave another thread's line alone. */
+    if (__atomic_load_n(&s->v, __ATOMIC_RELAXED) != 0)
+        return EBUSY;
+    /* seq_cst (the claim and the re-check): pairs with the writer's seq_cst
+     * clearing of BIAS and its seq_cst scan in revoke(): of "claim slot,
+     * read BIAS" and "clear BIAS, read slot", one sees the other. */
+    if (!__atomic_compare_exchange_n(&s->v, &zero, (uintptr_t)l, 0, __ATOMIC_SEQ_CST, __ATOMIC_RELAXED))
+        return EBUSY;
+    /* seq_cst: see above.  It also acquires: BIAS was set by a reader
+     * holding the lock word, after the last writer's release there. */
+    if (KS_LIKELY(__atomic_load_n(&l->bias, __ATOMIC_SEQ_CST) & BIAS)) {
+        h->l = l;
+        h->slot = i;
+        h->depth = 1;
+        return 0;
+    }
+    /* Revoked meanwhile: leave, waking a writer that may already wait on us.
+     * release: pairs with the writer's acquire load of the slot. */
+    if (__atomic_exchange_n(&s->v, 0, __ATOMIC_RELEASE) & SLOT_WAITER)
+        ks_futex_wake(slot_word(s), KS_WAKE_ALL, 0);
+    return EBUSY;
+}
+
+/* Unlock of a read lock held through a slot. */
+static void biased_leave(struct held *h)
+{
+    if (--h->depth)
+        return;
+    struct slot *s = &slots[h->slot];
+    h->l = 0;
+    /* release: pairs with the acquire load in revoke()'s scan (the writer's
+     * critical section comes after this reader's).  The wake goes to the
+     * table, which outlives every lock: nothing of the lock is touched. */
+    if (__atomic_exchange_n(&s->v, 0, __ATOMIC_RELEASE) & SLOT_WAITER)
+        ks_futex_wake(slot_word(s), KS_WAKE_ALL, 0);
+}
+
+/* A reader that holds the lock word: turn the bias on, unless writers wait
+ * or a revocation inhibits it. */
+static void maybe_enable_bias(ks_rwlock_t *l, uint64_t v)
+{
+    if (NW(v) || (v & WW))
+        return;
+    uint32_t b = __atomic_load_n(&l->bias, __ATOMIC_RELAXED);
+    if ((b & BIAS) || inhibited(b))
+        return;
+    /* seq_cst: BIAS must be set before this reader's releasing unlock (a
+     * writer acquiring after that release must see BIAS_USED; see
+     * ks_rwlock_wrlock_revoke_); a plain RMW, ordered with the rest. */
+    __atomic_fetch_or(&l->bias, BIAS | BIAS_USED, __ATOMIC_SEQ_CST);
+}
+
+/* The writer holds the lock word (R == WRITER): clear BIAS, then wait until
+ * no slot holds the lock.  deadline -1: do not wait (try). */
+int ks_rwlock_revoke_(ks_rwlock_t *l, int64_t deadline)
+{
+    int64_t t0 = ks_now();
+    /* seq_cst: pairs with the reader's claim-then-check in biased_enter(). */
+    __atomic_fetch_and(&l->bias, ~BIAS, __ATOMIC_SEQ_CST);
+    unsigned w = window_size(), base = window_base(l, w);
+    const uintptr_t me = (uintptr_t)l;
+    int64_t waited = 0; /* time spent waiting for readers inside */
+    for (unsigned i = base; i < base + w; i++) {
+        struct slot *s = &slots[i];
+        /* seq_cst (acquire): see biased_enter(); and it pairs with the
+         * release exchange of biased_leave(): the reader's section comes
+         * before ours. */
+        uintptr_t x = __atomic_load_n(&s->v, __ATOMIC_SEQ_CST);
+        if (KS_LIKELY((x & ~SLOT_WAITER) != me))
+            continue;
+        /* A reader is inside: spin a little, then mark the slot and sleep
+         * on it; the reader's exchange sees the mark and wakes us, or the
+         * futex finds the slot changed. */
+        int64_t w0 = ks_now();
+        for (int k = 0, n = deadline == -1 ? 0 : ks_spin_budget(KS_SPIN_LIMIT);
+             k < n && (x & ~SLOT_WAITER) == me; k++) {
+            ks_cpu_relax();
+            x = __atomic_load_n(&s->v, __ATOMIC_SEQ_CST); /* seq_cst: as above */
+        }
+        while ((x & ~SLOT_WAITER) == me) {
+            if (deadline == -1 || ks_deadline_passed(deadline)) {
+                /* Give the lock back; BIAS_USED stays set (the slot is held). */
+                unlock_word(l, l->flags, !!(l->flags & KS_RWLOCK_PREFER_READER));
+                return deadline == -1 ? EBUSY : ETIMEDOUT;
+            }
+            /* relaxed: the mark publishes nothing; the futex re-checks it. */
+            if (!(x & SLOT_WAITER) &&
+                !__atomic_compare_exchange_n(&s->v, &x, x | SLOT_WAITER, 0, __ATOMIC_RELAXED, __ATOMIC_RELAXED))
+                continue;
+            KS_RACE_POINT();
+            ks_futex_wait(slot_word(s), (uint32_t)(me | SLOT_WAITER), deadline, 0);
+            x = __atomic_load_n(&s->v, __ATOMIC_SEQ_CST); /* seq_cst: as above */
+        }
+        waited += ks_now() - w0;
+    }
+    /* BRAVO's policy, on the revocation's own cost: the time it took minus
+     * the time spent waiting for readers that were inside (a writer waits
+     * for readers in the word just the same; with more threads than CPUs
+     * such a wait can last a preempted reader's whole time slice, and
+     * counting it kept the bias off for seconds).  A revocation cheaper than
+     * CHEAP_REVOKE_NS (a short scan, a small machine) inhibits nothing; a
+     * dearer one keeps the bias off for INHIBIT_MUL times its cost. */
+    int64_t cost = ks_now() - t0 - waited;
+    uint32_t nb = 0;
+    if (cost > CHEAP_REVOKE_NS) {
+        uint64_t span = (uint64_t)cost * INHIBIT_MUL >> UNIT_SHIFT;
+        uint32_t until = (now_units() + (uint32_t)(span < MAX_INHIBIT ? span : MAX_INHIBIT)) & UNTIL_MASK;
+        nb = (until ? until : 1) << UNTIL_SHIFT;
+    }
+    /* relaxed: no reader sets the bias while we hold the word; the store
+     * clears BIAS_USED (no slot holds the lock) and publishes only the
+     * inhibition time. */
+    __atomic_store_n(&l->bias, nb, __ATOMIC_RELAXED);
+    return 0;
+}
+
+/* For the tests: how many readers hold l through the table. */
+unsigned ks_rwlock_table_readers_(const ks_rwlock_t *l)
+{
+    unsigned n = 0, w = window_size(), base = window_base(l, w);
+    for (unsigned i = base; i < base + w; i++)
+        /* relaxed: a snapshot for tests */
+        n += (__atomic_load_n(&slots[i].v, __ATOMIC_RELAXED) & ~SLOT_WAITER) == (uintptr_t)l;
+    return n;
+}
+
 int ks_rwlock_init(ks_rwlock_t *l, unsigned flags)
 {
     if (!l || (flags & ~(KS_FLAGS_VALID | KS_RWLOCK_PREFER_READER)))
         return EINVAL;
     l->state = 0;
     l->flags = flags;
-    l->reserved = 0;
+    l->bias = 0;
     return 0;
 }
 
@@ -71,7 +341,15 @@ int ks_rwlock_destroy(ks_rwlock_t *l)
         return EINVAL;
     /* relaxed: a courtesy check; destroy is only legal with no users. */
     uint64_t v = __atomic_load_n(&l->state, __ATOMIC_RELAXED);
-    return (R(v) || NW(v)) ? EBUSY : 0;
+    if (R(v) || NW(v))
+        return EBUSY;
+    if (__atomic_load_n(&l->bias, __ATOMIC_RELAXED) & BIAS_USED) { /* relaxed: as above */
+        unsigned w = window_size(), base = window_base(l, w);
+        for (unsigned i = base; i < base + w; i++)
+            if ((__atomic_load_n(&slots[i].v, __ATOMIC_RELAXED) & ~SLOT_WAITER) == (uintptr_t)l)
+                return EBUSY; /* relaxed: as above */
+    }
+    return 0;
 }
 
 int ks_rwlock_unlock_slow(ks_rwlock_t *l)
@@ -86,6 +364,21 @@ int ks_rwlock_unlock_slow(ks_rwlock_t *l)
 int ks_rwlock_unlock_mode(ks_rwlock_t *l, int prefer_reader)
 {
     const unsigned fl = l->flags; /* read before the release */
+    /* relaxed: only this thread's own slot matters, and BIAS_USED cannot be
+     * cleared while it holds one. */
+    if (__atomic_load_n(&l->bias, __ATOMIC_RELAXED) & BIAS_USED) {
+        struct held *h = held_entry(l);
+        if (h) {
+            biased_leave(h);
+            return 0;
+        }
+    }
+    return unlock_word(l, fl, prefer_reader);
+}
+
+/* Release a hold on the lock word (a writer's, or a reader's counted in R). */
+static int unlock_word(ks_rwlock_t *l, unsigned fl, int prefer_reader)
+{
     uint64_t v = __atomic_load_n(&l->state, __ATOMIC_RELAXED), nv;
     int wake_writer, wake_readers;
     do {
@@ -135,8 +428,27 @@ int ks_rwlock_tryrdlock_slow(ks_rwlock_t *l)
     return ks_rwlock_tryrdlock_mode(l, !!(l->flags & KS_RWLOCK_PREFER_READER));
 }
 
+/* Read lock without the word: a recursive hold through a slot, or a new one
+ * while the bias is on.  0 on success. */
+static inline int read_through_table(ks_rwlock_t *l)
+{
+    if (l->flags & KS_SHARED)
+        return EBUSY;
+    uint32_t b = __atomic_load_n(&l->bias, __ATOMIC_RELAXED); /* relaxed: biased_enter re-checks */
+    if (!(b & BIAS_USED))
+        return EBUSY;
+    struct held *h = held_entry(l);
+    if (h) {
+        h->depth++;
+        return 0;
+    }
+    return (b & BIAS) ? biased_enter(l) : EBUSY;
+}
+
 int ks_rwlock_tryrdlock_mode(ks_rwlock_t *l, int prefer_reader)
 {
+    if (read_through_table(l) == 0)
+        return 0;
     uint64_t v = __atomic_load_n(&l->state, __ATOMIC_RELAXED);
     while (read_lockable(v, prefer_reader))
         /* acquire: pairs with the release CAS in unlock. */
@@ -155,6 +467,8 @@ int ks_rwlock_rdlock_slow(ks_rwlock_t *l, int64_t deadline)
 int ks_rwlock_rdlock_mode(ks_rwlock_t *l, int64_t deadline, int prefer_reader)
 {
     const unsigned fl = l->flags;
+    if (read_through_table(l) == 0)
+        return 0;
     uint64_t v = __atomic_load_n(&l->state, __ATOMIC_RELAXED);
     /* Spin while a writer holds it and nobody queues behind it. */
     for (int i = 0, n = ks_spin_budget(KS_SPIN_LIMIT); i < n && R(v) == WRITER && !(v & (RS | WW)); i++) {
@@ -164,8 +478,11 @@ int ks_rwlock_rdlock_mode(ks_rwlock_t *l, int64_t deadline, int prefer_reader)
     for (;;) {
         if (read_lockable(v, prefer_reader)) {
             /* acquire: pairs with the release CAS in unlock. */
-            if (__atomic_compare_exchange_n(&l->state, &v, v + 1, 1, __ATOMIC_ACQUIRE, __ATOMIC_RELAXED))
+            if (__atomic_compare_exchange_n(&l->state, &v, v + 1, 1, __ATOMIC_ACQUIRE, __ATOMIC_RELAXED)) {
+                if (!(fl & KS_SHARED))
+                    maybe_enable_bias(l, v);
                 return 0;
+            }
             continue;
         }
         if (R(v) == KS_RWLOCK_MAX_READERS)
@@ -208,7 +525,7 @@ int ks_rwlock_wrlock_slow(ks_rwlock_t *l, int64_t deadline)
             }
             /* acquire: pairs with the release CAS in unlock. */
             if (__atomic_compare_exchange_n(&l->state, &v, nv, 1, __ATOMIC_ACQUIRE, __ATOMIC_RELAXED))
-                return 0;
+                return ks_rwlock_wrlock_revoke_(l, deadline);
             continue;
         }
         if (!registered) {
@@ -220,6 +537,10 @@ int ks_rwlock_wrlock_slow(ks_rwlock_t *l, int64_t deadline)
                 continue;
             registered = 1;
             v = nv;
+            /* Writer preference: no new readers through the table either.
+             * relaxed: a hint to readers; exclusion rests on revoke(). */
+            if (__atomic_load_n(&l->bias, __ATOMIC_RELAXED) & BIAS)
+                __atomic_fetch_and(&l->bias, ~BIAS, __ATOMIC_RELAXED);
         }
         KS_RACE_POINT();
         int r = ks_futex_wait_mask(fword(l), (uint32_t)v, deadline, fl, MASK_WRITER);

@@ -60,7 +60,7 @@ static void usage(FILE *f)
             "                      cpu          4. CPU time of a thread blocked --seconds\n"
             "                      handoff      5. 2-thread ping-pong: event, sem, cond+mutex pairs\n"
             "                      barrier      6. barrier episodes/s at 2 and 8 threads\n"
-            "                      rwlock       7. rwlock, 90%% reads, at 2 and 16 threads (Mops/s)\n"
+            "                      rwlock       7. rwlock, 90%% and 99%% reads, at 2 and 16 threads (Mops/s)\n"
             "                      broadcast    8. cond broadcast to 16 waiters: futex calls, sleeps\n"
             "                      queue        9. MPMC ring (ks_mpmc, ck_ring, wfcqueue) and blocking\n"
             "                                      queue (ks_queue, mutex+2cond) at 1p1c..16p16c (items/s)\n"

@@ -20,6 +20,13 @@
  * destroying twice is 0 and a destroyed lock may be initialised again; any
  * other use after destroy is undefined.  The read fast path
  * is one compare-and-swap; unlock is one when nobody waits.
+ *
+ * Reader bias (private locks only): once readers contend, a reader may
+ * instead publish itself in a slot of a per-process table (src/rwlock.c,
+ * docs/rwlock.md) and leave the lock's own cache line alone; a writer
+ * revokes the bias and waits for those slots to empty.  A read lock is
+ * therefore owned by the thread that took it: unlock it in that thread
+ * (POSIX asks the same of pthread_rwlock_unlock).
  */
 #ifndef KSYNC_RWLOCK_H
 #define KSYNC_RWLOCK_H
@@ -45,10 +52,19 @@
  * writer preference. */
 #define KS_RWLOCK_PREFER_READER 2u
 
+/* bias word (src/rwlock.c):
+ *   bit 0      BIAS: readers may enter through the visible-readers table
+ *   bit 1      BIAS_USED: the table may hold readers of this lock; only a
+ *              writer that has seen every slot free clears it
+ *   bits 2-31  after a revocation, the bias stays off until this time
+ *              (ks_now() >> 10, 30 bits) */
+#define KS_RWLOCK_BIAS 1u
+#define KS_RWLOCK_BIAS_USED 2u
+
 typedef struct ks_rwlock {
     uint64_t state __attribute__((aligned(8)));
     uint32_t flags; /* KS_SHARED or 0; constant after init */
-    uint32_t reserved;
+    uint32_t bias;  /* 0 after init; never used with KS_SHARED */
 } ks_rwlock_t;
 
 #define KS_RWLOCK_INIT {0u, 0u, 0u}
@@ -61,6 +77,27 @@ KS_API int ks_rwlock_rdlock_slow(ks_rwlock_t *l, int64_t deadline);
 KS_API int ks_rwlock_wrlock_slow(ks_rwlock_t *l, int64_t deadline);
 KS_API int ks_rwlock_unlock_slow(ks_rwlock_t *l);
 KS_API int ks_rwlock_tryrdlock_slow(ks_rwlock_t *l);
+KS_API int ks_rwlock_revoke_(ks_rwlock_t *l, int64_t deadline);
+
+/* relaxed: a hint; the slow paths decide (see ks_rwlock_revoke_'s caller
+ * below for the one place where the value matters). */
+static inline uint32_t ks_rwlock_bias_(const ks_rwlock_t *l)
+{
+    return __atomic_load_n(&l->bias, __ATOMIC_RELAXED);
+}
+
+/* After a writer's acquiring CAS: if readers may sit in the visible-readers
+ * table, revoke the bias and wait for them (0), or give the lock back
+ * (ETIMEDOUT; EBUSY for a try, deadline -1).  relaxed load: the acquire
+ * CAS just made happens-after every reader's unlock, and a reader sets
+ * BIAS_USED only while it holds the lock (sequenced before its unlock),
+ * so this load sees it. */
+static inline int ks_rwlock_wrlock_revoke_(ks_rwlock_t *l, int64_t deadline)
+{
+    if (KS_LIKELY(!(ks_rwlock_bias_(l) & KS_RWLOCK_BIAS_USED)))
+        return 0;
+    return ks_rwlock_revoke_(l, deadline);
+}
 
 static inline int ks_rwlock_read_lockable_(uint64_t v)
 {
@@ -72,6 +109,8 @@ static inline int ks_rwlock_tryrdlock(ks_rwlock_t *l)
 {
     if (KS_UNLIKELY(!l))
         return EINVAL;
+    if (ks_rwlock_bias_(l) & KS_RWLOCK_BIAS_USED) /* the table, or a recursive hold there */
+        return ks_rwlock_tryrdlock_slow(l);
     uint64_t v = __atomic_load_n(&l->state, __ATOMIC_RELAXED);
     while (ks_rwlock_read_lockable_(v))
         if (__atomic_compare_exchange_n(&l->state, &v, v + 1, 1, __ATOMIC_ACQUIRE, __ATOMIC_RELAXED))
@@ -83,7 +122,7 @@ static inline int ks_rwlock_tryrdlock(ks_rwlock_t *l)
 
 static inline int ks_rwlock_rdlock(ks_rwlock_t *l)
 {
-    if (KS_LIKELY(l != 0)) {
+    if (KS_LIKELY(l != 0 && !(ks_rwlock_bias_(l) & KS_RWLOCK_BIAS))) {
         uint64_t v = __atomic_load_n(&l->state, __ATOMIC_RELAXED);
         if (ks_rwlock_read_lockable_(v) &&
             __atomic_compare_exchange_n(&l->state, &v, v + 1, 0, __ATOMIC_ACQUIRE, __ATOMIC_RELAXED))
@@ -94,7 +133,7 @@ static inline int ks_rwlock_rdlock(ks_rwlock_t *l)
 
 static inline int ks_rwlock_timedrdlock(ks_rwlock_t *l, int64_t deadline)
 {
-    if (KS_LIKELY(l != 0 && deadline >= 0)) {
+    if (KS_LIKELY(l != 0 && deadline >= 0 && !(ks_rwlock_bias_(l) & KS_RWLOCK_BIAS))) {
         uint64_t v = __atomic_load_n(&l->state, __ATOMIC_RELAXED);
         if (ks_rwlock_read_lockable_(v) &&
             __atomic_compare_exchange_n(&l->state, &v, v + 1, 0, __ATOMIC_ACQUIRE, __ATOMIC_RELAXED))
@@ -111,7 +150,7 @@ static inline int ks_rwlock_trywrlock(ks_rwlock_t *l)
     while (!(v & KS_RWLOCK_WRITER))
         if (__atomic_compare_exchange_n(&l->state, &v, v | KS_RWLOCK_WRITER, 1, __ATOMIC_ACQUIRE,
                                         __ATOMIC_RELAXED))
-            return 0;
+            return ks_rwlock_wrlock_revoke_(l, -1);
     return EBUSY;
 }
 
@@ -120,7 +159,7 @@ static inline int ks_rwlock_wrlock(ks_rwlock_t *l)
     uint64_t zero = 0;
     if (KS_LIKELY(l && __atomic_compare_exchange_n(&l->state, &zero, KS_RWLOCK_WRITER, 0,
                                                    __ATOMIC_ACQUIRE, __ATOMIC_RELAXED)))
-        return 0;
+        return ks_rwlock_wrlock_revoke_(l, KS_FOREVER);
     return ks_rwlock_wrlock_slow(l, KS_FOREVER);
 }
 
@@ -130,15 +169,18 @@ static inline int ks_rwlock_timedwrlock(ks_rwlock_t *l, int64_t deadline)
     if (KS_LIKELY(l && deadline >= 0 &&
                   __atomic_compare_exchange_n(&l->state, &zero, KS_RWLOCK_WRITER, 0, __ATOMIC_ACQUIRE,
                                               __ATOMIC_RELAXED)))
-        return 0;
+        return ks_rwlock_wrlock_revoke_(l, deadline);
     return ks_rwlock_wrlock_slow(l, deadline);
 }
 
 /* Fast unlock when nobody waits and (for a reader) others still hold it or
- * no one waits: one CAS.  release: pairs with the acquire of the next locker. */
+ * no one waits: one CAS.  release: pairs with the acquire of the next locker.
+ * A reader that entered through the table must be told apart: it holds the
+ * lock only while BIAS_USED is set, so without it this thread is no such
+ * reader. */
 static inline int ks_rwlock_unlock(ks_rwlock_t *l)
 {
-    if (KS_LIKELY(l != 0)) {
+    if (KS_LIKELY(l != 0 && !(ks_rwlock_bias_(l) & KS_RWLOCK_BIAS_USED))) {
         uint64_t v = __atomic_load_n(&l->state, __ATOMIC_RELAXED);
         uint64_t held = v & KS_RWLOCK_WRITER;
         if (held && !(v & ~KS_RWLOCK_WRITER) &&

@@ -69,7 +69,7 @@ static int rdlock(pthread_rwlock_t *lock, int64_t deadline)
     struct ks_prwlock *l = prw(lock);
     uint64_t v = __atomic_load_n(&l->l.state, __ATOMIC_RELAXED);
     /* acquire: pairs with the release in unlock (as ks_rwlock_rdlock). */
-    if (KS_LIKELY(ks_rwlock_read_lockable_(v) &&
+    if (KS_LIKELY(ks_rwlock_read_lockable_(v) && !(ks_rwlock_bias_(&l->l) & KS_RWLOCK_BIAS) &&
                   __atomic_compare_exchange_n(&l->l.state, &v, v + 1, 0, __ATOMIC_ACQUIRE, __ATOMIC_RELAXED)))
         return 0;
     if (writer_is_me(l))
@@ -85,7 +85,7 @@ static int wrlock(pthread_rwlock_t *lock, int64_t deadline)
     /* acquire: pairs with the release in unlock (as ks_rwlock_wrlock). */
     if (KS_LIKELY(__atomic_compare_exchange_n(&l->l.state, &zero, KS_RWLOCK_WRITER, 0, __ATOMIC_ACQUIRE,
                                               __ATOMIC_RELAXED)))
-        r = 0;
+        r = ks_rwlock_wrlock_revoke_(&l->l, deadline);
     else if (writer_is_me(l))
         return EDEADLK;
     else
@@ -159,7 +159,7 @@ KS_PT_EXPORT int pthread_rwlock_unlock(pthread_rwlock_t *lock)
     uint64_t v = __atomic_load_n(&l->l.state, __ATOMIC_RELAXED);
     uint64_t held = v & KS_RWLOCK_WRITER;
     /* release: pairs with the acquire of the next locker (as ks_rwlock_unlock). */
-    if (KS_LIKELY(held && !(v & ~KS_RWLOCK_WRITER) &&
+    if (KS_LIKELY(held && !(v & ~KS_RWLOCK_WRITER) && !(ks_rwlock_bias_(&l->l) & KS_RWLOCK_BIAS_USED) &&
                   __atomic_compare_exchange_n(&l->l.state, &v, held == KS_RWLOCK_WRITER ? 0 : v - 1, 0,
                                               __ATOMIC_RELEASE, __ATOMIC_RELAXED)))
         return 0;

@@ -61,6 +61,13 @@ rwlock-1w2r          rwlock.pml  pass    -             -DNWR=1 -DNRD=2
 rwlock-dep           rwlock.pml  pass    -DCOLLAPSE    -DNWR=2 -DNRD=2 -DRD_DEP
 rwlock-wake-no-mask  rwlock.pml  fail    -             -DNWR=2 -DNRD=1 -DBUG_WAKE_NO_MASK
 rwlock-giveup-nowake rwlock.pml  fail    -DCOLLAPSE    -DNWR=2 -DNRD=2 -DRD_DEP -DBUG_GIVEUP_NO_READER_WAKE
+rwbias-1w2r          rwlock_bias.pml pass  -             -DNWR=1 -DNRD=2 -DNSLOT=2
+rwbias-2w2r          rwlock_bias.pml pass  -             -DNWR=2 -DNRD=2 -DNSLOT=2
+rwbias-1w3r          rwlock_bias.pml pass  -             -DNWR=1 -DNRD=3 -DNSLOT=2
+rwbias-2w3r-3slots   rwlock_bias.pml pass  -DCOLLAPSE    -DNWR=2 -DNRD=3 -DNSLOT=3
+rwbias-no-recheck    rwlock_bias.pml fail  -             -DNWR=1 -DNRD=2 -DBUG_NO_RECHECK
+rwbias-scan-first    rwlock_bias.pml fail  -             -DNWR=1 -DNRD=2 -DBUG_SCAN_FIRST
+rwbias-plain-leave   rwlock_bias.pml fail  -             -DNWR=1 -DNRD=2 -DBUG_PLAIN_LEAVE
 barrier              barrier.pml pass    -             -DNB=3 -DRND=2
 barrier-phase-late   barrier.pml fail    -             -DNB=3 -DRND=2 -DBUG_PHASE_AFTER_ARRIVE
 barrier-reset-late   barrier.pml fail    -             -DNB=3 -DRND=2 -DBUG_RESET_AFTER_RELEASE
