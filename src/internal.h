@@ -296,12 +296,4 @@ KS_HIDDEN void ks_spin_set_budget_ns(unsigned site, uint32_t ns);
 KS_HIDDEN uint64_t ks_spin_ns_to_ticks(uint64_t ns);
 KS_HIDDEN uint64_t ks_spin_ticks_to_ns(uint64_t ticks);
 
-/* The old fixed-round budget, kept for the loops not yet moved to the
- * time-based policy above. */
-static inline int ks_spin_budget(int rounds)
-{
-    return ks_usable_cpus() > 1 ? rounds : 0;
-}
-#define KS_SPIN_LIMIT 100
-
 #endif

@@ -273,10 +273,14 @@ int ks_rwlock_revoke_(ks_rwlock_t *l, int64_t deadline)
          * on it; the reader's exchange sees the mark and wakes us, or the
          * futex finds the slot changed. */
         int64_t w0 = ks_now();
-        for (int k = 0, n = deadline == -1 ? 0 : ks_spin_budget(KS_SPIN_LIMIT);
-             k < n && (x & ~SLOT_WAITER) == me; k++) {
-            ks_cpu_relax();
-            x = __atomic_load_n(&s->v, __ATOMIC_SEQ_CST); /* seq_cst: as above */
+        struct ks_spin sp;
+        if (deadline != -1 && ks_spin_begin(&sp, KS_SPIN_RWLOCK_WRITE)) {
+            ks_spin_clip(&sp, deadline);
+            do {
+                ks_cpu_relax();
+                x = __atomic_load_n(&s->v, __ATOMIC_SEQ_CST); /* seq_cst: as above */
+            } while ((x & ~SLOT_WAITER) == me && ks_spin_more(&sp));
+            ks_spin_end(&sp); /* what it learns, the wait for the word teaches */
         }
         while ((x & ~SLOT_WAITER) == me) {
             if (deadline == -1 || ks_deadline_passed(deadline)) {
@@ -470,10 +474,23 @@ int ks_rwlock_rdlock_mode(ks_rwlock_t *l, int64_t deadline, int prefer_reader)
     if (read_through_table(l) == 0)
         return 0;
     uint64_t v = __atomic_load_n(&l->state, __ATOMIC_RELAXED);
-    /* Spin while a writer holds it and nobody queues behind it. */
-    for (int i = 0, n = ks_spin_budget(KS_SPIN_LIMIT); i < n && R(v) == WRITER && !(v & (RS | WW)); i++) {
-        ks_cpu_relax();
-        v = __atomic_load_n(&l->state, __ATOMIC_RELAXED);
+    /* Spin while a writer holds it and nobody queues behind it, for the
+     * policy's budget (src/spin.c).  learn: 1 when the spin ran out, so the
+     * acquisition that ends the wait teaches the budget. */
+    struct ks_spin sp;
+    int learn = 0;
+    if (R(v) == WRITER && !(v & (RS | WW)) && ks_spin_begin(&sp, KS_SPIN_RWLOCK_READ)) {
+        ks_spin_clip(&sp, deadline);
+        do {
+            ks_cpu_relax();
+            v = __atomic_load_n(&l->state, __ATOMIC_RELAXED);
+        } while (R(v) == WRITER && !(v & (RS | WW)) && ks_spin_more(&sp));
+        if (R(v) != WRITER) {
+            ks_spin_won(&sp);
+        } else {
+            ks_spin_end(&sp);
+            learn = 1;
+        }
     }
     for (;;) {
         if (read_lockable(v, prefer_reader)) {
@@ -481,6 +498,8 @@ int ks_rwlock_rdlock_mode(ks_rwlock_t *l, int64_t deadline, int prefer_reader)
             if (__atomic_compare_exchange_n(&l->state, &v, v + 1, 1, __ATOMIC_ACQUIRE, __ATOMIC_RELAXED)) {
                 if (!(fl & KS_SHARED))
                     maybe_enable_bias(l, v);
+                if (learn)
+                    ks_spin_waited(&sp);
                 return 0;
             }
             continue;
@@ -509,10 +528,22 @@ int ks_rwlock_wrlock_slow(ks_rwlock_t *l, int64_t deadline)
         return EINVAL;
     const unsigned fl = l->flags;
     uint64_t v = __atomic_load_n(&l->state, __ATOMIC_RELAXED), nv;
-    /* Spin while the lock is held and no other writer queues. */
-    for (int i = 0, n = ks_spin_budget(KS_SPIN_LIMIT); i < n && R(v) && !NW(v); i++) {
-        ks_cpu_relax();
-        v = __atomic_load_n(&l->state, __ATOMIC_RELAXED);
+    /* Spin while the lock is held and no other writer queues (src/spin.c
+     * decides how long); learn as in rdlock. */
+    struct ks_spin sp;
+    int learn = 0;
+    if (R(v) && !NW(v) && ks_spin_begin(&sp, KS_SPIN_RWLOCK_WRITE)) {
+        ks_spin_clip(&sp, deadline);
+        do {
+            ks_cpu_relax();
+            v = __atomic_load_n(&l->state, __ATOMIC_RELAXED);
+        } while (R(v) && !NW(v) && ks_spin_more(&sp));
+        if (!R(v)) {
+            ks_spin_won(&sp);
+        } else {
+            ks_spin_end(&sp);
+            learn = 1;
+        }
     }
     int registered = 0;
     for (;;) {
@@ -524,8 +555,11 @@ int ks_rwlock_wrlock_slow(ks_rwlock_t *l, int64_t deadline)
                     nv &= ~WW;
             }
             /* acquire: pairs with the release CAS in unlock. */
-            if (__atomic_compare_exchange_n(&l->state, &v, nv, 1, __ATOMIC_ACQUIRE, __ATOMIC_RELAXED))
+            if (__atomic_compare_exchange_n(&l->state, &v, nv, 1, __ATOMIC_ACQUIRE, __ATOMIC_RELAXED)) {
+                if (learn)
+                    ks_spin_waited(&sp);
                 return ks_rwlock_wrlock_revoke_(l, deadline);
+            }
             continue;
         }
         if (!registered) {
