@@ -245,17 +245,16 @@ static void bench_rwlock_mix(int m)
      * writer-preferring kind */
     char what[96];
     if (m == 0) {
-        for (int ti = 0; ti < NT; ti++) {
-            snprintf(what, sizeof what, "rwlock 90%% reads, %d threads: ks_rwlock / pthread_rwlock", rw_threads[ti]);
-            bench_target(what, mops[ti][0].med / mops[ti][1].med, ">", 1.0, "x");
-        }
+        /* 2 threads: at least 3x; 16 threads: at least 1x (issue 13) */
         snprintf(what, sizeof what, "rwlock 90%% reads, %d threads: ks_rwlock / pthread_rwlock", rw_threads[0]);
-        bench_target(what, mops[0][0].med / mops[0][1].med, ">", 3.0, "x");
+        bench_target(what, mops[0][0].med / mops[0][1].med, ">=", 3.0, "x");
+        snprintf(what, sizeof what, "rwlock 90%% reads, %d threads: ks_rwlock / pthread_rwlock", rw_threads[1]);
+        bench_target(what, mops[1][0].med / mops[1][1].med, ">=", 1.0, "x");
         snprintf(what, sizeof what, "rwlock 90%% reads, %d threads: ks_rwlock / pthread_rwlock_wp", rw_threads[1]);
-        bench_target(what, mops[1][0].med / mops[1][3].med, ">", 2.0, "x");
+        bench_target(what, mops[1][0].med / mops[1][3].med, ">=", 2.0, "x");
     } else {
         snprintf(what, sizeof what, "rwlock 99%% reads, %d threads: ks_rwlock / pthread_rwlock", rw_threads[1]);
-        bench_target(what, mops[1][0].med / mops[1][1].med, ">", 2.0, "x");
+        bench_target(what, mops[1][0].med / mops[1][1].med, ">=", 2.0, "x");
     }
 #undef RES
     free(res);
