@@ -14,8 +14,14 @@ CXX     ?= g++
 BUILD   ?= build
 PREFIX  ?= /usr/local
 DESTDIR ?=
-VERSION := 0.1.0
-SOVER   := 0
+# libksync.so.1: the rwlock's reader bias changed what the inline functions
+# of include/ksync/rwlock.h expect of the library (an old binary's inline
+# writer would skip the revocation).  The drop-in layer's ABI is the POSIX
+# one, unchanged.
+VERSION := 1.0.0
+SOVER   := 1
+DROPIN_VERSION := 0.1.0
+DROPIN_SOVER := 0
 
 HOST_ARCH := $(shell uname -m)
 ifeq ($(origin ARCH),undefined)
@@ -79,7 +85,7 @@ all: $(STATIC) $(BUILD)/libksync.so
 
 help:
 	@sed -n 's/^## //p' Makefile
-## make                 build/libksync.a and build/libksync.so (SONAME libksync.so.0)
+## make                 build/libksync.a and build/libksync.so (SONAME libksync.so.1)
 ## make test            install missing packages (as root), build and run the Criterion tests
 ## make run-tests       run the Criterion tests without the package check (TEST_ARGS="--filter cond/*")
 ## make stress          the stress scenarios on short defaults (S1-S15, S17, S19; S16, S18, S20-S22
@@ -181,7 +187,7 @@ bench: deps
 comma := ,
 DROPIN_SRCS := $(wildcard src/dropin/*.c)
 DROPIN_OBJS := $(DROPIN_SRCS:src/dropin/%.c=$(BUILD)/dobj/%.o)
-DROPIN_SO   := $(BUILD)/libksync-pthread.so.$(VERSION)
+DROPIN_SO   := $(BUILD)/libksync-pthread.so.$(DROPIN_VERSION)
 DROPIN_MAP  := $(if $(findstring x86_64,$(shell $(CC) -dumpmachine)),src/dropin/x86_64.map,)
 DROPIN_LDMAP := $(if $(DROPIN_MAP),-Wl$(comma)--version-script=$(DROPIN_MAP),)
 DROPIN_TEST_BIN := $(BUILD)/tests/dropin-tests
@@ -192,11 +198,11 @@ $(BUILD)/dobj:
 $(BUILD)/dobj/%.o: src/dropin/%.c $(wildcard src/dropin/*.h) $(HEADERS) src/internal.h | $(BUILD)/dobj
 	$(CC) $(CPPFLAGS) $(LIB_CFLAGS) -fno-strict-aliasing $(CFLAGS) -c $< -o $@
 $(DROPIN_SO): $(DROPIN_OBJS) $(STATIC) $(DROPIN_MAP)
-	$(CC) -shared -Wl,-soname,libksync-pthread.so.$(SOVER) -Wl,--no-undefined -Wl,--exclude-libs,ALL \
+	$(CC) -shared -Wl,-soname,libksync-pthread.so.$(DROPIN_SOVER) -Wl,--no-undefined -Wl,--exclude-libs,ALL \
 	    $(DROPIN_LDMAP) $(SANFLAGS) -o $@ $(DROPIN_OBJS) $(STATIC) -ldl $(LDLIBS)
 $(BUILD)/libksync-pthread.so: $(DROPIN_SO)
-	ln -sf libksync-pthread.so.$(VERSION) $(BUILD)/libksync-pthread.so.$(SOVER)
-	ln -sf libksync-pthread.so.$(VERSION) $@
+	ln -sf libksync-pthread.so.$(DROPIN_VERSION) $(BUILD)/libksync-pthread.so.$(DROPIN_SOVER)
+	ln -sf libksync-pthread.so.$(DROPIN_VERSION) $@
 $(BUILD)/ksync-run: tools/ksync-run.in
 	sed -e 's|@LIBDIR@|$(abspath $(BUILD))|' $< > $@ && chmod 755 $@
 dropin: $(BUILD)/libksync-pthread.so $(BUILD)/ksync-run
@@ -252,8 +258,8 @@ install: all dropin
 	ln -sf libksync.so.$(VERSION) $(DESTDIR)$(PREFIX)/lib/libksync.so.$(SOVER)
 	ln -sf libksync.so.$(VERSION) $(DESTDIR)$(PREFIX)/lib/libksync.so
 	install -m 755 $(DROPIN_SO) $(DESTDIR)$(PREFIX)/lib/
-	ln -sf libksync-pthread.so.$(VERSION) $(DESTDIR)$(PREFIX)/lib/libksync-pthread.so.$(SOVER)
-	ln -sf libksync-pthread.so.$(VERSION) $(DESTDIR)$(PREFIX)/lib/libksync-pthread.so
+	ln -sf libksync-pthread.so.$(DROPIN_VERSION) $(DESTDIR)$(PREFIX)/lib/libksync-pthread.so.$(DROPIN_SOVER)
+	ln -sf libksync-pthread.so.$(DROPIN_VERSION) $(DESTDIR)$(PREFIX)/lib/libksync-pthread.so
 	sed -e 's|@LIBDIR@|$(PREFIX)/lib|' tools/ksync-run.in > $(DESTDIR)$(PREFIX)/bin/ksync-run
 	chmod 755 $(DESTDIR)$(PREFIX)/bin/ksync-run
 	sed -e 's|@PREFIX@|$(PREFIX)|' -e 's|@VERSION@|$(VERSION)|' tools/ksync.pc.in \

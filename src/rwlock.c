@@ -67,6 +67,9 @@
 
 #include <ksync/rwlock.h>
 
+#include <ksync/once.h>
+
+#include <pthread.h>
 #include <sched.h>
 
 #define WRITER KS_RWLOCK_WRITER
@@ -182,6 +185,41 @@ static inline int inhibited(uint32_t b)
 
 static int unlock_word(ks_rwlock_t *l, unsigned fl, int prefer_reader);
 
+/* Which locks may use the bias: private (the table is per process) and
+ * writer-preferring ones.  Under reader preference a new reader must enter
+ * while a reader is inside, but a reader inside the table is invisible to
+ * the word, so a writer takes the word and every new reader waits behind
+ * it (a reader that waits for another reader then deadlocks).  And not in
+ * the drop-in layer, whose callers are pthread programs: glibc lets one
+ * thread release a read lock another took, which a slot cannot allow.  The
+ * layer defines this (weak here) as 1. */
+KS_HIDDEN int ks_rwlock_no_bias __attribute__((weak));
+
+/* Fork: a child holds only the forking thread, and slots claimed by the
+ * others would make every writer on those locks (or on a lock re-initialised
+ * at the same address) wait forever.  fork() runs this in the child; a
+ * child made by _Fork() or clone() runs no handler, and inherits them. */
+static ks_once_t atfork_once = KS_ONCE_INIT;
+
+static void after_fork_child(void)
+{
+    for (unsigned i = 0; i < NSLOTS; i++) {
+        /* relaxed (both): the child is single-threaded here. */
+        uintptr_t x = __atomic_load_n(&slots[i].v, __ATOMIC_RELAXED) & ~SLOT_WAITER;
+        if (!x)
+            continue;
+        int mine = 0;
+        for (int k = 0; k < NHELD; k++)
+            mine |= held[k].l == (ks_rwlock_t *)x && held[k].slot == i;
+        __atomic_store_n(&slots[i].v, mine ? x : 0, __ATOMIC_RELAXED);
+    }
+}
+
+static void register_atfork(void)
+{
+    pthread_atfork(NULL, NULL, after_fork_child);
+}
+
 static inline struct held *held_entry(ks_rwlock_t *l)
 {
     for (int i = 0; i < NHELD; i++)
@@ -196,6 +234,7 @@ static int biased_enter(ks_rwlock_t *l)
     struct held *h = held_entry(0);
     if (!h)
         return EBUSY;
+    ks_once(&atfork_once, register_atfork);
     unsigned w = window_size(), i = window_base(l, w) + (thread_index() & (w - 1));
     struct slot *s = &slots[i];
     uintptr_t zero = 0;
@@ -249,6 +288,31 @@ static void maybe_enable_bias(ks_rwlock_t *l, uint64_t v)
      * writer acquiring after that release must see BIAS_USED; see
      * ks_rwlock_wrlock_revoke_); a plain RMW, ordered with the rest. */
     __atomic_fetch_or(&l->bias, BIAS | BIAS_USED, __ATOMIC_SEQ_CST);
+}
+
+/* trywrlock while readers may sit in the table: if one holds this lock, fail
+ * at once without taking the word (taking it and giving it back made
+ * concurrent tryrdlock calls fail, and blocking readers wait, while only
+ * readers held the lock).  A reader that enters the table between this look
+ * and the CAS is still found by revoke(), which gives the word back. */
+int ks_rwlock_trywrlock_slow(ks_rwlock_t *l)
+{
+    if (!l)
+        return EINVAL;
+    /* relaxed: a hint, as in ks_rwlock_wrlock_revoke_. */
+    if (__atomic_load_n(&l->bias, __ATOMIC_RELAXED) & BIAS_USED) {
+        unsigned w = window_size(), base = window_base(l, w);
+        for (unsigned i = base; i < base + w; i++)
+            /* relaxed: a look; exclusion rests on revoke() after the CAS. */
+            if ((__atomic_load_n(&slots[i].v, __ATOMIC_RELAXED) & ~SLOT_WAITER) == (uintptr_t)l)
+                return EBUSY;
+    }
+    uint64_t v = __atomic_load_n(&l->state, __ATOMIC_RELAXED);
+    while (!(v & WRITER))
+        /* acquire: pairs with the release CAS in unlock. */
+        if (__atomic_compare_exchange_n(&l->state, &v, v | WRITER, 1, __ATOMIC_ACQUIRE, __ATOMIC_RELAXED))
+            return ks_rwlock_wrlock_revoke_(l, -1);
+    return EBUSY;
 }
 
 /* The writer holds the lock word (R == WRITER): clear BIAS, then wait until
@@ -496,7 +560,7 @@ int ks_rwlock_rdlock_mode(ks_rwlock_t *l, int64_t deadline, int prefer_reader)
         if (read_lockable(v, prefer_reader)) {
             /* acquire: pairs with the release CAS in unlock. */
             if (__atomic_compare_exchange_n(&l->state, &v, v + 1, 1, __ATOMIC_ACQUIRE, __ATOMIC_RELAXED)) {
-                if (!(fl & KS_SHARED))
+                if (!(fl & KS_SHARED) && !prefer_reader && !ks_rwlock_no_bias)
                     maybe_enable_bias(l, v);
                 if (learn)
                     ks_spin_waited(&sp);

@@ -78,6 +78,7 @@ KS_API int ks_rwlock_wrlock_slow(ks_rwlock_t *l, int64_t deadline);
 KS_API int ks_rwlock_unlock_slow(ks_rwlock_t *l);
 KS_API int ks_rwlock_tryrdlock_slow(ks_rwlock_t *l);
 KS_API int ks_rwlock_revoke_(ks_rwlock_t *l, int64_t deadline);
+KS_API int ks_rwlock_trywrlock_slow(ks_rwlock_t *l);
 
 /* relaxed: a hint; the slow paths decide (see ks_rwlock_revoke_'s caller
  * below for the one place where the value matters). */
@@ -146,6 +147,8 @@ static inline int ks_rwlock_trywrlock(ks_rwlock_t *l)
 {
     if (KS_UNLIKELY(!l))
         return EINVAL;
+    if (ks_rwlock_bias_(l) & KS_RWLOCK_BIAS_USED) /* look at the table before taking the word */
+        return ks_rwlock_trywrlock_slow(l);
     uint64_t v = __atomic_load_n(&l->state, __ATOMIC_RELAXED);
     while (!(v & KS_RWLOCK_WRITER))
         if (__atomic_compare_exchange_n(&l->state, &v, v | KS_RWLOCK_WRITER, 1, __ATOMIC_ACQUIRE,

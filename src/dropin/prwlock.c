@@ -21,6 +21,11 @@
 
 #include <string.h>
 
+/* The drop-in's locks never use the reader bias (src/rwlock.c): glibc lets
+ * a thread release a read lock another thread took, which a slot of the
+ * visible-readers table cannot allow.  This overrides the library's weak 0. */
+KS_HIDDEN int ks_rwlock_no_bias = 1;
+
 struct ks_prwlock {
     ks_rwlock_t l;
     uint32_t unused[2];
