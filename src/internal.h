@@ -258,8 +258,8 @@ enum {
 #define KS_SPIN_FLOOR_NS 2000u
 #define KS_SPIN_START_NS 4000u
 #define KS_SPIN_CAP_NS 100000u
-/* How long a wait may look for a free spinner's place (src/spin.c). */
-#define KS_SPIN_GRACE_NS 1000u
+/* The first part of a spin, which needs no spinner place (src/spin.c). */
+#define KS_SPIN_FREE_NS 1000u
 
 /* One wait's spin.  Use:
  *
@@ -276,15 +276,19 @@ enum {
  * the thread sleeps; waited (which also ends) learns from a wait that the
  * spin did not cover, timed-out and failed waits learn nothing. */
 struct ks_spin {
-    uint64_t start, stop; /* ks_ticks() at begin, and where the budget ends */
+    uint64_t start, stop; /* ks_ticks() at begin, and where this part ends */
+    uint64_t until;       /* where the budget ends, if a place lets it go on; else 0 */
     uint64_t lease;       /* the value of the spinner place it holds */
     unsigned site;        /* KS_SPIN_SITES: learn nothing (one usable CPU) */
     unsigned place;       /* its spinner place + 1, 0 when it holds none */
 };
 KS_HIDDEN int ks_spin_begin(struct ks_spin *sp, unsigned site);
-static inline int ks_spin_more(const struct ks_spin *sp)
+KS_HIDDEN int ks_spin_extend(struct ks_spin *sp);
+static inline int ks_spin_more(struct ks_spin *sp)
 {
-    return ks_ticks() < sp->stop;
+    if (KS_LIKELY(ks_ticks() < sp->stop))
+        return 1;
+    return sp->until ? ks_spin_extend(sp) : 0;
 }
 KS_HIDDEN void ks_spin_end(struct ks_spin *sp);
 KS_HIDDEN void ks_spin_clip(struct ks_spin *sp, int64_t deadline);

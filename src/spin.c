@@ -32,9 +32,10 @@
  * cannot run while we spin), and when usable CPUs - 1 threads of the
  * process are already spinning (one CPU stays for the threads doing the
  * work: with 17 threads on 2 CPUs, two spinners took both CPUs from the
- * thread each of them waited for).  A spinner's place is a lease that runs
- * out with its spin (see take_place), touched only by waits that missed
- * their fast path; and a deadline already past clips the spin to the floor.
+ * thread each of them waited for).  The first microsecond of a spin needs
+ * no place (a hand-off's waits mostly end within it); after that a spinner
+ * holds a place, a lease that runs out with its spin (see take_place).  A
+ * deadline already past clips the spin to that first microsecond.
  *
  * Which CPU mask: the machine's online count is wrong under `taskset -c 0`
  * (a 2-party barrier then ran at a tenth of pthread_barrier's rate), and the
@@ -203,47 +204,58 @@ int ks_spin_begin(struct ks_spin *sp, unsigned site)
 {
     sp->site = site;
     sp->place = 0;
+    sp->until = 0;
     sp->start = ks_ticks();
     sp->stop = sp->start;
-    const int cpus = ks_usable_cpus();
-    if (cpus <= 1) {
+    if (ks_usable_cpus() <= 1) {
         sp->site = KS_SPIN_SITES; /* nothing to learn: never spins */
         return 0;
     }
-    /* One CPU stays free of spinners for the threads that do the work.  A
-     * spinner about to leave (its partner has just answered, and this
-     * thread is that partner, now waiting in turn) frees its place within
-     * a few hundred ns: wait up to KS_SPIN_GRACE_NS for a place. */
-    const int most = cpus - 1 < MAX_LEASES ? cpus - 1 : MAX_LEASES;
-    const uint64_t stop = sp->start + ks_spin_ns_to_ticks(ks_spin_budget_ns(site));
-    /* the lease outlasts the spin by the grace, for the ks_spin_end that follows */
-    const uint64_t slack = ks_spin_ns_to_ticks(KS_SPIN_GRACE_NS);
-    unsigned place = take_place(most, sp->start, stop + slack);
-    if (!place) {
-        const uint64_t until = sp->start + slack;
-        uint64_t now;
-        do {
-            ks_cpu_relax();
-            now = ks_ticks();
-        } while (!(place = take_place(most, now, stop + slack)) && now < until);
-        if (!place)
-            return 0;
+    /* The first KS_SPIN_FREE_NS need no place: most waits of a hand-off end
+     * within them, and taking a place would make both threads of the pair
+     * write the place's line on every round trip.  The rest of the budget
+     * needs one (ks_spin_extend). */
+    const uint64_t budget = ks_spin_ns_to_ticks(ks_spin_budget_ns(site));
+    const uint64_t free_part = ks_spin_ns_to_ticks(KS_SPIN_FREE_NS);
+    if (budget <= free_part) {
+        sp->stop = sp->start + budget;
+    } else {
+        sp->stop = sp->start + free_part;
+        sp->until = sp->start + budget;
     }
+    return 1;
+}
+
+/* The free part is over: go on to `until` if a spinner place is free.  One
+ * CPU stays free of spinners for the threads that do the work (with 17
+ * threads on 2 CPUs, two spinners took both CPUs from the thread each of
+ * them waited for). */
+int ks_spin_extend(struct ks_spin *sp)
+{
+    const uint64_t until = sp->until;
+    sp->until = 0;
+    const int cpus = ks_usable_cpus();
+    const int most = cpus - 1 < MAX_LEASES ? cpus - 1 : MAX_LEASES;
+    /* the lease outlasts the spin a little, for the ks_spin_end that follows */
+    const uint64_t lease = until + ks_spin_ns_to_ticks(KS_SPIN_FREE_NS);
+    const uint64_t now = ks_ticks();
+    if (now >= until)
+        return 0;
+    unsigned place = take_place(most, now, lease);
+    if (!place)
+        return 0;
     sp->place = place;
-    sp->lease = stop + slack;
-    sp->stop = stop;
+    sp->lease = lease;
+    sp->stop = until;
     return 1;
 }
 
 /* A spin that must not last: its deadline has already passed (a trylock or
- * tryget that retries through the timed path).  At most the floor. */
+ * tryget that retries through the timed path).  The free part only. */
 void ks_spin_clip(struct ks_spin *sp, int64_t deadline)
 {
-    if (sp->place && ks_deadline_passed(deadline)) {
-        uint64_t most = sp->start + ks_spin_ns_to_ticks(KS_SPIN_FLOOR_NS);
-        if (sp->stop > most)
-            sp->stop = most;
-    }
+    if (sp->until && ks_deadline_passed(deadline))
+        sp->until = 0;
 }
 
 void ks_spin_end(struct ks_spin *sp)

@@ -113,6 +113,35 @@ Test(spin, fast_wins_decay_the_budget_slowly_and_slow_wins_keep_it)
 #define PLACE_ATTEMPT_NS 50000
 #define MOST_PLACES(cpus) ((cpus) > 1 ? ((cpus) - 1 < 64 ? (cpus) - 1 : 64) : 0)
 
+/* Begin a spin and go past its free first microsecond at once: 1 if it
+ * then holds a spinner place (and may go on spinning). */
+static int begin_held(struct ks_spin *sp, unsigned site)
+{
+    if (!ks_spin_begin(sp, site))
+        return 0;
+    sp->stop = sp->start; /* the free part is over */
+    return ks_spin_more(sp) && sp->place != 0;
+}
+
+Test(spin, the_first_microsecond_needs_no_spinner_place)
+{
+    struct ks_spin sp;
+    ks_spin_set_budget_ns(KS_SPIN_MUTEX, KS_SPIN_CAP_NS);
+    int began = ks_spin_begin(&sp, KS_SPIN_MUTEX);
+    cr_assert_eq(began, ks_usable_cpus() > 1);
+    cr_assert_eq(sp.place, 0u, "a spin took a place before its free part ended");
+    if (began) {
+        cr_assert_gt(sp.until, sp.stop, "the rest of the budget waits for a place");
+        cr_assert_leq(ks_spin_ticks_to_ns(sp.stop - sp.start), KS_SPIN_FREE_NS + 1);
+    }
+    ks_spin_end(&sp);
+    /* A deadline already past: the free part only. */
+    cr_assert_eq(ks_spin_begin(&sp, KS_SPIN_MUTEX), began);
+    ks_spin_clip(&sp, 0);
+    cr_assert_eq(sp.until, 0u);
+    ks_spin_end(&sp);
+}
+
 Test(spin, spinners_leave_one_usable_cpu_free_and_ending_a_spin_frees_its_place)
 {
     const int cpus = ks_usable_cpus(), most = MOST_PLACES(cpus);
@@ -123,24 +152,24 @@ Test(spin, spinners_leave_one_usable_cpu_free_and_ending_a_spin_frees_its_place)
         int64_t t0 = ks_now();
         int got = 0;
         for (int i = 0; i <= most; i++)
-            got += ks_spin_begin(&sp[i], KS_SPIN_QUEUE);
-        int refused = sp[most].place == 0 && sp[most].stop == sp[most].start;
+            got += begin_held(&sp[i], KS_SPIN_QUEUE);
+        int refused = sp[most].place == 0;
         int again = -1;
         if (most > 0) {
             ks_spin_end(&sp[0]);
             ks_spin_end(&sp[0]); /* a second end is harmless */
-            again = ks_spin_begin(&sp[0], KS_SPIN_QUEUE);
+            again = begin_held(&sp[0], KS_SPIN_QUEUE);
         }
         for (int i = 0; i <= most; i++)
             ks_spin_end(&sp[i]);
         if (ks_now() - t0 > PLACE_ATTEMPT_NS)
             continue;
-        cr_assert_eq(got, most, "%d of %d spins began with %d usable CPUs", got, most + 1, cpus);
-        cr_assert(refused, "the spin beyond the places was refused, with no time to spin");
+        cr_assert_eq(got, most, "%d of %d spins got a place with %d usable CPUs", got, most + 1, cpus);
+        cr_assert(refused, "the spin beyond the places got one");
         cr_assert_eq(again, most > 0 ? 1 : -1, "an ended spin's place is free again");
         break;
     }
-    cr_assert_eq(ks_spin_begin(&sp[0], KS_SPIN_QUEUE), most > 0);
+    cr_assert_eq(begin_held(&sp[0], KS_SPIN_QUEUE), most > 0);
     ks_spin_end(&sp[0]);
 }
 
@@ -154,9 +183,9 @@ Test(spin, an_abandoned_spin_frees_its_place_within_the_cap)
     struct ks_spin sp[64], extra;
     ks_spin_set_budget_ns(KS_SPIN_EVENT, KS_SPIN_CAP_NS);
     for (int i = 0; i < most; i++)
-        cr_assert(ks_spin_begin(&sp[i], KS_SPIN_EVENT)); /* never ended */
-    kt_sleep_ns(2 * (KS_SPIN_CAP_NS + KS_SPIN_GRACE_NS));
-    cr_assert(ks_spin_begin(&extra, KS_SPIN_EVENT), "the abandoned places came back");
+        cr_assert(begin_held(&sp[i], KS_SPIN_EVENT)); /* never ended */
+    kt_sleep_ns(2 * (KS_SPIN_CAP_NS + KS_SPIN_FREE_NS));
+    cr_assert(begin_held(&extra, KS_SPIN_EVENT), "the abandoned places came back");
     ks_spin_end(&extra);
 }
 
@@ -165,9 +194,9 @@ Test(spin, an_abandoned_spin_frees_its_place_within_the_cap)
  * exist in them only until those leases run out. */
 static int child_can_spin(void)
 {
-    kt_sleep_ns(2 * (KS_SPIN_CAP_NS + KS_SPIN_GRACE_NS));
+    kt_sleep_ns(2 * (KS_SPIN_CAP_NS + KS_SPIN_FREE_NS));
     struct ks_spin c;
-    int ok = ks_spin_begin(&c, KS_SPIN_EVENT);
+    int ok = begin_held(&c, KS_SPIN_EVENT);
     ks_spin_end(&c);
     return ok;
 }
@@ -180,14 +209,14 @@ Test(spin, fork_children_do_not_keep_the_parents_spinner_places)
     struct ks_spin sp[64];
     ks_spin_set_budget_ns(KS_SPIN_EVENT, KS_SPIN_CAP_NS);
     for (int i = 0; i < most; i++)
-        cr_assert(ks_spin_begin(&sp[i], KS_SPIN_EVENT));
+        cr_assert(begin_held(&sp[i], KS_SPIN_EVENT));
     pid_t pid = (pid_t)syscall(SYS_fork);
     if (pid == 0) {
         if (!child_can_spin())
             _exit(1);
         struct ks_spin d[64]; /* the child takes every place, then forks */
         for (int i = 0; i < most; i++)
-            if (!ks_spin_begin(&d[i], KS_SPIN_EVENT))
+            if (!begin_held(&d[i], KS_SPIN_EVENT))
                 _exit(2);
         pid_t g = (pid_t)syscall(SYS_fork);
         if (g == 0)
