@@ -82,7 +82,7 @@ int ks_usable_cpus(void)
 static uint64_t tick_scale;
 
 /* ns conversions are only needed up to the cap; inputs are clamped here,
- * which keeps every product below 2^62 (see ks_spin_ticks_to_ns). */
+ * which keeps every product within 64 bits (see the two functions). */
 #define NS_MAX (1ull << 28) /* 268 ms */
 
 static int clock_ns(int64_t *ns)
@@ -104,7 +104,7 @@ static int sample(uint64_t *k, int64_t *ns)
         if (clock_ns(ns) != 0)
             return -1;
         uint64_t b = ks_ticks();
-        if (b >= a && b - a < 20000) { /* ~10 us at the fastest counters */
+        if (b >= a && b - a < 20000) { /* 5-10 us of a GHz TSC; a preemption is ms */
             *k = a + (b - a) / 2;
             return 0;
         }
