@@ -21,12 +21,14 @@
  * other use after destroy is undefined.  The read fast path
  * is one compare-and-swap; unlock is one when nobody waits.
  *
- * Reader bias (private locks only): once readers contend, a reader may
- * instead publish itself in a slot of a per-process table (src/rwlock.c,
- * docs/rwlock.md) and leave the lock's own cache line alone; a writer
- * revokes the bias and waits for those slots to empty.  A read lock is
- * therefore owned by the thread that took it: unlock it in that thread
- * (POSIX asks the same of pthread_rwlock_unlock).
+ * Reader bias (private, writer-preferring locks only): once readers
+ * contend, a reader may instead publish itself in a slot of a per-process
+ * table (src/rwlock.c, docs/rwlock.md) and leave the lock's own cache line
+ * alone; a writer revokes the bias and waits for those slots to empty.  A
+ * read lock is therefore owned by the thread that took it: unlock it in that
+ * thread (POSIX asks the same of pthread_rwlock_unlock); another thread's
+ * unlock gets EPERM.  A fork() child drops the slots of the threads it does
+ * not have; a child made by _Fork() or clone() does not.
  */
 #ifndef KSYNC_RWLOCK_H
 #define KSYNC_RWLOCK_H
