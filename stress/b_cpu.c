@@ -145,6 +145,17 @@ static void bench_partner(void)
     struct {
         double rt, sleeps, cpu;
     } res[2][ND][BENCH_MAX_REPS];
+    /* What a fixed round count of the spin-wait hint would last here
+     * (docs/spin.md): the median of 5 timings of 2M ks_cpu_relax(). */
+    double relax[5];
+    for (int i = 0; i < 5; i++) {
+        int64_t t0 = bench_now();
+        for (int k = 0; k < 2000000; k++)
+            ks_cpu_relax();
+        relax[i] = (double)(bench_now() - t0) / 2e6;
+    }
+    printf("\nks_cpu_relax() (x86-64 pause, AArch64 yield): %.1f ns, so 100 rounds last %.2f us\n",
+           bench_stats(relax, 5).med, bench_stats(relax, 5).med * 100 / 1000);
     printf("\nA waiter whose partner answers D after it is asked (A posts to B and waits; B busy-waits D,\n"
            "posts to A); %.2f s per run, 2 threads%s\n", bopt.seconds / BENCH_SHORT_DIV,
            bopt.pin == PIN_NEVER ? "" : ", pinned if the machine has 2 CPUs");

@@ -1060,38 +1060,45 @@ static void bias_on(ks_rwlock_t *l)
     cr_assert_eq(ks_rwlock_unlock(l), 0);
 }
 
+/* A fresh writer-preferring lock, read-held by the caller through the table. */
+static void read_held_in_table(ks_rwlock_t *l)
+{
+    cr_assert_eq(ks_rwlock_init(l, 0), 0);
+    bias_on(l);
+    cr_assert_eq(ks_rwlock_rdlock(l), 0);
+    cr_assert_eq(ks_rwlock_table_readers_(l), 1u);
+}
+
 Test(rwlock, bias_reader_enters_through_the_table, .timeout = 30)
 {
     ks_rwlock_t l;
-    {
-        cr_assert_eq(ks_rwlock_init(&l, 0), 0);
-        bias_on(&l);
-        cr_assert_eq(bias_of(&l) & (KS_RWLOCK_BIAS | KS_RWLOCK_BIAS_USED), KS_RWLOCK_BIAS | KS_RWLOCK_BIAS_USED);
-        cr_assert_eq(ks_rwlock_rdlock(&l), 0);
-        cr_assert_eq(state_of(&l), 0u, "a biased reader touched the word: 0x%llx", (unsigned long long)state_of(&l));
-        cr_assert_eq(ks_rwlock_table_readers_(&l), 1u);
-        /* Recursive holds (plain, try, timed) deepen the same slot. */
-        cr_assert_eq(ks_rwlock_tryrdlock(&l), 0);
-        cr_assert_eq(ks_rwlock_timedrdlock(&l, ks_deadline_after(KT_MS)), 0);
-        cr_assert_eq(ks_rwlock_table_readers_(&l), 1u);
-        cr_assert_eq(ks_rwlock_destroy(&l), EBUSY, "destroy missed a reader in the table");
-        cr_assert_eq(ks_rwlock_trywrlock(&l), EBUSY);
-        cr_assert_eq(try_elsewhere(&l, 1), EBUSY);
-        cr_assert_eq(held_of(&l), 0u, "a failed trywrlock kept the word");
-        /* The failed trywrlocks saw the reader in the table and left the
-         * word and the bias alone; the readers are still inside. */
-        cr_assert_eq(bias_of(&l) & (KS_RWLOCK_BIAS | KS_RWLOCK_BIAS_USED), KS_RWLOCK_BIAS | KS_RWLOCK_BIAS_USED);
-        for (int i = 0; i < 3; i++)
-            cr_assert_eq(ks_rwlock_unlock(&l), 0);
-        cr_assert_eq(ks_rwlock_table_readers_(&l), 0u);
-        cr_assert_eq(ks_rwlock_unlock(&l), EPERM);
-        /* A writer now scans, finds nobody and clears BIAS_USED. */
-        cr_assert_eq(ks_rwlock_wrlock(&l), 0);
-        cr_assert_eq(bias_of(&l) & (KS_RWLOCK_BIAS | KS_RWLOCK_BIAS_USED), 0u);
+    cr_assert_eq(ks_rwlock_init(&l, 0), 0);
+    bias_on(&l);
+    cr_assert_eq(bias_of(&l) & (KS_RWLOCK_BIAS | KS_RWLOCK_BIAS_USED), KS_RWLOCK_BIAS | KS_RWLOCK_BIAS_USED);
+    cr_assert_eq(ks_rwlock_rdlock(&l), 0);
+    cr_assert_eq(state_of(&l), 0u, "a biased reader touched the word: 0x%llx", (unsigned long long)state_of(&l));
+    cr_assert_eq(ks_rwlock_table_readers_(&l), 1u);
+    /* Recursive holds (plain, try, timed) deepen the same slot. */
+    cr_assert_eq(ks_rwlock_tryrdlock(&l), 0);
+    cr_assert_eq(ks_rwlock_timedrdlock(&l, ks_deadline_after(KT_MS)), 0);
+    cr_assert_eq(ks_rwlock_table_readers_(&l), 1u);
+    cr_assert_eq(ks_rwlock_destroy(&l), EBUSY, "destroy missed a reader in the table");
+    cr_assert_eq(ks_rwlock_trywrlock(&l), EBUSY);
+    cr_assert_eq(try_elsewhere(&l, 1), EBUSY);
+    cr_assert_eq(held_of(&l), 0u, "a failed trywrlock kept the word");
+    /* The failed trywrlocks saw the reader in the table and left the
+     * word and the bias alone; the readers are still inside. */
+    cr_assert_eq(bias_of(&l) & (KS_RWLOCK_BIAS | KS_RWLOCK_BIAS_USED), KS_RWLOCK_BIAS | KS_RWLOCK_BIAS_USED);
+    for (int i = 0; i < 3; i++)
         cr_assert_eq(ks_rwlock_unlock(&l), 0);
-        cr_assert_eq(state_of(&l), 0u);
-        cr_assert_eq(ks_rwlock_destroy(&l), 0);
-    }
+    cr_assert_eq(ks_rwlock_table_readers_(&l), 0u);
+    cr_assert_eq(ks_rwlock_unlock(&l), EPERM);
+    /* A writer now scans, finds nobody and clears BIAS_USED. */
+    cr_assert_eq(ks_rwlock_wrlock(&l), 0);
+    cr_assert_eq(bias_of(&l) & (KS_RWLOCK_BIAS | KS_RWLOCK_BIAS_USED), 0u);
+    cr_assert_eq(ks_rwlock_unlock(&l), 0);
+    cr_assert_eq(state_of(&l), 0u);
+    cr_assert_eq(ks_rwlock_destroy(&l), 0);
 }
 
 Test(rwlock, bias_is_never_used_by_a_shared_lock, .timeout = 30)
@@ -1114,43 +1121,38 @@ Test(rwlock, bias_is_never_used_by_a_shared_lock, .timeout = 30)
  * that come after the writer wait for it (writer preference). */
 Test(rwlock, bias_writer_waits_for_a_reader_in_the_table, .timeout = 60)
 {
-    {
-        ks_rwlock_t l;
-        cr_assert_eq(ks_rwlock_init(&l, 0), 0);
-        bias_on(&l);
-        cr_assert_eq(ks_rwlock_rdlock(&l), 0);
-        cr_assert_eq(ks_rwlock_table_readers_(&l), 1u);
-        struct rblocker w = {.l = &l, .write = 1, .deadline = KS_FOREVER, .unlock_after = 1, .ret = -1};
-        pthread_t tw, tr;
-        kt_spawn(&tw, rblocker_main, &w);
-        cr_assert(kt_wait_in_futex(rblocker_tid(&w), 20 * KS_NSEC_PER_SEC), "the writer did not sleep");
-        cr_assert_eq(held_of(&l), KS_RWLOCK_WRITER, "the writer waits holding the word");
-        cr_assert_eq(bias_of(&l) & KS_RWLOCK_BIAS, 0u, "the writer did not revoke the bias");
-        cr_assert_eq(__atomic_load_n(&w.done, __ATOMIC_ACQUIRE), 0, "the writer got in beside a reader");
-        /* A new reader (another thread) waits for the writer. */
-        struct rblocker r = {.l = &l, .deadline = KS_FOREVER, .unlock_after = 1, .ret = -1};
-        kt_spawn(&tr, rblocker_main, &r);
-        cr_assert(kt_wait_in_futex(rblocker_tid(&r), 20 * KS_NSEC_PER_SEC));
-        /* The holder takes it again: a recursive read lock survives the
-         * revocation (the slot is already held). */
-        cr_assert_eq(ks_rwlock_rdlock(&l), 0);
-        cr_assert_eq(ks_rwlock_tryrdlock(&l), 0);
-        cr_assert_eq(ks_rwlock_unlock(&l), 0);
-        cr_assert_eq(ks_rwlock_unlock(&l), 0);
-        kt_sleep_ns(10 * KT_MS);
-        cr_assert_eq(__atomic_load_n(&w.done, __ATOMIC_ACQUIRE), 0, "the writer got in beside a reader");
-        int64_t t_unlock = ks_now();
-        cr_assert_eq(ks_rwlock_unlock(&l), 0);
-        kt_join(tw);
-        cr_assert_eq(w.ret, 0);
-        cr_assert_geq(w.t1, t_unlock);
-        kt_join(tr);
-        cr_assert_eq(r.ret, 0);
-        cr_assert_geq(r.t1, w.t1, "the reader got in before the writer");
-        cr_assert_eq(readers_of(&l), 0u);
-        cr_assert_eq(state_of(&l) & ~(uint64_t)KS_RWLOCK_READERS_SLEEP, 0u, "state 0x%llx",
-                     (unsigned long long)state_of(&l));
-    }
+    ks_rwlock_t l;
+    read_held_in_table(&l);
+    struct rblocker w = {.l = &l, .write = 1, .deadline = KS_FOREVER, .unlock_after = 1, .ret = -1};
+    pthread_t tw, tr;
+    kt_spawn(&tw, rblocker_main, &w);
+    cr_assert(kt_wait_in_futex(rblocker_tid(&w), 20 * KS_NSEC_PER_SEC), "the writer did not sleep");
+    cr_assert_eq(held_of(&l), KS_RWLOCK_WRITER, "the writer waits holding the word");
+    cr_assert_eq(bias_of(&l) & KS_RWLOCK_BIAS, 0u, "the writer did not revoke the bias");
+    cr_assert_eq(__atomic_load_n(&w.done, __ATOMIC_ACQUIRE), 0, "the writer got in beside a reader");
+    /* A new reader (another thread) waits for the writer. */
+    struct rblocker r = {.l = &l, .deadline = KS_FOREVER, .unlock_after = 1, .ret = -1};
+    kt_spawn(&tr, rblocker_main, &r);
+    cr_assert(kt_wait_in_futex(rblocker_tid(&r), 20 * KS_NSEC_PER_SEC));
+    /* The holder takes it again: a recursive read lock survives the
+     * revocation (the slot is already held). */
+    cr_assert_eq(ks_rwlock_rdlock(&l), 0);
+    cr_assert_eq(ks_rwlock_tryrdlock(&l), 0);
+    cr_assert_eq(ks_rwlock_unlock(&l), 0);
+    cr_assert_eq(ks_rwlock_unlock(&l), 0);
+    kt_sleep_ns(10 * KT_MS);
+    cr_assert_eq(__atomic_load_n(&w.done, __ATOMIC_ACQUIRE), 0, "the writer got in beside a reader");
+    int64_t t_unlock = ks_now();
+    cr_assert_eq(ks_rwlock_unlock(&l), 0);
+    kt_join(tw);
+    cr_assert_eq(w.ret, 0);
+    cr_assert_geq(w.t1, t_unlock);
+    kt_join(tr);
+    cr_assert_eq(r.ret, 0);
+    cr_assert_geq(r.t1, w.t1, "the reader got in before the writer");
+    cr_assert_eq(readers_of(&l), 0u);
+    cr_assert_eq(state_of(&l) & ~(uint64_t)KS_RWLOCK_READERS_SLEEP, 0u, "state 0x%llx",
+                 (unsigned long long)state_of(&l));
 }
 
 /* A timed writer that times out waiting for a reader in the table gives the
@@ -1159,10 +1161,7 @@ Test(rwlock, bias_writer_waits_for_a_reader_in_the_table, .timeout = 60)
 Test(rwlock, bias_timed_out_writer_gives_the_word_back, .timeout = 60)
 {
     ks_rwlock_t l;
-    cr_assert_eq(ks_rwlock_init(&l, 0), 0);
-    bias_on(&l);
-    cr_assert_eq(ks_rwlock_rdlock(&l), 0);
-    cr_assert_eq(ks_rwlock_table_readers_(&l), 1u);
+    read_held_in_table(&l);
     struct rblocker w = {.l = &l, .write = 1, .deadline = ks_deadline_after(200 * KT_MS), .ret = -1};
     pthread_t tw, tr;
     kt_spawn(&tw, rblocker_main, &w);
@@ -1289,10 +1288,7 @@ static void *tryrd_loop(void *p)
 Test(rwlock, bias_a_failed_trywrlock_does_not_disturb_tryrdlock, .timeout = 30)
 {
     ks_rwlock_t l;
-    cr_assert_eq(ks_rwlock_init(&l, 0), 0);
-    bias_on(&l);
-    cr_assert_eq(ks_rwlock_rdlock(&l), 0); /* held through the table throughout */
-    cr_assert_eq(ks_rwlock_table_readers_(&l), 1u);
+    read_held_in_table(&l); /* throughout */
     __atomic_store_n(&stop_trywr, 0, __ATOMIC_RELAXED);
     pthread_t t, r;
     kt_spawn(&t, trywr_loop, &l);
