@@ -1,7 +1,11 @@
 /* stress/selftest.c - ksync-selftest: a quick, self-contained check of
  * ks_mutex, ks_rmutex and ks_sem semantics and error codes, single- and
- * multi-threaded, plus ks_epoch and ks_queue under threads, with no test
- * framework.  It exists for targets where the
+ * multi-threaded, plus ks_epoch and ks_queue under threads, and the two
+ * lifetime bugs of issue 17 (a pool destroyed while a woken borrower is
+ * still inside it; a retire function run off the orphan list that calls
+ * ks_epoch_barrier), with no test framework.  Besides qemu it is what
+ * ThreadSanitizer runs (make tsan), since Criterion cannot start under
+ * TSan: a use of the freed pool is a TSan report there.  It exists for targets where the
  * Criterion suite does not run, such as the AArch64 build under qemu-user
  * (make check-aarch64); it links the plain library (no KS_DEBUG_YIELD).
  *
@@ -11,6 +15,7 @@
  */
 #include <ksync/epoch.h>
 #include <ksync/mutex.h>
+#include <ksync/pool.h>
 #include <ksync/queue.h>
 #include <ksync/rmutex.h>
 #include <ksync/sem.h>
@@ -18,6 +23,7 @@
 
 #include <errno.h>
 #include <pthread.h>
+#include <sched.h>
 #include <stdatomic.h>
 #include <stddef.h>
 #include <stdio.h>
@@ -495,6 +501,88 @@ static void test_queue(void)
     EQ(ks_queue_destroy(qs), 0);
 }
 
+/* ---- issue 17, item 1: destroy while a woken borrower is inside the pool -- */
+
+struct pl_round {
+    ks_pool_t *pool;
+    atomic_int asleep; /* the borrower is about to block */
+    atomic_int done;   /* the borrower has returned its resource */
+};
+
+static void *pl_borrower(void *arg)
+{
+    struct pl_round *r = arg;
+    void *res;
+    atomic_store(&r->asleep, 1);
+    EQ(ks_pool_borrow(r->pool, KS_FOREVER, &res), 0);
+    *(long *)res += 1; /* the borrower uses what it borrowed */
+    EQ(ks_pool_return(r->pool, res), 0);
+    atomic_store(&r->done, 1);
+    return NULL;
+}
+
+/* The holder returns the only resource to a sleeping borrower and destroys
+ * the pool at once: destroy must answer EBUSY until the borrower has
+ * finished with it (before the fix it returned 0 and the borrower then wrote
+ * the freed pool: a TSan or ASan report). */
+static void test_pool_destroy_lifetime(void)
+{
+    static long resource;
+    void *res[1] = {&resource};
+    int early = 0;
+    for (int round = 0; round < 40; round++) {
+        struct pl_round r = {0};
+        EQ(ks_pool_create(&r.pool, res, 1, 0), 0);
+        void *held;
+        EQ(ks_pool_borrow(r.pool, 0, &held), 0);
+        pthread_t t;
+        if (!run_thread(pl_borrower, &r, &t))
+            return;
+        while (!atomic_load(&r.asleep))
+            sched_yield();
+        sleep_ms(1); /* most rounds: the borrower is asleep in the queue */
+        EQ(ks_pool_return(r.pool, held), 0);
+        int e;
+        while ((e = ks_pool_destroy(r.pool)) == EBUSY)
+            sched_yield();
+        EQ(e, 0);
+        early += !atomic_load(&r.done);
+        pthread_join(t, NULL);
+    }
+    EQ(early, 0); /* destroy never returned 0 before the borrower was done */
+    EQ(resource, 40);
+}
+
+/* ---- issue 17, item 2: a retire function run off the orphan list calls the barrier -- */
+
+static atomic_int orph_ran, orph_ret = -1;
+static struct ks_epoch_node orph_node;
+
+static void orph_free(struct ks_epoch_node *n)
+{
+    (void)n;
+    atomic_store(&orph_ret, ks_epoch_barrier()); /* hung for ever before the fix */
+    atomic_store(&orph_ran, 1);
+}
+
+static void *orph_retirer(void *arg)
+{
+    (void)arg;
+    EQ(ks_epoch_retire(&orph_node, orph_free), 0);
+    return NULL; /* exits with the node pending: it becomes an orphan */
+}
+
+static void test_epoch_barrier_from_orphan(void)
+{
+    pthread_t t;
+    if (!run_thread(orph_retirer, NULL, &t))
+        return;
+    pthread_join(t, NULL);
+    EQ(ks_epoch_barrier(), 0); /* runs the orphan, whose function calls the barrier */
+    EQ(atomic_load(&orph_ran), 1);
+    EQ(atomic_load(&orph_ret), 0);
+}
+
 int main(void)
 {
     test_time();
@@ -505,6 +593,8 @@ int main(void)
     test_sem();
     test_epoch();
     test_queue();
+    test_pool_destroy_lifetime();
+    test_epoch_barrier_from_orphan();
     unsigned f = atomic_load(&failed);
     printf("selftest: %u passed, %u failed\n", passed, f);
     return f ? 1 : 0;

@@ -98,6 +98,7 @@ Test(misuse, rmutex, .timeout = 30)
     cr_assert_eq(ks_rmutex_unlock(&r), EPERM, "over-release");
     cr_assert_neq(ks_thread_id(), 0u);
     cr_assert_eq(ks_rmutex_destroy(&r), 0);
+    cr_assert_eq(ks_rmutex_destroy(&r), 0, "a second destroy changes nothing");
     cr_assert_eq(ks_rmutex_init(&r, 0), 0);
     cr_assert_eq(ks_rmutex_trylock(&r), 0);
     cr_assert_eq(ks_rmutex_unlock(&r), 0);
@@ -583,6 +584,8 @@ Test(misuse, cache, .timeout = 30)
     struct ks_cache_stats st;
     memset(&st, 0x5a, sizeof st);
     ks_cache_stats(NULL, &st);
+    for (size_t i = 0; i < sizeof st; i++)
+        cr_assert_eq(((unsigned char *)&st)[i], 0x5a, "stats of a NULL cache wrote *out");
 
     const int variants[] = {KS_CACHE_STRIPED, KS_CACHE_LOCKFREE, KS_CACHE_BOUNDED};
     for (unsigned v = 0; v < 3; v++) {
@@ -629,5 +632,152 @@ Test(misuse, cache, .timeout = 30)
         cr_assert_eq(st.hits + st.misses, st.gets);
         cr_assert_eq(st.size, 3u);
         cr_assert_eq(ks_cache_destroy(c), 0);
+    }
+}
+
+/* ---- huge but valid deadlines reach the kernel's sleep ------------------------------ */
+
+/* A deadline far in the future but below KS_FOREVER (a caller's
+ * now + UINT32_MAX seconds, INT64_MAX / 2, KS_FOREVER - 1) is valid: each
+ * blocking call must sleep until the object is released (not answer EINVAL,
+ * not time out at once, not spin) and then succeed.  The releasing thread
+ * waits 20 ms first, so a wait that did not block shows as a short elapsed
+ * time. */
+enum { HD_MUTEX, HD_RMUTEX, HD_SEM, HD_EVENT, HD_COND, HD_RDLOCK, HD_WRLOCK, HD_QGET, HD_QPUT,
+       HD_BORROW, HD_N };
+static const char *const hd_names[HD_N] = {"mutex", "rmutex", "sem", "event", "cond", "rdlock",
+                                           "wrlock", "queue get", "queue put", "pool borrow"};
+
+struct hd {
+    int kind;
+    ks_mutex_t m;
+    ks_rmutex_t r;
+    ks_sem_t s;
+    ks_event_t e;
+    ks_cond_t c;
+    ks_rwlock_t l;
+    ks_queue_t *q;
+    ks_pool_t *p;
+    void *held;
+    int go; /* under m, for the cond */
+};
+
+static void *hd_release(void *arg)
+{
+    struct hd *h = arg;
+    kt_sleep_ns(20 * KT_MS);
+    switch (h->kind) {
+    case HD_MUTEX: cr_assert_eq(ks_mutex_unlock(&h->m), 0); break;
+    case HD_RMUTEX: cr_assert_eq(ks_rmutex_unlock(&h->r), 0); break;
+    case HD_SEM: cr_assert_eq(ks_sem_post(&h->s), 0); break;
+    case HD_EVENT: cr_assert_eq(ks_event_set(&h->e), 0); break;
+    case HD_COND:
+        cr_assert_eq(ks_mutex_lock(&h->m), 0);
+        h->go = 1;
+        cr_assert_eq(ks_cond_signal(&h->c), 0);
+        cr_assert_eq(ks_mutex_unlock(&h->m), 0);
+        break;
+    case HD_RDLOCK:
+    case HD_WRLOCK: cr_assert_eq(ks_rwlock_unlock(&h->l), 0); break;
+    case HD_QGET: cr_assert_eq(ks_queue_put(h->q, (void *)1), 0); break;
+    case HD_QPUT: {
+        void *v;
+        cr_assert_eq(ks_queue_get(h->q, &v), 0);
+        break;
+    }
+    case HD_BORROW: cr_assert_eq(ks_pool_return(h->p, h->held), 0); break;
+    }
+    return NULL;
+}
+
+/* Takes the object in this thread, so that the wait below must block. */
+static void hd_take(struct hd *h)
+{
+    void *one[1] = {(void *)7};
+    switch (h->kind) {
+    case HD_MUTEX: cr_assert_eq(ks_mutex_lock(&h->m), 0); break;
+    case HD_RMUTEX: {
+        /* the rmutex must be held by another thread: hand it over below */
+        break;
+    }
+    case HD_SEM: cr_assert_eq(ks_sem_init(&h->s, 0, 0), 0); break;
+    case HD_EVENT: cr_assert_eq(ks_event_init(&h->e, 0), 0); break;
+    case HD_COND: break;
+    case HD_RDLOCK: cr_assert_eq(ks_rwlock_wrlock(&h->l), 0); break;
+    case HD_WRLOCK: cr_assert_eq(ks_rwlock_rdlock(&h->l), 0); break;
+    case HD_QGET: cr_assert_eq(ks_queue_create(&h->q, 1, 0), 0); break;
+    case HD_QPUT:
+        cr_assert_eq(ks_queue_create(&h->q, 1, 0), 0);
+        cr_assert_eq(ks_queue_put(h->q, (void *)1), 0);
+        break;
+    case HD_BORROW:
+        cr_assert_eq(ks_pool_create(&h->p, one, 1, 0), 0);
+        cr_assert_eq(ks_pool_borrow(h->p, 0, &h->held), 0);
+        break;
+    }
+}
+
+static int hd_wait(struct hd *h, int64_t d)
+{
+    void *v;
+    int e;
+    switch (h->kind) {
+    case HD_MUTEX: return ks_mutex_timedlock(&h->m, d) ?: ks_mutex_unlock(&h->m);
+    case HD_RMUTEX: return ks_rmutex_timedlock(&h->r, d) ?: ks_rmutex_unlock(&h->r);
+    case HD_SEM: return ks_sem_timedwait(&h->s, d);
+    case HD_EVENT: return ks_event_timedwait(&h->e, d);
+    case HD_COND:
+        cr_assert_eq(ks_mutex_lock(&h->m), 0);
+        e = 0;
+        while (!h->go && e == 0)
+            e = ks_cond_timedwait(&h->c, &h->m, d);
+        cr_assert_eq(ks_mutex_unlock(&h->m), 0);
+        return e;
+    case HD_RDLOCK:
+        return ks_rwlock_timedrdlock(&h->l, d) ?: ks_rwlock_unlock(&h->l);
+    case HD_WRLOCK:
+        return ks_rwlock_timedwrlock(&h->l, d) ?: ks_rwlock_unlock(&h->l);
+    case HD_QGET: return ks_queue_timedget(h->q, &v, d);
+    case HD_QPUT: return ks_queue_timedput(h->q, (void *)2, d);
+    case HD_BORROW: return ks_pool_borrow(h->p, d, &v) ?: ks_pool_return(h->p, v);
+    }
+    return -1;
+}
+
+static void *hd_rmutex_holder(void *arg)
+{
+    struct hd *h = arg;
+    cr_assert_eq(ks_rmutex_lock(&h->r), 0);
+    return hd_release(h); /* unlocks in this thread, the owner */
+}
+
+Test(misuse, huge_finite_deadlines_block_until_released, .timeout = 120)
+{
+    const int64_t far[] = {ks_deadline_after((int64_t)UINT32_MAX * KS_NSEC_PER_SEC), INT64_MAX / 2,
+                           KS_FOREVER - 1};
+    for (int k = 0; k < HD_N; k++) {
+        for (unsigned f = 0; f < sizeof far / sizeof far[0]; f++) {
+            struct hd h = {.kind = k, .m = KS_MUTEX_INIT, .r = KS_RMUTEX_INIT,
+                           .c = KS_COND_INIT, .l = KS_RWLOCK_INIT};
+            hd_take(&h);
+            pthread_t t;
+            kt_spawn(&t, k == HD_RMUTEX ? hd_rmutex_holder : hd_release, &h);
+            if (k == HD_RMUTEX) /* let the holder take it first */
+                while (ks_rmutex_trylock(&h.r) == 0) {
+                    cr_assert_eq(ks_rmutex_unlock(&h.r), 0);
+                    sched_yield();
+                }
+            int64_t t0 = ks_now();
+            int e = hd_wait(&h, far[f]);
+            int64_t took = ks_now() - t0;
+            kt_join(t);
+            cr_assert_eq(e, 0, "%s with deadline %lld: %d", hd_names[k], (long long)far[f], e);
+            cr_assert_geq(took, 10 * KT_MS, "%s with deadline %lld returned after %lld ns without "
+                          "blocking", hd_names[k], (long long)far[f], (long long)took);
+            if (h.q)
+                cr_assert_eq(ks_queue_destroy(h.q), 0);
+            if (h.p)
+                cr_assert_eq(ks_pool_destroy(h.p), 0);
+        }
     }
 }

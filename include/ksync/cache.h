@@ -94,7 +94,10 @@
  *            entry; otherwise whole buckets, each shard's from where its
  *            last sweep stopped and the shards in turn, until at least
  *            `budget` entries have been examined (so a call may examine,
- *            and remove, a few more than budget: the rest of a bucket)
+ *            and remove, a few more than budget: the rest of a bucket);
+ *            0 for a NULL cache
+ *   stats    fills *out; a NULL cache or a NULL out does nothing (*out,
+ *            if any, is left as it was)
  */
 #ifndef KSYNC_CACHE_H
 #define KSYNC_CACHE_H

@@ -69,6 +69,15 @@
  * memory must be set up again (init) by a process that knows every peer is
  * gone.  Robustness is for a later issue.
  *
+ * A stray FUTEX_WAKE on the queue's words (from an object that used this
+ * memory before and was destroyed between its atomic and its wake, glibc
+ * bug 13690's class) leaves one sleeper counted that is not there.  Nothing
+ * hangs and destroy still succeeds, but until the count is right again
+ * later puts and gets pay a FUTEX_WAKE that wakes nobody, and one put or get
+ * may go round its wake-up loop (a FUTEX_WAKE and a sched_yield a round)
+ * for as long as the others keep pushing or popping without a pause
+ * (docs/queue.md, "the baton").
+ *
  * A put that returns 0 has queued its item, which will be returned by
  * exactly one get even if close() follows: close() stops new puts at once,
  * wakes every blocked put (EPIPE) and get, and gets keep returning the items
