@@ -58,6 +58,8 @@ LIB_SRCS := $(filter-out src/debug_yield.c,$(wildcard src/*.c))
 LIB_OBJS := $(LIB_SRCS:src/%.c=$(BUILD)/obj/%.o)
 YLIB_OBJS := $(LIB_SRCS:src/%.c=$(BUILD)/yobj/%.o) $(BUILD)/yobj/debug_yield.o
 HEADERS  := include/ksync.h $(wildcard include/ksync/*.h)
+CXX_HEADERS := include/ksync.hpp
+CXXWARN  := -Wall -Wextra -Werror
 ARCH_HEADERS := $(wildcard arch/*/ks_arch.h)
 
 STATIC   := $(BUILD)/libksync.a
@@ -66,7 +68,10 @@ SHARED   := $(BUILD)/libksync.so.$(VERSION)
 
 TEST_C   := $(wildcard tests/*.c)
 TEST_CXX := $(wildcard tests/*.cc)
-TEST_OBJS := $(TEST_C:tests/%.c=$(BUILD)/tests/%.o) $(TEST_CXX:tests/%.cc=$(BUILD)/tests/%.o)
+# tests/test_hpp.cc is compiled twice, as C++17 (suite hpp17) and as C++20
+# (suite hpp20, object test_hpp20.o): ksync.hpp must build under both.
+TEST_OBJS := $(TEST_C:tests/%.c=$(BUILD)/tests/%.o) $(TEST_CXX:tests/%.cc=$(BUILD)/tests/%.o) \
+             $(BUILD)/tests/test_hpp20.o
 TEST_BIN := $(BUILD)/tests/ksync-tests
 
 STRESS_COMMON := stress/harness.c
@@ -138,8 +143,10 @@ deps:
 # ---- tests ------------------------------------------------------------------
 $(BUILD)/tests/%.o: tests/%.c $(HEADERS) $(ARCH_HEADERS) $(wildcard tests/*.h) | $(BUILD)/tests
 	$(CC) $(CPPFLAGS) $(APP_CFLAGS) $(if $(filter $(WHITEBOX),$*),-Isrc,) $(CFLAGS) -c $< -o $@
-$(BUILD)/tests/%.o: tests/%.cc $(HEADERS) $(ARCH_HEADERS) | $(BUILD)/tests
-	$(CXX) $(CPPFLAGS) -std=c++17 -Wall -Wextra -Werror $(SANFLAGS) $(CFLAGS) -c $< -o $@
+$(BUILD)/tests/%.o: tests/%.cc $(HEADERS) $(CXX_HEADERS) $(ARCH_HEADERS) | $(BUILD)/tests
+	$(CXX) $(CPPFLAGS) -std=c++17 $(CXXWARN) $(SANFLAGS) $(CFLAGS) -c $< -o $@
+$(BUILD)/tests/test_hpp20.o: tests/test_hpp.cc $(HEADERS) $(CXX_HEADERS) $(ARCH_HEADERS) | $(BUILD)/tests
+	$(CXX) $(CPPFLAGS) -std=c++20 -DKS_HPP_SUITE=hpp20 $(CXXWARN) $(SANFLAGS) $(CFLAGS) -c $< -o $@
 $(TEST_BIN): $(TEST_OBJS) $(STATIC)
 	$(CXX) $(SANFLAGS) -o $@ $(TEST_OBJS) $(STATIC) -lcriterion $(LDLIBS)
 
@@ -250,7 +257,7 @@ $(BUILD)/stress/ksync-selftest: stress/selftest.c $(STATIC) | $(BUILD)/stress
 # ---- install ------------------------------------------------------------------
 install: all dropin
 	install -d $(DESTDIR)$(PREFIX)/include/ksync $(DESTDIR)$(PREFIX)/lib/pkgconfig $(DESTDIR)$(PREFIX)/bin
-	install -m 644 include/ksync.h $(DESTDIR)$(PREFIX)/include/
+	install -m 644 include/ksync.h $(CXX_HEADERS) $(DESTDIR)$(PREFIX)/include/
 	install -m 644 $(filter-out include/ksync.h,$(HEADERS)) $(DESTDIR)$(PREFIX)/include/ksync/
 	for a in $(ARCH_HEADERS); do install -D -m 644 $$a $(DESTDIR)$(PREFIX)/include/ksync/$$a; done
 	install -m 644 $(STATIC) $(DESTDIR)$(PREFIX)/lib/
