@@ -80,6 +80,9 @@ STRESS_COMMON := stress/harness.c
 REF_SRCS    := $(wildcard stress/ref_*.c)
 STRESS_SRCS := $(STRESS_COMMON) stress/main.c $(wildcard stress/s_*.c) $(REF_SRCS)
 BENCH_SRCS  := stress/bench_main.c stress/bench.c $(wildcard stress/b_*.c) $(REF_SRCS)
+# section 1's C++ rows (std::lock_guard on ks::mutex and std::mutex): one C++
+# object, linked with libstdc++
+BENCH_CXX_OBJ := $(BUILD)/stress/b_hpp.o
 STRESS_BIN  := $(BUILD)/stress/ksync-stress
 BENCH_BIN   := $(BUILD)/stress/ksync-bench
 REF_LIBS    ?= -lck -lurcu -lurcu-cds
@@ -173,8 +176,10 @@ tsan: deps
 # ---- stress and bench -----------------------------------------------------------
 $(STRESS_BIN): $(STRESS_SRCS) $(wildcard stress/*.h) $(YSTATIC) | $(BUILD)/stress
 	$(CC) $(CPPFLAGS) -DKS_DEBUG_YIELD $(APP_CFLAGS) $(CFLAGS) -Istress $(REF_INC) -o $@ $(STRESS_SRCS) $(YSTATIC) $(REF_LIBS) $(LDLIBS) -lm $(SANFLAGS)
-$(BENCH_BIN): $(BENCH_SRCS) $(wildcard stress/*.h) $(STATIC) | $(BUILD)/stress
-	$(CC) $(CPPFLAGS) $(APP_CFLAGS) $(CFLAGS) -Istress $(REF_INC) -o $@ $(BENCH_SRCS) $(STATIC) $(REF_LIBS) $(LDLIBS) -lm
+$(BENCH_CXX_OBJ): stress/b_hpp.cc stress/b_hpp.h $(HEADERS) $(CXX_HEADERS) $(ARCH_HEADERS) | $(BUILD)/stress
+	$(CXX) $(CPPFLAGS) -std=c++17 $(CXXWARN) $(CFLAGS) -Istress -c $< -o $@
+$(BENCH_BIN): $(BENCH_SRCS) $(BENCH_CXX_OBJ) $(wildcard stress/*.h) $(STATIC) | $(BUILD)/stress
+	$(CC) $(CPPFLAGS) $(APP_CFLAGS) $(CFLAGS) -Istress $(REF_INC) -o $@ $(BENCH_SRCS) $(BENCH_CXX_OBJ) $(STATIC) $(REF_LIBS) $(LDLIBS) -lstdc++ -lm
 
 stress: deps
 	@$(MAKE) --no-print-directory $(STRESS_BIN)

@@ -312,7 +312,7 @@ KT_TEST(shared_lock_readers_together_writer_excluded, .timeout = 30)
         --inside;
     });
     auto t0 = steady_clock::now();
-    while (inside.load() < N && steady_clock::now() - t0 < 10s)
+    while (max_inside.load() < N && steady_clock::now() - t0 < 10s)
         std::this_thread::yield();
     cr_assert_eq(max_inside.load(), N, "all %d readers hold the lock at once", N);
     cr_assert_not(s.try_lock(), "a writer cannot enter while readers hold it");
