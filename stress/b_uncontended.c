@@ -390,9 +390,12 @@ void bench_uncontended(void)
     /* kinds[1] is ks_mutex, kinds[2] glibc's default mutex. */
     bench_target("uncontended ks_mutex Ir / pthread_mutex Ir", have_ir ? ir_s[1].med / ir_s[2].med : NAN,
                  "<=", 0.25, "");
-    /* include/ksync.hpp adds nothing to the inline fast paths. */
+    /* include/ksync.hpp adds nothing to the inline fast paths: the same
+     * instructions per pair.  The limit is not exactly 1 because the C++
+     * loop is reached through one more call per repetition (a few
+     * instructions over --cg-iters pairs). */
     bench_target("uncontended lock_guard<ks::mutex> Ir / ks_mutex Ir",
-                 have_ir ? ir_s[K_HPP_KS].med / ir_s[1].med : NAN, "<=", 1.0, "");
+                 have_ir ? ir_s[K_HPP_KS].med / ir_s[1].med : NAN, "<=", 1.001, "");
     free(ns);
     free(ir);
     /* Later sections register this thread again (section 10's rculfhash):
