@@ -67,7 +67,10 @@ YSTATIC  := $(BUILD)/libksync-yield.a
 SHARED   := $(BUILD)/libksync.so.$(VERSION)
 
 TEST_C   := $(wildcard tests/*.c)
-TEST_CXX := $(wildcard tests/*.cc)
+# tests/hpp_noexceptions.cc is a program of its own (built with
+# -fno-exceptions, which Criterion cannot be), run by tests/test_hpp.cc.
+TEST_CXX := $(filter-out tests/hpp_noexceptions.cc,$(wildcard tests/*.cc))
+HPP_NOEXC_BIN := $(BUILD)/tests/hpp-noexceptions
 # tests/test_hpp.cc is compiled twice, as C++17 (suite hpp17) and as C++20
 # (suite hpp20, object test_hpp20.o): ksync.hpp must build under both.
 TEST_OBJS := $(TEST_C:tests/%.c=$(BUILD)/tests/%.o) $(TEST_CXX:tests/%.cc=$(BUILD)/tests/%.o) \
@@ -146,11 +149,14 @@ deps:
 # ---- tests ------------------------------------------------------------------
 $(BUILD)/tests/%.o: tests/%.c $(HEADERS) $(ARCH_HEADERS) $(wildcard tests/*.h) | $(BUILD)/tests
 	$(CC) $(CPPFLAGS) $(APP_CFLAGS) $(if $(filter $(WHITEBOX),$*),-Isrc,) $(CFLAGS) -c $< -o $@
+$(BUILD)/tests/test_hpp.o $(BUILD)/tests/test_hpp20.o: HPP_DEFS := -DKT_HPP_NOEXC_BIN='"$(HPP_NOEXC_BIN)"'
 $(BUILD)/tests/%.o: tests/%.cc $(HEADERS) $(CXX_HEADERS) $(ARCH_HEADERS) | $(BUILD)/tests
-	$(CXX) $(CPPFLAGS) -std=c++17 $(CXXWARN) $(SANFLAGS) $(CFLAGS) -c $< -o $@
+	$(CXX) $(CPPFLAGS) $(HPP_DEFS) -std=c++17 $(CXXWARN) $(SANFLAGS) $(CFLAGS) -c $< -o $@
 $(BUILD)/tests/test_hpp20.o: tests/test_hpp.cc $(HEADERS) $(CXX_HEADERS) $(ARCH_HEADERS) | $(BUILD)/tests
-	$(CXX) $(CPPFLAGS) -std=c++20 -DKS_HPP_SUITE=hpp20 $(CXXWARN) $(SANFLAGS) $(CFLAGS) -c $< -o $@
-$(TEST_BIN): $(TEST_OBJS) $(STATIC)
+	$(CXX) $(CPPFLAGS) $(HPP_DEFS) -std=c++20 -DKS_HPP_SUITE=hpp20 $(CXXWARN) $(SANFLAGS) $(CFLAGS) -c $< -o $@
+$(HPP_NOEXC_BIN): tests/hpp_noexceptions.cc $(HEADERS) $(CXX_HEADERS) $(ARCH_HEADERS) $(STATIC) | $(BUILD)/tests
+	$(CXX) $(CPPFLAGS) -std=c++17 -fno-exceptions $(CXXWARN) $(SANFLAGS) $(CFLAGS) -o $@ $< $(STATIC) $(LDLIBS)
+$(TEST_BIN): $(TEST_OBJS) $(STATIC) $(HPP_NOEXC_BIN)
 	$(CXX) $(SANFLAGS) -o $@ $(TEST_OBJS) $(STATIC) -lcriterion $(LDLIBS)
 
 run-tests: $(TEST_BIN)

@@ -38,7 +38,18 @@
 #error "ksync.hpp needs C++17"
 #endif
 
-#include <ksync.h>
+// Only the headers of the primitives wrapped here, not ksync.h: a C++
+// program need not see the rest.
+#include <ksync/barrier.h>
+#include <ksync/common.h>
+#include <ksync/cond.h>
+#include <ksync/event.h>
+#include <ksync/mutex.h>
+#include <ksync/queue.h>
+#include <ksync/rmutex.h>
+#include <ksync/rwlock.h>
+#include <ksync/sem.h>
+#include <ksync/time.h>
 
 #include <chrono>
 #include <condition_variable>
@@ -49,6 +60,7 @@
 #include <cstring>
 #include <mutex>
 #include <new>
+#include <shared_mutex> // std::shared_lock, for ks::shared_mutex users
 #include <system_error>
 #include <thread>
 #include <type_traits>
@@ -643,7 +655,10 @@ public:
     {
         int e;
         for (int i = 0; (e = ks_queue_destroy(q_)) == EBUSY && i < 1000; i++)
-            std::this_thread::sleep_for(std::chrono::microseconds(i < 100 ? 0 : 1000));
+            if (i < 100)
+                std::this_thread::yield();
+            else
+                std::this_thread::sleep_for(std::chrono::milliseconds(1));
         detail::destroyed(e, "ks::queue destroyed while threads wait in it");
     }
     queue(const queue &) = delete;

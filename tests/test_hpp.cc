@@ -700,3 +700,32 @@ KT_TEST(destroying_a_locked_mutex_aborts_in_debug_builds, .signal = SIGABRT)
     m->~mutex();
 }
 #endif
+
+// Exceptions off (!__cpp_exceptions): where a throw would be, an abort.
+// Criterion cannot be built that way, so a program of its own is
+// (tests/hpp_noexceptions.cc, built by the Makefile next to this binary).
+#ifdef KT_HPP_NOEXC_BIN
+#include <sys/wait.h>
+#include <unistd.h>
+
+static int run_noexc(const char *arg)
+{
+    pid_t pid = fork();
+    if (pid == 0) {
+        execl(KT_HPP_NOEXC_BIN, KT_HPP_NOEXC_BIN, arg, static_cast<char *>(nullptr));
+        _exit(127);
+    }
+    int st = 0;
+    if (pid < 0 || waitpid(pid, &st, 0) != pid)
+        return -1;
+    return st;
+}
+
+KT_TEST(exceptions_off_aborts_where_it_would_throw, .timeout = 60)
+{
+    int st = run_noexc(nullptr);
+    cr_assert(WIFEXITED(st) && WEXITSTATUS(st) == 0, "the -fno-exceptions program works (status %#x)", st);
+    st = run_noexc("task_done");
+    cr_assert(WIFSIGNALED(st) && WTERMSIG(st) == SIGABRT, "and aborts instead of throwing (status %#x)", st);
+}
+#endif
