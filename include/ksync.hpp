@@ -15,10 +15,11 @@
 // other static initialiser.
 //
 // Errors, in three kinds:
-//  - where the standard type throws std::system_error (mutex::lock on a
-//    resource limit, a queue that cannot be allocated, ...), these throw
-//    it; when exceptions are off (!__cpp_exceptions) they print the error
-//    and call std::abort() instead;
+//  - where the standard type throws std::system_error (recursive_mutex::lock
+//    past its depth limit, lock_shared past the reader limit) these throw
+//    it, and so do a queue that cannot be allocated (std::bad_alloc) and
+//    an extra queue::task_done(); when exceptions are off
+//    (!__cpp_exceptions) they print the error and call std::abort();
 //  - a broken precondition ksync detects (unlock of a mutex not held,
 //    release beyond max(), a semaphore initialised above max()) is a bug
 //    in the caller: it is printed and std::abort()ed, with or without
@@ -27,8 +28,9 @@
 //  - destroying an object that is still in use (a locked mutex, a
 //    semaphore or queue with sleepers, a half-filled barrier phase: EBUSY
 //    from the C destroy) is printed and aborted in builds without NDEBUG,
-//    like an assert(), and ignored with NDEBUG (ksync's destroy frees
-//    nothing, so ignoring it costs no memory; std::mutex's destructor has
+//    like an assert(), and ignored with NDEBUG (the C destroys of the
+//    fixed-size objects free nothing, so ignoring it costs no memory; a
+//    queue's ring is then left allocated; std::mutex's destructor has
 //    undefined behaviour there).  Define KS_HPP_CHECK_DESTROY to 0 or 1 to
 //    choose independently of NDEBUG.
 #ifndef KSYNC_HPP

@@ -691,6 +691,26 @@ KT_TEST(recursive_unlock_by_non_owner_aborts, .signal = SIGABRT)
     t.join();
 }
 
+KT_TEST(semaphore_initial_value_over_max_aborts, .signal = SIGABRT)
+{
+    ks::counting_semaphore<2> s(3);
+    s.release(0); // not reached
+}
+
+#if defined(__cpp_exceptions)
+KT_TEST(queue_of_capacity_0_throws)
+{
+    int code = 0;
+    try {
+        ks::queue<int> q(0);
+        code = -1;
+    } catch (const std::system_error &e) {
+        code = e.code().value();
+    }
+    cr_assert_eq(code, EINVAL, "std::system_error(EINVAL), as ks_queue_create answers");
+}
+#endif
+
 #if !defined(NDEBUG)
 KT_TEST(destroying_a_locked_mutex_aborts_in_debug_builds, .signal = SIGABRT)
 {
