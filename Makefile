@@ -58,6 +58,8 @@ LIB_SRCS := $(filter-out src/debug_yield.c,$(wildcard src/*.c))
 LIB_OBJS := $(LIB_SRCS:src/%.c=$(BUILD)/obj/%.o)
 YLIB_OBJS := $(LIB_SRCS:src/%.c=$(BUILD)/yobj/%.o) $(BUILD)/yobj/debug_yield.o
 HEADERS  := include/ksync.h $(wildcard include/ksync/*.h)
+CXX_HEADERS := include/ksync.hpp
+CXXWARN  := -Wall -Wextra -Werror
 ARCH_HEADERS := $(wildcard arch/*/ks_arch.h)
 
 STATIC   := $(BUILD)/libksync.a
@@ -65,8 +67,14 @@ YSTATIC  := $(BUILD)/libksync-yield.a
 SHARED   := $(BUILD)/libksync.so.$(VERSION)
 
 TEST_C   := $(wildcard tests/*.c)
-TEST_CXX := $(wildcard tests/*.cc)
-TEST_OBJS := $(TEST_C:tests/%.c=$(BUILD)/tests/%.o) $(TEST_CXX:tests/%.cc=$(BUILD)/tests/%.o)
+# tests/hpp_noexceptions.cc is a program of its own (built with
+# -fno-exceptions, which Criterion cannot be), run by tests/test_hpp.cc.
+TEST_CXX := $(filter-out tests/hpp_noexceptions.cc,$(wildcard tests/*.cc))
+HPP_NOEXC_BIN := $(BUILD)/tests/hpp-noexceptions
+# tests/test_hpp.cc is compiled twice, as C++17 (suite hpp17) and as C++20
+# (suite hpp20, object test_hpp20.o): ksync.hpp must build under both.
+TEST_OBJS := $(TEST_C:tests/%.c=$(BUILD)/tests/%.o) $(TEST_CXX:tests/%.cc=$(BUILD)/tests/%.o) \
+             $(BUILD)/tests/test_hpp20.o
 TEST_BIN := $(BUILD)/tests/ksync-tests
 
 STRESS_COMMON := stress/harness.c
@@ -75,6 +83,9 @@ STRESS_COMMON := stress/harness.c
 REF_SRCS    := $(wildcard stress/ref_*.c)
 STRESS_SRCS := $(STRESS_COMMON) stress/main.c $(wildcard stress/s_*.c) $(REF_SRCS)
 BENCH_SRCS  := stress/bench_main.c stress/bench.c $(wildcard stress/b_*.c) $(REF_SRCS)
+# section 1's C++ rows (std::lock_guard on ks::mutex and std::mutex): one C++
+# object, linked with libstdc++
+BENCH_CXX_OBJ := $(BUILD)/stress/b_hpp.o
 STRESS_BIN  := $(BUILD)/stress/ksync-stress
 BENCH_BIN   := $(BUILD)/stress/ksync-bench
 REF_LIBS    ?= -lck -lurcu -lurcu-cds
@@ -138,9 +149,14 @@ deps:
 # ---- tests ------------------------------------------------------------------
 $(BUILD)/tests/%.o: tests/%.c $(HEADERS) $(ARCH_HEADERS) $(wildcard tests/*.h) | $(BUILD)/tests
 	$(CC) $(CPPFLAGS) $(APP_CFLAGS) $(if $(filter $(WHITEBOX),$*),-Isrc,) $(CFLAGS) -c $< -o $@
-$(BUILD)/tests/%.o: tests/%.cc $(HEADERS) $(ARCH_HEADERS) | $(BUILD)/tests
-	$(CXX) $(CPPFLAGS) -std=c++17 -Wall -Wextra -Werror $(SANFLAGS) $(CFLAGS) -c $< -o $@
-$(TEST_BIN): $(TEST_OBJS) $(STATIC)
+$(BUILD)/tests/test_hpp.o $(BUILD)/tests/test_hpp20.o: HPP_DEFS := -DKT_HPP_NOEXC_BIN='"$(HPP_NOEXC_BIN)"'
+$(BUILD)/tests/%.o: tests/%.cc $(HEADERS) $(CXX_HEADERS) $(ARCH_HEADERS) | $(BUILD)/tests
+	$(CXX) $(CPPFLAGS) $(HPP_DEFS) -std=c++17 $(CXXWARN) $(SANFLAGS) $(CFLAGS) -c $< -o $@
+$(BUILD)/tests/test_hpp20.o: tests/test_hpp.cc $(HEADERS) $(CXX_HEADERS) $(ARCH_HEADERS) | $(BUILD)/tests
+	$(CXX) $(CPPFLAGS) $(HPP_DEFS) -std=c++20 -DKS_HPP_SUITE=hpp20 $(CXXWARN) $(SANFLAGS) $(CFLAGS) -c $< -o $@
+$(HPP_NOEXC_BIN): tests/hpp_noexceptions.cc $(HEADERS) $(CXX_HEADERS) $(ARCH_HEADERS) $(STATIC) | $(BUILD)/tests
+	$(CXX) $(CPPFLAGS) -std=c++17 -fno-exceptions $(CXXWARN) $(SANFLAGS) $(CFLAGS) -o $@ $< $(STATIC) $(LDLIBS)
+$(TEST_BIN): $(TEST_OBJS) $(STATIC) $(HPP_NOEXC_BIN)
 	$(CXX) $(SANFLAGS) -o $@ $(TEST_OBJS) $(STATIC) -lcriterion $(LDLIBS)
 
 run-tests: $(TEST_BIN)
@@ -166,8 +182,10 @@ tsan: deps
 # ---- stress and bench -----------------------------------------------------------
 $(STRESS_BIN): $(STRESS_SRCS) $(wildcard stress/*.h) $(YSTATIC) | $(BUILD)/stress
 	$(CC) $(CPPFLAGS) -DKS_DEBUG_YIELD $(APP_CFLAGS) $(CFLAGS) -Istress $(REF_INC) -o $@ $(STRESS_SRCS) $(YSTATIC) $(REF_LIBS) $(LDLIBS) -lm $(SANFLAGS)
-$(BENCH_BIN): $(BENCH_SRCS) $(wildcard stress/*.h) $(STATIC) | $(BUILD)/stress
-	$(CC) $(CPPFLAGS) $(APP_CFLAGS) $(CFLAGS) -Istress $(REF_INC) -o $@ $(BENCH_SRCS) $(STATIC) $(REF_LIBS) $(LDLIBS) -lm
+$(BENCH_CXX_OBJ): stress/b_hpp.cc stress/b_hpp.h $(HEADERS) $(CXX_HEADERS) $(ARCH_HEADERS) | $(BUILD)/stress
+	$(CXX) $(CPPFLAGS) -std=c++17 $(CXXWARN) $(CFLAGS) -Istress -c $< -o $@
+$(BENCH_BIN): $(BENCH_SRCS) $(BENCH_CXX_OBJ) $(wildcard stress/*.h) $(STATIC) | $(BUILD)/stress
+	$(CC) $(CPPFLAGS) $(APP_CFLAGS) $(CFLAGS) -Istress $(REF_INC) -o $@ $(BENCH_SRCS) $(BENCH_CXX_OBJ) $(STATIC) $(REF_LIBS) $(LDLIBS) -lstdc++ -lm
 
 stress: deps
 	@$(MAKE) --no-print-directory $(STRESS_BIN)
@@ -250,7 +268,7 @@ $(BUILD)/stress/ksync-selftest: stress/selftest.c $(STATIC) | $(BUILD)/stress
 # ---- install ------------------------------------------------------------------
 install: all dropin
 	install -d $(DESTDIR)$(PREFIX)/include/ksync $(DESTDIR)$(PREFIX)/lib/pkgconfig $(DESTDIR)$(PREFIX)/bin
-	install -m 644 include/ksync.h $(DESTDIR)$(PREFIX)/include/
+	install -m 644 include/ksync.h $(CXX_HEADERS) $(DESTDIR)$(PREFIX)/include/
 	install -m 644 $(filter-out include/ksync.h,$(HEADERS)) $(DESTDIR)$(PREFIX)/include/ksync/
 	for a in $(ARCH_HEADERS); do install -D -m 644 $$a $(DESTDIR)$(PREFIX)/include/ksync/$$a; done
 	install -m 644 $(STATIC) $(DESTDIR)$(PREFIX)/lib/
