@@ -22,6 +22,7 @@
 #include "b_hpp.h"
 
 #include <ksync/epoch.h>
+#include <ksync/scoped.h>
 
 #include <ck_epoch.h>
 #define _LGPL_SOURCE /* liburcu's read side inline, as ck_epoch's is */
@@ -72,6 +73,15 @@ static __attribute__((noinline)) void loop_hpp_std(bench_lock_t *l, uint64_t n)
 {
     (void)l;
     bench_hpp_std_lock_guard(n);
+}
+
+/* The C scoped guard of include/ksync/scoped.h: the same lock and unlock,
+ * the unlock run by the cleanup attribute at the end of each pass. */
+static __attribute__((noinline)) void loop_ks_scoped(bench_lock_t *l, uint64_t n)
+{
+    for (uint64_t i = 0; i < n; i++) {
+        KS_SCOPED_LOCK(&l->ks);
+    }
 }
 
 /* Read-side sections: enter+exit with nothing inside.  ksync's are calls
@@ -140,6 +150,7 @@ static const struct ukind {
     {"ck_spinlock_fas", G_MUTEX, 0, ck_fas_b_init, loop_ck_fas},
     {"ck_spinlock_ticket", G_MUTEX, 0, ck_ticket_b_init, loop_ck_ticket},
     {"ck_spinlock_mcs", G_MUTEX, 0, ck_mcs_b_init, loop_ck_mcs},
+    {"KS_SCOPED_LOCK(ks_mutex) (C)", G_MUTEX, 0, ks_mutex_b_init, loop_ks_scoped},
     {"lock_guard<ks::mutex> (C++)", G_MUTEX, 0, NULL, loop_hpp_ks},
     {"lock_guard<std::mutex> (C++)", G_MUTEX, 0, NULL, loop_hpp_std},
     {"ks_rmutex", G_RECURSIVE, 1, ks_rmutex_b_init, loop_ks_rmutex},
@@ -151,7 +162,7 @@ static const struct ukind {
     {"urcu-memb read lock+unlock", G_READ, 0, urcu_b_init, loop_urcu},
 };
 #define NK ((int)(sizeof kinds / sizeof kinds[0]))
-#define K_HPP_KS 6 /* kinds[] index of lock_guard<ks::mutex> */
+#define K_HPP_KS 7 /* kinds[] index of lock_guard<ks::mutex> */
 #define WARMUP 1000
 
 static bench_lock_t obj __attribute__((aligned(KS_CACHELINE)));
