@@ -18,7 +18,7 @@ DESTDIR ?=
 # of include/ksync/rwlock.h expect of the library (an old binary's inline
 # writer would skip the revocation).  The drop-in layer's ABI is the POSIX
 # one, unchanged.
-VERSION := 1.1.0
+VERSION := 1.2.0
 SOVER   := 1
 DROPIN_VERSION := 0.1.0
 DROPIN_SOVER := 0

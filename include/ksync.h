@@ -6,6 +6,7 @@
 #include <ksync/time.h>
 #include <ksync/mutex.h>
 #include <ksync/rmutex.h>
+#include <ksync/robust.h>
 #include <ksync/sem.h>
 #include <ksync/event.h>
 #include <ksync/cond.h>
