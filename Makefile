@@ -17,8 +17,8 @@ DESTDIR ?=
 # libksync.so.1: the rwlock's reader bias changed what the inline functions
 # of include/ksync/rwlock.h expect of the library (an old binary's inline
 # writer would skip the revocation).  The drop-in layer's ABI is the POSIX
-# one, unchanged.
-VERSION := 1.2.0
+# one, unchanged.  1.1: symbols added (the scoped guards' report, ks_robust).
+VERSION := 1.1.0
 SOVER   := 1
 DROPIN_VERSION := 0.1.0
 DROPIN_SOVER := 0
