@@ -1,7 +1,8 @@
 /* tests/model/cond.pml - ks_cond (src/cond.c as of main 31c3d70): sequence
  * counter, waiter reference count with DESTROYING, sleepers count, the
  * sticky mutex hint (NULL -> m -> m|MIXED tag, the tag keeping the mutex),
- * requeue-on-broadcast onto an untagged mutex with a re-read of the hint
+ * requeue-on-broadcast onto an untagged mutex (the requeue waking one or
+ * two, as requeue_wakes() picks by usable CPUs) with a re-read of the hint
  * after the requeue (wake all on the mutex if a waiter of another mutex
  * tagged it meanwhile), destroy waking the hinted mutex tagged or not, and
  * the real ks_mutex (kmutex.pml, without the starvation bit) underneath.
@@ -177,8 +178,12 @@ inline cond_broadcast()
             atomic { CTOUCH; sg_m = cmutex };
             sg_r = -1;
             if
+            /* requeue_wakes(): wake 2 with two usable CPUs, 1 with one;
+             * the affinity mask can change between broadcasts: either */
             :: SINGLE(sg_m) ->
                 futex_cmp_requeue(SEQ, sg_s, 1, ALL, sg_m, sg_r)
+            :: SINGLE(sg_m) ->
+                futex_cmp_requeue(SEQ, sg_s, 2, ALL, sg_m, sg_r)
             :: else
             fi;
             if
