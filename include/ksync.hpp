@@ -113,9 +113,13 @@ inline void destroyed(int err, const char *what) noexcept
 // point is a deadline as it is.
 
 // A duration in ns, rounded up (a deadline must never come early) and
-// saturated at KS_FOREVER; the range check is made in long double, whose
-// 64-bit mantissa holds INT64_MAX exactly, before any integer conversion
-// could overflow (hours::max() in ns, picoseconds, floating reps).
+// saturated at KS_FOREVER.  The whole conversion is made in long double,
+// whose 64-bit mantissa holds every int64 exactly: the count is converted
+// before it is scaled (duration_cast's common type is long double), so no
+// integer product can overflow (hours::max() in ns, a 1/60 s period) and a
+// float or double count near the limit is not rounded up past it in its
+// own type; the value converted to int64 is the one that was checked.
+// NaN waits forever, like a huge value.
 template <class Rep, class Period>
 inline int64_t ns_saturated(const std::chrono::duration<Rep, Period> &d)
 {
@@ -125,7 +129,8 @@ inline int64_t ns_saturated(const std::chrono::duration<Rep, Period> &d)
         return KS_FOREVER;
     if (v <= 0)
         return 0;
-    return std::chrono::ceil<std::chrono::nanoseconds>(d).count();
+    const long double up = __builtin_ceill(v); // <= KS_FOREVER: INT64_MAX is exact here
+    return up >= static_cast<long double>(KS_FOREVER) ? KS_FOREVER : static_cast<int64_t>(up);
 }
 
 // A relative timeout from now; zero or negative means "try once", which is
@@ -136,6 +141,30 @@ inline int64_t deadline_after(const std::chrono::duration<Rep, Period> &rel)
     if (rel <= rel.zero())
         return 0;
     return ks_deadline_after(ns_saturated(rel)); // saturates at KS_FOREVER
+}
+
+// The time left until atime on Clock, as a deadline.  Both time points are
+// taken to long double ns before they are compared or subtracted: in their
+// common type (ns for the system clock) a coarse extreme such as
+// time_point<system_clock, hours>::max() or system_clock's min() would
+// overflow.  A time point already reached is a try.
+template <class Clock, class Duration>
+inline std::chrono::duration<long double, std::nano>
+left_until(const std::chrono::time_point<Clock, Duration> &atime)
+{
+    using ldns = std::chrono::duration<long double, std::nano>;
+    return std::chrono::duration_cast<ldns>(atime.time_since_epoch()) -
+           std::chrono::duration_cast<ldns>(Clock::now().time_since_epoch());
+}
+template <class Clock, class Duration>
+inline int64_t deadline_from(const std::chrono::time_point<Clock, Duration> &atime)
+{
+    return deadline_after(left_until(atime));
+}
+template <class Clock, class Duration>
+inline bool reached(const std::chrono::time_point<Clock, Duration> &atime)
+{
+    return !(left_until(atime).count() > 0);
 }
 
 template <class Duration>
@@ -157,8 +186,8 @@ inline int until(const std::chrono::time_point<Clock, Duration> &atime, F attemp
         return attempt(deadline_at(atime));
     } else {
         for (;;) {
-            int rc = attempt(deadline_after(atime - Clock::now()));
-            if (rc != ETIMEDOUT || !(Clock::now() < atime))
+            int rc = attempt(deadline_from(atime));
+            if (rc != ETIMEDOUT || reached(atime))
                 return rc;
         }
     }
@@ -412,9 +441,9 @@ public:
             // One wait, converted at the call; after a timeout on ksync's
             // clock, Clock decides (the standard's rule for non-steady
             // clocks); a wait that is then early is a spurious wake-up.
-            if (wait_deadline(lock, detail::deadline_after(atime - Clock::now())) == std::cv_status::no_timeout)
+            if (wait_deadline(lock, detail::deadline_from(atime)) == std::cv_status::no_timeout)
                 return std::cv_status::no_timeout;
-            return Clock::now() < atime ? std::cv_status::no_timeout : std::cv_status::timeout;
+            return detail::reached(atime) ? std::cv_status::timeout : std::cv_status::no_timeout;
         }
     }
 
@@ -640,6 +669,9 @@ class queue {
     static_assert(std::is_trivially_copyable<T>::value && sizeof(T) <= sizeof(void *),
                   "ks::queue<T>: T must be trivially copyable and no larger than a pointer "
                   "(it travels in ks_queue's void * slot); queue pointers to larger objects");
+    static_assert(std::is_pointer<T>::value || std::is_default_constructible<T>::value,
+                  "ks::queue<T>: a T that is not a pointer is rebuilt from its bytes into a "
+                  "default-constructed T; queue pointers to types without a default constructor");
 
 public:
     using value_type = T;
@@ -742,10 +774,14 @@ public:
     native_handle_type native_handle() noexcept { return q_; }
 
 private:
+    // Object pointers (cv-qualified pointees included) travel as they are;
+    // everything else, function pointers among them, as its bytes.
+    static constexpr bool object_pointer =
+        std::is_pointer<T>::value && std::is_object<std::remove_pointer_t<T>>::value;
     static void *to_ptr(T item) noexcept
     {
-        if constexpr (std::is_pointer<T>::value) {
-            return const_cast<void *>(static_cast<const void *>(item));
+        if constexpr (object_pointer) {
+            return const_cast<void *>(static_cast<const volatile void *>(item));
         } else {
             void *p = nullptr;
             std::memcpy(&p, &item, sizeof item);
@@ -754,7 +790,7 @@ private:
     }
     static T from_ptr(void *p) noexcept
     {
-        if constexpr (std::is_pointer<T>::value) {
+        if constexpr (object_pointer) {
             return static_cast<T>(p);
         } else {
             T v;

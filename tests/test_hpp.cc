@@ -164,6 +164,23 @@ KT_TEST(deadline_conversion_saturates_and_rounds_up)
     cr_assert_eq(ks::detail::deadline_after(std::chrono::hours::max()), KS_FOREVER);
     cr_assert_eq(ks::detail::deadline_at(steady_clock::time_point::max()), KS_FOREVER);
     cr_assert_eq(ks::detail::deadline_at(steady_clock::time_point(-1s)), 0);
+    // A review found each of these broken in the first version:
+    // a float count just under the limit rounded past it in float and wrapped negative,
+    cr_assert_eq(ns_saturated(std::chrono::duration<float>(9223372776.0f)), KS_FOREVER);
+    cr_assert_eq(ns_saturated(std::chrono::duration<double>(9223372036.8547758)), KS_FOREVER); // 2^63 ns
+    const int64_t ms_big = ns_saturated(std::chrono::duration<double, std::milli>(9223372036854.7754));
+    cr_assert(ms_big > 9223372036854000000LL / 1000 && ms_big < KS_FOREVER, "%lld", (long long)ms_big);
+    cr_assert_gt(ns_saturated(std::chrono::duration<double>(9.2e9)), 0);
+    // a period that does not divide a nanosecond overflowed count * num,
+    using frames = std::chrono::duration<long long, std::ratio<1, 60>>;
+    cr_assert_eq(ns_saturated(frames(60LL * 3600 * 24 * 365 * 105)), 105LL * 365 * 24 * 3600 * KS_NSEC_PER_SEC);
+    cr_assert_eq(ns_saturated(frames(1)), 16666667); // 16.666... ms, up
+    // and another clock's extreme time points overflowed their common type.
+    cr_assert_eq(ks::detail::deadline_from(system_clock::time_point::min()), 0);
+    cr_assert_eq(ks::detail::deadline_from(std::chrono::time_point<system_clock, std::chrono::hours>::max()),
+                 KS_FOREVER);
+    cr_assert(ks::detail::reached(system_clock::time_point::min()));
+    cr_assert(!ks::detail::reached(system_clock::now() + 1h));
     int64_t before = ks_now();
     int64_t d = ks::detail::deadline_after(10ms);
     cr_assert(d >= before + 10 * 1000000LL && d <= ks_now() + 10 * 1000000LL);
@@ -183,6 +200,22 @@ KT_TEST(huge_and_negative_timeouts, .timeout = 30)
     cr_assert(m.try_lock_until(steady_clock::time_point::max()));
     m.unlock();
     cr_assert(m.try_lock_until(system_clock::time_point::max() - 1h), "other clocks saturate too");
+    // Held: a past time point on another clock is a try, at once (the first
+    // version overflowed system_clock's min() into a 235-year wait).
+    std::thread t2([&] {
+        r = m.try_lock_until(system_clock::time_point::min()) +
+            2 * m.try_lock_until(std::chrono::time_point<system_clock, std::chrono::hours>::min());
+    });
+    t2.join();
+    cr_assert_eq(r.load(), 0);
+    ks::condition_variable cv;
+    ks::mutex cm;
+    {
+        std::unique_lock<ks::mutex> u(cm);
+        cr_assert(cv.wait_until(u, system_clock::time_point::min()) == std::cv_status::timeout);
+        cr_assert(!cv.wait_until(u, system_clock::time_point::min(), [] { return false; }));
+    }
+    cr_assert(steady_clock::now() - t0 < 2 * kLate, "past time points return at once");
     m.unlock();
 }
 
@@ -595,6 +628,27 @@ KT_TEST(barrier_completion_runs_before_release, .timeout = 60)
 }
 
 // ---- queue ---------------------------------------------------------------------------------
+
+static int queued_fn(int x) { return x + 1; }
+
+// Function pointers and pointers to volatile did not compile in the first
+// version (they went through static_cast<const void *>).
+KT_TEST(queue_of_function_and_volatile_pointers, .timeout = 30)
+{
+    ks::queue<int (*)(int)> qf(2);
+    cr_assert(qf.put(&queued_fn));
+    int (*f)(int) = nullptr;
+    cr_assert(qf.get(f) && f == &queued_fn && f(1) == 2);
+    static volatile int cell = 5;
+    ks::queue<volatile int *> qv(2);
+    cr_assert(qv.put(&cell));
+    volatile int *p = nullptr;
+    cr_assert(qv.get(p) && p == &cell && *p == 5);
+    ks::queue<double> qd(2);
+    cr_assert(qd.put(-0.25));
+    double v = 0;
+    cr_assert(qd.get(v) && v == -0.25);
+}
 
 KT_TEST(queue_of_int, .timeout = 30)
 {

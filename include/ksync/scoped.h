@@ -64,10 +64,14 @@
  *   skips every cleanup.  C code compiled without -fexceptions that a C++
  *   exception unwinds through does not release either.
  * - A jump into the scope of a guard from outside it is refused by Clang
- *   and must not be written for GCC either (the release would run on an
- *   object never acquired); GCC's -Wjump-misses-init reports it.  The statement form is a declaration: before
- *   C23 it cannot follow a label directly, and `if (x) KS_SCOPED_LOCK(m);`
- *   does not compile (it would hold the lock for no statement at all).
+ *   and must not be written for GCC either: the release would run on a
+ *   guard never initialised.  That includes a `case` label of a switch
+ *   placed after a statement-form guard in the switch's own block (give
+ *   each case its braces).  GCC reports such jumps only with
+ *   -Wjump-misses-init, which neither -Wall nor -Wextra turns on.
+ * - The statement form is a declaration: before C23 it cannot follow a
+ *   label directly, and `if (x) KS_SCOPED_LOCK(m);` does not compile (it
+ *   would hold the lock for no statement at all).
  */
 #ifndef KSYNC_SCOPED_H
 #define KSYNC_SCOPED_H
@@ -106,7 +110,7 @@ typedef struct ks_scoped {
 
 KS_EXTERN_C_BEGIN
 
-/* Prints "ksync: <call> failed at <site>: <strerror> (<errno name>)" and
+/* Prints "ksync: <call> failed at <site>: <strerror> (errno <n>)" and
  * aborts.  Out of line and cold, so that the guards' fast paths are the
  * paired calls' fast paths plus one predictable branch. */
 KS_API void ks_scoped_fail_slow(const char *call, const char *site, int err)
