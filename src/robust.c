@@ -153,13 +153,27 @@ static inline void list_del(ks_robust_t *m)
     *slot((uintptr_t)prev) = next;
 }
 
+/* A futex word must be 4-aligned (FUTEX_WAIT answers EINVAL otherwise, and
+ * a waiter would spin), and the kernel's list walk stops at a misaligned
+ * entry, losing every robust mutex locked before it. */
+static inline int misaligned(const ks_robust_t *m)
+{
+    return ((uintptr_t)m & (_Alignof(ks_robust_t) - 1)) != 0;
+}
+
 int ks_robust_init(ks_robust_t *m, unsigned flags)
 {
-    if (!m || (flags & ~KS_FLAGS_VALID))
+    if (!m || (flags & ~KS_FLAGS_VALID) || misaligned(m))
         return EINVAL;
     self_get();
     if (!me.head)
         return ENOTSUP;
+    /* relaxed: only the caller's own ownership is looked at, which it wrote
+     * itself.  Re-initialising a mutex the caller holds would zero a node
+     * that is still on its robust list and cut the kernel's walk there. */
+    uint32_t s = __atomic_load_n(&m->word, __ATOMIC_RELAXED);
+    if (s != NOTREC && (s & TID) == me.tid)
+        return EBUSY;
     *m = (ks_robust_t)KS_ROBUST_INIT;
     m->flags = flags;
     return 0;
@@ -217,6 +231,15 @@ static __attribute__((noinline)) int lock_slow(ks_robust_t *m, struct robust_lis
             break;
         }
         if (ks_deadline_passed(deadline)) {
+            /* A waiter that slept may have taken the wake meant for the
+             * other sleepers: a newcomer can have taken the word with a
+             * plain 0 -> TID after it, so the word lacks W and the holder's
+             * unlock would wake nobody.  Put W back before leaving (glibc
+             * sets FUTEX_WAITERS before it can time out); at worst the
+             * unlock wakes a thread that is no longer there. */
+            if (slept && !(s & W) &&
+                !__atomic_compare_exchange_n(&m->word, &s, s | W, 0, __ATOMIC_RELAXED, __ATOMIC_RELAXED))
+                continue; /* relaxed: as the W CAS below; s changed, look again */
             rc = ETIMEDOUT;
             break;
         }
@@ -266,7 +289,7 @@ static __attribute__((noinline)) int acquire_refresh(ks_robust_t *m, int64_t dea
 
 static inline __attribute__((always_inline)) int acquire(ks_robust_t *m, int64_t deadline, int try)
 {
-    if (KS_UNLIKELY(!m || deadline < 0))
+    if (KS_UNLIKELY(!m || deadline < 0 || misaligned(m)))
         return EINVAL;
     if (KS_UNLIKELY(!self_fresh()))
         return acquire_refresh(m, deadline, try);

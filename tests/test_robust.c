@@ -996,3 +996,112 @@ Test(robust, unrelated_processes_through_shm_open, .timeout = 90)
     munmap(s, SEG_SIZE);
     shm_unlink(name);
 }
+
+/* ---- found by review ------------------------------------------------------------ */
+
+/* A timed waiter woken by an unlock, held off its CPU (here: a 300 ms signal
+ * handler) while a newcomer takes the free word with a plain 0 -> TID, and
+ * past its deadline when it looks again, used to return ETIMEDOUT leaving
+ * the word without W: it had used up the one wake, the newcomer's unlock
+ * woke nobody, and the other sleeper C waited for the 1 s re-check.  The
+ * leaving waiter must put W back, so C gets the mutex at the unlock. */
+static ks_robust_t tw_m;
+static int64_t tw_deadline, tw_c_got;
+static int tw_rc_a;
+
+static void tw_hold_off(int sig)
+{
+    (void)sig;
+    kt_sleep_ns(300 * KT_MS);
+}
+static void *tw_a(void *p)
+{
+    (void)p;
+    tw_rc_a = ks_robust_timedlock(&tw_m, tw_deadline);
+    if (tw_rc_a == 0)
+        ks_robust_unlock(&tw_m);
+    return NULL;
+}
+static void *tw_c(void *p)
+{
+    (void)p;
+    int e = ks_robust_lock(&tw_m);
+    tw_c_got = ks_now();
+    cr_assert_eq(e, 0);
+    cr_assert_eq(ks_robust_unlock(&tw_m), 0);
+    return NULL;
+}
+
+Test(robust, timed_waiter_leaving_puts_the_wake_back, .timeout = 60)
+{
+    struct sigaction sa = {.sa_handler = tw_hold_off}, old;
+    sigemptyset(&sa.sa_mask);
+    cr_assert_eq(sigaction(SIGUSR1, &sa, &old), 0);
+    int barged = 0;
+    for (int trial = 0; trial < 10 && barged < 3; trial++) {
+        cr_assert_eq(ks_robust_init(&tw_m, 0), 0);
+        cr_assert_eq(ks_robust_lock(&tw_m), 0);
+        tw_deadline = ks_now() + 150 * KT_MS;
+        tw_rc_a = -1;
+        pthread_t a, c;
+        kt_spawn(&a, tw_a, NULL);
+        kt_sleep_ns(30 * KT_MS); /* A asleep first */
+        kt_spawn(&c, tw_c, NULL);
+        kt_sleep_ns(30 * KT_MS); /* then C */
+        cr_assert_eq(ks_robust_unlock(&tw_m), 0); /* wakes A, the first sleeper */
+        cr_assert_eq(pthread_kill(a, SIGUSR1), 0);
+        if (ks_robust_trylock(&tw_m) != 0) { /* A won the race: no barge this time */
+            kt_join(a);
+            kt_join(c);
+            continue;
+        }
+        barged++;
+        kt_join(a);
+        cr_assert_eq(tw_rc_a, ETIMEDOUT, "A: %d", tw_rc_a);
+        cr_assert(word_of(&tw_m) & KS_ROBUST_WAITERS, "A left the word 0x%x without W, C asleep",
+                  word_of(&tw_m));
+        int64_t t_unlock = ks_now();
+        cr_assert_eq(ks_robust_unlock(&tw_m), 0);
+        kt_join(c);
+        cr_assert_lt(tw_c_got - t_unlock, 500 * KT_MS, "C got the mutex %lld ms after the unlock",
+                     (long long)((tw_c_got - t_unlock) / KT_MS));
+    }
+    cr_assert_gt(barged, 0, "the newcomer never got in between");
+    sigaction(SIGUSR1, &old, NULL);
+}
+
+static void *hold_then_init(void *p)
+{
+    ks_robust_t *m = p;
+    cr_assert_eq(ks_robust_lock(m), 0);
+    cr_assert(on_my_list(&m->next_) == 1);
+    cr_assert_eq(ks_robust_init(m, 0), EBUSY, "init of a mutex the caller holds");
+    cr_assert(on_my_list(&m->next_) == 1, "and its node is still on the list");
+    cr_assert_eq(ks_robust_unlock(m), 0);
+    cr_assert_eq(ks_robust_init(m, 0), 0, "free again: init is fine");
+    return NULL;
+}
+
+Test(robust, init_of_a_mutex_the_caller_holds_is_ebusy, .timeout = 30)
+{
+    static ks_robust_t m;
+    pthread_t t;
+    kt_spawn(&t, hold_then_init, &m);
+    kt_join(t);
+}
+
+Test(robust, misaligned_object_is_einval, .timeout = 30)
+{
+    static union {
+        ks_robust_t m[2];
+        char bytes[2 * sizeof(ks_robust_t)];
+    } u;
+    ks_robust_t *bad = (ks_robust_t *)(void *)(u.bytes + 4);
+    cr_assert_eq(ks_robust_init(bad, 0), EINVAL);
+    cr_assert_eq(ks_robust_lock(bad), EINVAL);
+    cr_assert_eq(ks_robust_trylock(bad), EINVAL);
+    cr_assert_eq(ks_robust_timedlock(bad, ks_deadline_after(KT_MS)), EINVAL);
+    cr_assert(my_list_is_empty(), "nothing was linked");
+    cr_assert_eq(ks_robust_lock(&u.m[0]), 0, "an aligned one still works");
+    cr_assert_eq(ks_robust_unlock(&u.m[0]), 0);
+}

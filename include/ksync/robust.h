@@ -15,14 +15,18 @@
  *   ks_robust_unlock(&m);
  *
  * Return values (errno codes, never through errno):
- *   init        0, EINVAL (NULL, or flags other than KS_PRIVATE/KS_SHARED),
- *               ENOTSUP (this C library's robust list has another layout)
+ *   init        0, EINVAL (NULL, flags other than KS_PRIVATE/KS_SHARED, or
+ *               an object not aligned to _Alignof(ks_robust_t)), EBUSY (the
+ *               caller holds it: re-initialising would cut its robust
+ *               list), ENOTSUP (this C library's robust list has another
+ *               layout)
  *   lock        0, EOWNERDEAD (the caller owns it now, but its last owner
  *               died holding it: the data it protects may be inconsistent),
  *               ENOTRECOVERABLE (an owner that got EOWNERDEAD unlocked it
  *               without ks_robust_consistent: the mutex is unusable),
  *               EDEADLK (the caller holds it already), ENOTSUP (the thread
  *               has no robust list, or one of another layout), EINVAL
+ *               (NULL or misaligned)
  *   trylock     as lock, plus EBUSY (held by another thread)
  *   timedlock   as lock, plus ETIMEDOUT; EINVAL for a negative deadline
  *               (absolute CLOCK_MONOTONIC ns, see ksync/time.h)
@@ -30,8 +34,22 @@
  *               after EOWNERDEAD without ks_robust_consistent makes the
  *               mutex not recoverable (waiters get ENOTRECOVERABLE)
  *   consistent  0, EINVAL (NULL, not held by the caller, or not inconsistent)
- *   destroy     0, EBUSY (held or waited on), EINVAL.  A free, owner-dead or
- *               not-recoverable mutex may be destroyed and initialised again
+ *   destroy     0, EBUSY (held), EINVAL.  A free, owner-dead or
+ *               not-recoverable mutex may be destroyed and initialised
+ *               again.  destroy cannot see sleepers (the word shows only
+ *               that one may exist): as for every ksync object, destroy only
+ *               once no thread can still be inside a call on it
+ *
+ * Trust and lifetime.  The list node lives in the mutex, so in shared
+ * memory every process that can write the segment can write the pointers
+ * this process's unlock follows (glibc's process-shared robust mutexes have
+ * the same exposure): share a robust mutex only with processes you trust.
+ * Unmapping or freeing a mutex while it is held breaks the thread's whole
+ * robust list (the next robust lock of any mutex, glibc's included, faults,
+ * and the kernel's walk at death stops there).  TIDs are per PID namespace:
+ * processes in different namespaces must not share one (equal TIDs pass
+ * the owner checks).  A vfork child must not lock one (it would run on the
+ * parent's TID and list).  ks_robust is for 64-bit glibc only.
  *
  * Both KS_PRIVATE and KS_SHARED mutexes use the process-shared futex
  * operations: the kernel wakes robust futexes with a shared wake, which a
