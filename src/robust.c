@@ -214,8 +214,10 @@ static __attribute__((noinline)) int lock_slow(ks_robust_t *m, struct robust_lis
         if (!owner) {
             /* free, or its owner died (OD stays: held inconsistent) (R2) */
             uint32_t ns = tid | (s & (W | OD)) | (slept ? W : 0);
-            /* acquire: pairs with the release in unlock (for OD, with
-             * nothing: the dead owner's writes are what they are). */
+            /* acquire: pairs with the release in unlock; for OD, with the
+             * kernel's atomic update of the word in handle_futex_death,
+             * which the dead owner's writes precede: the repairer sees
+             * them, half-done as they are. */
             if (__atomic_compare_exchange_n(&m->word, &s, ns, 0, __ATOMIC_ACQUIRE, __ATOMIC_RELAXED)) {
                 acquired(h, m);
                 return (s & OD) ? EOWNERDEAD : 0;
@@ -255,7 +257,9 @@ static __attribute__((noinline)) int lock_slow(ks_robust_t *m, struct robust_lis
         /* Always the shared op: the kernel's death wake is a shared one. */
         ks_futex_wait(&m->word, s, deadline < until ? deadline : until, KS_SHARED);
         slept = 1;
-        s = __atomic_load_n(&m->word, __ATOMIC_RELAXED); /* seeds the CAS above */
+        /* relaxed: seeds the CASes above; the ENOTRECOVERABLE, EDEADLK and
+         * EBUSY answers it also decides hand the caller no data. */
+        s = __atomic_load_n(&m->word, __ATOMIC_RELAXED);
     }
     ks_compiler_barrier();
     set_pending(h, NULL);
@@ -373,6 +377,9 @@ int ks_robust_consistent(ks_robust_t *m)
     do {
         if ((s & TID) != me.tid || !(s & OD))
             return EINVAL;
+        /* relaxed: pairs with nothing: clearing OD publishes no data (the
+         * repaired data reach the next owner through this owner's
+         * releasing unlock). */
     } while (!__atomic_compare_exchange_n(&m->word, &s, s & ~OD, 0, __ATOMIC_RELAXED, __ATOMIC_RELAXED));
     return 0;
 }
