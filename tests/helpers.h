@@ -485,4 +485,51 @@ static inline int kt_join_by(pthread_t t, int64_t deadline)
     return e == 0;
 }
 
+/* ---- two locks at once: the course's bank transfer (ks_*_lock2) ------------------- */
+
+/* One primitive's lock2/unlock2 over an array of locks, through void *:
+ * 16 threads on 2 CPUs move money between KT_ACCOUNTS accounts, each
+ * transfer taking lock[from] and lock[to] in the order the arguments come
+ * (opposite orders between threads; from == to sometimes), which with
+ * plain lock(from); lock(to) is the AB-BA deadlock; the total must be
+ * conserved, every balance being touched only under its lock. */
+#define KT_ACCOUNTS 4
+struct kt_bank {
+    void *lock[KT_ACCOUNTS];
+    int (*lock2)(void *a, void *b);
+    int (*unlock2)(void *a, void *b);
+    long balance[KT_ACCOUNTS];
+    int rounds;
+};
+
+static inline void *kt_bank_worker(void *p)
+{
+    struct kt_bank *b = p;
+    unsigned r = (unsigned)(uintptr_t)&r;
+    for (int i = 0; i < b->rounds; i++) {
+        r = r * 1103515245u + 12345u;
+        int from = (int)((r >> 8) % KT_ACCOUNTS), to = (int)((r >> 16) % KT_ACCOUNTS);
+        cr_assert_eq(b->lock2(b->lock[from], b->lock[to]), 0);
+        b->balance[from] -= 7;
+        b->balance[to] += 7;
+        cr_assert_eq(b->unlock2(b->lock[to], b->lock[from]), 0); /* either order */
+    }
+    return NULL;
+}
+
+static inline void kt_bank_run(struct kt_bank *b, int threads)
+{
+    pthread_t t[KT_MAX_THREADS];
+    for (int i = 0; i < KT_ACCOUNTS; i++)
+        b->balance[i] = 1000;
+    for (int i = 0; i < threads; i++)
+        kt_spawn(&t[i], kt_bank_worker, b);
+    for (int i = 0; i < threads; i++)
+        kt_join(t[i]);
+    long total = 0;
+    for (int i = 0; i < KT_ACCOUNTS; i++)
+        total += b->balance[i];
+    cr_assert_eq(total, 1000L * KT_ACCOUNTS, "money created or lost: %ld", total);
+}
+
 #endif

@@ -196,6 +196,51 @@ static inline int ks_rwlock_unlock(ks_rwlock_t *l)
     return ks_rwlock_unlock_slow(l);
 }
 
+/* Two rwlocks, for writing at once, in one global order: the lower address first, so that
+ * threads locking the same pair in opposite argument orders (the course's
+ * bank transfer: lock(from), lock(to)) cannot deadlock.  a == b takes it
+ * once (ks_rwlock_unlock2 then releases it once).  A timed acquisition that gets the
+ * first and not the second releases the first and reports the second's
+ * error (ETIMEDOUT), so it never returns holding one of the two.  The
+ * order is the address in the caller's address space: KS_SHARED objects that
+ * processes map at different addresses need an order of the caller's own
+ * (an account number), or two processes may disagree.
+ * Errors: those of ks_rwlock_timedwrlock, and EINVAL if either is NULL. */
+static inline int ks_rwlock_timedwrlock2(ks_rwlock_t *a, ks_rwlock_t *b, int64_t deadline)
+{
+    if (!a || !b)
+        return EINVAL;
+    if (a == b)
+        return ks_rwlock_timedwrlock(a, deadline);
+    if ((uintptr_t)b < (uintptr_t)a) {
+        ks_rwlock_t *t = a;
+        a = b;
+        b = t;
+    }
+    int e = ks_rwlock_timedwrlock(a, deadline);
+    if (e != 0)
+        return e;
+    e = ks_rwlock_timedwrlock(b, deadline);
+    if (e != 0)
+        (void)ks_rwlock_unlock(a);
+    return e;
+}
+
+static inline int ks_rwlock_wrlock2(ks_rwlock_t *a, ks_rwlock_t *b) { return ks_rwlock_timedwrlock2(a, b, KS_FOREVER); }
+
+/* Releases what ks_rwlock_wrlock2 took (either argument order); the first error of the
+ * two unlocks, both attempted. */
+static inline int ks_rwlock_unlock2(ks_rwlock_t *a, ks_rwlock_t *b)
+{
+    if (!a || !b)
+        return EINVAL;
+    int e = ks_rwlock_unlock(a);
+    if (a == b)
+        return e;
+    int e2 = ks_rwlock_unlock(b);
+    return e != 0 ? e : e2;
+}
+
 KS_EXTERN_C_END
 
 #endif
