@@ -487,17 +487,26 @@ static inline int kt_join_by(pthread_t t, int64_t deadline)
 
 /* ---- two locks at once: the course's bank transfer (ks_*_lock2) ------------------- */
 
-/* One primitive's lock2/unlock2 over an array of locks, through void *:
- * 16 threads on 2 CPUs move money between KT_ACCOUNTS accounts, each
+/* One primitive's calls through void *, so that the mutex, rmutex and
+ * rwlock tests of lock2 share the two fixtures below. */
+struct kt_lock2_ops {
+    int (*lock)(void *l);
+    int (*unlock)(void *l);
+    int (*trylock)(void *l);
+    int (*lock2)(void *a, void *b);
+    int (*timedlock2)(void *a, void *b, int64_t deadline);
+    int (*unlock2)(void *a, void *b);
+};
+
+/* 16 threads on 2 CPUs move money between KT_ACCOUNTS accounts, each
  * transfer taking lock[from] and lock[to] in the order the arguments come
  * (opposite orders between threads; from == to sometimes), which with
  * plain lock(from); lock(to) is the AB-BA deadlock; the total must be
  * conserved, every balance being touched only under its lock. */
 #define KT_ACCOUNTS 4
 struct kt_bank {
+    const struct kt_lock2_ops *ops;
     void *lock[KT_ACCOUNTS];
-    int (*lock2)(void *a, void *b);
-    int (*unlock2)(void *a, void *b);
     long balance[KT_ACCOUNTS];
     int rounds;
 };
@@ -509,27 +518,72 @@ static inline void *kt_bank_worker(void *p)
     for (int i = 0; i < b->rounds; i++) {
         r = r * 1103515245u + 12345u;
         int from = (int)((r >> 8) % KT_ACCOUNTS), to = (int)((r >> 16) % KT_ACCOUNTS);
-        cr_assert_eq(b->lock2(b->lock[from], b->lock[to]), 0);
+        cr_assert_eq(b->ops->lock2(b->lock[from], b->lock[to]), 0);
         b->balance[from] -= 7;
         b->balance[to] += 7;
-        cr_assert_eq(b->unlock2(b->lock[to], b->lock[from]), 0); /* either order */
+        cr_assert_eq(b->ops->unlock2(b->lock[to], b->lock[from]), 0); /* either order */
     }
     return NULL;
 }
 
-static inline void kt_bank_run(struct kt_bank *b, int threads)
+/* locks: KT_ACCOUNTS initialised objects. */
+static inline void kt_bank_run(const struct kt_lock2_ops *ops, void *const *locks, int threads)
 {
+    struct kt_bank b = {.ops = ops, .rounds = 20000};
     pthread_t t[KT_MAX_THREADS];
-    for (int i = 0; i < KT_ACCOUNTS; i++)
-        b->balance[i] = 1000;
+    for (int i = 0; i < KT_ACCOUNTS; i++) {
+        b.lock[i] = locks[i];
+        b.balance[i] = 1000;
+    }
     for (int i = 0; i < threads; i++)
-        kt_spawn(&t[i], kt_bank_worker, b);
+        kt_spawn(&t[i], kt_bank_worker, &b);
     for (int i = 0; i < threads; i++)
         kt_join(t[i]);
     long total = 0;
     for (int i = 0; i < KT_ACCOUNTS; i++)
-        total += b->balance[i];
+        total += b.balance[i];
     cr_assert_eq(total, 1000L * KT_ACCOUNTS, "money created or lost: %ld", total);
+}
+
+struct kt_lock2_hold {
+    const struct kt_lock2_ops *ops;
+    void *l;
+};
+
+static inline void *kt_lock2_holder(void *p)
+{
+    struct kt_lock2_hold *h = p;
+    cr_assert_eq(h->ops->lock(h->l), 0);
+    kt_sleep_ns(200 * KT_MS);
+    cr_assert_eq(h->ops->unlock(h->l), 0);
+    return NULL;
+}
+
+/* x and y: two free objects.  A timed lock2 whose second lock (the higher
+ * address) stays held by another thread times out and gives the first
+ * back; the same object twice is taken and released once; NULL and a
+ * negative deadline are EINVAL and take nothing. */
+static inline void kt_lock2_contract(const struct kt_lock2_ops *o, void *x, void *y)
+{
+    void *hi = (uintptr_t)x < (uintptr_t)y ? y : x, *lo = hi == x ? y : x;
+    struct kt_lock2_hold h = {o, hi};
+    pthread_t t;
+    kt_spawn(&t, kt_lock2_holder, &h); /* the one taken second */
+    kt_sleep_ns(20 * KT_MS);
+    cr_assert_eq(o->timedlock2(hi, lo, ks_deadline_after(20 * KT_MS)), ETIMEDOUT);
+    cr_assert_eq(o->trylock(lo), 0, "the first was given back");
+    cr_assert_eq(o->unlock(lo), 0);
+    kt_join(t);
+    cr_assert_eq(o->lock2(x, x), 0, "the same lock twice is taken once");
+    cr_assert_eq(o->unlock2(x, x), 0);
+    cr_assert_eq(o->trylock(x), 0, "and released once");
+    cr_assert_eq(o->unlock(x), 0);
+    cr_assert_eq(o->lock2(NULL, x), EINVAL);
+    cr_assert_eq(o->lock2(x, NULL), EINVAL);
+    cr_assert_eq(o->unlock2(NULL, x), EINVAL);
+    cr_assert_eq(o->timedlock2(x, y, -1), EINVAL);
+    cr_assert_eq(o->trylock(x), 0, "a refused call took nothing");
+    cr_assert_eq(o->unlock(x), 0);
 }
 
 #endif

@@ -614,48 +614,23 @@ Test(rmutex, signal_handler_asking_for_the_id_during_the_childs_first_draw, .tim
 
 /* ---- ks_rmutex_lock2: two at once in one global order (the bank transfer) ----------------- */
 
+static int l2_lock(void *l) { return ks_rmutex_lock(l); }
+static int l2_unlock(void *l) { return ks_rmutex_unlock(l); }
+static int l2_trylock(void *l) { return ks_rmutex_trylock(l); }
 static int l2_lock2(void *a, void *b) { return ks_rmutex_lock2(a, b); }
+static int l2_timedlock2(void *a, void *b, int64_t d) { return ks_rmutex_timedlock2(a, b, d); }
 static int l2_unlock2(void *a, void *b) { return ks_rmutex_unlock2(a, b); }
+static const struct kt_lock2_ops l2_ops = {l2_lock, l2_unlock, l2_trylock, l2_lock2, l2_timedlock2, l2_unlock2};
 
 Test(rmutex, lock2_in_opposite_orders_does_not_deadlock, .timeout = 120)
 {
-    static ks_rmutex_t locks[KT_ACCOUNTS];
-    struct kt_bank b = {.lock2 = l2_lock2, .unlock2 = l2_unlock2, .rounds = 20000};
-    for (int i = 0; i < KT_ACCOUNTS; i++) {
-        locks[i] = (ks_rmutex_t)KS_RMUTEX_INIT;
-        b.lock[i] = &locks[i];
-    }
-    kt_bank_run(&b, 16);
-}
-
-static void *l2_hold(void *p)
-{
-    ks_rmutex_t *m = p;
-    cr_assert_eq(ks_rmutex_lock(m), 0);
-    kt_sleep_ns(200 * KT_MS);
-    cr_assert_eq(ks_rmutex_unlock(m), 0);
-    return NULL;
+    static ks_rmutex_t locks[KT_ACCOUNTS] = {KS_RMUTEX_INIT, KS_RMUTEX_INIT, KS_RMUTEX_INIT, KS_RMUTEX_INIT};
+    void *p[KT_ACCOUNTS] = {&locks[0], &locks[1], &locks[2], &locks[3]};
+    kt_bank_run(&l2_ops, p, 16);
 }
 
 Test(rmutex, timedlock2_gives_back_the_first_when_the_second_times_out, .timeout = 30)
 {
     static ks_rmutex_t x = KS_RMUTEX_INIT, y = KS_RMUTEX_INIT;
-    ks_rmutex_t *hi = (uintptr_t)&x < (uintptr_t)&y ? &y : &x, *lo = hi == &x ? &y : &x;
-    pthread_t t;
-    kt_spawn(&t, l2_hold, hi); /* the one taken second */
-    kt_sleep_ns(20 * KT_MS);
-    cr_assert_eq(ks_rmutex_timedlock2(hi, lo, ks_deadline_after(20 * KT_MS)), ETIMEDOUT);
-    cr_assert_eq(ks_rmutex_trylock(lo), 0, "the first was given back");
-    cr_assert_eq(ks_rmutex_unlock(lo), 0);
-    kt_join(t);
-    cr_assert_eq(ks_rmutex_lock2(&x, &x), 0, "the same lock twice is taken once");
-    cr_assert_eq(ks_rmutex_unlock2(&x, &x), 0);
-    cr_assert_eq(ks_rmutex_trylock(&x), 0, "and released once");
-    cr_assert_eq(ks_rmutex_unlock(&x), 0);
-    cr_assert_eq(ks_rmutex_lock2(NULL, &x), EINVAL);
-    cr_assert_eq(ks_rmutex_lock2(&x, NULL), EINVAL);
-    cr_assert_eq(ks_rmutex_unlock2(NULL, &x), EINVAL);
-    cr_assert_eq(ks_rmutex_timedlock2(&x, &y, -1), EINVAL);
-    cr_assert_eq(ks_rmutex_trylock(&x), 0, "a refused call took nothing");
-    cr_assert_eq(ks_rmutex_unlock(&x), 0);
+    kt_lock2_contract(&l2_ops, &x, &y);
 }

@@ -167,14 +167,19 @@ static inline ks_scoped_t ks_scoped_result_(int e, int *rc, void *obj, void *res
     return ks_scoped_held_(e == 0 ? obj : NULL, res, site, kind);
 }
 
-static inline ks_scoped_t ks_scoped_lock_(ks_mutex_t *m, const char *site)
+/* An untimed acquisition's result: the guard, or the report and abort. */
+static inline ks_scoped_t ks_scoped_must_(int e, const char *call, void *obj, void *res,
+                                          const char *site, int kind)
 {
-    int e = ks_mutex_lock(m);
     if (KS_UNLIKELY(e != 0))
-        ks_scoped_fail_slow("ks_mutex_lock", site, e);
-    return ks_scoped_held_(m, NULL, site, KS_SCOPED_MUTEX_);
+        ks_scoped_fail_slow(call, site, e);
+    return ks_scoped_held_(obj, res, site, kind);
 }
 
+static inline ks_scoped_t ks_scoped_lock_(ks_mutex_t *m, const char *site)
+{
+    return ks_scoped_must_(ks_mutex_lock(m), "ks_mutex_lock", m, NULL, site, KS_SCOPED_MUTEX_);
+}
 static inline ks_scoped_t ks_scoped_timedlock_(ks_mutex_t *m, int64_t deadline, int *rc,
                                                const char *site)
 {
@@ -183,12 +188,8 @@ static inline ks_scoped_t ks_scoped_timedlock_(ks_mutex_t *m, int64_t deadline, 
 
 static inline ks_scoped_t ks_scoped_rmutex_(ks_rmutex_t *r, const char *site)
 {
-    int e = ks_rmutex_lock(r);
-    if (KS_UNLIKELY(e != 0))
-        ks_scoped_fail_slow("ks_rmutex_lock", site, e);
-    return ks_scoped_held_(r, NULL, site, KS_SCOPED_RMUTEX_);
+    return ks_scoped_must_(ks_rmutex_lock(r), "ks_rmutex_lock", r, NULL, site, KS_SCOPED_RMUTEX_);
 }
-
 static inline ks_scoped_t ks_scoped_timedrmutex_(ks_rmutex_t *r, int64_t deadline, int *rc,
                                                  const char *site)
 {
@@ -197,12 +198,8 @@ static inline ks_scoped_t ks_scoped_timedrmutex_(ks_rmutex_t *r, int64_t deadlin
 
 static inline ks_scoped_t ks_scoped_rdlock_(ks_rwlock_t *l, const char *site)
 {
-    int e = ks_rwlock_rdlock(l);
-    if (KS_UNLIKELY(e != 0))
-        ks_scoped_fail_slow("ks_rwlock_rdlock", site, e);
-    return ks_scoped_held_(l, NULL, site, KS_SCOPED_RWLOCK_);
+    return ks_scoped_must_(ks_rwlock_rdlock(l), "ks_rwlock_rdlock", l, NULL, site, KS_SCOPED_RWLOCK_);
 }
-
 static inline ks_scoped_t ks_scoped_timedrdlock_(ks_rwlock_t *l, int64_t deadline, int *rc,
                                                  const char *site)
 {
@@ -212,12 +209,8 @@ static inline ks_scoped_t ks_scoped_timedrdlock_(ks_rwlock_t *l, int64_t deadlin
 
 static inline ks_scoped_t ks_scoped_wrlock_(ks_rwlock_t *l, const char *site)
 {
-    int e = ks_rwlock_wrlock(l);
-    if (KS_UNLIKELY(e != 0))
-        ks_scoped_fail_slow("ks_rwlock_wrlock", site, e);
-    return ks_scoped_held_(l, NULL, site, KS_SCOPED_RWLOCK_);
+    return ks_scoped_must_(ks_rwlock_wrlock(l), "ks_rwlock_wrlock", l, NULL, site, KS_SCOPED_RWLOCK_);
 }
-
 static inline ks_scoped_t ks_scoped_timedwrlock_(ks_rwlock_t *l, int64_t deadline, int *rc,
                                                  const char *site)
 {
@@ -227,12 +220,8 @@ static inline ks_scoped_t ks_scoped_timedwrlock_(ks_rwlock_t *l, int64_t deadlin
 
 static inline ks_scoped_t ks_scoped_sem_(ks_sem_t *s, const char *site)
 {
-    int e = ks_sem_wait(s);
-    if (KS_UNLIKELY(e != 0))
-        ks_scoped_fail_slow("ks_sem_wait", site, e);
-    return ks_scoped_held_(s, NULL, site, KS_SCOPED_SEM_);
+    return ks_scoped_must_(ks_sem_wait(s), "ks_sem_wait", s, NULL, site, KS_SCOPED_SEM_);
 }
-
 static inline ks_scoped_t ks_scoped_timedsem_(ks_sem_t *s, int64_t deadline, int *rc,
                                               const char *site)
 {
@@ -248,14 +237,11 @@ static inline ks_scoped_t ks_scoped_timedborrow_(ks_pool_t *p, void **res, int64
         *res = r;
     return ks_scoped_result_(e, rc, p, r, site, KS_SCOPED_POOL_);
 }
-
 static inline ks_scoped_t ks_scoped_borrow_(ks_pool_t *p, void **res, const char *site)
 {
     int e;
     ks_scoped_t g = ks_scoped_timedborrow_(p, res, KS_FOREVER, &e, site);
-    if (KS_UNLIKELY(e != 0))
-        ks_scoped_fail_slow("ks_pool_borrow", site, e);
-    return g;
+    return ks_scoped_must_(e, "ks_pool_borrow", g.obj, g.res, site, KS_SCOPED_POOL_);
 }
 
 /* ---- the macros ------------------------------------------------------------ */
