@@ -18,6 +18,7 @@
 #include <ksync/pool.h>
 #include <ksync/epoch.h>
 #include <ksync/cache.h>
+#include <ksync/channel.h>
 #include <ksync/debug.h>
 
 #endif

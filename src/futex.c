@@ -152,3 +152,46 @@ int ks_futex_stats(struct ks_futex_stats *out)
     *out = tls_stats;
     return 0;
 }
+
+/* futex_waitv(2) (Linux 5.16): one sleep on several words, for a waiter
+ * that must also hear its peers' robust futexes (src/channel.c).  The
+ * timeout is absolute on the clock named in the call. */
+#ifndef SYS_futex_waitv
+#define SYS_futex_waitv 449 /* the same number on every architecture */
+#endif
+
+int ks_futex_waitv(const uint32_t *const *words, const uint32_t *expect, unsigned n, int64_t deadline)
+{
+    struct futex_waitv v[FUTEX_WAITV_MAX];
+    struct ks_kts ts, *tsp = NULL;
+
+    if (n == 0 || n > FUTEX_WAITV_MAX)
+        return EINVAL;
+    if (deadline != KS_FOREVER) {
+        if (deadline <= ks_now())
+            return ETIMEDOUT;
+        ts.tv_sec = deadline / KS_NSEC_PER_SEC;
+        ts.tv_nsec = deadline % KS_NSEC_PER_SEC;
+        tsp = &ts;
+    }
+    for (unsigned i = 0; i < n; i++) {
+        v[i].val = expect[i];
+        v[i].uaddr = (uint64_t)(uintptr_t)words[i];
+        v[i].flags = FUTEX_32; /* no FUTEX_PRIVATE_FLAG: shared words */
+        v[i].__reserved = 0;
+    }
+    tls_stats.waits++;
+    long r = syscall(SYS_futex_waitv, v, (long)n, 0L, tsp, (long)CLOCK_MONOTONIC);
+    if (r >= 0)
+        return 0;
+    switch (errno) {
+    case EAGAIN:
+        return EAGAIN;
+    case ENOSYS:
+        return ENOSYS;
+    case ETIMEDOUT:
+        return (deadline != KS_FOREVER && ks_now() >= deadline) ? ETIMEDOUT : 0;
+    default:
+        return 0; /* EINTR and the like: the caller re-checks */
+    }
+}

@@ -72,6 +72,14 @@ KS_HIDDEN int ks_futex_requeue(const uint32_t *word, uint32_t expect, int n_wake
                                const uint32_t *to, unsigned flags);
 
 
+/* ks_futex_waitv: sleep until one of n KS_SHARED words (n <= 128) no
+ *   longer holds its expected value or is woken, or until `deadline`.
+ *   Returns 0 (woken, or spurious), EAGAIN (a word differed), ETIMEDOUT, or
+ *   ENOSYS (a kernel before 5.16, or one built without futex_waitv: the
+ *   caller falls back to ks_futex_wait on its main word).  Never EINTR. */
+KS_HIDDEN int ks_futex_waitv(const uint32_t *const *words, const uint32_t *expect, unsigned n,
+                             int64_t deadline);
+
 /* Lock a ks_mutex as a thread that has slept on it: no spinning, and the
  * CONTENDED bit is always set, because threads requeued from a condition
  * variable may be asleep on the mutex word (docs/pitfalls.md item 19). */
@@ -204,6 +212,28 @@ static inline void ks_drain(uint32_t *users, unsigned flags, void (*nudge)(const
     __atomic_store_n(users, 0, __ATOMIC_RELAXED); /* reusable after re-init */
 }
 
+/* ---- the keeper (src/keeper.c, docs/ipc.md) ----
+ * One thread per process that holds a robust futex for each attachment the
+ * process has to a shared-memory segment (a ks_channel's peer slot), on a
+ * robust list of its own, so that the kernel marks the slot (FUTEX_OWNER_DIED)
+ * and wakes a waiter on it when the process dies.  A slot is 16 bytes at the
+ * start of a 64-byte line: the futex word, a generation, then the list node.
+ *   ks_keeper_claim: take the first free slot (word 0) of `n` at `slots`
+ *     (a stride of KS_KEEPER_SLOT bytes): the word becomes the keeper's TID.
+ *     Returns the index, or -errno (-EUSERS: none free; -EAGAIN: the thread
+ *     could not start; -ENOMEM).
+ *   ks_keeper_release: give slot `slot` back: the caller has cleared what
+ *     else it kept in it; the keeper bumps the generation, stores 0 in the
+ *     word and wakes every waiter on it. */
+#define KS_KEEPER_SLOT 64u
+struct ks_keeper_slot {
+    uint32_t word; /* robust futex: keeper TID | FUTEX_WAITERS | FUTEX_OWNER_DIED */
+    uint32_t gen;  /* bumped each time the slot is given back or reaped */
+    uint64_t node; /* the robust-list node: the kernel finds word at node - 8 */
+};
+KS_HIDDEN int ks_keeper_claim(void *slots, unsigned n);
+KS_HIDDEN void ks_keeper_release(void *slot);
+
 /* ---- allocation (src/alloc.c) ----
  * ks_alloc_lines: `bytes` of memory aligned to KS_CACHELINE (so objects that
  * pad their fields to lines really get whole lines), NULL on failure or
@@ -246,6 +276,7 @@ enum {
     KS_SPIN_COND,
     KS_SPIN_QUEUE,
     KS_SPIN_BARRIER,
+    KS_SPIN_CHANNEL,
     KS_SPIN_SITES
 };
 

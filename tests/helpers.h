@@ -147,7 +147,7 @@ static inline int kt_in_futex_at(const char *path)
     long nr = strtol(buf, &end, 10);
     if (end == buf)
         return 0; /* "running" */
-    return nr == SYS_futex
+    return nr == SYS_futex || nr == 449 /* futex_waitv */
 #ifdef SYS_futex_time64
            || nr == SYS_futex_time64
 #endif
