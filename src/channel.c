@@ -76,14 +76,17 @@ struct ch_hdr {
     uint64_t ring_size;
     uint32_t max_msg, peers;
     uint64_t total_size;
-    /* send side: written by the sender holding send_lock */
+    /* Each lock on a line of its own, apart from the position it guards:
+     * a peer spinning on the position costs the holder one miss (its store
+     * of the position), not three (lock, position, unlock). */
     _Alignas(64) uint32_t send_lock;
+    /* send side: written by the sender holding send_lock */
+    _Alignas(64) uint64_t tail;
     uint32_t recv_ev; /* receivers sleep on it; senders bump it */
-    uint64_t tail;
-    /* receive side */
     _Alignas(64) uint32_t recv_lock;
+    /* receive side */
+    _Alignas(64) uint64_t head;
     uint32_t send_ev; /* senders sleep on it; receivers bump it */
-    uint64_t head;
     /* read on every operation, written only around sleeps and membership changes */
     _Alignas(64) uint32_t recv_sleepers, send_sleepers;
     uint32_t members_ev;    /* bumped (and woken) on attach, detach, reap */
@@ -95,9 +98,9 @@ struct ch_hdr {
  * every architecture (an AArch64 peer and an x86-64 peer agree). */
 _Static_assert(sizeof(struct ch_slot) == KS_KEEPER_SLOT, "slot is one line");
 _Static_assert(offsetof(struct ch_hdr, max_msg) == 24 && offsetof(struct ch_hdr, total_size) == 32, "geometry");
-_Static_assert(offsetof(struct ch_hdr, send_lock) == 64 && offsetof(struct ch_hdr, tail) == 72, "send line");
-_Static_assert(offsetof(struct ch_hdr, recv_lock) == 128 && offsetof(struct ch_hdr, head) == 136, "recv line");
-_Static_assert(offsetof(struct ch_hdr, recv_sleepers) == 192, "shared line");
+_Static_assert(offsetof(struct ch_hdr, send_lock) == 64 && offsetof(struct ch_hdr, tail) == 128, "send lines");
+_Static_assert(offsetof(struct ch_hdr, recv_lock) == 192 && offsetof(struct ch_hdr, head) == 256, "recv lines");
+_Static_assert(offsetof(struct ch_hdr, recv_sleepers) == 320, "shared line");
 _Static_assert(sizeof(struct ch_hdr) <= CH_SLOTS_OFF, "header before the slots");
 _Static_assert(CH_SLOTS_OFF + KS_CHANNEL_PEERS * KS_KEEPER_SLOT <= CH_HDR, "slots in the header page");
 
@@ -279,8 +282,8 @@ static int side_lock(ks_channel_t *ch, uint32_t *lock, int64_t deadline)
      * positions and records) */
     if (KS_LIKELY(__atomic_compare_exchange_n(lock, &v, ch->token, 0, __ATOMIC_ACQUIRE, __ATOMIC_RELAXED)))
         return 0;
-    struct ks_spin sp;
-    if (ks_spin_begin(&sp, KS_SPIN_CHANNEL)) {
+    struct ks_spin sp; /* a side lock is a mutex: it learns at the mutex's site */
+    if (ks_spin_begin(&sp, KS_SPIN_MUTEX)) {
         ks_spin_clip(&sp, deadline);
         do {
             ks_cpu_relax();
@@ -293,13 +296,16 @@ static int side_lock(ks_channel_t *ch, uint32_t *lock, int64_t deadline)
         } while (ks_spin_more(&sp));
         ks_spin_end(&sp);
     }
-    for (;;) {
+    for (int slept = 0;; slept = 1) {
         v = __atomic_load_n(lock, __ATOMIC_RELAXED); /* seeds the CAS */
         if (v == 0) {
             /* acquire: as above; WAITERS: others may sleep on it */
             if (__atomic_compare_exchange_n(lock, &v, ch->token | TOK_WAITERS, 0, __ATOMIC_ACQUIRE,
-                                            __ATOMIC_RELAXED))
+                                            __ATOMIC_RELAXED)) {
+                if (slept)
+                    ks_spin_waited(&sp);
                 return 0;
+            }
             continue;
         }
         /* A holder with our own token is another thread sharing this handle
@@ -349,11 +355,17 @@ static int check(ks_channel_t *ch, unsigned role)
 
 /* ---- sending ---- */
 
+/* One wake per sleep: the waker takes the count to 0 and wakes everyone
+ * counted, so the operations after it make no system call until a thread
+ * counts itself again (a sleeper never decrements: the wake, or a later
+ * one, takes its count). */
 static void wake_side(uint32_t *sleepers, uint32_t *ev)
 {
     /* seq_cst: the store-buffering pair with the sleeper's increment (the
      * caller's seq_cst store of its position comes first) */
-    if (__atomic_load_n(sleepers, __ATOMIC_SEQ_CST)) {
+    if (__atomic_load_n(sleepers, __ATOMIC_SEQ_CST) && __atomic_exchange_n(sleepers, 0, __ATOMIC_SEQ_CST)) {
+        /* seq_cst: ordered after the exchange; a sleeper counted before it
+         * read ev before counting itself, so its wait sees the change */
         __atomic_fetch_add(ev, 1, __ATOMIC_SEQ_CST);
         ks_futex_wake(ev, KS_WAKE_ALL, KS_SHARED);
     }
@@ -372,14 +384,21 @@ static int wait_space(ks_channel_t *ch, uint64_t t, uint64_t need, int64_t deadl
         ch->cached_head = hd;
         if (t + need - hd <= ch->cap)
             return 0;
+        /* Spin until a quarter of the ring is free (or `need`, if more),
+         * looking at head only every 32 pauses: a sender that wakes for
+         * each message the receiver frees, and reads head in a tight loop,
+         * takes the receiver's line from it at every message. */
         struct ks_spin sp;
+        uint64_t want = need > ch->cap / 4 ? need : ch->cap / 4;
         if (ks_spin_begin(&sp, KS_SPIN_CHANNEL)) {
             ks_spin_clip(&sp, deadline);
-            do
-                ks_cpu_relax();
-            while (__atomic_load_n(&h->head, __ATOMIC_RELAXED) == hd && ks_spin_more(&sp)); /* re-read
-                                                                                              * with acquire above */
-            if (__atomic_load_n(&h->head, __ATOMIC_RELAXED) != hd) {
+            uint64_t now = hd;
+            do {
+                for (int i = 0; i < 32; i++)
+                    ks_cpu_relax();
+                now = __atomic_load_n(&h->head, __ATOMIC_RELAXED); /* re-read with acquire above */
+            } while (t + want - now > ch->cap && t - now <= ch->cap && ks_spin_more(&sp));
+            if (now != hd) {
                 ks_spin_won(&sp);
                 continue;
             }
@@ -391,7 +410,8 @@ static int wait_space(ks_channel_t *ch, uint64_t t, uint64_t need, int64_t deadl
         int e = 0;
         if (__atomic_load_n(&h->head, __ATOMIC_SEQ_CST) == hd) /* seq_cst: the other half */
             e = ch_sleep(ch, &h->send_ev, ev, members, KS_CHANNEL_RECV, 0, deadline);
-        __atomic_fetch_sub(&h->send_sleepers, 1, __ATOMIC_RELAXED); /* only lowers a hint */
+        if (!e && __atomic_load_n(&h->head, __ATOMIC_RELAXED) != hd) /* re-read with acquire above */
+            ks_spin_waited(&sp); /* learn how long the partner took (src/spin.c) */
         if (e == EPIPE) {
             /* no receiver left: unless one freed the space on its way out */
             hd = __atomic_load_n(&h->head, __ATOMIC_ACQUIRE); /* acquire: as above */
@@ -546,7 +566,8 @@ static int next_locked(ks_channel_t *ch, uint64_t *pos, uint32_t *len, int64_t d
             __atomic_fetch_add(&h->recv_sleepers, 1, __ATOMIC_SEQ_CST); /* seq_cst: pairs with wake_side */
             if (__atomic_load_n(&h->tail, __ATOMIC_SEQ_CST) == hd)      /* seq_cst: the other half */
                 e = ch_sleep(ch, &h->recv_ev, ev, members, KS_CHANNEL_SEND, 0, deadline);
-            __atomic_fetch_sub(&h->recv_sleepers, 1, __ATOMIC_RELAXED); /* only lowers a hint */
+            if (!e && __atomic_load_n(&h->tail, __ATOMIC_RELAXED) != hd) /* re-read with acquire above */
+                ks_spin_waited(&sp); /* learn how long the partner took (src/spin.c) */
             if (e) {
                 /* EPIPE or ETIMEDOUT, unless a message came meanwhile (a
                  * sender publishes before it detaches: the acquire load of

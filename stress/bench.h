@@ -18,6 +18,8 @@
  *   b_cache.c        10. key/value caches with TTL (ks_cache, ck_ht, rculfhash,
  *                        mutex table) at 2 and 16 threads, ops/s; S3-FIFO vs
  *                        LRU hit ratio
+ *   b_ipc.c          11. ks_channel against pipe, AF_UNIX stream and loopback
+ *                        TCP between processes: messages/s, MB/s, ping-pong
  *
  * bench.c holds main(), the options, the context header, the PASS/MISS
  * summary and the one helper every section uses to run threads: a "team"
@@ -72,7 +74,8 @@ enum {
     SEC_BROADCAST = 1u << 7,   /* section 8: condvar broadcast */
     SEC_QUEUE = 1u << 8,       /* section 9: MPMC ring and blocking queue */
     SEC_CACHE = 1u << 9,       /* section 10: key/value caches */
-    SEC_ALL = 0x3ffu,
+    SEC_IPC = 1u << 10,        /* section 11: messages between processes */
+    SEC_ALL = 0x7ffu,
 };
 
 /* Sections 5-8 have many more runs (implementations x thread counts) than
@@ -258,6 +261,7 @@ void bench_barrier(void);
 void bench_rwlock(void);
 void bench_broadcast(void);
 void bench_queue(void);
+void bench_ipc(void);
 void bench_cache(void);
 
 #endif

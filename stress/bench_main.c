@@ -67,6 +67,8 @@ static void usage(FILE *f)
             "                      cache       10. key/value caches with TTL (ks_cache variants, ck_ht,\n"
             "                                      rculfhash, mutex table), 3 mixes at 2 and 16 threads\n"
             "                                      (M ops/s); S3-FIFO vs LRU hit ratio\n"
+            "                      ipc         11. ks_channel vs pipe, AF_UNIX stream, loopback TCP between\n"
+            "                                      processes: 64 B..64 KiB, 1+1 and 4+4, ping-pong\n"
             "  --reps N          repetitions per figure, median printed (default %d)\n"
             "  --seconds S       measurement cap per run of sections 2-4 (default %.1f);\n"
             "                    sections 5-8 run --seconds/%d per run (they have many runs),\n"
@@ -114,6 +116,7 @@ static unsigned parse_sections(const char *s)
         {"cpu", SEC_CPU},          {"handoff", SEC_HANDOFF},         {"pingpong", SEC_HANDOFF},
         {"barrier", SEC_BARRIER},  {"rwlock", SEC_RWLOCK},           {"broadcast", SEC_BROADCAST},
         {"queue", SEC_QUEUE},      {"mpmc", SEC_QUEUE},              {"cache", SEC_CACHE},
+        {"ipc", SEC_IPC},          {"channel", SEC_IPC},
     };
     unsigned bits = 0;
     char *copy = strdup(s), *save = NULL;
@@ -124,7 +127,7 @@ static unsigned parse_sections(const char *s)
                 break;
         if (i == sizeof names / sizeof names[0]) {
             fprintf(stderr, "ksync-bench: unknown section '%s' (uncontended, mutex, sem, cpu, handoff, "
-                    "barrier, rwlock, broadcast, queue, cache, all)\n", tok);
+                    "barrier, rwlock, broadcast, queue, cache, ipc, all)\n", tok);
             exit(1);
         }
         bits |= names[i].bit;
@@ -251,6 +254,8 @@ int main(int argc, char **argv)
         bench_queue();
     if (bopt.sections & SEC_CACHE)
         bench_cache();
+    if (bopt.sections & SEC_IPC)
+        bench_ipc();
     bench_run_end();
     return 0;
 }

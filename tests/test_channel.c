@@ -866,7 +866,7 @@ Test(channel, corrupt_record_length_is_ebadmsg)
     memcpy(seg + 4096, &len, 4);
     cr_assert_eq(ks_channel_recv(ch, buf, sizeof buf, &n, 0), 0, "repaired");
     uint64_t tail = 1u << 20; /* tail far beyond head */
-    memcpy(seg + 64 + 8, &tail, 8);
+    memcpy(seg + 128, &tail, 8); /* the header's tail (docs/ipc.md) */
     cr_assert_eq(ks_channel_recv(ch, buf, sizeof buf, &n, 0), EBADMSG);
     cr_assert_eq(ks_channel_send(ch, "x", 1, 0), EBADMSG);
     munmap(seg, 8192);
