@@ -88,7 +88,8 @@ struct ch_hdr {
     _Alignas(64) uint64_t head;
     uint32_t send_ev; /* senders sleep on it; receivers bump it */
     /* read on every operation, written only around sleeps and membership changes */
-    _Alignas(64) uint32_t recv_sleepers, send_sleepers;
+    _Alignas(64) uint32_t recv_sleepers;
+    uint32_t send_sleepers;
     uint32_t members_ev;    /* bumped (and woken) on attach, detach, reap */
     uint32_t alive[2];      /* attachments per role: [0] senders, [1] receivers */
     uint32_t ever[2];       /* 1 once a sender / a receiver has attached */
@@ -100,7 +101,11 @@ _Static_assert(sizeof(struct ch_slot) == KS_KEEPER_SLOT, "slot is one line");
 _Static_assert(offsetof(struct ch_hdr, max_msg) == 24 && offsetof(struct ch_hdr, total_size) == 32, "geometry");
 _Static_assert(offsetof(struct ch_hdr, send_lock) == 64 && offsetof(struct ch_hdr, tail) == 128, "send lines");
 _Static_assert(offsetof(struct ch_hdr, recv_lock) == 192 && offsetof(struct ch_hdr, head) == 256, "recv lines");
-_Static_assert(offsetof(struct ch_hdr, recv_sleepers) == 320, "shared line");
+_Static_assert(offsetof(struct ch_hdr, recv_sleepers) == 320 && offsetof(struct ch_hdr, send_sleepers) == 324 &&
+                   offsetof(struct ch_hdr, members_ev) == 328 && offsetof(struct ch_hdr, alive) == 332 &&
+                   offsetof(struct ch_hdr, ever) == 340 && sizeof(struct ch_hdr) == 384,
+               "shared line");
+_Static_assert(offsetof(struct ch_hdr, recv_ev) == 136 && offsetof(struct ch_hdr, send_ev) == 264, "events");
 _Static_assert(sizeof(struct ch_hdr) <= CH_SLOTS_OFF, "header before the slots");
 _Static_assert(CH_SLOTS_OFF + KS_CHANNEL_PEERS * KS_KEEPER_SLOT <= CH_HDR, "slots in the header page");
 
@@ -209,20 +214,35 @@ static unsigned watch_peers(ks_channel_t *ch, uint32_t role, const uint32_t **wo
         }
         if (!word_alive(w) || !(__atomic_load_n(&s->role, __ATOMIC_RELAXED) & role))
             continue;
-        live++;
         /* relaxed: a flag for the kernel and the keeper, which read it with
          * their own atomic operations */
         while (!(w & FUTEX_WAITERS) && word_alive(w))
             if (__atomic_compare_exchange_n(&s->k.word, &w, w | FUTEX_WAITERS, 0, __ATOMIC_RELAXED,
                                             __ATOMIC_RELAXED))
                 w |= FUTEX_WAITERS;
-        if (!word_alive(w))
-            continue; /* died or left meanwhile: the wait sees the word changed */
+        if (!word_alive(w)) {
+            /* It died (the kernel woke nobody: FUTEX_WAITERS was not set
+             * yet) or left while we looked: not counted.  A death is reaped
+             * here, which moves members_ev, so the caller's wait returns. */
+            if (w & FUTEX_OWNER_DIED)
+                reap(ch, i, w);
+            continue;
+        }
+        live++;
         words[*n] = &s->k.word;
         vals[*n] = w;
         (*n)++;
     }
     return live;
+}
+
+/* Live peers with `role`, reaping the dead ones met. */
+static unsigned count_peers(ks_channel_t *ch, uint32_t role)
+{
+    const uint32_t *words[KS_CHANNEL_PEERS];
+    uint32_t vals[KS_CHANNEL_PEERS];
+    unsigned n = 0;
+    return watch_peers(ch, role, words, vals, &n);
 }
 
 /* Sleep until *word != expect, a membership change, the death of a peer
@@ -262,6 +282,15 @@ static int ch_sleep(ks_channel_t *ch, const uint32_t *word, uint32_t expect, uin
     }
     KS_RACE_POINT();
     int e = ks_futex_waitv(words, vals, n, deadline);
+    /* The kernel wakes one waiter at a death, and this thread may return for
+     * another reason (a message, room, the lock) and not look at its peers
+     * again: whoever wakes passes the death on to the others (reap bumps
+     * members_ev, which every waiter watches). */
+    for (unsigned k = 2; k < n; k++) {
+        uint32_t w = __atomic_load_n(words[k], __ATOMIC_RELAXED); /* reap's CAS acquires */
+        if (w & FUTEX_OWNER_DIED)
+            reap(ch, (unsigned)((const char *)words[k] - (const char *)ch->slots) / KS_KEEPER_SLOT, w);
+    }
     if (e == ENOSYS) {
         /* Linux < 5.16: sleep on the main word and look at the peers again
          * every 10 ms (documented in channel.h). */
@@ -379,7 +408,7 @@ static int wait_space(ks_channel_t *ch, uint64_t t, uint64_t need, int64_t deadl
         /* acquire: pairs with the receiver's release store of head after
          * its copy, so our writes cannot overtake its reads */
         uint64_t hd = __atomic_load_n(&h->head, __ATOMIC_ACQUIRE);
-        if (t - hd > ch->cap)
+        if (t - hd > ch->cap || (hd & 7))
             return EBADMSG;
         ch->cached_head = hd;
         if (t + need - hd <= ch->cap)
@@ -434,6 +463,8 @@ static int reserve_locked(ks_channel_t *ch, size_t len, void **p, int64_t deadli
     /* acquire: pairs with the release store of the last publisher, which
      * may be a holder that died before unlocking */
     uint64_t t = __atomic_load_n(&h->tail, __ATOMIC_ACQUIRE);
+    if (t & 7)
+        return EBADMSG; /* records are 8-aligned: a pad is then 0 or at least 8 bytes */
     uint64_t rec = rec_size(len);
     uint64_t off = t & ch->mask;
     uint64_t pad = off + rec > ch->cap ? ch->cap - off : 0;
@@ -468,8 +499,10 @@ static int chan_reserve(ks_channel_t *ch, size_t len, void **p, int64_t deadline
     if (__atomic_load_n(&ch->resv_owner, __ATOMIC_RELAXED) == self_id()) /* relaxed: see reserve_locked */
         return EDEADLK;
     struct ch_hdr *h = ch->h;
-    /* relaxed: a hint for the common case; wait_space decides for good */
-    if (__atomic_load_n(&h->ever[1], __ATOMIC_RELAXED) && !__atomic_load_n(&h->alive[1], __ATOMIC_RELAXED))
+    /* relaxed: alive[] is a hint (a peer killed inside attach or detach can
+     * leave it one off), so a zero is confirmed by looking at the slots */
+    if (__atomic_load_n(&h->ever[1], __ATOMIC_RELAXED) && !__atomic_load_n(&h->alive[1], __ATOMIC_RELAXED) &&
+        !count_peers(ch, KS_CHANNEL_RECV))
         return EPIPE;
     e = side_lock(ch, &h->send_lock, deadline);
     if (e)
@@ -537,13 +570,15 @@ static int next_locked(ks_channel_t *ch, uint64_t *pos, uint32_t *len, int64_t d
     /* acquire: pairs with the release store of head by the last holder,
      * which may have died before unlocking */
     uint64_t hd = __atomic_load_n(&h->head, __ATOMIC_ACQUIRE);
+    if (hd & 7)
+        return EBADMSG; /* records are 8-aligned: anything else is scribbled */
     uint64_t t = ch->cached_tail;
     for (;;) {
         if (t - hd > ch->cap || t == hd) {
             /* acquire: pairs with the sender's seq_cst store of tail */
             t = __atomic_load_n(&h->tail, __ATOMIC_ACQUIRE);
-            if (t - hd > ch->cap)
-                return EBADMSG;
+            if (t - hd > ch->cap || ((t | hd) & 7))
+                return EBADMSG; /* records are 8-aligned: anything else is scribbled */
             ch->cached_tail = t;
         }
         if (t == hd) {
@@ -575,7 +610,7 @@ static int next_locked(ks_channel_t *ch, uint64_t *pos, uint32_t *len, int64_t d
                 t = __atomic_load_n(&h->tail, __ATOMIC_ACQUIRE); /* acquire: as above */
                 if (t == hd)
                     return e;
-                if (t - hd > ch->cap)
+                if (t - hd > ch->cap || (t & 7))
                     return EBADMSG;
                 ch->cached_tail = t;
             }
@@ -726,6 +761,13 @@ static int map_segment(int fd, size_t len, void **map, size_t *map_len, unsigned
 
 static int attach(ks_channel_t *ch, unsigned role)
 {
+    /* Slots of processes that died while nobody waited are still marked:
+     * give them back first, or a channel whose peers crash fills up. */
+    for (unsigned k = 0; k < KS_CHANNEL_PEERS; k++) {
+        uint32_t w = __atomic_load_n(&ch->slots[k].k.word, __ATOMIC_RELAXED); /* reap's CAS acquires */
+        if (w & FUTEX_OWNER_DIED)
+            reap(ch, k, w);
+    }
     int i = ks_keeper_claim(ch->slots, KS_CHANNEL_PEERS);
     if (i < 0)
         return -i;
@@ -737,14 +779,17 @@ static int attach(ks_channel_t *ch, unsigned role)
     uint32_t g = __atomic_load_n(&s->k.gen, __ATOMIC_RELAXED);
     ch->token = ((uint32_t)i + 1) | ((g & TOK_GEN_MASK) << TOK_GEN_SHIFT);
     __atomic_store_n(&s->pid, (uint32_t)getpid(), __ATOMIC_RELAXED); /* informative */
+    /* Counted before the role is published: a reaper that sees the role
+     * (and so decrements) finds the increment made. */
+    for (int r = 0; r < 2; r++)
+        if (role & (r ? KS_CHANNEL_RECV : KS_CHANNEL_SEND))
+            __atomic_fetch_add(&ch->h->alive[r], 1, __ATOMIC_SEQ_CST);
     /* release: pairs with the acquire loads of the slot word and of ever[]
      * in watch_peers/ch_sleep (a peer that sees us sees our role) */
     __atomic_store_n(&s->role, role, __ATOMIC_RELEASE);
     for (int r = 0; r < 2; r++)
-        if (role & (r ? KS_CHANNEL_RECV : KS_CHANNEL_SEND)) {
-            __atomic_fetch_add(&ch->h->alive[r], 1, __ATOMIC_RELAXED); /* a hint */
-            __atomic_store_n(&ch->h->ever[r], 1, __ATOMIC_RELEASE);   /* release: as above */
-        }
+        if (role & (r ? KS_CHANNEL_RECV : KS_CHANNEL_SEND))
+            __atomic_store_n(&ch->h->ever[r], 1, __ATOMIC_RELEASE); /* release: as above */
     members_changed(ch->h);
     return 0;
 }

@@ -220,8 +220,9 @@ static inline void ks_drain(uint32_t *users, unsigned flags, void (*nudge)(const
  * start of a 64-byte line: the futex word, a generation, then the list node.
  *   ks_keeper_claim: take the first free slot (word 0) of `n` at `slots`
  *     (a stride of KS_KEEPER_SLOT bytes): the word becomes the keeper's TID.
- *     Returns the index, or -errno (-EUSERS: none free; -EAGAIN: the thread
- *     could not start; -ENOMEM).
+ *     Returns the index, or -errno (-EUSERS: none free; -EMFILE: the process
+ *     holds 2047 slots already, all the kernel's walk at death reaches;
+ *     -EAGAIN: the thread could not start; -ENOMEM).
  *   ks_keeper_release: give slot `slot` back: the caller has cleared what
  *     else it kept in it; the keeper bumps the generation, stores 0 in the
  *     word and wakes every waiter on it. */

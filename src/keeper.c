@@ -26,6 +26,7 @@
 #include <ksync/mutex.h>
 #include <linux/futex.h>
 #include <pthread.h>
+#include <sched.h>
 #include <signal.h>
 #include <stdlib.h>
 #include <string.h>
@@ -42,6 +43,7 @@ static struct keeper {
     ks_cond_t cv;
     uint64_t gen;   /* ks_process_gen() of the process this state is for */
     int started;    /* the thread runs (in this process image) */
+    int starting;   /* a caller waits for the thread it created */
     int failed;     /* pthread_create's error, reported to one caller */
     uint32_t tid;   /* the keeper's kernel TID, the value of claimed words */
     /* one request at a time, under lock */
@@ -63,6 +65,7 @@ static void keeper_reset(uint64_t gen)
     ks_mutex_init(&K.lock, KS_PRIVATE);
     ks_cond_init(&K.cv, KS_PRIVATE);
     K.started = 0;
+    K.starting = 0;
     K.failed = 0;
     K.op = OP_NONE;
     K.req = K.done = 0;
@@ -82,9 +85,17 @@ static void atfork_parent(void)
     ks_mutex_unlock(&K.lock);
 }
 
+/* The generation whose reset a thread has claimed: one reset per process
+ * image, even when several threads of a _Fork() or clone child (which run
+ * no atfork handler) make their first call at once.  A value copied from
+ * the parent is the parent's generation, so it never stops the child. */
+static uint64_t reset_claim;
+
 static void atfork_child(void)
 {
-    keeper_reset(ks_process_gen());
+    uint64_t g = ks_process_gen();
+    __atomic_store_n(&reset_claim, g, __ATOMIC_RELAXED); /* one thread: nothing to order */
+    keeper_reset(g);
 }
 
 static pthread_once_t once = PTHREAD_ONCE_INIT;
@@ -92,7 +103,6 @@ static pthread_once_t once = PTHREAD_ONCE_INIT;
 static void keeper_first(void)
 {
     pthread_atfork(atfork_prepare, atfork_parent, atfork_child);
-    keeper_reset(ks_process_gen());
 }
 
 static struct robust_list *node_of(void *slot)
@@ -100,8 +110,14 @@ static struct robust_list *node_of(void *slot)
     return (struct robust_list *)(void *)&((struct ks_keeper_slot *)slot)->node;
 }
 
+/* The kernel walks at most ROBUST_LIST_LIMIT (2048) entries of a robust
+ * list at a thread's death: a node past that would never be marked. */
+#define KEEPER_MAX_NODES 2047
+
 static int do_claim(void)
 {
+    if (K.count >= KEEPER_MAX_NODES)
+        return -EMFILE;
     if (K.count == K.room) {
         size_t room = K.room ? 2 * K.room : 16;
         struct robust_list **p = realloc(K.nodes, room * sizeof *p);
@@ -200,6 +216,10 @@ static void *keeper_main(void *arg)
 /* Called with K.lock held: start the thread if this process has none. */
 static int keeper_start(void)
 {
+    /* Another caller may be starting it (its wait released the lock): wait
+     * for that one rather than start a second keeper. */
+    while (K.starting)
+        ks_cond_wait(&K.cv, &K.lock);
     if (K.started)
         return 0;
     pthread_attr_t a;
@@ -215,8 +235,11 @@ static int keeper_start(void)
     pthread_attr_destroy(&a);
     if (e)
         return e;
+    K.starting = 1;
     while (!K.started && !K.failed)
         ks_cond_wait(&K.cv, &K.lock);
+    K.starting = 0;
+    ks_cond_broadcast(&K.cv);
     if (K.failed) {
         e = K.failed;
         K.failed = 0;
@@ -228,9 +251,18 @@ static int keeper_start(void)
 static void keeper_lock(void)
 {
     pthread_once(&once, keeper_first);
+    uint64_t g = ks_process_gen();
     /* acquire: pairs with the release in keeper_reset */
-    if (__atomic_load_n(&K.gen, __ATOMIC_ACQUIRE) != ks_process_gen())
-        keeper_reset(ks_process_gen()); /* a child made without fork(): _Fork, clone */
+    if (__atomic_load_n(&K.gen, __ATOMIC_ACQUIRE) != g) {
+        /* The first call of this process image (or of a child made without
+         * fork(): _Fork, clone): one thread resets, the others wait for it. */
+        uint64_t c = __atomic_load_n(&reset_claim, __ATOMIC_RELAXED); /* seeds the CAS */
+        if (c != g && __atomic_compare_exchange_n(&reset_claim, &c, g, 0, __ATOMIC_RELAXED, __ATOMIC_RELAXED))
+            keeper_reset(g);
+        else
+            while (__atomic_load_n(&K.gen, __ATOMIC_ACQUIRE) != g) /* acquire: as above */
+                sched_yield();
+    }
     ks_mutex_lock(&K.lock);
 }
 

@@ -277,5 +277,6 @@ extern const struct st_scenario st_family_queue[]; /* s_queue.c: S10 S11 */
 extern const struct st_scenario st_family_pool[];  /* s_pool.c: S12 */
 extern const struct st_scenario st_family_monitoring[]; /* s_monitoring.c: S14 */
 extern const struct st_scenario st_family_cache[]; /* s_cache.c: S13 */
+extern const struct st_scenario st_family_channel[]; /* s_channel.c: S21 S22 */
 
 #endif

@@ -872,3 +872,315 @@ Test(channel, corrupt_record_length_is_ebadmsg)
     munmap(seg, 8192);
     ks_channel_close(ch);
 }
+
+/* ---- regressions from the adversarial review (docs/ipc.md, "Failures") ---- */
+
+#include <dirent.h>
+#include <linux/futex.h>
+#include <sys/resource.h>
+
+/* Offsets of the segment's format (docs/ipc.md). */
+#define OFF_TAIL 128
+#define OFF_HEAD 256
+#define OFF_ALIVE 332
+#define OFF_SLOTS 1024
+
+static unsigned char *map_seg(ks_channel_t *ch, size_t size)
+{
+    unsigned char *seg = mmap(NULL, size, PROT_READ | PROT_WRITE, MAP_SHARED, ks_channel_fd(ch), 0);
+    cr_assert_neq(seg, MAP_FAILED);
+    return seg;
+}
+
+Test(channel, unaligned_positions_are_ebadmsg_not_a_fault)
+{
+    /* A scribbled tail or head that is not a multiple of 8 once made the
+     * pad record's header straddle the end of the ring. */
+    ks_channel_t *ch = anon(4096, 100, KS_CHANNEL_RECV | KS_CHANNEL_SEND);
+    unsigned char *seg = map_seg(ch, 8192);
+    uint64_t v = 4093;
+    memcpy(seg + OFF_TAIL, &v, 8);
+    memcpy(seg + OFF_HEAD, &v, 8);
+    cr_assert_eq(ks_channel_send(ch, "abc", 3, 0), EBADMSG);
+    v = 8192;
+    memcpy(seg + OFF_TAIL, &v, 8);
+    v = 8191;
+    memcpy(seg + OFF_HEAD, &v, 8);
+    char buf[100];
+    size_t n;
+    cr_assert_eq(ks_channel_recv(ch, buf, sizeof buf, &n, 0), EBADMSG);
+    munmap(seg, 8192);
+    ks_channel_close(ch);
+}
+
+Test(channel, a_wrong_alive_count_is_checked_against_the_slots)
+{
+    /* alive[] is a hint: a peer killed inside attach once left it 0 with a
+     * receiver alive, and every send failed with EPIPE from then on. */
+    ks_channel_t *rx = anon(4096, 100, KS_CHANNEL_RECV);
+    ks_channel_t *tx = reopen(rx, KS_CHANNEL_SEND);
+    unsigned char *seg = map_seg(rx, 8192);
+    uint32_t zero = 0;
+    memcpy(seg + OFF_ALIVE + 4, &zero, 4); /* receivers: 0 */
+    cr_assert_eq(ks_channel_send(tx, "x", 1, 0), 0, "the receiver is alive");
+    munmap(seg, 8192);
+    ks_channel_close(tx);
+    ks_channel_close(rx);
+}
+
+static int attach_and_die(void *p)
+{
+    ks_channel_t *ch;
+    if (ks_channel_open_fd(*(int *)p, KS_CHANNEL_SEND, &ch))
+        return 1;
+    raise(SIGKILL);
+    return 2;
+}
+
+Test(channel, slots_of_the_dead_are_given_back_to_openers, .timeout = 60)
+{
+    /* Processes that died while nobody waited left their slots marked: the
+     * table filled up (EUSERS) with one live attachment. */
+    ks_channel_t *rx = anon(4096, 100, KS_CHANNEL_RECV);
+    int fd = ks_channel_fd(rx);
+    for (unsigned i = 0; i < KS_CHANNEL_PEERS + 8; i++) {
+        pid_t pid = kt_fork(attach_and_die, &fd);
+        int st = reap_status(pid);
+        cr_assert(WIFSIGNALED(st) && WTERMSIG(st) == SIGKILL, "child %u: status %#x", i, st);
+    }
+    ks_channel_t *tx;
+    cr_assert_eq(ks_channel_open_fd(fd, KS_CHANNEL_SEND, &tx), 0);
+    ks_channel_close(tx);
+    ks_channel_close(rx);
+}
+
+static int race_fd;
+static pthread_barrier_t race_bar;
+
+static void *race_open(void *p)
+{
+    (void)p;
+    ks_channel_t *h;
+    pthread_barrier_wait(&race_bar);
+    return ks_channel_open_fd(race_fd, KS_CHANNEL_SEND, &h) ? (void *)1 : NULL;
+}
+
+static int tasks(void)
+{
+    int n = 0;
+    DIR *d = opendir("/proc/self/task");
+    struct dirent *de;
+    while (d && (de = readdir(d)))
+        n += de->d_name[0] != '.';
+    if (d)
+        closedir(d);
+    return n;
+}
+
+static int two_first_opens(void *p)
+{
+    (void)p;
+    alarm(20);
+    pthread_barrier_init(&race_bar, NULL, 2);
+    pthread_t a, b;
+    void *ra, *rb;
+    pthread_create(&a, NULL, race_open, NULL);
+    pthread_create(&b, NULL, race_open, NULL);
+    pthread_join(a, &ra);
+    pthread_join(b, &rb);
+    if (ra || rb)
+        return 1;
+    return tasks() == 2 ? 0 : 10 + tasks(); /* this thread and one keeper */
+}
+
+Test(channel, first_opens_racing_in_a_fork_child_start_one_keeper, .timeout = 120)
+{
+    /* _Fork and clone children run no atfork handler: two threads racing to
+     * the first open both reset the keeper, and two keepers started. */
+    ks_channel_t *rx = anon(4096, 100, KS_CHANNEL_RECV); /* the parent has a keeper */
+    race_fd = ks_channel_fd(rx);
+    for (int kind = KT_UFORK; kind < KT_FORK_KINDS; kind++)
+        for (int i = 0; i < 20; i++) {
+            pid_t pid = kt_fork_as((enum kt_fork_kind)kind, two_first_opens, NULL);
+            kt_wait_child_named(pid, kt_fork_names[kind]);
+        }
+    ks_channel_close(rx);
+}
+
+Test(channel, attachments_beyond_the_kernels_walk_are_refused, .timeout = 120)
+{
+    /* The kernel walks 2048 entries of a robust list at a death: a process
+     * with more attachments would leave the oldest unmarked. */
+    struct rlimit r;
+    getrlimit(RLIMIT_NOFILE, &r);
+    r.rlim_cur = r.rlim_max;
+    if (r.rlim_cur < 2200 || setrlimit(RLIMIT_NOFILE, &r))
+        cr_skip_test("needs 2200 descriptors");
+    ks_channel_t *ch[64];
+    static ks_channel_t *h[2100];
+    int nh = 0, e = 0;
+    for (int c = 0; c < 64 && !e; c++) {
+        e = ks_channel_create(NULL, 4096, 100, KS_CHANNEL_RECV, &ch[c]);
+        if (e)
+            break;
+        for (unsigned k = 1; k < KS_CHANNEL_PEERS && !e; k++) {
+            e = ks_channel_open_fd(ks_channel_fd(ch[c]), KS_CHANNEL_SEND, &h[nh]);
+            if (!e)
+                nh++;
+        }
+    }
+    cr_assert_eq(e, EMFILE, "%s", strerror(e));
+    cr_assert_eq(nh + (nh + KS_CHANNEL_PEERS - 1) / (KS_CHANNEL_PEERS - 1), 2047,
+                 "%d handles: refused at the 2048th attachment", nh);
+}
+
+/* A "death" made by hand, as the kernel makes it (FUTEX_OWNER_DIED in place
+ * of the TID, a wake of one waiter if FUTEX_WAITERS is set), at the moment a
+ * hardware watchpoint says. */
+static uint32_t *dying_word;
+
+static void kill_slot(uint32_t *w)
+{
+    uint32_t v = __atomic_load_n(w, __ATOMIC_RELAXED);
+    while (!__atomic_compare_exchange_n(w, &v, (v & FUTEX_WAITERS) | FUTEX_OWNER_DIED, 0, __ATOMIC_SEQ_CST,
+                                        __ATOMIC_RELAXED))
+        ;
+    if (v & FUTEX_WAITERS)
+        syscall(SYS_futex, w, FUTEX_WAKE, 1, NULL, NULL, 0);
+}
+
+static void die_on_first_look(int sig, siginfo_t *si, void *uc)
+{
+    (void)sig;
+    (void)si;
+    (void)uc;
+    struct kt_watch *w = kt_watch_cur;
+    for (int i = 0; i < w->n; i++)
+        ioctl(w->fd[i], PERF_EVENT_IOC_DISABLE, 0);
+    if (!w->hits++)
+        kill_slot(dying_word); /* right after the receiver's first load of it */
+    /* stays disabled: one death */
+}
+
+static int never(void) { return 0; }
+
+Test(channel, a_sender_dying_while_the_receiver_looks_at_it_is_seen, .timeout = 60)
+{
+    /* The receiver loaded the sender's slot (alive, no FUTEX_WAITERS yet),
+     * the sender died (the kernel woke nobody), the receiver's CAS failed:
+     * it skipped the word but counted the sender, and slept for good. */
+    KT_SKIP_WATCH_UNDER_TSAN();
+    ks_channel_t *rx = anon(4096, 100, KS_CHANNEL_RECV);
+    ks_channel_t *tx = reopen(rx, KS_CHANNEL_SEND); /* its "death" is made by hand; never closed */
+    unsigned char *seg = map_seg(rx, 8192);
+    dying_word = NULL;
+    for (unsigned i = 0; i < KS_CHANNEL_PEERS; i++) {
+        uint32_t role;
+        memcpy(&role, seg + OFF_SLOTS + i * 64 + 16, 4);
+        if (role == KS_CHANNEL_SEND)
+            dying_word = (uint32_t *)(void *)(seg + OFF_SLOTS + i * 64);
+    }
+    cr_assert_not_null(dying_word);
+    /* watch the receiver's own mapping of that word */
+    struct kt_watch w = {.n = 0};
+    uintptr_t off = (uintptr_t)dying_word - (uintptr_t)seg;
+    /* the handle maps the segment one page after a guard page: find it from
+     * a peeked pointer into the ring */
+    cr_assert_eq(ks_channel_send(tx, "p", 1, 0), 0);
+    const void *q;
+    size_t n;
+    cr_assert_eq(ks_channel_peek(rx, &q, &n, 0), 0);
+    const unsigned char *base = (const unsigned char *)q - 8 - 4096; /* the first record is at ring + 0 */
+    cr_assert_eq(ks_channel_release(rx), 0);
+    if (kt_watch_add(&w, base + off, 4))
+        cr_skip_test("no hardware watchpoints here");
+    kt_watch_begin_with(&w, never, die_on_first_look);
+    char buf[8];
+    int64_t t0 = ks_now();
+    int e = ks_channel_recv(rx, buf, sizeof buf, &n, t0 + 3000 * KT_MS);
+    kt_watch_end(&w);
+    kt_watch_close(&w);
+    cr_assert_geq(w.hits, 1);
+    cr_assert_eq(e, EPIPE, "%s after %lld ms", strerror(e), (long long)((ks_now() - t0) / KT_MS));
+    munmap(seg, 8192);
+    ks_channel_close(rx);
+    (void)tx;
+}
+
+struct side {
+    ks_channel_t *ch;
+    int rc;
+    size_t n;
+    pid_t tid;
+    int64_t done;
+};
+
+static void *recv_side(void *p)
+{
+    struct side *s = p;
+    char buf[100];
+    __atomic_store_n(&s->tid, kt_gettid(), __ATOMIC_RELEASE);
+    s->rc = ks_channel_recv(s->ch, buf, sizeof buf, &s->n, ks_deadline_after(10000 * KT_MS));
+    s->done = ks_now();
+    return NULL;
+}
+
+static void *send_side(void *p)
+{
+    struct side *s = p;
+    __atomic_store_n(&s->tid, kt_gettid(), __ATOMIC_RELEASE);
+    s->rc = ks_channel_send(s->ch, "from C", 6, ks_deadline_after(3000 * KT_MS));
+    s->done = ks_now();
+    return NULL;
+}
+
+static pid_t side_tid(struct side *s)
+{
+    pid_t t;
+    while (!(t = __atomic_load_n(&s->tid, __ATOMIC_ACQUIRE)))
+        sched_yield();
+    return t;
+}
+
+Test(channel, the_one_wake_of_a_death_is_passed_on, .timeout = 60)
+{
+    /* Sender D commits and dies before it unlocks.  The kernel wakes one
+     * waiter on D's slot: receiver R, which finds D's message and returns.
+     * Sender C, asleep on the lock D held, was never told, and slept until
+     * its deadline with room in the ring. */
+    ks_channel_t *rx = anon(4096, 100, KS_CHANNEL_RECV);
+    ks_channel_t *c = reopen(rx, KS_CHANNEL_SEND);
+    ks_channel_t *d = reopen(rx, KS_CHANNEL_SEND); /* its "death" is made by hand; never closed */
+    unsigned char *seg = map_seg(rx, 8192);
+    void *p;
+    cr_assert_eq(ks_channel_reserve(d, 5, &p, 0), 0); /* D holds the send lock */
+    struct side r = {.ch = rx}, s = {.ch = c};
+    pthread_t tr, tc;
+    kt_spawn(&tr, recv_side, &r);
+    cr_assert(kt_wait_in_futex(side_tid(&r), 5000 * KT_MS));
+    kt_spawn(&tc, send_side, &s);
+    cr_assert(kt_wait_in_futex(side_tid(&s), 5000 * KT_MS));
+    /* D's commit, all but the unlock: the record, then tail */
+    memcpy(p, "hello", 5);
+    uint32_t rh[2] = {5, 0x4d534721u};
+    memcpy((char *)p - 8, rh, 8);
+    uint64_t tail = 16;
+    __atomic_store_n((uint64_t *)(void *)(seg + OFF_TAIL), tail, __ATOMIC_SEQ_CST);
+    /* D's death: its slot is the one whose lock token the send lock holds */
+    uint32_t tok = __atomic_load_n((uint32_t *)(void *)(seg + 64), __ATOMIC_RELAXED);
+    unsigned idx = (tok & 0xff) - 1;
+    cr_assert_lt(idx, KS_CHANNEL_PEERS);
+    int64_t t0 = ks_now();
+    kill_slot((uint32_t *)(void *)(seg + OFF_SLOTS + idx * 64));
+    kt_join(tr);
+    kt_join(tc);
+    cr_assert_eq(r.rc, 0, "R: %s", strerror(r.rc));
+    cr_assert_eq(r.n, 5, "R got D's committed message");
+    cr_assert_eq(s.rc, 0, "C: %s after %lld ms", strerror(s.rc), (long long)((s.done - t0) / KT_MS));
+    cr_assert_lt(s.done - t0, KT_LATE_NS, "C took the dead holder's lock over after %lld ms",
+                 (long long)((s.done - t0) / KT_MS));
+    munmap(seg, 8192);
+    ks_channel_close(c);
+    ks_channel_close(rx);
+    (void)d;
+}

@@ -29,7 +29,7 @@
  * release leaves the message to the next receiver.
  *
  * Return values (errno codes, never through errno):
- *   create     0, EINVAL (NULL out, role not SEND/RECV/both, max_msg 0 or
+ *   create     (and every error of open) 0, EINVAL (NULL out, role not SEND/RECV/both, max_msg 0 or
  *              above KS_CHANNEL_MAX_MSG, capacity too small for two
  *              messages of max_msg or above KS_CHANNEL_MAX_CAPACITY, a name
  *              shm_open rejects), EEXIST (the name exists), ENOSPC, ENOMEM,
@@ -38,7 +38,9 @@
  *              segment, or inconsistent header fields), EPROTO (made by an
  *              incompatible version of ksync), EAGAIN (its creator has not
  *              finished initialising it yet: retry), EUSERS (every peer slot
- *              is taken), and the errors of shm_open and mmap
+ *              is taken), EMFILE (this process has 2047 attachments open,
+ *              as many as the kernel tracks for it at its death), and the
+ *              errors of shm_open and mmap
  *   send       0, EMSGSIZE (len > max_msg), EPIPE (receivers have been
  *              attached and none is left), ETIMEDOUT, EPERM (the handle was
  *              opened without KS_CHANNEL_SEND), EDEADLK (the calling thread
@@ -72,6 +74,11 @@
  * the segment, so it never reads or writes outside the mapping.  Share a
  * channel only with processes you trust to follow the protocol: a process
  * that writes the segment can still forge, reorder or withhold messages.
+ * A thread that holds a reservation (or a peek) through one handle and
+ * sends (receives) through another handle of the same channel waits for
+ * itself: the EDEADLK check sees one handle only.  The robust-list nodes in
+ * the peer table hold addresses of the process that owns them (as glibc's
+ * process-shared robust mutexes do): peers can read them.
  * Linux 5.16+ lets a waiter sleep on its event and on its peers' slots at
  * once (futex_waitv); on an older kernel a waiter re-checks its peers every
  * 10 ms.  64-bit Linux.
