@@ -177,7 +177,7 @@ asan: deps
 tsan: deps
 	@$(MAKE) --no-print-directory BUILD=build/tsan SAN=thread build/tsan/stress/ksync-stress build/tsan/stress/ksync-selftest
 	TSAN_OPTIONS=halt_on_error=1 build/tsan/stress/ksync-selftest
-	TSAN_OPTIONS=halt_on_error=1 build/tsan/stress/ksync-stress --scenario all --impl ksync --iters 20000 --yield 20
+	TSAN_OPTIONS=halt_on_error=1:die_after_fork=0 build/tsan/stress/ksync-stress --scenario all --impl ksync --iters 20000 --yield 20
 
 # ---- stress and bench -----------------------------------------------------------
 $(STRESS_BIN): $(STRESS_SRCS) $(wildcard stress/*.h) $(YSTATIC) | $(BUILD)/stress

@@ -38,6 +38,17 @@ _Static_assert(offsetof(struct ks_keeper_slot, node) == 8, "futex_offset is -8")
 
 enum { OP_NONE, OP_CLAIM, OP_RELEASE };
 
+/* A request lives on its caller's stack: its result is its own (a result
+ * kept in K was read after the next caller's request had overwritten it, and
+ * two handles got one slot). */
+struct keeper_req {
+    unsigned op;
+    void *slots;
+    unsigned n;
+    int result;
+    int done;
+};
+
 static struct keeper {
     ks_mutex_t lock;
     ks_cond_t cv;
@@ -46,12 +57,8 @@ static struct keeper {
     int starting;   /* a caller waits for the thread it created */
     int failed;     /* pthread_create's error, reported to one caller */
     uint32_t tid;   /* the keeper's kernel TID, the value of claimed words */
-    /* one request at a time, under lock */
-    unsigned op;
-    void *slots;
-    unsigned n;
-    int result;
-    uint64_t req, done;
+    /* the request being served (one at a time, under lock), NULL if none */
+    struct keeper_req *cur;
     /* the list, in order: nodes[0] is the head's next */
     struct robust_list_head head;
     struct robust_list **nodes;
@@ -67,8 +74,7 @@ static void keeper_reset(uint64_t gen)
     K.started = 0;
     K.starting = 0;
     K.failed = 0;
-    K.op = OP_NONE;
-    K.req = K.done = 0;
+    K.cur = NULL;
     free(K.nodes);
     K.nodes = NULL;
     K.count = K.room = 0;
@@ -114,7 +120,7 @@ static struct robust_list *node_of(void *slot)
  * list at a thread's death: a node past that would never be marked. */
 #define KEEPER_MAX_NODES 2047
 
-static int do_claim(void)
+static int do_claim(void *slots, unsigned n)
 {
     if (K.count >= KEEPER_MAX_NODES)
         return -EMFILE;
@@ -126,8 +132,8 @@ static int do_claim(void)
         K.nodes = p;
         K.room = room;
     }
-    for (unsigned i = 0; i < K.n; i++) {
-        void *slot = (char *)K.slots + (size_t)i * KS_KEEPER_SLOT;
+    for (unsigned i = 0; i < n; i++) {
+        void *slot = (char *)slots + (size_t)i * KS_KEEPER_SLOT;
         struct ks_keeper_slot *s = slot;
         uint32_t v = 0;
         struct robust_list *node = node_of(slot);
@@ -155,9 +161,9 @@ static int do_claim(void)
     return -EUSERS;
 }
 
-static void do_release(void)
+static void do_release(void *slot)
 {
-    struct ks_keeper_slot *s = K.slots;
+    struct ks_keeper_slot *s = slot;
     struct robust_list *node = node_of(s);
     size_t k = 0;
     while (k < K.count && K.nodes[k] != node)
@@ -202,13 +208,15 @@ static void *keeper_main(void *arg)
         return NULL;
     }
     for (;;) {
-        while (K.req == K.done)
+        while (!K.cur)
             ks_cond_wait(&K.cv, &K.lock);
-        if (K.op == OP_CLAIM)
-            K.result = do_claim();
+        struct keeper_req *q = K.cur;
+        if (q->op == OP_CLAIM)
+            q->result = do_claim(q->slots, q->n);
         else
-            do_release();
-        K.done = K.req;
+            do_release(q->slots);
+        q->done = 1;
+        K.cur = NULL;
         ks_cond_broadcast(&K.cv);
     }
 }
@@ -274,18 +282,15 @@ static int keeper_call(unsigned op, void *slots, unsigned n)
         ks_mutex_unlock(&K.lock);
         return -e;
     }
-    while (K.req != K.done)
+    while (K.cur)
         ks_cond_wait(&K.cv, &K.lock);
-    K.op = op;
-    K.slots = slots;
-    K.n = n;
-    uint64_t mine = ++K.req;
+    struct keeper_req r = {.op = op, .slots = slots, .n = n};
+    K.cur = &r;
     ks_cond_broadcast(&K.cv);
-    while (K.done < mine)
+    while (!r.done)
         ks_cond_wait(&K.cv, &K.lock);
-    int r = K.result;
     ks_mutex_unlock(&K.lock);
-    return r;
+    return r.result;
 }
 
 int ks_keeper_claim(void *slots, unsigned n)

@@ -1184,3 +1184,56 @@ Test(channel, the_one_wake_of_a_death_is_passed_on, .timeout = 60)
     ks_channel_close(rx);
     (void)d;
 }
+
+struct opener {
+    int fd;
+    pthread_barrier_t *bar;
+    ks_channel_t *h;
+};
+
+static void *open_at_once(void *p)
+{
+    struct opener *o = p;
+    pthread_barrier_wait(o->bar);
+    cr_assert_eq(ks_channel_open_fd(o->fd, KS_CHANNEL_SEND, &o->h), 0);
+    return NULL;
+}
+
+static int live_slots(const unsigned char *seg)
+{
+    int n = 0;
+    for (unsigned i = 0; i < KS_CHANNEL_PEERS; i++) {
+        uint32_t w = __atomic_load_n((const uint32_t *)(const void *)(seg + OFF_SLOTS + i * 64), __ATOMIC_RELAXED);
+        n += (w & FUTEX_TID_MASK) != 0 && !(w & FUTEX_OWNER_DIED);
+    }
+    return n;
+}
+
+Test(channel, concurrent_opens_get_a_slot_each, .timeout = 120)
+{
+    /* The keeper once kept its answer in one shared field: a caller could
+     * read the answer to the next caller's claim, so two handles shared a
+     * slot (their send locks were one token) and another slot leaked. */
+    ks_channel_t *rx = anon(4096, 100, KS_CHANNEL_RECV);
+    unsigned char *seg = map_seg(rx, 8192);
+    for (int round = 0; round < 30; round++) {
+        enum { N = 16 };
+        pthread_barrier_t bar;
+        pthread_barrier_init(&bar, NULL, N);
+        struct opener o[N];
+        pthread_t t[N];
+        for (int i = 0; i < N; i++) {
+            o[i] = (struct opener){ks_channel_fd(rx), &bar, NULL};
+            kt_spawn(&t[i], open_at_once, &o[i]);
+        }
+        for (int i = 0; i < N; i++)
+            kt_join(t[i]);
+        cr_assert_eq(live_slots(seg), N + 1, "round %d: %d live slots for %d handles", round, live_slots(seg), N + 1);
+        for (int i = 0; i < N; i++)
+            cr_assert_eq(ks_channel_close(o[i].h), 0);
+        cr_assert_eq(live_slots(seg), 1, "round %d: %d slots left after the closes", round, live_slots(seg));
+        pthread_barrier_destroy(&bar);
+    }
+    munmap(seg, 8192);
+    ks_channel_close(rx);
+}

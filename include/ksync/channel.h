@@ -33,7 +33,8 @@
  *              above KS_CHANNEL_MAX_MSG, capacity too small for two
  *              messages of max_msg or above KS_CHANNEL_MAX_CAPACITY, a name
  *              shm_open rejects), EEXIST (the name exists), ENOSPC, ENOMEM,
- *              EMFILE, EACCES..., EAGAIN (the keeper thread could not start)
+ *              EMFILE, EACCES..., EAGAIN (the keeper thread could not start),
+ *              ENOSYS (the kernel has no robust-futex list: qemu-user)
  *   open       0, ENOENT, EINVAL, EBADMSG (not a channel, a truncated
  *              segment, or inconsistent header fields), EPROTO (made by an
  *              incompatible version of ksync), EAGAIN (its creator has not
