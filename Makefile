@@ -18,7 +18,8 @@ DESTDIR ?=
 # of include/ksync/rwlock.h expect of the library (an old binary's inline
 # writer would skip the revocation).  The drop-in layer's ABI is the POSIX
 # one, unchanged.  1.1: symbols added (the scoped guards' report, ks_robust).
-VERSION := 1.1.0
+# 1.2: symbols added (ks_channel).
+VERSION := 1.2.0
 SOVER   := 1
 DROPIN_VERSION := 0.1.0
 DROPIN_SOVER := 0
@@ -99,7 +100,7 @@ help:
 ## make                 build/libksync.a and build/libksync.so (SONAME libksync.so.1)
 ## make test            install missing packages (as root), build and run the Criterion tests
 ## make run-tests       run the Criterion tests without the package check (TEST_ARGS="--filter cond/*")
-## make stress          the stress scenarios on short defaults (S1-S15, S17, S19; S16, S18, S20-S22
+## make stress          the stress scenarios on short defaults (S1-S15, S17, S19, S21, S22; S16, S18
 ##                      are not written yet), then again with yield injection (STRESS_ARGS="...")
 ## make bench           throughput/latency against glibc, Concurrency Kit and liburcu, callgrind counts
 ##                      (BENCH_ARGS="--only cache")
