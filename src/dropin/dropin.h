@@ -30,6 +30,7 @@
 #include <ksync/barrier.h>
 #include <ksync/cond.h>
 #include <ksync/mutex.h>
+#include <ksync/robust.h>
 #include <ksync/rmutex.h>
 #include <ksync/rwlock.h>
 #include <ksync/sem.h>
@@ -46,6 +47,11 @@
 #define PM_PRIO_PROTECT 64
 #define PM_PSHARED 128
 #define PM_GLIBC (PM_ROBUST | PM_PRIO_INHERIT | PM_PRIO_PROTECT) /* handled by glibc */
+/* Not a glibc bit: a robust mutex (normal, default or errorcheck, not PI)
+ * that the layer keeps as a ks_robust_t (include/ksync/robust.h), whose
+ * layout is glibc's where the kernel and glibc's list code look; the kind
+ * field sits in its reserved words.  Checked before PM_GLIBC. */
+#define PM_KSROBUST 0x10000
 
 struct ks_pmutex {
     ks_mutex_t lock; /* the lock word and its KS_SHARED flag */

@@ -71,6 +71,26 @@ const struct ks_pt_glibc *ks_pt_glibc(void)
     return &glibc;
 }
 
+static ks_robust_t *krobust(pthread_mutex_t *mutex)
+{
+    return (ks_robust_t *)(void *)mutex;
+}
+
+/* A robust mutex the layer keeps: ks_robust's answers are glibc's robust
+ * mutexes' (EOWNERDEAD, ENOTRECOVERABLE, EPERM, EDEADLK for the owner of an
+ * errorcheck one), except that the owner's relock of a normal or default
+ * one is EDEADLK at once where glibc's would deadlock (or time out), and its
+ * trylock EBUSY as glibc's.  deadline: KS_FOREVER, a ksync deadline, or -1
+ * for a trylock. */
+static int lock_krobust(pthread_mutex_t *mutex, int kind, int64_t deadline)
+{
+    ks_robust_t *r = krobust(mutex);
+    int e = deadline == -1 ? ks_robust_trylock(r) : ks_robust_timedlock(r, deadline);
+    if (e == EDEADLK && deadline == -1 && (kind & PM_TYPE_MASK) != PTHREAD_MUTEX_ERRORCHECK)
+        return EBUSY;
+    return e;
+}
+
 static int owner_of(const struct ks_pmutex *m)
 {
     return __atomic_load_n(&m->owner, __ATOMIC_RELAXED);
@@ -91,6 +111,17 @@ KS_PT_EXPORT int pthread_mutex_init(pthread_mutex_t *mutex, const pthread_mutexa
         pthread_mutexattr_getprotocol(attr, &protocol);
         pthread_mutexattr_getrobust(attr, &robust);
     }
+    if (robust != PTHREAD_MUTEX_STALLED && protocol == PTHREAD_PRIO_NONE && type != PTHREAD_MUTEX_RECURSIVE) {
+        ks_robust_t *r = (ks_robust_t *)(void *)mutex;
+        int e = ks_robust_init(r, pshared == PTHREAD_PROCESS_SHARED ? KS_SHARED : 0);
+        if (e != ENOTSUP) {
+            if (!e)
+                /* relaxed: written before the mutex is shared, as init's */
+                __atomic_store_n(&pmutex(mutex)->kind, PM_KSROBUST | PM_ROBUST | (type & PM_TYPE_MASK), __ATOMIC_RELAXED);
+            return e; /* EBUSY: the caller holds it (re-initialising would cut its robust list) */
+        }
+        /* ENOTSUP: this C library's robust list has another layout: glibc keeps it */
+    }
     if (protocol != PTHREAD_PRIO_NONE || robust != PTHREAD_MUTEX_STALLED)
         return ks_pt_glibc()->init(mutex, attr); /* glibc keeps it (its kind says so) */
     memset(mutex, 0, sizeof *mutex);
@@ -103,6 +134,8 @@ KS_PT_EXPORT int pthread_mutex_init(pthread_mutex_t *mutex, const pthread_mutexa
 KS_PT_EXPORT int pthread_mutex_destroy(pthread_mutex_t *mutex)
 {
     struct ks_pmutex *m = pmutex(mutex);
+    if (pm_kind(m) & PM_KSROBUST)
+        return ks_robust_destroy(krobust(mutex));
     if (pm_kind(m) & PM_GLIBC)
         return ks_pt_glibc()->destroy(mutex);
     /* relaxed: a courtesy check, as glibc's (EBUSY while locked). */
@@ -143,6 +176,8 @@ KS_PT_EXPORT int pthread_mutex_lock(pthread_mutex_t *mutex)
     int kind = pm_kind(m);
     if (KS_LIKELY(kind == 0))
         return ks_mutex_lock(&m->lock);
+    if (kind & PM_KSROBUST)
+        return lock_krobust(mutex, kind, KS_FOREVER);
     if (kind & PM_GLIBC)
         return ks_pt_glibc()->lock(mutex);
     return lock_typed(m, kind, KS_FOREVER);
@@ -154,6 +189,8 @@ KS_PT_EXPORT int pthread_mutex_trylock(pthread_mutex_t *mutex)
     int kind = pm_kind(m);
     if (KS_LIKELY(kind == 0))
         return ks_mutex_trylock(&m->lock);
+    if (kind & PM_KSROBUST)
+        return lock_krobust(mutex, kind, -1);
     if (kind & PM_GLIBC)
         return ks_pt_glibc()->trylock(mutex);
     return lock_typed(m, kind, -1);
@@ -163,6 +200,18 @@ KS_PT_EXPORT int pthread_mutex_clocklock(pthread_mutex_t *mutex, clockid_t clock
 {
     struct ks_pmutex *m = pmutex(mutex);
     int kind = pm_kind(m);
+    if (kind & PM_KSROBUST) {
+        /* as below: the clock first, then a try, then the time */
+        if (clock != CLOCK_REALTIME && clock != CLOCK_MONOTONIC)
+            return EINVAL;
+        int r = lock_krobust(mutex, kind, -1);
+        if (r != EBUSY)
+            return r;
+        int64_t deadline;
+        if ((r = ks_pt_deadline(clock, abstime, &deadline)))
+            return r;
+        return lock_krobust(mutex, kind, deadline);
+    }
     if (kind & PM_GLIBC)
         return ks_pt_glibc()->clocklock(mutex, clock, abstime);
     /* As glibc: the clock is checked first; a free mutex is then taken
@@ -192,6 +241,8 @@ KS_PT_EXPORT int pthread_mutex_unlock(pthread_mutex_t *mutex)
     int kind = pm_kind(m);
     if (KS_LIKELY(kind == 0))
         return ks_mutex_unlock(&m->lock);
+    if (kind & PM_KSROBUST)
+        return ks_robust_unlock(krobust(mutex));
     if (kind & PM_GLIBC)
         return ks_pt_glibc()->unlock(mutex);
     int type = kind & PM_TYPE_MASK;
@@ -207,8 +258,11 @@ KS_PT_EXPORT int pthread_mutex_unlock(pthread_mutex_t *mutex)
 
 KS_PT_EXPORT int pthread_mutex_consistent(pthread_mutex_t *mutex)
 {
-    if (!(pm_kind(pmutex(mutex)) & PM_ROBUST))
-        return EINVAL; /* only robust mutexes (glibc's) can be inconsistent */
+    int kind = pm_kind(pmutex(mutex));
+    if (kind & PM_KSROBUST)
+        return ks_robust_consistent(krobust(mutex));
+    if (!(kind & PM_ROBUST))
+        return EINVAL; /* only robust mutexes can be inconsistent */
     return ks_pt_glibc()->consistent(mutex);
 }
 
@@ -220,8 +274,8 @@ int ks_pt_wait_begin(struct ks_pt_wait *w, pthread_mutex_t *mutex, struct ks_mut
     w->m = mutex;
     w->kind = pm_kind(m);
     w->depth = 0;
-    if (w->kind & PM_GLIBC) {
-        *word = NULL;
+    if (w->kind & (PM_GLIBC | PM_KSROBUST)) {
+        *word = NULL; /* never requeued onto: woken waiters re-take it themselves */
         return 0;
     }
     int type = w->kind & PM_TYPE_MASK;
@@ -238,6 +292,8 @@ int ks_pt_wait_begin(struct ks_pt_wait *w, pthread_mutex_t *mutex, struct ks_mut
 static int wait_unlock(void *p)
 {
     struct ks_pt_wait *w = p;
+    if (w->kind & PM_KSROBUST)
+        return ks_robust_unlock(krobust(w->m)); /* EPERM if not the caller's, as glibc's wait */
     if (w->kind & PM_GLIBC)
         return ks_pt_glibc()->unlock(w->m); /* EPERM if not the caller's, as glibc's wait */
     struct ks_pmutex *m = pmutex(w->m);
@@ -256,6 +312,10 @@ static int wait_unlock(void *p)
 static int wait_relock(void *p, int requeued)
 {
     struct ks_pt_wait *w = p;
+    if (w->kind & PM_KSROBUST) {
+        /* EOWNERDEAD (held, inconsistent) or ENOTRECOVERABLE, as glibc's wait */
+        return ks_robust_lock(krobust(w->m));
+    }
     if (w->kind & PM_GLIBC)
         return ks_pt_glibc()->lock(w->m);
     struct ks_pmutex *m = pmutex(w->m);

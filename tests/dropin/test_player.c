@@ -259,3 +259,38 @@ Test(player, fork_while_other_threads_hammer_the_primitives, .timeout = 60)
     cr_assert_eq(sem_destroy(&h->sem), 0);
     free(h);
 }
+
+/* ---- robust mutexes: the layer's own (ks_robust), glibc's recursive ones ------------------ */
+
+/* Preloaded, a robust normal/default/errorcheck mutex is a ks_robust_t
+ * (docs/dropin.md): its kind field carries the layer's own bit (0x10000,
+ * not a glibc value) and its owner field stays 0; on glibc the kind is
+ * PTHREAD_MUTEX_ROBUST_NORMAL_NP (16, plus glibc's pshared bit) and the
+ * owner field the holder's tid.  A robust recursive mutex is glibc's either way. */
+Test(player, robust_mutexes_are_served_by_the_expected_library, .timeout = 30)
+{
+    pthread_mutexattr_t a;
+    pthread_mutex_t m, r;
+    cr_assert_eq(pthread_mutexattr_init(&a), 0);
+    cr_assert_eq(pthread_mutexattr_setrobust(&a, PTHREAD_MUTEX_ROBUST), 0);
+    cr_assert_eq(pthread_mutex_init(&m, &a), 0);
+    cr_assert_eq(pthread_mutexattr_settype(&a, PTHREAD_MUTEX_RECURSIVE), 0);
+    cr_assert_eq(pthread_mutex_init(&r, &a), 0);
+    cr_assert_eq(pthread_mutex_lock(&m), 0);
+    cr_assert_eq(pthread_mutex_lock(&r), 0);
+    if (expect_layer()) {
+        cr_assert(m.__data.__kind & 0x10000, "kind %#x: not the layer's", m.__data.__kind);
+        cr_assert_eq(m.__data.__owner, 0, "owner field %d: glibc's code ran", m.__data.__owner);
+    } else {
+        /* PTHREAD_MUTEX_ROBUST_NORMAL_NP, with glibc's pshared bit (128),
+         * which glibc sets on every robust mutex */
+        cr_assert_eq(m.__data.__kind & 0x7f, 16, "kind %#x", m.__data.__kind);
+        cr_assert_eq(m.__data.__owner, (int)syscall(SYS_gettid));
+    }
+    cr_assert_eq(r.__data.__owner, (int)syscall(SYS_gettid), "the recursive robust mutex is glibc's");
+    cr_assert_eq(pthread_mutex_unlock(&r), 0);
+    cr_assert_eq(pthread_mutex_unlock(&m), 0);
+    cr_assert_eq(pthread_mutex_destroy(&r), 0);
+    cr_assert_eq(pthread_mutex_destroy(&m), 0);
+    cr_assert_eq(pthread_mutexattr_destroy(&a), 0);
+}

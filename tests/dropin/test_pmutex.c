@@ -847,3 +847,77 @@ Test(pmutex, blocked_lock_is_not_interrupted_by_signals, .timeout = 30)
             cr_assert_eq(pthread_mutex_destroy(&m), 0);
         }
 }
+
+/* A thread that dies holding robust mutexes of both kinds the layer has
+ * (its own, and a recursive one glibc keeps), locked and unlocked in an
+ * interleaved order: one robust list (glibc's) holds them all, and every
+ * one is EOWNERDEAD for the next locker. */
+struct two_kinds {
+    pthread_mutex_t a, b, c;
+};
+
+static void *lock_three_and_die(void *p)
+{
+    struct two_kinds *k = p;
+    pthread_mutex_t extra;
+    init_robust(&extra, 0);
+    pthread_mutex_lock(&k->a);
+    pthread_mutex_lock(&extra);
+    pthread_mutex_lock(&k->b);
+    pthread_mutex_lock(&k->c);
+    pthread_mutex_unlock(&extra); /* unlinked from the middle of the list */
+    pthread_mutex_destroy(&extra);
+    return NULL; /* exits holding a, b and c */
+}
+
+Test(pmutex, robust_mutexes_of_both_kinds_die_together, .timeout = 30)
+{
+    struct two_kinds k;
+    init_robust(&k.a, 0);
+    pthread_mutexattr_t at;
+    cr_assert_eq(pthread_mutexattr_init(&at), 0);
+    cr_assert_eq(pthread_mutexattr_setrobust(&at, PTHREAD_MUTEX_ROBUST), 0);
+    cr_assert_eq(pthread_mutexattr_settype(&at, PTHREAD_MUTEX_RECURSIVE), 0);
+    cr_assert_eq(pthread_mutex_init(&k.b, &at), 0);
+    cr_assert_eq(pthread_mutexattr_settype(&at, PTHREAD_MUTEX_ERRORCHECK), 0);
+    cr_assert_eq(pthread_mutex_init(&k.c, &at), 0);
+    cr_assert_eq(pthread_mutexattr_destroy(&at), 0);
+    pthread_t t;
+    dt_spawn(&t, lock_three_and_die, &k);
+    dt_join(t);
+    pthread_mutex_t *all[] = {&k.a, &k.b, &k.c};
+    for (int i = 0; i < 3; i++) {
+        cr_assert_eq(pthread_mutex_lock(all[i]), EOWNERDEAD, "mutex %d", i);
+        cr_assert_eq(pthread_mutex_consistent(all[i]), 0);
+    }
+    /* errorcheck: relock and trylock by the owner are EDEADLK */
+    cr_assert_eq(pthread_mutex_trylock(&k.c), EDEADLK);
+    for (int i = 2; i >= 0; i--) {
+        cr_assert_eq(pthread_mutex_unlock(all[i]), 0);
+        cr_assert_eq(pthread_mutex_destroy(all[i]), 0);
+    }
+}
+
+/* The owner's trylock of a normal robust mutex is EBUSY (glibc's answer),
+ * of an errorcheck one EDEADLK; an unlock by a thread that does not hold
+ * either is EPERM. */
+static void *unlock_elsewhere(void *m)
+{
+    return (void *)(intptr_t)pthread_mutex_unlock(m);
+}
+
+Test(pmutex, robust_mutex_owner_and_stranger_answers, .timeout = 30)
+{
+    pthread_mutex_t m;
+    init_robust(&m, 0);
+    cr_assert_eq(pthread_mutex_lock(&m), 0);
+    cr_assert_eq(pthread_mutex_trylock(&m), EBUSY);
+    pthread_t t;
+    dt_spawn(&t, unlock_elsewhere, &m);
+    void *r;
+    cr_assert_eq(pthread_join(t, &r), 0);
+    cr_assert_eq((int)(intptr_t)r, EPERM);
+    cr_assert_eq(pthread_mutex_unlock(&m), 0);
+    cr_assert_eq(pthread_mutex_unlock(&m), EPERM, "unlock of a free robust mutex");
+    cr_assert_eq(pthread_mutex_destroy(&m), 0);
+}
