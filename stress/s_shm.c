@@ -394,7 +394,8 @@ static int s20_writer(struct s20_seg *s, unsigned me)
         __atomic_store_n(&d->n, d->n + 1, __ATOMIC_RELAXED);
     }
     /* the last writer closes the stream: one end record per reader, behind
-     * every data record; acq_rel: the last one sees every writer done */
+     * every data record.  acq_rel: pairs with the other writers' increments,
+     * each made after that writer's last put returned */
     if (__atomic_add_fetch(&s->writers_done, 1, __ATOMIC_ACQ_REL) == s->nw) {
         r.writer = S20_END;
         r.len = 0;
@@ -579,7 +580,7 @@ static uint64_t s20_progress(const struct s20_seg *s)
     for (unsigned i = 0; i < s->nw; i++)
         p += __atomic_load_n(&s->w[i].n, __ATOMIC_RELAXED); /* relaxed: a progress count */
     for (unsigned i = 0; i < s->nr; i++)
-        p += __atomic_load_n(&s->r[i].n, __ATOMIC_RELAXED);
+        p += __atomic_load_n(&s->r[i].n, __ATOMIC_RELAXED); /* relaxed: likewise */
     return p;
 }
 
@@ -680,8 +681,8 @@ static void s20_one(const struct st_opts *o, const struct s20_impl *im, int mode
     uint64_t last = 0;
     while (s20_reap(kids, nk)) {
         int64_t now = ks_now();
+        /* relaxed (load and store): the writers only stop; nothing hangs on the flag */
         if (!__atomic_load_n(&s->stop, __ATOMIC_RELAXED) && (double)(now - t0) / 1e9 >= limit) {
-            /* relaxed: the writers only stop; nothing hangs on the flag */
             __atomic_store_n(&s->stop, 1, __ATOMIC_RELAXED);
             capped = !timed;
         }

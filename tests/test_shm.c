@@ -19,8 +19,10 @@
  *    woken from the other for each; a KS_PRIVATE object in the segment is
  *    shown not to wake the other process (why KS_SHARED).
  *  - A peer SIGKILLed at the worst moments (docs/shared.md's table): while
- *    waiting in a cond, sem, event or barrier; while holding the cond's
- *    mutex (and a mutex, rmutex, rwlock); between a sem post's CAS and its
+ *    waiting in a cond, sem, event or barrier, in a mutex (in its first
+ *    sleep, and after it set STARVING: a gap, shown) or in an rwlock's write
+ *    lock (readers locked out: shown); while holding the cond's mutex (and a
+ *    mutex, rmutex, rwlock); between a sem post's CAS and its
  *    wake, an event set's CAS and its wake, a cond signal's increment and its
  *    wake, a barrier's last arrival and its wake (a hardware watchpoint kills
  *    the helper right after the instruction, as tests/test_robust.c does);
@@ -103,7 +105,7 @@ __attribute__((format(printf, 4, 5))) static int h_fail(struct hdr *h, int idx, 
 
 static void mark(struct hdr *h, int idx, uint32_t v)
 {
-    /* release: pairs with wait_step's acquire; what was written before is seen */
+    /* release: pairs with wait_step's acquire, so what was written before is seen */
     __atomic_store_n(&h->step[idx], v, __ATOMIC_RELEASE);
 }
 
@@ -1106,6 +1108,7 @@ Test(shm, cond_waiter_killed_others_still_signalled, .timeout = 60)
     raise_flag(&s->h.go);
     cr_assert_eq(cond_pingpong(s, 0, CV_ROUNDS), 0, "%s", s->h.fail[0]);
     expect_ok(3, "cond_pingpong");
+    /* relaxed: every process that used the cond has been reaped or is dead */
     cr_assert_eq(__atomic_load_n(&s->c.waiters, __ATOMIC_RELAXED), 1u, "the dead waiter still counts");
     blocks_for_good(cond_destroy_child, &s->c, "ks_cond_destroy after a waiter died");
 }
@@ -1152,6 +1155,7 @@ Test(shm, cond_mutex_holder_killed_waiter_cannot_return, .timeout = 60)
 static int moment_cond_seq_moved(void)
 {
     const ks_cond_t *c = dw.obj;
+    /* relaxed: the trap follows this thread's own access; nothing pairs */
     return __atomic_load_n(&c->seq, __ATOMIC_RELAXED) != dw.before;
 }
 
@@ -1170,7 +1174,7 @@ static int role_cond_signal_dies(void *p, int me)
         return NO_WATCH;
     mark(&s->h, me, 1);
     wait_flag(&s->h.fire);
-    dw.before = __atomic_load_n(&s->c.seq, __ATOMIC_RELAXED);
+    dw.before = __atomic_load_n(&s->c.seq, __ATOMIC_RELAXED); /* relaxed: nobody else signals */
     dw_begin();
     ks_cond_signal(&s->c);
     kt_watch_end(&dw.w);
@@ -1238,6 +1242,7 @@ Test(shm, sem_waiter_killed_others_still_served, .timeout = 60)
 static int moment_sem_waking(void)
 {
     const ks_sem_t *sem = dw.obj;
+    /* relaxed: the trap follows this thread's own access; nothing pairs */
     return (__atomic_load_n(&sem->state, __ATOMIC_RELAXED) & KS_SEM_WAKING) != 0;
 }
 
@@ -1364,7 +1369,7 @@ Test(shm, sem_poster_killed_in_a_post_loop_no_unit_lost_no_wait_hangs, .timeout 
             cr_assert_eq(e, 0);
             taken++;
         }
-        uint64_t posted = __atomic_load_n(&s->posted, __ATOMIC_ACQUIRE);
+        uint64_t posted = __atomic_load_n(&s->posted, __ATOMIC_ACQUIRE); /* acquire: the poster's release */
         cr_assert((uint64_t)taken == posted || (uint64_t)taken == posted + 1,
                   "kill %d: %ld units taken, %llu posts returned", k, taken, (unsigned long long)posted);
         in_flight += (uint64_t)taken == posted + 1;
@@ -1410,6 +1415,7 @@ Test(shm, event_waiter_killed_others_still_released, .timeout = 60)
 static int moment_event_set(void)
 {
     const ks_event_t *e = dw.obj;
+    /* relaxed: the trap follows this thread's own access; nothing pairs */
     return (__atomic_load_n(&e->word, __ATOMIC_RELAXED) & KS_EVENT_SET) != 0;
 }
 
@@ -1542,6 +1548,7 @@ Test(shm, barrier_party_killed_while_waiting, .timeout = 60)
 static int moment_barrier_opened(void)
 {
     const ks_barrier_t *b = dw.obj;
+    /* relaxed: the trap follows this thread's own access; nothing pairs */
     return (__atomic_load_n(&b->seq, __ATOMIC_RELAXED) & ~1u) != dw.before;
 }
 
@@ -1555,7 +1562,7 @@ static int role_barrier_arrive_dies(void *p, int me)
         return NO_WATCH;
     mark(&s->h, me, 1);
     wait_flag(&s->h.fire);
-    dw.before = __atomic_load_n(&s->b.seq, __ATOMIC_RELAXED) & ~1u;
+    dw.before = __atomic_load_n(&s->b.seq, __ATOMIC_RELAXED) & ~1u; /* relaxed: the phase cannot move without us */
     dw_begin();
     ks_barrier_wait(&s->b);
     kt_watch_end(&dw.w);
@@ -1634,6 +1641,132 @@ Test(shm, holders_killed_leave_mutex_rmutex_rwlock_held, .timeout = 60)
     cr_assert_eq(ks_rwlock_destroy(&s->rd), EBUSY);
 }
 
+/* ---- a waiter SIGKILLed: ks_mutex, ks_rwlock ----------------------------------------------- */
+
+static void on_usr1(int sig) { (void)sig; }
+
+/* Lock (with h.deadline if set, else LONG_NS); a SIGUSR1 handler without
+ * SA_RESTART, so that the test can end one futex sleep of the wait. */
+static int role_mutex_starve(void *p, int me)
+{
+    struct mx_seg *s = p;
+    struct sigaction sa;
+    memset(&sa, 0, sizeof sa);
+    sa.sa_handler = on_usr1;
+    sigemptyset(&sa.sa_mask);
+    sigaction(SIGUSR1, &sa, NULL);
+    mark(&s->h, me, 1);
+    int e = ks_mutex_timedlock(&s->m, s->h.deadline ? s->h.deadline : ks_deadline_after(LONG_NS));
+    result(&s->h, me, e);
+    if (e == 0)
+        ks_mutex_unlock(&s->m);
+    return 0;
+}
+
+/* A waiter SIGKILLed in its first sleep leaves CONTENDED: the unlock makes
+ * one FUTEX_WAKE that finds nobody, and the mutex goes on as before. */
+Test(shm, mutex_waiter_killed_in_its_first_sleep_is_harmless, .timeout = 60)
+{
+    struct mx_seg *s = seg_new();
+    cr_assert_eq(ks_mutex_init(&s->m, KS_SHARED), 0);
+    cr_assert_eq(ks_mutex_lock(&s->m), 0);
+    spawn("mutex_starve", 1);
+    wait_step(1, 1, "mutex_starve");
+    in_futex(1, "mutex_starve");
+    kill_kid(1);
+    cr_assert_eq(s->m.state, KS_MUTEX_LOCKED | KS_MUTEX_CONTENDED);
+    cr_assert_eq(ks_mutex_unlock(&s->m), 0);
+    cr_assert_eq(s->m.state, 0u);
+    spawn("mutex_count", 2);
+    raise_flag(&s->h.go);
+    cr_assert_eq(mutex_count(s, 0), 0, "%s", s->h.fail[0]);
+    expect_ok(2, "mutex_count");
+    cr_assert_eq(s->counter, 2L * MX_ITERS);
+}
+
+/* A gap (docs/shared.md): a waiter that has waited more than 1 ms, was
+ * woken and found the mutex held again sets STARVING, which reserves the
+ * next free mutex for a thread that has slept, and only that waiter clears
+ * it.  SIGKILLed then, it leaves the mutex free but reserved for ever:
+ * after the holder's unlock the word is STARVING alone, newcomers sleep
+ * (nobody will unlock, so nobody wakes them), timed locks time out,
+ * trylock says EBUSY, though no process holds it.  (Here a signal ends the
+ * waiter's sleep after 20 ms, as a wake-up lost to a barging thread would.) */
+Test(shm, mutex_waiter_killed_after_setting_starving_leaves_it_unusable, .timeout = 60)
+{
+    struct mx_seg *s = seg_new();
+    cr_assert_eq(ks_mutex_init(&s->m, KS_SHARED), 0);
+    cr_assert_eq(ks_mutex_lock(&s->m), 0);
+    spawn("mutex_starve", 1);
+    wait_step(1, 1, "mutex_starve");
+    in_futex(1, "mutex_starve");
+    kt_sleep_ns(20 * KT_MS);
+    kill(kids[1], SIGUSR1);
+    int64_t end = ks_now() + 5000 * KT_MS;
+    while (!(__atomic_load_n(&s->m.state, __ATOMIC_RELAXED) & KS_MUTEX_STARVING) && ks_now() < end)
+        kt_sleep_ns(100000); /* relaxed: polling a flag only the helper sets */
+    cr_assert(s->m.state & KS_MUTEX_STARVING, "the waiter did not set S: state %#x", s->m.state);
+    in_futex(1, "mutex_starve, asleep again");
+    kill_kid(1);
+    cr_assert_eq(ks_mutex_unlock(&s->m), 0);
+    cr_assert_eq(s->m.state, KS_MUTEX_STARVING, "free, and reserved for the dead waiter");
+    cr_assert_eq(ks_mutex_trylock(&s->m), EBUSY);
+    cr_assert_eq(ks_mutex_timedlock(&s->m, ks_deadline_after(100 * KT_MS)), ETIMEDOUT);
+    s->h.deadline = ks_now() + 300 * KT_MS;
+    spawn("mutex_starve", 2); /* another process: the same */
+    expect_ok(2, "mutex_starve 2");
+    cr_assert_eq(s->h.rc[2], ETIMEDOUT, "rc %d", s->h.rc[2]);
+    cr_assert_eq(s->m.state & KS_MUTEX_LOCKED, 0u, "and nobody holds it");
+}
+
+/* Wait for the write lock (the test holds a read lock); killed there. */
+static int role_rw_write_wait(void *p, int me)
+{
+    struct rw_seg *s = p;
+    mark(&s->h, me, 1);
+    int e = ks_rwlock_timedwrlock(&s->l, ks_deadline_after(LONG_NS));
+    result(&s->h, me, e);
+    if (e == 0)
+        ks_rwlock_unlock(&s->l);
+    return 0;
+}
+
+static void rw_writer_dies(unsigned flags)
+{
+    struct rw_seg *s = seg_new();
+    cr_assert_eq(ks_rwlock_init(&s->l, KS_SHARED | flags), 0);
+    cr_assert_eq(ks_rwlock_rdlock(&s->l), 0);
+    spawn("rw_write_wait", 1);
+    wait_step(1, 1, "rw_write_wait");
+    in_futex(1, "rw_write_wait");
+    cr_assert_eq(s->l.state >> 32, 1u, "one writer registered");
+    kill_kid(1);
+    const int64_t t = 50 * KT_MS;
+    if (flags & KS_RWLOCK_PREFER_READER) {
+        cr_assert_eq(ks_rwlock_tryrdlock(&s->l), 0, "with a reader inside, readers still enter");
+        cr_assert_eq(ks_rwlock_unlock(&s->l), 0);
+    } else {
+        cr_assert_eq(ks_rwlock_tryrdlock(&s->l), EBUSY, "new readers defer to the dead writer");
+    }
+    cr_assert_eq(ks_rwlock_unlock(&s->l), 0);
+    cr_assert_eq(ks_rwlock_timedwrlock(&s->l, ks_deadline_after(t)), 0, "writers still get it");
+    cr_assert_eq(ks_rwlock_unlock(&s->l), 0);
+    cr_assert_eq(ks_rwlock_tryrdlock(&s->l), EBUSY, "no reader inside: readers wait for the dead writer");
+    cr_assert_eq(ks_rwlock_timedrdlock(&s->l, ks_deadline_after(t)), ETIMEDOUT);
+    cr_assert_eq(s->l.state >> 32, 1u, "the dead writer stays registered");
+    cr_assert_eq(ks_rwlock_destroy(&s->l), EBUSY);
+}
+
+/* A writer SIGKILLed while waiting stays registered (WRITER_WAITS for good):
+ * writers still take the lock, but readers defer to the dead writer for
+ * ever; under reader preference they still enter while other readers are
+ * inside, never into a free lock. */
+Test(shm, rwlock_writer_killed_while_waiting_locks_readers_out, .timeout = 60) { rw_writer_dies(0); }
+Test(shm, rwlock_prefer_reader_writer_killed_while_waiting_locks_readers_out, .timeout = 60)
+{
+    rw_writer_dies(KS_RWLOCK_PREFER_READER);
+}
+
 /* ---- the helper's side -------------------------------------------------------------- */
 
 struct role {
@@ -1665,6 +1798,8 @@ static const struct role roles[] = {
     {"robust_lock", role_robust_lock},
     {"robust_count", role_robust_count},
     {"hold_all", role_hold_all},
+    {"mutex_starve", role_mutex_starve},
+    {"rw_write_wait", role_rw_write_wait},
     {"idle", role_idle},
 };
 
