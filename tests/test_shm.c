@@ -15,21 +15,23 @@
  *    values and checksum), ks_event (set/wait rounds), ks_barrier (three
  *    processes, no overtaking, one serial per phase), ks_rwlock (a two-word
  *    value never seen torn, both policies), ks_robust (owner SIGKILLed while
- *    holding: EOWNERDEAD, then consistent), and a sleeper in one process
- *    woken from the other for each; a KS_PRIVATE object in the segment is
- *    shown not to wake the other process (why KS_SHARED).
+ *    holding: EOWNERDEAD, then consistent), ks_queue, ks_pool and ks_once
+ *    (items in order and join, exclusive resources, one run); a sleeper in
+ *    one process woken from the other for each; a KS_PRIVATE object in the
+ *    segment shown not to wake the other process (why KS_SHARED).
  *  - A peer SIGKILLed at the worst moments (docs/shared.md's table): while
  *    waiting in a cond, sem, event or barrier, in a mutex (in its first
- *    sleep, and after it set STARVING: a gap, shown) or in an rwlock's write
- *    lock (readers locked out: shown); while holding the cond's mutex (and a
- *    mutex, rmutex, rwlock); between a sem post's CAS and its
- *    wake, an event set's CAS and its wake, a cond signal's increment and its
- *    wake, a barrier's last arrival and its wake (a hardware watchpoint kills
- *    the helper right after the instruction, as tests/test_robust.c does);
- *    and a storm of kills of a posting process.  Where the design promises
- *    survival the survivor's call carries a deadline, so a hang fails the
- *    test instead of blocking it; where it cannot survive (a barrier waits
- *    for ever), the test shows the blocked process still asleep and kills it.
+ *    sleep, and after it set STARVING: a gap, shown) or in an rwlock's
+ *    write lock (readers locked out: shown); while holding the cond's mutex
+ *    (and a mutex, rmutex, rwlock); between a sem post's CAS and its wake,
+ *    an event set's CAS and its wake, a cond signal's increment and its
+ *    wake, a barrier's last arrival and its wake (a hardware watchpoint
+ *    kills the helper right after the instruction, as tests/test_robust.c
+ *    does); and a storm of kills of a posting process.  Where the design
+ *    promises survival the survivor's call carries a deadline, so a hang
+ *    fails the test instead of blocking it; where it cannot survive (a
+ *    barrier waits for ever), the test shows the blocked process still
+ *    asleep and kills it.
  */
 #include "helpers.h"
 
@@ -1059,6 +1061,129 @@ Test(shm, robust_owner_killed_gives_eownerdead_to_another_process, .timeout = 60
     cr_assert_eq(ks_robust_destroy(&s->m), 0);
 }
 
+/* ---- ks_queue, ks_pool, ks_once ---------------------------------------------------------- */
+
+#define Q_ITEMS 20000
+#define Q_CAP 8
+#define POOL_OPS 5000
+
+struct q_seg {
+    struct hdr h;
+    _Alignas(KS_MPMC_ALIGN) unsigned char q[4096];    /* a ks_queue_t of Q_CAP */
+    _Alignas(KS_MPMC_ALIGN) unsigned char pool[4096]; /* a ks_pool_t of 2 */
+    int holder[3];            /* who uses pool resource 1 or 2 (0: nobody) */
+    long uses[NPROC];
+    ks_once_t once;
+    int runs, done, seen_done[NPROC];
+};
+
+/* Items are small integers: a pointer would mean nothing in the other
+ * process. */
+static int role_queue_producer(void *p, int me)
+{
+    struct q_seg *s = p;
+    ks_queue_t *q = (ks_queue_t *)s->q;
+    for (uintptr_t i = 1; i <= Q_ITEMS; i++) {
+        int e = (i & 1) ? ks_queue_put(q, (void *)i) : ks_queue_timedput(q, (void *)i, ks_deadline_after(LONG_NS));
+        CHECK(&s->h, me, e == 0, "put %lu: %d", (unsigned long)i, e);
+    }
+    int e = ks_queue_timedjoin(q, ks_deadline_after(LONG_NS));
+    CHECK(&s->h, me, e == 0, "join: %d (%llu unfinished)", e, (unsigned long long)ks_queue_unfinished(q));
+    return ks_queue_close(q);
+}
+
+/* Borrow and return each resource in turn; nobody else holds it meanwhile. */
+static int pool_use(struct q_seg *s, int me)
+{
+    ks_pool_t *pl = (ks_pool_t *)s->pool;
+    for (int i = 0; i < POOL_OPS; i++) {
+        void *r = NULL;
+        int e = ks_pool_borrow(pl, ks_deadline_after(LONG_NS), &r);
+        CHECK(&s->h, me, e == 0, "borrow %d: %d", i, e);
+        uintptr_t k = (uintptr_t)r;
+        CHECK(&s->h, me, k == 1 || k == 2, "borrowed %lu", (unsigned long)k);
+        CHECK(&s->h, me, s->holder[k] == 0, "resource %lu held by process %d too", (unsigned long)k,
+              s->holder[k]);
+        s->holder[k] = me + 1;
+        if ((i & 63) == 0)
+            sched_yield();
+        s->uses[me]++;
+        s->holder[k] = 0;
+        CHECK(&s->h, me, (e = ks_pool_return(pl, r)) == 0, "return: %d", e);
+    }
+    return 0;
+}
+
+static int role_pool_use(void *p, int me)
+{
+    struct q_seg *s = p;
+    wait_flag(&s->h.go);
+    return pool_use(s, me);
+}
+
+static struct q_seg *once_seg; /* init_fn takes no argument */
+static void once_fn(void)
+{
+    once_seg->runs++;
+    kt_sleep_ns(100 * KT_MS); /* the others arrive meanwhile and wait */
+    once_seg->done = 1;
+}
+
+static int role_once(void *p, int me)
+{
+    struct q_seg *s = p;
+    once_seg = s;
+    wait_flag(&s->h.go);
+    int e = ks_once(&s->once, once_fn);
+    CHECK(&s->h, me, e == 0, "ks_once: %d", e);
+    s->seen_done[me] = s->done;
+    return 0;
+}
+
+Test(shm, queue_pool_once_between_unrelated_processes, .timeout = 60)
+{
+    struct q_seg *s = seg_new();
+    ks_queue_t *q = (ks_queue_t *)s->q;
+    cr_assert_leq(ks_queue_bytes(Q_CAP), sizeof s->q);
+    cr_assert_eq(ks_queue_init(q, Q_CAP, KS_SHARED), 0);
+    void *const res[2] = {(void *)1, (void *)2};
+    cr_assert_leq(ks_pool_bytes(2), sizeof s->pool);
+    cr_assert_eq(ks_pool_init((ks_pool_t *)s->pool, res, 2, KS_SHARED), 0);
+    s->once = (ks_once_t)KS_ONCE_INIT_SHARED;
+
+    /* queue: the helper puts, joins, closes; this process gets, task_done,
+     * and sees EPIPE once the queue is closed and drained */
+    spawn("queue_producer", 1);
+    for (uintptr_t i = 1; i <= Q_ITEMS; i++) {
+        void *it = NULL;
+        int e = (i & 1) ? ks_queue_get(q, &it) : ks_queue_timedget(q, &it, ks_deadline_after(LONG_NS));
+        cr_assert_eq(e, 0, "get %lu: %d (%s)", (unsigned long)i, e, s->h.fail[1]);
+        cr_assert_eq((uintptr_t)it, i, "item %lu: %lu", (unsigned long)i, (unsigned long)(uintptr_t)it);
+        cr_assert_eq(ks_queue_task_done(q), 0);
+    }
+    void *it;
+    cr_assert_eq(ks_queue_timedget(q, &it, ks_deadline_after(LONG_NS)), EPIPE, "closed and drained");
+    expect_ok(1, "queue_producer");
+    cr_assert_eq(ks_queue_destroy(q), 0);
+
+    /* pool: two processes share two resources */
+    spawn("pool_use", 2);
+    /* once: three processes race; one runs it, the others wait for it */
+    spawn("once", 3);
+    once_seg = s;
+    raise_flag(&s->h.go);
+    cr_assert_eq(pool_use(s, 0), 0, "%s", s->h.fail[0]);
+    cr_assert_eq(ks_once(&s->once, once_fn), 0);
+    s->seen_done[0] = s->done;
+    expect_ok(2, "pool_use");
+    expect_ok(3, "once");
+    cr_assert_eq(s->uses[0] + s->uses[2], 2L * POOL_OPS);
+    cr_assert_eq(ks_pool_available((ks_pool_t *)s->pool), 2u);
+    cr_assert_eq(ks_pool_destroy((ks_pool_t *)s->pool), 0);
+    cr_assert_eq(s->runs, 1, "init_fn ran %d times", s->runs);
+    cr_assert(s->seen_done[0] && s->seen_done[3], "a caller returned before init_fn finished");
+}
+
 /* ================================================================================ */
 /* 2. A peer SIGKILLed at the worst moments                                          */
 /* ================================================================================ */
@@ -1799,6 +1924,9 @@ static const struct role roles[] = {
     {"robust_count", role_robust_count},
     {"hold_all", role_hold_all},
     {"mutex_starve", role_mutex_starve},
+    {"queue_producer", role_queue_producer},
+    {"pool_use", role_pool_use},
+    {"once", role_once},
     {"rw_write_wait", role_rw_write_wait},
     {"idle", role_idle},
 };
