@@ -19,6 +19,7 @@
 #include <ksync/epoch.h>
 #include <ksync/cache.h>
 #include <ksync/channel.h>
+#include <ksync/wait_any.h>
 #include <ksync/debug.h>
 
 #endif

@@ -281,7 +281,7 @@ static int ch_sleep(ks_channel_t *ch, const uint32_t *word, uint32_t expect, uin
         vals[n++] = w | FUTEX_WAITERS;
     }
     KS_RACE_POINT();
-    int e = ks_futex_waitv(words, vals, n, deadline);
+    int e = ks_futex_waitv(words, vals, NULL, n, deadline);
     /* The kernel wakes one waiter at a death, and this thread may return for
      * another reason (a message, room, the lock) and not look at its peers
      * again: whoever wakes passes the death on to the others (reap bumps
@@ -965,4 +965,75 @@ int ks_channel_fd(const ks_channel_t *ch)
 size_t ks_channel_max_msg(const ks_channel_t *ch)
 {
     return ch ? ch->max_msg : 0;
+}
+
+/* ---- ks_wait_any's arm (src/internal.h) ----
+ * Readable: a message is there, or no sender is left (receive would say
+ * EPIPE) or the positions are garbage (it would say EBADMSG): a receive
+ * would not block.  Writable: a message of the maximum size fits, or no
+ * receiver is left.  Level-triggered, like poll(2): another receiver (or
+ * sender) may take what was seen.  Armed as a sleeping receiver (sender)
+ * is: counted in the sleepers, watching the event, membership, and the
+ * peers' robust words; a sleeper's count never needs undoing (the next
+ * wake takes it). */
+static int any_ready(ks_channel_t *ch, int send)
+{
+    struct ch_hdr *h = ch->h;
+    /* acquire: pairs with the seq_cst stores of tail and head (the record
+     * or the room they publish) */
+    uint64_t t = __atomic_load_n(&h->tail, __ATOMIC_ACQUIRE);
+    uint64_t hd = __atomic_load_n(&h->head, __ATOMIC_ACQUIRE);
+    if (t - hd > ch->cap || ((t | hd) & 7))
+        return 1; /* the call will say EBADMSG */
+    if (!send)
+        return t != hd;
+    uint64_t rec = rec_size(ch->max_msg), off = t & ch->mask;
+    uint64_t need = (off + rec > ch->cap ? ch->cap - off : 0) + rec;
+    return t + need - hd <= ch->cap;
+}
+
+int ks_channel_any_arm(ks_channel_t *ch, int send, struct ks_waitset *ws)
+{
+    int e = check(ch, send ? KS_CHANNEL_SEND : KS_CHANNEL_RECV);
+    if (e)
+        return -e;
+    if (any_ready(ch, send))
+        return 1;
+    struct ch_hdr *h = ch->h;
+    uint32_t *ev = send ? &h->send_ev : &h->recv_ev;
+    uint32_t *sleepers = send ? &h->send_sleepers : &h->recv_sleepers;
+    uint32_t evv = __atomic_load_n(ev, __ATOMIC_RELAXED); /* a wake source only */
+    uint32_t members = __atomic_load_n(&h->members_ev, __ATOMIC_RELAXED);
+    __atomic_fetch_add(sleepers, 1, __ATOMIC_SEQ_CST); /* seq_cst: pairs with wake_side */
+    /* seq_cst (inside any_ready's loads, ordered after the count by the
+     * fence): the other half of the store-buffering pair */
+    __atomic_thread_fence(__ATOMIC_SEQ_CST);
+    if (any_ready(ch, send))
+        return 1;
+    const uint32_t *words[KS_CHANNEL_PEERS];
+    uint32_t vals[KS_CHANNEL_PEERS];
+    unsigned n = 0;
+    uint32_t role = send ? KS_CHANNEL_RECV : KS_CHANNEL_SEND;
+    /* acquire: pairs with the release of the first attach of that role */
+    uint32_t ever = __atomic_load_n(&h->ever[role_index(role)], __ATOMIC_ACQUIRE);
+    unsigned live = watch_peers(ch, role, words, vals, &n);
+    if (ever && !live)
+        return 1; /* the call will say EPIPE (after the last messages, for a receiver) */
+    ks_waitset_add(ws, ev, evv, KS_SHARED);
+    ks_waitset_add(ws, &h->members_ev, members, KS_SHARED);
+    for (unsigned k = 0; k < n; k++)
+        ks_waitset_add(ws, words[k], vals[k], KS_SHARED);
+    return 0;
+}
+
+/* After a ks_wait_any sleep: the kernel wakes one waiter at a death, and the
+ * caller may return for another object without arming this one again, so
+ * it passes any death on here (as ch_sleep does). */
+void ks_channel_any_after(ks_channel_t *ch)
+{
+    for (unsigned k = 0; k < KS_CHANNEL_PEERS; k++) {
+        uint32_t w = __atomic_load_n(&ch->slots[k].k.word, __ATOMIC_RELAXED); /* reap's CAS acquires */
+        if (w & FUTEX_OWNER_DIED)
+            reap(ch, k, w);
+    }
 }

@@ -115,3 +115,28 @@ int ks_event_timedwait(ks_event_t *e, int64_t deadline)
             return ETIMEDOUT; /* else the loop's first test returns 0 */
     }
 }
+
+/* ks_wait_any's arm (src/internal.h): ready if set, or if set() ran since
+ * the first arm (a pulse); else announce a sleeper, as timedwait does, and
+ * watch the word. */
+int ks_event_any_arm(ks_event_t *e, uint32_t *gen, struct ks_waitset *ws)
+{
+    if (!e)
+        return -EINVAL;
+    /* acquire (here and in the CAS): pairs with the release CAS in set(). */
+    uint32_t v = __atomic_load_n(&e->word, __ATOMIC_ACQUIRE);
+    for (;;) {
+        if (*gen == ~0u)
+            *gen = v & GEN_MASK;
+        if ((v & SET) || (v & GEN_MASK) != *gen)
+            return 1;
+        if (v & SLEEPERS)
+            break;
+        if (__atomic_compare_exchange_n(&e->word, &v, v | SLEEPERS, 1, __ATOMIC_ACQUIRE, __ATOMIC_ACQUIRE)) {
+            v |= SLEEPERS;
+            break;
+        }
+    }
+    ks_waitset_add(ws, &e->word, v, e->flags);
+    return 0;
+}

@@ -160,7 +160,8 @@ int ks_futex_stats(struct ks_futex_stats *out)
 #define SYS_futex_waitv 449 /* the same number on every architecture */
 #endif
 
-int ks_futex_waitv(const uint32_t *const *words, const uint32_t *expect, unsigned n, int64_t deadline)
+int ks_futex_waitv(const uint32_t *const *words, const uint32_t *expect, const unsigned *flags, unsigned n,
+                   int64_t deadline)
 {
     struct futex_waitv v[FUTEX_WAITV_MAX];
     struct ks_kts ts, *tsp = NULL;
@@ -177,7 +178,8 @@ int ks_futex_waitv(const uint32_t *const *words, const uint32_t *expect, unsigne
     for (unsigned i = 0; i < n; i++) {
         v[i].val = expect[i];
         v[i].uaddr = (uint64_t)(uintptr_t)words[i];
-        v[i].flags = FUTEX_32; /* no FUTEX_PRIVATE_FLAG: shared words */
+        /* the waker's op decides the key: FUTEX_PRIVATE_FLAG for a private object */
+        v[i].flags = FUTEX_32 | ((flags && !(flags[i] & KS_SHARED)) ? FUTEX_PRIVATE_FLAG : 0);
         v[i].__reserved = 0;
     }
     tls_stats.waits++;

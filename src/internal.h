@@ -72,13 +72,14 @@ KS_HIDDEN int ks_futex_requeue(const uint32_t *word, uint32_t expect, int n_wake
                                const uint32_t *to, unsigned flags);
 
 
-/* ks_futex_waitv: sleep until one of n KS_SHARED words (n <= 128) no
- *   longer holds its expected value or is woken, or until `deadline`.
+/* ks_futex_waitv: sleep until one of n words (n <= 128) no longer holds
+ *   its expected value or is woken, or until `deadline`.  flags[i] is the
+ *   object's KS_SHARED flag (as for ks_futex_wait); flags NULL: all shared.
  *   Returns 0 (woken, or spurious), EAGAIN (a word differed), ETIMEDOUT, or
  *   ENOSYS (a kernel before 5.16, or one built without futex_waitv: the
  *   caller falls back to ks_futex_wait on its main word).  Never EINTR. */
-KS_HIDDEN int ks_futex_waitv(const uint32_t *const *words, const uint32_t *expect, unsigned n,
-                             int64_t deadline);
+KS_HIDDEN int ks_futex_waitv(const uint32_t *const *words, const uint32_t *expect, const unsigned *flags,
+                             unsigned n, int64_t deadline);
 
 /* Lock a ks_mutex as a thread that has slept on it: no spinning, and the
  * CONTENDED bit is always set, because threads requeued from a condition
@@ -234,6 +235,49 @@ struct ks_keeper_slot {
 };
 KS_HIDDEN int ks_keeper_claim(void *slots, unsigned n);
 KS_HIDDEN void ks_keeper_release(void *slot);
+
+/* ---- ks_wait_any (src/wait_any.c, docs/wait_any.md) ----
+ * The words one waiter sleeps on at once, with their expected values and
+ * their objects' KS_SHARED flags.  A word that does not fit (more than
+ * KS_WAITSET_MAX in all) sets `overflow`: the waiter then sleeps in slices
+ * and looks again. */
+#define KS_WAITSET_MAX 128
+struct ks_waitset {
+    const uint32_t *word[KS_WAITSET_MAX];
+    uint32_t val[KS_WAITSET_MAX];
+    unsigned flags[KS_WAITSET_MAX];
+    unsigned n;
+    int overflow;
+};
+static inline void ks_waitset_add(struct ks_waitset *ws, const uint32_t *w, uint32_t v, unsigned fl)
+{
+    if (ws->n == KS_WAITSET_MAX) {
+        ws->overflow = 1;
+        return;
+    }
+    ws->word[ws->n] = w;
+    ws->val[ws->n] = v;
+    ws->flags[ws->n] = fl;
+    ws->n++;
+}
+/* Each kind's arm: 1 if ready now, 0 if armed (its words added: a change
+ * that makes it ready changes one of them or wakes it), or -errno
+ * (-EINVAL, -EPERM, -EBADF).  The semaphore's arm takes a unit when one is
+ * there (1), else registers the caller as a waiter, which it must end with
+ * ks_sem_any_take (after a wake: 1 if it took a unit, which also ends the
+ * registration) or ks_sem_any_disarm (which passes on a wake it may have
+ * absorbed).  An event's *gen is the set() count it saw first (pulses: a
+ * set and a clear during the wait make it ready), ~0u before the first arm. */
+struct ks_event;
+struct ks_sem;
+struct ks_channel;
+KS_HIDDEN int ks_event_any_arm(struct ks_event *e, uint32_t *gen, struct ks_waitset *ws);
+KS_HIDDEN int ks_sem_any_arm(struct ks_sem *s, struct ks_waitset *ws);
+KS_HIDDEN int ks_sem_any_take(struct ks_sem *s);
+KS_HIDDEN void ks_sem_any_disarm(struct ks_sem *s);
+KS_HIDDEN int ks_channel_any_arm(struct ks_channel *ch, int send, struct ks_waitset *ws);
+/* After a sleep: reap the channel's dead peers (passing a death on). */
+KS_HIDDEN void ks_channel_any_after(struct ks_channel *ch);
 
 /* ---- allocation (src/alloc.c) ----
  * ks_alloc_lines: `bytes` of memory aligned to KS_CACHELINE (so objects that

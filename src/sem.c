@@ -281,3 +281,57 @@ int ks_sem_wait_ext(ks_sem_t *s, int64_t deadline, unsigned opts)
         }
     }
 }
+
+/* ks_wait_any's hooks (src/internal.h).  arm: take a unit if there is one,
+ * else register as a waiter (the same registration as ks_sem_wait's) and
+ * watch the futex word at 0, with WAKING cleared as the wait loop clears it
+ * before it sleeps. */
+int ks_sem_any_arm(ks_sem_t *s, struct ks_waitset *ws)
+{
+    if (!s)
+        return -EINVAL;
+    uint64_t v = __atomic_load_n(&s->state, __ATOMIC_RELAXED);
+    for (;;) {
+        if (V(v)) {
+            /* acquire: pairs with the release CAS in post. */
+            if (__atomic_compare_exchange_n(&s->state, &v, v - 1, 1, __ATOMIC_ACQUIRE, __ATOMIC_RELAXED))
+                return 1;
+        } else if (__atomic_compare_exchange_n(&s->state, &v, v + ONE_W, 1, __ATOMIC_RELAXED,
+                                               __ATOMIC_RELAXED)) {
+            /* relaxed: registering publishes no data; post reads N in its own CAS. */
+            v += ONE_W;
+            break;
+        }
+    }
+    for (;;) {
+        if (V(v)) {
+            if (take_registered(s, &v, s->flags))
+                return 1;
+            continue;
+        }
+        if (v & WAKING) {
+            /* relaxed: the token carries no data (the proof at the top) */
+            if (!__atomic_compare_exchange_n(&s->state, &v, v & ~WAKING, 1, __ATOMIC_RELAXED, __ATOMIC_RELAXED))
+                continue;
+        }
+        break;
+    }
+    ks_waitset_add(ws, fword(s), 0, s->flags);
+    return 0;
+}
+
+/* After a wake, still registered: take a unit if one is there (1, which
+ * ends the registration), else 0 (still registered). */
+int ks_sem_any_take(ks_sem_t *s)
+{
+    uint64_t v = __atomic_load_n(&s->state, __ATOMIC_RELAXED);
+    while (V(v))
+        if (take_registered(s, &v, s->flags))
+            return 1;
+    return 0;
+}
+
+void ks_sem_any_disarm(ks_sem_t *s)
+{
+    unregister(s, s->flags);
+}
