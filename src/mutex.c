@@ -34,7 +34,10 @@
  *  (I3) S is set only by a waiter that will itself come back to the word
  *       (it sleeps with C set, so an unlock wakes a sleeper), and that
  *       waiter clears S when it leaves, by acquiring or by timing out; so S
- *       never strands a free mutex with nobody to take it.  Timing out on
+ *       never strands a free mutex with nobody to take it.  Unless that
+ *       waiter dies (a process killed while waiting on a KS_SHARED mutex):
+ *       a thread that has slept KS_MUTEX_ORPHAN_NS on a free mutex
+ *       reserved by S takes it and clears S (tests/test_shm.c).  Timing out on
  *       a free mutex it clears C too and wakes one sleeper if C was set
  *       (leave_starving), so no C is left on a free mutex nobody waits on.
  */
@@ -49,6 +52,12 @@
 /* How long a waiter may lose to barging threads before it turns the mutex
  * FIFO.  Go uses 1 ms; measured in docs/mutex.md. */
 #define KS_MUTEX_STARVE_NS 1000000
+/* How long a newcomer waits for a free mutex reserved by S before it takes
+ * the reservation over: the waiter that set S may have died (a process
+ * SIGKILLed while waiting on a KS_SHARED mutex), and it alone clears S
+ * (I3).  Ten times the starvation threshold: a live starving waiter is
+ * woken by the unlock that freed the mutex and takes it long before. */
+#define KS_MUTEX_ORPHAN_NS 10000000
 
 int ks_mutex_init(ks_mutex_t *m, unsigned flags)
 {
@@ -141,12 +150,13 @@ static int lock_slow(ks_mutex_t *m, int64_t deadline, int slept)
     }
 
     int set_s = 0;    /* this thread set S and must clear it when it leaves */
+    int adopt = 0;    /* it waited KS_MUTEX_ORPHAN_NS for a free reserved mutex: it takes S over */
     int64_t since = 0;
     s = __atomic_load_n(&m->state, __ATOMIC_RELAXED);
     for (;;) {
         if (!(s & L) && (!(s & S) || slept)) {
             uint32_t ns = s | L | (slept ? C : 0); /* (I2) */
-            if (set_s)
+            if (set_s || adopt)
                 ns &= ~S;
             /* acquire: pairs with the release in unlock. */
             if (__atomic_compare_exchange_n(&m->state, &s, ns, 1, __ATOMIC_ACQUIRE, __ATOMIC_RELAXED)) {
@@ -174,8 +184,20 @@ static int lock_slow(ks_mutex_t *m, int64_t deadline, int slept)
         if (!since)
             since = ks_now();
         KS_RACE_POINT();
-        int r = ks_futex_wait(&m->state, ns, deadline, fl);
+        /* Asleep on a free mutex reserved by S: if the reserving waiter is
+         * dead, no unlock will come.  Bounded, then the reservation is ours. */
+        int orphan_watch = !(ns & L) && (ns & S) && !set_s;
+        int64_t until = deadline;
+        if (orphan_watch) {
+            int64_t o = ks_deadline_after(KS_MUTEX_ORPHAN_NS);
+            until = o < deadline ? o : deadline;
+        }
+        int r = ks_futex_wait(&m->state, ns, until, fl);
         slept = 1;
+        if (r == ETIMEDOUT && until != deadline) {
+            adopt = 1; /* the mutex stayed free and reserved for 10 ms */
+            r = 0;
+        }
         if (r == ETIMEDOUT) {
             if (set_s)
                 leave_starving(m, fl);

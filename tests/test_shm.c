@@ -1809,15 +1809,15 @@ Test(shm, mutex_waiter_killed_in_its_first_sleep_is_harmless, .timeout = 60)
     cr_assert_eq(s->counter, 2L * MX_ITERS);
 }
 
-/* A gap (docs/shared.md): a waiter that has waited more than 1 ms, was
- * woken and found the mutex held again sets STARVING, which reserves the
- * next free mutex for a thread that has slept, and only that waiter clears
- * it.  SIGKILLed then, it leaves the mutex free but reserved for ever:
- * after the holder's unlock the word is STARVING alone, newcomers sleep
- * (nobody will unlock, so nobody wakes them), timed locks time out,
- * trylock says EBUSY, though no process holds it.  (Here a signal ends the
- * waiter's sleep after 20 ms, as a wake-up lost to a barging thread would.) */
-Test(shm, mutex_waiter_killed_after_setting_starving_leaves_it_unusable, .timeout = 60)
+/* A waiter that has waited more than 1 ms, was woken and found the mutex
+ * held again sets STARVING, which reserves the next free mutex for a thread
+ * that has slept, and only that waiter clears it.  SIGKILLed then, it once
+ * left the mutex free but reserved for ever (newcomers slept, nobody woke
+ * them; timed locks timed out though no process held it).  Now a thread
+ * that has slept 10 ms on a free reserved mutex takes the reservation over
+ * (src/mutex.c, KS_MUTEX_ORPHAN_NS).  (Here a signal ends the waiter's sleep
+ * after 20 ms, as a wake-up lost to a barging thread would.) */
+Test(shm, mutex_waiter_killed_after_setting_starving_is_taken_over, .timeout = 60)
 {
     struct mx_seg *s = seg_new();
     cr_assert_eq(ks_mutex_init(&s->m, KS_SHARED), 0);
@@ -1835,13 +1835,20 @@ Test(shm, mutex_waiter_killed_after_setting_starving_leaves_it_unusable, .timeou
     kill_kid(1);
     cr_assert_eq(ks_mutex_unlock(&s->m), 0);
     cr_assert_eq(s->m.state, KS_MUTEX_STARVING, "free, and reserved for the dead waiter");
-    cr_assert_eq(ks_mutex_trylock(&s->m), EBUSY);
-    cr_assert_eq(ks_mutex_timedlock(&s->m, ks_deadline_after(100 * KT_MS)), ETIMEDOUT);
+    cr_assert_eq(ks_mutex_trylock(&s->m), EBUSY, "a trylock does not wait for the reservation");
+    int64_t t0 = ks_now();
+    cr_assert_eq(ks_mutex_timedlock(&s->m, ks_deadline_after(2000 * KT_MS)), 0, "taken over");
+    int64_t took = ks_now() - t0;
+    cr_assert_geq(took, 10 * KT_MS, "not before the reservation's 10 ms");
+    cr_assert_lt(took, 10 * KT_MS + KT_LATE_NS);
+    cr_assert_eq(s->m.state & KS_MUTEX_STARVING, 0u, "S cleared by the taker");
+    cr_assert_eq(ks_mutex_unlock(&s->m), 0);
+    cr_assert_eq(ks_mutex_trylock(&s->m), 0, "usable by anyone again");
+    cr_assert_eq(ks_mutex_unlock(&s->m), 0);
     s->h.deadline = ks_now() + 300 * KT_MS;
-    spawn("mutex_starve", 2); /* another process: the same */
+    spawn("mutex_starve", 2); /* another process: it gets it at once */
     expect_ok(2, "mutex_starve 2");
-    cr_assert_eq(s->h.rc[2], ETIMEDOUT, "rc %d", s->h.rc[2]);
-    cr_assert_eq(s->m.state & KS_MUTEX_LOCKED, 0u, "and nobody holds it");
+    cr_assert_eq(s->h.rc[2], 0, "rc %d", s->h.rc[2]);
 }
 
 /* Wait for the write lock (the test holds a read lock); killed there. */
