@@ -148,6 +148,32 @@ static inline int word_alive(uint32_t w)
     return (w & LIVE_TID) && (w & LIVE_TID) != LIVE_REAPING && !(w & FUTEX_OWNER_DIED);
 }
 
+/* alive[] can be left too high by a peer killed between its count and its
+ * role (inside attach or detach): after each departure, lower each count to
+ * the live slots that show the role.  A count too low is harmless (a zero
+ * is confirmed by the slots); an attach in progress may be missed here and
+ * is counted low, never high. */
+static void recount_alive(ks_channel_t *ch)
+{
+    uint32_t n[2] = {0, 0};
+    for (unsigned i = 0; i < KS_CHANNEL_PEERS; i++) {
+        struct ch_slot *s = &ch->slots[i];
+        /* relaxed: counts, ordered by nothing (a hint) */
+        uint32_t w = __atomic_load_n(&s->k.word, __ATOMIC_RELAXED);
+        uint32_t r = __atomic_load_n(&s->role, __ATOMIC_RELAXED);
+        if (word_alive(w)) {
+            n[0] += !!(r & KS_CHANNEL_SEND);
+            n[1] += !!(r & KS_CHANNEL_RECV);
+        }
+    }
+    for (int r = 0; r < 2; r++) {
+        uint32_t cur = __atomic_load_n(&ch->h->alive[r], __ATOMIC_RELAXED); /* a hint */
+        while (cur > n[r] &&
+               !__atomic_compare_exchange_n(&ch->h->alive[r], &cur, n[r], 0, __ATOMIC_RELAXED, __ATOMIC_RELAXED))
+            ;
+    }
+}
+
 static void members_changed(struct ch_hdr *h)
 {
     __atomic_fetch_add(&h->members_ev, 1, __ATOMIC_SEQ_CST);
@@ -176,6 +202,7 @@ static void reap(ks_channel_t *ch, unsigned i, uint32_t w)
      * (lock_holder_alive) and to the keeper's claim CAS (acquire) */
     __atomic_store_n(&s->k.word, 0, __ATOMIC_RELEASE);
     ks_futex_wake(&s->k.word, KS_WAKE_ALL, KS_SHARED);
+    recount_alive(ch);
     members_changed(ch->h);
 }
 
@@ -212,7 +239,9 @@ static unsigned watch_peers(ks_channel_t *ch, uint32_t role, const uint32_t **wo
             reap(ch, i, w);
             continue;
         }
-        if (!word_alive(w) || !(__atomic_load_n(&s->role, __ATOMIC_RELAXED) & role))
+        /* acquire: pairs with the release exchange of detach (and the release
+         * store of attach): a peer seen gone published its positions first */
+        if (!word_alive(w) || !(__atomic_load_n(&s->role, __ATOMIC_ACQUIRE) & role))
             continue;
         /* relaxed: a flag for the kernel and the keeper, which read it with
          * their own atomic operations */
@@ -384,19 +413,34 @@ static int check(ks_channel_t *ch, unsigned role)
 
 /* ---- sending ---- */
 
-/* One wake per sleep: the waker takes the count to 0 and wakes everyone
- * counted, so the operations after it make no system call until a thread
- * counts itself again (a sleeper never decrements: the wake, or a later
- * one, takes its count). */
+/* One wake per sleep.  A sleeper does not count itself: it stores a
+ * record of the event value it will sleep on, (ev << 1) | 1 (sleep_record).
+ * A waker that finds a record bumps the event, wakes every sleeper, and
+ * then clears the record only if it is still the one it saw: a sleeper
+ * that wrote a newer record read the event after the bump (or its wait
+ * fails on the bumped value), and its record stays for the next waker.  So
+ * the operations after a wake make no system call until someone sleeps
+ * again, and a waker stalled before its wake (stopped, preempted) leaves
+ * the record for the others instead of taking it with it (an exchange to
+ * 0 before the wake once let a second sender's messages sit unannounced).
+ * Records compare modulo 2^31 event values. */
+static inline uint32_t sleep_record(uint32_t ev)
+{
+    return (ev << 1) | 1u;
+}
+
 static void wake_side(uint32_t *sleepers, uint32_t *ev)
 {
-    /* seq_cst: the store-buffering pair with the sleeper's increment (the
+    /* seq_cst: the store-buffering pair with the sleeper's record store (the
      * caller's seq_cst store of its position comes first) */
-    if (__atomic_load_n(sleepers, __ATOMIC_SEQ_CST) && __atomic_exchange_n(sleepers, 0, __ATOMIC_SEQ_CST)) {
-        /* seq_cst: ordered after the exchange; a sleeper counted before it
-         * read ev before counting itself, so its wait sees the change */
+    uint32_t rec = __atomic_load_n(sleepers, __ATOMIC_SEQ_CST);
+    if (rec) {
+        /* seq_cst: a sleeper whose record we saw read ev before writing it,
+         * so its wait sees this change or is woken */
         __atomic_fetch_add(ev, 1, __ATOMIC_SEQ_CST);
         ks_futex_wake(ev, KS_WAKE_ALL, KS_SHARED);
+        /* relaxed failure: a newer record stays for the next waker */
+        __atomic_compare_exchange_n(sleepers, &rec, 0, 0, __ATOMIC_SEQ_CST, __ATOMIC_RELAXED);
     }
 }
 
@@ -435,7 +479,7 @@ static int wait_space(ks_channel_t *ch, uint64_t t, uint64_t need, int64_t deadl
         }
         uint32_t ev = __atomic_load_n(&h->send_ev, __ATOMIC_RELAXED); /* a wake source only */
         uint32_t members = __atomic_load_n(&h->members_ev, __ATOMIC_RELAXED);
-        __atomic_fetch_add(&h->send_sleepers, 1, __ATOMIC_SEQ_CST); /* seq_cst: pairs with wake_side */
+        __atomic_store_n(&h->send_sleepers, sleep_record(ev), __ATOMIC_SEQ_CST); /* seq_cst: pairs with wake_side */
         int e = 0;
         if (__atomic_load_n(&h->head, __ATOMIC_SEQ_CST) == hd) /* seq_cst: the other half */
             e = ch_sleep(ch, &h->send_ev, ev, members, KS_CHANNEL_RECV, 0, deadline);
@@ -598,7 +642,7 @@ static int next_locked(ks_channel_t *ch, uint64_t *pos, uint32_t *len, int64_t d
             }
             uint32_t ev = __atomic_load_n(&h->recv_ev, __ATOMIC_RELAXED); /* a wake source only */
             uint32_t members = __atomic_load_n(&h->members_ev, __ATOMIC_RELAXED);
-            __atomic_fetch_add(&h->recv_sleepers, 1, __ATOMIC_SEQ_CST); /* seq_cst: pairs with wake_side */
+            __atomic_store_n(&h->recv_sleepers, sleep_record(ev), __ATOMIC_SEQ_CST); /* seq_cst: pairs with wake_side */
             if (__atomic_load_n(&h->tail, __ATOMIC_SEQ_CST) == hd)      /* seq_cst: the other half */
                 e = ch_sleep(ch, &h->recv_ev, ev, members, KS_CHANNEL_SEND, 0, deadline);
             if (!e && __atomic_load_n(&h->tail, __ATOMIC_RELAXED) != hd) /* re-read with acquire above */
@@ -797,11 +841,14 @@ static int attach(ks_channel_t *ch, unsigned role)
 static void detach(ks_channel_t *ch)
 {
     struct ch_slot *s = &ch->slots[ch->idx];
-    uint32_t role = __atomic_exchange_n(&s->role, 0, __ATOMIC_RELAXED); /* released by the keeper's store of 0 */
+    /* release: a peer that reads role 0 (watch_peers, acquire) and so counts
+     * us gone also sees our last store of tail or head */
+    uint32_t role = __atomic_exchange_n(&s->role, 0, __ATOMIC_RELEASE);
     for (int r = 0; r < 2; r++)
         if (role & (r ? KS_CHANNEL_RECV : KS_CHANNEL_SEND))
             __atomic_fetch_sub(&ch->h->alive[r], 1, __ATOMIC_RELAXED); /* a hint */
     ks_keeper_release(s);
+    recount_alive(ch);
     members_changed(ch->h);
 }
 
@@ -1004,8 +1051,8 @@ int ks_channel_any_arm(ks_channel_t *ch, int send, struct ks_waitset *ws)
     uint32_t *sleepers = send ? &h->send_sleepers : &h->recv_sleepers;
     uint32_t evv = __atomic_load_n(ev, __ATOMIC_RELAXED); /* a wake source only */
     uint32_t members = __atomic_load_n(&h->members_ev, __ATOMIC_RELAXED);
-    __atomic_fetch_add(sleepers, 1, __ATOMIC_SEQ_CST); /* seq_cst: pairs with wake_side */
-    /* seq_cst (inside any_ready's loads, ordered after the count by the
+    __atomic_store_n(sleepers, sleep_record(evv), __ATOMIC_SEQ_CST); /* seq_cst: pairs with wake_side */
+    /* seq_cst (inside any_ready's loads, ordered after the record by the
      * fence): the other half of the store-buffering pair */
     __atomic_thread_fence(__ATOMIC_SEQ_CST);
     if (any_ready(ch, send))

@@ -81,14 +81,23 @@ static void keeper_reset(uint64_t gen)
     __atomic_store_n(&K.gen, gen, __ATOMIC_RELEASE); /* release: pairs with the acquire in keeper_state */
 }
 
+/* The lock is taken around fork() only when K belongs to this process
+ * image: in a _Fork/clone child that has not used the keeper yet, K.lock
+ * is a copy that a parent's thread may have held. */
+static int fork_locked;
+
 static void atfork_prepare(void)
 {
-    ks_mutex_lock(&K.lock);
+    /* acquire: pairs with the release in keeper_reset */
+    fork_locked = __atomic_load_n(&K.gen, __ATOMIC_ACQUIRE) == ks_process_gen();
+    if (fork_locked)
+        ks_mutex_lock(&K.lock);
 }
 
 static void atfork_parent(void)
 {
-    ks_mutex_unlock(&K.lock);
+    if (fork_locked)
+        ks_mutex_unlock(&K.lock);
 }
 
 /* The generation whose reset a thread has claimed: one reset per process
@@ -108,6 +117,11 @@ static pthread_once_t once = PTHREAD_ONCE_INIT;
 
 static void keeper_first(void)
 {
+    /* K is made valid before the handlers exist: a fork() in another thread
+     * meanwhile either runs no handler or finds K.lock initialised */
+    uint64_t g = ks_process_gen();
+    __atomic_store_n(&reset_claim, g, __ATOMIC_RELAXED); /* inside pthread_once: one thread */
+    keeper_reset(g);
     pthread_atfork(atfork_prepare, atfork_parent, atfork_child);
 }
 
