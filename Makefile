@@ -155,7 +155,13 @@ deps:
 
 # ---- tests ------------------------------------------------------------------
 $(BUILD)/tests/%.o: tests/%.c $(HEADERS) $(ARCH_HEADERS) $(wildcard tests/*.h) | $(BUILD)/tests
-	$(CC) $(CPPFLAGS) $(APP_CFLAGS) $(if $(filter $(WHITEBOX),$*),-Isrc,) $(CFLAGS) -c $< -o $@
+	$(CC) $(CPPFLAGS) $(TEST_DEFS) $(APP_CFLAGS) $(if $(filter $(WHITEBOX),$*),-Isrc,) $(CFLAGS) -c $< -o $@
+# tests/test_python.c runs python3 on python/ with this build's libksync.so and
+# writer; under ASan, python3 needs the ASan runtime preloaded to load the library.
+$(BUILD)/tests/test_python.o: TEST_DEFS := -DKT_REPO='"$(CURDIR)"' -DKT_LIB='"$(abspath $(BUILD))/libksync.so.$(SOVER)"' \
+    -DKT_WRITER='"$(abspath $(BUILD))/examples/shm_writer"' \
+    $(if $(findstring address,$(SAN)),-DKT_ASAN_RT='"$(shell $(CC) -print-file-name=libasan.so)"',)
+$(BUILD)/tests/test_python.o: examples/course.h
 $(BUILD)/tests/test_hpp.o $(BUILD)/tests/test_hpp20.o: HPP_DEFS := -DKT_HPP_NOEXC_BIN='"$(HPP_NOEXC_BIN)"'
 $(BUILD)/tests/%.o: tests/%.cc $(HEADERS) $(CXX_HEADERS) $(ARCH_HEADERS) | $(BUILD)/tests
 	$(CXX) $(CPPFLAGS) $(HPP_DEFS) -std=c++17 $(CXXWARN) $(SANFLAGS) $(CFLAGS) -c $< -o $@
@@ -163,7 +169,7 @@ $(BUILD)/tests/test_hpp20.o: tests/test_hpp.cc $(HEADERS) $(CXX_HEADERS) $(ARCH_
 	$(CXX) $(CPPFLAGS) $(HPP_DEFS) -std=c++20 -DKS_HPP_SUITE=hpp20 $(CXXWARN) $(SANFLAGS) $(CFLAGS) -c $< -o $@
 $(HPP_NOEXC_BIN): tests/hpp_noexceptions.cc $(HEADERS) $(CXX_HEADERS) $(ARCH_HEADERS) $(STATIC) | $(BUILD)/tests
 	$(CXX) $(CPPFLAGS) -std=c++17 -fno-exceptions $(CXXWARN) $(SANFLAGS) $(CFLAGS) -o $@ $< $(STATIC) $(LDLIBS)
-$(TEST_BIN): $(TEST_OBJS) $(STATIC) $(HPP_NOEXC_BIN)
+$(TEST_BIN): $(TEST_OBJS) $(STATIC) $(HPP_NOEXC_BIN) $(BUILD)/libksync.so $(EXAMPLES)
 	$(CXX) $(SANFLAGS) -o $@ $(TEST_OBJS) $(STATIC) -lcriterion $(LDLIBS)
 
 run-tests: $(TEST_BIN)
