@@ -168,12 +168,14 @@ Test(python, shm_writer_to_python_reader, .timeout = 120)
     kt_sleep_ns(100 * KT_MS);
     start(&wr, KT_WRITER, (char *[]){"shm_writer", "shm", name, count, "--slots", "8", NULL});
     int rst = finish(&rd, 90000), wst = finish(&wr, 10000);
+    int left = shm_exists(name);
+    shm_unlink(name); /* in case the writer did not get that far */
     uint32_t crc = ksc_expected_crc(n, KSC_SLOT - sizeof(struct ksc_rec), scratch);
     assert_exit0(rst, &rd, "python/reader.py");
     assert_exit0(wst, &wr, "shm_writer");
     assert_result(&rd, "python/reader.py", n, crc);
     assert_result(&wr, "shm_writer", n, crc);
-    cr_assert(!shm_exists(name), "the writer unlinks the segment once the reader says done");
+    cr_assert(!left, "the writer unlinks the segment once the reader says done");
 }
 
 /* The writer first, the reader concurrently: messages of 0 to 12 KiB
@@ -209,22 +211,27 @@ Test(python, channel_records_wait_for_a_late_reader, .timeout = 60)
     cr_assert(shm_exists(name));
     start(&rd, "python3", (char *[]){"python3", KT_REPO "/python/reader.py", "channel", name, NULL});
     int rst = finish(&rd, 30000);
+    int left = shm_exists(name);
     ks_channel_unlink(name);
     uint32_t crc = ksc_expected_crc(5, KSC_CHAN_MAX - sizeof(struct ksc_rec), scratch);
     assert_exit0(rst, &rd, "python/reader.py");
     assert_result(&rd, "python/reader.py", 5, crc);
     assert_result(&wr, "shm_writer", 5, crc);
-    cr_assert(!shm_exists(name), "the reader unlinks the name once it has opened it");
+    cr_assert(!left, "the reader unlinks the name once it has opened it");
 }
 
 /* ---- careless use, from Python (tests/test_python.py) ---- */
 
+/* Run one case of tests/test_python.py (on the segment name, which is then
+ * unlinked: a failed case leaves nothing behind). */
 static void py_case(const char *c, const char *name)
 {
     struct kt_proc p;
     start(&p, "python3",
           (char *[]){"python3", KT_REPO "/tests/test_python.py", (char *)c, (char *)name, NULL});
     int st = finish(&p, 60000);
+    if (name)
+        shm_unlink(name);
     assert_exit0(st, &p, c);
     char ok[64];
     snprintf(ok, sizeof ok, "ok %s:", c);
@@ -268,7 +275,6 @@ Test(python, segment_with_a_bad_magic_is_a_clear_error, .timeout = 60)
     unique_name(name, sizeof name, "magic");
     make_shm(name, "NOTOURS!", 8, 4096);
     py_case("bad_magic", name);
-    shm_unlink(name);
 }
 
 Test(python, truncated_segment_is_a_clear_error, .timeout = 60)
@@ -277,7 +283,6 @@ Test(python, truncated_segment_is_a_clear_error, .timeout = 60)
     unique_name(name, sizeof name, "trunc");
     make_shm(name, KSC_MAGIC, 8, 40);
     py_case("truncated", name);
-    shm_unlink(name);
 }
 
 /* The C side's usual mistake: objects made without KS_SHARED (a Python
@@ -287,9 +292,8 @@ Test(python, objects_without_ks_shared_are_refused, .timeout = 60)
     char name[96];
     unique_name(name, sizeof name, "private");
     unsigned char *seg = make_course(name, 0);
+    munmap(seg, ksc_segment_size(4, KSC_SLOT)); /* the mapping, not the name */
     py_case("not_shared", name);
-    munmap(seg, ksc_segment_size(4, KSC_SLOT));
-    shm_unlink(name);
 }
 
 Test(python, unpublished_or_missing_segment_times_out, .timeout = 60)
@@ -297,8 +301,7 @@ Test(python, unpublished_or_missing_segment_times_out, .timeout = 60)
     char name[96];
     unique_name(name, sizeof name, "zeros");
     make_shm(name, NULL, 0, ksc_segment_size(4, KSC_SLOT)); /* sized, never written */
-    py_case("unpublished", name);
-    shm_unlink(name);
+    py_case("unpublished", name); /* and unlinks it */
     py_case("missing", name);
 }
 
