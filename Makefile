@@ -78,6 +78,9 @@ TEST_OBJS := $(TEST_C:tests/%.c=$(BUILD)/tests/%.o) $(TEST_CXX:tests/%.cc=$(BUIL
              $(BUILD)/tests/test_hpp20.o
 TEST_BIN := $(BUILD)/tests/ksync-tests
 
+# examples/: the course's C writer (python/reader.py is its reader, docs/python.md)
+EXAMPLES := $(BUILD)/examples/shm_writer
+
 STRESS_COMMON := stress/harness.c
 # stress/ref_*.c: reference implementations, compiled into both programs (ref_cache.c
 # serves S13 and bench section 10, ref_queue.c S10-S14 only; ref_barrier.h is header-only)
@@ -93,11 +96,11 @@ REF_LIBS    ?= -lck -lurcu -lurcu-cds
 REF_INC     ?=
 
 .PHONY: dropin check-dropin all help deps test run-tests stress bench asan tsan check-aarch64 model install clean check-exports
-all: $(STATIC) $(BUILD)/libksync.so
+all: $(STATIC) $(BUILD)/libksync.so $(EXAMPLES)
 
 help:
 	@sed -n 's/^## //p' Makefile
-## make                 build/libksync.a and build/libksync.so (SONAME libksync.so.1)
+## make                 build/libksync.a and build/libksync.so (SONAME libksync.so.1), build/examples/shm_writer
 ## make test            install missing packages (as root), build and run the Criterion tests
 ## make run-tests       run the Criterion tests without the package check (TEST_ARGS="--filter cond/*")
 ## make stress          the stress scenarios on short defaults (S1-S15, S17, S19-S22; S16 and S18
@@ -134,8 +137,11 @@ $(BUILD)/libksync.so: $(SHARED)
 	ln -sf libksync.so.$(VERSION) $(BUILD)/libksync.so.$(SOVER)
 	ln -sf libksync.so.$(VERSION) $@
 
-$(BUILD)/obj $(BUILD)/yobj $(BUILD)/tests $(BUILD)/stress:
+$(BUILD)/obj $(BUILD)/yobj $(BUILD)/tests $(BUILD)/stress $(BUILD)/examples:
 	mkdir -p $@
+
+$(BUILD)/examples/%: examples/%.c $(wildcard examples/*.h) $(HEADERS) $(ARCH_HEADERS) $(STATIC) | $(BUILD)/examples
+	$(CC) $(CPPFLAGS) $(APP_CFLAGS) $(CFLAGS) -o $@ $< $(STATIC) $(LDLIBS)
 
 # Only ks_* symbols may leave the shared library.
 check-exports: $(BUILD)/libksync.so
@@ -149,7 +155,13 @@ deps:
 
 # ---- tests ------------------------------------------------------------------
 $(BUILD)/tests/%.o: tests/%.c $(HEADERS) $(ARCH_HEADERS) $(wildcard tests/*.h) | $(BUILD)/tests
-	$(CC) $(CPPFLAGS) $(APP_CFLAGS) $(if $(filter $(WHITEBOX),$*),-Isrc,) $(CFLAGS) -c $< -o $@
+	$(CC) $(CPPFLAGS) $(TEST_DEFS) $(APP_CFLAGS) $(if $(filter $(WHITEBOX),$*),-Isrc,) $(CFLAGS) -c $< -o $@
+# tests/test_python.c runs python3 on python/ with this build's libksync.so and
+# writer; under ASan, python3 needs the ASan runtime preloaded to load the library.
+$(BUILD)/tests/test_python.o: TEST_DEFS := -DKT_REPO='"$(CURDIR)"' -DKT_LIB='"$(abspath $(BUILD))/libksync.so.$(SOVER)"' \
+    -DKT_WRITER='"$(abspath $(BUILD))/examples/shm_writer"' \
+    $(if $(findstring address,$(SAN)),-DKT_ASAN_RT='"$(shell $(CC) -print-file-name=libasan.so)"',)
+$(BUILD)/tests/test_python.o: examples/course.h
 $(BUILD)/tests/test_hpp.o $(BUILD)/tests/test_hpp20.o: HPP_DEFS := -DKT_HPP_NOEXC_BIN='"$(HPP_NOEXC_BIN)"'
 $(BUILD)/tests/%.o: tests/%.cc $(HEADERS) $(CXX_HEADERS) $(ARCH_HEADERS) | $(BUILD)/tests
 	$(CXX) $(CPPFLAGS) $(HPP_DEFS) -std=c++17 $(CXXWARN) $(SANFLAGS) $(CFLAGS) -c $< -o $@
@@ -157,7 +169,7 @@ $(BUILD)/tests/test_hpp20.o: tests/test_hpp.cc $(HEADERS) $(CXX_HEADERS) $(ARCH_
 	$(CXX) $(CPPFLAGS) $(HPP_DEFS) -std=c++20 -DKS_HPP_SUITE=hpp20 $(CXXWARN) $(SANFLAGS) $(CFLAGS) -c $< -o $@
 $(HPP_NOEXC_BIN): tests/hpp_noexceptions.cc $(HEADERS) $(CXX_HEADERS) $(ARCH_HEADERS) $(STATIC) | $(BUILD)/tests
 	$(CXX) $(CPPFLAGS) -std=c++17 -fno-exceptions $(CXXWARN) $(SANFLAGS) $(CFLAGS) -o $@ $< $(STATIC) $(LDLIBS)
-$(TEST_BIN): $(TEST_OBJS) $(STATIC) $(HPP_NOEXC_BIN)
+$(TEST_BIN): $(TEST_OBJS) $(STATIC) $(HPP_NOEXC_BIN) $(BUILD)/libksync.so $(EXAMPLES)
 	$(CXX) $(SANFLAGS) -o $@ $(TEST_OBJS) $(STATIC) -lcriterion $(LDLIBS)
 
 run-tests: $(TEST_BIN)

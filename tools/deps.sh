@@ -1,6 +1,7 @@
 #!/bin/sh
 # Install what ksync's build, tests and references need, on Debian 12.
-#   tools/deps.sh base           Criterion, Concurrency Kit, liburcu, pkg-config, valgrind
+#   tools/deps.sh base           Criterion, Concurrency Kit, liburcu, pkg-config, valgrind,
+#                                python3 (tests/test_python.c runs python/reader.py)
 #   tools/deps.sh aarch64 DIR    cross gcc, qemu-user, arm64 libc and liburcu
 #                                (multiarch), and Concurrency Kit for arm64
 #                                unpacked into DIR (see below)
@@ -22,7 +23,7 @@ set -eu
 native=$(dpkg --print-architecture)
 set_name=${1:-base}
 case "$set_name" in
-base)    pkgs="libcriterion-dev:$native libck-dev:$native liburcu-dev:$native pkg-config valgrind"
+base)    pkgs="libcriterion-dev:$native libck-dev:$native liburcu-dev:$native pkg-config valgrind python3"
          foreign= ;;
 aarch64) pkgs="gcc-aarch64-linux-gnu qemu-user libc6:arm64 liburcu-dev:arm64"
          foreign=arm64 ;;
