@@ -49,6 +49,10 @@ KS_EXTERN_C_BEGIN
 KS_API int ks_sem_init(ks_sem_t *s, unsigned value, unsigned flags);
 KS_API int ks_sem_init_bounded(ks_sem_t *s, unsigned value, unsigned max, unsigned flags);
 KS_API int ks_sem_destroy(ks_sem_t *s);
+/* The out-of-line halves of wait/timedwait/post.  Each is the complete
+ * operation (the inline functions below only save a call when no thread
+ * waits), and both are stable entry points for languages that cannot call
+ * an inline function (python/ksync.py; docs/conventions.md). */
 KS_API int ks_sem_wait_slow(ks_sem_t *s, int64_t deadline);
 KS_API int ks_sem_post_slow(ks_sem_t *s);
 
