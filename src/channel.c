@@ -55,8 +55,10 @@
 
 #define TOK_IDX 0xffu
 #define TOK_GEN_SHIFT 8
-#define TOK_GEN_MASK 0x7fffffu
-#define TOK_WAITERS 0x80000000u
+#define TOK_GEN_MASK 0x3fffffu
+#define TOK_ANY 0x40000000u     /* a ks_wait_any caller waits for the unlock: wake all */
+#define TOK_WAITERS 0x80000000u /* lockers may sleep on it: wake one */
+#define TOK_FLAGS (TOK_WAITERS | TOK_ANY)
 
 /* A slot's robust word: the keeper's TID, FUTEX_WAITERS, FUTEX_OWNER_DIED. */
 #define LIVE_TID FUTEX_TID_MASK
@@ -369,10 +371,10 @@ static int side_lock(ks_channel_t *ch, uint32_t *lock, int64_t deadline)
         /* A holder with our own token is another thread sharing this handle
          * (the callers refuse a thread that already holds it): wait. */
         uint32_t w;
-        if (!holder_alive(ch, v & ~TOK_WAITERS, &w)) {
+        if (!holder_alive(ch, v & ~TOK_FLAGS, &w)) {
             /* acquire: the dead holder published nothing past its last
              * release of tail/head, which we read with acquire anyway */
-            if (__atomic_compare_exchange_n(lock, &v, ch->token | (v & TOK_WAITERS), 0, __ATOMIC_ACQUIRE,
+            if (__atomic_compare_exchange_n(lock, &v, ch->token | (v & TOK_FLAGS), 0, __ATOMIC_ACQUIRE,
                                             __ATOMIC_RELAXED))
                 return 0;
             continue;
@@ -384,7 +386,7 @@ static int side_lock(ks_channel_t *ch, uint32_t *lock, int64_t deadline)
             v |= TOK_WAITERS;
         }
         uint32_t members = __atomic_load_n(&ch->h->members_ev, __ATOMIC_RELAXED); /* a wake source only */
-        int e = ch_sleep(ch, lock, v, members, 0, v & ~TOK_WAITERS, deadline);
+        int e = ch_sleep(ch, lock, v, members, 0, v & ~TOK_FLAGS, deadline);
         if (e == ETIMEDOUT)
             return ETIMEDOUT;
     }
@@ -394,7 +396,9 @@ static void side_unlock(uint32_t *lock)
 {
     /* release: pairs with the acquire of the next holder's CAS */
     uint32_t old = __atomic_exchange_n(lock, 0, __ATOMIC_RELEASE);
-    if (old & TOK_WAITERS)
+    if (old & TOK_ANY)
+        ks_futex_wake(lock, KS_WAKE_ALL, KS_SHARED); /* a ks_wait_any caller may take no lock: all */
+    else if (old & TOK_WAITERS)
         ks_futex_wake(lock, 1, KS_SHARED);
 }
 
@@ -1018,8 +1022,11 @@ size_t ks_channel_max_msg(const ks_channel_t *ch)
  * Readable: a message is there, or no sender is left (receive would say
  * EPIPE) or the positions are garbage (it would say EBADMSG): a receive
  * would not block.  Writable: a message of the maximum size fits, or no
- * receiver is left.  Level-triggered, like poll(2): another receiver (or
- * sender) may take what was seen.  Armed as a sleeping receiver (sender)
+ * receiver is left.  Either only while no other thread holds that side's
+ * lock through a peek or a reservation (the review found the caller's
+ * try-and-loop spinning at full CPU behind a peek held for a second).
+ * Level-triggered, like poll(2): another receiver (or sender) may take what
+ * was seen.  Armed as a sleeping receiver (sender)
  * is: counted in the sleepers, watching the event, membership, and the
  * peers' robust words; a sleeper's count never needs undoing (the next
  * wake takes it). */
@@ -1039,14 +1046,58 @@ static int any_ready(ks_channel_t *ch, int send)
     return t + need - hd <= ch->cap;
 }
 
+/* The side's lock, held by a live peer (a peek or a reservation in progress,
+ * which the user may hold for long): the side is not ready until it lets
+ * go.  Marks the word TOK_ANY, so the unlock wakes every waiter (a wake of
+ * one could land here and be lost to a locker), and watches it.  1 when
+ * held (watched), 0 when free or its holder is dead. */
+static int any_lock_held(ks_channel_t *ch, uint32_t *lock, struct ks_waitset *ws)
+{
+    /* a wake source only: membership changes (a reaped holder) end the wait */
+    uint32_t members = __atomic_load_n(&ch->h->members_ev, __ATOMIC_RELAXED);
+    uint32_t v = __atomic_load_n(lock, __ATOMIC_RELAXED); /* seeds the CAS */
+    uint32_t w;
+    for (;;) {
+        if (!v || !holder_alive(ch, v & ~TOK_FLAGS, &w))
+            return 0;
+        if (v & TOK_ANY)
+            break;
+        /* relaxed: the flag only asks the holder's unlock to wake all */
+        if (__atomic_compare_exchange_n(lock, &v, v | TOK_ANY, 0, __ATOMIC_RELAXED, __ATOMIC_RELAXED)) {
+            v |= TOK_ANY;
+            break;
+        }
+    }
+    /* the holder's death must wake us too (as ch_sleep watches a holder) */
+    struct ch_slot *s = &ch->slots[(v & TOK_IDX) - 1];
+    if (!(w & FUTEX_WAITERS)) {
+        /* relaxed: as in watch_peers */
+        if (!__atomic_compare_exchange_n(&s->k.word, &w, w | FUTEX_WAITERS, 0, __ATOMIC_RELAXED,
+                                         __ATOMIC_RELAXED))
+            return 0; /* changed: look again (the caller arms once more) */
+    }
+    ks_waitset_add(ws, lock, v, KS_SHARED);
+    ks_waitset_add(ws, &ch->h->members_ev, members, KS_SHARED);
+    ks_waitset_add(ws, &s->k.word, w | FUTEX_WAITERS, KS_SHARED);
+    return 1;
+}
+
 int ks_channel_any_arm(ks_channel_t *ch, int send, struct ks_waitset *ws)
 {
     int e = check(ch, send ? KS_CHANNEL_SEND : KS_CHANNEL_RECV);
     if (e)
         return -e;
-    if (any_ready(ch, send))
+    /* relaxed: only this thread's own reservation or peek matters here; the
+     * call would answer EDEADLK, which does not block */
+    uintptr_t mine = send ? __atomic_load_n(&ch->resv_owner, __ATOMIC_RELAXED)
+                          : __atomic_load_n(&ch->peek_owner, __ATOMIC_RELAXED);
+    if (mine == self_id())
         return 1;
     struct ch_hdr *h = ch->h;
+    if (any_lock_held(ch, send ? &h->send_lock : &h->recv_lock, ws))
+        return 0;
+    if (any_ready(ch, send))
+        return 1;
     uint32_t *ev = send ? &h->send_ev : &h->recv_ev;
     uint32_t *sleepers = send ? &h->send_sleepers : &h->recv_sleepers;
     uint32_t evv = __atomic_load_n(ev, __ATOMIC_RELAXED); /* a wake source only */

@@ -160,9 +160,17 @@ int ks_futex_stats(struct ks_futex_stats *out)
 #define SYS_futex_waitv 449 /* the same number on every architecture */
 #endif
 
+/* Set once futex_waitv has been refused for good in this process: ENOSYS
+ * (a kernel before 5.16) or EPERM/EACCES (a seccomp filter, as Docker's
+ * default profile before 20.10 answers unknown system calls).  relaxed: a
+ * hint that only saves the refused call. */
+static int waitv_refused;
+
 int ks_futex_waitv(const uint32_t *const *words, const uint32_t *expect, const unsigned *flags, unsigned n,
                    int64_t deadline)
 {
+    if (__atomic_load_n(&waitv_refused, __ATOMIC_RELAXED))
+        return ENOSYS;
     struct futex_waitv v[FUTEX_WAITV_MAX];
     struct ks_kts ts, *tsp = NULL;
 
@@ -190,10 +198,19 @@ int ks_futex_waitv(const uint32_t *const *words, const uint32_t *expect, const u
     case EAGAIN:
         return EAGAIN;
     case ENOSYS:
+    case EPERM:
+    case EACCES:
+        /* Refused: the callers fall back to sleeping in slices.  Mapping
+         * these to "spurious" made them loop without ever sleeping. */
+        __atomic_store_n(&waitv_refused, 1, __ATOMIC_RELAXED);
         return ENOSYS;
+    case EINVAL:
+    case ENOMEM:
+    case EFAULT:
+        return ENOSYS; /* this call cannot sleep: the fallback can */
     case ETIMEDOUT:
         return (deadline != KS_FOREVER && ks_now() >= deadline) ? ETIMEDOUT : 0;
     default:
-        return 0; /* EINTR and the like: the caller re-checks */
+        return 0; /* EINTR: the caller re-checks */
     }
 }

@@ -76,8 +76,9 @@ KS_HIDDEN int ks_futex_requeue(const uint32_t *word, uint32_t expect, int n_wake
  *   its expected value or is woken, or until `deadline`.  flags[i] is the
  *   object's KS_SHARED flag (as for ks_futex_wait); flags NULL: all shared.
  *   Returns 0 (woken, or spurious), EAGAIN (a word differed), ETIMEDOUT, or
- *   ENOSYS (a kernel before 5.16, or one built without futex_waitv: the
- *   caller falls back to ks_futex_wait on its main word).  Never EINTR. */
+ *   ENOSYS (the call cannot sleep: a kernel before 5.16, a seccomp filter
+ *   that refuses it (EPERM), a word it cannot read: the caller falls back
+ *   to ks_futex_wait on its main word in slices).  Never EINTR. */
 KS_HIDDEN int ks_futex_waitv(const uint32_t *const *words, const uint32_t *expect, const unsigned *flags,
                              unsigned n, int64_t deadline);
 

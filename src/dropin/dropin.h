@@ -52,6 +52,12 @@
  * layout is glibc's where the kernel and glibc's list code look; the kind
  * field sits in its reserved words.  Checked before PM_GLIBC. */
 #define PM_KSROBUST 0x10000
+/* Exactly the layer's robust kind: glibc's destroy writes -1 into the kind,
+ * which has every bit set (a later call must go to glibc and be EINVAL). */
+static inline int pm_is_krobust(int kind)
+{
+    return (kind & PM_KSROBUST) && !(kind & ~(PM_KSROBUST | PM_ROBUST | PM_TYPE_MASK));
+}
 
 struct ks_pmutex {
     ks_mutex_t lock; /* the lock word and its KS_SHARED flag */

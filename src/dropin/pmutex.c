@@ -134,8 +134,14 @@ KS_PT_EXPORT int pthread_mutex_init(pthread_mutex_t *mutex, const pthread_mutexa
 KS_PT_EXPORT int pthread_mutex_destroy(pthread_mutex_t *mutex)
 {
     struct ks_pmutex *m = pmutex(mutex);
-    if (pm_kind(m) & PM_KSROBUST)
-        return ks_robust_destroy(krobust(mutex));
+    if (pm_is_krobust(pm_kind(m))) {
+        int e = ks_robust_destroy(krobust(mutex));
+        if (!e)
+            /* relaxed: as glibc's destroy, which writes -1: later calls go
+             * to glibc and are EINVAL */
+            __atomic_store_n(&m->kind, -1, __ATOMIC_RELAXED);
+        return e;
+    }
     if (pm_kind(m) & PM_GLIBC)
         return ks_pt_glibc()->destroy(mutex);
     /* relaxed: a courtesy check, as glibc's (EBUSY while locked). */
@@ -176,7 +182,7 @@ KS_PT_EXPORT int pthread_mutex_lock(pthread_mutex_t *mutex)
     int kind = pm_kind(m);
     if (KS_LIKELY(kind == 0))
         return ks_mutex_lock(&m->lock);
-    if (kind & PM_KSROBUST)
+    if (pm_is_krobust(kind))
         return lock_krobust(mutex, kind, KS_FOREVER);
     if (kind & PM_GLIBC)
         return ks_pt_glibc()->lock(mutex);
@@ -189,7 +195,7 @@ KS_PT_EXPORT int pthread_mutex_trylock(pthread_mutex_t *mutex)
     int kind = pm_kind(m);
     if (KS_LIKELY(kind == 0))
         return ks_mutex_trylock(&m->lock);
-    if (kind & PM_KSROBUST)
+    if (pm_is_krobust(kind))
         return lock_krobust(mutex, kind, -1);
     if (kind & PM_GLIBC)
         return ks_pt_glibc()->trylock(mutex);
@@ -200,7 +206,7 @@ KS_PT_EXPORT int pthread_mutex_clocklock(pthread_mutex_t *mutex, clockid_t clock
 {
     struct ks_pmutex *m = pmutex(mutex);
     int kind = pm_kind(m);
-    if (kind & PM_KSROBUST) {
+    if (pm_is_krobust(kind)) {
         /* as below: the clock first, then a try, then the time */
         if (clock != CLOCK_REALTIME && clock != CLOCK_MONOTONIC)
             return EINVAL;
@@ -241,7 +247,7 @@ KS_PT_EXPORT int pthread_mutex_unlock(pthread_mutex_t *mutex)
     int kind = pm_kind(m);
     if (KS_LIKELY(kind == 0))
         return ks_mutex_unlock(&m->lock);
-    if (kind & PM_KSROBUST)
+    if (pm_is_krobust(kind))
         return ks_robust_unlock(krobust(mutex));
     if (kind & PM_GLIBC)
         return ks_pt_glibc()->unlock(mutex);
@@ -259,7 +265,7 @@ KS_PT_EXPORT int pthread_mutex_unlock(pthread_mutex_t *mutex)
 KS_PT_EXPORT int pthread_mutex_consistent(pthread_mutex_t *mutex)
 {
     int kind = pm_kind(pmutex(mutex));
-    if (kind & PM_KSROBUST)
+    if (pm_is_krobust(kind))
         return ks_robust_consistent(krobust(mutex));
     if (!(kind & PM_ROBUST))
         return EINVAL; /* only robust mutexes can be inconsistent */
@@ -274,7 +280,7 @@ int ks_pt_wait_begin(struct ks_pt_wait *w, pthread_mutex_t *mutex, struct ks_mut
     w->m = mutex;
     w->kind = pm_kind(m);
     w->depth = 0;
-    if (w->kind & (PM_GLIBC | PM_KSROBUST)) {
+    if ((w->kind & PM_GLIBC) || pm_is_krobust(w->kind)) {
         *word = NULL; /* never requeued onto: woken waiters re-take it themselves */
         return 0;
     }
@@ -292,7 +298,7 @@ int ks_pt_wait_begin(struct ks_pt_wait *w, pthread_mutex_t *mutex, struct ks_mut
 static int wait_unlock(void *p)
 {
     struct ks_pt_wait *w = p;
-    if (w->kind & PM_KSROBUST)
+    if (pm_is_krobust(w->kind))
         return ks_robust_unlock(krobust(w->m)); /* EPERM if not the caller's, as glibc's wait */
     if (w->kind & PM_GLIBC)
         return ks_pt_glibc()->unlock(w->m); /* EPERM if not the caller's, as glibc's wait */
@@ -312,7 +318,7 @@ static int wait_unlock(void *p)
 static int wait_relock(void *p, int requeued)
 {
     struct ks_pt_wait *w = p;
-    if (w->kind & PM_KSROBUST) {
+    if (pm_is_krobust(w->kind)) {
         /* EOWNERDEAD (held, inconsistent) or ENOTRECOVERABLE, as glibc's wait */
         return ks_robust_lock(krobust(w->m));
     }

@@ -921,3 +921,27 @@ Test(pmutex, robust_mutex_owner_and_stranger_answers, .timeout = 30)
     cr_assert_eq(pthread_mutex_unlock(&m), EPERM, "unlock of a free robust mutex");
     cr_assert_eq(pthread_mutex_destroy(&m), 0);
 }
+
+/* After pthread_mutex_destroy the kind is -1 (glibc writes it); a later lock
+ * is EINVAL, for a mutex glibc keeps (recursive robust) as for one the
+ * layer keeps (normal robust).  The layer once read -1 as its own robust
+ * kind and linked the destroyed object onto the thread's robust list. */
+Test(pmutex, lock_after_destroy_of_a_robust_mutex_is_einval, .timeout = 30)
+{
+    for (int rec = 0; rec < 2; rec++) {
+        pthread_mutexattr_t a;
+        pthread_mutex_t m;
+        cr_assert_eq(pthread_mutexattr_init(&a), 0);
+        cr_assert_eq(pthread_mutexattr_setrobust(&a, PTHREAD_MUTEX_ROBUST), 0);
+        if (rec)
+            cr_assert_eq(pthread_mutexattr_settype(&a, PTHREAD_MUTEX_RECURSIVE), 0);
+        cr_assert_eq(pthread_mutex_init(&m, &a), 0);
+        cr_assert_eq(pthread_mutex_destroy(&m), 0);
+        cr_assert_eq(pthread_mutex_lock(&m), EINVAL, "%s", rec ? "recursive" : "normal");
+        cr_assert_eq(pthread_mutex_init(&m, &a), 0, "initialised again");
+        cr_assert_eq(pthread_mutex_lock(&m), 0);
+        cr_assert_eq(pthread_mutex_unlock(&m), 0);
+        cr_assert_eq(pthread_mutex_destroy(&m), 0);
+        cr_assert_eq(pthread_mutexattr_destroy(&a), 0);
+    }
+}
