@@ -1033,10 +1033,11 @@ size_t ks_channel_max_msg(const ks_channel_t *ch)
 static int any_ready(ks_channel_t *ch, int send)
 {
     struct ch_hdr *h = ch->h;
-    /* acquire: pairs with the seq_cst stores of tail and head (the record
-     * or the room they publish) */
-    uint64_t t = __atomic_load_n(&h->tail, __ATOMIC_ACQUIRE);
-    uint64_t hd = __atomic_load_n(&h->head, __ATOMIC_ACQUIRE);
+    /* seq_cst: pairs with the seq_cst stores of tail and head (the record or
+     * the room they publish), and is the second half of the store-buffering
+     * pair with wake_side after any_arm's record store */
+    uint64_t t = __atomic_load_n(&h->tail, __ATOMIC_SEQ_CST);
+    uint64_t hd = __atomic_load_n(&h->head, __ATOMIC_SEQ_CST);
     if (t - hd > ch->cap || ((t | hd) & 7))
         return 1; /* the call will say EBADMSG */
     if (!send)
@@ -1103,10 +1104,7 @@ int ks_channel_any_arm(ks_channel_t *ch, int send, struct ks_waitset *ws)
     uint32_t evv = __atomic_load_n(ev, __ATOMIC_RELAXED); /* a wake source only */
     uint32_t members = __atomic_load_n(&h->members_ev, __ATOMIC_RELAXED);
     __atomic_store_n(sleepers, sleep_record(evv), __ATOMIC_SEQ_CST); /* seq_cst: pairs with wake_side */
-    /* seq_cst (inside any_ready's loads, ordered after the record by the
-     * fence): the other half of the store-buffering pair */
-    __atomic_thread_fence(__ATOMIC_SEQ_CST);
-    if (any_ready(ch, send))
+    if (any_ready(ch, send)) /* its seq_cst loads: the other half of the pair */
         return 1;
     const uint32_t *words[KS_CHANNEL_PEERS];
     uint32_t vals[KS_CHANNEL_PEERS];
