@@ -166,6 +166,48 @@ static void unregister(ks_sem_t *s, unsigned fl)
         ks_futex_wake(fword(s), 1, fl);
 }
 
+/* Take a unit, or register as a waiter; with `expired`, neither when no
+ * unit is there.  1: took one; 0: registered (*v is the state after);
+ * -1: expired, nothing done. */
+static int take_or_register(ks_sem_t *s, uint64_t *v, int expired)
+{
+    *v = __atomic_load_n(&s->state, __ATOMIC_RELAXED);
+    for (;;) {
+        if (!V(*v) && expired)
+            return -1;
+        if (V(*v)) {
+            /* acquire: pairs with the release CAS in post. */
+            if (__atomic_compare_exchange_n(&s->state, v, *v - 1, 1, __ATOMIC_ACQUIRE, __ATOMIC_RELAXED))
+                return 1;
+        } else if (__atomic_compare_exchange_n(&s->state, v, *v + ONE_W, 1, __ATOMIC_RELAXED,
+                                               __ATOMIC_RELAXED)) {
+            /* relaxed: registering publishes no data; post reads N in its own CAS. */
+            *v += ONE_W;
+            return 0;
+        }
+    }
+}
+
+/* Registered: take a unit if there is one (1), else clear WAKING, as a
+ * waiter about to sleep does (0: sleep on the low word == 0). */
+static int take_or_settle(ks_sem_t *s, uint64_t *v, unsigned fl)
+{
+    for (;;) {
+        if (V(*v)) {
+            if (take_registered(s, v, fl))
+                return 1;
+            continue;
+        }
+        if (*v & WAKING) {
+            /* relaxed: the token carries no data, see the proof above. */
+            if (!__atomic_compare_exchange_n(&s->state, v, *v & ~WAKING, 1, __ATOMIC_RELAXED, __ATOMIC_RELAXED))
+                continue;
+            *v &= ~WAKING;
+        }
+        return 0;
+    }
+}
+
 static void on_cancel(void *p)
 {
     ks_sem_t *s = p;
@@ -215,39 +257,18 @@ int ks_sem_wait_ext(ks_sem_t *s, int64_t deadline, unsigned opts)
     }
 
     /* Take a unit, or register as a waiter (unless the deadline has passed). */
-    const int expired = ks_deadline_passed(deadline);
-    v = __atomic_load_n(&s->state, __ATOMIC_RELAXED);
-    for (;;) {
-        if (!V(v) && expired)
+    int t = take_or_register(s, &v, ks_deadline_passed(deadline));
+    if (t) {
+        if (t < 0)
             return ETIMEDOUT;
-        if (V(v)) {
-            /* acquire: pairs with the release CAS in post. */
-            if (__atomic_compare_exchange_n(&s->state, &v, v - 1, 1, __ATOMIC_ACQUIRE, __ATOMIC_RELAXED)) {
-                ks_spin_waited(&sp);
-                return 0;
-            }
-        } else if (__atomic_compare_exchange_n(&s->state, &v, v + ONE_W, 1, __ATOMIC_RELAXED,
-                                               __ATOMIC_RELAXED)) {
-            /* relaxed: registering publishes no data; post reads N in its own CAS. */
-            v += ONE_W;
-            break;
-        }
+        ks_spin_waited(&sp);
+        return 0;
     }
 
     for (;;) {
-        if (V(v)) {
-            if (take_registered(s, &v, fl)) {
-                ks_spin_waited(&sp);
-                return 0;
-            }
-            continue;
-        }
-        if (v & WAKING) {
-            /* relaxed: the token carries no data, see the proof above. */
-            if (!__atomic_compare_exchange_n(&s->state, &v, v & ~WAKING, 1, __ATOMIC_RELAXED,
-                                             __ATOMIC_RELAXED))
-                continue;
-            v &= ~WAKING;
+        if (take_or_settle(s, &v, fl)) {
+            ks_spin_waited(&sp);
+            return 0;
         }
         KS_RACE_POINT();
         int r;
@@ -290,32 +311,9 @@ int ks_sem_any_arm(ks_sem_t *s, struct ks_waitset *ws)
 {
     if (!s)
         return -EINVAL;
-    uint64_t v = __atomic_load_n(&s->state, __ATOMIC_RELAXED);
-    for (;;) {
-        if (V(v)) {
-            /* acquire: pairs with the release CAS in post. */
-            if (__atomic_compare_exchange_n(&s->state, &v, v - 1, 1, __ATOMIC_ACQUIRE, __ATOMIC_RELAXED))
-                return 1;
-        } else if (__atomic_compare_exchange_n(&s->state, &v, v + ONE_W, 1, __ATOMIC_RELAXED,
-                                               __ATOMIC_RELAXED)) {
-            /* relaxed: registering publishes no data; post reads N in its own CAS. */
-            v += ONE_W;
-            break;
-        }
-    }
-    for (;;) {
-        if (V(v)) {
-            if (take_registered(s, &v, s->flags))
-                return 1;
-            continue;
-        }
-        if (v & WAKING) {
-            /* relaxed: the token carries no data (the proof at the top) */
-            if (!__atomic_compare_exchange_n(&s->state, &v, v & ~WAKING, 1, __ATOMIC_RELAXED, __ATOMIC_RELAXED))
-                continue;
-        }
-        break;
-    }
+    uint64_t v;
+    if (take_or_register(s, &v, 0) || take_or_settle(s, &v, s->flags))
+        return 1;
     ks_waitset_add(ws, fword(s), 0, s->flags);
     return 0;
 }

@@ -30,6 +30,7 @@
  * round trip in microseconds.
  */
 #include "bench.h"
+#include "stream_io.h"
 
 #include <ksync/channel.h>
 
@@ -71,41 +72,6 @@ struct run {
 };
 
 /* ---- byte streams ---- */
-
-static int write_all(int fd, const void *p, size_t n)
-{
-    const char *c = p;
-    while (n) {
-        ssize_t w = write(fd, c, n);
-        if (w < 0) {
-            if (errno == EINTR)
-                continue;
-            return -1;
-        }
-        c += w;
-        n -= (size_t)w;
-    }
-    return 0;
-}
-
-/* 1: a whole message; 0: the end of the stream; -1: an error */
-static int read_all(int fd, void *p, size_t n)
-{
-    char *c = p;
-    size_t got = 0;
-    while (got < n) {
-        ssize_t r = read(fd, c + got, n - got);
-        if (r < 0) {
-            if (errno == EINTR)
-                continue;
-            return -1;
-        }
-        if (r == 0)
-            return got ? -1 : 0;
-        got += (size_t)r;
-    }
-    return 1;
-}
 
 static void big_buffers(int fd, int tcp)
 {
@@ -168,7 +134,7 @@ static void sender(struct shared *s, int t, int fd, ks_channel_t *ch, uint32_t i
     for (uint32_t seq = 0; !__atomic_load_n(&s->stop, __ATOMIC_RELAXED); seq++) { /* relaxed: a stop hint */
         memcpy(msg, &id, 4);
         memcpy(msg + 4, &seq, 4);
-        int e = t == T_CHANNEL ? ks_channel_send(ch, msg, size, KS_FOREVER) : write_all(fd, msg, size);
+        int e = t == T_CHANNEL ? ks_channel_send(ch, msg, size, KS_FOREVER) : st_write_all(fd, msg, size);
         if (e)
             break;
     }
@@ -188,7 +154,7 @@ static void receiver(struct shared *s, int t, int fd, ks_channel_t *ch, int me, 
         if (t == T_CHANNEL)
             ok = ks_channel_recv(ch, msg, size, &n, KS_FOREVER) == 0;
         else
-            ok = read_all(fd, msg, size) == 1;
+            ok = st_read_all(fd, msg, size) == 1;
         if (!ok)
             break;
         uint32_t id, seq;
@@ -316,7 +282,7 @@ struct ends {
 
 static int pp_send(struct ends *e, int dir, ks_channel_t *ch, const char *m)
 {
-    return e->t == T_CHANNEL ? ks_channel_send(ch, m, 64, KS_FOREVER) : write_all(e->fd[dir][0], m, 64);
+    return e->t == T_CHANNEL ? ks_channel_send(ch, m, 64, KS_FOREVER) : st_write_all(e->fd[dir][0], m, 64);
 }
 
 static int pp_recv(struct ends *e, int dir, ks_channel_t *ch, char *m)
@@ -324,7 +290,7 @@ static int pp_recv(struct ends *e, int dir, ks_channel_t *ch, char *m)
     size_t n;
     if (e->t == T_CHANNEL)
         return ks_channel_recv(ch, m, 64, &n, KS_FOREVER) == 0 && n == 64 ? 1 : 0;
-    return read_all(e->fd[dir][1], m, 64);
+    return st_read_all(e->fd[dir][1], m, 64);
 }
 
 static double run_pingpong(int t, double secs)

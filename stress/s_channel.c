@@ -30,6 +30,7 @@
  * row instead of hanging the run.
  */
 #include "harness.h"
+#include "stream_io.h"
 
 #include <ksync/channel.h>
 #include <ksync/time.h>
@@ -88,48 +89,15 @@ static int check_rec(const struct rec *r, size_t n, uint32_t who, uint64_t seq)
 
 /* ---- byte streams ---- */
 
-static int write_all(int fd, const void *p, size_t n)
-{
-    const char *c = p;
-    while (n) {
-        ssize_t w = write(fd, c, n);
-        if (w < 0 && errno == EINTR)
-            continue;
-        if (w <= 0)
-            return -1;
-        c += w;
-        n -= (size_t)w;
-    }
-    return 0;
-}
-
-/* 1: n bytes; 0: end of stream before any; -1: error or a cut record */
-static int read_all(int fd, void *p, size_t n)
-{
-    char *c = p;
-    size_t got = 0;
-    while (got < n) {
-        ssize_t r = read(fd, c + got, n - got);
-        if (r < 0 && errno == EINTR)
-            continue;
-        if (r < 0)
-            return -1;
-        if (r == 0)
-            return got ? -1 : 0;
-        got += (size_t)r;
-    }
-    return 1;
-}
-
 /* A record on a stream: the header, then the payload. */
 static int read_rec(int fd, struct rec *r, size_t *n)
 {
-    int e = read_all(fd, r, REC_HEAD);
+    int e = st_read_all(fd, r, REC_HEAD);
     if (e != 1)
         return e;
     if (r->len > S21_MAX)
         return -1;
-    if (read_all(fd, r->payload, r->len) != 1)
+    if (st_read_all(fd, r->payload, r->len) != 1)
         return -1;
     *n = REC_HEAD + r->len;
     return 1;
@@ -219,7 +187,7 @@ static void s21_child(int t, int fd, ks_channel_t *ch, uint32_t who, uint64_t it
     uint64_t i = 0;
     for (; more(s, i, iters); i++) {
         size_t n = make_rec(&r, who, i);
-        int e = t == T_CHANNEL ? ks_channel_send(ch, &r, n, ks_deadline_after(STALL_NS)) : write_all(fd, &r, n);
+        int e = t == T_CHANNEL ? ks_channel_send(ch, &r, n, ks_deadline_after(STALL_NS)) : st_write_all(fd, &r, n);
         if (e)
             _exit(2);
         /* relaxed: read by the parent after waitpid */
@@ -414,7 +382,7 @@ static int s22_client(int t, int fd, ks_channel_t *rq, ks_channel_t *rp, uint32_
             if (!e)
                 e = ks_channel_recv(rp, &a, sizeof a, &an, ks_deadline_after(STALL_NS));
         } else {
-            e = write_all(fd, &q, qn) || read_all(fd, &a, sizeof a) != 1;
+            e = st_write_all(fd, &q, qn) || st_read_all(fd, &a, sizeof a) != 1;
             an = sizeof a;
         }
         if (e)
@@ -512,8 +480,8 @@ static void s22_one(const struct st_opts *o, int t, unsigned n, uint64_t iters)
             unsigned i = 0;
             while (!(pf[i].revents & (POLLIN | POLLHUP | POLLERR)))
                 i++;
-            int e = read_all(pf[i].fd, &q, offsetof(struct req, payload));
-            if (e == 1 && (q.len == 0 || q.len > sizeof q.payload || read_all(pf[i].fd, q.payload, q.len) != 1))
+            int e = st_read_all(pf[i].fd, &q, offsetof(struct req, payload));
+            if (e == 1 && (q.len == 0 || q.len > sizeof q.payload || st_read_all(pf[i].fd, q.payload, q.len) != 1))
                 e = -1;
             if (e != 1) {
                 bad += e < 0;
@@ -534,7 +502,7 @@ static void s22_one(const struct st_opts *o, int t, unsigned n, uint64_t iters)
         total++;
         struct reply a = {.who = q.who, .seq = q.seq, .sum = fnv(q.payload, q.len)};
         int e = t == T_CHANNEL ? ks_channel_send(rp[q.who], &a, sizeof a, ks_deadline_after(STALL_NS))
-                               : write_all(pf[q.who].fd, &a, sizeof a);
+                               : st_write_all(pf[q.who].fd, &a, sizeof a);
         if (e) {
             bad++;
             break;
