@@ -279,6 +279,12 @@ KS_HIDDEN void ks_sem_any_disarm(struct ks_sem *s);
 KS_HIDDEN int ks_channel_any_arm(struct ks_channel *ch, int send, struct ks_waitset *ws);
 /* After a sleep: reap the channel's dead peers (passing a death on). */
 KS_HIDDEN void ks_channel_any_after(struct ks_channel *ch);
+/* A queue side (put: the putters, else the getters) watched: 1 ready, 0
+ * armed, which ks_queue_any_disarm must end (after the sleep, or at once
+ * when another object is ready), -EINVAL, -EAGAIN (4095 watchers). */
+struct ks_queue;
+KS_HIDDEN int ks_queue_any_arm(struct ks_queue *q, int put, struct ks_waitset *ws);
+KS_HIDDEN void ks_queue_any_disarm(struct ks_queue *q, int put);
 
 /* ---- allocation (src/alloc.c) ----
  * ks_alloc_lines: `bytes` of memory aligned to KS_CACHELINE (so objects that

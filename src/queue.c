@@ -50,6 +50,12 @@
 _Static_assert(sizeof(ks_queue_t) == offsetof(ks_queue_t, ring) + sizeof(ks_mpmc_t),
                "the ring's cells must follow ks_queue_t directly");
 
+/* A ks_wait_any watcher's weight in a side's `sleepers` (the low 20 bits
+ * count sleeping threads, the high 12 watchers); see ks_queue_any_arm. */
+#define WATCHER (1u << 20)
+#define SLEEPERS(s) ((s) & (WATCHER - 1))
+#define WATCHERS_MAX ((1u << 12) - 1)
+
 size_t ks_queue_bytes(size_t capacity)
 {
     size_t rb = ks_mpmc_bytes(capacity);
@@ -101,12 +107,14 @@ int ks_queue_destroy(ks_queue_t *q)
          * used to answer EBUSY for good then. */
         if (!__atomic_load_n(&q->users, __ATOMIC_ACQUIRE))
             break;
-        /* relaxed: a thread still asleep here is a caller bug we report.
-         * (Briefly also a waker between its FUTEX_WAKE and taking the woken
-         * thread off the count: EBUSY can be transient.) */
-        if (__atomic_load_n(&q->getters.sleepers, __ATOMIC_RELAXED) ||
-            __atomic_load_n(&q->putters.sleepers, __ATOMIC_RELAXED) ||
-            __atomic_load_n(&q->joiners.sleepers, __ATOMIC_RELAXED))
+        /* A thread still asleep here is a caller bug we report.  (Briefly
+         * also a waker between its FUTEX_WAKE and taking the woken thread
+         * off the count: EBUSY can be transient.)  acquire: pairs with the
+         * release decrement that ends a ks_wait_any watch
+         * (ks_queue_any_disarm), that watcher's last access. */
+        if (__atomic_load_n(&q->getters.sleepers, __ATOMIC_ACQUIRE) ||
+            __atomic_load_n(&q->putters.sleepers, __ATOMIC_ACQUIRE) ||
+            __atomic_load_n(&q->joiners.sleepers, __ATOMIC_ACQUIRE))
             return EBUSY;
         /* acquire: pairs with the release decrement that is a woken
          * thread's last access to the queue (wait_op, timedjoin); threads
@@ -152,6 +160,17 @@ static int wake(ks_queue_side_t *side, int n, unsigned flags)
     return woken;
 }
 
+/* Every ks_wait_any watcher of the side: they sleep on their own word, so
+ * that `wake` above counts off sleepers only.  No accounting: a watcher
+ * takes itself off when it stops watching. */
+static void wake_watchers(ks_queue_side_t *side, unsigned flags)
+{
+    /* release: pairs with the acquire load of any_seq in ks_queue_any_arm */
+    __atomic_fetch_add(&side->any_seq, 1, __ATOMIC_RELEASE);
+    KS_RACE_POINT();
+    ks_futex_wake(&side->any_seq, KS_WAKE_ALL, flags);
+}
+
 /* Is there something for this side's sleepers to find: an item (getters)
  * or a free slot (putters), or the queue closed (both: EPIPE is an answer
  * too, and a getter that slept on a put in flight at close() must learn
@@ -193,7 +212,10 @@ void ks_queue_wake_slow(ks_queue_t *q, ks_queue_side_t *side)
      * fence a sleeper issues after announcing itself (side_sleep). */
     ks_fence_full();
     /* relaxed: ordered by the fence above */
-    if (!__atomic_load_n(&side->sleepers, __ATOMIC_RELAXED))
+    uint32_t s = __atomic_load_n(&side->sleepers, __ATOMIC_RELAXED);
+    if (s >= WATCHER)
+        wake_watchers(side, q->flags);
+    if (!SLEEPERS(s))
         return;
     if (q->flags & KS_SHARED) {
         wake(side, 1, q->flags);
@@ -298,7 +320,7 @@ static void baton_pass(ks_queue_t *q, ks_queue_side_t *side, int e)
     int skip = (int)__atomic_exchange_n(&side->skipped, 0, __ATOMIC_ACQUIRE);
     if (e == EBUSY && !skip)
         return;
-    if (__atomic_load_n(&side->sleepers, __ATOMIC_RELAXED) && has_work(q, side))
+    if (SLEEPERS(__atomic_load_n(&side->sleepers, __ATOMIC_RELAXED)) && has_work(q, side))
         ks_queue_wake_slow(q, side);
 }
 
@@ -467,5 +489,47 @@ int ks_queue_close(ks_queue_t *q)
     __atomic_fetch_or(&q->ring.tail, KS_MPMC_CLOSED, __ATOMIC_SEQ_CST);
     wake_all(&q->putters, q->flags);
     wake_all(&q->getters, q->flags);
+    wake_watchers(&q->putters, q->flags);
+    wake_watchers(&q->getters, q->flags);
     return 0;
+}
+
+/* ks_wait_any's arm (src/wait_any.c): ready (1) if a get (put) would not
+ * block now: an item (a free slot) is there or the queue is closed.  Else
+ * the caller is counted as a watcher and sleeps on any_seq.  The Dekker
+ * pair is the sleepers' own: watcher "sleepers += WATCHER; fence; read
+ * any_seq; look at the ring" against the waker's "change the ring; fence;
+ * read sleepers; bump any_seq and wake" (ks_queue_wake_slow, close): either
+ * the waker sees the watcher, or the watcher's look sees the change.  A
+ * watcher is never handed the baton and takes nothing: readiness is
+ * level-triggered, as a channel's. */
+int ks_queue_any_arm(ks_queue_t *q, int put, struct ks_waitset *ws)
+{
+    if (!q)
+        return -EINVAL;
+    ks_queue_side_t *side = put ? &q->putters : &q->getters;
+    /* relaxed: ordered before the look at the ring by the fence below */
+    uint32_t old = __atomic_fetch_add(&side->sleepers, WATCHER, __ATOMIC_RELAXED);
+    if (old / WATCHER >= WATCHERS_MAX) {
+        __atomic_fetch_sub(&side->sleepers, WATCHER, __ATOMIC_RELAXED); /* relaxed: a count */
+        return -EAGAIN;
+    }
+    /* pairs with the fence in ks_queue_wake_slow (and the header's filter) */
+    ks_fence_full();
+    /* acquire: pairs with the release increment in wake_watchers */
+    uint32_t seen = __atomic_load_n(&side->any_seq, __ATOMIC_ACQUIRE);
+    if (has_work(q, side)) {
+        ks_queue_any_disarm(q, put);
+        return 1;
+    }
+    ks_waitset_add(ws, &side->any_seq, seen, q->flags);
+    return 0;
+}
+
+/* The watch's end: its last access to the queue. */
+void ks_queue_any_disarm(ks_queue_t *q, int put)
+{
+    ks_queue_side_t *side = put ? &q->putters : &q->getters;
+    /* release: pairs with the acquire loads of sleepers in ks_queue_destroy */
+    __atomic_fetch_sub(&side->sleepers, WATCHER, __ATOMIC_RELEASE);
 }

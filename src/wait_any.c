@@ -14,12 +14,16 @@
  *     (the semaphore's invariant: units and waiters imply a waiter awake);
  *   - channels: dead peers are reaped, which passes on the one wake the
  *     kernel gives at a death;
+ *   - queues: the watch is ended (the watcher's weight taken off the side's
+ *     sleeper count); nothing else, since a watcher sleeps on its own word,
+ *     woken all at once, and is never handed the queue's baton;
  *   - events and channels need no undoing: their wakes go to every sleeper.
  */
 #include "internal.h"
 
 #include <ksync/channel.h>
 #include <ksync/event.h>
+#include <ksync/queue.h>
 #include <ksync/sem.h>
 #include <ksync/wait_any.h>
 
@@ -27,12 +31,17 @@
 
 static KS_TLS unsigned tls_turn;
 
-/* Registered semaphores: end every registration but `keep`'s. */
-static void disarm_sems(const struct ks_any *set, const unsigned char *armed, unsigned n, unsigned keep)
+/* End every semaphore registration but `keep`'s, and every queue watch. */
+static void disarm(const struct ks_any *set, const unsigned char *armed, unsigned n, unsigned keep)
 {
-    for (unsigned i = 0; i < n; i++)
-        if (armed[i] && i != keep && set[i].kind == KS_ANY_SEM)
+    for (unsigned i = 0; i < n; i++) {
+        if (!armed[i])
+            continue;
+        if (set[i].kind == KS_ANY_SEM && i != keep)
             ks_sem_any_disarm(set[i].obj);
+        else if (set[i].kind == KS_ANY_GET || set[i].kind == KS_ANY_PUT)
+            ks_queue_any_disarm(set[i].obj, set[i].kind == KS_ANY_PUT);
+    }
 }
 
 static int check_set(const struct ks_any *set, unsigned n)
@@ -40,7 +49,7 @@ static int check_set(const struct ks_any *set, unsigned n)
     for (unsigned i = 0; i < n; i++) {
         if (!set[i].obj)
             return EINVAL;
-        if (set[i].kind < KS_ANY_EVENT || set[i].kind > KS_ANY_SEND)
+        if (set[i].kind < KS_ANY_EVENT || set[i].kind > KS_ANY_PUT)
             return EINVAL;
         if (set[i].kind == KS_ANY_SEM)
             for (unsigned j = 0; j < i; j++)
@@ -75,25 +84,28 @@ int ks_wait_any(const struct ks_any *set, unsigned n, int64_t deadline, unsigned
             switch (set[i].kind) {
             case KS_ANY_EVENT: r = ks_event_any_arm(set[i].obj, &gen[i], &ws); break;
             case KS_ANY_SEM: r = ks_sem_any_arm(set[i].obj, &ws); break;
+            case KS_ANY_GET:
+            case KS_ANY_PUT: r = ks_queue_any_arm(set[i].obj, set[i].kind == KS_ANY_PUT, &ws); break;
             default: r = ks_channel_any_arm(set[i].obj, set[i].kind == KS_ANY_SEND, &ws); break;
             }
             if (r == 1) {
                 ready = i;
             } else if (r) {
-                disarm_sems(set, armed, n, n);
+                disarm(set, armed, n, n);
                 return -r;
             } else {
                 armed[i] = 1;
             }
         }
         if (ready < n) {
-            /* a semaphore found with a unit took it without registering */
-            disarm_sems(set, armed, n, n);
+            /* a semaphore found with a unit took it without registering;
+             * a queue found ready ended its own watch */
+            disarm(set, armed, n, n);
             *index = ready;
             return 0;
         }
         if (ks_deadline_passed(deadline)) {
-            disarm_sems(set, armed, n, n);
+            disarm(set, armed, n, n);
             return ETIMEDOUT;
         }
         KS_RACE_POINT();
@@ -111,12 +123,12 @@ int ks_wait_any(const struct ks_any *set, unsigned n, int64_t deadline, unsigned
         for (unsigned k = 0; k < n; k++) {
             unsigned i = (first + k) % n;
             if (armed[i] && set[i].kind == KS_ANY_SEM && ks_sem_any_take(set[i].obj)) {
-                disarm_sems(set, armed, n, i);
+                disarm(set, armed, n, i);
                 *index = i;
                 return 0;
             }
         }
-        disarm_sems(set, armed, n, n);
+        disarm(set, armed, n, n);
         /* ETIMEDOUT or not, look once more: the next round's arms decide */
     }
 }

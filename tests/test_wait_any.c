@@ -518,3 +518,221 @@ Test(wait_any, futex_waitv_refused_by_seccomp_sleeps_in_slices, .timeout = 60)
         cr_skip_test("no seccomp filters here");
     cr_assert(WIFEXITED(st) && WEXITSTATUS(st) == 0, "child: status %#x (5: it spun)", st);
 }
+
+/* ---- queues: KS_ANY_GET, KS_ANY_PUT ---- */
+
+static uint32_t side_sleepers(const ks_queue_side_t *side)
+{
+    return __atomic_load_n(&side->sleepers, __ATOMIC_RELAXED);
+}
+
+struct qwaker {
+    ks_queue_t *q;
+    int what; /* 0 put, 1 get, 2 close */
+    int64_t at;
+};
+
+static void *queue_later(void *p)
+{
+    struct qwaker *w = p;
+    kt_sleep_ns(30 * KT_MS);
+    w->at = ks_now();
+    void *item;
+    switch (w->what) {
+    case 0: cr_assert_eq(ks_queue_put(w->q, (void *)7), 0); break; /* the header's inline path */
+    case 1: cr_assert_eq(ks_queue_get(w->q, &item), 0); break;
+    default: cr_assert_eq(ks_queue_close(w->q), 0); break;
+    }
+    return NULL;
+}
+
+/* Sleep in ks_wait_any on one side of q until queue_later's `what` wakes it. */
+static void queue_woken(ks_queue_t *q, unsigned kind, int what)
+{
+    ks_event_t never = KS_EVENT_INIT;
+    struct ks_any set[] = {{KS_ANY_EVENT, &never}, {kind, q}};
+    unsigned i = 99;
+    cr_assert_eq(ks_wait_any(set, 2, 0, &i), ETIMEDOUT, "not ready before the waker");
+    struct qwaker w = {q, what, 0};
+    pthread_t t;
+    kt_spawn(&t, queue_later, &w);
+    int r = ks_wait_any(set, 2, ks_deadline_after(5000 * KT_MS), &i);
+    int64_t done = ks_now();
+    kt_join(t);
+    cr_assert_eq(r, 0, "kind %u, waker %d: %s", kind, what, strerror(r));
+    cr_assert_eq(i, 1);
+    cr_assert_lt(done - w.at, KT_LATE_NS, "woken after %lld ms", (long long)((done - w.at) / KT_MS));
+    cr_assert_eq(side_sleepers(&q->getters), 0, "the watch ended");
+    cr_assert_eq(side_sleepers(&q->putters), 0, "the watch ended");
+}
+
+Test(wait_any, a_queue_side_is_ready_and_woken, .timeout = 60)
+{
+    for (unsigned flags = 0; flags <= KS_SHARED; flags++) {
+        ks_queue_t *q;
+        cr_assert_eq(ks_queue_create(&q, 2, flags), 0);
+        struct ks_any get[] = {{KS_ANY_GET, q}}, put[] = {{KS_ANY_PUT, q}};
+        unsigned i = 99;
+        /* empty: writable, not readable; the timeout leaves no watcher */
+        cr_assert_eq(ks_wait_any(put, 1, 0, &i), 0);
+        cr_assert_eq(ks_wait_any(get, 1, ks_deadline_after(5 * KT_MS), &i), ETIMEDOUT);
+        cr_assert_eq(side_sleepers(&q->getters), 0);
+        /* a put wakes a watcher of the getters' side; level-triggered: the
+         * item is still there for the caller */
+        queue_woken(q, KS_ANY_GET, 0);
+        void *item = NULL;
+        cr_assert_eq(ks_queue_tryget(q, &item), 0);
+        cr_assert_eq(item, (void *)7);
+        /* full: readable, not writable; a get wakes a watcher of the putters */
+        cr_assert_eq(ks_queue_put(q, (void *)1), 0);
+        cr_assert_eq(ks_queue_put(q, (void *)2), 0);
+        cr_assert_eq(ks_wait_any(get, 1, 0, &i), 0);
+        cr_assert_eq(ks_wait_any(put, 1, 0, &i), ETIMEDOUT);
+        queue_woken(q, KS_ANY_PUT, 1);
+        cr_assert_eq(ks_queue_put(q, (void *)3), 0);
+        /* close wakes the putters' watcher of a full queue ... */
+        queue_woken(q, KS_ANY_PUT, 2);
+        cr_assert_eq(ks_queue_tryput(q, (void *)4), EPIPE);
+        cr_assert_eq(ks_queue_destroy(q), 0);
+        /* ... and the getters' watcher of an empty one: get answers EPIPE */
+        cr_assert_eq(ks_queue_create(&q, 2, flags), 0);
+        queue_woken(q, KS_ANY_GET, 2);
+        cr_assert_eq(ks_queue_tryget(q, &item), EPIPE);
+        cr_assert_eq(ks_queue_destroy(q), 0);
+    }
+    ks_queue_t *q;
+    cr_assert_eq(ks_queue_create(&q, 2, 0), 0);
+    struct ks_any bad[] = {{KS_ANY_GET, NULL}};
+    unsigned i;
+    cr_assert_eq(ks_wait_any(bad, 1, 0, &i), EINVAL);
+    bad[0] = (struct ks_any){KS_ANY_PUT + 1, q};
+    cr_assert_eq(ks_wait_any(bad, 1, 0, &i), EINVAL);
+    cr_assert_eq(ks_queue_destroy(q), 0);
+}
+
+/* Watchers beside plain getters on one small queue, 4 producers, 6 plain
+ * getters and 6 watchers on 2 CPUs (private and shared queue), then the
+ * watchers alone: every item is taken exactly once, no watcher misses a put
+ * (a lost wake-up would leave it asleep with items queued: its 2 s
+ * deadline counts a stall; with no plain getter nothing else would take
+ * them), no plain getter is stranded (they wait forever: a hang fails the
+ * test's timeout), and both sides' counts are 0 after. */
+enum { QW_PROD = 4, QW_PLAIN = 6, QW_WATCH = 6, QW_ITEMS = 20000 };
+struct qmix {
+    ks_queue_t *q;
+    long sum, taken;
+    int stalls, producers_left;
+};
+
+static void *qmix_producer(void *p)
+{
+    struct qmix *x = p;
+    for (long k = 1; k <= QW_ITEMS; k++)
+        cr_assert_eq(ks_queue_put(x->q, (void *)k), 0);
+    if (__atomic_sub_fetch(&x->producers_left, 1, __ATOMIC_ACQ_REL) == 0)
+        ks_queue_close(x->q);
+    return NULL;
+}
+
+static void qmix_took(struct qmix *x, void *item)
+{
+    __atomic_fetch_add(&x->sum, (long)(uintptr_t)item, __ATOMIC_RELAXED);
+    __atomic_fetch_add(&x->taken, 1, __ATOMIC_RELAXED);
+}
+
+static void *qmix_plain(void *p)
+{
+    struct qmix *x = p;
+    void *item;
+    int e;
+    while ((e = ks_queue_get(x->q, &item)) == 0)
+        qmix_took(x, item);
+    cr_assert_eq(e, EPIPE);
+    return NULL;
+}
+
+static void *qmix_watcher(void *p)
+{
+    struct qmix *x = p;
+    struct ks_any set[] = {{KS_ANY_GET, x->q}};
+    for (;;) {
+        unsigned i;
+        int r = ks_wait_any(set, 1, ks_deadline_after(2000 * KT_MS), &i);
+        if (r == ETIMEDOUT) {
+            if (ks_queue_size(x->q) > 0)
+                __atomic_fetch_add(&x->stalls, 1, __ATOMIC_RELAXED);
+            continue;
+        }
+        cr_assert_eq(r, 0);
+        void *item;
+        int e = ks_queue_tryget(x->q, &item);
+        if (e == 0)
+            qmix_took(x, item);
+        else if (e == EPIPE)
+            return NULL;
+        else
+            cr_assert(e == EAGAIN, "tryget: %s", strerror(e)); /* another took it first */
+    }
+}
+
+Test(wait_any, queue_watchers_beside_plain_getters_lose_nothing, .timeout = 240)
+{
+    for (unsigned run = 0; run < 4; run++) {
+        unsigned flags = run & 1, plain = run < 2 ? QW_PLAIN : 0;
+        struct qmix x = {.producers_left = QW_PROD};
+        cr_assert_eq(ks_queue_create(&x.q, 4, flags), 0);
+        pthread_t t[QW_PROD + QW_PLAIN + QW_WATCH];
+        unsigned n = 0;
+        for (unsigned k = 0; k < plain; k++)
+            kt_spawn(&t[n++], qmix_plain, &x);
+        for (unsigned k = 0; k < QW_WATCH; k++)
+            kt_spawn(&t[n++], qmix_watcher, &x);
+        for (unsigned k = 0; k < QW_PROD; k++)
+            kt_spawn(&t[n++], qmix_producer, &x);
+        for (unsigned k = 0; k < n; k++)
+            kt_join(t[k]);
+        cr_assert_eq(x.taken, (long)QW_PROD * QW_ITEMS, "flags %u, %u plain getters", flags, plain);
+        cr_assert_eq(x.sum, (long)QW_PROD * QW_ITEMS * (QW_ITEMS + 1) / 2);
+        cr_assert_eq(x.stalls, 0, "a watcher slept 2 s with items queued");
+        cr_assert_eq(side_sleepers(&x.q->getters), 0);
+        cr_assert_eq(side_sleepers(&x.q->putters), 0);
+        cr_assert_eq(ks_queue_destroy(x.q), 0);
+    }
+}
+
+/* A process-shared queue watched from a fork child: woken by the parent's
+ * put (shared futex keys, the parent's inline path). */
+static int queue_child(void *p)
+{
+    ks_queue_t *q = p;
+    struct ks_any set[] = {{KS_ANY_GET, q}};
+    unsigned i;
+    /* a wait past its deadline still reports the item found at the last
+     * look: only the time tells a wake from a timeout */
+    int64_t t0 = ks_now();
+    if (ks_wait_any(set, 1, ks_deadline_after(5000 * KT_MS), &i) != 0)
+        return 1;
+    if (ks_now() - t0 > 2500 * KT_MS)
+        return 3; /* not woken by the put, 30 ms in */
+    void *item;
+    return ks_queue_tryget(q, &item) == 0 && item == (void *)42 ? 0 : 2;
+}
+
+Test(wait_any, a_shared_queue_watched_from_another_process, .timeout = 60)
+{
+    size_t bytes = ks_queue_bytes(8);
+    ks_queue_t *q = kt_shared_alloc(bytes);
+    cr_assert_eq(ks_queue_init(q, 8, KS_SHARED), 0);
+    pid_t pid = kt_fork(queue_child, q);
+    /* the child is watching once the getters' count shows its weight */
+    int64_t give_up = ks_deadline_after(5000 * KT_MS);
+    while (side_sleepers(&q->getters) == 0 && ks_now() < give_up)
+        kt_sleep_ns(KT_MS);
+    cr_assert_neq(side_sleepers(&q->getters), 0, "the child never watched");
+    kt_sleep_ns(30 * KT_MS); /* asleep in futex_waitv by now */
+    cr_assert_eq(ks_queue_put(q, (void *)42), 0);
+    kt_wait_child(pid);
+    cr_assert_eq(side_sleepers(&q->getters), 0);
+    cr_assert_eq(ks_queue_destroy(q), 0);
+    kt_shared_free(q, bytes);
+}

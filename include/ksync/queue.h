@@ -100,12 +100,18 @@
  * `sleepers` counts threads committed to sleeping on it; `waking` is set
  * while a woken thread has not yet run (the baton: no second wake-up is
  * sent until it has looked at the ring); `skipped` records that a push or
- * pop sent no wake-up because the baton was out (docs/queue.md). */
+ * pop sent no wake-up because the baton was out (docs/queue.md).  A
+ * ks_wait_any caller watching the side (KS_ANY_GET, KS_ANY_PUT) adds
+ * 1 << 20 to `sleepers`, so that the inline filter below calls the slow
+ * path, and sleeps on `any_seq`, which that path bumps and wakes (all)
+ * while a watcher is counted (docs/wait_any.md).  Adding `any_seq` moved
+ * no field the inline functions read (the sides are cache-line aligned). */
 typedef struct ks_queue_side {
     uint32_t seq;
     uint32_t sleepers;
     uint32_t waking;
     uint32_t skipped;
+    uint32_t any_seq;
 } ks_queue_side_t;
 
 typedef struct ks_queue {

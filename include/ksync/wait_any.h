@@ -13,20 +13,25 @@
  *                                     block (a message, or EPIPE/EBADMSG)
  *       {KS_ANY_SEND, tx},            a message of the maximum size fits, or
  *                                     no receiver is left (EPIPE)
+ *       {KS_ANY_GET, q},              a ks_queue_t *: a get would not block
+ *                                     (an item, or EPIPE once closed)
+ *       {KS_ANY_PUT, q2},             a put would not block (a free slot,
+ *                                     or EPIPE once closed)
  *   };
  *   unsigned i;
- *   int e = ks_wait_any(set, 4, ks_deadline_after(ns), &i);
+ *   int e = ks_wait_any(set, 6, ks_deadline_after(ns), &i);
  *
  * Returns 0 with *index the object found ready, ETIMEDOUT, EINVAL (NULL
  * set or index, n == 0 or above KS_ANY_MAX, a NULL object, an unknown kind,
- * a negative deadline), EPERM (a channel handle without the role its kind
+ * a negative deadline), EAGAIN (4095 threads already watch that side of
+ * that queue), EPERM (a channel handle without the role its kind
  * needs), EBADF (a fork child with its parent's channel handle).  On an
  * error or a timeout no semaphore unit is taken.
  *
- * Readiness of events and channels is level-triggered, as poll(2): another
- * thread may take the message or clear the event before the caller acts,
- * so the caller's receive or send may still wait (use a deadline of 0 to
- * try).  A semaphore is different: its unit is taken for the caller, as a
+ * Readiness of events, queues and channels is level-triggered, as
+ * poll(2): another thread may take the message or the item, or clear the
+ * event, before the caller acts, so the caller's get, put, receive or send
+ * may still wait (use a deadline of 0 to try: ks_queue_tryget).  A semaphore is different: its unit is taken for the caller, as a
  * select's receive is done for the goroutine.  When several objects are
  * ready, the scan starts at a different index on each call (a per-thread
  * counter), so that one busy object cannot starve the others.
@@ -47,6 +52,8 @@ enum {
     KS_ANY_SEM = 2,   /* ks_sem_t * */
     KS_ANY_RECV = 3,  /* ks_channel_t *, opened with KS_CHANNEL_RECV */
     KS_ANY_SEND = 4,  /* ks_channel_t *, opened with KS_CHANNEL_SEND */
+    KS_ANY_GET = 5,   /* ks_queue_t *: an item is there, or it is closed */
+    KS_ANY_PUT = 6,   /* ks_queue_t *: a slot is free, or it is closed */
 };
 
 #define KS_ANY_MAX 64u
