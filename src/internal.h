@@ -286,6 +286,14 @@ struct ks_queue;
 KS_HIDDEN int ks_queue_any_arm(struct ks_queue *q, int put, struct ks_waitset *ws);
 KS_HIDDEN void ks_queue_any_disarm(struct ks_queue *q, int put);
 
+/* ---- ks_robust's release for the robust rwlock (src/robust.c) ----
+ * As ks_robust_unlock (0, EPERM), but every sleeper is woken; abandon:
+ * the word is left OWNER_DIED, as at its owner's death, so that the next
+ * locker gets EOWNERDEAD again (an owner that took it with EOWNERDEAD and
+ * then timed out before it could use it). */
+struct ks_robust;
+KS_HIDDEN int ks_robust_release_(struct ks_robust *m, int abandon);
+
 /* ---- allocation (src/alloc.c) ----
  * ks_alloc_lines: `bytes` of memory aligned to KS_CACHELINE (so objects that
  * pad their fields to lines really get whole lines), NULL on failure or

@@ -12,6 +12,13 @@
  *                                                       a locker: CAS -> TID|OD(|W), EOWNERDEAD
  *   NOTREC               not recoverable, forever       nobody (init makes it 0 again)
  *
+ * A recursive mutex (KS_ROBUST_RECURSIVE) adds `depth`, the owner's levels
+ * above the first: a relock by the owner counts up instead of EDEADLK, an
+ * unlock with depth > 0 counts down and touches nothing else.  Only the
+ * owner reads or writes it; a locker that takes the word from a dead owner
+ * sets it to 0 (the dead owner's plain stores precede the kernel's update
+ * of the word, which the locker's acquiring CAS reads).
+ *
  * W = FUTEX_WAITERS (threads may sleep on the word: unlock must wake),
  * OD = FUTEX_OWNER_DIED, TID = the owner's kernel thread id, NOTREC =
  * FUTEX_TID_MASK (a TID no thread has: PID_MAX_LIMIT is 2^22).  The kernel,
@@ -163,7 +170,7 @@ static inline int misaligned(const ks_robust_t *m)
 
 int ks_robust_init(ks_robust_t *m, unsigned flags)
 {
-    if (!m || (flags & ~KS_FLAGS_VALID) || misaligned(m))
+    if (!m || (flags & ~(KS_FLAGS_VALID | KS_ROBUST_RECURSIVE)) || misaligned(m))
         return EINVAL;
     self_get();
     if (!me.head)
@@ -220,12 +227,20 @@ static __attribute__((noinline)) int lock_slow(ks_robust_t *m, struct robust_lis
              * them, half-done as they are. */
             if (__atomic_compare_exchange_n(&m->word, &s, ns, 0, __ATOMIC_ACQUIRE, __ATOMIC_RELAXED)) {
                 acquired(h, m);
-                return (s & OD) ? EOWNERDEAD : 0;
+                if (!(s & OD))
+                    return 0;
+                m->depth = 0; /* the dead owner's levels died with it */
+                return EOWNERDEAD;
             }
             continue;
         }
         if (owner == tid) {
             rc = EDEADLK;
+            if (m->flags & KS_ROBUST_RECURSIVE) {
+                rc = m->depth == KS_ROBUST_MAX_DEPTH ? EAGAIN : 0;
+                if (!rc)
+                    m->depth++;
+            }
             break;
         }
         if (try) {
@@ -304,12 +319,18 @@ int ks_robust_lock(ks_robust_t *m) { return acquire(m, KS_FOREVER, 0); }
 int ks_robust_trylock(ks_robust_t *m) { return acquire(m, KS_FOREVER, 1); }
 int ks_robust_timedlock(ks_robust_t *m, int64_t deadline) { return acquire(m, deadline, 0); }
 
-static __attribute__((noinline)) int unlock_slow(ks_robust_t *m, struct robust_list_head *h, uint32_t s)
+/* How the word is let go: the public unlock wakes one sleeper; the robust
+ * rwlock (src/robust_rwlock.c) wakes every one (readers sleep on the word
+ * too), or gives the word back as its dead owner left it (OD), so that the
+ * next locker still gets EOWNERDEAD. */
+enum { WAKE_ONE, WAKE_ALL, ABANDON };
+
+static __attribute__((noinline)) int unlock_slow(ks_robust_t *m, struct robust_list_head *h, uint32_t s, int how)
 {
     /* Inconsistent (EOWNERDEAD, no consistent): not recoverable, and every
      * sleeper must hear it.  Only W can have changed since s was read: the
      * others only add it, and the kernel acts only at our death. */
-    uint32_t ns = (s & OD) ? NOTREC : 0;
+    uint32_t ns = how == ABANDON ? OD : (s & OD) ? NOTREC : 0;
     /* release: pairs with the acquiring CAS of the next locker (a NOTREC
      * reader takes nothing). */
     uint32_t old = __atomic_exchange_n(&m->word, ns, __ATOMIC_RELEASE);
@@ -319,14 +340,14 @@ static __attribute__((noinline)) int unlock_slow(ks_robust_t *m, struct robust_l
      * one sleeper if the word is still free. */
     if (old & W) {
         KS_RACE_POINT();
-        ks_futex_wake(&m->word, ns == NOTREC ? KS_WAKE_ALL : 1, KS_SHARED);
+        ks_futex_wake(&m->word, ns == NOTREC || how != WAKE_ONE ? KS_WAKE_ALL : 1, KS_SHARED);
     }
     ks_compiler_barrier();
     set_pending(h, NULL);
     return 0;
 }
 
-static inline __attribute__((always_inline)) int unlock_body(ks_robust_t *m)
+static inline __attribute__((always_inline)) int unlock_body(ks_robust_t *m, int how)
 {
     struct robust_list_head *h = me.head;
     uint32_t tid = me.tid;
@@ -334,6 +355,10 @@ static inline __attribute__((always_inline)) int unlock_body(ks_robust_t *m)
     uint32_t s = __atomic_load_n(&m->word, __ATOMIC_RELAXED);
     if (KS_UNLIKELY((s & TID) != tid || !h))
         return EPERM;
+    if (KS_UNLIKELY(m->depth) && how != ABANDON) { /* a recursive level: ours alone */
+        m->depth--;
+        return 0;
+    }
     /* (R3) pending before the unlink: a death until the release and its
      * wake are done is still seen */
     set_pending(h, &m->next_);
@@ -342,19 +367,19 @@ static inline __attribute__((always_inline)) int unlock_body(ks_robust_t *m)
     ks_compiler_barrier(); /* off the list before the word is released */
     uint32_t expect = tid;
     /* release: pairs with the acquiring CAS of the next locker. */
-    if (KS_LIKELY(s == tid &&
+    if (KS_LIKELY(how != ABANDON && s == tid &&
                   __atomic_compare_exchange_n(&m->word, &expect, 0, 0, __ATOMIC_RELEASE, __ATOMIC_RELAXED))) {
         ks_compiler_barrier();
         set_pending(h, NULL);
         return 0;
     }
-    return unlock_slow(m, h, expect == tid ? s : expect);
+    return unlock_slow(m, h, expect == tid ? s : expect, how);
 }
 
-static __attribute__((noinline)) int unlock_refresh(ks_robust_t *m)
+static __attribute__((noinline)) int unlock_refresh(ks_robust_t *m, int how)
 {
     self_get();
-    return unlock_body(m);
+    return unlock_body(m, how);
 }
 
 int ks_robust_unlock(ks_robust_t *m)
@@ -362,8 +387,13 @@ int ks_robust_unlock(ks_robust_t *m)
     if (KS_UNLIKELY(!m))
         return EINVAL;
     if (KS_UNLIKELY(!self_fresh()))
-        return unlock_refresh(m);
-    return unlock_body(m);
+        return unlock_refresh(m, WAKE_ONE);
+    return unlock_body(m, WAKE_ONE);
+}
+
+int ks_robust_release_(ks_robust_t *m, int abandon)
+{
+    return unlock_refresh(m, abandon ? ABANDON : WAKE_ALL);
 }
 
 int ks_robust_consistent(ks_robust_t *m)

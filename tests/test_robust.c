@@ -89,7 +89,7 @@ Test(robust, init_destroy_and_zero_initialised)
     cr_assert_eq(m.flags, 0u);
     cr_assert_eq(ks_robust_init(&m, KS_SHARED), 0);
     cr_assert_eq(m.flags, KS_SHARED);
-    cr_assert_eq(ks_robust_init(&m, 2), EINVAL);
+    cr_assert_eq(ks_robust_init(&m, 4), EINVAL);
     cr_assert_eq(m.flags, KS_SHARED, "a failed init changes nothing");
     cr_assert_eq(ks_robust_init(NULL, 0), EINVAL);
 
@@ -1111,4 +1111,143 @@ Test(robust, misaligned_object_is_einval, .timeout = 30)
     cr_assert(my_list_is_empty(), "nothing was linked");
     cr_assert_eq(ks_robust_lock(&u.m[0]), 0, "an aligned one still works");
     cr_assert_eq(ks_robust_unlock(&u.m[0]), 0);
+}
+
+/* ---- recursive robust mutexes (KS_ROBUST_RECURSIVE) ---- */
+
+static ks_robust_t static_recursive = KS_ROBUST_RECURSIVE_INIT;
+
+static void *try_from_another(void *p)
+{
+    int e = ks_robust_trylock(p);
+    if (e == 0)
+        cr_assert_eq(ks_robust_unlock(p), 0);
+    return (void *)(intptr_t)e;
+}
+
+/* Another thread's trylock (it unlocks what it got). */
+static int other_thread_trylock(ks_robust_t *m)
+{
+    pthread_t t;
+    kt_spawn(&t, try_from_another, m);
+    return (int)(intptr_t)kt_join(t);
+}
+
+Test(robust, recursive_counts_levels_and_releases_at_the_last_unlock)
+{
+    ks_robust_t m;
+    cr_assert_eq(ks_robust_init(&m, KS_ROBUST_RECURSIVE | KS_SHARED), 0);
+    cr_assert_eq(m.flags, KS_ROBUST_RECURSIVE | KS_SHARED);
+    ks_robust_t *ms[] = {&m, &static_recursive};
+    for (int i = 0; i < 2; i++) {
+        ks_robust_t *r = ms[i];
+        cr_assert_eq(ks_robust_lock(r), 0);
+        cr_assert_eq(ks_robust_lock(r), 0, "a relock counts, no EDEADLK");
+        cr_assert_eq(ks_robust_trylock(r), 0);
+        cr_assert_eq(ks_robust_timedlock(r, ks_deadline_after(KT_MS)), 0);
+        cr_assert_eq(r->depth, 3u);
+        cr_assert_eq(on_my_list(&r->next_), 1, "on the list once");
+        cr_assert_eq(ks_robust_destroy(r), EBUSY);
+        cr_assert_eq(other_thread_trylock(r), EBUSY);
+        for (int k = 0; k < 3; k++) {
+            cr_assert_eq(ks_robust_unlock(r), 0);
+            cr_assert_eq(word_of(r), (uint32_t)kt_gettid(), "still held after %d unlocks", k + 1);
+            cr_assert_eq(other_thread_trylock(r), EBUSY);
+        }
+        cr_assert_eq(ks_robust_unlock(r), 0);
+        cr_assert_eq(word_of(r), 0u);
+        cr_assert(my_list_is_empty());
+        cr_assert_eq(ks_robust_unlock(r), EPERM, "one unlock too many");
+        cr_assert_eq(other_thread_trylock(r), 0);
+    }
+    /* the count's ceiling */
+    cr_assert_eq(ks_robust_lock(&m), 0);
+    m.depth = KS_ROBUST_MAX_DEPTH;
+    cr_assert_eq(ks_robust_lock(&m), EAGAIN);
+    cr_assert_eq(ks_robust_trylock(&m), EAGAIN);
+    cr_assert_eq(m.depth, KS_ROBUST_MAX_DEPTH, "EAGAIN changes nothing");
+    m.depth = 0;
+    cr_assert_eq(ks_robust_unlock(&m), 0);
+    cr_assert(my_list_is_empty());
+    /* a plain robust mutex still answers EDEADLK */
+    ks_robust_t plain = KS_ROBUST_INIT;
+    cr_assert_eq(ks_robust_lock(&plain), 0);
+    cr_assert_eq(ks_robust_lock(&plain), EDEADLK);
+    cr_assert_eq(plain.depth, 0u);
+    cr_assert_eq(ks_robust_unlock(&plain), 0);
+}
+
+static void *lock_deep_and_exit(void *p)
+{
+    for (int k = 0; k < 5; k++)
+        if (ks_robust_lock(p) != 0)
+            return (void *)1;
+    return NULL; /* exits holding five levels */
+}
+
+/* The dead owner's levels die with it: the next owner gets EOWNERDEAD,
+ * holds it once, and one unlock (after consistent) releases it; without
+ * consistent that one unlock makes it not recoverable. */
+Test(robust, recursive_owner_dying_deep_leaves_one_level_to_the_next)
+{
+    for (int make_consistent = 1; make_consistent >= 0; make_consistent--) {
+        ks_robust_t m = KS_ROBUST_RECURSIVE_INIT;
+        pthread_t t;
+        kt_spawn(&t, lock_deep_and_exit, &m);
+        cr_assert_eq((intptr_t)kt_join(t), 0);
+        cr_assert_eq(word_of(&m), KS_ROBUST_OWNER_DIED);
+        cr_assert_eq(ks_robust_lock(&m), EOWNERDEAD);
+        cr_assert_eq(m.depth, 0u);
+        cr_assert_eq(ks_robust_lock(&m), 0, "a relock after EOWNERDEAD counts");
+        cr_assert_eq(ks_robust_unlock(&m), 0);
+        cr_assert_eq(word_of(&m) & KS_ROBUST_TID_MASK, (uint32_t)kt_gettid(), "one level left");
+        if (make_consistent) {
+            cr_assert_eq(ks_robust_consistent(&m), 0);
+            cr_assert_eq(ks_robust_unlock(&m), 0);
+            cr_assert_eq(other_thread_trylock(&m), 0);
+        } else {
+            cr_assert_eq(ks_robust_unlock(&m), 0);
+            cr_assert_eq(word_of(&m), KS_ROBUST_NOTRECOVERABLE);
+            cr_assert_eq(other_thread_trylock(&m), ENOTRECOVERABLE);
+            cr_assert_eq(ks_robust_lock(&m), ENOTRECOVERABLE);
+        }
+        cr_assert(my_list_is_empty());
+    }
+}
+
+/* Across processes: a child killed holding three levels of a shared
+ * recursive mutex; the parent, asleep in lock, gets EOWNERDEAD. */
+struct rshared {
+    ks_robust_t m;
+    int locked;
+};
+
+static int child_lock_deep_and_wait(void *p)
+{
+    struct rshared *s = p;
+    for (int k = 0; k < 3; k++)
+        if (ks_robust_lock(&s->m) != 0)
+            return 1;
+    __atomic_store_n(&s->locked, 1, __ATOMIC_RELEASE);
+    for (;;)
+        pause();
+}
+
+Test(robust, recursive_shared_owner_killed_deep, .timeout = 30)
+{
+    struct rshared *s = kt_shared_alloc(sizeof *s);
+    cr_assert_eq(ks_robust_init(&s->m, KS_SHARED | KS_ROBUST_RECURSIVE), 0);
+    pid_t pid = kt_fork(child_lock_deep_and_wait, s);
+    while (!__atomic_load_n(&s->locked, __ATOMIC_ACQUIRE))
+        kt_sleep_ns(100000);
+    cr_assert_eq(ks_robust_trylock(&s->m), EBUSY);
+    kill(pid, SIGKILL);
+    cr_assert_eq(ks_robust_lock(&s->m), EOWNERDEAD);
+    int st = reap(pid);
+    cr_assert(WIFSIGNALED(st));
+    cr_assert_eq(s->m.depth, 0u);
+    cr_assert_eq(ks_robust_consistent(&s->m), 0);
+    cr_assert_eq(ks_robust_unlock(&s->m), 0);
+    cr_assert_eq(word_of(&s->m), 0u);
+    kt_shared_free(s, sizeof *s);
 }

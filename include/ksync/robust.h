@@ -9,14 +9,17 @@
  *
  *   ks_robust_t m = KS_ROBUST_INIT;      (all zeros is a valid free mutex)
  *   ks_robust_init(&m, KS_SHARED);       (for a mutex in shared memory)
+ *   ks_robust_init(&m, KS_SHARED | KS_ROBUST_RECURSIVE);  (a recursive one,
+ *                                        or KS_ROBUST_RECURSIVE_INIT)
  *   int e = ks_robust_lock(&m);
  *   if (e == EOWNERDEAD) { ...repair the data...; ks_robust_consistent(&m); }
  *   else if (e) ...;
  *   ks_robust_unlock(&m);
  *
  * Return values (errno codes, never through errno):
- *   init        0, EINVAL (NULL, flags other than KS_PRIVATE/KS_SHARED, or
- *               an object not aligned to _Alignof(ks_robust_t)), EBUSY (the
+ *   init        0, EINVAL (NULL, flags other than KS_SHARED and
+ *               KS_ROBUST_RECURSIVE, or an object not aligned to
+ *               _Alignof(ks_robust_t)), EBUSY (the
  *               caller holds it: re-initialising would cut its robust
  *               list), ENOTSUP (this C library's robust list has another
  *               layout)
@@ -24,7 +27,9 @@
  *               died holding it: the data it protects may be inconsistent),
  *               ENOTRECOVERABLE (an owner that got EOWNERDEAD unlocked it
  *               without ks_robust_consistent: the mutex is unusable),
- *               EDEADLK (the caller holds it already), ENOTSUP (the thread
+ *               EDEADLK (the caller holds it already; a recursive mutex
+ *               instead counts one more level and returns 0, or EAGAIN
+ *               when the count would pass KS_ROBUST_MAX_DEPTH), ENOTSUP (the thread
  *               has no robust list, or one of another layout), EINVAL
  *               (NULL or misaligned)
  *   trylock     as lock, plus EBUSY (held by another thread)
@@ -32,7 +37,11 @@
  *               (absolute CLOCK_MONOTONIC ns, see ksync/time.h)
  *   unlock      0, EPERM (the caller does not hold it), EINVAL.  Unlocking
  *               after EOWNERDEAD without ks_robust_consistent makes the
- *               mutex not recoverable (waiters get ENOTRECOVERABLE)
+ *               mutex not recoverable (waiters get ENOTRECOVERABLE).  A
+ *               recursive mutex is released by the unlock that matches its
+ *               first lock; the ones before only count down.  The owner that
+ *               takes a recursive mutex with EOWNERDEAD holds it once (the
+ *               dead owner's levels are gone with it)
  *   consistent  0, EINVAL (NULL, not held by the caller, or not inconsistent)
  *   destroy     0, EBUSY (held), EINVAL.  A free, owner-dead or
  *               not-recoverable mutex may be destroyed and initialised
@@ -74,6 +83,11 @@
  * (PID_MAX_LIMIT is 2^22), so no thread's death ever matches it. */
 #define KS_ROBUST_NOTRECOVERABLE KS_ROBUST_TID_MASK
 
+/* Init flag: the owner may lock it again (Python's RLock, a recursive
+ * pthread mutex), up to KS_ROBUST_MAX_DEPTH levels. */
+#define KS_ROBUST_RECURSIVE 2u
+#define KS_ROBUST_MAX_DEPTH UINT32_MAX
+
 /* 40 bytes, laid out as glibc's LP64 pthread_mutex_t where it matters: the
  * futex word at 0, the list node's prev at 24 and next at 32, so that the
  * kernel's futex_offset for the thread (glibc's, -32) leads from the node to
@@ -81,13 +95,15 @@
  * its mutex next to ours. */
 typedef struct ks_robust {
     uint32_t word;          /* the futex word: owner TID | WAITERS | OWNER_DIED */
-    uint32_t flags;         /* KS_SHARED or 0; constant after init */
-    uint32_t reserved_[4];  /* keeps the node where glibc has its list */
+    uint32_t flags;         /* KS_SHARED, KS_ROBUST_RECURSIVE; constant after init */
+    uint32_t depth;         /* recursive: levels above the first; the owner's alone */
+    uint32_t reserved_[3];  /* keeps the node where glibc has its list */
     void *prev_;            /* glibc's __list.__prev: the previous node's next slot */
     void *next_;            /* glibc's __list.__next, the kernel's struct robust_list */
 } ks_robust_t;
 
-#define KS_ROBUST_INIT {0u, 0u, {0u, 0u, 0u, 0u}, 0, 0}
+#define KS_ROBUST_INIT {0u, 0u, 0u, {0u, 0u, 0u}, 0, 0}
+#define KS_ROBUST_RECURSIVE_INIT {0u, KS_ROBUST_RECURSIVE, 0u, {0u, 0u, 0u}, 0, 0}
 
 KS_EXTERN_C_BEGIN
 

@@ -4,7 +4,10 @@
  *   offset 0   ks_mutex_t: the futex word and its KS_SHARED flag
  *   offset 8   owner tid (errorcheck, recursive), offset 12 depth (recursive)
  *   offset 16  glibc's kind: type | PM_PSHARED, or glibc's flags for the
- *              mutexes glibc keeps (robust, priority inheritance/protection)
+ *              mutexes glibc keeps (priority inheritance/protection)
+ * A robust mutex (any type but PI/PP) is a ks_robust_t instead (its word at
+ * 0, depth at 8, its list node at glibc's offsets 24 and 32), with the kind
+ * PM_KSROBUST | PM_ROBUST | type at 16.
  * The static initializers only write the kind, so every one of them (and
  * zero-filled memory) is a valid unlocked mutex of its type.
  *
@@ -111,9 +114,10 @@ KS_PT_EXPORT int pthread_mutex_init(pthread_mutex_t *mutex, const pthread_mutexa
         pthread_mutexattr_getprotocol(attr, &protocol);
         pthread_mutexattr_getrobust(attr, &robust);
     }
-    if (robust != PTHREAD_MUTEX_STALLED && protocol == PTHREAD_PRIO_NONE && type != PTHREAD_MUTEX_RECURSIVE) {
+    if (robust != PTHREAD_MUTEX_STALLED && protocol == PTHREAD_PRIO_NONE) {
         ks_robust_t *r = (ks_robust_t *)(void *)mutex;
-        int e = ks_robust_init(r, pshared == PTHREAD_PROCESS_SHARED ? KS_SHARED : 0);
+        int e = ks_robust_init(r, (pshared == PTHREAD_PROCESS_SHARED ? KS_SHARED : 0) |
+                                      (type == PTHREAD_MUTEX_RECURSIVE ? KS_ROBUST_RECURSIVE : 0));
         if (e != ENOTSUP) {
             if (!e)
                 /* relaxed: written before the mutex is shared, as init's */
@@ -247,8 +251,21 @@ KS_PT_EXPORT int pthread_mutex_unlock(pthread_mutex_t *mutex)
     int kind = pm_kind(m);
     if (KS_LIKELY(kind == 0))
         return ks_mutex_unlock(&m->lock);
-    if (pm_is_krobust(kind))
-        return ks_robust_unlock(krobust(mutex));
+    if (pm_is_krobust(kind)) {
+        ks_robust_t *r = krobust(mutex);
+        /* relaxed: only the caller's own TID matters, which it wrote.  As
+         * glibc: an inner unlock of a recursive mutex taken with EOWNERDEAD
+         * and not made consistent counts down and answers ENOTRECOVERABLE
+         * (ks_robust_unlock answers 0 there). */
+        if ((kind & PM_TYPE_MASK) == PTHREAD_MUTEX_RECURSIVE &&
+            (__atomic_load_n(&r->word, __ATOMIC_RELAXED) & ~KS_ROBUST_WAITERS) ==
+                ((uint32_t)ks_pt_tid() | KS_ROBUST_OWNER_DIED) &&
+            r->depth) {
+            r->depth--;
+            return ENOTRECOVERABLE;
+        }
+        return ks_robust_unlock(r);
+    }
     if (kind & PM_GLIBC)
         return ks_pt_glibc()->unlock(mutex);
     int type = kind & PM_TYPE_MASK;
@@ -298,8 +315,16 @@ int ks_pt_wait_begin(struct ks_pt_wait *w, pthread_mutex_t *mutex, struct ks_mut
 static int wait_unlock(void *p)
 {
     struct ks_pt_wait *w = p;
-    if (pm_is_krobust(w->kind))
-        return ks_robust_unlock(krobust(w->m)); /* EPERM if not the caller's, as glibc's wait */
+    if (pm_is_krobust(w->kind)) {
+        ks_robust_t *r = krobust(w->m);
+        /* relaxed: only the caller's own TID matters, which it wrote */
+        if ((w->kind & PM_TYPE_MASK) == PTHREAD_MUTEX_RECURSIVE &&
+            (__atomic_load_n(&r->word, __ATOMIC_RELAXED) & KS_ROBUST_TID_MASK) == (uint32_t)ks_pt_tid()) {
+            w->depth = r->depth; /* the whole depth goes, as below */
+            r->depth = 0;
+        }
+        return ks_robust_unlock(r); /* EPERM if not the caller's, as glibc's wait */
+    }
     if (w->kind & PM_GLIBC)
         return ks_pt_glibc()->unlock(w->m); /* EPERM if not the caller's, as glibc's wait */
     struct ks_pmutex *m = pmutex(w->m);
@@ -319,8 +344,13 @@ static int wait_relock(void *p, int requeued)
 {
     struct ks_pt_wait *w = p;
     if (pm_is_krobust(w->kind)) {
-        /* EOWNERDEAD (held, inconsistent) or ENOTRECOVERABLE, as glibc's wait */
-        return ks_robust_lock(krobust(w->m));
+        /* EOWNERDEAD (held, inconsistent) or ENOTRECOVERABLE, as glibc's
+         * wait; held either way, the caller's levels are its own again */
+        ks_robust_t *r = krobust(w->m);
+        int e = ks_robust_lock(r);
+        if (e == 0 || e == EOWNERDEAD)
+            r->depth = w->depth;
+        return e;
     }
     if (w->kind & PM_GLIBC)
         return ks_pt_glibc()->lock(w->m);

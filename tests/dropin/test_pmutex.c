@@ -621,6 +621,61 @@ Test(pmutex, robust_mutex_owner_thread_died, .timeout = 30)
     cr_assert_eq(pthread_mutex_destroy(&m), 0);
 }
 
+static void *lock_twice_and_die(void *m)
+{
+    pthread_mutex_lock(m);
+    pthread_mutex_lock(m);
+    return NULL; /* exits holding two levels */
+}
+
+/* A robust recursive mutex answers as glibc's: levels count, the last
+ * unlock releases it, one unlock too many is EPERM; its owner dying two
+ * levels deep leaves EOWNERDEAD and one level to the next owner; an inner
+ * unlock of an inconsistent one is ENOTRECOVERABLE and the last makes it
+ * not recoverable. */
+Test(pmutex, robust_recursive_mutex, .timeout = 30)
+{
+    for (int pshared = 0; pshared < 2; pshared++) {
+        pthread_mutexattr_t a;
+        pthread_mutex_t m;
+        cr_assert_eq(pthread_mutexattr_init(&a), 0);
+        cr_assert_eq(pthread_mutexattr_setrobust(&a, PTHREAD_MUTEX_ROBUST), 0);
+        cr_assert_eq(pthread_mutexattr_settype(&a, PTHREAD_MUTEX_RECURSIVE), 0);
+        if (pshared)
+            cr_assert_eq(pthread_mutexattr_setpshared(&a, PTHREAD_PROCESS_SHARED), 0);
+        cr_assert_eq(pthread_mutex_init(&m, &a), 0);
+        cr_assert_eq(pthread_mutexattr_destroy(&a), 0);
+        cr_assert_eq(pthread_mutex_lock(&m), 0);
+        cr_assert_eq(pthread_mutex_lock(&m), 0);
+        cr_assert_eq(pthread_mutex_trylock(&m), 0);
+        cr_assert_eq(dt_trylock_elsewhere(&m), EBUSY);
+        cr_assert_eq(pthread_mutex_unlock(&m), 0);
+        cr_assert_eq(pthread_mutex_unlock(&m), 0);
+        cr_assert_eq(dt_trylock_elsewhere(&m), EBUSY, "one level left");
+        cr_assert_eq(pthread_mutex_unlock(&m), 0);
+        cr_assert_eq(pthread_mutex_unlock(&m), EPERM);
+        cr_assert_eq(dt_trylock_elsewhere(&m), 0);
+
+        pthread_t t;
+        dt_spawn(&t, lock_twice_and_die, &m);
+        dt_join(t);
+        cr_assert_eq(pthread_mutex_lock(&m), EOWNERDEAD);
+        cr_assert_eq(pthread_mutex_consistent(&m), 0);
+        cr_assert_eq(pthread_mutex_unlock(&m), 0, "held once after EOWNERDEAD");
+        cr_assert_eq(dt_trylock_elsewhere(&m), 0);
+
+        dt_spawn(&t, lock_twice_and_die, &m);
+        dt_join(t);
+        cr_assert_eq(pthread_mutex_trylock(&m), EOWNERDEAD);
+        cr_assert_eq(pthread_mutex_lock(&m), 0);
+        cr_assert_eq(pthread_mutex_unlock(&m), ENOTRECOVERABLE, "an inner unlock of an inconsistent mutex");
+        cr_assert_eq(dt_trylock_elsewhere(&m), EBUSY);
+        cr_assert_eq(pthread_mutex_unlock(&m), 0);
+        cr_assert_eq(pthread_mutex_lock(&m), ENOTRECOVERABLE);
+        cr_assert_eq(pthread_mutex_destroy(&m), 0);
+    }
+}
+
 static int lock_and_exit(void *m)
 {
     return pthread_mutex_lock(m) == 0 ? 0 : 2;
