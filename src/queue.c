@@ -98,6 +98,17 @@ int ks_queue_destroy(ks_queue_t *q)
         return EINVAL;
     int64_t give_up = (q->flags & KS_SHARED) ? ks_deadline_after(100 * 1000000LL) : KS_FOREVER;
     for (;;) {
+        /* ks_wait_any watchers are not users: their weight in `sleepers`
+         * is their presence.  acquire: pairs with the release decrement
+         * that ends a watch (ks_queue_any_disarm), the watcher's last
+         * access.  On an open queue a watcher is asleep (a caller bug we
+         * report); once closed, every watcher was woken or finds the queue
+         * ready at its next arm, so wait for them as for users. */
+        uint32_t watched = (__atomic_load_n(&q->getters.sleepers, __ATOMIC_ACQUIRE) |
+                            __atomic_load_n(&q->putters.sleepers, __ATOMIC_ACQUIRE)) &
+                           ~(WATCHER - 1);
+        if (watched && !ks_queue_is_closed(q))
+            return EBUSY;
         /* acquire: pairs with the release decrement that is a woken
          * thread's last access to the queue (wait_op, timedjoin).  Every
          * sleeper is inside users_enter/users_leave, so with no user the
@@ -105,23 +116,22 @@ int ks_queue_destroy(ks_queue_t *q)
          * FUTEX_WAKE (an object that used this memory before, docs/pitfalls.md
          * item 2) takes the 0 for a waker's and stays counted.  Destroy
          * used to answer EBUSY for good then. */
-        if (!__atomic_load_n(&q->users, __ATOMIC_ACQUIRE))
+        if (!watched && !__atomic_load_n(&q->users, __ATOMIC_ACQUIRE))
             break;
         /* A thread still asleep here is a caller bug we report.  (Briefly
          * also a waker between its FUTEX_WAKE and taking the woken thread
-         * off the count: EBUSY can be transient.)  acquire: pairs with the
-         * release decrement that ends a ks_wait_any watch
-         * (ks_queue_any_disarm), that watcher's last access. */
-        if (__atomic_load_n(&q->getters.sleepers, __ATOMIC_ACQUIRE) ||
-            __atomic_load_n(&q->putters.sleepers, __ATOMIC_ACQUIRE) ||
-            __atomic_load_n(&q->joiners.sleepers, __ATOMIC_ACQUIRE))
+         * off the count: EBUSY can be transient.)  relaxed: a count whose
+         * owners' last accesses the users count above orders. */
+        if (SLEEPERS(__atomic_load_n(&q->getters.sleepers, __ATOMIC_RELAXED)) ||
+            SLEEPERS(__atomic_load_n(&q->putters.sleepers, __ATOMIC_RELAXED)) ||
+            __atomic_load_n(&q->joiners.sleepers, __ATOMIC_RELAXED))
             return EBUSY;
         /* acquire: pairs with the release decrement that is a woken
          * thread's last access to the queue (wait_op, timedjoin); threads
          * woken but not yet scheduled are still inside (docs/pitfalls.md item 20).  In
          * shared memory a process killed on its way out would keep `users`
-         * up for ever: give up after 100 ms there. */
-        if (!__atomic_load_n(&q->users, __ATOMIC_ACQUIRE))
+         * (or a watcher's weight) up for ever: give up after 100 ms there. */
+        if (!watched && !__atomic_load_n(&q->users, __ATOMIC_ACQUIRE))
             break;
         if (give_up != KS_FOREVER && ks_now() >= give_up)
             return EBUSY;
@@ -508,12 +518,16 @@ int ks_queue_any_arm(ks_queue_t *q, int put, struct ks_waitset *ws)
     if (!q)
         return -EINVAL;
     ks_queue_side_t *side = put ? &q->putters : &q->getters;
-    /* relaxed: ordered before the look at the ring by the fence below */
-    uint32_t old = __atomic_fetch_add(&side->sleepers, WATCHER, __ATOMIC_RELAXED);
-    if (old / WATCHER >= WATCHERS_MAX) {
-        __atomic_fetch_sub(&side->sleepers, WATCHER, __ATOMIC_RELAXED); /* relaxed: a count */
-        return -EAGAIN;
-    }
+    /* Refuse before adding: an add undone after the check would wrap the
+     * watchers' bits to 0 meanwhile, and a waker reading them then would
+     * wake no watcher (found by review).  relaxed: ordered before the look
+     * at the ring by the fence below. */
+    uint32_t old = __atomic_load_n(&side->sleepers, __ATOMIC_RELAXED);
+    do {
+        if (old / WATCHER >= WATCHERS_MAX)
+            return -EAGAIN;
+    } while (!__atomic_compare_exchange_n(&side->sleepers, &old, old + WATCHER, 1, __ATOMIC_RELAXED,
+                                          __ATOMIC_RELAXED));
     /* pairs with the fence in ks_queue_wake_slow (and the header's filter) */
     ks_fence_full();
     /* acquire: pairs with the release increment in wake_watchers */

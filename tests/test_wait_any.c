@@ -736,3 +736,117 @@ Test(wait_any, a_shared_queue_watched_from_another_process, .timeout = 60)
     cr_assert_eq(ks_queue_destroy(q), 0);
     kt_shared_free(q, bytes);
 }
+
+/* Destroy sees watchers (they are not the queue's users): EBUSY while one
+ * sleeps on an open queue; after close it waits for the woken watcher to
+ * leave.  The first version freed the queue under the watcher (a write in
+ * ks_queue_any_disarm after the free; found by review). */
+struct qwatch {
+    ks_queue_t *q;
+    int rc;
+    unsigned index;
+};
+
+static void *watch_once(void *p)
+{
+    struct qwatch *w = p;
+    struct ks_any set[] = {{KS_ANY_GET, w->q}};
+    w->rc = ks_wait_any(set, 1, ks_deadline_after(5000 * KT_MS), &w->index);
+    return NULL;
+}
+
+Test(wait_any, destroy_sees_a_queue_watcher, .timeout = 60)
+{
+    for (unsigned flags = 0; flags <= KS_SHARED; flags++) {
+        struct qwatch w = {NULL, -1, 99};
+        cr_assert_eq(ks_queue_create(&w.q, 4, flags), 0);
+        pthread_t t;
+        kt_spawn(&t, watch_once, &w);
+        while (side_sleepers(&w.q->getters) == 0)
+            kt_sleep_ns(KT_MS);
+        kt_sleep_ns(20 * KT_MS); /* asleep */
+        cr_assert_eq(ks_queue_destroy(w.q), EBUSY, "a watcher asleep on an open queue");
+        cr_assert_eq(ks_queue_close(w.q), 0);
+        cr_assert_eq(ks_queue_destroy(w.q), 0, "closed: destroy waits for the watcher to leave");
+        kt_join(t);
+        cr_assert_eq(w.rc, 0);
+        cr_assert_eq(w.index, 0u);
+    }
+}
+
+/* 4095 watches asleep on one side (63 threads x 64 entries + 63), and one
+ * thread asking for more: it gets EAGAIN, and the count never reads below
+ * 4095 watchers meanwhile.  The first version added, checked and took the
+ * add back: the 12 bits wrapped to 0 in between, and a put then woke no
+ * watcher (found by review). */
+enum { CAP_THREADS = 64 };
+struct capper {
+    ks_queue_t *q;
+    unsigned n;
+    int rc, done;
+};
+
+static void *watch_many(void *p)
+{
+    struct capper *c = p;
+    struct ks_any set[KS_ANY_MAX];
+    for (unsigned k = 0; k < c->n; k++)
+        set[k] = (struct ks_any){KS_ANY_GET, c->q};
+    unsigned i;
+    c->rc = ks_wait_any(set, c->n, ks_deadline_after(20000 * KT_MS), &i);
+    return NULL;
+}
+
+static void *ask_for_more(void *p)
+{
+    struct capper *c = p;
+    struct ks_any set[] = {{KS_ANY_GET, c->q}};
+    unsigned i;
+    c->rc = 0;
+    int64_t until = ks_deadline_after(200 * KT_MS);
+    while (ks_now() < until) {
+        int e = ks_wait_any(set, 1, 0, &i);
+        if (e != EAGAIN) {
+            c->rc = e;
+            break;
+        }
+    }
+    __atomic_store_n(&c->done, 1, __ATOMIC_RELEASE);
+    return NULL;
+}
+
+Test(wait_any, the_queue_watch_cap_refuses_without_wrapping, .timeout = 120)
+{
+    ks_queue_t *q;
+    cr_assert_eq(ks_queue_create(&q, 4, 0), 0);
+    struct capper c[CAP_THREADS];
+    pthread_t t[CAP_THREADS];
+    for (unsigned k = 0; k < CAP_THREADS; k++) {
+        c[k] = (struct capper){q, k == CAP_THREADS - 1 ? KS_ANY_MAX - 1 : KS_ANY_MAX, -1, 0};
+        kt_spawn(&t[k], watch_many, &c[k]);
+    }
+    const uint32_t full = 4095u << 20;
+    int64_t give_up = ks_deadline_after(20000 * KT_MS);
+    while (side_sleepers(&q->getters) != full && ks_now() < give_up)
+        kt_sleep_ns(KT_MS);
+    cr_assert_eq(side_sleepers(&q->getters), full);
+    struct capper more = {q, 1, -1, 0};
+    pthread_t m;
+    kt_spawn(&m, ask_for_more, &more);
+    long low = 0, reads = 0;
+    while (!__atomic_load_n(&more.done, __ATOMIC_ACQUIRE)) {
+        low += side_sleepers(&q->getters) < full;
+        reads++;
+    }
+    kt_join(m);
+    cr_assert_eq(more.rc, 0, "the asker got %s, not only EAGAIN", strerror(more.rc));
+    cr_assert_eq(low, 0, "%ld of %ld reads saw the watchers' bits wrapped", low, reads);
+    cr_assert_eq(side_sleepers(&q->getters), full);
+    cr_assert_eq(ks_queue_put(q, (void *)1), 0); /* wakes all 63 + 1 threads */
+    for (unsigned k = 0; k < CAP_THREADS; k++) {
+        kt_join(t[k]);
+        cr_assert_eq(c[k].rc, 0);
+    }
+    cr_assert_eq(side_sleepers(&q->getters), 0u);
+    cr_assert_eq(ks_queue_destroy(q), 0);
+}

@@ -23,7 +23,7 @@
  *
  * Returns 0 with *index the object found ready, ETIMEDOUT, EINVAL (NULL
  * set or index, n == 0 or above KS_ANY_MAX, a NULL object, an unknown kind,
- * a negative deadline), EAGAIN (4095 threads already watch that side of
+ * a negative deadline), EAGAIN (4095 watches, set entries of any threads, on that side of
  * that queue), EPERM (a channel handle without the role its kind
  * needs), EBADF (a fork child with its parent's channel handle).  On an
  * error or a timeout no semaphore unit is taken.
