@@ -7,6 +7,7 @@
 #include <ksync/mutex.h>
 #include <ksync/rmutex.h>
 #include <ksync/robust.h>
+#include <ksync/robust_rwlock.h>
 #include <ksync/sem.h>
 #include <ksync/event.h>
 #include <ksync/cond.h>
