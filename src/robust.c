@@ -393,7 +393,9 @@ int ks_robust_unlock(ks_robust_t *m)
 
 int ks_robust_release_(ks_robust_t *m, int abandon)
 {
-    return unlock_refresh(m, abandon ? ABANDON : WAKE_ALL);
+    if (KS_UNLIKELY(!self_fresh()))
+        return unlock_refresh(m, abandon ? ABANDON : WAKE_ALL);
+    return abandon ? unlock_body(m, ABANDON) : unlock_body(m, WAKE_ALL);
 }
 
 int ks_robust_consistent(ks_robust_t *m)
