@@ -18,8 +18,10 @@ DESTDIR ?=
 # of include/ksync/rwlock.h expect of the library (an old binary's inline
 # writer would skip the revocation).  The drop-in layer's ABI is the POSIX
 # one, unchanged.  1.1: symbols added (the scoped guards' report, ks_robust).
-# 1.2: symbols added (ks_channel).
-VERSION := 1.2.0
+# 1.2: symbols added (ks_channel).  1.3: symbols added (ks_robust_rwlock);
+# ks_queue_side_t gained any_seq in its padding (no field an inline
+# function reads moved; a process-shared queue needs both sides on 1.3).
+VERSION := 1.3.0
 SOVER   := 1
 DROPIN_VERSION := 0.1.0
 DROPIN_SOVER := 0
