@@ -97,7 +97,7 @@ BENCH_BIN   := $(BUILD)/stress/ksync-bench
 REF_LIBS    ?= -lck -lurcu -lurcu-cds
 REF_INC     ?=
 
-.PHONY: dropin check-dropin all help deps test run-tests stress bench asan tsan check-aarch64 model install clean check-exports
+.PHONY: dropin check-dropin all help deps test run-tests stress bench asan tsan check-aarch64 model install clean check-exports docs-check
 all: $(STATIC) $(BUILD)/libksync.so $(EXAMPLES)
 
 help:
@@ -117,6 +117,7 @@ help:
 ## make dropin          build/libksync-pthread.so and build/ksync-run (docs/dropin.md)
 ## make check-dropin    the drop-in tests on glibc and preloaded, then real Debian programs preloaded
 ## make check-exports   check that libksync.so exports ks_* symbols only
+## make docs-check      fail if README.md or docs/ cite a test, file, make target, option or page that does not exist
 ## make deps            install the packages the build, tests and references need (tools/deps.sh)
 ## make install         PREFIX=/usr/local DESTDIR= : headers (arch/ included), libraries (libksync-pthread too),
 ##                      pkg-config file, bin/ksync-run
@@ -178,7 +179,10 @@ run-tests: $(TEST_BIN)
 	$(TEST_BIN) $(TEST_ARGS)
 
 test: deps
-	@$(MAKE) --no-print-directory all check-exports run-tests
+	@$(MAKE) --no-print-directory all check-exports docs-check run-tests
+
+docs-check:
+	python3 tools/docs-check.py
 
 # allocator_may_return_null: the allocation-failure tests ask for 16 TiB and
 # expect ENOMEM, where ASan would otherwise abort the process.

@@ -1,0 +1,150 @@
+#!/usr/bin/env python3
+"""tools/docs-check.py - fail when a page cites something that does not exist.
+
+Run by `make docs-check` (and by `make test`).  For README.md and every
+docs/*.md it checks:
+  - test names written `suite::name` (Criterion's report format) against the
+    Test(suite, name) definitions in tests/ and tests/dropin/;
+  - repository paths (src/, include/, tests/, stress/, tools/, docs/,
+    examples/, python/, man/, arch/, .ci/) against the tree; a path with a
+    wildcard or an ellipsis is skipped, as are paths under build/;
+  - `make TARGET` against the Makefile's targets;
+  - `--option` of ksync-bench and ksync-stress against the strings their
+    option parsers compare (stress/bench_main.c, stress/main.c);
+  - links [text](page.md) between pages;
+  - any citation of a file outside the repository (../shared/...).
+Each failure is printed as page:line: what; the exit status is 1 if any.
+"""
+import os
+import re
+import sys
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def read(path):
+    with open(os.path.join(ROOT, path), encoding="utf-8") as f:
+        return f.read()
+
+
+def pages():
+    out = ["README.md"]
+    for name in sorted(os.listdir(os.path.join(ROOT, "docs"))):
+        if name.endswith(".md"):
+            out.append("docs/" + name)
+    return out
+
+
+def test_names():
+    names = set()
+    for d in ("tests", "tests/dropin"):
+        for name in os.listdir(os.path.join(ROOT, d)):
+            if not name.endswith((".c", ".cc")):
+                continue
+            text = read(d + "/" + name)
+            for m in re.finditer(r"^\s*ParameterizedTest\([^,]*,\s*(\w+),\s*(\w+)", text, re.M):
+                names.add(m.group(1) + "::" + m.group(2))
+            for m in re.finditer(r"^\s*Test\((\w+),\s*(\w+)", text, re.M):
+                suites = [m.group(1)]
+                if m.group(1) == "KS_HPP_SUITE":  # tests/test_hpp.cc is built as both
+                    suites = ["hpp17", "hpp20"]
+                for suite in suites:
+                    names.add(suite + "::" + m.group(2))
+    return names
+
+
+def make_targets():
+    targets = set()
+    for line in read("Makefile").splitlines():
+        m = re.match(r"^([A-Za-z0-9_.%/$()-][^:=]*?):(?!=)", line)
+        if m:
+            for t in m.group(1).split():
+                targets.add(t)
+    return targets
+
+
+def options(path):
+    # getopt_long tables: {"name", required_argument, ...}
+    return {"--" + o for o in re.findall(r'\{"([a-z][a-z0-9-]*)",\s*(?:no|required|optional)_argument', read(path))} | {"--help"}
+
+
+SUITE_RE = re.compile(r"`((?:[a-z_0-9]+)::[A-Za-z_0-9]+)`")
+# a bare suite::name outside backticks, as pages also write them in prose
+BARE_RE = re.compile(r"(?<![\w:/.])([a-z][a-z_0-9]*::[a-z][a-z_0-9]{3,})\b")
+PATH_RE = re.compile(r"(?<![\w./-])((?:src|include|tests|stress|tools|docs|examples|python|man|arch|\.ci)/[A-Za-z0-9_./-]*[A-Za-z0-9_])")
+# `make target` in prose (backticked), or a command line in a code block
+MAKE_TICK_RE = re.compile(r"`make\s+((?:[A-Z_]+=\S+\s+)*)([a-z][a-z0-9-]*)")
+MAKE_CODE_RE = re.compile(r"^\s*(?:\$\s+)?make\s+((?:-j\d+\s+|[A-Z_]+=\S+\s+)*)([a-z][a-z0-9/-]*)")
+# words near a path that say it is another project's file
+EXTERNAL = re.compile(r"musl|glibc|liburcu|urcu|Concurrency Kit|\bCK\b|ck_|\bGo\b|Linux|kernel|nptl|Rust|abseil|folly|nsync|Criterion|userspace-rcu|upstream", re.I)
+OPT_RE = re.compile(r"\b(ksync-bench|ksync-stress)((?:\s+(?:--[a-z][a-z0-9-]*(?:[ =][^\s`|-][^\s`|]*)?|[^\s`|-]\S*))*)")
+LINK_RE = re.compile(r"\]\(([A-Za-z0-9_./-]+\.md)(?:#[^)]*)?\)")
+# C++ and other namespaces that are not test suites
+NOT_SUITES = {"ks", "std", "ksync"}
+
+
+def main():
+    tests = test_names()
+    suites = {t.split("::")[0] for t in tests}
+    targets = make_targets()
+    opts = {
+        "ksync-bench": options("stress/bench_main.c") | options("stress/bench.c"),
+        "ksync-stress": options("stress/main.c") | options("stress/harness.c"),
+    }
+    bad = 0
+    for page in pages():
+        in_code = False
+        for n, line in enumerate(read(page).splitlines(), 1):
+            if line.startswith("```"):
+                in_code = not in_code
+
+            def fail(what):
+                nonlocal bad
+                bad += 1
+                print(f"{page}:{n}: {what}")
+
+            if "../shared" in line:
+                fail("cites a file outside the repository (../shared)")
+            for m in set(SUITE_RE.findall(line)) | set(BARE_RE.findall(line)):
+                suite = m.split("::")[0]
+                if suite not in suites or m in tests:
+                    continue  # not a test suite (a C++ name), or a real test
+                if m.endswith("_") and any(t.startswith(m) for t in tests):
+                    continue  # a family: rwlock::prefer_reader_*
+                fail(f"no test {m}")
+            for pm in PATH_RE.finditer(line):
+                p = pm.group(1).rstrip(".")
+                after = line[pm.end():pm.end() + 1]
+                if after in ("*", "<", "{") or p.endswith(("_", "/")) or "..." in p:
+                    continue  # a pattern, not a file
+                parent = os.path.dirname(p)
+                if p.startswith("include/") and not p.startswith("include/ksync"):
+                    continue  # another project's header (ck_ring.h, urcu/...)
+                if not os.path.isdir(os.path.join(ROOT, parent)):
+                    continue  # another project's tree (musl's src/thread/...)
+                if EXTERNAL.search(line[max(0, pm.start() - 80):pm.start()]):
+                    continue
+                if not os.path.exists(os.path.join(ROOT, p)):
+                    fail(f"no file {p}")
+            makes = MAKE_TICK_RE.findall(line) + (MAKE_CODE_RE.findall(line) if in_code else [])
+            for _, t in makes:
+                if t not in targets:
+                    fail(f"no make target {t}")
+            for prog, rest in OPT_RE.findall(line):
+                for o in re.findall(r"(--[a-z][a-z0-9-]*)", rest):
+                    if o not in opts[prog]:
+                        fail(f"{prog} has no option {o}")
+            for link in LINK_RE.findall(line):
+                base = os.path.dirname(page)
+                target = os.path.normpath(os.path.join(base, link))
+                if not link.startswith("http") and not os.path.exists(os.path.join(ROOT, target)):
+                    fail(f"broken link {link}")
+    if bad:
+        print(f"docs-check: {bad} citation(s) of things that do not exist")
+        return 1
+    print(f"docs-check: {len(pages())} pages, every test, file, make target, option and link they cite exists")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
