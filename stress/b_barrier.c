@@ -201,6 +201,8 @@ void bench_barrier(void)
     struct bench_stat rate[NT][NK], phases[NT][NK], slp[NT][NK], cpu[NT][NK], waits[NT], wakes[NT];
 #define RES(ti, k, r) res[((ti) * NK + (k)) * R + (r)]
 
+    bench_section("6");
+
     printf("\n== 6. Barrier: N threads cross a reusable barrier (episodes/s, higher is better) ==\n");
     printf("%.2f s per run (CK's spinning barriers end after the phase in progress: partial rate);\n"
            "rate = phases / (start .. last thread out); %ld CPUs online\n",

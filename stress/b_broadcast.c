@@ -179,6 +179,8 @@ void bench_broadcast(void)
     struct bench_stat rate[NK], slp[NK], wslp[NK], bcw, bcwoken, bcaster, aw, ak;
 #define RES(k, r) res[(k) * R + (r)]
 
+    bench_section("8");
+
     printf("\n== 8. Broadcast to %d waiters: 1 broadcaster, %d threads in cond wait, one mutex ==\n", BC_WAITERS,
            BC_WAITERS);
     printf("%.2f s per run; each broadcast finds all %d waiters inside wait; %ld CPUs online\n",

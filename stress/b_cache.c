@@ -436,6 +436,8 @@ void bench_cache(void)
 #define HIT(mi, ti, k) hit[((mi) * NT + (ti)) * nk + (k)]
     runs_checked = gets_checked = 0;
 
+    bench_section("10");
+
     printf("\n== 10. key/value caches with TTL: gets and puts, T threads (M ops/s) ==\n");
     printf("%.3f s per run; keys 8 bytes, values %d bytes, every put with a %llu s TTL on "
            "CLOCK_MONOTONIC; %ld CPUs online\n",

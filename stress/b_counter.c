@@ -104,6 +104,8 @@ void bench_counter(void)
     double ratio2 = NAN, ratio16 = NAN;
 #define RES(ti, k, r) res[((ti) * NK + (k)) * R + (r)]
 
+    bench_section("2");
+
     printf("\n== 2. Contended counter: T threads loop { lock; counter++; unlock } ==\n");
     printf("%.2f s per run; rate = increments / (start .. last thread out); %ld CPUs online\n", bopt.seconds,
            sysconf(_SC_NPROCESSORS_ONLN));

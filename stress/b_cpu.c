@@ -217,6 +217,8 @@ void bench_cpu(void)
     double v[1000];
     struct bench_stat p[NK], w[NK], fw[NK];
 
+    bench_section("4");
+
     printf("\n== 4. CPU used by a thread blocked %.2f s (thread CPU time / its wall time) ==\n", bopt.seconds);
     for (int r = 0; r < R; r++)
         for (int k = 0; k < NK; k++) {

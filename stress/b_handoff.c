@@ -306,6 +306,8 @@ void bench_handoff(void)
     struct bench_stat rate[NK], slp[NK], cpu[NK], waits[NK], wakes[NK];
 #define RES(k, r) res[(k) * R + (r)]
 
+    bench_section("5");
+
     printf("\n== 5. Ping-pong hand-off between 2 threads (round trips/s, higher is better) ==\n");
     printf("%.2f s per run; one round trip = A hands to B, B hands back; ck_ec32 in %s\n",
            bopt.seconds / BENCH_SHORT_DIV, EC_MODE_NOTE);

@@ -376,6 +376,8 @@ void bench_ipc(void)
 {
     double secs = bopt.seconds / (2 * BENCH_SHORT_DIV);
     int R = bopt.reps;
+    bench_section("11");
+
     printf("\n== 11. Messages between processes (higher is better) ==\n");
     printf("%.2f s per run; senders and receivers are fork()ed processes; with 4+4 each\n"
            "reference sender has its own stream and receiver, the channel's 8 share one ring\n",

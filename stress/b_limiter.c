@@ -185,6 +185,8 @@ void bench_limiter(void)
     int par = bopt.permits < ncpu ? bopt.permits : (int)ncpu;
 
     work_iters = bench_spin_calibrate(bopt.work_ns, &per_iter);
+    bench_section("3");
+
     printf("\n== 3. Semaphore limiter: %d threads, %d permits, wait; work; post (Mops/s, higher is better) ==\n",
            bopt.lim_threads, bopt.permits);
     printf("%.2f s per run; work = %llu spin iterations = %.0f ns (calibrated now)\n", bopt.seconds,

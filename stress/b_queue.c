@@ -741,6 +741,8 @@ void bench_queue(void)
         exit(1);
     }
 
+    bench_section("9");
+
     printf("\n== 9. MPMC ring and blocking queue: P producers, C consumers, %d slots (M items/s) ==\n", QB_SLOTS);
     printf("%.3f s per run; rate = items consumed / (start .. last thread out); %ld CPUs online\n", secs,
            sysconf(_SC_NPROCESSORS_ONLN));

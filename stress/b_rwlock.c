@@ -198,6 +198,8 @@ static void bench_rwlock_mix(int m)
 
     rw_write_one_in = rw_mixes[m];
     const int reads = 100 - 100 / (int)rw_write_one_in;
+    bench_section("7");
+
     printf("\n== 7%s. rwlock: T threads, %d%% reads of %d shared words, writes increment them (Mops/s) ==\n",
            m ? "b" : "", reads, RW_WORDS);
     printf("%.2f s per run; rate = lock operations / (start .. last thread out); %ld CPUs online\n",

@@ -333,6 +333,8 @@ void bench_uncontended(void)
     int have_ir = 0;
 
     bench_go_multithreaded();
+    bench_section("1");
+
     printf("\n== 1. Uncontended, one thread ==\n");
     printf("ns/pair: %llu pairs per repetition, wall clock; Ir/pair: valgrind callgrind instructions,\n"
            "%llu pairs per repetition, counted only inside the loop.  Both net of the empty loop.\n"

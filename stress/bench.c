@@ -96,8 +96,36 @@ struct bench_stat bench_stats(double *v, int n)
     return s;
 }
 
+static FILE *csv;
+static const char *csv_section = "";
+
+void bench_section(const char *id)
+{
+    csv_section = id;
+}
+
+/* A label as one CSV field: quoted, its quotes doubled. */
+static void csv_field(const char *s)
+{
+    fputc('"', csv);
+    for (; *s; s++) {
+        if (*s == '"')
+            fputc('"', csv);
+        fputc(*s, csv);
+    }
+    fputc('"', csv);
+}
+
 struct bench_stat bench_stats_l(const char *label, double *v, int n)
 {
+    if (csv) {
+        for (int i = 0; i < n; i++) {
+            fprintf(csv, "%s,", csv_section);
+            csv_field(label);
+            fprintf(csv, ",%d,%.9g\n", i + 1, v[i]);
+        }
+        fflush(csv);
+    }
     if (bopt.verbose) {
         printf("    [%s]", label);
         for (int i = 0; i < n; i++)
@@ -407,6 +435,21 @@ void bench_run_begin(void)
     run_t0 = bench_now();
     run_a0 = cpu_acct_now();
     print_context();
+    if (bopt.csv) {
+        if (!(csv = fopen(bopt.csv, "w"))) {
+            fprintf(stderr, "ksync-bench: --csv %s: %s\n", bopt.csv, strerror(errno));
+            exit(1); /* a setup error (the exit status of usage errors) */
+        }
+        char model[128], date[64];
+        cpu_model(model, sizeof model);
+        time_t now = time(NULL);
+        struct tm tm;
+        strftime(date, sizeof date, "%Y-%m-%d %H:%M:%S UTC", gmtime_r(&now, &tm));
+        /* the run's context as comment lines, then one row per repetition */
+        fprintf(csv, "# ksync-bench %s\n# cpu: %s, %ld online\n# reps: %d\n", date, model,
+                sysconf(_SC_NPROCESSORS_ONLN), bopt.reps);
+        fprintf(csv, "section,label,rep,value\n");
+    }
 }
 
 void bench_run_end(void)
@@ -416,4 +459,9 @@ void bench_run_end(void)
     print_load("end", " - includes this run's own threads");
     print_other_load(run_a0, bench_now() - run_t0);
     printf("total run time %.1f s\n", (double)(bench_now() - run_t0) / 1e9);
+    if (csv && fclose(csv) != 0) {
+        fprintf(stderr, "ksync-bench: --csv %s: %s\n", bopt.csv, strerror(errno));
+        exit(1);
+    }
+    csv = NULL;
 }

@@ -99,6 +99,7 @@ struct bench_opts {
     int work_ns;           /* section 3: busy work while holding a permit */
     int pin;               /* PIN_*: team threads bound to CPUs */
     int verbose;           /* print every repetition's value */
+    const char *csv;       /* --csv FILE: every labelled repetition, or NULL */
 };
 enum { PIN_NEVER, PIN_AUTO, PIN_ALWAYS }; /* auto: pin when threads <= online CPUs */
 extern struct bench_opts bopt;
@@ -131,6 +132,9 @@ struct bench_stat bench_stats_l(const char *label, double *v, int n);
 #define BENCH_MAX_REPS 1000
 struct bench_stat bench_stats_at(const char *label, const double *first, size_t stride, int n);
 #define BENCH_STATS_OF(label, res0, field, n) bench_stats_at(label, &(res0).field, sizeof(res0), n)
+/* --csv: the section whose repetitions bench_stats_l writes next (its
+ * number in the printed header, "1" to "11"). */
+void bench_section(const char *id);
 /* Relative spread (max-min)/median in percent, 0 when the median is 0. */
 double bench_spread(struct bench_stat s);
 

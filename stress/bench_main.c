@@ -84,6 +84,8 @@ static void usage(FILE *f)
             "  --pin MODE        bind thread i to CPU i mod nCPU: auto (when threads <= CPUs;\n"
             "                    default), always, never\n"
             "  --verbose         also print every repetition's value, in run order\n"
+            "  --csv FILE        write every labelled repetition to FILE (section,label,rep,value;\n"
+            "                    # lines name the date and CPU)\n"
             "  --quick           the targets of the blocking primitives in about a minute: sections\n"
             "                    mutex,sem,cpu,handoff,barrier,rwlock,broadcast with --reps 3\n"
             "                    --seconds 0.4 --threads 2,16 (options given too override these)\n"
@@ -159,7 +161,7 @@ static void parse_tlist(const char *s)
 }
 
 enum { O_ONLY = 256, O_REPS, O_SECONDS, O_THREADS, O_ITERS, O_CG_ITERS, O_NO_CG, O_VALGRIND,
-       O_LIM_THREADS, O_PERMITS, O_WORK_NS, O_PIN, O_VERBOSE, O_CG_CHILD, O_QUICK, O_HELP };
+       O_LIM_THREADS, O_PERMITS, O_WORK_NS, O_PIN, O_VERBOSE, O_CG_CHILD, O_QUICK, O_CSV, O_HELP };
 
 int main(int argc, char **argv)
 {
@@ -178,6 +180,7 @@ int main(int argc, char **argv)
         {"pin", required_argument, 0, O_PIN},
         {"verbose", no_argument, 0, O_VERBOSE},
         {"quick", no_argument, 0, O_QUICK},
+        {"csv", required_argument, 0, O_CSV},
         {"callgrind-child", no_argument, 0, O_CG_CHILD}, /* internal: run under valgrind */
         {"help", no_argument, 0, O_HELP},
         {0, 0, 0, 0},
@@ -218,6 +221,7 @@ int main(int argc, char **argv)
             }
             break;
         case O_VERBOSE: bopt.verbose = 1; break;
+        case O_CSV: bopt.csv = optarg; break;
         case O_QUICK: break; /* applied by quick_defaults */
         case O_CG_CHILD: cg_child = 1; break;
         case 'h':
