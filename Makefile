@@ -173,7 +173,11 @@ $(BUILD)/tests/test_hpp20.o: tests/test_hpp.cc $(HEADERS) $(CXX_HEADERS) $(ARCH_
 $(HPP_NOEXC_BIN): tests/hpp_noexceptions.cc $(HEADERS) $(CXX_HEADERS) $(ARCH_HEADERS) $(STATIC) | $(BUILD)/tests
 	$(CXX) $(CPPFLAGS) -std=c++17 -fno-exceptions $(CXXWARN) $(SANFLAGS) $(CFLAGS) -o $@ $< $(STATIC) $(LDLIBS)
 $(TEST_BIN): $(TEST_OBJS) $(STATIC) $(HPP_NOEXC_BIN) $(BUILD)/libksync.so $(EXAMPLES)
-	$(CXX) $(SANFLAGS) -o $@ $(TEST_OBJS) $(STATIC) -lcriterion $(LDLIBS)
+	$(CXX) $(SANFLAGS) -o $@ $(TEST_OBJS) $(STATIC) -lcriterion $(LDLIBS) $(TEST_WRAP)
+
+# tests/test_robust_rwlock.c steps into the robust rwlock's call of ks_robust's
+# lock to make an interleaving happen (its wrappers forward every other call).
+TEST_WRAP := -Wl,--wrap=ks_robust_timedlock -Wl,--wrap=ks_robust_trylock
 
 run-tests: $(TEST_BIN)
 	$(TEST_BIN) $(TEST_ARGS)

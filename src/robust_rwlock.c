@@ -123,12 +123,23 @@ static void give_back(ks_robust_rwlock_t *rw, uint32_t had_writer, int owner_dea
 
 /* The write side, for a writer or for a reader taking over from a dead
  * writer.  Returns what ks_robust's lock said (0 or EOWNERDEAD) with the
- * lock held exclusively, or an error with nothing held. */
-static int write_side(ks_robust_rwlock_t *rw, int64_t deadline, int try)
+ * lock held exclusively, or an error with nothing held.  A reader whose
+ * lock answers 0 (another thread repaired the lock and released it since
+ * the reader saw the death) lets the word go at once, before it sets
+ * WRITER or waits for anyone, and gets REPAIRED: it then enters as a
+ * reader (found by review: it used to drain the other readers, and a
+ * tryrdlock returned 0 holding the write side). */
+enum { REPAIRED = -1 };
+
+static int write_side(ks_robust_rwlock_t *rw, int64_t deadline, int try, int reader)
 {
     int e = try ? ks_robust_trylock(&rw->writer) : ks_robust_timedlock(&rw->writer, deadline);
     if (e != 0 && e != EOWNERDEAD)
         return e;
+    if (e == 0 && reader) {
+        ks_robust_release_(&rw->writer, 0); /* WRITER is clear: its repairer's unlock cleared it */
+        return REPAIRED;
+    }
     /* relaxed: only the holder (now us) changes WRITER */
     uint32_t had = __atomic_load_n(&rw->readers, __ATOMIC_RELAXED) & WRITER;
     int d = drain(rw, deadline, try);
@@ -166,11 +177,9 @@ static int rd_acquire(ks_robust_rwlock_t *rw, int64_t deadline, int try)
             if (w & OD) {
                 /* a writer died inside: take it over (EOWNERDEAD), or meet
                  * another thread that did, or find it released since */
-                int e = write_side(rw, deadline, try);
-                if (e == EOWNERDEAD || (e != 0 && e != EBUSY) || try)
-                    return e; /* EBUSY from a try: readers inside or a new holder */
-                if (e == 0) /* repaired and released meanwhile: not ours to hold */
-                    ks_robust_rwlock_unlock(rw);
+                int e = write_side(rw, deadline, try, 1);
+                if (e != REPAIRED)
+                    return e; /* EOWNERDEAD (held exclusively), or an error with nothing held */
             } else {
                 ks_cpu_relax(); /* the holder is between its two steps */
             }
@@ -195,11 +204,17 @@ static int rd_acquire(ks_robust_rwlock_t *rw, int64_t deadline, int try)
         KS_RACE_POINT();
         /* the shared op: the kernel's wake at a death is a shared one */
         ks_futex_wait(&rw->writer.word, w, deadline < until ? deadline : until, KS_SHARED);
-        /* The kernel wakes one sleeper at the holder's death.  If WRITER
-         * was already clear (the holder died inside its unlock), this
-         * reader goes in and nobody would wake the others: pass it on. */
+        /* The kernel wakes one sleeper at the holder's death: for a word
+         * left OD (the holder died holding it, or inside its unlock after
+         * clearing WRITER), and for a word left free (the holder died
+         * between its releasing store and its wake: the pending slot's
+         * wake).  This reader may then go in while the others sleep on, so
+         * a reader woken to a word with no owner wakes them all.  After a
+         * live release (which woke all already) the call finds nobody: one
+         * system call per woken reader, on the sleeping path only (found
+         * by review: 7 of 8 readers waited for the 1 s re-check). */
         w = __atomic_load_n(&rw->writer.word, __ATOMIC_RELAXED); /* relaxed: a hint */
-        if (!(w & TID) && (w & OD))
+        if (!(w & TID))
             ks_futex_wake(&rw->writer.word, KS_WAKE_ALL, KS_SHARED);
         r = __atomic_load_n(&rw->readers, __ATOMIC_RELAXED); /* relaxed: seeds the CAS */
     }
@@ -213,7 +228,7 @@ static int wr_acquire(ks_robust_rwlock_t *rw, int64_t deadline, int try)
 {
     if (bad(rw) || deadline < 0)
         return EINVAL;
-    return write_side(rw, deadline, try);
+    return write_side(rw, deadline, try, 0);
 }
 
 int ks_robust_rwlock_wrlock(ks_robust_rwlock_t *rw) { return wr_acquire(rw, KS_FOREVER, 0); }

@@ -10,6 +10,12 @@
 
 #include <ksync/robust_rwlock.h>
 
+#include <linux/filter.h>
+#include <linux/futex.h>
+#include <linux/seccomp.h>
+#include <stddef.h>
+#include <sys/prctl.h>
+
 static uint32_t readers_of(const ks_robust_rwlock_t *rw) { return __atomic_load_n(&rw->readers, __ATOMIC_RELAXED); }
 static uint32_t word_of(const ks_robust_rwlock_t *rw) { return __atomic_load_n(&rw->writer.word, __ATOMIC_RELAXED); }
 
@@ -434,5 +440,209 @@ Test(robust_rwlock, sigkill_storm_keeps_the_invariant, .timeout = 120)
     cr_assert_lt(stalls, 15, "%ld of %d kill periods made no progress", stalls, kills);
     cr_log_info("robust_rwlock storm: %d kills, %ld reads, %ld writes, %ld repairs", kills, s->reads, s->writes,
                 s->repairs);
+    kt_shared_free(s, sizeof *s);
+}
+
+/* ---- found by review ---- */
+
+/* The test binary is linked with --wrap for ks_robust's two locks (the
+ * Makefile's TEST_WRAP): a call from the library (src/robust_rwlock.c)
+ * runs the calling thread's hook first, if it set one, then the real lock.
+ * Every other call goes straight through. */
+int __real_ks_robust_timedlock(ks_robust_t *m, int64_t deadline);
+int __real_ks_robust_trylock(ks_robust_t *m);
+int __wrap_ks_robust_timedlock(ks_robust_t *m, int64_t deadline);
+int __wrap_ks_robust_trylock(ks_robust_t *m);
+static __thread void (*before_lock)(ks_robust_t *m);
+
+int __wrap_ks_robust_timedlock(ks_robust_t *m, int64_t deadline)
+{
+    if (before_lock)
+        before_lock(m);
+    return __real_ks_robust_timedlock(m, deadline);
+}
+
+int __wrap_ks_robust_trylock(ks_robust_t *m)
+{
+    if (before_lock)
+        before_lock(m);
+    return __real_ks_robust_trylock(m);
+}
+
+/* Another thread takes the dead writer's lock over, repairs it and
+ * unlocks, between the reader's look (an owner-dead word) and its lock. */
+static void *repair_it(void *p)
+{
+    ks_robust_rwlock_t *rw = p;
+    cr_assert_eq(ks_robust_rwlock_wrlock(rw), EOWNERDEAD);
+    cr_assert_eq(ks_robust_rwlock_consistent(rw), 0);
+    cr_assert_eq(ks_robust_rwlock_unlock(rw), 0);
+    return NULL;
+}
+
+static void repair_from_another_thread(ks_robust_t *m)
+{
+    before_lock = NULL;
+    pthread_t t;
+    kt_spawn(&t, repair_it, (ks_robust_rwlock_t *)(void *)m); /* writer is the first field */
+    kt_join(t);
+}
+
+/* So the reader's lock answers 0: it must enter as a reader, counted, not
+ * holding the write side (the first version returned 0 from tryrdlock
+ * holding the write side, and its rdlock waited for the other readers). */
+Test(robust_rwlock, a_reader_whose_take_over_finds_the_death_repaired_enters_as_a_reader, .timeout = 30)
+{
+    for (int try = 0; try < 2; try++) {
+        ks_robust_rwlock_t rw = KS_ROBUST_RWLOCK_INIT;
+        pthread_t w;
+        kt_spawn(&w, write_and_exit, &rw);
+        cr_assert_eq((intptr_t)kt_join(w), 0);
+        before_lock = repair_from_another_thread;
+        int e = try ? ks_robust_rwlock_tryrdlock(&rw) : ks_robust_rwlock_timedrdlock(&rw, ks_deadline_after(2000 * KT_MS));
+        cr_assert_null(before_lock, "the hook ran: the interleaving happened");
+        cr_assert_eq(e, 0, "%s", strerror(e));
+        cr_assert_eq(word_of(&rw), 0u, "the write side is not held");
+        cr_assert_eq(readers_of(&rw), 1u, "counted as a reader, nothing else");
+        cr_assert_eq(other_try(&rw, 0), 0, "another reader shares it");
+        cr_assert_eq(ks_robust_rwlock_unlock(&rw), 0);
+        cr_assert_eq(readers_of(&rw), 0u);
+    }
+}
+
+/* Readers racing at a dead writer: one takes over (EOWNERDEAD), repairs and
+ * unlocks; the others saw the death too, and their lock of the word answers
+ * 0 once it is repaired.  Such a reader must enter as a reader: not hold
+ * the write side (the first version returned 0 from tryrdlock holding it),
+ * not drain the other readers (its rdlock waited for them). */
+enum { RACE_READERS = 8, RACE_ROUNDS = 200 };
+struct race {
+    ks_robust_rwlock_t rw;
+    kt_gate_t gate;
+    int try;
+    int owner_dead, plain, busy, wrong;
+};
+
+static void *race_reader(void *p)
+{
+    struct race *x = p;
+    kt_gate_pass(&x->gate);
+    int e = x->try ? ks_robust_rwlock_tryrdlock(&x->rw)
+                   : ks_robust_rwlock_timedrdlock(&x->rw, ks_deadline_after(5000 * KT_MS));
+    if (e == EOWNERDEAD) {
+        __atomic_fetch_add(&x->owner_dead, 1, __ATOMIC_RELAXED);
+        cr_assert_eq(ks_robust_rwlock_consistent(&x->rw), 0);
+    } else if (e == 0) {
+        __atomic_fetch_add(&x->plain, 1, __ATOMIC_RELAXED);
+        uint32_t w = word_of(&x->rw), r = readers_of(&x->rw);
+        if ((w & KS_ROBUST_TID_MASK) == (uint32_t)kt_gettid() || (r & KS_RRW_WRITER) || !(r & KS_RRW_COUNT))
+            __atomic_fetch_add(&x->wrong, 1, __ATOMIC_RELAXED); /* "shared" but not counted as a reader */
+    } else {
+        cr_assert_eq(e, x->try ? EBUSY : 0, "%s", strerror(e));
+        __atomic_fetch_add(&x->busy, 1, __ATOMIC_RELAXED);
+        return NULL;
+    }
+    kt_sleep_ns(KT_MS / 10);
+    cr_assert_eq(ks_robust_rwlock_unlock(&x->rw), 0);
+    return NULL;
+}
+
+Test(robust_rwlock, readers_racing_at_a_repaired_death_enter_as_readers, .timeout = 120)
+{
+    long total_plain = 0;
+    for (int round = 0; round < RACE_ROUNDS; round++) {
+        struct race x = {.rw = KS_ROBUST_RWLOCK_INIT, .try = round & 1};
+        pthread_t w, t[RACE_READERS];
+        kt_spawn(&w, write_and_exit, &x.rw);
+        cr_assert_eq((intptr_t)kt_join(w), 0);
+        kt_gate_init(&x.gate, RACE_READERS);
+        for (int i = 0; i < RACE_READERS; i++)
+            kt_spawn(&t[i], race_reader, &x);
+        for (int i = 0; i < RACE_READERS; i++)
+            kt_join(t[i]);
+        kt_gate_destroy(&x.gate);
+        cr_assert_eq(x.owner_dead, 1, "round %d: one reader is told of the death", round);
+        cr_assert_eq(x.wrong, 0, "round %d: a reader got 0 holding the write side or uncounted", round);
+        cr_assert_eq(readers_of(&x.rw), 0u);
+        cr_assert_eq(word_of(&x.rw), 0u);
+        total_plain += x.plain;
+    }
+    cr_assert_gt(total_plain, 0);
+}
+
+/* The writer process dies between its releasing store and its FUTEX_WAKE
+ * (a seccomp filter kills it at that system call): the kernel's pending-slot
+ * wake reaches one sleeping reader, which must wake the others (the first
+ * version passed the wake on only for an owner-dead word: 7 of 8 readers
+ * waited for the 1 s re-check; the reproducer is the review's). */
+struct wakedeath {
+    ks_robust_rwlock_t rw;
+    int ready, go;
+    int64_t done_at[8];
+    int rc[8];
+};
+
+static int die_at_the_release_wake(void *p)
+{
+    struct wakedeath *s = p;
+    if (ks_robust_rwlock_wrlock(&s->rw) != 0)
+        return 2;
+    __atomic_store_n(&s->ready, 1, __ATOMIC_RELEASE);
+    while (!__atomic_load_n(&s->go, __ATOMIC_ACQUIRE))
+        kt_sleep_ns(KT_MS);
+    struct sock_filter f[] = {
+        BPF_STMT(BPF_LD | BPF_W | BPF_ABS, offsetof(struct seccomp_data, nr)),
+        BPF_JUMP(BPF_JMP | BPF_JEQ | BPF_K, SYS_futex, 0, 3),
+        BPF_STMT(BPF_LD | BPF_W | BPF_ABS, offsetof(struct seccomp_data, args[1])),
+        BPF_JUMP(BPF_JMP | BPF_JEQ | BPF_K, FUTEX_WAKE_BITSET, 0, 1),
+        BPF_STMT(BPF_RET | BPF_K, SECCOMP_RET_KILL_PROCESS),
+        BPF_STMT(BPF_RET | BPF_K, SECCOMP_RET_ALLOW),
+    };
+    struct sock_fprog prog = {sizeof f / sizeof f[0], f};
+    if (prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) || syscall(SYS_seccomp, SECCOMP_SET_MODE_FILTER, 0, &prog))
+        return 3;
+    ks_robust_rwlock_unlock(&s->rw); /* killed at its wake, after the store */
+    return 4;
+}
+
+struct wd_reader {
+    struct wakedeath *s;
+    int i;
+};
+
+static void *wd_read(void *p)
+{
+    struct wd_reader *r = p;
+    r->s->rc[r->i] = ks_robust_rwlock_timedrdlock(&r->s->rw, ks_deadline_after(10000 * KT_MS));
+    r->s->done_at[r->i] = ks_now();
+    if (r->s->rc[r->i] == 0)
+        ks_robust_rwlock_unlock(&r->s->rw);
+    return NULL;
+}
+
+Test(robust_rwlock, writer_killed_between_release_and_wake_all_readers_woken, .timeout = 60)
+{
+    struct wakedeath *s = kt_shared_alloc(sizeof *s);
+    cr_assert_eq(ks_robust_rwlock_init(&s->rw, KS_SHARED), 0);
+    pid_t pid = kt_fork(die_at_the_release_wake, s);
+    while (!__atomic_load_n(&s->ready, __ATOMIC_ACQUIRE))
+        kt_sleep_ns(KT_MS);
+    pthread_t t[8];
+    struct wd_reader rd[8];
+    for (int i = 0; i < 8; i++) {
+        rd[i] = (struct wd_reader){s, i};
+        kt_spawn(&t[i], wd_read, &rd[i]);
+    }
+    kt_sleep_ns(200 * KT_MS); /* all asleep on the writer's word */
+    __atomic_store_n(&s->go, 1, __ATOMIC_RELEASE);
+    int st = reap(pid);
+    int64_t died = ks_now();
+    cr_assert(WIFSIGNALED(st) && WTERMSIG(st) == SIGSYS, "the writer was not killed at its wake: status %#x", st);
+    for (int i = 0; i < 8; i++) {
+        kt_join(t[i]);
+        cr_assert_eq(s->rc[i], 0);
+        cr_assert_lt(s->done_at[i] - died, 500 * KT_MS, "reader %d in %lld ms after the death", i,
+                     (long long)((s->done_at[i] - died) / KT_MS));
+    }
     kt_shared_free(s, sizeof *s);
 }

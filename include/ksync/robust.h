@@ -86,7 +86,7 @@
 /* Init flag: the owner may lock it again (Python's RLock, a recursive
  * pthread mutex), up to KS_ROBUST_MAX_DEPTH levels. */
 #define KS_ROBUST_RECURSIVE 2u
-#define KS_ROBUST_MAX_DEPTH UINT32_MAX
+#define KS_ROBUST_MAX_DEPTH (UINT32_MAX - 1) /* levels above the first: UINT32_MAX in all, as glibc */
 
 /* 40 bytes, laid out as glibc's LP64 pthread_mutex_t where it matters: the
  * futex word at 0, the list node's prev at 24 and next at 32, so that the
