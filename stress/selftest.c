@@ -576,6 +576,14 @@ static void *rr_writer(void *arg)
 
 static void test_robust_rwlock(void)
 {
+    int e = ks_robust_rwlock_init(&rr, 0);
+    if (e == ENOTSUP) {
+        /* qemu-user gives its guest threads no robust-futex list (the
+         * channel's ENOSYS below), and a robust lock refuses to pretend */
+        printf("selftest: ks_robust_rwlock not run: no robust-futex list here (ENOTSUP)\n");
+        return;
+    }
+    EQ(e, 0);
     pthread_t r[RR_R], w[RR_W + 1];
     for (int i = 0; i < RR_R; i++)
         EQ(run_thread(rr_reader, NULL, &r[i]), 1);
