@@ -254,6 +254,15 @@ static inline void kt_wait_child_named(pid_t pid, const char *what)
 /* Reap the child and assert it exited with status 0. */
 static inline void kt_wait_child(pid_t pid) { kt_wait_child_named(pid, "child"); }
 
+/* Reap a child whatever its end; its raw wait status (for WIFSIGNALED). */
+static inline int kt_reap(pid_t pid)
+{
+    int st = 0;
+    while (waitpid(pid, &st, 0) < 0 && errno == EINTR)
+        ;
+    return st;
+}
+
 /* ---- signals --------------------------------------------------------------- */
 
 /* A handler installed without SA_RESTART, so a blocking syscall interrupted

@@ -437,14 +437,6 @@ Test(channel, close_wakes_a_sleeping_receiver)
 
 /* ---- processes ---- */
 
-static int reap_status(pid_t pid)
-{
-    int st = 0;
-    while (waitpid(pid, &st, 0) < 0 && errno == EINTR)
-        ;
-    return st;
-}
-
 struct child_arg {
     int fd;
     uint32_t count;
@@ -529,7 +521,7 @@ Test(channel, sender_killed_mid_stream_loses_nothing_committed, .timeout = 60)
     }
     cr_assert_eq(e, EPIPE, "after the last committed message: %s", strerror(e));
     cr_assert_geq(expect, 5000);
-    int st = reap_status(pid);
+    int st = kt_reap(pid);
     cr_assert(WIFSIGNALED(st) && WTERMSIG(st) == SIGKILL);
     ks_channel_close(rx);
 }
@@ -539,7 +531,7 @@ Test(channel, sender_dying_inside_a_reservation, .timeout = 60)
     ks_channel_t *rx = anon(65536, MAXM, KS_CHANNEL_RECV | KS_CHANNEL_SEND);
     struct child_arg a = {ks_channel_fd(rx), 20, DIE_IN_RESERVE};
     pid_t pid = kt_fork(child_main, &a);
-    int st = reap_status(pid);
+    int st = kt_reap(pid);
     cr_assert(WIFSIGNALED(st) && WTERMSIG(st) == SIGKILL, "status %#x", st);
     /* the dead child held the send lock: this sender takes it over */
     cr_assert_eq(ks_channel_send(rx, "after", 5, ks_deadline_after(5000 * KT_MS)), 0);
@@ -564,7 +556,7 @@ Test(channel, receiver_dying_inside_a_peek_leaves_the_message, .timeout = 60)
     cr_assert_eq(ks_channel_send(tx, "precious", 8, 0), 0);
     struct child_arg a = {ks_channel_fd(tx), 0, DIE_IN_PEEK};
     pid_t pid = kt_fork(child_main, &a);
-    int st = reap_status(pid);
+    int st = kt_reap(pid);
     cr_assert(WIFSIGNALED(st) && WTERMSIG(st) == SIGKILL, "status %#x", st);
     char buf[100];
     size_t n;
@@ -594,7 +586,7 @@ Test(channel, sleeping_receiver_learns_the_sender_died, .timeout = 60)
     kt_join(t);
     cr_assert_eq(s.rc, EPIPE, "%s", strerror(s.rc));
     cr_assert_lt(s.done - t0, KT_LATE_NS, "learned it after %lld ms", (long long)((s.done - t0) / KT_MS));
-    reap_status(pid);
+    kt_reap(pid);
     ks_channel_close(rx);
 }
 
@@ -703,7 +695,7 @@ Test(channel, unrelated_processes_by_name, .timeout = 60)
     }
     cr_assert_eq(e, EPIPE, "%s", strerror(e));
     cr_assert_eq(expect, count);
-    int st = reap_status(pid);
+    int st = kt_reap(pid);
     cr_assert(WIFEXITED(st) && WEXITSTATUS(st) == 0, "helper status %#x", st);
     cr_assert_eq(ks_channel_unlink(name), 0);
     ks_channel_close(rx);
@@ -945,7 +937,7 @@ Test(channel, slots_of_the_dead_are_given_back_to_openers, .timeout = 60)
     int fd = ks_channel_fd(rx);
     for (unsigned i = 0; i < KS_CHANNEL_PEERS + 8; i++) {
         pid_t pid = kt_fork(attach_and_die, &fd);
-        int st = reap_status(pid);
+        int st = kt_reap(pid);
         cr_assert(WIFSIGNALED(st) && WTERMSIG(st) == SIGKILL, "child %u: status %#x", i, st);
     }
     ks_channel_t *tx;

@@ -52,19 +52,10 @@ static int my_list_is_empty(void)
     return h->list.next == &h->list && h->list_op_pending == NULL;
 }
 
-/* Reap a child; return its raw wait status. */
-static int reap(pid_t pid)
-{
-    int st = 0;
-    while (waitpid(pid, &st, 0) < 0 && errno == EINTR)
-        ;
-    return st;
-}
-
 static void kill_reap(pid_t pid)
 {
     kill(pid, SIGKILL);
-    reap(pid);
+    kt_reap(pid);
 }
 
 /* ---- API and error codes ------------------------------------------------------ */
@@ -371,7 +362,7 @@ Test(robust, child_process_dies_holding_it_parent_asleep_in_lock, .timeout = 30)
         cr_assert_eq(ks_robust_unlock(&s->m), EPERM);
         __atomic_store_n(&s->go, 1, __ATOMIC_RELEASE);
         int e = ks_robust_lock(&s->m); /* asleep until the kernel's wake */
-        int st = reap(pid);
+        int st = kt_reap(pid);
         cr_assert(how ? (WIFSIGNALED(st) && WTERMSIG(st) == SIGKILL) : (WIFEXITED(st) && WEXITSTATUS(st) == 0),
                   "child status %#x", st);
         cr_assert_eq(e, EOWNERDEAD, "%s: %d", how ? "killed" : "exited", e);
@@ -400,7 +391,7 @@ Test(robust, kernel_wakes_the_sleeper_when_the_owner_is_killed, .timeout = 30)
     cr_assert(kt_wait_in_futex(wait_tid(&b), 5000 * KT_MS));
     int64_t t0 = ks_now();
     kill(pid, SIGKILL);
-    reap(pid);
+    kt_reap(pid);
     kt_join(t);
     cr_assert_eq(b.rc, EOWNERDEAD);
     cr_assert_lt(b.done - t0, 500 * KT_MS * KT_SLOW, "woken after %lld ms", (long long)((b.done - t0) / KT_MS));
@@ -539,7 +530,7 @@ static void dies_at(enum moment when)
         t0 = ks_now();
         __atomic_store_n(&s->go, 1, __ATOMIC_RELEASE);
     }
-    int st = reap(pid);
+    int st = kt_reap(pid);
     if (WIFEXITED(st) && WEXITSTATUS(st) == 77)
         cr_skip_test("no hardware watchpoints here");
     cr_assert(WIFSIGNALED(st) && WTERMSIG(st) == SIGKILL, "%s: child status %#x", moment_names[when], st);
@@ -948,7 +939,7 @@ static struct seg *make_seg(char *name, size_t cap)
 
 static void expect_exit0(pid_t pid, const char *what)
 {
-    int st = reap(pid);
+    int st = kt_reap(pid);
     cr_assert(WIFEXITED(st) && WEXITSTATUS(st) == 0, "%s: status %#x", what, st);
 }
 
@@ -968,7 +959,7 @@ Test(robust, unrelated_processes_through_shm_open, .timeout = 90)
     cr_assert_eq(ks_robust_unlock(&s->m), EPERM);
     __atomic_store_n(&s->go, 1, __ATOMIC_RELEASE);
     int e = ks_robust_lock(&s->m);
-    int st = reap(pid);
+    int st = kt_reap(pid);
     cr_assert(WIFSIGNALED(st) && WTERMSIG(st) == SIGKILL, "helper status %#x", st);
     cr_assert_eq(e, EOWNERDEAD);
     cr_assert_eq(ks_robust_consistent(&s->m), 0);
@@ -1243,7 +1234,7 @@ Test(robust, recursive_shared_owner_killed_deep, .timeout = 30)
     cr_assert_eq(ks_robust_trylock(&s->m), EBUSY);
     kill(pid, SIGKILL);
     cr_assert_eq(ks_robust_lock(&s->m), EOWNERDEAD);
-    int st = reap(pid);
+    int st = kt_reap(pid);
     cr_assert(WIFSIGNALED(st));
     cr_assert_eq(s->m.depth, 0u);
     cr_assert_eq(ks_robust_consistent(&s->m), 0);

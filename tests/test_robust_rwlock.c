@@ -19,14 +19,6 @@
 static uint32_t readers_of(const ks_robust_rwlock_t *rw) { return __atomic_load_n(&rw->readers, __ATOMIC_RELAXED); }
 static uint32_t word_of(const ks_robust_rwlock_t *rw) { return __atomic_load_n(&rw->writer.word, __ATOMIC_RELAXED); }
 
-static int reap(pid_t pid)
-{
-    int st = 0;
-    while (waitpid(pid, &st, 0) < 0 && errno == EINTR)
-        ;
-    return st;
-}
-
 /* Another thread's try of one side (it unlocks what it got). */
 struct tryer {
     ks_robust_rwlock_t *rw;
@@ -308,7 +300,7 @@ Test(robust_rwlock, writer_process_killed_inside_wakes_readers_and_writers, .tim
     kt_sleep_ns(100 * KT_MS); /* all asleep */
     int64_t kill_at = ks_now();
     kill(pid, SIGKILL);
-    int st = reap(pid);
+    int st = kt_reap(pid);
     cr_assert(WIFSIGNALED(st));
     for (int i = 0; i < N; i++)
         kt_join(t[i]);
@@ -347,7 +339,7 @@ Test(robust_rwlock, writer_killed_while_draining, .timeout = 60)
         kt_sleep_ns(KT_MS);
     cr_assert(readers_of(&s->rw) & KS_RRW_DRAIN, "the writer never drained");
     kill(pid, SIGKILL);
-    reap(pid);
+    kt_reap(pid);
     cr_assert_eq(word_of(&s->rw) & ~KS_ROBUST_WAITERS, KS_ROBUST_OWNER_DIED);
     cr_assert_eq(ks_robust_rwlock_unlock(&s->rw), 0, "the reader inside leaves");
     cr_assert_eq(ks_robust_rwlock_rdlock(&s->rw), EOWNERDEAD);
@@ -413,7 +405,7 @@ Test(robust_rwlock, sigkill_storm_keeps_the_invariant, .timeout = 120)
         seed = seed * 1103515245u + 12345u;
         kt_sleep_ns(KT_MS + (seed >> 8) % (2 * KT_MS));
         kill(writer, SIGKILL);
-        int st = reap(writer);
+        int st = kt_reap(writer);
         cr_assert(WIFSIGNALED(st), "the writer stopped by itself: status %#x", st);
         writer = kt_fork(storm_writer, s);
         kills++;
@@ -422,9 +414,9 @@ Test(robust_rwlock, sigkill_storm_keeps_the_invariant, .timeout = 120)
         last_work = work;
     }
     kill(writer, SIGKILL);
-    reap(writer);
+    kt_reap(writer);
     kill(reader, SIGKILL); /* perhaps inside as a reader: its count stays */
-    int rst = reap(reader);
+    int rst = kt_reap(reader);
     cr_assert(WIFSIGNALED(rst), "the reader stopped by itself: status %#x", rst);
     int e = ks_robust_rwlock_timedrdlock(&s->rw, ks_deadline_after(2000 * KT_MS));
     cr_assert(e == 0 || e == EOWNERDEAD, "final lock: %s", strerror(e));
@@ -635,7 +627,7 @@ Test(robust_rwlock, writer_killed_between_release_and_wake_all_readers_woken, .t
     }
     kt_sleep_ns(200 * KT_MS); /* all asleep on the writer's word */
     __atomic_store_n(&s->go, 1, __ATOMIC_RELEASE);
-    int st = reap(pid);
+    int st = kt_reap(pid);
     int64_t died = ks_now();
     cr_assert(WIFSIGNALED(st) && WTERMSIG(st) == SIGSYS, "the writer was not killed at its wake: status %#x", st);
     for (int i = 0; i < 8; i++) {

@@ -978,9 +978,10 @@ Test(pmutex, robust_mutex_owner_and_stranger_answers, .timeout = 30)
 }
 
 /* After pthread_mutex_destroy the kind is -1 (glibc writes it); a later lock
- * is EINVAL, for a mutex glibc keeps (recursive robust) as for one the
- * layer keeps (normal robust).  The layer once read -1 as its own robust
- * kind and linked the destroyed object onto the thread's robust list. */
+ * is EINVAL, for a recursive robust mutex as for a normal one (both the
+ * layer's own since KS_ROBUST_RECURSIVE; glibc's without the layer).  The
+ * layer once read -1 as its own robust kind and linked the destroyed object
+ * onto the thread's robust list. */
 Test(pmutex, lock_after_destroy_of_a_robust_mutex_is_einval, .timeout = 30)
 {
     for (int rec = 0; rec < 2; rec++) {
