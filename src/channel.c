@@ -311,8 +311,17 @@ static int ch_sleep(ks_channel_t *ch, const uint32_t *word, uint32_t expect, uin
         words[n] = &s->k.word;
         vals[n++] = w | FUTEX_WAITERS;
     }
+    /* Watching peers: look again within KS_PEER_RECHECK_NS (internal.h) */
+    int64_t until = deadline;
+    if (n > 2) {
+        int64_t cap = ks_deadline_after(KS_PEER_RECHECK_NS);
+        if (cap < until)
+            until = cap;
+    }
     KS_RACE_POINT();
-    int e = ks_futex_waitv(words, vals, NULL, n, deadline);
+    int e = ks_futex_waitv(words, vals, NULL, n, until);
+    if (e == ETIMEDOUT && until != deadline)
+        e = 0; /* the re-check, not the caller's deadline */
     /* The kernel wakes one waiter at a death, and this thread may return for
      * another reason (a message, room, the lock) and not look at its peers
      * again: whoever wakes passes the death on to the others (reap bumps

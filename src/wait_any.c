@@ -108,8 +108,18 @@ int ks_wait_any(const struct ks_any *set, unsigned n, int64_t deadline, unsigned
             disarm(set, armed, n, n);
             return ETIMEDOUT;
         }
+        /* a channel watches its peers: look again within KS_PEER_RECHECK_NS
+         * (internal.h); the loop below looks again after any timeout */
+        int64_t until = deadline;
+        for (unsigned i = 0; i < n; i++)
+            if (set[i].kind == KS_ANY_RECV || set[i].kind == KS_ANY_SEND) {
+                int64_t cap = ks_deadline_after(KS_PEER_RECHECK_NS);
+                if (cap < until)
+                    until = cap;
+                break;
+            }
         KS_RACE_POINT();
-        int w = ws.overflow ? ENOSYS : ks_futex_waitv(ws.word, ws.val, ws.flags, ws.n, deadline);
+        int w = ws.overflow ? ENOSYS : ks_futex_waitv(ws.word, ws.val, ws.flags, ws.n, until);
         if (w == ENOSYS) {
             /* no futex_waitv, or more words than it takes: a slice on the
              * first word, then look again */

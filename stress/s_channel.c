@@ -148,6 +148,21 @@ static struct shared *shared_new(const struct st_opts *o)
     return s;
 }
 
+/* Wait until n children have attached (a child that failed to attach exits
+ * 3 and never counts): 1 when they all did within ST_STALL_S.  A receiver
+ * that started before a late child attached saw EPIPE (no sender alive yet
+ * though one had been) and stopped serving: S22 once failed that way. */
+static int all_ready(struct shared *s, unsigned n)
+{
+    int64_t end = ks_deadline_after(STALL_NS);
+    while (__atomic_load_n(&s->ready, __ATOMIC_SEQ_CST) < (int)n)
+        if (ks_now() > end)
+            return 0;
+        else
+            usleep(100);
+    return 1;
+}
+
 static int more(const struct shared *s, uint64_t i, uint64_t iters)
 {
     return s->end_ns ? ks_now() < s->end_ns : i < iters;
@@ -247,11 +262,10 @@ static void s21_one(const struct st_opts *o, int t, unsigned n, uint64_t iters, 
     if (t != T_CHANNEL)
         for (unsigned i = 0; i < n; i++)
             close(fds[i][1]);
-    while (__atomic_load_n(&s->ready, __ATOMIC_SEQ_CST) < (int)n)
-        usleep(100);
     uint64_t next[MAXP] = {0}, total = 0, bad = 0;
-    unsigned open_streams = n;
+    unsigned open_streams = all_ready(s, n) ? n : 0;
     int killed = 0, timeout = 0;
+    bad += !open_streams;
     struct rec r;
     size_t len = 0;
     struct pollfd pf[MAXP];
@@ -431,6 +445,7 @@ static void s22_one(const struct st_opts *o, int t, unsigned n, uint64_t iters)
                 if (ks_channel_open_fd(ks_channel_fd(rq), KS_CHANNEL_SEND, &q) ||
                     ks_channel_open_fd(ks_channel_fd(rp[i]), KS_CHANNEL_RECV, &a))
                     _exit(3);
+                __atomic_fetch_add(&s->ready, 1, __ATOMIC_SEQ_CST);
             } else {
                 for (unsigned j = 0; j < n; j++) {
                     close(fds[j][1]);
@@ -455,9 +470,11 @@ static void s22_one(const struct st_opts *o, int t, unsigned n, uint64_t iters)
             pf[i] = (struct pollfd){.fd = fds[i][1], .events = POLLIN};
         }
     uint64_t next[MAXP] = {0}, total = 0, bad = 0;
-    unsigned open_streams = n;
+    /* every client attached before the first receive: see all_ready */
+    unsigned open_streams = t != T_CHANNEL || all_ready(s, n) ? n : 0;
     struct req q;
     int timeout = 0;
+    bad += !open_streams;
     while (open_streams) {
         size_t qn = 0;
         int from = -1;

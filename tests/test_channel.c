@@ -1177,6 +1177,97 @@ Test(channel, the_one_wake_of_a_death_is_passed_on, .timeout = 60)
     (void)d;
 }
 
+/* A waiter in another process that the kernel's one wake at a death reaches
+ * first, and that dies before it can pass the death on: here a raw futex
+ * wait on the dead peer's word that returns and does nothing. */
+struct thief {
+    uint32_t *word;
+    pid_t tid;
+    long rc;
+};
+
+static void *steal_the_wake(void *p)
+{
+    struct thief *t = p;
+    uint32_t v = __atomic_load_n(t->word, __ATOMIC_RELAXED);
+    while (!(v & FUTEX_WAITERS) &&
+           !__atomic_compare_exchange_n(t->word, &v, v | FUTEX_WAITERS, 0, __ATOMIC_RELAXED, __ATOMIC_RELAXED))
+        ;
+    __atomic_store_n(&t->tid, kt_gettid(), __ATOMIC_RELEASE);
+    /* shared (no FUTEX_PRIVATE_FLAG): the key the kernel's death wake uses */
+    t->rc = syscall(SYS_futex, t->word, FUTEX_WAIT, v | FUTEX_WAITERS, NULL, NULL, 0);
+    return NULL;
+}
+
+static void *wait_any_side(void *p)
+{
+    struct side *s = p;
+    struct ks_any a = {KS_ANY_RECV, s->ch};
+    unsigned idx = 99;
+    __atomic_store_n(&s->tid, kt_gettid(), __ATOMIC_RELEASE);
+    s->rc = ks_wait_any(&a, 1, ks_deadline_after(10000 * KT_MS), &idx);
+    s->done = ks_now();
+    s->n = idx;
+    return NULL;
+}
+
+/* Sender D dies while receiver R sleeps; the kernel wakes one waiter on D's
+ * word, and the first in line is a waiter that dies before it runs (S21:
+ * senders asleep on the lock of a sender killed with them).  R was never
+ * woken, and slept to its deadline. */
+static void death_wake_stolen(void *(*rfn)(void *))
+{
+    KT_SKIP_WATCH_UNDER_TSAN();
+    ks_channel_t *rx = anon(4096, 100, KS_CHANNEL_RECV);
+    ks_channel_t *d = reopen(rx, KS_CHANNEL_SEND); /* its death is made by hand; never closed */
+    unsigned char *seg = map_seg(rx, 8192);
+    uint32_t *dw = NULL;
+    for (unsigned i = 0; i < KS_CHANNEL_PEERS; i++) {
+        uint32_t role;
+        memcpy(&role, seg + OFF_SLOTS + i * 64 + 16, 4);
+        if (role == KS_CHANNEL_SEND)
+            dw = (uint32_t *)(void *)(seg + OFF_SLOTS + i * 64);
+    }
+    cr_assert_not_null(dw);
+    struct thief th = {.word = dw};
+    pthread_t tt, tr;
+    kt_spawn(&tt, steal_the_wake, &th);
+    pid_t ttid;
+    while (!(ttid = __atomic_load_n(&th.tid, __ATOMIC_ACQUIRE)))
+        sched_yield();
+    cr_assert(kt_wait_in_futex(ttid, 5000 * KT_MS)); /* first in line on D's word */
+    struct side r = {.ch = rx};
+    kt_spawn(&tr, rfn, &r);
+    cr_assert(kt_wait_in_futex(side_tid(&r), 5000 * KT_MS));
+    int64_t t0 = ks_now();
+    kill_slot(dw);
+    kt_join(tt);
+    cr_assert_eq(th.rc, 0, "the kernel's one wake went to the thief"); /* else the test proves nothing */
+    kt_join(tr);
+    cr_assert_eq(r.rc, rfn == recv_side ? EPIPE : 0, "R: %s", strerror(r.rc));
+    cr_assert_lt(r.done - t0, 1000 * KT_MS + KT_LATE_NS, "R learned the death after %lld ms",
+                 (long long)((r.done - t0) / KT_MS));
+    if (rfn != recv_side) {
+        char buf[8];
+        size_t n;
+        cr_assert_eq(r.n, 0);
+        cr_assert_eq(ks_channel_recv(rx, buf, sizeof buf, &n, 0), EPIPE);
+    }
+    munmap(seg, 8192);
+    ks_channel_close(rx);
+    (void)d;
+}
+
+Test(channel, a_death_wake_taken_by_a_dying_waiter_is_not_lost, .timeout = 60)
+{
+    death_wake_stolen(recv_side);
+}
+
+Test(channel, a_death_wake_taken_by_a_dying_waiter_is_not_lost_to_wait_any, .timeout = 60)
+{
+    death_wake_stolen(wait_any_side);
+}
+
 struct opener {
     int fd;
     pthread_barrier_t *bar;
