@@ -176,8 +176,10 @@ $(TEST_BIN): $(TEST_OBJS) $(STATIC) $(HPP_NOEXC_BIN) $(BUILD)/libksync.so $(EXAM
 	$(CXX) $(SANFLAGS) -o $@ $(TEST_OBJS) $(STATIC) -lcriterion $(LDLIBS) $(TEST_WRAP)
 
 # tests/test_robust_rwlock.c steps into the robust rwlock's call of ks_robust's
-# lock to make an interleaving happen (its wrappers forward every other call).
-TEST_WRAP := -Wl,--wrap=ks_robust_timedlock -Wl,--wrap=ks_robust_trylock
+# lock to make an interleaving happen, and tests/test_channel.c kills a child
+# at one futex wake inside ks_channel_open (the wrappers forward every other
+# call).
+TEST_WRAP := -Wl,--wrap=ks_robust_timedlock -Wl,--wrap=ks_robust_trylock -Wl,--wrap=ks_futex_wake
 
 run-tests: $(TEST_BIN)
 	$(TEST_BIN) $(TEST_ARGS)

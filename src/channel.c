@@ -311,13 +311,14 @@ static int ch_sleep(ks_channel_t *ch, const uint32_t *word, uint32_t expect, uin
         words[n] = &s->k.word;
         vals[n++] = w | FUTEX_WAITERS;
     }
-    /* Watching peers: look again within KS_PEER_RECHECK_NS (internal.h) */
+    /* Look again within KS_PEER_RECHECK_NS (internal.h): every caller
+     * depends on its peers, also before the first of them has attached (a
+     * peer killed inside attach, after ever[] and before its wake, leaves
+     * nothing to watch and nobody woken) */
     int64_t until = deadline;
-    if (n > 2) {
-        int64_t cap = ks_deadline_after(KS_PEER_RECHECK_NS);
-        if (cap < until)
-            until = cap;
-    }
+    int64_t cap = ks_deadline_after(KS_PEER_RECHECK_NS);
+    if (cap < until)
+        until = cap;
     KS_RACE_POINT();
     int e = ks_futex_waitv(words, vals, NULL, n, until);
     if (e == ETIMEDOUT && until != deadline)

@@ -243,12 +243,13 @@ KS_HIDDEN void ks_keeper_release(void *slot);
  * KS_WAITSET_MAX in all) sets `overflow`: the waiter then sleeps in slices
  * and looks again. */
 #define KS_WAITSET_MAX 128
-/* A waiter that watches peers' robust words (ks_channel, and ks_wait_any
- * over channels) looks again at least this often.  The kernel wakes one
- * waiter at a death, and that one can die before it passes the death on
- * (a process group killed at once), as can a reaper between its release of
- * the slot and its wakes: a safety net with a bound, not the way deaths are
- * learned (docs/ipc.md, "What survives which failure"). */
+/* A channel wait (ks_channel, and ks_wait_any over channels) looks at its
+ * peers again at least this often.  The kernel wakes one waiter at a
+ * death, and that one can die before it passes the death on (a process
+ * group killed at once), as can a reaper between its release of the slot
+ * and its wakes, or a first peer killed inside open before its wake: a
+ * safety net with a bound, not the way deaths are learned (docs/ipc.md,
+ * "Peer death"). */
 #define KS_PEER_RECHECK_NS 1000000000LL
 struct ks_waitset {
     const uint32_t *word[KS_WAITSET_MAX];

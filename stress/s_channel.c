@@ -265,7 +265,12 @@ static void s21_one(const struct st_opts *o, int t, unsigned n, uint64_t iters, 
     uint64_t next[MAXP] = {0}, total = 0, bad = 0;
     unsigned open_streams = all_ready(s, n) ? n : 0;
     int killed = 0, timeout = 0;
-    bad += !open_streams;
+    if (!open_streams) { /* a child could not attach: end the others */
+        bad++;
+        for (unsigned i = 0; i < n; i++)
+            kill(pids[i], SIGKILL);
+        killed = 1;
+    }
     struct rec r;
     size_t len = 0;
     struct pollfd pf[MAXP];
@@ -318,7 +323,7 @@ static void s21_one(const struct st_opts *o, int t, unsigned n, uint64_t iters, 
         next[r.who]++;
         total++;
     }
-    unsigned failed = reap_all(pids, n, kill_them);
+    unsigned failed = reap_all(pids, n, killed);
     uint64_t sent = 0;
     for (unsigned i = 0; i < n; i++)
         sent += s->sent[i];

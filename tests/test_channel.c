@@ -1320,3 +1320,191 @@ Test(channel, concurrent_opens_get_a_slot_each, .timeout = 120)
     munmap(seg, 8192);
     ks_channel_close(rx);
 }
+
+/* ---- the other waits that watch a peer's word (found by review) ---- */
+
+/* A sender C asleep on the send lock that dead sender D holds: the kernel's
+ * one wake at D's death goes to a thief first in line on D's word. */
+Test(channel, a_death_wake_taken_by_a_dying_waiter_reaches_a_locker, .timeout = 60)
+{
+    KT_SKIP_WATCH_UNDER_TSAN();
+    ks_channel_t *rx = anon(4096, 100, KS_CHANNEL_RECV);
+    ks_channel_t *c = reopen(rx, KS_CHANNEL_SEND);
+    ks_channel_t *d = reopen(rx, KS_CHANNEL_SEND); /* dies by hand */
+    unsigned char *seg = map_seg(rx, 8192);
+    void *p;
+    cr_assert_eq(ks_channel_reserve(d, 5, &p, 0), 0); /* D holds the send lock */
+    uint32_t tok = __atomic_load_n((uint32_t *)(void *)(seg + 64), __ATOMIC_RELAXED);
+    unsigned idx = (tok & 0xff) - 1;
+    cr_assert_lt(idx, KS_CHANNEL_PEERS);
+    uint32_t *dw = (uint32_t *)(void *)(seg + OFF_SLOTS + idx * 64);
+    struct thief th = {.word = dw};
+    pthread_t tt, tc;
+    kt_spawn(&tt, steal_the_wake, &th);
+    pid_t ttid;
+    while (!(ttid = __atomic_load_n(&th.tid, __ATOMIC_ACQUIRE)))
+        sched_yield();
+    cr_assert(kt_wait_in_futex(ttid, 5000 * KT_MS));
+    struct side s = {.ch = c};
+    kt_spawn(&tc, send_side, &s);
+    cr_assert(kt_wait_in_futex(side_tid(&s), 5000 * KT_MS));
+    int64_t t0 = ks_now();
+    kill_slot(dw);
+    kt_join(tt);
+    cr_assert_eq(th.rc, 0, "the kernel's one wake went to the thief");
+    kt_join(tc);
+    cr_assert_eq(s.rc, 0, "C: %s after %lld ms", strerror(s.rc), (long long)((s.done - t0) / KT_MS));
+    cr_assert_lt(s.done - t0, 1000 * KT_MS + KT_LATE_NS, "C took the lock over after %lld ms",
+                 (long long)((s.done - t0) / KT_MS));
+    munmap(seg, 8192);
+    ks_channel_close(c);
+    ks_channel_close(rx);
+    (void)d;
+}
+
+/* A sender asleep for room (wait_space); the only receiver dies and a thief
+ * takes the kernel's one wake. */
+Test(channel, a_death_wake_taken_by_a_dying_waiter_reaches_a_sender_waiting_for_room, .timeout = 60)
+{
+    KT_SKIP_WATCH_UNDER_TSAN();
+    ks_channel_t *tx = anon(4096, 100, KS_CHANNEL_SEND);
+    ks_channel_t *r = reopen(tx, KS_CHANNEL_RECV); /* dies by hand */
+    unsigned char *seg = map_seg(tx, 8192);
+    char b[100] = {0};
+    while (ks_channel_send(tx, b, 100, 0) == 0)
+        ;
+    while (ks_channel_send(tx, b, 6, 0) == 0) /* send_side's size: no room for it either */
+        ;
+    uint32_t *rw = NULL;
+    for (unsigned i = 0; i < KS_CHANNEL_PEERS; i++) {
+        uint32_t role;
+        memcpy(&role, seg + OFF_SLOTS + i * 64 + 16, 4);
+        if (role == KS_CHANNEL_RECV)
+            rw = (uint32_t *)(void *)(seg + OFF_SLOTS + i * 64);
+    }
+    cr_assert_not_null(rw);
+    struct thief th = {.word = rw};
+    pthread_t tt, ts;
+    kt_spawn(&tt, steal_the_wake, &th);
+    pid_t ttid;
+    while (!(ttid = __atomic_load_n(&th.tid, __ATOMIC_ACQUIRE)))
+        sched_yield();
+    cr_assert(kt_wait_in_futex(ttid, 5000 * KT_MS));
+    struct side s = {.ch = tx};
+    kt_spawn(&ts, send_side, &s);
+    cr_assert(kt_wait_in_futex(side_tid(&s), 5000 * KT_MS));
+    int64_t t0 = ks_now();
+    kill_slot(rw);
+    kt_join(tt);
+    cr_assert_eq(th.rc, 0, "the kernel's one wake went to the thief");
+    kt_join(ts);
+    cr_assert_eq(s.rc, EPIPE, "S: %s after %lld ms", strerror(s.rc), (long long)((s.done - t0) / KT_MS));
+    cr_assert_lt(s.done - t0, 1000 * KT_MS + KT_LATE_NS, "S learned the death after %lld ms",
+                 (long long)((s.done - t0) / KT_MS));
+    munmap(seg, 8192);
+    ks_channel_close(tx);
+    (void)r;
+}
+
+/* ks_wait_any behind a peek held by a receiver that dies (any_lock_held):
+ * the one wake goes to a thief. */
+Test(channel, a_death_wake_taken_by_a_dying_waiter_reaches_wait_any_behind_a_peek, .timeout = 60)
+{
+    KT_SKIP_WATCH_UNDER_TSAN();
+    ks_channel_t *tx = anon(4096, 100, KS_CHANNEL_SEND);
+    ks_channel_t *rx = reopen(tx, KS_CHANNEL_RECV);
+    ks_channel_t *h = reopen(tx, KS_CHANNEL_RECV); /* dies by hand inside a peek */
+    unsigned char *seg = map_seg(tx, 8192);
+    cr_assert_eq(ks_channel_send(tx, "m", 1, 0), 0);
+    const void *p;
+    size_t n;
+    cr_assert_eq(ks_channel_peek(h, &p, &n, 0), 0);
+    uint32_t tok = __atomic_load_n((uint32_t *)(void *)(seg + 192), __ATOMIC_RELAXED);
+    unsigned idx = (tok & 0xff) - 1;
+    cr_assert_lt(idx, KS_CHANNEL_PEERS);
+    uint32_t *hw = (uint32_t *)(void *)(seg + OFF_SLOTS + idx * 64);
+    struct thief th = {.word = hw};
+    pthread_t tt, tw;
+    kt_spawn(&tt, steal_the_wake, &th);
+    pid_t ttid;
+    while (!(ttid = __atomic_load_n(&th.tid, __ATOMIC_ACQUIRE)))
+        sched_yield();
+    cr_assert(kt_wait_in_futex(ttid, 5000 * KT_MS));
+    struct side w = {.ch = rx};
+    kt_spawn(&tw, wait_any_side, &w);
+    cr_assert(kt_wait_in_futex(side_tid(&w), 5000 * KT_MS));
+    int64_t t0 = ks_now();
+    kill_slot(hw);
+    kt_join(tt);
+    cr_assert_eq(th.rc, 0, "the kernel's one wake went to the thief");
+    kt_join(tw);
+    cr_assert_eq(w.rc, 0, "W: %s", strerror(w.rc));
+    cr_assert_lt(w.done - t0, 1000 * KT_MS + KT_LATE_NS, "W saw the lock free after %lld ms",
+                 (long long)((w.done - t0) / KT_MS));
+    char b[8];
+    cr_assert_eq(ks_channel_recv(rx, b, sizeof b, &n, 0), 0, "the message stayed");
+    munmap(seg, 8192);
+    ks_channel_close(rx);
+    ks_channel_close(tx);
+    (void)h;
+}
+
+/* A peer SIGKILLed inside open, after it set ever[] and bumped members_ev
+ * and before its wake: the waiter that slept with no peer of that role yet
+ * watched no slot, and the kernel woke nobody.  It slept to its deadline
+ * (forever with KS_FOREVER) while a new call answered EPIPE at once.  The
+ * child dies in a link-time wrapper of ks_futex_wake (TEST_WRAP in the
+ * Makefile) at the wake of members_ev, offset 328 of the header page. */
+static volatile int die_at_members_wake;
+int __real_ks_futex_wake(const uint32_t *word, int n, unsigned flags);
+int __wrap_ks_futex_wake(const uint32_t *word, int n, unsigned flags);
+int __wrap_ks_futex_wake(const uint32_t *word, int n, unsigned flags)
+{
+    if (die_at_members_wake && ((uintptr_t)word & 4095) == 328 &&
+        *(const uint64_t *)((uintptr_t)word & ~(uintptr_t)4095) == 0x314e414843534b00ull)
+        raise(SIGKILL);
+    return __real_ks_futex_wake(word, n, flags);
+}
+
+static void first_peer_killed_inside_open(int send)
+{
+    ks_channel_t *ch = anon(4096, 100, send ? KS_CHANNEL_SEND : KS_CHANNEL_RECV);
+    if (send) {
+        char b[100] = {0};
+        while (ks_channel_send(ch, b, 100, 0) == 0) /* full: send_side waits for room */
+            ;
+        while (ks_channel_send(ch, b, 6, 0) == 0)
+            ;
+    }
+    struct side s = {.ch = ch};
+    pthread_t t;
+    kt_spawn(&t, send ? send_side : recv_side, &s);
+    cr_assert(kt_wait_in_futex(side_tid(&s), 5000 * KT_MS));
+    fflush(NULL);
+    pid_t pid = fork();
+    cr_assert_neq(pid, -1);
+    if (pid == 0) {
+        ks_channel_t *mine;
+        die_at_members_wake = 1;
+        int e = ks_channel_open_fd(ks_channel_fd(ch), send ? KS_CHANNEL_RECV : KS_CHANNEL_SEND, &mine);
+        _exit(e ? 3 : 4); /* not reached: killed inside */
+    }
+    int st = kt_reap(pid);
+    cr_assert(WIFSIGNALED(st) && WTERMSIG(st) == SIGKILL, "the child died inside open (status 0x%x)", st);
+    int64_t t0 = ks_now();
+    kt_join(t);
+    cr_assert_eq(s.rc, EPIPE, "%s after %lld ms", strerror(s.rc), (long long)((s.done - t0) / KT_MS));
+    cr_assert_lt(s.done - t0, 1000 * KT_MS + KT_LATE_NS, "learned it after %lld ms",
+                 (long long)((s.done - t0) / KT_MS));
+    ks_channel_close(ch);
+}
+
+Test(channel, a_first_sender_killed_inside_open_ends_a_waiting_receiver, .timeout = 60)
+{
+    first_peer_killed_inside_open(0);
+}
+
+Test(channel, a_first_receiver_killed_inside_open_ends_a_waiting_sender, .timeout = 60)
+{
+    first_peer_killed_inside_open(1);
+}

@@ -82,7 +82,9 @@
  * process-shared robust mutexes do): peers can read them.
  * Linux 5.16+ lets a waiter sleep on its event and on its peers' slots at
  * once (futex_waitv); on an older kernel a waiter re-checks its peers every
- * 10 ms.  64-bit Linux.
+ * 10 ms.  Either way a blocked call also looks at its peers once a second:
+ * the kernel wakes one waiter at a death, and that one may die too before
+ * it passes the news on (docs/ipc.md, "Peer death").  64-bit Linux.
  */
 #ifndef KSYNC_CHANNEL_H
 #define KSYNC_CHANNEL_H
