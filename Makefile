@@ -105,8 +105,8 @@ help:
 ## make                 build/libksync.a and build/libksync.so (SONAME libksync.so.1), build/examples/shm_writer
 ## make test            install missing packages (as root), build and run the Criterion tests
 ## make run-tests       run the Criterion tests without the package check (TEST_ARGS="--filter cond/*")
-## make stress          the stress scenarios on short defaults (S1-S15, S17, S19-S22; S16 and S18
-##                      are not written yet), then again with yield injection (STRESS_ARGS="...")
+## make stress          the stress scenarios on short defaults (S1-S15, S17-S22; S16 is not
+##                      written yet), then again with yield injection (STRESS_ARGS="...")
 ## make bench           throughput/latency against glibc, Concurrency Kit and liburcu, callgrind counts
 ##                      (BENCH_ARGS="--only cache")
 ## make asan            the Criterion tests under AddressSanitizer+UBSan (build/asan)

@@ -21,6 +21,7 @@
 #include <ksync/cache.h>
 #include <ksync/channel.h>
 #include <ksync/wait_any.h>
+#include <ksync/lockstat.h>
 #include <ksync/debug.h>
 
 #endif

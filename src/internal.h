@@ -171,6 +171,7 @@ static inline uint64_t ks_process_gen(void)
 enum ks_exit_hook {
     KS_EXIT_EPOCH,      /* src/epoch.c: closes a section left open, leaves */
     KS_EXIT_CACHE_LINE, /* src/cache.c: gives the hit/miss line back */
+    KS_EXIT_LOCKSTAT,   /* src/lockstat.c: adds the thread's pending counts */
     KS_EXIT_HOOKS
 };
 KS_HIDDEN int ks_thread_at_exit(enum ks_exit_hook which, void (*fn)(void));
@@ -293,6 +294,28 @@ KS_HIDDEN void ks_channel_any_after(struct ks_channel *ch);
 struct ks_queue;
 KS_HIDDEN int ks_queue_any_arm(struct ks_queue *q, int put, struct ks_waitset *ws);
 KS_HIDDEN void ks_queue_any_disarm(struct ks_queue *q, int put);
+
+/* ---- lock statistics (src/lockstat.c; docs/lockstat.md) ----
+ * Called from slow paths only.  ks_ls_mode: the mode (KS_LOCKSTAT_*), one
+ * relaxed load.  init: a lock initialised while statistics are on (a new
+ * record, or a reset one, whose class is `site`).  acquired: an acquisition
+ * seen by a slow path, with whether it waited and for how long (ks_ticks()
+ * units); now: ks_ticks() at the acquisition if its release will be seen
+ * too (ks_ls_hold_end), so the hold is timed, else 0. */
+extern KS_HIDDEN int ks_ls_mode_;
+static inline int ks_ls_mode(void)
+{
+    return __atomic_load_n(&ks_ls_mode_, __ATOMIC_RELAXED); /* a switch: ordered by nothing */
+}
+KS_HIDDEN void ks_ls_init(const void *lock, unsigned kind, const void *site);
+KS_HIDDEN void ks_ls_acquired(const void *lock, unsigned kind, const void *site, int contended,
+                              uint64_t wait_ticks, uint64_t now);
+/* A release seen by a slow path, in two halves: hold_end while the lock is
+ * still held (the hold's length in ticks, 0 and *cookie NULL if it was not
+ * timed), hold_add after the releasing store (the counting, outside the
+ * critical section; it touches the record, never the lock). */
+KS_HIDDEN uint64_t ks_ls_hold_end(const void *lock, void **cookie);
+KS_HIDDEN void ks_ls_hold_add(void *cookie, uint64_t ticks);
 
 /* ---- ks_robust's release for the robust rwlock (src/robust.c) ----
  * As ks_robust_unlock (0, EPERM), but every sleeper is woken; abandon:

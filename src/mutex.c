@@ -43,11 +43,13 @@
  */
 #include "internal.h"
 
+#include <ksync/lockstat.h>
 #include <ksync/mutex.h>
 
 #define L KS_MUTEX_LOCKED
 #define C KS_MUTEX_CONTENDED
 #define S KS_MUTEX_STARVING
+#define T KS_MUTEX_TRACED
 
 /* How long a waiter may lose to barging threads before it turns the mutex
  * FIFO.  Go uses 1 ms; measured in docs/mutex.md. */
@@ -63,8 +65,13 @@ int ks_mutex_init(ks_mutex_t *m, unsigned flags)
 {
     if (!m || (flags & ~KS_FLAGS_VALID))
         return EINVAL;
-    m->state = 0;
     m->flags = flags;
+    /* Lock statistics (src/lockstat.c): in KS_LOCKSTAT_ALL the mark makes
+     * every lock and unlock of this mutex take the slow path. */
+    int mode = ks_ls_mode();
+    m->state = mode == KS_LOCKSTAT_ALL ? T : 0;
+    if (KS_UNLIKELY(mode))
+        ks_ls_init(m, KS_LOCK_MUTEX, __builtin_return_address(0));
     return 0;
 }
 
@@ -74,8 +81,11 @@ int ks_mutex_destroy(ks_mutex_t *m)
         return EINVAL;
     /* relaxed: destroy is only legal when no other thread uses the mutex;
      * this check is a courtesy for the caller who got that wrong. */
-    if (__atomic_load_n(&m->state, __ATOMIC_RELAXED) != 0)
+    uint32_t s = __atomic_load_n(&m->state, __ATOMIC_RELAXED);
+    if (s & ~T)
         return EBUSY;
+    if (s)
+        __atomic_store_n(&m->state, 0, __ATOMIC_RELAXED); /* relaxed: as above */
     return 0;
 }
 
@@ -93,23 +103,87 @@ static int lock_slow(ks_mutex_t *m, int64_t deadline, int slept);
 static void leave_starving(ks_mutex_t *m, unsigned fl)
 {
     uint32_t s = __atomic_load_n(&m->state, __ATOMIC_RELAXED);
-    while (!__atomic_compare_exchange_n(&m->state, &s, (s & L) ? (s & ~S) : 0, 1, __ATOMIC_RELAXED,
+    while (!__atomic_compare_exchange_n(&m->state, &s, (s & L) ? (s & ~S) : (s & T), 1, __ATOMIC_RELAXED,
                                         __ATOMIC_RELAXED))
         ;
     if (!(s & L) && (s & C))
         ks_futex_wake(&m->state, 1, fl);
 }
 
+/* The slow path as lock statistics see it (docs/lockstat.md): with
+ * statistics off and no mark, lock_slow alone.  Otherwise the time from
+ * here to the acquisition is the wait, if the mutex was held (or reserved)
+ * when we looked; the holder fixes the mark to the mode (set for
+ * KS_LOCKSTAT_ALL, cleared otherwise) and stamps the hold when its unlock
+ * will come to the slow path (T or C set: only the holder clears them). */
+static int lock_stat(ks_mutex_t *m, int64_t deadline, int slept, const void *site)
+{
+    int mode = ks_ls_mode();
+    uint32_t s0 = __atomic_load_n(&m->state, __ATOMIC_RELAXED); /* a statistic: ordered by nothing */
+    if (KS_LIKELY(!mode && !(s0 & T)))
+        return lock_slow(m, deadline, slept);
+    /* A free marked mutex (the fast path failed on the mark alone): one
+     * CAS, as the fast path would have done (acquire: pairs with the
+     * release in unlock).  Only a contended acquisition reads the clock
+     * before it. */
+    const int contended = (s0 & (L | S)) || slept;
+    uint64_t t0 = contended ? ks_ticks() : 0;
+    if (contended ||
+        !__atomic_compare_exchange_n(&m->state, &s0, s0 | L, 0, __ATOMIC_ACQUIRE, __ATOMIC_RELAXED)) {
+        if (!t0)
+            t0 = ks_ticks(); /* lost the CAS: a wait after all */
+        int r = lock_slow(m, deadline, slept);
+        if (r)
+            return r;
+    }
+    uint32_t s = __atomic_load_n(&m->state, __ATOMIC_RELAXED); /* seeds the CAS */
+    uint32_t want = mode == KS_LOCKSTAT_ALL ? T : 0;
+    /* relaxed: the mark publishes nothing; others only add C or S meanwhile */
+    while ((s & T) != want && !__atomic_compare_exchange_n(&m->state, &s, (s & ~T) | want, 1, __ATOMIC_RELAXED,
+                                                           __ATOMIC_RELAXED))
+        ;
+    if (mode) {
+        uint64_t now = ks_ticks();
+        ks_ls_acquired(m, KS_LOCK_MUTEX, site, t0 != 0, t0 ? now - t0 : 0, (s & C) || want ? now : 0);
+    }
+    return 0;
+}
+
 int ks_mutex_lock_slow(ks_mutex_t *m, int64_t deadline)
 {
     if (!m || deadline < 0)
         return EINVAL;
-    return lock_slow(m, deadline, 0);
+    return lock_stat(m, deadline, 0, __builtin_return_address(0));
 }
 
 int ks_mutex_lock_requeued(ks_mutex_t *m)
 {
-    return lock_slow(m, KS_FOREVER, 1);
+    return lock_stat(m, KS_FOREVER, 1, __builtin_return_address(0));
+}
+
+int ks_mutex_trylock_slow(ks_mutex_t *m)
+{
+    if (!m)
+        return EINVAL;
+    uint32_t s = __atomic_load_n(&m->state, __ATOMIC_RELAXED); /* seeds the CAS */
+    while (!(s & (L | S))) {
+        /* acquire: pairs with the release in unlock */
+        if (__atomic_compare_exchange_n(&m->state, &s, s | L, 1, __ATOMIC_ACQUIRE, __ATOMIC_RELAXED)) {
+            int mode = ks_ls_mode();
+            if (mode != KS_LOCKSTAT_ALL) {
+                /* relaxed: as in lock_stat */
+                uint32_t v = s | L;
+                while ((v & T) && !__atomic_compare_exchange_n(&m->state, &v, v & ~T, 1, __ATOMIC_RELAXED,
+                                                               __ATOMIC_RELAXED))
+                    ;
+            }
+            if (mode)
+                ks_ls_acquired(m, KS_LOCK_MUTEX, __builtin_return_address(0), 0, 0,
+                               (s & C) || mode == KS_LOCKSTAT_ALL ? ks_ticks() : 0);
+            return 0;
+        }
+    }
+    return EBUSY;
 }
 
 /* slept: the caller has already slept on this word (or on a condition
@@ -132,9 +206,9 @@ static int lock_slow(ks_mutex_t *m, int64_t deadline, int slept)
         int b = 1;
         do {
             s = __atomic_load_n(&m->state, __ATOMIC_RELAXED);
-            if (s == 0) {
+            if ((s & ~T) == 0) {
                 /* acquire: pairs with the release in unlock. */
-                if (__atomic_compare_exchange_n(&m->state, &s, L, 1, __ATOMIC_ACQUIRE, __ATOMIC_RELAXED)) {
+                if (__atomic_compare_exchange_n(&m->state, &s, s | L, 1, __ATOMIC_ACQUIRE, __ATOMIC_RELAXED)) {
                     ks_spin_won(&sp);
                     return 0;
                 }
@@ -213,12 +287,18 @@ int ks_mutex_unlock_slow(ks_mutex_t *m)
         return EINVAL;
     const unsigned fl = m->flags; /* read before the release: see below */
     uint32_t s = __atomic_load_n(&m->state, __ATOMIC_RELAXED);
+    /* the hold ends here, while the mutex is still ours (after the release
+     * it may be freed: the counting after it touches only the record) */
+    void *held_rec = NULL;
+    uint64_t held = 0;
+    if (KS_UNLIKELY((s & T) || ks_ls_mode()) && (s & L))
+        held = ks_ls_hold_end(m, &held_rec);
     do {
         if (!(s & L))
             return EPERM;
         /* release: pairs with the acquire CAS of the next locker.  Clears L
-         * and C, keeps S so the hand-off to a slept thread continues. */
-    } while (!__atomic_compare_exchange_n(&m->state, &s, s & S, 1, __ATOMIC_RELEASE, __ATOMIC_RELAXED));
+         * and C, keeps S so the hand-off to a slept thread continues, and T. */
+    } while (!__atomic_compare_exchange_n(&m->state, &s, s & (S | T), 1, __ATOMIC_RELEASE, __ATOMIC_RELAXED));
     /* From here the mutex may already be locked, unlocked and freed by
      * another thread: touch nothing but the futex address (the wake is
      * harmless on freed or reused memory; B.3 item 12). */
@@ -226,5 +306,7 @@ int ks_mutex_unlock_slow(ks_mutex_t *m)
         KS_RACE_POINT();
         ks_futex_wake(&m->state, 1, fl);
     }
+    if (KS_UNLIKELY(held_rec))
+        ks_ls_hold_add(held_rec, held);
     return 0;
 }

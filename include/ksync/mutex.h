@@ -34,6 +34,7 @@
 #define KS_MUTEX_LOCKED 1u    /* held */
 #define KS_MUTEX_CONTENDED 2u /* threads may be asleep: unlock must wake one */
 #define KS_MUTEX_STARVING 4u  /* a waiter waited too long: newcomers queue */
+#define KS_MUTEX_TRACED 8u    /* lock statistics see every acquisition: the fast paths fail */
 
 typedef struct ks_mutex {
     uint32_t state; /* the futex word: KS_MUTEX_* bits */
@@ -48,6 +49,8 @@ KS_API int ks_mutex_init(ks_mutex_t *m, unsigned flags);
 KS_API int ks_mutex_destroy(ks_mutex_t *m);
 KS_API int ks_mutex_lock_slow(ks_mutex_t *m, int64_t deadline);
 KS_API int ks_mutex_unlock_slow(ks_mutex_t *m);
+/* A trylock that found KS_MUTEX_TRACED (ksync/lockstat.h, KS_LOCKSTAT_ALL). */
+KS_API int ks_mutex_trylock_slow(ks_mutex_t *m);
 
 /* Fast paths: a single CAS each.  Acquire on lock pairs with the release
  * in the unlock that made the word 0; release on unlock pairs with the next
@@ -60,7 +63,7 @@ static inline int ks_mutex_trylock(ks_mutex_t *m)
     if (__atomic_compare_exchange_n(&m->state, &expect, KS_MUTEX_LOCKED, 0, __ATOMIC_ACQUIRE,
                                     __ATOMIC_RELAXED))
         return 0;
-    return EBUSY;
+    return KS_LIKELY(!(expect & KS_MUTEX_TRACED)) ? EBUSY : ks_mutex_trylock_slow(m);
 }
 
 static inline int ks_mutex_lock(ks_mutex_t *m)

@@ -1,0 +1,74 @@
+/* ksync/lockstat.h - lock statistics: who waits for which lock, how often and
+ * how long.  Algorithm, modes, costs and sample reports: docs/lockstat.md.
+ *
+ *   KSYNC_LOCKSTAT=1 ./prog         contention mode from the start, report at exit
+ *   KSYNC_LOCKSTAT=all ./prog       every acquisition counted, report at exit
+ *   ks_lockstat_set(KS_LOCKSTAT_CONTENTION);  ... ks_lockstat_report(stderr);
+ *
+ * Modes:
+ *   KS_LOCKSTAT_OFF         nothing is recorded; the lock paths are those of
+ *                           a build without the feature, plus one load of the
+ *                           mode on the slow paths.
+ *   KS_LOCKSTAT_CONTENTION  only slow paths record: contended acquisitions,
+ *                           wait times (total, max, histogram), and hold
+ *                           times of the acquisitions after a wait.  The
+ *                           uncontended fast paths are unchanged, so this
+ *                           mode can stay on in production.  `acquisitions`
+ *                           counts only what went through a slow path.
+ *   KS_LOCKSTAT_ALL         a lock initialised (or first seen on a slow
+ *                           path) in this mode is marked, and every lock and
+ *                           unlock of it takes the slow path: exact
+ *                           acquisition counts and every hold time, at the
+ *                           cost of a table lookup per acquisition.
+ * Covered so far: ks_mutex (and what is built on it: ks_cond's mutex).
+ *
+ * Classes: a lock's class is the name given with ks_lock_name, else the
+ * call site of its ks_*_init, else the call site of its first recorded
+ * acquisition (a statically initialised lock).  Reports aggregate by class.
+ *
+ * Return values: set: the previous mode, or -EINVAL for an unknown mode;
+ * lock_name: 0, EINVAL (NULL lock or name), ENOSPC (the table is full);
+ * read: the number of locks in the table (it writes at most max of them);
+ * report: 0, EINVAL (NULL file), or an errno from writing.
+ */
+#ifndef KSYNC_LOCKSTAT_H
+#define KSYNC_LOCKSTAT_H
+
+#include <ksync/common.h>
+#include <stdio.h>
+
+#define KS_LOCKSTAT_OFF 0
+#define KS_LOCKSTAT_CONTENTION 1
+#define KS_LOCKSTAT_ALL 2
+
+/* Wait-time histogram: bucket b counts waits in [2^b, 2^(b+1)) ns (bucket 0
+ * also holds 0 ns; the last one everything from 2^31 ns, about 2 s, up). */
+#define KS_LOCKSTAT_BUCKETS 32
+
+enum ks_lock_kind { KS_LOCK_MUTEX = 1 };
+
+struct ks_lockstat {
+    const void *lock;     /* the lock's address in this process */
+    const char *name;     /* ks_lock_name's name, or NULL */
+    const void *site;     /* the call site that defines the class (see above) */
+    unsigned kind;        /* enum ks_lock_kind */
+    uint64_t acquisitions; /* every one in KS_LOCKSTAT_ALL; slow-path ones otherwise */
+    uint64_t contended;   /* acquisitions that found the lock held (or reserved) */
+    uint64_t wait_ns, wait_max_ns; /* over the contended acquisitions */
+    uint64_t holds;       /* acquisitions whose hold time was measured */
+    uint64_t hold_ns, hold_max_ns;
+    uint64_t wait_hist[KS_LOCKSTAT_BUCKETS];
+};
+
+KS_EXTERN_C_BEGIN
+
+KS_API int ks_lockstat_set(int mode);
+KS_API int ks_lockstat_mode(void);
+KS_API int ks_lock_name(const void *lock, const char *name);
+KS_API size_t ks_lockstat_read(struct ks_lockstat *out, size_t max);
+KS_API void ks_lockstat_reset(void);
+KS_API int ks_lockstat_report(FILE *f);
+
+KS_EXTERN_C_END
+
+#endif

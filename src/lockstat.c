@@ -1,0 +1,613 @@
+/* src/lockstat.c - lock statistics (docs/lockstat.md).
+ *
+ * One record per lock, found by the lock's address in an open-addressing
+ * table of record pointers (linear probing, never shrunk, no deletion: a
+ * lock initialised again at the same address resets its record).  Records
+ * are inserted with one CAS of a NULL slot; a record is complete before the
+ * CAS publishes it.  Every counter is a relaxed atomic: the report reads a
+ * snapshot that may be behind, never a torn value.
+ *
+ * A thread does not add each event to the shared record: that would make
+ * the record's line a second contended line beside the lock's.  It counts
+ * in a private shard (a few records' pending counts) and adds them to the
+ * records every FLUSH_EVERY events, when the shard needs the room, when the
+ * thread reads statistics, and at the thread's exit (KS_EXIT_LOCKSTAT).  So
+ * the counts of a thread that is still running may lag by up to
+ * FLUSH_EVERY events per lock; those of a thread that has exited are
+ * exact.
+ *
+ * Only slow paths call in here (src/mutex.c): the fast paths of a lock are
+ * those of a build without statistics.  In KS_LOCKSTAT_ALL a lock carries a
+ * mark in its word (KS_MUTEX_TRACED) that makes the fast paths fail, so its
+ * every acquisition and release comes here.
+ */
+#include "internal.h"
+
+#include <ksync/lockstat.h>
+#include <ksync/mutex.h>
+#include <dlfcn.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#define TABLE_BITS 16
+#define TABLE_SIZE (1u << TABLE_BITS)
+
+struct rec {
+    const void *lock;
+    const void *site;        /* relaxed: informative */
+    const char *name;        /* acquire/release: a string published whole */
+    unsigned kind;
+    uint64_t acq, contended, holds;
+    /* ks_ticks() units, converted when read: no division per event */
+    uint64_t wait_ticks, wait_max_ticks, hold_ticks, hold_max_ticks;
+    uint64_t hist[KS_LOCKSTAT_BUCKETS];
+    uint64_t t_acq;          /* the holder's ks_ticks() at acquisition, 0 if not stamped */
+};
+
+KS_HIDDEN int ks_ls_mode_;
+static struct rec **table; /* acquire/release: published once by enable */
+static uint64_t dropped;   /* relaxed: records the full table refused */
+static ks_mutex_t setup = KS_MUTEX_INIT; /* never marked: the table's own lock */
+
+static inline size_t hash(const void *p)
+{
+    uint64_t x = (uint64_t)(uintptr_t)p;
+    x ^= x >> 33;
+    x *= 0xff51afd7ed558ccdull;
+    x ^= x >> 33;
+    return (size_t)(x & (TABLE_SIZE - 1));
+}
+
+static struct rec **get_table(void)
+{
+    /* acquire: pairs with the release store in ks_lockstat_set */
+    return __atomic_load_n(&table, __ATOMIC_ACQUIRE);
+}
+
+/* The last record this thread used: a lock taken and released in a loop
+ * finds its record without hashing.  Records are never freed and never
+ * change their lock, so a cached pointer whose lock matches is right. */
+static KS_TLS struct rec *last;
+
+static struct rec *find_slow(const void *lock, int create, unsigned kind, const void *site);
+
+/* The record of `lock`, created if `create` (NULL if absent, or the table
+ * is full or missing). */
+static inline __attribute__((always_inline)) struct rec *find(const void *lock, int create, unsigned kind,
+                                                             const void *site)
+{
+    struct rec *r = last;
+    if (KS_LIKELY(r && r->lock == lock))
+        return r;
+    r = find_slow(lock, create, kind, site);
+    if (r)
+        last = r;
+    return r;
+}
+
+static struct rec *find_slow(const void *lock, int create, unsigned kind, const void *site)
+{
+    struct rec **t = get_table();
+    if (!t)
+        return NULL;
+    struct rec *mine = NULL;
+    size_t i = hash(lock);
+    for (size_t n = 0; n < TABLE_SIZE; n++, i = (i + 1) & (TABLE_SIZE - 1)) {
+        /* acquire: pairs with the release CAS that published the record */
+        struct rec *r = __atomic_load_n(&t[i], __ATOMIC_ACQUIRE);
+        if (!r) {
+            if (!create)
+                return NULL;
+            if (!mine) {
+                mine = calloc(1, sizeof *mine);
+                if (!mine)
+                    return NULL;
+                mine->lock = lock;
+                mine->site = site;
+                mine->kind = kind;
+            }
+            /* release: the record's fields before it is seen */
+            if (__atomic_compare_exchange_n(&t[i], &r, mine, 0, __ATOMIC_RELEASE, __ATOMIC_ACQUIRE))
+                return mine;
+            /* lost the slot: r is the winner (acquired by the failed CAS) */
+        }
+        if (r->lock == lock) {
+            free(mine);
+            return r;
+        }
+    }
+    free(mine);
+    __atomic_fetch_add(&dropped, 1, __ATOMIC_RELAXED);
+    return NULL;
+}
+
+/* ---- a thread's pending counts ---- */
+
+#define SHARD_WAYS 4
+#define FLUSH_EVERY 128
+
+struct pend {
+    struct rec *r;
+    unsigned events;
+    uint64_t acq, contended, wait_ticks, wait_max_ticks, holds, hold_ticks, hold_max_ticks;
+    uint64_t hist[KS_LOCKSTAT_BUCKETS];
+};
+
+struct shard {
+    struct pend p[SHARD_WAYS];
+    unsigned next; /* the way the next miss evicts */
+};
+
+static KS_TLS struct shard *my;
+
+static void add(uint64_t *c, uint64_t v);
+static void raise_to(uint64_t *c, uint64_t v);
+
+static void flush_one(struct pend *p)
+{
+    struct rec *r = p->r;
+    if (!r || !p->events)
+        return;
+    if (p->acq)
+        add(&r->acq, p->acq);
+    if (p->contended) {
+        add(&r->contended, p->contended);
+        add(&r->wait_ticks, p->wait_ticks);
+        raise_to(&r->wait_max_ticks, p->wait_max_ticks);
+        for (unsigned b = 0; b < KS_LOCKSTAT_BUCKETS; b++)
+            if (p->hist[b])
+                add(&r->hist[b], p->hist[b]);
+    }
+    if (p->holds) {
+        add(&r->holds, p->holds);
+        add(&r->hold_ticks, p->hold_ticks);
+        raise_to(&r->hold_max_ticks, p->hold_max_ticks);
+    }
+    memset(p, 0, sizeof *p);
+    p->r = r;
+}
+
+static void flush_mine(void)
+{
+    struct shard *sh = my;
+    if (sh)
+        for (unsigned w = 0; w < SHARD_WAYS; w++)
+            flush_one(&sh->p[w]);
+}
+
+static void shard_exit(void)
+{
+    flush_mine();
+    free(my);
+    my = NULL;
+}
+
+/* This thread's pending counts for r (NULL: no memory; count directly). */
+static struct pend *pending(struct rec *r)
+{
+    struct shard *sh = my;
+    if (KS_UNLIKELY(!sh)) {
+        sh = calloc(1, sizeof *sh);
+        if (!sh)
+            return NULL;
+        if (ks_thread_at_exit(KS_EXIT_LOCKSTAT, shard_exit)) {
+            free(sh);
+            return NULL; /* no exit hook: counts would be lost at exit */
+        }
+        my = sh;
+    }
+    for (unsigned w = 0; w < SHARD_WAYS; w++)
+        if (sh->p[w].r == r)
+            return &sh->p[w];
+    struct pend *p = &sh->p[sh->next];
+    sh->next = (sh->next + 1) % SHARD_WAYS;
+    flush_one(p);
+    memset(p, 0, sizeof *p);
+    p->r = r;
+    return p;
+}
+
+static void add(uint64_t *c, uint64_t v)
+{
+    __atomic_fetch_add(c, v, __ATOMIC_RELAXED); /* a statistic: ordered by nothing */
+}
+
+static void raise_to(uint64_t *c, uint64_t v)
+{
+    uint64_t cur = __atomic_load_n(c, __ATOMIC_RELAXED); /* seeds the CAS */
+    while (cur < v && !__atomic_compare_exchange_n(c, &cur, v, 1, __ATOMIC_RELAXED, __ATOMIC_RELAXED))
+        ;
+}
+
+/* ks_ticks() differences to ns, without src/spin.c's clamp (waits and
+ * holds may last seconds): whole 100 ms chunks, then the rest. */
+static uint64_t ticks_ns(uint64_t ticks)
+{
+    static uint64_t chunk_ticks; /* relaxed: the same value from every thread */
+    uint64_t c = __atomic_load_n(&chunk_ticks, __ATOMIC_RELAXED);
+    if (!c) {
+        c = ks_spin_ns_to_ticks(100000000);
+        if (!c)
+            c = 1;
+        __atomic_store_n(&chunk_ticks, c, __ATOMIC_RELAXED);
+    }
+    return ticks / c * 100000000 + ks_spin_ticks_to_ns(ticks % c);
+}
+
+/* The histogram's bounds in ticks: bound[b] = ticks of 2^b ns, so that a
+ * wait is put in its bucket without a division.  Filled once (every thread
+ * computes the same values; relaxed). */
+static uint64_t bound[KS_LOCKSTAT_BUCKETS];
+
+static unsigned bucket_of_ticks(uint64_t ticks)
+{
+    if (KS_UNLIKELY(!__atomic_load_n(&bound[KS_LOCKSTAT_BUCKETS - 1], __ATOMIC_RELAXED))) {
+        uint64_t b27 = ks_spin_ns_to_ticks(1ull << 27); /* spin.c converts up to 2^28 ns */
+        for (unsigned b = 0; b < KS_LOCKSTAT_BUCKETS; b++)
+            __atomic_store_n(&bound[b], b <= 27 ? ks_spin_ns_to_ticks(1ull << b) : b27 << (b - 27),
+                             __ATOMIC_RELAXED);
+    }
+    /* the last b with bound[b] <= ticks (bucket 0 also holds what is below) */
+    unsigned lo = 0, hi = KS_LOCKSTAT_BUCKETS - 1;
+    while (lo < hi) {
+        unsigned mid = (lo + hi + 1) / 2;
+        if (__atomic_load_n(&bound[mid], __ATOMIC_RELAXED) <= ticks)
+            lo = mid;
+        else
+            hi = mid - 1;
+    }
+    return lo;
+}
+
+void ks_ls_init(const void *lock, unsigned kind, const void *site)
+{
+    struct rec *r = find(lock, 1, kind, site);
+    if (!r)
+        return;
+    /* This thread's pending counts belong to the lock that was here. */
+    struct shard *sh = my;
+    if (sh)
+        for (unsigned w = 0; w < SHARD_WAYS; w++)
+            if (sh->p[w].r == r) {
+                memset(&sh->p[w], 0, sizeof sh->p[w]);
+                sh->p[w].r = r;
+            }
+    /* A lock initialised again at this address: a new lock, a new class.
+     * relaxed: counters; the site is informative */
+    __atomic_store_n(&r->site, site, __ATOMIC_RELAXED);
+    __atomic_store_n(&r->kind, kind, __ATOMIC_RELAXED);
+    __atomic_store_n(&r->name, NULL, __ATOMIC_RELEASE); /* release: as in ks_lock_name */
+    uint64_t *c[] = {&r->acq, &r->contended, &r->wait_ticks, &r->wait_max_ticks, &r->holds, &r->hold_ticks, &r->hold_max_ticks};
+    for (size_t k = 0; k < sizeof c / sizeof *c; k++)
+        __atomic_store_n(c[k], 0, __ATOMIC_RELAXED);
+    for (unsigned b = 0; b < KS_LOCKSTAT_BUCKETS; b++)
+        __atomic_store_n(&r->hist[b], 0, __ATOMIC_RELAXED);
+    __atomic_store_n(&r->t_acq, 0, __ATOMIC_RELAXED);
+}
+
+void ks_ls_acquired(const void *lock, unsigned kind, const void *site, int contended, uint64_t wait_ticks,
+                    uint64_t now)
+{
+    struct rec *r = find(lock, 1, kind, site);
+    if (!r)
+        return;
+    struct pend *p = pending(r);
+    if (KS_UNLIKELY(!p)) {
+        struct pend one = {.r = r, .events = 1, .acq = 1};
+        if (contended) {
+            one.wait_ticks = one.wait_max_ticks = wait_ticks;
+            one.contended = 1;
+            one.hist[bucket_of_ticks(wait_ticks)] = 1;
+        }
+        flush_one(&one);
+    } else {
+        p->acq++;
+        if (contended) {
+            p->contended++;
+            p->wait_ticks += wait_ticks;
+            if (wait_ticks > p->wait_max_ticks)
+                p->wait_max_ticks = wait_ticks;
+            p->hist[bucket_of_ticks(wait_ticks)]++;
+        }
+        if (++p->events >= FLUSH_EVERY)
+            flush_one(p);
+    }
+    /* relaxed: written and read by the holder only (the lock orders one
+     * holder's writes before the next holder's) */
+    __atomic_store_n(&r->t_acq, now ? now | 1 : 0, __ATOMIC_RELAXED); /* | 1: a stamp is never 0 */
+}
+
+uint64_t ks_ls_hold_end(const void *lock, void **cookie)
+{
+    struct rec *r = find(lock, 0, 0, NULL);
+    *cookie = NULL;
+    if (!r)
+        return 0;
+    uint64_t t = __atomic_load_n(&r->t_acq, __ATOMIC_RELAXED); /* the holder's own, see above */
+    if (!t)
+        return 0;
+    __atomic_store_n(&r->t_acq, 0, __ATOMIC_RELAXED);
+    uint64_t now = ks_ticks();
+    *cookie = r;
+    return now > t ? now - t : 0;
+}
+
+void ks_ls_hold_add(void *cookie, uint64_t v)
+{
+    struct rec *r = cookie;
+    struct pend *p = pending(r);
+    if (KS_UNLIKELY(!p)) {
+        struct pend one = {.r = r, .events = 1, .holds = 1, .hold_ticks = v, .hold_max_ticks = v};
+        flush_one(&one);
+        return;
+    }
+    p->holds++;
+    p->hold_ticks += v;
+    if (v > p->hold_max_ticks)
+        p->hold_max_ticks = v;
+    if (++p->events >= FLUSH_EVERY)
+        flush_one(p);
+}
+
+int ks_lockstat_mode(void)
+{
+    return ks_ls_mode();
+}
+
+static int make_table(void)
+{
+    if (get_table())
+        return 0;
+    ks_mutex_lock(&setup);
+    if (!get_table()) {
+        struct rec **t = calloc(TABLE_SIZE, sizeof *t);
+        if (!t) {
+            ks_mutex_unlock(&setup);
+            return ENOMEM;
+        }
+        __atomic_store_n(&table, t, __ATOMIC_RELEASE); /* release: pairs with get_table */
+    }
+    ks_mutex_unlock(&setup);
+    return 0;
+}
+
+int ks_lockstat_set(int mode)
+{
+    if (mode != KS_LOCKSTAT_OFF && mode != KS_LOCKSTAT_CONTENTION && mode != KS_LOCKSTAT_ALL)
+        return -EINVAL;
+    if (mode != KS_LOCKSTAT_OFF && make_table())
+        return -ENOMEM;
+    return __atomic_exchange_n(&ks_ls_mode_, mode, __ATOMIC_RELAXED); /* a switch: ordered by nothing */
+}
+
+int ks_lock_name(const void *lock, const char *name)
+{
+    if (!lock || !name)
+        return EINVAL;
+    if (make_table())
+        return ENOMEM;
+    struct rec *r = find(lock, 1, 0, NULL);
+    if (!r)
+        return ENOSPC;
+    char *copy = strdup(name);
+    if (!copy)
+        return ENOMEM;
+    /* release: the string's bytes before its pointer; an old name is
+     * leaked (a reader may be printing it) */
+    __atomic_store_n(&r->name, copy, __ATOMIC_RELEASE);
+    return 0;
+}
+
+static void snap(const struct rec *r, struct ks_lockstat *o)
+{
+    memset(o, 0, sizeof *o);
+    o->lock = r->lock;
+    o->name = __atomic_load_n(&r->name, __ATOMIC_ACQUIRE); /* acquire: pairs with ks_lock_name */
+    o->site = __atomic_load_n(&r->site, __ATOMIC_RELAXED);
+    o->kind = __atomic_load_n(&r->kind, __ATOMIC_RELAXED);
+    /* relaxed: a snapshot of counters */
+    o->acquisitions = __atomic_load_n(&r->acq, __ATOMIC_RELAXED);
+    o->contended = __atomic_load_n(&r->contended, __ATOMIC_RELAXED);
+    o->wait_ns = ticks_ns(__atomic_load_n(&r->wait_ticks, __ATOMIC_RELAXED));
+    o->wait_max_ns = ticks_ns(__atomic_load_n(&r->wait_max_ticks, __ATOMIC_RELAXED));
+    o->holds = __atomic_load_n(&r->holds, __ATOMIC_RELAXED);
+    o->hold_ns = ticks_ns(__atomic_load_n(&r->hold_ticks, __ATOMIC_RELAXED));
+    o->hold_max_ns = ticks_ns(__atomic_load_n(&r->hold_max_ticks, __ATOMIC_RELAXED));
+    for (unsigned b = 0; b < KS_LOCKSTAT_BUCKETS; b++)
+        o->wait_hist[b] = __atomic_load_n(&r->hist[b], __ATOMIC_RELAXED);
+}
+
+size_t ks_lockstat_read(struct ks_lockstat *out, size_t max)
+{
+    flush_mine(); /* this thread's own counts are exact in what it reads */
+    struct rec **t = get_table();
+    size_t n = 0;
+    if (!t)
+        return 0;
+    for (size_t i = 0; i < TABLE_SIZE; i++) {
+        struct rec *r = __atomic_load_n(&t[i], __ATOMIC_ACQUIRE); /* acquire: as in find */
+        if (!r)
+            continue;
+        if (out && n < max)
+            snap(r, &out[n]);
+        n++;
+    }
+    return n;
+}
+
+void ks_lockstat_reset(void)
+{
+    flush_mine(); /* then zeroed with the rest */
+    struct rec **t = get_table();
+    if (!t)
+        return;
+    for (size_t i = 0; i < TABLE_SIZE; i++) {
+        struct rec *r = __atomic_load_n(&t[i], __ATOMIC_ACQUIRE); /* acquire: as in find */
+        if (!r)
+            continue;
+        uint64_t *c[] = {&r->acq, &r->contended, &r->wait_ticks, &r->wait_max_ticks, &r->holds, &r->hold_ticks, &r->hold_max_ticks};
+        for (size_t k = 0; k < sizeof c / sizeof *c; k++)
+            __atomic_store_n(c[k], 0, __ATOMIC_RELAXED); /* relaxed: counters */
+        for (unsigned b = 0; b < KS_LOCKSTAT_BUCKETS; b++)
+            __atomic_store_n(&r->hist[b], 0, __ATOMIC_RELAXED);
+    }
+}
+
+/* ---- the report: one row per class, the most contended first ---- */
+
+struct cls {
+    struct ks_lockstat s; /* sums (max for the maxima) */
+    unsigned locks;
+};
+
+static int same_class(const struct ks_lockstat *a, const struct ks_lockstat *b)
+{
+    if (a->name || b->name)
+        return a->name && b->name && strcmp(a->name, b->name) == 0;
+    return a->site == b->site && a->kind == b->kind;
+}
+
+static int by_contention(const void *pa, const void *pb)
+{
+    const struct cls *a = pa, *b = pb;
+    if (a->s.contended != b->s.contended)
+        return a->s.contended < b->s.contended ? 1 : -1;
+    if (a->s.wait_ns != b->s.wait_ns)
+        return a->s.wait_ns < b->s.wait_ns ? 1 : -1;
+    return a->s.acquisitions < b->s.acquisitions ? 1 : a->s.acquisitions > b->s.acquisitions ? -1 : 0;
+}
+
+static void describe(const struct ks_lockstat *s, char *buf, size_t len)
+{
+    if (s->name) {
+        snprintf(buf, len, "%s", s->name);
+        return;
+    }
+    Dl_info di;
+    if (s->site && dladdr(s->site, &di) && di.dli_sname)
+        snprintf(buf, len, "%s+0x%lx", di.dli_sname,
+                 (unsigned long)((uintptr_t)s->site - (uintptr_t)di.dli_saddr));
+    else if (s->site && dladdr(s->site, &di) && di.dli_fname)
+        snprintf(buf, len, "%s+0x%lx", strrchr(di.dli_fname, '/') ? strrchr(di.dli_fname, '/') + 1 : di.dli_fname,
+                 (unsigned long)((uintptr_t)s->site - (uintptr_t)di.dli_fbase));
+    else
+        snprintf(buf, len, "%p", s->site);
+}
+
+static const char *kind_name(unsigned k)
+{
+    return k == KS_LOCK_MUTEX ? "mutex" : "?";
+}
+
+static void fmt_ns(char *b, size_t len, uint64_t ns)
+{
+    if (ns < 10000)
+        snprintf(b, len, "%llu ns", (unsigned long long)ns);
+    else if (ns < 10000000)
+        snprintf(b, len, "%.1f us", (double)ns / 1e3);
+    else if (ns < 10000000000ull)
+        snprintf(b, len, "%.1f ms", (double)ns / 1e6);
+    else
+        snprintf(b, len, "%.1f s", (double)ns / 1e9);
+}
+
+int ks_lockstat_report(FILE *f)
+{
+    if (!f)
+        return EINVAL;
+    size_t n = ks_lockstat_read(NULL, 0);
+    struct ks_lockstat *all = n ? calloc(n, sizeof *all) : NULL;
+    struct cls *c = n ? calloc(n, sizeof *c) : NULL;
+    if (n && (!all || !c)) {
+        free(all);
+        free(c);
+        return ENOMEM;
+    }
+    n = ks_lockstat_read(all, n); /* records may have been added since: read what fits */
+    size_t nc = 0;
+    for (size_t i = 0; i < n; i++) {
+        size_t k = 0;
+        while (k < nc && !same_class(&c[k].s, &all[i]))
+            k++;
+        if (k == nc) {
+            c[nc].s = all[i];
+            c[nc].locks = 1;
+            nc++;
+            continue;
+        }
+        struct ks_lockstat *s = &c[k].s;
+        c[k].locks++;
+        s->acquisitions += all[i].acquisitions;
+        s->contended += all[i].contended;
+        s->wait_ns += all[i].wait_ns;
+        s->holds += all[i].holds;
+        s->hold_ns += all[i].hold_ns;
+        if (all[i].wait_max_ns > s->wait_max_ns)
+            s->wait_max_ns = all[i].wait_max_ns;
+        if (all[i].hold_max_ns > s->hold_max_ns)
+            s->hold_max_ns = all[i].hold_max_ns;
+        for (unsigned b = 0; b < KS_LOCKSTAT_BUCKETS; b++)
+            s->wait_hist[b] += all[i].wait_hist[b];
+    }
+    qsort(c, nc, sizeof *c, by_contention);
+    int mode = ks_ls_mode();
+    fprintf(f, "ksync lockstat, pid %d, mode %s: %zu lock(s) in %zu class(es), most contended first%s\n",
+            (int)getpid(), mode == KS_LOCKSTAT_ALL ? "all" : mode == KS_LOCKSTAT_CONTENTION ? "contention" : "off",
+            n, nc, __atomic_load_n(&dropped, __ATOMIC_RELAXED) ? " (the table was full: some locks are missing)" : "");
+    fprintf(f, "%-40s %-6s %5s %12s %12s %10s %10s %10s %10s %10s\n", "class (name or site)", "kind", "locks",
+            "acquired", "contended", "wait", "wait max", "hold avg", "hold max", "holds");
+    for (size_t k = 0; k < nc; k++) {
+        const struct ks_lockstat *s = &c[k].s;
+        char what[128], w[16], wm[16], ha[16], hm[16];
+        describe(s, what, sizeof what);
+        fmt_ns(w, sizeof w, s->wait_ns);
+        fmt_ns(wm, sizeof wm, s->wait_max_ns);
+        fmt_ns(ha, sizeof ha, s->holds ? s->hold_ns / s->holds : 0);
+        fmt_ns(hm, sizeof hm, s->hold_max_ns);
+        fprintf(f, "%-40.40s %-6s %5u %12llu %12llu %10s %10s %10s %10s %10llu\n", what, kind_name(s->kind),
+                c[k].locks, (unsigned long long)s->acquisitions, (unsigned long long)s->contended, w, wm, ha, hm,
+                (unsigned long long)s->holds);
+        if (s->contended && k < 5) {
+            /* the wait histogram of the five most contended, in decades */
+            static const char *const dec[] = {"<1us", "<10us", "<100us", "<1ms", "<10ms", "<100ms", "<1s", ">=1s"};
+            uint64_t d[8] = {0};
+            for (unsigned b = 0; b < KS_LOCKSTAT_BUCKETS; b++) {
+                double lo = (double)(1ull << b);
+                unsigned i = lo < 1e3 ? 0 : lo < 1e4 ? 1 : lo < 1e5 ? 2 : lo < 1e6 ? 3 : lo < 1e7 ? 4 : lo < 1e8 ? 5 : lo < 1e9 ? 6 : 7;
+                d[i] += s->wait_hist[b];
+            }
+            fprintf(f, "%-40s   waits:", "");
+            for (unsigned i = 0; i < 8; i++)
+                if (d[i])
+                    fprintf(f, " %s %llu", dec[i], (unsigned long long)d[i]);
+            fprintf(f, "\n");
+        }
+    }
+    free(all);
+    free(c);
+    return ferror(f) ? EIO : 0;
+}
+
+/* ---- KSYNC_LOCKSTAT: switched on before main, reported at exit ---- */
+
+static void report_at_exit(void)
+{
+    const char *path = getenv("KSYNC_LOCKSTAT_FILE");
+    FILE *f = path && *path ? fopen(path, "a") : stderr;
+    if (!f)
+        return;
+    ks_lockstat_report(f);
+    if (f != stderr)
+        fclose(f);
+}
+
+__attribute__((constructor)) static void lockstat_from_env(void)
+{
+    const char *v = getenv("KSYNC_LOCKSTAT");
+    if (!v || !*v || strcmp(v, "0") == 0)
+        return;
+    int mode = strcmp(v, "all") == 0 ? KS_LOCKSTAT_ALL : KS_LOCKSTAT_CONTENTION;
+    if (ks_lockstat_set(mode) >= 0)
+        atexit(report_at_exit);
+}

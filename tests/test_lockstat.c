@@ -1,0 +1,269 @@
+/* tests/test_lockstat.c - lock statistics (docs/lockstat.md).  Criterion
+ * runs each test in a process of its own, so the global mode never leaks
+ * from one test into the next. */
+#include "helpers.h"
+
+#include <string.h>
+
+static struct ks_lockstat stat_of(const void *lock)
+{
+    struct ks_lockstat all[64];
+    size_t n = ks_lockstat_read(all, 64);
+    for (size_t i = 0; i < n && i < 64; i++)
+        if (all[i].lock == lock)
+            return all[i];
+    cr_assert_fail("no record for %p among %zu", lock, n);
+    struct ks_lockstat none = {0};
+    return none;
+}
+
+static void busy_ns(int64_t ns)
+{
+    int64_t end = ks_now() + ns;
+    while (ks_now() < end)
+        ;
+}
+
+enum { THREADS = 8, ROUNDS = 2000, WORK_NS = 2000 };
+
+struct worker {
+    ks_mutex_t *m;
+    uint64_t *counter;
+    int tries; /* also trylock (looping until it succeeds) every other round */
+};
+
+static void *work(void *p)
+{
+    struct worker *w = p;
+    for (int i = 0; i < ROUNDS; i++) {
+        if (w->tries && (i & 1)) {
+            while (ks_mutex_trylock(w->m) != 0)
+                sched_yield();
+        } else {
+            cr_assert_eq(ks_mutex_lock(w->m), 0);
+        }
+        ++*w->counter;
+        busy_ns(WORK_NS);
+        cr_assert_eq(ks_mutex_unlock(w->m), 0);
+    }
+    return NULL;
+}
+
+static void run_workers(ks_mutex_t *m, uint64_t *counter, int tries)
+{
+    pthread_t t[THREADS];
+    struct worker w[THREADS];
+    for (int i = 0; i < THREADS; i++) {
+        w[i] = (struct worker){m, counter, tries};
+        kt_spawn(&t[i], work, &w[i]);
+    }
+    for (int i = 0; i < THREADS; i++)
+        kt_join(t[i]);
+}
+
+Test(lockstat, all_mode_counts_every_acquisition_and_hold, .timeout = 120)
+{
+    cr_assert_eq(ks_lockstat_set(KS_LOCKSTAT_ALL), KS_LOCKSTAT_OFF);
+    ks_mutex_t m;
+    cr_assert_eq(ks_mutex_init(&m, 0), 0);
+    cr_assert_eq(m.state, KS_MUTEX_TRACED, "marked at init");
+    uint64_t counter = 0;
+    run_workers(&m, &counter, 1);
+    cr_assert_eq(counter, (uint64_t)THREADS * ROUNDS);
+    struct ks_lockstat s = stat_of(&m);
+    cr_assert_eq(s.kind, KS_LOCK_MUTEX);
+    cr_assert_eq(s.acquisitions, (uint64_t)THREADS * ROUNDS, "acquisitions %llu", (unsigned long long)s.acquisitions);
+    cr_assert_eq(s.holds, (uint64_t)THREADS * ROUNDS, "every hold timed: %llu", (unsigned long long)s.holds);
+    cr_assert_geq(s.hold_ns, (uint64_t)THREADS * ROUNDS * WORK_NS, "hold %llu ns >= the injected work",
+                  (unsigned long long)s.hold_ns);
+    cr_assert_geq(s.hold_max_ns, (uint64_t)WORK_NS);
+    cr_assert_leq(s.contended, s.acquisitions);
+    uint64_t h = 0;
+    for (int b = 0; b < KS_LOCKSTAT_BUCKETS; b++)
+        h += s.wait_hist[b];
+    cr_assert_eq(h, s.contended, "the histogram holds every contended wait");
+    cr_assert_leq(s.wait_max_ns, s.wait_ns);
+    cr_assert_eq(ks_mutex_destroy(&m), 0);
+    cr_assert_eq(m.state, 0u, "destroy clears the mark");
+}
+
+Test(lockstat, contention_mode_leaves_the_fast_path_alone)
+{
+    cr_assert_eq(ks_lockstat_set(KS_LOCKSTAT_CONTENTION), KS_LOCKSTAT_OFF);
+    ks_mutex_t m;
+    cr_assert_eq(ks_mutex_init(&m, 0), 0);
+    cr_assert_eq(m.state, 0u, "no mark: the fast paths work");
+    for (int i = 0; i < 100; i++) {
+        cr_assert_eq(ks_mutex_lock(&m), 0);
+        cr_assert_eq(m.state, KS_MUTEX_LOCKED);
+        cr_assert_eq(ks_mutex_unlock(&m), 0);
+    }
+    struct ks_lockstat s = stat_of(&m); /* init made the record */
+    cr_assert_eq(s.acquisitions, 0, "uncontended acquisitions are not seen in this mode");
+    cr_assert_eq(s.contended, 0);
+}
+
+Test(lockstat, contention_mode_sees_contended_waits, .timeout = 120)
+{
+    cr_assert_eq(ks_lockstat_set(KS_LOCKSTAT_CONTENTION), KS_LOCKSTAT_OFF);
+    ks_mutex_t m;
+    cr_assert_eq(ks_mutex_init(&m, 0), 0);
+    uint64_t counter = 0;
+    run_workers(&m, &counter, 0);
+    cr_assert_eq(counter, (uint64_t)THREADS * ROUNDS);
+    struct ks_lockstat s = stat_of(&m);
+    cr_assert_gt(s.contended, 0, "8 threads holding 2 us each contended");
+    cr_assert_leq(s.contended, s.acquisitions);
+    cr_assert_leq(s.acquisitions, (uint64_t)THREADS * ROUNDS);
+    cr_assert_gt(s.wait_ns, 0);
+    /* the holds timed are those whose unlock came to the slow path */
+    cr_assert_leq(s.holds, s.acquisitions);
+    if (s.holds)
+        cr_assert_geq(s.hold_ns, s.holds * WORK_NS);
+}
+
+Test(lockstat, off_records_nothing)
+{
+    ks_mutex_t m;
+    cr_assert_eq(ks_lockstat_mode(), KS_LOCKSTAT_OFF);
+    cr_assert_eq(ks_mutex_init(&m, 0), 0);
+    uint64_t counter = 0;
+    run_workers(&m, &counter, 1);
+    cr_assert_eq(ks_lockstat_read(NULL, 0), 0);
+    cr_assert_eq(m.state, 0u);
+}
+
+Test(lockstat, the_mark_goes_when_the_mode_does)
+{
+    cr_assert_eq(ks_lockstat_set(KS_LOCKSTAT_ALL), KS_LOCKSTAT_OFF);
+    ks_mutex_t m;
+    cr_assert_eq(ks_mutex_init(&m, 0), 0);
+    cr_assert_eq(ks_mutex_lock(&m), 0);
+    cr_assert_eq(ks_mutex_unlock(&m), 0);
+    cr_assert_eq(ks_lockstat_set(KS_LOCKSTAT_OFF), KS_LOCKSTAT_ALL);
+    cr_assert_eq(ks_mutex_lock(&m), 0); /* slow once: drops the mark */
+    cr_assert_eq(m.state, KS_MUTEX_LOCKED);
+    cr_assert_eq(ks_mutex_unlock(&m), 0);
+    cr_assert_eq(m.state, 0u);
+    cr_assert_eq(stat_of(&m).acquisitions, 1, "only the acquisition made in KS_LOCKSTAT_ALL");
+    /* a trylock on a marked mutex after the mode went off also drops it */
+    cr_assert_eq(ks_lockstat_set(KS_LOCKSTAT_ALL), KS_LOCKSTAT_OFF);
+    ks_mutex_t m2;
+    cr_assert_eq(ks_mutex_init(&m2, 0), 0);
+    cr_assert_eq(ks_lockstat_set(KS_LOCKSTAT_OFF), KS_LOCKSTAT_ALL);
+    cr_assert_eq(ks_mutex_trylock(&m2), 0);
+    cr_assert_eq(m2.state, KS_MUTEX_LOCKED);
+    cr_assert_eq(ks_mutex_trylock(&m2), EBUSY);
+    cr_assert_eq(ks_mutex_unlock(&m2), 0);
+}
+
+Test(lockstat, a_static_mutex_is_marked_at_its_first_slow_path)
+{
+    static ks_mutex_t m = KS_MUTEX_INIT;
+    cr_assert_eq(ks_lockstat_set(KS_LOCKSTAT_ALL), KS_LOCKSTAT_OFF);
+    cr_assert_eq(ks_mutex_lock(&m), 0); /* fast: not seen */
+    cr_assert_eq(ks_mutex_unlock(&m), 0);
+    cr_assert_eq(ks_lockstat_read(NULL, 0), 0);
+    cr_assert_eq(ks_mutex_lock(&m), 0);
+    cr_assert_eq(ks_mutex_timedlock(&m, 0), ETIMEDOUT); /* a slow path that fails marks nothing */
+    cr_assert_eq(ks_mutex_unlock(&m), 0);
+    /* contention: a second thread waits */
+    uint64_t counter = 0;
+    run_workers(&m, &counter, 0);
+    cr_assert(m.state & KS_MUTEX_TRACED, "marked once a slow path acquired it");
+    struct ks_lockstat s = stat_of(&m);
+    cr_assert_gt(s.acquisitions, 0);
+    cr_assert_leq(s.acquisitions, (uint64_t)THREADS * ROUNDS);
+    uint64_t before = s.acquisitions;
+    for (int i = 0; i < 10; i++) {
+        cr_assert_eq(ks_mutex_lock(&m), 0);
+        cr_assert_eq(ks_mutex_unlock(&m), 0);
+    }
+    cr_assert_eq(stat_of(&m).acquisitions, before + 10, "marked: every acquisition counted from then on");
+}
+
+Test(lockstat, condition_wait_on_a_marked_mutex, .timeout = 60)
+{
+    cr_assert_eq(ks_lockstat_set(KS_LOCKSTAT_ALL), KS_LOCKSTAT_OFF);
+    ks_mutex_t m;
+    ks_cond_t c;
+    cr_assert_eq(ks_mutex_init(&m, 0), 0);
+    cr_assert_eq(ks_cond_init(&c, 0), 0);
+    cr_assert_eq(ks_mutex_lock(&m), 0);
+    cr_assert_eq(ks_cond_timedwait(&c, &m, ks_deadline_after(1000000)), ETIMEDOUT);
+    cr_assert(m.state & KS_MUTEX_LOCKED, "held again after the wait");
+    cr_assert_eq(ks_mutex_unlock(&m), 0);
+    struct ks_lockstat s = stat_of(&m);
+    cr_assert_eq(s.acquisitions, 2, "the lock and the relock after the wait");
+    cr_assert_eq(s.holds, 2, "two holds: before the wait and after it");
+    cr_assert_eq(ks_mutex_destroy(&m), 0);
+    cr_assert_eq(ks_cond_destroy(&c), 0);
+}
+
+Test(lockstat, report_names_the_class)
+{
+    cr_assert_eq(ks_lockstat_set(KS_LOCKSTAT_ALL), KS_LOCKSTAT_OFF);
+    ks_mutex_t a[3];
+    for (int i = 0; i < 3; i++) {
+        cr_assert_eq(ks_mutex_init(&a[i], 0), 0);
+        cr_assert_eq(ks_lock_name(&a[i], "accounts"), 0);
+        for (int k = 0; k <= i; k++) {
+            cr_assert_eq(ks_mutex_lock(&a[i]), 0);
+            cr_assert_eq(ks_mutex_unlock(&a[i]), 0);
+        }
+    }
+    char *buf = NULL;
+    size_t len = 0;
+    FILE *f = open_memstream(&buf, &len);
+    cr_assert_not_null(f);
+    cr_assert_eq(ks_lockstat_report(f), 0);
+    fclose(f);
+    cr_assert(strstr(buf, "mode all"), "%s", buf);
+    const char *row = strstr(buf, "\naccounts ");
+    cr_assert_not_null(row, "%s", buf);
+    unsigned locks = 0;
+    unsigned long long acq = 0;
+    cr_assert_eq(sscanf(row + 1, "accounts mutex %u %llu", &locks, &acq), 2, "%s", row);
+    cr_assert_eq(locks, 3);
+    cr_assert_eq(acq, 6, "1 + 2 + 3 acquisitions in the class");
+    free(buf);
+}
+
+Test(lockstat, careless_calls)
+{
+    cr_assert_eq(ks_lockstat_set(3), -EINVAL);
+    cr_assert_eq(ks_lockstat_set(-1), -EINVAL);
+    cr_assert_eq(ks_lockstat_mode(), KS_LOCKSTAT_OFF);
+    ks_mutex_t m = KS_MUTEX_INIT;
+    cr_assert_eq(ks_lock_name(NULL, "x"), EINVAL);
+    cr_assert_eq(ks_lock_name(&m, NULL), EINVAL);
+    cr_assert_eq(ks_lockstat_report(NULL), EINVAL);
+    cr_assert_eq(ks_lockstat_read(NULL, 0), 0, "no table yet");
+    ks_lockstat_reset(); /* no table: nothing to do */
+    cr_assert_eq(ks_mutex_trylock_slow(NULL), EINVAL);
+    /* a name given while off is kept for when statistics start */
+    cr_assert_eq(ks_lock_name(&m, "early"), 0);
+    cr_assert_eq(ks_lockstat_read(NULL, 0), 1);
+    cr_assert_str_eq(stat_of(&m).name, "early");
+    /* renaming replaces */
+    cr_assert_eq(ks_lock_name(&m, "late"), 0);
+    cr_assert_str_eq(stat_of(&m).name, "late");
+    /* a report with nothing recorded still prints its header */
+    FILE *f = fopen("/dev/null", "w");
+    cr_assert_eq(ks_lockstat_report(f), 0);
+    fclose(f);
+    /* reset keeps the locks, zeroes the counts */
+    cr_assert_eq(ks_lockstat_set(KS_LOCKSTAT_ALL), KS_LOCKSTAT_OFF);
+    cr_assert_eq(ks_mutex_init(&m, 0), 0);
+    cr_assert_eq(ks_mutex_lock(&m), 0);
+    cr_assert_eq(ks_mutex_unlock(&m), 0);
+    cr_assert_eq(stat_of(&m).acquisitions, 1);
+    ks_lockstat_reset();
+    cr_assert_eq(stat_of(&m).acquisitions, 0);
+    /* a held marked mutex cannot be destroyed; its mark does not make it busy */
+    cr_assert_eq(ks_mutex_lock(&m), 0);
+    cr_assert_eq(ks_mutex_destroy(&m), EBUSY);
+    cr_assert_eq(ks_mutex_unlock(&m), 0);
+    cr_assert_eq(ks_mutex_unlock(&m), EPERM, "unlock of a free marked mutex");
+    cr_assert_eq(ks_mutex_destroy(&m), 0);
+}
