@@ -298,18 +298,22 @@ KS_HIDDEN void ks_queue_any_disarm(struct ks_queue *q, int put);
 /* ---- lock statistics (src/lockstat.c; docs/lockstat.md) ----
  * Called from slow paths only.  ks_ls_mode: the mode (KS_LOCKSTAT_*), one
  * relaxed load.  init: a lock initialised while statistics are on (a new
- * record, or a reset one, whose class is `site`).  acquired: an acquisition
- * seen by a slow path, with whether it waited and for how long (ks_ticks()
- * units); now: ks_ticks() at the acquisition if its release will be seen
- * too (ks_ls_hold_end), so the hold is timed, else 0. */
+ * record, or a reset one, whose class is `site`).  An acquisition in two
+ * calls: enter before the lock is taken (the record, created if need be,
+ * as a cookie; NULL if none), acquired once it is held, with whether it
+ * waited and for how long (ks_ticks() units) and `now`, ks_ticks() at the
+ * acquisition if its release will be seen too (ks_ls_hold_end) so that the
+ * hold is timed, else 0.  acquired only stores the stamp and notes the
+ * acquisition; the counting happens at the thread's next call outside the
+ * critical section. */
 extern KS_HIDDEN int ks_ls_mode_;
 static inline int ks_ls_mode(void)
 {
     return __atomic_load_n(&ks_ls_mode_, __ATOMIC_RELAXED); /* a switch: ordered by nothing */
 }
 KS_HIDDEN void ks_ls_init(const void *lock, unsigned kind, const void *site);
-KS_HIDDEN void ks_ls_acquired(const void *lock, unsigned kind, const void *site, int contended,
-                              uint64_t wait_ticks, uint64_t now);
+KS_HIDDEN void *ks_ls_enter(const void *lock, unsigned kind, const void *site);
+KS_HIDDEN void ks_ls_acquired(void *cookie, int contended, uint64_t wait_ticks, uint64_t now);
 /* A release seen by a slow path, in two halves: hold_end while the lock is
  * still held (the hold's length in ticks, 0 and *cookie NULL if it was not
  * timed), hold_add after the releasing store (the counting, outside the

@@ -168,8 +168,11 @@ static void flush_one(struct pend *p)
     p->r = r;
 }
 
+static void unstash(void);
+
 static void flush_mine(void)
 {
+    unstash();
     struct shard *sh = my;
     if (sh)
         for (unsigned w = 0; w < SHARD_WAYS; w++)
@@ -183,8 +186,10 @@ static void shard_exit(void)
     my = NULL;
 }
 
-/* This thread's pending counts for r (NULL: no memory; count directly). */
-static struct pend *pending(struct rec *r)
+/* This thread's shard, made (and its exit hook armed) on first use; NULL
+ * without memory or without an exit hook (then every event is added to
+ * its record at once). */
+static struct shard *my_shard(void)
 {
     struct shard *sh = my;
     if (KS_UNLIKELY(!sh)) {
@@ -197,6 +202,15 @@ static struct pend *pending(struct rec *r)
         }
         my = sh;
     }
+    return sh;
+}
+
+/* This thread's pending counts for r (NULL: no shard; count directly). */
+static struct pend *pending(struct rec *r)
+{
+    struct shard *sh = my_shard();
+    if (!sh)
+        return NULL;
     for (unsigned w = 0; w < SHARD_WAYS; w++)
         if (sh->p[w].r == r)
             return &sh->p[w];
@@ -237,27 +251,33 @@ static uint64_t ticks_ns(uint64_t ticks)
 
 /* The histogram's bounds in ticks: bound[b] = ticks of 2^b ns, so that a
  * wait is put in its bucket without a division.  Filled once (every thread
- * computes the same values; relaxed). */
+ * computes the same values; relaxed); `shift` is log2 of ns per tick,
+ * rounded, so that log2(ticks) + shift is the bucket or one off it. */
 static uint64_t bound[KS_LOCKSTAT_BUCKETS];
+static int shift;
 
+static void fill_bounds(void)
+{
+    uint64_t b27 = ks_spin_ns_to_ticks(1ull << 27); /* spin.c converts up to 2^28 ns */
+    int sh = 27 - (b27 ? 63 - __builtin_clzll(b27) : 0);
+    __atomic_store_n(&shift, sh, __ATOMIC_RELAXED);
+    for (unsigned b = 0; b < KS_LOCKSTAT_BUCKETS; b++)
+        __atomic_store_n(&bound[b], b <= 27 ? ks_spin_ns_to_ticks(1ull << b) : b27 << (b - 27), __ATOMIC_RELAXED);
+}
+
+/* The last b with bound[b] <= ticks (bucket 0 also holds what is below). */
 static unsigned bucket_of_ticks(uint64_t ticks)
 {
-    if (KS_UNLIKELY(!__atomic_load_n(&bound[KS_LOCKSTAT_BUCKETS - 1], __ATOMIC_RELAXED))) {
-        uint64_t b27 = ks_spin_ns_to_ticks(1ull << 27); /* spin.c converts up to 2^28 ns */
-        for (unsigned b = 0; b < KS_LOCKSTAT_BUCKETS; b++)
-            __atomic_store_n(&bound[b], b <= 27 ? ks_spin_ns_to_ticks(1ull << b) : b27 << (b - 27),
-                             __ATOMIC_RELAXED);
-    }
-    /* the last b with bound[b] <= ticks (bucket 0 also holds what is below) */
-    unsigned lo = 0, hi = KS_LOCKSTAT_BUCKETS - 1;
-    while (lo < hi) {
-        unsigned mid = (lo + hi + 1) / 2;
-        if (__atomic_load_n(&bound[mid], __ATOMIC_RELAXED) <= ticks)
-            lo = mid;
-        else
-            hi = mid - 1;
-    }
-    return lo;
+    if (KS_UNLIKELY(!__atomic_load_n(&bound[KS_LOCKSTAT_BUCKETS - 1], __ATOMIC_RELAXED)))
+        fill_bounds();
+    int b = (ticks ? 63 - __builtin_clzll(ticks) : 0) + __atomic_load_n(&shift, __ATOMIC_RELAXED);
+    b = b < 0 ? 0 : b >= KS_LOCKSTAT_BUCKETS ? KS_LOCKSTAT_BUCKETS - 1 : b;
+    /* the estimate is at most one off; walk to the right bucket */
+    while (b > 0 && ticks < __atomic_load_n(&bound[b], __ATOMIC_RELAXED))
+        b--;
+    while (b + 1 < KS_LOCKSTAT_BUCKETS && ticks >= __atomic_load_n(&bound[b + 1], __ATOMIC_RELAXED))
+        b++;
+    return (unsigned)b;
 }
 
 void ks_ls_init(const void *lock, unsigned kind, const void *site)
@@ -286,12 +306,10 @@ void ks_ls_init(const void *lock, unsigned kind, const void *site)
     __atomic_store_n(&r->t_acq, 0, __ATOMIC_RELAXED);
 }
 
-void ks_ls_acquired(const void *lock, unsigned kind, const void *site, int contended, uint64_t wait_ticks,
-                    uint64_t now)
+/* Count one acquisition into this thread's shard (outside any critical
+ * section: see ks_ls_acquired). */
+static void count_acq(struct rec *r, int contended, uint64_t wait_ticks)
 {
-    struct rec *r = find(lock, 1, kind, site);
-    if (!r)
-        return;
     struct pend *p = pending(r);
     if (KS_UNLIKELY(!p)) {
         struct pend one = {.r = r, .events = 1, .acq = 1};
@@ -301,18 +319,56 @@ void ks_ls_acquired(const void *lock, unsigned kind, const void *site, int conte
             one.hist[bucket_of_ticks(wait_ticks)] = 1;
         }
         flush_one(&one);
-    } else {
-        p->acq++;
-        if (contended) {
-            p->contended++;
-            p->wait_ticks += wait_ticks;
-            if (wait_ticks > p->wait_max_ticks)
-                p->wait_max_ticks = wait_ticks;
-            p->hist[bucket_of_ticks(wait_ticks)]++;
-        }
-        if (++p->events >= FLUSH_EVERY)
-            flush_one(p);
+        return;
     }
+    p->acq++;
+    if (contended) {
+        p->contended++;
+        p->wait_ticks += wait_ticks;
+        if (wait_ticks > p->wait_max_ticks)
+            p->wait_max_ticks = wait_ticks;
+        p->hist[bucket_of_ticks(wait_ticks)]++;
+    }
+    if (++p->events >= FLUSH_EVERY)
+        flush_one(p);
+}
+
+/* The last acquisition of this thread, not yet counted: it is counted at
+ * the thread's next lock statistics call outside a critical section (the
+ * next slow-path entry, the release's second half, a read, the exit). */
+static KS_TLS struct {
+    struct rec *r;
+    uint64_t wait_ticks;
+    int contended;
+} stash;
+
+static void unstash(void)
+{
+    struct rec *r = stash.r;
+    if (r) {
+        stash.r = NULL;
+        count_acq(r, stash.contended, stash.wait_ticks);
+    }
+}
+
+void *ks_ls_enter(const void *lock, unsigned kind, const void *site)
+{
+    unstash();
+    /* The shard now, outside the lock: its exit hook counts the stash of a
+     * thread whose last acquisition's release never reaches a slow path. */
+    (void)my_shard(); /* without one, counts go to the record at once */
+    return find(lock, 1, kind, site);
+}
+
+void ks_ls_acquired(void *cookie, int contended, uint64_t wait_ticks, uint64_t now)
+{
+    struct rec *r = cookie;
+    if (!r)
+        return;
+    unstash(); /* a trylock calls enter after its CAS: nothing stashed since */
+    stash.r = r;
+    stash.contended = contended;
+    stash.wait_ticks = wait_ticks;
     /* relaxed: written and read by the holder only (the lock orders one
      * holder's writes before the next holder's) */
     __atomic_store_n(&r->t_acq, now ? now | 1 : 0, __ATOMIC_RELAXED); /* | 1: a stamp is never 0 */
@@ -335,6 +391,7 @@ uint64_t ks_ls_hold_end(const void *lock, void **cookie)
 
 void ks_ls_hold_add(void *cookie, uint64_t v)
 {
+    unstash();
     struct rec *r = cookie;
     struct pend *p = pending(r);
     if (KS_UNLIKELY(!p)) {
@@ -381,6 +438,12 @@ int ks_lockstat_set(int mode)
     return __atomic_exchange_n(&ks_ls_mode_, mode, __ATOMIC_RELAXED); /* a switch: ordered by nothing */
 }
 
+struct name_node {
+    struct name_node *next;
+    char s[];
+};
+static struct name_node *names;
+
 int ks_lock_name(const void *lock, const char *name)
 {
     if (!lock || !name)
@@ -390,12 +453,20 @@ int ks_lock_name(const void *lock, const char *name)
     struct rec *r = find(lock, 1, 0, NULL);
     if (!r)
         return ENOSPC;
-    char *copy = strdup(name);
-    if (!copy)
+    size_t len = strlen(name);
+    struct name_node *nn = malloc(sizeof *nn + len + 1);
+    if (!nn)
         return ENOMEM;
-    /* release: the string's bytes before its pointer; an old name is
-     * leaked (a reader may be printing it) */
-    __atomic_store_n(&r->name, copy, __ATOMIC_RELEASE);
+    memcpy(nn->s, name, len + 1);
+    /* Every name stays allocated for good, on one list: a reader may be
+     * printing the old one when a lock is renamed or initialised again.
+     * release: the node's bytes before it is on the list (nothing reads the
+     * list; it keeps the names reachable) */
+    nn->next = __atomic_load_n(&names, __ATOMIC_RELAXED); /* seeds the CAS */
+    while (!__atomic_compare_exchange_n(&names, &nn->next, nn, 1, __ATOMIC_RELEASE, __ATOMIC_RELAXED))
+        ;
+    /* release: the string's bytes before its pointer (pairs with snap) */
+    __atomic_store_n(&r->name, nn->s, __ATOMIC_RELEASE);
     return 0;
 }
 

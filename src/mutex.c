@@ -122,13 +122,17 @@ static int lock_stat(ks_mutex_t *m, int64_t deadline, int slept, const void *sit
     uint32_t s0 = __atomic_load_n(&m->state, __ATOMIC_RELAXED); /* a statistic: ordered by nothing */
     if (KS_LIKELY(!mode && !(s0 & T)))
         return lock_slow(m, deadline, slept);
+    /* the record before the lock: nothing but the stamp inside it */
+    void *rec = mode ? ks_ls_enter(m, KS_LOCK_MUTEX, site) : NULL;
     /* A free marked mutex (the fast path failed on the mark alone): one
      * CAS, as the fast path would have done (acquire: pairs with the
      * release in unlock).  Only a contended acquisition reads the clock
      * before it. */
     const int contended = (s0 & (L | S)) || slept;
     uint64_t t0 = contended ? ks_ticks() : 0;
-    if (contended ||
+    /* (an unmarked mutex found free goes to lock_slow as without
+     * statistics: its spin loop takes it and learns from the win) */
+    if (contended || !(s0 & T) ||
         !__atomic_compare_exchange_n(&m->state, &s0, s0 | L, 0, __ATOMIC_ACQUIRE, __ATOMIC_RELAXED)) {
         if (!t0)
             t0 = ks_ticks(); /* lost the CAS: a wait after all */
@@ -142,9 +146,9 @@ static int lock_stat(ks_mutex_t *m, int64_t deadline, int slept, const void *sit
     while ((s & T) != want && !__atomic_compare_exchange_n(&m->state, &s, (s & ~T) | want, 1, __ATOMIC_RELAXED,
                                                            __ATOMIC_RELAXED))
         ;
-    if (mode) {
+    if (rec) {
         uint64_t now = ks_ticks();
-        ks_ls_acquired(m, KS_LOCK_MUTEX, site, t0 != 0, t0 ? now - t0 : 0, (s & C) || want ? now : 0);
+        ks_ls_acquired(rec, t0 != 0, t0 ? now - t0 : 0, (s & C) || want ? now : 0);
     }
     return 0;
 }
@@ -170,6 +174,8 @@ int ks_mutex_trylock_slow(ks_mutex_t *m)
         /* acquire: pairs with the release in unlock */
         if (__atomic_compare_exchange_n(&m->state, &s, s | L, 1, __ATOMIC_ACQUIRE, __ATOMIC_RELAXED)) {
             int mode = ks_ls_mode();
+            /* (the record after the lock here: a try holds it for no one) */
+            void *rec = mode ? ks_ls_enter(m, KS_LOCK_MUTEX, __builtin_return_address(0)) : NULL;
             if (mode != KS_LOCKSTAT_ALL) {
                 /* relaxed: as in lock_stat */
                 uint32_t v = s | L;
@@ -177,9 +183,8 @@ int ks_mutex_trylock_slow(ks_mutex_t *m)
                                                                __ATOMIC_RELAXED))
                     ;
             }
-            if (mode)
-                ks_ls_acquired(m, KS_LOCK_MUTEX, __builtin_return_address(0), 0, 0,
-                               (s & C) || mode == KS_LOCKSTAT_ALL ? ks_ticks() : 0);
+            if (rec)
+                ks_ls_acquired(rec, 0, 0, (s & C) || mode == KS_LOCKSTAT_ALL ? ks_ticks() : 0);
             return 0;
         }
     }

@@ -267,3 +267,47 @@ Test(lockstat, careless_calls)
     cr_assert_eq(ks_mutex_unlock(&m), EPERM, "unlock of a free marked mutex");
     cr_assert_eq(ks_mutex_destroy(&m), 0);
 }
+
+struct holder {
+    ks_mutex_t *m;
+    ks_event_t *held;
+    int64_t ns;
+};
+
+static void *hold_a_while(void *p)
+{
+    struct holder *h = p;
+    cr_assert_eq(ks_mutex_lock(h->m), 0);
+    ks_event_set(h->held);
+    busy_ns(h->ns);
+    cr_assert_eq(ks_mutex_unlock(h->m), 0);
+    return NULL;
+}
+
+Test(lockstat, one_wait_lands_in_its_bucket, .timeout = 60)
+{
+    /* One contended acquisition of about 20 ms: the histogram holds it in
+     * the bucket of floor(log2(its wait in ns)), the wait the record reports
+     * (two conversions of one tick count that must agree). */
+    cr_assert_eq(ks_lockstat_set(KS_LOCKSTAT_CONTENTION), KS_LOCKSTAT_OFF);
+    ks_mutex_t m;
+    ks_event_t held;
+    cr_assert_eq(ks_mutex_init(&m, 0), 0);
+    cr_assert_eq(ks_event_init(&held, 0), 0);
+    struct holder h = {&m, &held, 20 * 1000 * 1000};
+    pthread_t t;
+    kt_spawn(&t, hold_a_while, &h);
+    cr_assert_eq(ks_event_wait(&held), 0);
+    cr_assert_eq(ks_mutex_lock(&m), 0);
+    cr_assert_eq(ks_mutex_unlock(&m), 0);
+    kt_join(t);
+    struct ks_lockstat s = stat_of(&m);
+    cr_assert_eq(s.contended, 1);
+    cr_assert_geq(s.wait_ns, 15 * 1000 * 1000, "waited %llu ns for a 20 ms hold", (unsigned long long)s.wait_ns);
+    cr_assert_eq(s.wait_max_ns, s.wait_ns);
+    unsigned want = 63 - (unsigned)__builtin_clzll(s.wait_ns);
+    for (unsigned b = 0; b < KS_LOCKSTAT_BUCKETS; b++)
+        cr_assert_eq(s.wait_hist[b], b == want ? 1u : 0u, "bucket %u holds %llu; the wait was %llu ns (bucket %u)", b,
+                     (unsigned long long)s.wait_hist[b], (unsigned long long)s.wait_ns, want);
+    cr_assert_eq(s.holds, 1, "the waiter slept, so its release was seen");
+}
