@@ -21,7 +21,7 @@ DESTDIR ?=
 # 1.2: symbols added (ks_channel).  1.3: symbols added (ks_robust_rwlock);
 # ks_queue_side_t gained any_seq in its padding (no field an inline
 # function reads moved; a process-shared queue needs both sides on 1.3).
-VERSION := 1.3.0
+VERSION := 1.4.0
 SOVER   := 1
 DROPIN_VERSION := 0.1.0
 DROPIN_SOVER := 0

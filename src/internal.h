@@ -311,6 +311,14 @@ static inline int ks_ls_mode(void)
 {
     return __atomic_load_n(&ks_ls_mode_, __ATOMIC_RELAXED); /* a switch: ordered by nothing */
 }
+/* 1 once statistics have been on in this process: a slow unlock then
+ * looks for a hold stamp whatever the mode (one left by an acquisition
+ * made before the mode went off must not be read as a later hold). */
+extern KS_HIDDEN int ks_ls_ever_;
+static inline int ks_ls_ever(void)
+{
+    return __atomic_load_n(&ks_ls_ever_, __ATOMIC_RELAXED); /* a switch: ordered by nothing */
+}
 KS_HIDDEN void ks_ls_init(const void *lock, unsigned kind, const void *site);
 KS_HIDDEN void *ks_ls_enter(const void *lock, unsigned kind, const void *site);
 KS_HIDDEN void ks_ls_acquired(void *cookie, int contended, uint64_t wait_ticks, uint64_t now);

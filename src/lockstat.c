@@ -28,13 +28,16 @@
 #include <dlfcn.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 #include <unistd.h>
 
 #define TABLE_BITS 16
 #define TABLE_SIZE (1u << TABLE_BITS)
+#define MAX_PROBE 256
 
 struct rec {
     const void *lock;
+    uint32_t gen;            /* relaxed: moved by init and reset; pending counts of an older gen are dropped */
     const void *site;        /* relaxed: informative */
     const char *name;        /* acquire/release: a string published whole */
     unsigned kind;
@@ -46,6 +49,7 @@ struct rec {
 };
 
 KS_HIDDEN int ks_ls_mode_;
+KS_HIDDEN int ks_ls_ever_;
 static struct rec **table; /* acquire/release: published once by enable */
 static uint64_t dropped;   /* relaxed: records the full table refused */
 static ks_mutex_t setup = KS_MUTEX_INIT; /* never marked: the table's own lock */
@@ -93,7 +97,9 @@ static struct rec *find_slow(const void *lock, int create, unsigned kind, const 
         return NULL;
     struct rec *mine = NULL;
     size_t i = hash(lock);
-    for (size_t n = 0; n < TABLE_SIZE; n++, i = (i + 1) & (TABLE_SIZE - 1)) {
+    /* At most MAX_PROBE slots: a nearly full table costs a bounded look,
+     * not a walk of 65536 slots on every slow path. */
+    for (size_t n = 0; n < MAX_PROBE; n++, i = (i + 1) & (TABLE_SIZE - 1)) {
         /* acquire: pairs with the release CAS that published the record */
         struct rec *r = __atomic_load_n(&t[i], __ATOMIC_ACQUIRE);
         if (!r) {
@@ -101,8 +107,10 @@ static struct rec *find_slow(const void *lock, int create, unsigned kind, const 
                 return NULL;
             if (!mine) {
                 mine = calloc(1, sizeof *mine);
-                if (!mine)
+                if (!mine) {
+                    __atomic_fetch_add(&dropped, 1, __ATOMIC_RELAXED); /* a count: relaxed */
                     return NULL;
+                }
                 mine->lock = lock;
                 mine->site = site;
                 mine->kind = kind;
@@ -129,6 +137,7 @@ static struct rec *find_slow(const void *lock, int create, unsigned kind, const 
 
 struct pend {
     struct rec *r;
+    uint32_t gen; /* the record's gen when these counts began */
     unsigned events;
     uint64_t acq, contended, wait_ticks, wait_max_ticks, holds, hold_ticks, hold_max_ticks;
     uint64_t hist[KS_LOCKSTAT_BUCKETS];
@@ -141,6 +150,12 @@ struct shard {
 
 static KS_TLS struct shard *my;
 
+/* Set while this thread is in here: a lock taken by what this code calls
+ * (the allocator, when malloc is guarded by a ks_mutex, directly or through
+ * the drop-in layer) is not recorded, instead of recursing. */
+static KS_TLS int busy;
+
+
 static void add(uint64_t *c, uint64_t v);
 static void raise_to(uint64_t *c, uint64_t v);
 
@@ -149,6 +164,13 @@ static void flush_one(struct pend *p)
     struct rec *r = p->r;
     if (!r || !p->events)
         return;
+    /* relaxed: a reset or a new lock at this address meanwhile drops them
+     * (a reset racing with this flush may keep one batch: a statistic) */
+    if (p->gen != __atomic_load_n(&r->gen, __ATOMIC_RELAXED)) {
+        memset(p, 0, sizeof *p);
+        p->r = r;
+        return;
+    }
     if (p->acq)
         add(&r->acq, p->acq);
     if (p->contended) {
@@ -164,8 +186,10 @@ static void flush_one(struct pend *p)
         add(&r->hold_ticks, p->hold_ticks);
         raise_to(&r->hold_max_ticks, p->hold_max_ticks);
     }
+    uint32_t g = p->gen;
     memset(p, 0, sizeof *p);
     p->r = r;
+    p->gen = g;
 }
 
 static void unstash(void);
@@ -211,14 +235,22 @@ static struct pend *pending(struct rec *r)
     struct shard *sh = my_shard();
     if (!sh)
         return NULL;
+    uint32_t gen = __atomic_load_n(&r->gen, __ATOMIC_RELAXED); /* see flush_one */
     for (unsigned w = 0; w < SHARD_WAYS; w++)
-        if (sh->p[w].r == r)
-            return &sh->p[w];
+        if (sh->p[w].r == r) {
+            struct pend *p = &sh->p[w];
+            if (p->gen != gen) {
+                flush_one(p); /* drops them */
+                p->gen = gen;
+            }
+            return p;
+        }
     struct pend *p = &sh->p[sh->next];
     sh->next = (sh->next + 1) % SHARD_WAYS;
     flush_one(p);
     memset(p, 0, sizeof *p);
     p->r = r;
+    p->gen = gen;
     return p;
 }
 
@@ -232,6 +264,17 @@ static void raise_to(uint64_t *c, uint64_t v)
     uint64_t cur = __atomic_load_n(c, __ATOMIC_RELAXED); /* seeds the CAS */
     while (cur < v && !__atomic_compare_exchange_n(c, &cur, v, 1, __ATOMIC_RELAXED, __ATOMIC_RELAXED))
         ;
+}
+
+/* A record's counters to 0 (relaxed: counters). */
+static void zero(struct rec *r)
+{
+    uint64_t *c[] = {&r->acq, &r->contended, &r->wait_ticks, &r->wait_max_ticks, &r->holds, &r->hold_ticks,
+                     &r->hold_max_ticks};
+    for (size_t k = 0; k < sizeof c / sizeof *c; k++)
+        __atomic_store_n(c[k], 0, __ATOMIC_RELAXED);
+    for (unsigned b = 0; b < KS_LOCKSTAT_BUCKETS; b++)
+        __atomic_store_n(&r->hist[b], 0, __ATOMIC_RELAXED);
 }
 
 /* ks_ticks() differences to ns, without src/spin.c's clamp (waits and
@@ -282,27 +325,21 @@ static unsigned bucket_of_ticks(uint64_t ticks)
 
 void ks_ls_init(const void *lock, unsigned kind, const void *site)
 {
+    if (busy)
+        return;
+    busy = 1;
     struct rec *r = find(lock, 1, kind, site);
+    busy = 0;
     if (!r)
         return;
-    /* This thread's pending counts belong to the lock that was here. */
-    struct shard *sh = my;
-    if (sh)
-        for (unsigned w = 0; w < SHARD_WAYS; w++)
-            if (sh->p[w].r == r) {
-                memset(&sh->p[w], 0, sizeof sh->p[w]);
-                sh->p[w].r = r;
-            }
-    /* A lock initialised again at this address: a new lock, a new class.
-     * relaxed: counters; the site is informative */
+    /* A lock initialised again at this address: a new lock, a new class
+     * (its name, if it has one, stays: ks_lock_name may come before init).
+     * The generation drops what threads still have pending for the old one.
+     * relaxed: counters and informative fields */
     __atomic_store_n(&r->site, site, __ATOMIC_RELAXED);
     __atomic_store_n(&r->kind, kind, __ATOMIC_RELAXED);
-    __atomic_store_n(&r->name, NULL, __ATOMIC_RELEASE); /* release: as in ks_lock_name */
-    uint64_t *c[] = {&r->acq, &r->contended, &r->wait_ticks, &r->wait_max_ticks, &r->holds, &r->hold_ticks, &r->hold_max_ticks};
-    for (size_t k = 0; k < sizeof c / sizeof *c; k++)
-        __atomic_store_n(c[k], 0, __ATOMIC_RELAXED);
-    for (unsigned b = 0; b < KS_LOCKSTAT_BUCKETS; b++)
-        __atomic_store_n(&r->hist[b], 0, __ATOMIC_RELAXED);
+    __atomic_fetch_add(&r->gen, 1, __ATOMIC_RELAXED);
+    zero(r);
     __atomic_store_n(&r->t_acq, 0, __ATOMIC_RELAXED);
 }
 
@@ -312,7 +349,7 @@ static void count_acq(struct rec *r, int contended, uint64_t wait_ticks)
 {
     struct pend *p = pending(r);
     if (KS_UNLIKELY(!p)) {
-        struct pend one = {.r = r, .events = 1, .acq = 1};
+        struct pend one = {.r = r, .gen = __atomic_load_n(&r->gen, __ATOMIC_RELAXED), .events = 1, .acq = 1};
         if (contended) {
             one.wait_ticks = one.wait_max_ticks = wait_ticks;
             one.contended = 1;
@@ -338,6 +375,7 @@ static void count_acq(struct rec *r, int contended, uint64_t wait_ticks)
  * next slow-path entry, the release's second half, a read, the exit). */
 static KS_TLS struct {
     struct rec *r;
+    uint32_t gen;
     uint64_t wait_ticks;
     int contended;
 } stash;
@@ -347,17 +385,25 @@ static void unstash(void)
     struct rec *r = stash.r;
     if (r) {
         stash.r = NULL;
-        count_acq(r, stash.contended, stash.wait_ticks);
+        if (stash.gen == __atomic_load_n(&r->gen, __ATOMIC_RELAXED)) /* see flush_one */
+            count_acq(r, stash.contended, stash.wait_ticks);
     }
 }
 
 void *ks_ls_enter(const void *lock, unsigned kind, const void *site)
 {
+    if (busy)
+        return NULL;
+    busy = 1;
     unstash();
     /* The shard now, outside the lock: its exit hook counts the stash of a
      * thread whose last acquisition's release never reaches a slow path. */
     (void)my_shard(); /* without one, counts go to the record at once */
-    return find(lock, 1, kind, site);
+    struct rec *r = find(lock, 1, kind, site);
+    if (r && !__atomic_load_n(&r->kind, __ATOMIC_RELAXED))
+        __atomic_store_n(&r->kind, kind, __ATOMIC_RELAXED); /* named before it was seen: informative */
+    busy = 0;
+    return r;
 }
 
 void ks_ls_acquired(void *cookie, int contended, uint64_t wait_ticks, uint64_t now)
@@ -365,10 +411,17 @@ void ks_ls_acquired(void *cookie, int contended, uint64_t wait_ticks, uint64_t n
     struct rec *r = cookie;
     if (!r)
         return;
-    unstash(); /* a trylock calls enter after its CAS: nothing stashed since */
-    stash.r = r;
-    stash.contended = contended;
-    stash.wait_ticks = wait_ticks;
+    unstash(); /* nothing stashed since enter: a no-op kept for safety */
+    if (KS_UNLIKELY(!my)) {
+        /* no shard (no memory, or no exit hook): nothing would count a
+         * stash at the thread's exit, so count now */
+        count_acq(r, contended, wait_ticks);
+    } else {
+        stash.r = r;
+        stash.gen = __atomic_load_n(&r->gen, __ATOMIC_RELAXED); /* see flush_one */
+        stash.contended = contended;
+        stash.wait_ticks = wait_ticks;
+    }
     /* relaxed: written and read by the holder only (the lock orders one
      * holder's writes before the next holder's) */
     __atomic_store_n(&r->t_acq, now ? now | 1 : 0, __ATOMIC_RELAXED); /* | 1: a stamp is never 0 */
@@ -376,8 +429,10 @@ void ks_ls_acquired(void *cookie, int contended, uint64_t wait_ticks, uint64_t n
 
 uint64_t ks_ls_hold_end(const void *lock, void **cookie)
 {
-    struct rec *r = find(lock, 0, 0, NULL);
     *cookie = NULL;
+    if (busy || !get_table())
+        return 0;
+    struct rec *r = find(lock, 0, 0, NULL);
     if (!r)
         return 0;
     uint64_t t = __atomic_load_n(&r->t_acq, __ATOMIC_RELAXED); /* the holder's own, see above */
@@ -391,12 +446,17 @@ uint64_t ks_ls_hold_end(const void *lock, void **cookie)
 
 void ks_ls_hold_add(void *cookie, uint64_t v)
 {
+    if (busy)
+        return;
+    busy = 1;
     unstash();
     struct rec *r = cookie;
     struct pend *p = pending(r);
     if (KS_UNLIKELY(!p)) {
-        struct pend one = {.r = r, .events = 1, .holds = 1, .hold_ticks = v, .hold_max_ticks = v};
+        struct pend one = {.r = r, .gen = __atomic_load_n(&r->gen, __ATOMIC_RELAXED), .events = 1, .holds = 1,
+                           .hold_ticks = v, .hold_max_ticks = v};
         flush_one(&one);
+        busy = 0;
         return;
     }
     p->holds++;
@@ -405,6 +465,7 @@ void ks_ls_hold_add(void *cookie, uint64_t v)
         p->hold_max_ticks = v;
     if (++p->events >= FLUSH_EVERY)
         flush_one(p);
+    busy = 0;
 }
 
 int ks_lockstat_mode(void)
@@ -424,6 +485,7 @@ static int make_table(void)
             return ENOMEM;
         }
         __atomic_store_n(&table, t, __ATOMIC_RELEASE); /* release: pairs with get_table */
+        __atomic_store_n(&ks_ls_ever_, 1, __ATOMIC_RELAXED); /* a hint for the slow paths */
     }
     ks_mutex_unlock(&setup);
     return 0;
@@ -517,11 +579,9 @@ void ks_lockstat_reset(void)
         struct rec *r = __atomic_load_n(&t[i], __ATOMIC_ACQUIRE); /* acquire: as in find */
         if (!r)
             continue;
-        uint64_t *c[] = {&r->acq, &r->contended, &r->wait_ticks, &r->wait_max_ticks, &r->holds, &r->hold_ticks, &r->hold_max_ticks};
-        for (size_t k = 0; k < sizeof c / sizeof *c; k++)
-            __atomic_store_n(c[k], 0, __ATOMIC_RELAXED); /* relaxed: counters */
-        for (unsigned b = 0; b < KS_LOCKSTAT_BUCKETS; b++)
-            __atomic_store_n(&r->hist[b], 0, __ATOMIC_RELAXED);
+        /* what other threads still have pending is dropped (see flush_one) */
+        __atomic_fetch_add(&r->gen, 1, __ATOMIC_RELAXED);
+        zero(r);
     }
 }
 
@@ -595,7 +655,9 @@ int ks_lockstat_report(FILE *f)
         free(c);
         return ENOMEM;
     }
-    n = ks_lockstat_read(all, n); /* records may have been added since: read what fits */
+    size_t now = ks_lockstat_read(all, n); /* records may have been added since: read what fits */
+    if (now < n)
+        n = now;
     size_t nc = 0;
     for (size_t i = 0; i < n; i++) {
         size_t k = 0;
@@ -621,7 +683,8 @@ int ks_lockstat_report(FILE *f)
         for (unsigned b = 0; b < KS_LOCKSTAT_BUCKETS; b++)
             s->wait_hist[b] += all[i].wait_hist[b];
     }
-    qsort(c, nc, sizeof *c, by_contention);
+    if (nc > 1)
+        qsort(c, nc, sizeof *c, by_contention);
     int mode = ks_ls_mode();
     fprintf(f, "ksync lockstat, pid %d, mode %s: %zu lock(s) in %zu class(es), most contended first%s\n",
             (int)getpid(), mode == KS_LOCKSTAT_ALL ? "all" : mode == KS_LOCKSTAT_CONTENTION ? "contention" : "off",
@@ -640,18 +703,15 @@ int ks_lockstat_report(FILE *f)
                 c[k].locks, (unsigned long long)s->acquisitions, (unsigned long long)s->contended, w, wm, ha, hm,
                 (unsigned long long)s->holds);
         if (s->contended && k < 5) {
-            /* the wait histogram of the five most contended, in decades */
-            static const char *const dec[] = {"<1us", "<10us", "<100us", "<1ms", "<10ms", "<100ms", "<1s", ">=1s"};
-            uint64_t d[8] = {0};
-            for (unsigned b = 0; b < KS_LOCKSTAT_BUCKETS; b++) {
-                double lo = (double)(1ull << b);
-                unsigned i = lo < 1e3 ? 0 : lo < 1e4 ? 1 : lo < 1e5 ? 2 : lo < 1e6 ? 3 : lo < 1e7 ? 4 : lo < 1e8 ? 5 : lo < 1e9 ? 6 : 7;
-                d[i] += s->wait_hist[b];
-            }
-            fprintf(f, "%-40s   waits:", "");
-            for (unsigned i = 0; i < 8; i++)
-                if (d[i])
-                    fprintf(f, " %s %llu", dec[i], (unsigned long long)d[i]);
+            /* the wait histogram of the five most contended: each non-empty
+             * log2 bucket as its lower bound and count */
+            fprintf(f, "%-40s   waits from:", "");
+            for (unsigned b = 0; b < KS_LOCKSTAT_BUCKETS; b++)
+                if (s->wait_hist[b]) {
+                    char lo[16];
+                    fmt_ns(lo, sizeof lo, b ? 1ull << b : 0);
+                    fprintf(f, " %s:%llu", lo, (unsigned long long)s->wait_hist[b]);
+                }
             fprintf(f, "\n");
         }
     }
@@ -676,9 +736,18 @@ static void report_at_exit(void)
 __attribute__((constructor)) static void lockstat_from_env(void)
 {
     const char *v = getenv("KSYNC_LOCKSTAT");
-    if (!v || !*v || strcmp(v, "0") == 0)
+    if (!v || !*v)
         return;
-    int mode = strcmp(v, "all") == 0 ? KS_LOCKSTAT_ALL : KS_LOCKSTAT_CONTENTION;
+    int mode;
+    if (!strcasecmp(v, "all") || !strcmp(v, "2"))
+        mode = KS_LOCKSTAT_ALL;
+    else if (!strcmp(v, "1") || !strcasecmp(v, "on") || !strcasecmp(v, "yes") || !strcasecmp(v, "contention"))
+        mode = KS_LOCKSTAT_CONTENTION;
+    else {
+        if (strcmp(v, "0") && strcasecmp(v, "off") && strcasecmp(v, "no"))
+            fprintf(stderr, "ksync: KSYNC_LOCKSTAT=%s: not 0, 1, contention or all; statistics stay off\n", v);
+        return;
+    }
     if (ks_lockstat_set(mode) >= 0)
         atexit(report_at_exit);
 }

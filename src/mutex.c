@@ -141,7 +141,9 @@ static int lock_stat(ks_mutex_t *m, int64_t deadline, int slept, const void *sit
             return r;
     }
     uint32_t s = __atomic_load_n(&m->state, __ATOMIC_RELAXED); /* seeds the CAS */
-    uint32_t want = mode == KS_LOCKSTAT_ALL ? T : 0;
+    /* no record (the table full, no memory): no mark, or every call of
+     * this mutex would come here for nothing */
+    uint32_t want = mode == KS_LOCKSTAT_ALL && rec ? T : 0;
     /* relaxed: the mark publishes nothing; others only add C or S meanwhile */
     while ((s & T) != want && !__atomic_compare_exchange_n(&m->state, &s, (s & ~T) | want, 1, __ATOMIC_RELAXED,
                                                            __ATOMIC_RELAXED))
@@ -169,22 +171,22 @@ int ks_mutex_trylock_slow(ks_mutex_t *m)
 {
     if (!m)
         return EINVAL;
+    int mode = ks_ls_mode();
+    /* the record before the lock, as in lock_stat */
+    void *rec = mode ? ks_ls_enter(m, KS_LOCK_MUTEX, __builtin_return_address(0)) : NULL;
     uint32_t s = __atomic_load_n(&m->state, __ATOMIC_RELAXED); /* seeds the CAS */
     while (!(s & (L | S))) {
         /* acquire: pairs with the release in unlock */
         if (__atomic_compare_exchange_n(&m->state, &s, s | L, 1, __ATOMIC_ACQUIRE, __ATOMIC_RELAXED)) {
-            int mode = ks_ls_mode();
-            /* (the record after the lock here: a try holds it for no one) */
-            void *rec = mode ? ks_ls_enter(m, KS_LOCK_MUTEX, __builtin_return_address(0)) : NULL;
-            if (mode != KS_LOCKSTAT_ALL) {
-                /* relaxed: as in lock_stat */
-                uint32_t v = s | L;
-                while ((v & T) && !__atomic_compare_exchange_n(&m->state, &v, v & ~T, 1, __ATOMIC_RELAXED,
-                                                               __ATOMIC_RELAXED))
-                    ;
-            }
+            /* the holder fixes the mark to the mode, as in lock_stat */
+            uint32_t want = mode == KS_LOCKSTAT_ALL && rec ? T : 0;
+            uint32_t v = s | L;
+            /* relaxed: as in lock_stat */
+            while ((v & T) != want && !__atomic_compare_exchange_n(&m->state, &v, (v & ~T) | want, 1,
+                                                                   __ATOMIC_RELAXED, __ATOMIC_RELAXED))
+                ;
             if (rec)
-                ks_ls_acquired(rec, 0, 0, (s & C) || mode == KS_LOCKSTAT_ALL ? ks_ticks() : 0);
+                ks_ls_acquired(rec, 0, 0, (v & C) || want ? ks_ticks() : 0);
             return 0;
         }
     }
@@ -296,7 +298,7 @@ int ks_mutex_unlock_slow(ks_mutex_t *m)
      * it may be freed: the counting after it touches only the record) */
     void *held_rec = NULL;
     uint64_t held = 0;
-    if (KS_UNLIKELY((s & T) || ks_ls_mode()) && (s & L))
+    if (KS_UNLIKELY((s & T) || ks_ls_ever()) && (s & L))
         held = ks_ls_hold_end(m, &held_rec);
     do {
         if (!(s & L))

@@ -111,7 +111,8 @@ static int find_stat(const void *lock, struct ks_lockstat *out)
     struct ks_lockstat *all = calloc(n ? n : 1, sizeof *all);
     if (!all)
         return 0;
-    n = ks_lockstat_read(all, n);
+    size_t now = ks_lockstat_read(all, n);
+    n = now < n ? now : n; /* records may have been added since the count */
     int found = 0;
     for (size_t i = 0; i < n && !found; i++)
         if (all[i].lock == lock) {

@@ -229,45 +229,6 @@ Test(lockstat, report_names_the_class)
     free(buf);
 }
 
-Test(lockstat, careless_calls)
-{
-    cr_assert_eq(ks_lockstat_set(3), -EINVAL);
-    cr_assert_eq(ks_lockstat_set(-1), -EINVAL);
-    cr_assert_eq(ks_lockstat_mode(), KS_LOCKSTAT_OFF);
-    ks_mutex_t m = KS_MUTEX_INIT;
-    cr_assert_eq(ks_lock_name(NULL, "x"), EINVAL);
-    cr_assert_eq(ks_lock_name(&m, NULL), EINVAL);
-    cr_assert_eq(ks_lockstat_report(NULL), EINVAL);
-    cr_assert_eq(ks_lockstat_read(NULL, 0), 0, "no table yet");
-    ks_lockstat_reset(); /* no table: nothing to do */
-    cr_assert_eq(ks_mutex_trylock_slow(NULL), EINVAL);
-    /* a name given while off is kept for when statistics start */
-    cr_assert_eq(ks_lock_name(&m, "early"), 0);
-    cr_assert_eq(ks_lockstat_read(NULL, 0), 1);
-    cr_assert_str_eq(stat_of(&m).name, "early");
-    /* renaming replaces */
-    cr_assert_eq(ks_lock_name(&m, "late"), 0);
-    cr_assert_str_eq(stat_of(&m).name, "late");
-    /* a report with nothing recorded still prints its header */
-    FILE *f = fopen("/dev/null", "w");
-    cr_assert_eq(ks_lockstat_report(f), 0);
-    fclose(f);
-    /* reset keeps the locks, zeroes the counts */
-    cr_assert_eq(ks_lockstat_set(KS_LOCKSTAT_ALL), KS_LOCKSTAT_OFF);
-    cr_assert_eq(ks_mutex_init(&m, 0), 0);
-    cr_assert_eq(ks_mutex_lock(&m), 0);
-    cr_assert_eq(ks_mutex_unlock(&m), 0);
-    cr_assert_eq(stat_of(&m).acquisitions, 1);
-    ks_lockstat_reset();
-    cr_assert_eq(stat_of(&m).acquisitions, 0);
-    /* a held marked mutex cannot be destroyed; its mark does not make it busy */
-    cr_assert_eq(ks_mutex_lock(&m), 0);
-    cr_assert_eq(ks_mutex_destroy(&m), EBUSY);
-    cr_assert_eq(ks_mutex_unlock(&m), 0);
-    cr_assert_eq(ks_mutex_unlock(&m), EPERM, "unlock of a free marked mutex");
-    cr_assert_eq(ks_mutex_destroy(&m), 0);
-}
-
 struct holder {
     ks_mutex_t *m;
     ks_event_t *held;
