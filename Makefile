@@ -176,10 +176,11 @@ $(TEST_BIN): $(TEST_OBJS) $(STATIC) $(HPP_NOEXC_BIN) $(BUILD)/libksync.so $(EXAM
 	$(CXX) $(SANFLAGS) -o $@ $(TEST_OBJS) $(STATIC) -lcriterion $(LDLIBS) $(TEST_WRAP)
 
 # tests/test_robust_rwlock.c steps into the robust rwlock's call of ks_robust's
-# lock to make an interleaving happen, and tests/test_channel.c kills a child
-# at one futex wake inside ks_channel_open (the wrappers forward every other
-# call).
-TEST_WRAP := -Wl,--wrap=ks_robust_timedlock -Wl,--wrap=ks_robust_trylock -Wl,--wrap=ks_futex_wake
+# lock to make an interleaving happen, tests/test_channel.c kills a child at
+# one futex wake inside ks_channel_open, and tests/test_lockstat.c guards the
+# library's calloc with a ks_mutex (the wrappers forward every other call).
+TEST_WRAP := -Wl,--wrap=ks_robust_timedlock -Wl,--wrap=ks_robust_trylock -Wl,--wrap=ks_futex_wake \
+             -Wl,--wrap=calloc
 
 run-tests: $(TEST_BIN)
 	$(TEST_BIN) $(TEST_ARGS)

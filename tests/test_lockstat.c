@@ -272,3 +272,196 @@ Test(lockstat, one_wait_lands_in_its_bucket, .timeout = 60)
                      (unsigned long long)s.wait_hist[b], (unsigned long long)s.wait_ns, want);
     cr_assert_eq(s.holds, 1, "the waiter slept, so its release was seen");
 }
+
+/* ---- regressions from the review (docs/lockstat.md, "Review") ---- */
+
+struct pending_worker {
+    ks_mutex_t *m;
+    ks_event_t done, go;
+};
+
+static void *lock_50_then_wait(void *p)
+{
+    struct pending_worker *w = p;
+    for (int i = 0; i < 50; i++) {
+        cr_assert_eq(ks_mutex_lock(w->m), 0);
+        cr_assert_eq(ks_mutex_unlock(w->m), 0);
+    }
+    ks_event_set(&w->done);
+    ks_event_wait(&w->go); /* alive: its 50 are pending in its shard */
+    return NULL;
+}
+
+static void pending_counts_dropped(int reinit)
+{
+    cr_assert_eq(ks_lockstat_set(KS_LOCKSTAT_ALL), KS_LOCKSTAT_OFF);
+    ks_mutex_t m;
+    cr_assert_eq(ks_mutex_init(&m, 0), 0);
+    struct pending_worker w = {.m = &m};
+    cr_assert_eq(ks_event_init(&w.done, 0), 0);
+    cr_assert_eq(ks_event_init(&w.go, 0), 0);
+    pthread_t t;
+    kt_spawn(&t, lock_50_then_wait, &w);
+    cr_assert_eq(ks_event_wait(&w.done), 0);
+    if (reinit) {
+        /* another lock at the same address */
+        cr_assert_eq(ks_mutex_destroy(&m), 0);
+        cr_assert_eq(ks_mutex_init(&m, 0), 0);
+    } else {
+        ks_lockstat_reset();
+    }
+    for (int i = 0; i < 5; i++) {
+        cr_assert_eq(ks_mutex_lock(&m), 0);
+        cr_assert_eq(ks_mutex_unlock(&m), 0);
+    }
+    ks_event_set(&w.go);
+    kt_join(t); /* its exit flushes what it had pending */
+    struct ks_lockstat s = stat_of(&m);
+    cr_assert_eq(s.acquisitions, 5, "%llu acquisitions: the old lock's (or pre-reset) counts came back",
+                 (unsigned long long)s.acquisitions);
+    cr_assert_eq(s.holds, 5);
+}
+
+Test(lockstat, a_new_lock_at_an_old_address_gets_none_of_its_counts, .timeout = 60)
+{
+    pending_counts_dropped(1);
+}
+
+Test(lockstat, reset_drops_what_other_threads_have_pending, .timeout = 60)
+{
+    pending_counts_dropped(0);
+}
+
+Test(lockstat, a_stamp_from_before_the_mode_went_off_is_not_a_hold, .timeout = 60)
+{
+    /* CONTENTION: an acquisition after a sleep is stamped; its release,
+     * made with statistics off, must consume the stamp, or a later hold
+     * reads it (305 ms reported for a 20 ms hold). */
+    cr_assert_eq(ks_lockstat_set(KS_LOCKSTAT_CONTENTION), KS_LOCKSTAT_OFF);
+    ks_mutex_t m;
+    ks_event_t held;
+    cr_assert_eq(ks_mutex_init(&m, 0), 0);
+    cr_assert_eq(ks_event_init(&held, 0), 0);
+    struct holder h = {&m, &held, 20 * 1000 * 1000};
+    pthread_t t;
+    kt_spawn(&t, hold_a_while, &h);
+    cr_assert_eq(ks_event_wait(&held), 0);
+    cr_assert_eq(ks_mutex_lock(&m), 0); /* waits: stamped */
+    cr_assert_eq(ks_lockstat_set(KS_LOCKSTAT_OFF), KS_LOCKSTAT_CONTENTION);
+    kt_join(t);
+    cr_assert_eq(ks_mutex_unlock(&m), 0); /* C set: slow, with statistics off */
+    struct timespec ts = {0, 200 * 1000 * 1000};
+    nanosleep(&ts, NULL);
+    cr_assert_eq(ks_lockstat_set(KS_LOCKSTAT_CONTENTION), KS_LOCKSTAT_OFF);
+    ks_lockstat_reset();
+    /* a fast-path acquisition whose release is slow: nothing to time */
+    cr_assert_eq(ks_mutex_lock(&m), 0);
+    __atomic_fetch_or(&m.state, KS_MUTEX_CONTENDED, __ATOMIC_RELAXED); /* as a sleeper would */
+    cr_assert_eq(ks_mutex_unlock(&m), 0);
+    struct ks_lockstat s = stat_of(&m);
+    cr_assert_lt(s.hold_max_ns, 100 * 1000 * 1000, "a hold of %.1f ms was read from an old stamp",
+                 (double)s.hold_max_ns / 1e6);
+}
+
+Test(lockstat, trylock_slow_marks_in_all_mode)
+{
+    static ks_mutex_t m = KS_MUTEX_INIT; /* unmarked */
+    cr_assert_eq(ks_lockstat_set(KS_LOCKSTAT_ALL), KS_LOCKSTAT_OFF);
+    cr_assert_eq(ks_mutex_trylock_slow(&m), 0);
+    cr_assert_eq(m.state, KS_MUTEX_LOCKED | KS_MUTEX_TRACED, "word 0x%x", m.state);
+    cr_assert_eq(ks_mutex_unlock(&m), 0);
+    struct ks_lockstat s = stat_of(&m);
+    cr_assert_eq(s.acquisitions, 1);
+    cr_assert_eq(s.holds, 1, "the release was seen");
+}
+
+Test(lockstat, a_lock_without_a_record_loses_its_mark, .timeout = 120)
+{
+    /* Fill the table with names of addresses that are no locks; a mutex
+     * initialised in ALL mode then has no record: after its first slow
+     * path it must be unmarked (every lock and unlock once walked the
+     * whole table, 650 us a pair). */
+    cr_assert_eq(ks_lockstat_set(KS_LOCKSTAT_ALL), KS_LOCKSTAT_OFF);
+    static char fake[200000];
+    for (size_t i = 0; i < sizeof fake; i++)
+        (void)ks_lock_name(&fake[i], "filler"); /* ENOSPC once its slots are taken */
+    cr_assert_eq(ks_lockstat_read(NULL, 0), 65536, "the table is full");
+    ks_mutex_t m;
+    cr_assert_eq(ks_lock_name(&m, "m"), ENOSPC, "no room for m either");
+    cr_assert_eq(ks_mutex_init(&m, 0), 0);
+    cr_assert_eq(ks_mutex_lock(&m), 0);
+    cr_assert_eq(ks_mutex_unlock(&m), 0);
+    cr_assert_eq(m.state, 0u, "no record: no mark (word 0x%x)", m.state);
+    char *buf = NULL;
+    size_t len = 0;
+    FILE *f = open_memstream(&buf, &len);
+    cr_assert_eq(ks_lockstat_report(f), 0);
+    fclose(f);
+    cr_assert(strstr(buf, "some locks are missing"), "the report says so");
+    free(buf);
+}
+
+struct namer {
+    ks_event_t stop;
+    char *base;
+    size_t n;
+};
+
+static void *name_many(void *p)
+{
+    struct namer *nm = p;
+    for (size_t i = 0; i < nm->n && !ks_event_is_set(&nm->stop); i++)
+        (void)ks_lock_name(nm->base + i, "grows");
+    return NULL;
+}
+
+Test(lockstat, report_while_locks_are_added, .timeout = 120)
+{
+    /* The report sized its arrays from one count and read with another: a
+     * heap overflow (ASan) or a crash when records came meanwhile. */
+    cr_assert_eq(ks_lockstat_set(KS_LOCKSTAT_CONTENTION), KS_LOCKSTAT_OFF);
+    static char fake[60000];
+    struct namer nm = {.base = fake, .n = sizeof fake};
+    cr_assert_eq(ks_event_init(&nm.stop, 0), 0);
+    pthread_t t;
+    kt_spawn(&t, name_many, &nm);
+    FILE *f = fopen("/dev/null", "w");
+    for (int i = 0; i < 200; i++)
+        cr_assert_eq(ks_lockstat_report(f), 0);
+    fclose(f);
+    ks_event_set(&nm.stop);
+    kt_join(t);
+}
+
+/* An allocator guarded by a ks_mutex: the statistics code's own calloc
+ * takes it, and (first version) recursed through the lock's slow path
+ * until the stack overflowed.  A link-time wrapper (TEST_WRAP) puts a
+ * ks_mutex around every calloc the library makes while `guarded`. */
+static ks_mutex_t alloc_lock;
+static volatile int guarded;
+void *__real_calloc(size_t n, size_t size);
+void *__wrap_calloc(size_t n, size_t size);
+void *__wrap_calloc(size_t n, size_t size)
+{
+    if (!guarded)
+        return __real_calloc(n, size);
+    ks_mutex_lock(&alloc_lock);
+    void *p = __real_calloc(n, size);
+    ks_mutex_unlock(&alloc_lock);
+    return p;
+}
+
+Test(lockstat, an_allocator_guarded_by_a_ks_mutex_does_not_recurse, .timeout = 60)
+{
+    cr_assert_eq(ks_lockstat_set(KS_LOCKSTAT_ALL), KS_LOCKSTAT_OFF);
+    cr_assert_eq(ks_mutex_init(&alloc_lock, 0), 0); /* marked: its every lock reaches the slow path */
+    guarded = 1;
+    ks_mutex_t m[8];
+    for (int i = 0; i < 8; i++) { /* each new lock's record is a calloc */
+        cr_assert_eq(ks_mutex_init(&m[i], 0), 0);
+        cr_assert_eq(ks_mutex_lock(&m[i]), 0);
+        cr_assert_eq(ks_mutex_unlock(&m[i]), 0);
+    }
+    guarded = 0;
+    cr_assert_eq(stat_of(&m[7]).acquisitions, 1);
+}
