@@ -1008,7 +1008,7 @@ Test(channel, attachments_beyond_the_kernels_walk_are_refused, .timeout = 120)
     r.rlim_cur = r.rlim_max;
     if (r.rlim_cur < 2200 || setrlimit(RLIMIT_NOFILE, &r))
         cr_skip_test("needs 2200 descriptors");
-    ks_channel_t *ch[64];
+    ks_channel_t *ch[64] = {0};
     static ks_channel_t *h[2100];
     int nh = 0, e = 0;
     for (int c = 0; c < 64 && !e; c++) {
@@ -1024,6 +1024,10 @@ Test(channel, attachments_beyond_the_kernels_walk_are_refused, .timeout = 120)
     cr_assert_eq(e, EMFILE, "%s", strerror(e));
     cr_assert_eq(nh + (nh + KS_CHANNEL_PEERS - 1) / (KS_CHANNEL_PEERS - 1), 2047,
                  "%d handles: refused at the 2048th attachment", nh);
+    for (int i = 0; i < nh; i++)
+        cr_assert_eq(ks_channel_close(h[i]), 0);
+    for (int c = 0; c < 64 && ch[c]; c++)
+        cr_assert_eq(ks_channel_close(ch[c]), 0);
 }
 
 /* A "death" made by hand, as the kernel makes it (FUTEX_OWNER_DIED in place
@@ -1096,7 +1100,7 @@ Test(channel, a_sender_dying_while_the_receiver_looks_at_it_is_seen, .timeout = 
     cr_assert_eq(e, EPIPE, "%s after %lld ms", strerror(e), (long long)((ks_now() - t0) / KT_MS));
     munmap(seg, 8192);
     ks_channel_close(rx);
-    (void)tx;
+    KT_LEAK_OK(tx);
 }
 
 struct side {
@@ -1174,7 +1178,7 @@ Test(channel, the_one_wake_of_a_death_is_passed_on, .timeout = 60)
     munmap(seg, 8192);
     ks_channel_close(c);
     ks_channel_close(rx);
-    (void)d;
+    KT_LEAK_OK(d);
 }
 
 /* A waiter in another process that the kernel's one wake at a death reaches
@@ -1255,7 +1259,7 @@ static void death_wake_stolen(void *(*rfn)(void *))
     }
     munmap(seg, 8192);
     ks_channel_close(rx);
-    (void)d;
+    KT_LEAK_OK(d);
 }
 
 Test(channel, a_death_wake_taken_by_a_dying_waiter_is_not_lost, .timeout = 60)
@@ -1359,7 +1363,7 @@ Test(channel, a_death_wake_taken_by_a_dying_waiter_reaches_a_locker, .timeout = 
     munmap(seg, 8192);
     ks_channel_close(c);
     ks_channel_close(rx);
-    (void)d;
+    KT_LEAK_OK(d);
 }
 
 /* A sender asleep for room (wait_space); the only receiver dies and a thief
@@ -1403,7 +1407,7 @@ Test(channel, a_death_wake_taken_by_a_dying_waiter_reaches_a_sender_waiting_for_
                  (long long)((s.done - t0) / KT_MS));
     munmap(seg, 8192);
     ks_channel_close(tx);
-    (void)r;
+    KT_LEAK_OK(r);
 }
 
 /* ks_wait_any behind a peek held by a receiver that dies (any_lock_held):
@@ -1446,7 +1450,7 @@ Test(channel, a_death_wake_taken_by_a_dying_waiter_reaches_wait_any_behind_a_pee
     munmap(seg, 8192);
     ks_channel_close(rx);
     ks_channel_close(tx);
-    (void)h;
+    KT_LEAK_OK(h);
 }
 
 /* A peer SIGKILLed inside open, after it set ever[] and bumped members_ev
