@@ -1203,6 +1203,29 @@ static void *steal_the_wake(void *p)
     return NULL;
 }
 
+/* The thief first in line on `word`: spawned, then seen asleep in the
+ * kernel before anyone else queues there. */
+static void thief_first(struct thief *th, pthread_t *t, uint32_t *word)
+{
+    *th = (struct thief){.word = word};
+    kt_spawn(t, steal_the_wake, th);
+    pid_t tid;
+    while (!(tid = __atomic_load_n(&th->tid, __ATOMIC_ACQUIRE)))
+        sched_yield();
+    cr_assert(kt_wait_in_futex(tid, 5000 * KT_MS));
+}
+
+/* The death of the slot `word`, as the kernel makes it; the thief must have
+ * taken its one wake, or the test proves nothing.  Returns when it died. */
+static int64_t die_to_the_thief(struct thief *th, pthread_t t, uint32_t *word)
+{
+    int64_t t0 = ks_now();
+    kill_slot(word);
+    kt_join(t);
+    cr_assert_eq(th->rc, 0, "the kernel's one wake went to the thief");
+    return t0;
+}
+
 static void *wait_any_side(void *p)
 {
     struct side *s = p;
@@ -1233,20 +1256,13 @@ static void death_wake_stolen(void *(*rfn)(void *))
             dw = (uint32_t *)(void *)(seg + OFF_SLOTS + i * 64);
     }
     cr_assert_not_null(dw);
-    struct thief th = {.word = dw};
+    struct thief th;
     pthread_t tt, tr;
-    kt_spawn(&tt, steal_the_wake, &th);
-    pid_t ttid;
-    while (!(ttid = __atomic_load_n(&th.tid, __ATOMIC_ACQUIRE)))
-        sched_yield();
-    cr_assert(kt_wait_in_futex(ttid, 5000 * KT_MS)); /* first in line on D's word */
+    thief_first(&th, &tt, dw);
     struct side r = {.ch = rx};
     kt_spawn(&tr, rfn, &r);
     cr_assert(kt_wait_in_futex(side_tid(&r), 5000 * KT_MS));
-    int64_t t0 = ks_now();
-    kill_slot(dw);
-    kt_join(tt);
-    cr_assert_eq(th.rc, 0, "the kernel's one wake went to the thief"); /* else the test proves nothing */
+    int64_t t0 = die_to_the_thief(&th, tt, dw);
     kt_join(tr);
     cr_assert_eq(r.rc, rfn == recv_side ? EPIPE : 0, "R: %s", strerror(r.rc));
     cr_assert_lt(r.done - t0, 1000 * KT_MS + KT_LATE_NS, "R learned the death after %lld ms",
@@ -1342,20 +1358,13 @@ Test(channel, a_death_wake_taken_by_a_dying_waiter_reaches_a_locker, .timeout = 
     unsigned idx = (tok & 0xff) - 1;
     cr_assert_lt(idx, KS_CHANNEL_PEERS);
     uint32_t *dw = (uint32_t *)(void *)(seg + OFF_SLOTS + idx * 64);
-    struct thief th = {.word = dw};
+    struct thief th;
     pthread_t tt, tc;
-    kt_spawn(&tt, steal_the_wake, &th);
-    pid_t ttid;
-    while (!(ttid = __atomic_load_n(&th.tid, __ATOMIC_ACQUIRE)))
-        sched_yield();
-    cr_assert(kt_wait_in_futex(ttid, 5000 * KT_MS));
+    thief_first(&th, &tt, dw);
     struct side s = {.ch = c};
     kt_spawn(&tc, send_side, &s);
     cr_assert(kt_wait_in_futex(side_tid(&s), 5000 * KT_MS));
-    int64_t t0 = ks_now();
-    kill_slot(dw);
-    kt_join(tt);
-    cr_assert_eq(th.rc, 0, "the kernel's one wake went to the thief");
+    int64_t t0 = die_to_the_thief(&th, tt, dw);
     kt_join(tc);
     cr_assert_eq(s.rc, 0, "C: %s after %lld ms", strerror(s.rc), (long long)((s.done - t0) / KT_MS));
     cr_assert_lt(s.done - t0, 1000 * KT_MS + KT_LATE_NS, "C took the lock over after %lld ms",
@@ -1387,20 +1396,13 @@ Test(channel, a_death_wake_taken_by_a_dying_waiter_reaches_a_sender_waiting_for_
             rw = (uint32_t *)(void *)(seg + OFF_SLOTS + i * 64);
     }
     cr_assert_not_null(rw);
-    struct thief th = {.word = rw};
+    struct thief th;
     pthread_t tt, ts;
-    kt_spawn(&tt, steal_the_wake, &th);
-    pid_t ttid;
-    while (!(ttid = __atomic_load_n(&th.tid, __ATOMIC_ACQUIRE)))
-        sched_yield();
-    cr_assert(kt_wait_in_futex(ttid, 5000 * KT_MS));
+    thief_first(&th, &tt, rw);
     struct side s = {.ch = tx};
     kt_spawn(&ts, send_side, &s);
     cr_assert(kt_wait_in_futex(side_tid(&s), 5000 * KT_MS));
-    int64_t t0 = ks_now();
-    kill_slot(rw);
-    kt_join(tt);
-    cr_assert_eq(th.rc, 0, "the kernel's one wake went to the thief");
+    int64_t t0 = die_to_the_thief(&th, tt, rw);
     kt_join(ts);
     cr_assert_eq(s.rc, EPIPE, "S: %s after %lld ms", strerror(s.rc), (long long)((s.done - t0) / KT_MS));
     cr_assert_lt(s.done - t0, 1000 * KT_MS + KT_LATE_NS, "S learned the death after %lld ms",
@@ -1427,20 +1429,13 @@ Test(channel, a_death_wake_taken_by_a_dying_waiter_reaches_wait_any_behind_a_pee
     unsigned idx = (tok & 0xff) - 1;
     cr_assert_lt(idx, KS_CHANNEL_PEERS);
     uint32_t *hw = (uint32_t *)(void *)(seg + OFF_SLOTS + idx * 64);
-    struct thief th = {.word = hw};
+    struct thief th;
     pthread_t tt, tw;
-    kt_spawn(&tt, steal_the_wake, &th);
-    pid_t ttid;
-    while (!(ttid = __atomic_load_n(&th.tid, __ATOMIC_ACQUIRE)))
-        sched_yield();
-    cr_assert(kt_wait_in_futex(ttid, 5000 * KT_MS));
+    thief_first(&th, &tt, hw);
     struct side w = {.ch = rx};
     kt_spawn(&tw, wait_any_side, &w);
     cr_assert(kt_wait_in_futex(side_tid(&w), 5000 * KT_MS));
-    int64_t t0 = ks_now();
-    kill_slot(hw);
-    kt_join(tt);
-    cr_assert_eq(th.rc, 0, "the kernel's one wake went to the thief");
+    int64_t t0 = die_to_the_thief(&th, tt, hw);
     kt_join(tw);
     cr_assert_eq(w.rc, 0, "W: %s", strerror(w.rc));
     cr_assert_lt(w.done - t0, 1000 * KT_MS + KT_LATE_NS, "W saw the lock free after %lld ms",

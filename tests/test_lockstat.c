@@ -245,6 +245,20 @@ static void *hold_a_while(void *p)
     return NULL;
 }
 
+/* Lock m after waiting about 20 ms for a thread that holds it (the
+ * acquisition sleeps, so its release reaches the slow path); returns that
+ * thread, to be joined. */
+static pthread_t lock_after_a_wait(ks_mutex_t *m, struct holder *h, ks_event_t *held)
+{
+    cr_assert_eq(ks_event_init(held, 0), 0);
+    *h = (struct holder){m, held, 20 * 1000 * 1000};
+    pthread_t t;
+    kt_spawn(&t, hold_a_while, h);
+    cr_assert_eq(ks_event_wait(held), 0);
+    cr_assert_eq(ks_mutex_lock(m), 0);
+    return t;
+}
+
 Test(lockstat, one_wait_lands_in_its_bucket, .timeout = 60)
 {
     /* One contended acquisition of about 20 ms: the histogram holds it in
@@ -253,13 +267,9 @@ Test(lockstat, one_wait_lands_in_its_bucket, .timeout = 60)
     cr_assert_eq(ks_lockstat_set(KS_LOCKSTAT_CONTENTION), KS_LOCKSTAT_OFF);
     ks_mutex_t m;
     ks_event_t held;
+    struct holder h;
     cr_assert_eq(ks_mutex_init(&m, 0), 0);
-    cr_assert_eq(ks_event_init(&held, 0), 0);
-    struct holder h = {&m, &held, 20 * 1000 * 1000};
-    pthread_t t;
-    kt_spawn(&t, hold_a_while, &h);
-    cr_assert_eq(ks_event_wait(&held), 0);
-    cr_assert_eq(ks_mutex_lock(&m), 0);
+    pthread_t t = lock_after_a_wait(&m, &h, &held);
     cr_assert_eq(ks_mutex_unlock(&m), 0);
     kt_join(t);
     struct ks_lockstat s = stat_of(&m);
@@ -340,13 +350,9 @@ Test(lockstat, a_stamp_from_before_the_mode_went_off_is_not_a_hold, .timeout = 6
     cr_assert_eq(ks_lockstat_set(KS_LOCKSTAT_CONTENTION), KS_LOCKSTAT_OFF);
     ks_mutex_t m;
     ks_event_t held;
+    struct holder h;
     cr_assert_eq(ks_mutex_init(&m, 0), 0);
-    cr_assert_eq(ks_event_init(&held, 0), 0);
-    struct holder h = {&m, &held, 20 * 1000 * 1000};
-    pthread_t t;
-    kt_spawn(&t, hold_a_while, &h);
-    cr_assert_eq(ks_event_wait(&held), 0);
-    cr_assert_eq(ks_mutex_lock(&m), 0); /* waits: stamped */
+    pthread_t t = lock_after_a_wait(&m, &h, &held); /* waited: stamped */
     cr_assert_eq(ks_lockstat_set(KS_LOCKSTAT_OFF), KS_LOCKSTAT_CONTENTION);
     kt_join(t);
     cr_assert_eq(ks_mutex_unlock(&m), 0); /* C set: slow, with statistics off */
