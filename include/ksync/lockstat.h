@@ -6,9 +6,10 @@
  *   ks_lockstat_set(KS_LOCKSTAT_CONTENTION);  ... ks_lockstat_report(stderr);
  *
  * Modes:
- *   KS_LOCKSTAT_OFF         nothing is recorded; the lock paths are those of
- *                           a build without the feature, plus one load of the
- *                           mode on the slow paths.
+ *   KS_LOCKSTAT_OFF         nothing is recorded; the fast paths are those of
+ *                           a build without the feature; the slow paths load
+ *                           the mode (and, once statistics have been on, an
+ *                           unlock looks for a hold stamp left from then).
  *   KS_LOCKSTAT_CONTENTION  only slow paths record: contended acquisitions,
  *                           wait times (total, max, histogram), and hold
  *                           times of the acquisitions after a wait.  The
