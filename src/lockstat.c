@@ -294,7 +294,8 @@ static uint64_t ticks_ns(uint64_t ticks)
 
 /* The histogram's bounds in ticks: bound[b] = ticks of 2^b ns, so that a
  * wait is put in its bucket without a division.  Filled once (every thread
- * computes the same values; relaxed); `shift` is log2 of ns per tick,
+ * that fills them computes the same values; the last bound is published
+ * with release); `shift` is log2 of ns per tick,
  * rounded, so that log2(ticks) + shift is the bucket or one off it. */
 static uint64_t bound[KS_LOCKSTAT_BUCKETS];
 static int shift;
@@ -304,14 +305,18 @@ static void fill_bounds(void)
     uint64_t b27 = ks_spin_ns_to_ticks(1ull << 27); /* spin.c converts up to 2^28 ns */
     int sh = 27 - (b27 ? 63 - __builtin_clzll(b27) : 0);
     __atomic_store_n(&shift, sh, __ATOMIC_RELAXED);
-    for (unsigned b = 0; b < KS_LOCKSTAT_BUCKETS; b++)
+    for (unsigned b = 0; b + 1 < KS_LOCKSTAT_BUCKETS; b++)
         __atomic_store_n(&bound[b], b <= 27 ? ks_spin_ns_to_ticks(1ull << b) : b27 << (b - 27), __ATOMIC_RELAXED);
+    /* release, last: pairs with the acquire in bucket_of_ticks, which then
+     * sees shift and every other bound */
+    __atomic_store_n(&bound[KS_LOCKSTAT_BUCKETS - 1], b27 << (KS_LOCKSTAT_BUCKETS - 1 - 27), __ATOMIC_RELEASE);
 }
 
 /* The last b with bound[b] <= ticks (bucket 0 also holds what is below). */
 static unsigned bucket_of_ticks(uint64_t ticks)
 {
-    if (KS_UNLIKELY(!__atomic_load_n(&bound[KS_LOCKSTAT_BUCKETS - 1], __ATOMIC_RELAXED)))
+    /* acquire: pairs with the release of the last bound in fill_bounds */
+    if (KS_UNLIKELY(!__atomic_load_n(&bound[KS_LOCKSTAT_BUCKETS - 1], __ATOMIC_ACQUIRE)))
         fill_bounds();
     int b = (ticks ? 63 - __builtin_clzll(ticks) : 0) + __atomic_load_n(&shift, __ATOMIC_RELAXED);
     b = b < 0 ? 0 : b >= KS_LOCKSTAT_BUCKETS ? KS_LOCKSTAT_BUCKETS - 1 : b;

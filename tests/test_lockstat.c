@@ -24,6 +24,18 @@ static void busy_ns(int64_t ns)
         ;
 }
 
+/* ks_lockstat_report's text, to be freed. */
+static char *report_text(void)
+{
+    char *buf = NULL;
+    size_t len = 0;
+    FILE *f = open_memstream(&buf, &len);
+    cr_assert_not_null(f);
+    cr_assert_eq(ks_lockstat_report(f), 0);
+    fclose(f);
+    return buf;
+}
+
 enum { THREADS = 8, ROUNDS = 2000, WORK_NS = 2000 };
 
 struct worker {
@@ -212,12 +224,7 @@ Test(lockstat, report_names_the_class)
             cr_assert_eq(ks_mutex_unlock(&a[i]), 0);
         }
     }
-    char *buf = NULL;
-    size_t len = 0;
-    FILE *f = open_memstream(&buf, &len);
-    cr_assert_not_null(f);
-    cr_assert_eq(ks_lockstat_report(f), 0);
-    fclose(f);
+    char *buf = report_text();
     cr_assert(strstr(buf, "mode all"), "%s", buf);
     const char *row = strstr(buf, "\naccounts ");
     cr_assert_not_null(row, "%s", buf);
@@ -398,11 +405,7 @@ Test(lockstat, a_lock_without_a_record_loses_its_mark, .timeout = 120)
     cr_assert_eq(ks_mutex_lock(&m), 0);
     cr_assert_eq(ks_mutex_unlock(&m), 0);
     cr_assert_eq(m.state, 0u, "no record: no mark (word 0x%x)", m.state);
-    char *buf = NULL;
-    size_t len = 0;
-    FILE *f = open_memstream(&buf, &len);
-    cr_assert_eq(ks_lockstat_report(f), 0);
-    fclose(f);
+    char *buf = report_text();
     cr_assert(strstr(buf, "some locks are missing"), "the report says so");
     free(buf);
 }
