@@ -22,6 +22,7 @@
 #include <ksync/channel.h>
 #include <ksync/wait_any.h>
 #include <ksync/lockstat.h>
+#include <ksync/lockdep.h>
 #include <ksync/debug.h>
 
 #endif

@@ -172,6 +172,7 @@ enum ks_exit_hook {
     KS_EXIT_EPOCH,      /* src/epoch.c: closes a section left open, leaves */
     KS_EXIT_CACHE_LINE, /* src/cache.c: gives the hit/miss line back */
     KS_EXIT_LOCKSTAT,   /* src/lockstat.c: adds the thread's pending counts */
+    KS_EXIT_LOCKDEP,    /* src/lockdep.c: reports locks still held, frees the list */
     KS_EXIT_HOOKS
 };
 KS_HIDDEN int ks_thread_at_exit(enum ks_exit_hook which, void (*fn)(void));
@@ -328,6 +329,61 @@ KS_HIDDEN void ks_ls_acquired(void *cookie, int contended, uint64_t wait_ticks, 
  * critical section; it touches the record, never the lock). */
 KS_HIDDEN uint64_t ks_ls_hold_end(const void *lock, void **cookie);
 KS_HIDDEN void ks_ls_hold_add(void *cookie, uint64_t ticks);
+
+/* ---- lock-order checking (src/lockdep.c; docs/lockdep.md) ----
+ * Called from slow paths only, when ks_ld_on() (one relaxed load).  lock:
+ * before a thread waits for `lock` (not for a trylock): the recursion and
+ * order checks.  locked: once it holds it.  unlock: before the releasing
+ * store (`locked`: the word says it is held).  destroy: at a destroy that
+ * found the lock held.  site: the caller's call site. */
+extern KS_HIDDEN int ks_ld_on_;
+static inline int ks_ld_on(void)
+{
+    return __atomic_load_n(&ks_ld_on_, __ATOMIC_RELAXED); /* a switch: ordered by nothing */
+}
+KS_HIDDEN void ks_ld_lock(const void *lock, unsigned kind, const void *site);
+KS_HIDDEN void ks_ld_locked(const void *lock, unsigned kind, const void *site, int trylock);
+KS_HIDDEN void ks_ld_unlock(const void *lock, int locked, const void *site);
+KS_HIDDEN void ks_ld_destroy(const void *lock, int locked, const void *site);
+/* `lock` is being initialised: this thread no longer holds it (a fork
+ * handler that re-initialises a lock its prepare handler took). */
+KS_HIDDEN void ks_ld_forget(const void *lock);
+
+/* Every traced acquisition reaches the library: lock statistics in
+ * KS_LOCKSTAT_ALL, or lock-order checking.  The drop-in layer asks before
+ * its inline fast paths, which a statically initialised pthread mutex
+ * would otherwise pass unseen (docs/lockdep.md). */
+static inline int ks_trace_all(void)
+{
+    return KS_UNLIKELY(ks_ld_on() || ks_ls_mode() == 2 /* KS_LOCKSTAT_ALL */);
+}
+
+/* ks_mutex's slow paths with the caller's call site given (the drop-in
+ * layer and ks_rmutex pass their caller's, so that classes and reports
+ * name the program's code, not the library's). */
+struct ks_mutex;
+KS_HIDDEN int ks_mutex_init_at(struct ks_mutex *m, unsigned flags, const void *site);
+KS_HIDDEN int ks_mutex_lock_at(struct ks_mutex *m, int64_t deadline, const void *site);
+KS_HIDDEN int ks_mutex_trylock_at(struct ks_mutex *m, const void *site);
+/* Their fast-path-first forms, for callers that include ksync/mutex.h. */
+#define ks_mutex_timedlock_at(m, deadline, site)                                                            \
+    __extension__({                                                                                         \
+        uint32_t e_ = 0;                                                                                    \
+        /* acquire: as ks_mutex_timedlock's fast path */                                                    \
+        KS_MUTEX_FAST_ && __atomic_compare_exchange_n(&(m)->state, &e_, KS_MUTEX_LOCKED, 0, __ATOMIC_ACQUIRE, \
+                                                      __ATOMIC_RELAXED)                                     \
+            ? 0                                                                                             \
+            : ks_mutex_lock_at((m), (deadline), (site));                                                    \
+    })
+#define ks_mutex_trylock_site(m, site)                                                                      \
+    __extension__({                                                                                         \
+        uint32_t e_ = 0;                                                                                    \
+        /* acquire: as ks_mutex_trylock's fast path */                                                      \
+        KS_MUTEX_FAST_ && __atomic_compare_exchange_n(&(m)->state, &e_, KS_MUTEX_LOCKED, 0, __ATOMIC_ACQUIRE, \
+                                                      __ATOMIC_RELAXED)                                     \
+            ? 0                                                                                             \
+            : KS_MUTEX_FAST_ && !(e_ & KS_MUTEX_TRACED) ? EBUSY : ks_mutex_trylock_at((m), (site));        \
+    })
 
 /* ---- ks_robust's release for the robust rwlock (src/robust.c) ----
  * As ks_robust_unlock (0, EPERM), but every sleeper is woken; abandon:

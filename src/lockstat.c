@@ -21,7 +21,7 @@
  * mark in its word (KS_MUTEX_TRACED) that makes the fast paths fail, so its
  * every acquisition and release comes here.
  */
-#include "internal.h"
+#include "lockreg.h"
 
 #include <ksync/lockstat.h>
 #include <ksync/mutex.h>
@@ -35,22 +35,10 @@
 #define TABLE_SIZE (1u << TABLE_BITS)
 #define MAX_PROBE 256
 
-struct rec {
-    const void *lock;
-    uint32_t gen;            /* relaxed: moved by init and reset; pending counts of an older gen are dropped */
-    const void *site;        /* relaxed: informative */
-    const char *name;        /* acquire/release: a string published whole */
-    unsigned kind;
-    uint64_t acq, contended, holds;
-    /* ks_ticks() units, converted when read: no division per event */
-    uint64_t wait_ticks, wait_max_ticks, hold_ticks, hold_max_ticks;
-    uint64_t hist[KS_LOCKSTAT_BUCKETS];
-    uint64_t t_acq;          /* the holder's ks_ticks() at acquisition, 0 if not stamped */
-};
 
 KS_HIDDEN int ks_ls_mode_;
 KS_HIDDEN int ks_ls_ever_;
-static struct rec **table; /* acquire/release: published once by enable */
+static struct ks_lockrec **table; /* acquire/release: published once by enable */
 static uint64_t dropped;   /* relaxed: records the full table refused */
 static ks_mutex_t setup = KS_MUTEX_INIT; /* never marked: the table's own lock */
 
@@ -63,7 +51,7 @@ static inline size_t hash(const void *p)
     return (size_t)(x & (TABLE_SIZE - 1));
 }
 
-static struct rec **get_table(void)
+static struct ks_lockrec **get_table(void)
 {
     /* acquire: pairs with the release store in ks_lockstat_set */
     return __atomic_load_n(&table, __ATOMIC_ACQUIRE);
@@ -72,16 +60,16 @@ static struct rec **get_table(void)
 /* The last record this thread used: a lock taken and released in a loop
  * finds its record without hashing.  Records are never freed and never
  * change their lock, so a cached pointer whose lock matches is right. */
-static KS_TLS struct rec *last;
+static KS_TLS struct ks_lockrec *last;
 
-static struct rec *find_slow(const void *lock, int create, unsigned kind, const void *site);
+static struct ks_lockrec *find_slow(const void *lock, int create, unsigned kind, const void *site);
 
 /* The record of `lock`, created if `create` (NULL if absent, or the table
  * is full or missing). */
-static inline __attribute__((always_inline)) struct rec *find(const void *lock, int create, unsigned kind,
+static inline __attribute__((always_inline)) struct ks_lockrec *find(const void *lock, int create, unsigned kind,
                                                              const void *site)
 {
-    struct rec *r = last;
+    struct ks_lockrec *r = last;
     if (KS_LIKELY(r && r->lock == lock))
         return r;
     r = find_slow(lock, create, kind, site);
@@ -90,18 +78,18 @@ static inline __attribute__((always_inline)) struct rec *find(const void *lock, 
     return r;
 }
 
-static struct rec *find_slow(const void *lock, int create, unsigned kind, const void *site)
+static struct ks_lockrec *find_slow(const void *lock, int create, unsigned kind, const void *site)
 {
-    struct rec **t = get_table();
+    struct ks_lockrec **t = get_table();
     if (!t)
         return NULL;
-    struct rec *mine = NULL;
+    struct ks_lockrec *mine = NULL;
     size_t i = hash(lock);
     /* At most MAX_PROBE slots: a nearly full table costs a bounded look,
      * not a walk of 65536 slots on every slow path. */
     for (size_t n = 0; n < MAX_PROBE; n++, i = (i + 1) & (TABLE_SIZE - 1)) {
         /* acquire: pairs with the release CAS that published the record */
-        struct rec *r = __atomic_load_n(&t[i], __ATOMIC_ACQUIRE);
+        struct ks_lockrec *r = __atomic_load_n(&t[i], __ATOMIC_ACQUIRE);
         if (!r) {
             if (!create)
                 return NULL;
@@ -136,7 +124,7 @@ static struct rec *find_slow(const void *lock, int create, unsigned kind, const 
 #define FLUSH_EVERY 128
 
 struct pend {
-    struct rec *r;
+    struct ks_lockrec *r;
     uint32_t gen; /* the record's gen when these counts began */
     unsigned events;
     uint64_t acq, contended, wait_ticks, wait_max_ticks, holds, hold_ticks, hold_max_ticks;
@@ -161,7 +149,7 @@ static void raise_to(uint64_t *c, uint64_t v);
 
 static void flush_one(struct pend *p)
 {
-    struct rec *r = p->r;
+    struct ks_lockrec *r = p->r;
     if (!r || !p->events)
         return;
     /* relaxed: a reset or a new lock at this address meanwhile drops them
@@ -230,7 +218,7 @@ static struct shard *my_shard(void)
 }
 
 /* This thread's pending counts for r (NULL: no shard; count directly). */
-static struct pend *pending(struct rec *r)
+static struct pend *pending(struct ks_lockrec *r)
 {
     struct shard *sh = my_shard();
     if (!sh)
@@ -267,7 +255,7 @@ static void raise_to(uint64_t *c, uint64_t v)
 }
 
 /* A record's counters to 0 (relaxed: counters). */
-static void zero(struct rec *r)
+static void zero(struct ks_lockrec *r)
 {
     uint64_t *c[] = {&r->acq, &r->contended, &r->wait_ticks, &r->wait_max_ticks, &r->holds, &r->hold_ticks,
                      &r->hold_max_ticks};
@@ -333,7 +321,7 @@ void ks_ls_init(const void *lock, unsigned kind, const void *site)
     if (busy)
         return;
     busy = 1;
-    struct rec *r = find(lock, 1, kind, site);
+    struct ks_lockrec *r = find(lock, 1, kind, site);
     busy = 0;
     if (!r)
         return;
@@ -342,15 +330,21 @@ void ks_ls_init(const void *lock, unsigned kind, const void *site)
      * The generation drops what threads still have pending for the old one.
      * relaxed: counters and informative fields */
     __atomic_store_n(&r->site, site, __ATOMIC_RELAXED);
+    __atomic_store_n(&r->inited, 1, __ATOMIC_RELAXED);
     __atomic_store_n(&r->kind, kind, __ATOMIC_RELAXED);
     __atomic_fetch_add(&r->gen, 1, __ATOMIC_RELAXED);
     zero(r);
     __atomic_store_n(&r->t_acq, 0, __ATOMIC_RELAXED);
+    /* lock-order checking: the class is looked up again from the new site
+     * (release: pairs with the acquire in src/lockdep.c's class_of), and
+     * nobody holds a lock that is being initialised */
+    __atomic_store_n(&r->ld_class, NULL, __ATOMIC_RELEASE);
+    __atomic_store_n(&r->ld_holder, 0, __ATOMIC_RELAXED);
 }
 
 /* Count one acquisition into this thread's shard (outside any critical
  * section: see ks_ls_acquired). */
-static void count_acq(struct rec *r, int contended, uint64_t wait_ticks)
+static void count_acq(struct ks_lockrec *r, int contended, uint64_t wait_ticks)
 {
     struct pend *p = pending(r);
     if (KS_UNLIKELY(!p)) {
@@ -379,7 +373,7 @@ static void count_acq(struct rec *r, int contended, uint64_t wait_ticks)
  * the thread's next lock statistics call outside a critical section (the
  * next slow-path entry, the release's second half, a read, the exit). */
 static KS_TLS struct {
-    struct rec *r;
+    struct ks_lockrec *r;
     uint32_t gen;
     uint64_t wait_ticks;
     int contended;
@@ -387,7 +381,7 @@ static KS_TLS struct {
 
 static void unstash(void)
 {
-    struct rec *r = stash.r;
+    struct ks_lockrec *r = stash.r;
     if (r) {
         stash.r = NULL;
         if (stash.gen == __atomic_load_n(&r->gen, __ATOMIC_RELAXED)) /* see flush_one */
@@ -404,7 +398,7 @@ void *ks_ls_enter(const void *lock, unsigned kind, const void *site)
     /* The shard now, outside the lock: its exit hook counts the stash of a
      * thread whose last acquisition's release never reaches a slow path. */
     (void)my_shard(); /* without one, counts go to the record at once */
-    struct rec *r = find(lock, 1, kind, site);
+    struct ks_lockrec *r = find(lock, 1, kind, site);
     if (r && !__atomic_load_n(&r->kind, __ATOMIC_RELAXED))
         __atomic_store_n(&r->kind, kind, __ATOMIC_RELAXED); /* named before it was seen: informative */
     busy = 0;
@@ -413,7 +407,7 @@ void *ks_ls_enter(const void *lock, unsigned kind, const void *site)
 
 void ks_ls_acquired(void *cookie, int contended, uint64_t wait_ticks, uint64_t now)
 {
-    struct rec *r = cookie;
+    struct ks_lockrec *r = cookie;
     if (!r)
         return;
     unstash(); /* nothing stashed since enter: a no-op kept for safety */
@@ -437,7 +431,7 @@ uint64_t ks_ls_hold_end(const void *lock, void **cookie)
     *cookie = NULL;
     if (busy || !get_table())
         return 0;
-    struct rec *r = find(lock, 0, 0, NULL);
+    struct ks_lockrec *r = find(lock, 0, 0, NULL);
     if (!r)
         return 0;
     uint64_t t = __atomic_load_n(&r->t_acq, __ATOMIC_RELAXED); /* the holder's own, see above */
@@ -455,7 +449,7 @@ void ks_ls_hold_add(void *cookie, uint64_t v)
         return;
     busy = 1;
     unstash();
-    struct rec *r = cookie;
+    struct ks_lockrec *r = cookie;
     struct pend *p = pending(r);
     if (KS_UNLIKELY(!p)) {
         struct pend one = {.r = r, .gen = __atomic_load_n(&r->gen, __ATOMIC_RELAXED), .events = 1, .holds = 1,
@@ -473,6 +467,11 @@ void ks_ls_hold_add(void *cookie, uint64_t v)
     busy = 0;
 }
 
+struct ks_lockrec *ks_lockrec_find(const void *lock, int create, unsigned kind, const void *site)
+{
+    return find(lock, create, kind, site);
+}
+
 int ks_lockstat_mode(void)
 {
     return ks_ls_mode();
@@ -484,7 +483,7 @@ static int make_table(void)
         return 0;
     ks_mutex_lock(&setup);
     if (!get_table()) {
-        struct rec **t = calloc(TABLE_SIZE, sizeof *t);
+        struct ks_lockrec **t = calloc(TABLE_SIZE, sizeof *t);
         if (!t) {
             ks_mutex_unlock(&setup);
             return ENOMEM;
@@ -494,6 +493,11 @@ static int make_table(void)
     }
     ks_mutex_unlock(&setup);
     return 0;
+}
+
+int ks_lockrec_table(void)
+{
+    return make_table();
 }
 
 int ks_lockstat_set(int mode)
@@ -517,7 +521,7 @@ int ks_lock_name(const void *lock, const char *name)
         return EINVAL;
     if (make_table())
         return ENOMEM;
-    struct rec *r = find(lock, 1, 0, NULL);
+    struct ks_lockrec *r = find(lock, 1, 0, NULL);
     if (!r)
         return ENOSPC;
     size_t len = strlen(name);
@@ -532,12 +536,16 @@ int ks_lock_name(const void *lock, const char *name)
     nn->next = __atomic_load_n(&names, __ATOMIC_RELAXED); /* seeds the CAS */
     while (!__atomic_compare_exchange_n(&names, &nn->next, nn, 1, __ATOMIC_RELEASE, __ATOMIC_RELAXED))
         ;
-    /* release: the string's bytes before its pointer (pairs with snap) */
+    /* release: the string's bytes before its pointer (pairs with snap and
+     * src/lockdep.c's class_of) */
     __atomic_store_n(&r->name, nn->s, __ATOMIC_RELEASE);
+    /* a new name, a new class for lock-order checking (release: as in
+     * ks_ls_init) */
+    __atomic_store_n(&r->ld_class, NULL, __ATOMIC_RELEASE);
     return 0;
 }
 
-static void snap(const struct rec *r, struct ks_lockstat *o)
+static void snap(const struct ks_lockrec *r, struct ks_lockstat *o)
 {
     memset(o, 0, sizeof *o);
     o->lock = r->lock;
@@ -559,12 +567,12 @@ static void snap(const struct rec *r, struct ks_lockstat *o)
 size_t ks_lockstat_read(struct ks_lockstat *out, size_t max)
 {
     flush_mine(); /* this thread's own counts are exact in what it reads */
-    struct rec **t = get_table();
+    struct ks_lockrec **t = get_table();
     size_t n = 0;
     if (!t)
         return 0;
     for (size_t i = 0; i < TABLE_SIZE; i++) {
-        struct rec *r = __atomic_load_n(&t[i], __ATOMIC_ACQUIRE); /* acquire: as in find */
+        struct ks_lockrec *r = __atomic_load_n(&t[i], __ATOMIC_ACQUIRE); /* acquire: as in find */
         if (!r)
             continue;
         if (out && n < max)
@@ -577,11 +585,11 @@ size_t ks_lockstat_read(struct ks_lockstat *out, size_t max)
 void ks_lockstat_reset(void)
 {
     flush_mine(); /* then zeroed with the rest */
-    struct rec **t = get_table();
+    struct ks_lockrec **t = get_table();
     if (!t)
         return;
     for (size_t i = 0; i < TABLE_SIZE; i++) {
-        struct rec *r = __atomic_load_n(&t[i], __ATOMIC_ACQUIRE); /* acquire: as in find */
+        struct ks_lockrec *r = __atomic_load_n(&t[i], __ATOMIC_ACQUIRE); /* acquire: as in find */
         if (!r)
             continue;
         /* what other threads still have pending is dropped (see flush_one) */
@@ -614,21 +622,20 @@ static int by_contention(const void *pa, const void *pb)
     return a->s.acquisitions < b->s.acquisitions ? 1 : a->s.acquisitions > b->s.acquisitions ? -1 : 0;
 }
 
-static void describe(const struct ks_lockstat *s, char *buf, size_t len)
+void ks_lockrec_describe(const char *name, const void *site, char *buf, size_t len)
 {
-    if (s->name) {
-        snprintf(buf, len, "%s", s->name);
+    if (name) {
+        snprintf(buf, len, "%s", name);
         return;
     }
     Dl_info di;
-    if (s->site && dladdr(s->site, &di) && di.dli_sname)
-        snprintf(buf, len, "%s+0x%lx", di.dli_sname,
-                 (unsigned long)((uintptr_t)s->site - (uintptr_t)di.dli_saddr));
-    else if (s->site && dladdr(s->site, &di) && di.dli_fname)
+    if (site && dladdr(site, &di) && di.dli_sname)
+        snprintf(buf, len, "%s+0x%lx", di.dli_sname, (unsigned long)((uintptr_t)site - (uintptr_t)di.dli_saddr));
+    else if (site && dladdr(site, &di) && di.dli_fname)
         snprintf(buf, len, "%s+0x%lx", strrchr(di.dli_fname, '/') ? strrchr(di.dli_fname, '/') + 1 : di.dli_fname,
-                 (unsigned long)((uintptr_t)s->site - (uintptr_t)di.dli_fbase));
+                 (unsigned long)((uintptr_t)site - (uintptr_t)di.dli_fbase));
     else
-        snprintf(buf, len, "%p", s->site);
+        snprintf(buf, len, "%p", site);
 }
 
 static const char *kind_name(unsigned k)
@@ -699,7 +706,7 @@ int ks_lockstat_report(FILE *f)
     for (size_t k = 0; k < nc; k++) {
         const struct ks_lockstat *s = &c[k].s;
         char what[128], w[16], wm[16], ha[16], hm[16];
-        describe(s, what, sizeof what);
+        ks_lockrec_describe(s->name, s->site, what, sizeof what);
         fmt_ns(w, sizeof w, s->wait_ns);
         fmt_ns(wm, sizeof wm, s->wait_max_ns);
         fmt_ns(ha, sizeof ha, s->holds ? s->hold_ns / s->holds : 0);

@@ -43,6 +43,7 @@
  */
 #include "internal.h"
 
+#include <ksync/lockdep.h>
 #include <ksync/lockstat.h>
 #include <ksync/mutex.h>
 
@@ -61,18 +62,26 @@
  * woken by the unlock that freed the mutex and takes it long before. */
 #define KS_MUTEX_ORPHAN_NS 10000000
 
-int ks_mutex_init(ks_mutex_t *m, unsigned flags)
+int ks_mutex_init_at(ks_mutex_t *m, unsigned flags, const void *site)
 {
     if (!m || (flags & ~KS_FLAGS_VALID))
         return EINVAL;
     m->flags = flags;
-    /* Lock statistics (src/lockstat.c): in KS_LOCKSTAT_ALL the mark makes
-     * every lock and unlock of this mutex take the slow path. */
-    int mode = ks_ls_mode();
-    m->state = mode == KS_LOCKSTAT_ALL ? T : 0;
-    if (KS_UNLIKELY(mode))
-        ks_ls_init(m, KS_LOCK_MUTEX, __builtin_return_address(0));
+    /* Lock statistics (src/lockstat.c) in KS_LOCKSTAT_ALL, and lock-order
+     * checking (src/lockdep.c): the mark makes every lock and unlock of this
+     * mutex take the slow path. */
+    int mode = ks_ls_mode(), ld = ks_ld_on();
+    m->state = mode == KS_LOCKSTAT_ALL || ld ? T : 0;
+    if (KS_UNLIKELY(mode || ld))
+        ks_ls_init(m, KS_LOCK_MUTEX, site);
+    if (KS_UNLIKELY(ld))
+        ks_ld_forget(m);
     return 0;
+}
+
+int ks_mutex_init(ks_mutex_t *m, unsigned flags)
+{
+    return ks_mutex_init_at(m, flags, __builtin_return_address(0));
 }
 
 int ks_mutex_destroy(ks_mutex_t *m)
@@ -82,6 +91,8 @@ int ks_mutex_destroy(ks_mutex_t *m)
     /* relaxed: destroy is only legal when no other thread uses the mutex;
      * this check is a courtesy for the caller who got that wrong. */
     uint32_t s = __atomic_load_n(&m->state, __ATOMIC_RELAXED);
+    if (KS_UNLIKELY(ks_ld_on()) && (s & L))
+        ks_ld_destroy(m, 1, __builtin_return_address(0));
     if (s & ~T)
         return EBUSY;
     if (s)
@@ -118,10 +129,13 @@ static void leave_starving(ks_mutex_t *m, unsigned fl)
  * will come to the slow path (T or C set: only the holder clears them). */
 static int lock_stat(ks_mutex_t *m, int64_t deadline, int slept, const void *site)
 {
-    int mode = ks_ls_mode();
+    int mode = ks_ls_mode(), ld = ks_ld_on();
     uint32_t s0 = __atomic_load_n(&m->state, __ATOMIC_RELAXED); /* a statistic: ordered by nothing */
-    if (KS_LIKELY(!mode && !(s0 & T)))
+    if (KS_LIKELY(!mode && !ld && !(s0 & T)))
         return lock_slow(m, deadline, slept);
+    /* lock-order checking: before any wait (src/lockdep.c) */
+    if (ld)
+        ks_ld_lock(m, KS_LOCK_MUTEX, site);
     /* the record before the lock: nothing but the stamp inside it */
     void *rec = mode ? ks_ls_enter(m, KS_LOCK_MUTEX, site) : NULL;
     /* A free marked mutex (the fast path failed on the mark alone): one
@@ -143,7 +157,7 @@ static int lock_stat(ks_mutex_t *m, int64_t deadline, int slept, const void *sit
     uint32_t s = __atomic_load_n(&m->state, __ATOMIC_RELAXED); /* seeds the CAS */
     /* no record (the table full, no memory): no mark, or every call of
      * this mutex would come here for nothing */
-    uint32_t want = mode == KS_LOCKSTAT_ALL && rec ? T : 0;
+    uint32_t want = (mode == KS_LOCKSTAT_ALL && rec) || ld ? T : 0;
     /* relaxed: the mark publishes nothing; others only add C or S meanwhile */
     while ((s & T) != want && !__atomic_compare_exchange_n(&m->state, &s, (s & ~T) | want, 1, __ATOMIC_RELAXED,
                                                            __ATOMIC_RELAXED))
@@ -152,14 +166,21 @@ static int lock_stat(ks_mutex_t *m, int64_t deadline, int slept, const void *sit
         uint64_t now = ks_ticks();
         ks_ls_acquired(rec, t0 != 0, t0 ? now - t0 : 0, (s & C) || want ? now : 0);
     }
+    if (ld)
+        ks_ld_locked(m, KS_LOCK_MUTEX, site, 0);
     return 0;
+}
+
+int ks_mutex_lock_at(ks_mutex_t *m, int64_t deadline, const void *site)
+{
+    if (!m || deadline < 0)
+        return EINVAL;
+    return lock_stat(m, deadline, 0, site);
 }
 
 int ks_mutex_lock_slow(ks_mutex_t *m, int64_t deadline)
 {
-    if (!m || deadline < 0)
-        return EINVAL;
-    return lock_stat(m, deadline, 0, __builtin_return_address(0));
+    return ks_mutex_lock_at(m, deadline, __builtin_return_address(0));
 }
 
 int ks_mutex_lock_requeued(ks_mutex_t *m)
@@ -169,17 +190,22 @@ int ks_mutex_lock_requeued(ks_mutex_t *m)
 
 int ks_mutex_trylock_slow(ks_mutex_t *m)
 {
+    return ks_mutex_trylock_at(m, __builtin_return_address(0));
+}
+
+int ks_mutex_trylock_at(ks_mutex_t *m, const void *site)
+{
     if (!m)
         return EINVAL;
-    int mode = ks_ls_mode();
+    int mode = ks_ls_mode(), ld = ks_ld_on();
     /* the record before the lock, as in lock_stat */
-    void *rec = mode ? ks_ls_enter(m, KS_LOCK_MUTEX, __builtin_return_address(0)) : NULL;
+    void *rec = mode ? ks_ls_enter(m, KS_LOCK_MUTEX, site) : NULL;
     uint32_t s = __atomic_load_n(&m->state, __ATOMIC_RELAXED); /* seeds the CAS */
     while (!(s & (L | S))) {
         /* acquire: pairs with the release in unlock */
         if (__atomic_compare_exchange_n(&m->state, &s, s | L, 1, __ATOMIC_ACQUIRE, __ATOMIC_RELAXED)) {
             /* the holder fixes the mark to the mode, as in lock_stat */
-            uint32_t want = mode == KS_LOCKSTAT_ALL && rec ? T : 0;
+            uint32_t want = (mode == KS_LOCKSTAT_ALL && rec) || ld ? T : 0;
             uint32_t v = s | L;
             /* relaxed: as in lock_stat */
             while ((v & T) != want && !__atomic_compare_exchange_n(&m->state, &v, (v & ~T) | want, 1,
@@ -187,6 +213,8 @@ int ks_mutex_trylock_slow(ks_mutex_t *m)
                 ;
             if (rec)
                 ks_ls_acquired(rec, 0, 0, (v & C) || want ? ks_ticks() : 0);
+            if (ld)
+                ks_ld_locked(m, KS_LOCK_MUTEX, site, 1); /* a trylock: no order towards it */
             return 0;
         }
     }
@@ -300,6 +328,8 @@ int ks_mutex_unlock_slow(ks_mutex_t *m)
     uint64_t held = 0;
     if (KS_UNLIKELY((s & T) || ks_ls_ever()) && (s & L))
         held = ks_ls_hold_end(m, &held_rec);
+    if (KS_UNLIKELY(ks_ld_on()))
+        ks_ld_unlock(m, (s & L) != 0, __builtin_return_address(0));
     do {
         if (!(s & L))
             return EPERM;

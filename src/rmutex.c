@@ -25,7 +25,7 @@ int ks_rmutex_init(ks_rmutex_t *r, unsigned flags)
 {
     if (!r)
         return EINVAL;
-    int e = ks_mutex_init(&r->lock, flags);
+    int e = ks_mutex_init_at(&r->lock, flags, __builtin_return_address(0)); /* the caller's site: its class */
     if (e)
         return e;
     r->depth = 0;
@@ -58,23 +58,29 @@ static void take(ks_rmutex_t *r, uint64_t me)
     __atomic_store_n(&r->owner, me, __ATOMIC_RELAXED);
 }
 
-int ks_rmutex_timedlock(ks_rmutex_t *r, int64_t deadline)
+/* site: the caller's call site, for lock statistics and lock-order reports */
+static int timedlock(ks_rmutex_t *r, int64_t deadline, const void *site)
 {
     if (!r || deadline < 0)
         return EINVAL;
     uint64_t me = ks_thread_id();
     if (__atomic_load_n(&r->owner, __ATOMIC_RELAXED) == me)
         return reenter(r);
-    int e = ks_mutex_timedlock(&r->lock, deadline);
+    int e = ks_mutex_timedlock_at(&r->lock, deadline, site);
     if (e)
         return e;
     take(r, me);
     return 0;
 }
 
+int ks_rmutex_timedlock(ks_rmutex_t *r, int64_t deadline)
+{
+    return timedlock(r, deadline, __builtin_return_address(0));
+}
+
 int ks_rmutex_lock(ks_rmutex_t *r)
 {
-    return ks_rmutex_timedlock(r, KS_FOREVER);
+    return timedlock(r, KS_FOREVER, __builtin_return_address(0));
 }
 
 int ks_rmutex_trylock(ks_rmutex_t *r)
@@ -84,7 +90,7 @@ int ks_rmutex_trylock(ks_rmutex_t *r)
     uint64_t me = ks_thread_id();
     if (__atomic_load_n(&r->owner, __ATOMIC_RELAXED) == me)
         return reenter(r);
-    int e = ks_mutex_trylock(&r->lock);
+    int e = ks_mutex_trylock_site(&r->lock, __builtin_return_address(0));
     if (e)
         return e;
     take(r, me);

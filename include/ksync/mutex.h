@@ -18,7 +18,12 @@
  *               destroyed mutex may be initialised again
  * The mutex is not recursive and does not record its owner: relocking from
  * the owner deadlocks, and unlocking a mutex another thread holds is not
- * detected (use ks_rmutex for both).
+ * detected (use ks_rmutex for both; lock-order checking, ksync/lockdep.h,
+ * reports both).
+ *
+ * -DKSYNC_DEBUG: the inline fast paths below call the library every time,
+ * so that lock statistics and lock-order checking see a statically
+ * initialised mutex from its first acquisition (ksync/lockdep.h).
  *
  * Destroy/free right after unlock: once ks_mutex_unlock() has made the
  * mutex available it touches nothing but the futex wake on its address, so
@@ -43,13 +48,20 @@ typedef struct ks_mutex {
 
 #define KS_MUTEX_INIT {0u, 0u}
 
+#ifdef KSYNC_DEBUG
+#define KS_MUTEX_FAST_ 0 /* every call reaches the library */
+#else
+#define KS_MUTEX_FAST_ 1
+#endif
+
 KS_EXTERN_C_BEGIN
 
 KS_API int ks_mutex_init(ks_mutex_t *m, unsigned flags);
 KS_API int ks_mutex_destroy(ks_mutex_t *m);
 KS_API int ks_mutex_lock_slow(ks_mutex_t *m, int64_t deadline);
 KS_API int ks_mutex_unlock_slow(ks_mutex_t *m);
-/* A trylock that found KS_MUTEX_TRACED (ksync/lockstat.h, KS_LOCKSTAT_ALL). */
+/* A trylock that found KS_MUTEX_TRACED (ksync/lockstat.h, KS_LOCKSTAT_ALL;
+ * ksync/lockdep.h), or any trylock under KSYNC_DEBUG. */
 KS_API int ks_mutex_trylock_slow(ks_mutex_t *m);
 
 /* Fast paths: a single CAS each.  Acquire on lock pairs with the release
@@ -60,6 +72,8 @@ static inline int ks_mutex_trylock(ks_mutex_t *m)
     uint32_t expect = 0;
     if (KS_UNLIKELY(!m))
         return EINVAL;
+    if (!KS_MUTEX_FAST_)
+        return ks_mutex_trylock_slow(m);
     if (__atomic_compare_exchange_n(&m->state, &expect, KS_MUTEX_LOCKED, 0, __ATOMIC_ACQUIRE,
                                     __ATOMIC_RELAXED))
         return 0;
@@ -69,8 +83,9 @@ static inline int ks_mutex_trylock(ks_mutex_t *m)
 static inline int ks_mutex_lock(ks_mutex_t *m)
 {
     uint32_t expect = 0;
-    if (KS_LIKELY(m && __atomic_compare_exchange_n(&m->state, &expect, KS_MUTEX_LOCKED, 0,
-                                                   __ATOMIC_ACQUIRE, __ATOMIC_RELAXED)))
+    if (KS_LIKELY(KS_MUTEX_FAST_ && m &&
+                  __atomic_compare_exchange_n(&m->state, &expect, KS_MUTEX_LOCKED, 0, __ATOMIC_ACQUIRE,
+                                              __ATOMIC_RELAXED)))
         return 0;
     return ks_mutex_lock_slow(m, KS_FOREVER);
 }
@@ -78,7 +93,7 @@ static inline int ks_mutex_lock(ks_mutex_t *m)
 static inline int ks_mutex_timedlock(ks_mutex_t *m, int64_t deadline)
 {
     uint32_t expect = 0;
-    if (KS_LIKELY(m && deadline >= 0 &&
+    if (KS_LIKELY(KS_MUTEX_FAST_ && m && deadline >= 0 &&
                   __atomic_compare_exchange_n(&m->state, &expect, KS_MUTEX_LOCKED, 0,
                                               __ATOMIC_ACQUIRE, __ATOMIC_RELAXED)))
         return 0;
@@ -88,8 +103,8 @@ static inline int ks_mutex_timedlock(ks_mutex_t *m, int64_t deadline)
 static inline int ks_mutex_unlock(ks_mutex_t *m)
 {
     uint32_t expect = KS_MUTEX_LOCKED;
-    if (KS_LIKELY(m && __atomic_compare_exchange_n(&m->state, &expect, 0, 0, __ATOMIC_RELEASE,
-                                                   __ATOMIC_RELAXED)))
+    if (KS_LIKELY(KS_MUTEX_FAST_ && m &&
+                  __atomic_compare_exchange_n(&m->state, &expect, 0, 0, __ATOMIC_RELEASE, __ATOMIC_RELAXED)))
         return 0;
     return ks_mutex_unlock_slow(m);
 }
