@@ -130,7 +130,9 @@ KS_PT_EXPORT int pthread_mutex_init(pthread_mutex_t *mutex, const pthread_mutexa
         return ks_pt_glibc()->init(mutex, attr); /* glibc keeps it (its kind says so) */
     memset(mutex, 0, sizeof *mutex);
     struct ks_pmutex *m = pmutex(mutex);
-    m->lock.flags = pshared == PTHREAD_PROCESS_SHARED ? KS_SHARED : 0;
+    /* the caller's site is the mutex's class for lock statistics and
+     * lock-order checking (and it gets their mark if they are on) */
+    ks_mutex_init_at(&m->lock, pshared == PTHREAD_PROCESS_SHARED ? KS_SHARED : 0, __builtin_return_address(0));
     m->kind = (type & PM_TYPE_MASK) | (pshared == PTHREAD_PROCESS_SHARED ? PM_PSHARED : 0);
     return 0;
 }
@@ -149,15 +151,19 @@ KS_PT_EXPORT int pthread_mutex_destroy(pthread_mutex_t *mutex)
     if (pm_kind(m) & PM_GLIBC)
         return ks_pt_glibc()->destroy(mutex);
     /* relaxed: a courtesy check, as glibc's (EBUSY while locked). */
-    if (__atomic_load_n(&m->lock.state, __ATOMIC_RELAXED) & KS_MUTEX_LOCKED)
+    if (__atomic_load_n(&m->lock.state, __ATOMIC_RELAXED) & KS_MUTEX_LOCKED) {
+        if (KS_UNLIKELY(ks_ld_on()))
+            ks_ld_destroy(&m->lock, 1, __builtin_return_address(0));
         return EBUSY;
+    }
     return 0;
 }
 
-/* Every type but the fast one: errorcheck and recursive bookkeeping
- * around ks_mutex; deadline KS_FOREVER, a ksync deadline, or -1 for a
- * trylock. */
-static int lock_typed(struct ks_pmutex *m, int kind, int64_t deadline)
+/* Every type but the fast one (and that one too while every acquisition
+ * is traced: ks_trace_all): errorcheck and recursive bookkeeping around
+ * ks_mutex; deadline KS_FOREVER, a ksync deadline, or -1 for a trylock;
+ * site: the program's call site (lock statistics, lock-order reports). */
+static int lock_typed(struct ks_pmutex *m, int kind, int64_t deadline, const void *site)
 {
     int type = kind & PM_TYPE_MASK;
     if (type == PTHREAD_MUTEX_ERRORCHECK || type == PTHREAD_MUTEX_RECURSIVE) {
@@ -170,40 +176,41 @@ static int lock_typed(struct ks_pmutex *m, int kind, int64_t deadline)
             m->depth++;
             return 0;
         }
-        int r = deadline == -1 ? ks_mutex_trylock(&m->lock) : ks_mutex_timedlock(&m->lock, deadline);
+        int r = deadline == -1 ? ks_mutex_trylock_site(&m->lock, site)
+                               : ks_mutex_timedlock_at(&m->lock, deadline, site);
         if (r)
             return r;
         set_owner(m, self);
         m->depth = 1;
         return 0;
     }
-    return deadline == -1 ? ks_mutex_trylock(&m->lock) : ks_mutex_timedlock(&m->lock, deadline);
+    return deadline == -1 ? ks_mutex_trylock_site(&m->lock, site) : ks_mutex_timedlock_at(&m->lock, deadline, site);
 }
 
 KS_PT_EXPORT int pthread_mutex_lock(pthread_mutex_t *mutex)
 {
     struct ks_pmutex *m = pmutex(mutex);
     int kind = pm_kind(m);
-    if (KS_LIKELY(kind == 0))
+    if (KS_LIKELY(kind == 0) && !ks_trace_all())
         return ks_mutex_lock(&m->lock);
     if (pm_is_krobust(kind))
         return lock_krobust(mutex, kind, KS_FOREVER);
     if (kind & PM_GLIBC)
         return ks_pt_glibc()->lock(mutex);
-    return lock_typed(m, kind, KS_FOREVER);
+    return lock_typed(m, kind, KS_FOREVER, __builtin_return_address(0));
 }
 
 KS_PT_EXPORT int pthread_mutex_trylock(pthread_mutex_t *mutex)
 {
     struct ks_pmutex *m = pmutex(mutex);
     int kind = pm_kind(m);
-    if (KS_LIKELY(kind == 0))
+    if (KS_LIKELY(kind == 0) && !ks_trace_all())
         return ks_mutex_trylock(&m->lock);
     if (pm_is_krobust(kind))
         return lock_krobust(mutex, kind, -1);
     if (kind & PM_GLIBC)
         return ks_pt_glibc()->trylock(mutex);
-    return lock_typed(m, kind, -1);
+    return lock_typed(m, kind, -1, __builtin_return_address(0));
 }
 
 KS_PT_EXPORT int pthread_mutex_clocklock(pthread_mutex_t *mutex, clockid_t clock, const struct timespec *abstime)
@@ -229,7 +236,8 @@ KS_PT_EXPORT int pthread_mutex_clocklock(pthread_mutex_t *mutex, clockid_t clock
      * EDEADLK: the time is checked only when the caller would wait. */
     if (clock != CLOCK_REALTIME && clock != CLOCK_MONOTONIC)
         return EINVAL;
-    int r = lock_typed(m, kind, -1);
+    const void *site = __builtin_return_address(0);
+    int r = lock_typed(m, kind, -1, site);
     if (r != EBUSY)
         return r;
     if ((kind & PM_TYPE_MASK) == PTHREAD_MUTEX_ERRORCHECK && owner_of(m) == ks_pt_tid())
@@ -237,7 +245,7 @@ KS_PT_EXPORT int pthread_mutex_clocklock(pthread_mutex_t *mutex, clockid_t clock
     int64_t deadline;
     if ((r = ks_pt_deadline(clock, abstime, &deadline)))
         return r;
-    return lock_typed(m, kind, deadline);
+    return lock_typed(m, kind, deadline, site);
 }
 
 KS_PT_EXPORT int pthread_mutex_timedlock(pthread_mutex_t *mutex, const struct timespec *abstime)
