@@ -80,8 +80,9 @@ TEST_OBJS := $(TEST_C:tests/%.c=$(BUILD)/tests/%.o) $(TEST_CXX:tests/%.cc=$(BUIL
              $(BUILD)/tests/test_hpp20.o
 TEST_BIN := $(BUILD)/tests/ksync-tests
 
-# examples/: the course's C writer (python/reader.py is its reader, docs/python.md)
-EXAMPLES := $(BUILD)/examples/shm_writer
+# examples/: the course's C writer (python/reader.py is its reader, docs/python.md),
+# and the course's deadlock as a plain pthread program (docs/lockdep.md)
+EXAMPLES := $(BUILD)/examples/shm_writer $(BUILD)/examples/bank_abba
 
 STRESS_COMMON := stress/harness.c
 # stress/ref_*.c: reference implementations, compiled into both programs (ref_cache.c
@@ -105,8 +106,8 @@ help:
 ## make                 build/libksync.a and build/libksync.so (SONAME libksync.so.1), build/examples/shm_writer
 ## make test            install missing packages (as root), build and run the Criterion tests
 ## make run-tests       run the Criterion tests without the package check (TEST_ARGS="--filter cond/*")
-## make stress          the stress scenarios on short defaults (S1-S15, S17-S22; S16 is not
-##                      written yet), then again with yield injection (STRESS_ARGS="...")
+## make stress          the stress scenarios on short defaults (S1-S22), then again with yield
+##                      injection (STRESS_ARGS="...")
 ## make bench           throughput/latency against glibc, Concurrency Kit and liburcu, callgrind counts
 ##                      (BENCH_ARGS="--only cache")
 ## make asan            the Criterion tests under AddressSanitizer+UBSan (build/asan)
@@ -143,6 +144,9 @@ $(BUILD)/libksync.so: $(SHARED)
 $(BUILD)/obj $(BUILD)/yobj $(BUILD)/tests $(BUILD)/stress $(BUILD)/examples:
 	mkdir -p $@
 
+# a plain pthread program: no ksync header, no ksync library (ksync-run brings it)
+$(BUILD)/examples/bank_abba: examples/bank_abba.c | $(BUILD)/examples
+	$(CC) -D_GNU_SOURCE $(APP_CFLAGS) $(CFLAGS) -o $@ $< -lpthread
 $(BUILD)/examples/%: examples/%.c $(wildcard examples/*.h) $(HEADERS) $(ARCH_HEADERS) $(STATIC) | $(BUILD)/examples
 	$(CC) $(CPPFLAGS) $(APP_CFLAGS) $(CFLAGS) -o $@ $< $(STATIC) $(LDLIBS)
 

@@ -280,5 +280,6 @@ extern const struct st_scenario st_family_cache[]; /* s_cache.c: S13 */
 extern const struct st_scenario st_family_channel[]; /* s_channel.c: S21 S22 */
 extern const struct st_scenario st_family_shm[];   /* s_shm.c: S20 */
 extern const struct st_scenario st_family_lockstat[]; /* s_lockstat.c: S18 */
+extern const struct st_scenario st_family_lockdep[]; /* s_lockdep.c: S16 */
 
 #endif

@@ -26,7 +26,7 @@ static const struct st_scenario *const families[] = {
     st_family_mutex, st_family_rmutex, st_family_sem, st_family_cost,
     st_family_event, st_family_cond,  st_family_barrier, st_family_queue,
     st_family_pool,  st_family_monitoring, st_family_cache, st_family_channel,
-    st_family_shm,   st_family_lockstat,
+    st_family_shm,   st_family_lockstat, st_family_lockdep,
 };
 
 #define MAX_SCENARIOS 64
