@@ -349,13 +349,17 @@ KS_HIDDEN void ks_ld_destroy(const void *lock, int locked, const void *site);
  * handler that re-initialises a lock its prepare handler took). */
 KS_HIDDEN void ks_ld_forget(const void *lock);
 
-/* Every traced acquisition reaches the library: lock statistics in
- * KS_LOCKSTAT_ALL, or lock-order checking.  The drop-in layer asks before
- * its inline fast paths, which a statically initialised pthread mutex
- * would otherwise pass unseen (docs/lockdep.md). */
+/* Every acquisition must reach the library: lock statistics in
+ * KS_LOCKSTAT_ALL (bit 0, set by ks_lockstat_set) or lock-order checking
+ * (bit 1, ks_lockdep_set).  The drop-in layer asks before its inline fast
+ * paths, which a statically initialised pthread mutex would otherwise pass
+ * unseen (docs/lockdep.md): one load, one branch. */
+#define KS_TRACE_LOCKSTAT 1
+#define KS_TRACE_LOCKDEP 2
+extern KS_HIDDEN int ks_trace_all_;
 static inline int ks_trace_all(void)
 {
-    return KS_UNLIKELY(ks_ld_on() || ks_ls_mode() == 2 /* KS_LOCKSTAT_ALL */);
+    return KS_UNLIKELY(__atomic_load_n(&ks_trace_all_, __ATOMIC_RELAXED) != 0); /* a switch: ordered by nothing */
 }
 
 /* ks_mutex's slow paths with the caller's call site given (the drop-in

@@ -899,6 +899,10 @@ int ks_lockdep_set(int mode)
         return -e;
     int old = __atomic_load_n(&abort_after, __ATOMIC_RELAXED) ? KS_LOCKDEP_ABORT : 0;
     __atomic_store_n(&abort_after, mode == KS_LOCKDEP_ABORT, __ATOMIC_RELAXED); /* a switch */
+    if (mode != KS_LOCKDEP_OFF) /* relaxed: switches (src/internal.h) */
+        __atomic_fetch_or(&ks_trace_all_, KS_TRACE_LOCKDEP, __ATOMIC_RELAXED);
+    else
+        __atomic_fetch_and(&ks_trace_all_, ~KS_TRACE_LOCKDEP, __ATOMIC_RELAXED);
     int on = __atomic_exchange_n(&ks_ld_on_, mode != KS_LOCKDEP_OFF, __ATOMIC_RELAXED); /* a switch */
     return on ? (old ? old : KS_LOCKDEP_ON) : KS_LOCKDEP_OFF;
 }

@@ -38,6 +38,7 @@
 
 KS_HIDDEN int ks_ls_mode_;
 KS_HIDDEN int ks_ls_ever_;
+KS_HIDDEN int ks_trace_all_; /* relaxed: a switch (src/internal.h) */
 static struct ks_lockrec **table; /* acquire/release: published once by enable */
 static uint64_t dropped;   /* relaxed: records the full table refused */
 static ks_mutex_t setup = KS_MUTEX_INIT; /* never marked: the table's own lock */
@@ -506,7 +507,12 @@ int ks_lockstat_set(int mode)
         return -EINVAL;
     if (mode != KS_LOCKSTAT_OFF && make_table())
         return -ENOMEM;
-    return __atomic_exchange_n(&ks_ls_mode_, mode, __ATOMIC_RELAXED); /* a switch: ordered by nothing */
+    /* relaxed: switches, ordered by nothing */
+    if (mode == KS_LOCKSTAT_ALL)
+        __atomic_fetch_or(&ks_trace_all_, KS_TRACE_LOCKSTAT, __ATOMIC_RELAXED);
+    else
+        __atomic_fetch_and(&ks_trace_all_, ~KS_TRACE_LOCKSTAT, __ATOMIC_RELAXED);
+    return __atomic_exchange_n(&ks_ls_mode_, mode, __ATOMIC_RELAXED);
 }
 
 struct name_node {

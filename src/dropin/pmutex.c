@@ -187,17 +187,26 @@ static int lock_typed(struct ks_pmutex *m, int kind, int64_t deadline, const voi
     return deadline == -1 ? ks_mutex_trylock_site(&m->lock, site) : ks_mutex_timedlock_at(&m->lock, deadline, site);
 }
 
+/* Every kind but a default mutex on its fast path; deadline KS_FOREVER or
+ * -1 (trylock).  Out of line, so that the fast path below keeps no stack
+ * frame (the caller's site is read from its return address there). */
+static __attribute__((noinline)) int lock_other(pthread_mutex_t *mutex, int kind, int64_t deadline,
+                                                const void *site)
+{
+    if (pm_is_krobust(kind))
+        return lock_krobust(mutex, kind, deadline);
+    if (kind & PM_GLIBC)
+        return deadline == -1 ? ks_pt_glibc()->trylock(mutex) : ks_pt_glibc()->lock(mutex);
+    return lock_typed(pmutex(mutex), kind, deadline, site);
+}
+
 KS_PT_EXPORT int pthread_mutex_lock(pthread_mutex_t *mutex)
 {
     struct ks_pmutex *m = pmutex(mutex);
     int kind = pm_kind(m);
     if (KS_LIKELY(kind == 0) && !ks_trace_all())
         return ks_mutex_lock(&m->lock);
-    if (pm_is_krobust(kind))
-        return lock_krobust(mutex, kind, KS_FOREVER);
-    if (kind & PM_GLIBC)
-        return ks_pt_glibc()->lock(mutex);
-    return lock_typed(m, kind, KS_FOREVER, __builtin_return_address(0));
+    return lock_other(mutex, kind, KS_FOREVER, __builtin_return_address(0));
 }
 
 KS_PT_EXPORT int pthread_mutex_trylock(pthread_mutex_t *mutex)
@@ -206,11 +215,7 @@ KS_PT_EXPORT int pthread_mutex_trylock(pthread_mutex_t *mutex)
     int kind = pm_kind(m);
     if (KS_LIKELY(kind == 0) && !ks_trace_all())
         return ks_mutex_trylock(&m->lock);
-    if (pm_is_krobust(kind))
-        return lock_krobust(mutex, kind, -1);
-    if (kind & PM_GLIBC)
-        return ks_pt_glibc()->trylock(mutex);
-    return lock_typed(m, kind, -1, __builtin_return_address(0));
+    return lock_other(mutex, kind, -1, __builtin_return_address(0));
 }
 
 KS_PT_EXPORT int pthread_mutex_clocklock(pthread_mutex_t *mutex, clockid_t clock, const struct timespec *abstime)
