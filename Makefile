@@ -103,7 +103,7 @@ all: $(STATIC) $(BUILD)/libksync.so $(EXAMPLES)
 
 help:
 	@sed -n 's/^## //p' Makefile
-## make                 build/libksync.a and build/libksync.so (SONAME libksync.so.1), build/examples/shm_writer
+## make                 build/libksync.a and build/libksync.so (SONAME libksync.so.1), build/examples/{shm_writer,bank_abba}
 ## make test            install missing packages (as root), build and run the Criterion tests
 ## make run-tests       run the Criterion tests without the package check (TEST_ARGS="--filter cond/*")
 ## make stress          the stress scenarios on short defaults (S1-S22), then again with yield
@@ -264,9 +264,10 @@ $(DROPIN_BENCH): stress/dropin_bench.c | $(BUILD)/stress
 
 check-dropin: deps
 	@sh tools/deps.sh dropin
-	@$(MAKE) --no-print-directory dropin $(DROPIN_TEST_BIN) $(DROPIN_BENCH) $(STRESS_BIN) $(TEST_BIN)
+	@$(MAKE) --no-print-directory dropin $(DROPIN_TEST_BIN) $(DROPIN_BENCH) $(STRESS_BIN) $(TEST_BIN) $(BUILD)/examples/bank_abba
 	$(DROPIN_TEST_BIN) $(TEST_ARGS)
 	KSYNC_DROPIN_EXPECT=1 $(BUILD)/ksync-run -- $(DROPIN_TEST_BIN) $(TEST_ARGS)
+	sh tools/check-lockdep.sh $(BUILD)
 	sh tools/dropin-own.sh $(BUILD)
 	sh tools/check-dropin.sh $(BUILD)
 
