@@ -50,7 +50,9 @@ CPPFLAGS += $(ARCH_DEF)
 # -fasynchronous-unwind-tables: a cancellable wait (src/futex.c) can be
 # unwound from any of its instructions by asynchronous cancellation (the
 # default on x86-64; said for every target).
-LIB_CFLAGS := -std=c11 $(WARN) -fPIC -fvisibility=hidden -fexceptions -fasynchronous-unwind-tables -Isrc $(SANFLAGS)
+# KS_NO_ANNOTATIONS: the library tells race detectors nothing itself; the inline
+# functions a program compiles do (include/ksync/annotate.h, docs/annotate.md)
+LIB_CFLAGS := -std=c11 $(WARN) -DKS_NO_ANNOTATIONS -fPIC -fvisibility=hidden -fexceptions -fasynchronous-unwind-tables -Isrc $(SANFLAGS)
 # Applications (tests, stress, bench) see only include/: the white-box tests
 # below are the only ones given src/.
 APP_CFLAGS := -std=c11 $(WARN) $(SANFLAGS)

@@ -420,6 +420,12 @@ int ks_rwlock_destroy(ks_rwlock_t *l)
     return 0;
 }
 
+int ks_rwlock_table_held_(const ks_rwlock_t *l)
+{
+    /* relaxed: as in ks_rwlock_unlock_mode, only this thread's slots matter */
+    return l && (__atomic_load_n(&l->bias, __ATOMIC_RELAXED) & BIAS_USED) && held_entry((ks_rwlock_t *)l);
+}
+
 int ks_rwlock_unlock_slow(ks_rwlock_t *l)
 {
     if (!l)

@@ -33,6 +33,7 @@
 #ifndef KSYNC_COND_H
 #define KSYNC_COND_H
 
+#include <ksync/annotate.h>
 #include <ksync/common.h>
 #include <ksync/mutex.h>
 #include <ksync/time.h>
@@ -59,6 +60,28 @@ KS_API int ks_cond_destroy(ks_cond_t *c);
 KS_API int ks_cond_timedwait(ks_cond_t *c, ks_mutex_t *m, int64_t deadline);
 KS_API int ks_cond_signal(ks_cond_t *c);
 KS_API int ks_cond_broadcast(ks_cond_t *c);
+
+#if KS_ANNOTATING
+/* A race detector sees the wait release the mutex and take it again
+ * (ksync/annotate.h): the library does both inside, where a program built
+ * with -fsanitize=thread against an uninstrumented libksync cannot see
+ * them.  EPERM: the caller did not hold it (the detector has been told of
+ * that unlock, and reports it); EINVAL: it is still held. */
+static inline int ks_cond_timedwait_annotated_(ks_cond_t *c, ks_mutex_t *m, int64_t deadline)
+{
+    if (m) {
+        KS_ANN_UNLOCK_PRE(m, 0);
+        KS_ANN_UNLOCK_POST(m, 0);
+    }
+    int e = (ks_cond_timedwait)(c, m, deadline);
+    if (m && e != EPERM) {
+        KS_ANN_LOCK_PRE(m, 0, 0);
+        KS_ANN_LOCK_POST(m, 0, 0, 0);
+    }
+    return e;
+}
+#define ks_cond_timedwait(c, m, deadline) ks_cond_timedwait_annotated_((c), (m), (deadline))
+#endif
 
 static inline int ks_cond_wait(ks_cond_t *c, ks_mutex_t *m)
 {

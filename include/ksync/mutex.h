@@ -33,6 +33,7 @@
 #ifndef KSYNC_MUTEX_H
 #define KSYNC_MUTEX_H
 
+#include <ksync/annotate.h>
 #include <ksync/common.h>
 #include <ksync/time.h>
 
@@ -67,7 +68,7 @@ KS_API int ks_mutex_trylock_slow(ks_mutex_t *m);
 /* Fast paths: a single CAS each.  Acquire on lock pairs with the release
  * in the unlock that made the word 0; release on unlock pairs with the next
  * locker's acquire CAS. */
-static inline int ks_mutex_trylock(ks_mutex_t *m)
+static inline int ks_mutex_trylock_raw_(ks_mutex_t *m)
 {
     uint32_t expect = 0;
     if (KS_UNLIKELY(!m))
@@ -80,7 +81,7 @@ static inline int ks_mutex_trylock(ks_mutex_t *m)
     return KS_LIKELY(!(expect & KS_MUTEX_TRACED)) ? EBUSY : ks_mutex_trylock_slow(m);
 }
 
-static inline int ks_mutex_lock(ks_mutex_t *m)
+static inline int ks_mutex_lock_raw_(ks_mutex_t *m)
 {
     uint32_t expect = 0;
     if (KS_LIKELY(KS_MUTEX_FAST_ && m &&
@@ -90,7 +91,7 @@ static inline int ks_mutex_lock(ks_mutex_t *m)
     return ks_mutex_lock_slow(m, KS_FOREVER);
 }
 
-static inline int ks_mutex_timedlock(ks_mutex_t *m, int64_t deadline)
+static inline int ks_mutex_timedlock_raw_(ks_mutex_t *m, int64_t deadline)
 {
     uint32_t expect = 0;
     if (KS_LIKELY(KS_MUTEX_FAST_ && m && deadline >= 0 &&
@@ -100,13 +101,56 @@ static inline int ks_mutex_timedlock(ks_mutex_t *m, int64_t deadline)
     return ks_mutex_lock_slow(m, deadline);
 }
 
-static inline int ks_mutex_unlock(ks_mutex_t *m)
+static inline int ks_mutex_unlock_raw_(ks_mutex_t *m)
 {
     uint32_t expect = KS_MUTEX_LOCKED;
     if (KS_LIKELY(KS_MUTEX_FAST_ && m &&
                   __atomic_compare_exchange_n(&m->state, &expect, 0, 0, __ATOMIC_RELEASE, __ATOMIC_RELAXED)))
         return 0;
     return ks_mutex_unlock_slow(m);
+}
+
+/* What a race detector is told (ksync/annotate.h): nothing, and these are
+ * the functions above, unless the program is built with -fsanitize=thread
+ * or -DKSYNC_HELGRIND / -DKSYNC_DRD. */
+static inline int ks_mutex_trylock(ks_mutex_t *m)
+{
+    if (m)
+        KS_ANN_LOCK_PRE(m, 0, 1);
+    int e = ks_mutex_trylock_raw_(m);
+    if (m)
+        KS_ANN_LOCK_POST(m, 0, 1, e);
+    return e;
+}
+
+static inline int ks_mutex_lock(ks_mutex_t *m)
+{
+    if (m)
+        KS_ANN_LOCK_PRE(m, 0, 0);
+    int e = ks_mutex_lock_raw_(m);
+    if (m)
+        KS_ANN_LOCK_POST(m, 0, 0, e);
+    return e;
+}
+
+static inline int ks_mutex_timedlock(ks_mutex_t *m, int64_t deadline)
+{
+    if (m)
+        KS_ANN_LOCK_PRE(m, 0, 1);
+    int e = ks_mutex_timedlock_raw_(m, deadline);
+    if (m)
+        KS_ANN_LOCK_POST(m, 0, 1, e);
+    return e;
+}
+
+static inline int ks_mutex_unlock(ks_mutex_t *m)
+{
+    if (m)
+        KS_ANN_UNLOCK_PRE(m, 0);
+    int e = ks_mutex_unlock_raw_(m);
+    if (m)
+        KS_ANN_UNLOCK_POST(m, 0);
+    return e;
 }
 
 /* Two mutexes at once, in one global order: the lower address first, so that

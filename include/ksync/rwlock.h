@@ -33,6 +33,7 @@
 #ifndef KSYNC_RWLOCK_H
 #define KSYNC_RWLOCK_H
 
+#include <ksync/annotate.h>
 #include <ksync/common.h>
 #include <ksync/time.h>
 
@@ -81,6 +82,10 @@ KS_API int ks_rwlock_unlock_slow(ks_rwlock_t *l);
 KS_API int ks_rwlock_tryrdlock_slow(ks_rwlock_t *l);
 KS_API int ks_rwlock_revoke_(ks_rwlock_t *l, int64_t deadline);
 KS_API int ks_rwlock_trywrlock_slow(ks_rwlock_t *l);
+/* 1 if the calling thread holds l for reading through the visible-readers
+ * table (for the annotations of ksync/annotate.h, which must tell a
+ * reader's unlock from a writer's). */
+KS_API int ks_rwlock_table_held_(const ks_rwlock_t *l);
 
 /* relaxed: a hint; the slow paths decide (see ks_rwlock_revoke_'s caller
  * below for the one place where the value matters). */
@@ -108,7 +113,7 @@ static inline int ks_rwlock_read_lockable_(uint64_t v)
 }
 
 /* acquire (every lock CAS below): pairs with the release in unlock. */
-static inline int ks_rwlock_tryrdlock(ks_rwlock_t *l)
+static inline int ks_rwlock_tryrdlock_raw_(ks_rwlock_t *l)
 {
     if (KS_UNLIKELY(!l))
         return EINVAL;
@@ -123,7 +128,7 @@ static inline int ks_rwlock_tryrdlock(ks_rwlock_t *l)
     return (v & KS_RWLOCK_WRITER) == KS_RWLOCK_MAX_READERS ? EAGAIN : EBUSY;
 }
 
-static inline int ks_rwlock_rdlock(ks_rwlock_t *l)
+static inline int ks_rwlock_rdlock_raw_(ks_rwlock_t *l)
 {
     if (KS_LIKELY(l != 0 && !(ks_rwlock_bias_(l) & KS_RWLOCK_BIAS))) {
         uint64_t v = __atomic_load_n(&l->state, __ATOMIC_RELAXED);
@@ -134,7 +139,7 @@ static inline int ks_rwlock_rdlock(ks_rwlock_t *l)
     return ks_rwlock_rdlock_slow(l, KS_FOREVER);
 }
 
-static inline int ks_rwlock_timedrdlock(ks_rwlock_t *l, int64_t deadline)
+static inline int ks_rwlock_timedrdlock_raw_(ks_rwlock_t *l, int64_t deadline)
 {
     if (KS_LIKELY(l != 0 && deadline >= 0 && !(ks_rwlock_bias_(l) & KS_RWLOCK_BIAS))) {
         uint64_t v = __atomic_load_n(&l->state, __ATOMIC_RELAXED);
@@ -145,7 +150,7 @@ static inline int ks_rwlock_timedrdlock(ks_rwlock_t *l, int64_t deadline)
     return ks_rwlock_rdlock_slow(l, deadline);
 }
 
-static inline int ks_rwlock_trywrlock(ks_rwlock_t *l)
+static inline int ks_rwlock_trywrlock_raw_(ks_rwlock_t *l)
 {
     if (KS_UNLIKELY(!l))
         return EINVAL;
@@ -159,7 +164,7 @@ static inline int ks_rwlock_trywrlock(ks_rwlock_t *l)
     return EBUSY;
 }
 
-static inline int ks_rwlock_wrlock(ks_rwlock_t *l)
+static inline int ks_rwlock_wrlock_raw_(ks_rwlock_t *l)
 {
     uint64_t zero = 0;
     if (KS_LIKELY(l && __atomic_compare_exchange_n(&l->state, &zero, KS_RWLOCK_WRITER, 0,
@@ -168,7 +173,7 @@ static inline int ks_rwlock_wrlock(ks_rwlock_t *l)
     return ks_rwlock_wrlock_slow(l, KS_FOREVER);
 }
 
-static inline int ks_rwlock_timedwrlock(ks_rwlock_t *l, int64_t deadline)
+static inline int ks_rwlock_timedwrlock_raw_(ks_rwlock_t *l, int64_t deadline)
 {
     uint64_t zero = 0;
     if (KS_LIKELY(l && deadline >= 0 &&
@@ -183,7 +188,7 @@ static inline int ks_rwlock_timedwrlock(ks_rwlock_t *l, int64_t deadline)
  * A reader that entered through the table must be told apart: it holds the
  * lock only while BIAS_USED is set, so without it this thread is no such
  * reader. */
-static inline int ks_rwlock_unlock(ks_rwlock_t *l)
+static inline int ks_rwlock_unlock_raw_(ks_rwlock_t *l)
 {
     if (KS_LIKELY(l != 0 && !(ks_rwlock_bias_(l) & KS_RWLOCK_BIAS_USED))) {
         uint64_t v = __atomic_load_n(&l->state, __ATOMIC_RELAXED);
@@ -194,6 +199,48 @@ static inline int ks_rwlock_unlock(ks_rwlock_t *l)
             return 0;
     }
     return ks_rwlock_unlock_slow(l);
+}
+
+/* What a race detector is told (ksync/annotate.h): nothing, and these are
+ * the functions above, unless the program is built with -fsanitize=thread
+ * or -DKSYNC_HELGRIND / -DKSYNC_DRD.  rd: a read lock; may_fail: a try or
+ * timed one. */
+#define KS_RWLOCK_ANNOTATED_(rd, may_fail, call)                                                      \
+    {                                                                                                       \
+        if (l)                                                                                              \
+            KS_ANN_LOCK_PRE(l, rd, may_fail);                                                               \
+        int e = call;                                                                                       \
+        if (l)                                                                                              \
+            KS_ANN_LOCK_POST(l, rd, may_fail, e);                                                           \
+        return e;                                                                                           \
+    }
+static inline int ks_rwlock_tryrdlock(ks_rwlock_t *l) KS_RWLOCK_ANNOTATED_(1, 1, ks_rwlock_tryrdlock_raw_(l))
+static inline int ks_rwlock_rdlock(ks_rwlock_t *l) KS_RWLOCK_ANNOTATED_(1, 0, ks_rwlock_rdlock_raw_(l))
+static inline int ks_rwlock_timedrdlock(ks_rwlock_t *l, int64_t deadline)
+    KS_RWLOCK_ANNOTATED_(1, 1, ks_rwlock_timedrdlock_raw_(l, deadline))
+static inline int ks_rwlock_trywrlock(ks_rwlock_t *l) KS_RWLOCK_ANNOTATED_(0, 1, ks_rwlock_trywrlock_raw_(l))
+static inline int ks_rwlock_wrlock(ks_rwlock_t *l) KS_RWLOCK_ANNOTATED_(0, 0, ks_rwlock_wrlock_raw_(l))
+static inline int ks_rwlock_timedwrlock(ks_rwlock_t *l, int64_t deadline)
+    KS_RWLOCK_ANNOTATED_(0, 1, ks_rwlock_timedwrlock_raw_(l, deadline))
+
+static inline int ks_rwlock_unlock(ks_rwlock_t *l)
+{
+#if KS_ANNOTATING
+    /* The caller holds it: for reading if through the table; else the word
+     * shows a writer iff the caller is one (a writer waiting for table
+     * readers to leave has its count in the word too: the table first).
+     * relaxed: the caller's own hold, ordered by its acquisition. */
+    int rd = l && (ks_rwlock_table_held_(l) ||
+                   (__atomic_load_n(&l->state, __ATOMIC_RELAXED) & KS_RWLOCK_WRITER) != KS_RWLOCK_WRITER);
+    if (l)
+        KS_ANN_UNLOCK_PRE(l, rd);
+    int e = ks_rwlock_unlock_raw_(l);
+    if (l)
+        KS_ANN_UNLOCK_POST(l, rd);
+    return e;
+#else
+    return ks_rwlock_unlock_raw_(l);
+#endif
 }
 
 /* Two rwlocks, for writing at once, in one global order: the lower address first, so that
