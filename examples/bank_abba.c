@@ -11,10 +11,13 @@
  *                                             inversion is still reported
  *
  * docs/lockdep.md shows the report.  The first argument, if 1, runs the
- * tellers one after the other. */
+ * tellers one after the other; a second argument "static" leaves the
+ * accounts' mutexes as PTHREAD_MUTEX_INITIALIZER made them (never
+ * initialised: each is a class of its own). */
 #include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <string.h>
 #include <time.h>
 
 struct account {
@@ -22,7 +25,7 @@ struct account {
     long balance;
 };
 
-static struct account acct[2];
+static struct account acct[2] = {{PTHREAD_MUTEX_INITIALIZER, 100}, {PTHREAD_MUTEX_INITIALIZER, 100}};
 
 static void transfer(struct account *from, struct account *to, long amount)
 {
@@ -53,10 +56,9 @@ static void *teller_ba(void *p)
 int main(int argc, char **argv)
 {
     int one_by_one = argc > 1 && atoi(argv[1]) == 1;
-    for (int i = 0; i < 2; i++) {
+    int statics = argc > 2 && strcmp(argv[2], "static") == 0;
+    for (int i = 0; i < 2 && !statics; i++)
         pthread_mutex_init(&acct[i].lock, NULL);
-        acct[i].balance = 100;
-    }
     pthread_t a, b;
     pthread_create(&a, NULL, teller_ab, NULL);
     if (one_by_one)

@@ -346,7 +346,8 @@ KS_HIDDEN void ks_ld_locked(const void *lock, unsigned kind, const void *site, i
 KS_HIDDEN void ks_ld_unlock(const void *lock, int locked, const void *site);
 KS_HIDDEN void ks_ld_destroy(const void *lock, int locked, const void *site);
 /* `lock` is being initialised: this thread no longer holds it (a fork
- * handler that re-initialises a lock its prepare handler took). */
+ * handler that re-initialises a lock its prepare handler took).  destroy:
+ * `locked` gives a report; a destroy of a free lock ends its identity. */
 KS_HIDDEN void ks_ld_forget(const void *lock);
 
 /* Every acquisition must reach the library: lock statistics in
@@ -373,20 +374,23 @@ KS_HIDDEN int ks_mutex_trylock_at(struct ks_mutex *m, const void *site);
 #define ks_mutex_timedlock_at(m, deadline, site)                                                            \
     __extension__({                                                                                         \
         uint32_t e_ = 0;                                                                                    \
-        /* acquire: as ks_mutex_timedlock's fast path */                                                    \
-        KS_MUTEX_FAST_ && __atomic_compare_exchange_n(&(m)->state, &e_, KS_MUTEX_LOCKED, 0, __ATOMIC_ACQUIRE, \
-                                                      __ATOMIC_RELAXED)                                     \
+        /* acquire: as ks_mutex_timedlock's fast path, taken only while */                                 \
+        /* nothing is traced (an unmarked word must reach the checker too) */                              \
+        KS_MUTEX_FAST_ && !ks_trace_all() &&                                                                \
+                __atomic_compare_exchange_n(&(m)->state, &e_, KS_MUTEX_LOCKED, 0, __ATOMIC_ACQUIRE,        \
+                                            __ATOMIC_RELAXED)                                               \
             ? 0                                                                                             \
             : ks_mutex_lock_at((m), (deadline), (site));                                                    \
     })
 #define ks_mutex_trylock_site(m, site)                                                                      \
     __extension__({                                                                                         \
         uint32_t e_ = 0;                                                                                    \
-        /* acquire: as ks_mutex_trylock's fast path */                                                      \
-        KS_MUTEX_FAST_ && __atomic_compare_exchange_n(&(m)->state, &e_, KS_MUTEX_LOCKED, 0, __ATOMIC_ACQUIRE, \
-                                                      __ATOMIC_RELAXED)                                     \
+        /* acquire: as ks_mutex_trylock's fast path (and as above) */                                      \
+        const int fast_ = KS_MUTEX_FAST_ && !ks_trace_all();                                                \
+        fast_ && __atomic_compare_exchange_n(&(m)->state, &e_, KS_MUTEX_LOCKED, 0, __ATOMIC_ACQUIRE,        \
+                                             __ATOMIC_RELAXED)                                              \
             ? 0                                                                                             \
-            : KS_MUTEX_FAST_ && !(e_ & KS_MUTEX_TRACED) ? EBUSY : ks_mutex_trylock_at((m), (site));        \
+            : fast_ && !(e_ & KS_MUTEX_TRACED) ? EBUSY : ks_mutex_trylock_at((m), (site));                 \
     })
 
 /* ---- ks_robust's release for the robust rwlock (src/robust.c) ----

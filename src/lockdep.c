@@ -11,28 +11,31 @@
  * runs that never deadlock.
  *
  * Data:
- *  - the lock registry (src/lockreg.h): a lock's record caches its class;
- *  - classes: found by key (name, else site; kind; subclass) in an
- *    open-addressing table; each holds its outgoing orders (edges);
- *  - an edge map from a 64-bit key to the edge that was recorded for it:
- *    class pairs, and for two locks of one class, a hash of the two
- *    addresses.  It is read without a lock (a key is published with
- *    release after its edge is complete), so an order that is already
- *    known costs one hash probe per held lock and no shared write;
- *  - per thread, the stack of held locks (grown on demand: no limit).
+ *  - the lock registry (src/lockreg.h): a lock's record caches its class
+ *    and carries the generation of its identity (init, destroy, name, nest);
+ *  - classes: found by key (name, else init site, else the lock itself and
+ *    its generation; kind; subclass) in an open-addressing table; each
+ *    holds its outgoing orders (edges);
+ *  - two maps from a 64-bit key to an edge, read without a lock (a key is
+ *    published with release after its edge is complete): `orders` (class
+ *    pairs, and the once-per-site notes of misuse reports) and `pairs`
+ *    (two locks by address and generation: two locks of one class, and
+ *    the two locks of a ks_mutex_lock2).  An order already known costs one
+ *    probe per held lock and no shared write;
+ *  - per thread, the list of held locks (grown on demand: no limit).
  * New edges, new classes and the cycle search take `graph`, one mutex.
  *
  * Same class: locks made at one init site (an array of accounts) share a
  * class, and a class graph cannot tell "x then y" from "y then x" among
- * them.  The kernel reports any such nesting unless annotated.  Here two
- * locks of one class are checked as a pair of locks: taking y while
- * holding x records (x, y) and reports if (y, x) was recorded.  That
- * catches the classic transfer inversion and stays silent for locks taken
- * in address order (ks_mutex_lock2) or along a tree, without annotation;
- * what it misses is a longer cycle among locks of one class (x -> y -> z ->
- * x), and a pair whose addresses were reused by other locks of the class.
+ * them.  Two locks of one class are checked as a pair of locks: taking y
+ * while holding x records (x, y) and reports if (y, x) was recorded.  The
+ * two locks of a ks_mutex_lock2 (address order: the library's own cure for
+ * the inversion) are checked the same way whatever their classes: the
+ * header tells the checker (ks_lockdep_ordered_) and no class order is
+ * recorded for them, only the pair; a plain acquisition in the opposite
+ * order of a recorded pair is reported.
  *
- * An inverted edge is recorded in the map (it is reported once) but not in
+ * An inverted edge is recorded in its map (it is reported once) but not in
  * the graph, so the graph stays acyclic and every report names a cycle
  * that ends in the edge being added.
  *
@@ -47,6 +50,7 @@
 #include <ksync/rmutex.h>
 #include <dlfcn.h>
 #include <execinfo.h>
+#include <fcntl.h>
 #include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -56,24 +60,31 @@
 #include <unistd.h>
 
 #define FRAMES 16
-#define CLASS_BITS 14 /* 16384 classes */
+#define CLASS_BITS 14 /* 16384 slots, half of them usable */
 #define CLASS_SIZE (1u << CLASS_BITS)
-#define EDGE_BITS 17 /* 131072 edges and pairs */
-#define EDGE_SIZE (1u << EDGE_BITS)
+#define MAP_BITS 17 /* 131072 slots per map, half of them usable */
+#define MAP_SIZE (1u << MAP_BITS)
 
 KS_HIDDEN int ks_ld_on_;
 static int abort_after;        /* relaxed: KS_LOCKDEP_ABORT */
+static uint32_t epoch;         /* relaxed: moved at each switch from off to on (see enter) */
 static uint64_t counts[KS_LOCKDEP_EVENTS]; /* relaxed: statistics */
-static ks_lockdep_handler_fn *handler; /* relaxed pair with handler_arg: see ks_lockdep_handler */
-static void *handler_arg;
+static int out_fd = -1;        /* KSYNC_LOCKDEP_FILE's descriptor, or -1: stderr (set under graph) */
 static int full_said;          /* relaxed: a table-full note was printed */
-static int edges_full;         /* relaxed: the edge map is full; no new order is recorded */
+static int ordered_pairs;      /* relaxed: a lock2 pair of two classes was recorded (a switch) */
+
+struct handler {
+    ks_lockdep_handler_fn *fn;
+    void *arg;
+};
+static struct handler *handler; /* acquire/release: a pair published whole, never freed */
 
 struct edge {
     struct ks_ld_class *from, *to;
     const void *from_lock, *to_lock;   /* the locks of the first sighting */
     const void *from_site, *to_site;   /* where each was taken then */
     int tid;
+    int ordered;                       /* taken by ks_mutex_lock2 (address order) */
     char thread[16];
     int nframes;
     void *frames[FRAMES];              /* the stack of the acquisition of `to` */
@@ -83,7 +94,8 @@ struct ks_ld_class {
     uint32_t id; /* 1.. */
     const char *name;
     const void *site;        /* the init site, or NULL for a lock of its own */
-    const void *lock;        /* a lock never initialised: the class is the lock */
+    const void *lock;        /* a lock never initialised: the class is the lock ... */
+    uint32_t lgen;           /* ... in this generation of its identity */
     const void *first;       /* ... and where it was first taken, for reports */
     unsigned kind, sub;
     /* under `graph` */
@@ -94,31 +106,44 @@ struct ks_ld_class {
 };
 
 static ks_mutex_t graph = {0u, 0u};
+static uint64_t graph_image;         /* relaxed: the process image `graph` belongs to (see image_check) */
 static struct ks_ld_class **ctab;    /* acquire/release: class table, published once */
 static uint32_t nclasses;            /* under graph */
+static uint32_t search_mark;         /* under graph */
+
 struct slot {
     uint64_t key;   /* acquire/release: published after e */
     struct edge *e; /* relaxed: ordered by the key; dereferenced under graph only */
 };
-static struct slot *etab; /* acquire/release: published once, before ctab */
-static uint32_t nedges;              /* under graph */
-static uint32_t search_mark;         /* under graph */
+struct map {
+    struct slot *slots; /* acquire/release: published once */
+    uint32_t n;         /* under graph */
+    int full;           /* relaxed: a switch: no new key */
+    const char *what;
+};
+static struct map orders = {.what = "order"}, pairs = {.what = "lock pair"};
 
 /* ---- a thread's held locks ---- */
+
+#define HELD_TRY 1
 
 struct held {
     const void *lock;
     struct ks_ld_class *cls;
     const void *site;
-    int trylock;
+    uint32_t gen;   /* the lock's identity generation when it was taken */
+    unsigned flags;
 };
 
 static KS_TLS struct {
     struct held *h;
     unsigned n, cap;
     int busy;
-    int armed;    /* the exit hook */
-    uint64_t gen; /* the process image the list belongs to (ks_process_gen) */
+    int armed;          /* the exit hook */
+    int exit_again;     /* the exit hook has run once with locks held */
+    uint32_t epoch;     /* the checking epoch the list belongs to */
+    uint64_t image;     /* the process image the list belongs to (ks_process_gen) */
+    const void *ordered_after; /* ks_lockdep_ordered_: the next acquisition follows this lock in lock2 */
 } me;
 
 static uint64_t mix(uint64_t x)
@@ -136,67 +161,164 @@ static int tid(void)
     return (int)(ks_thread_id() >> 32);
 }
 
+static uint64_t holder_word(void)
+{
+    return (uint64_t)__atomic_load_n(&epoch, __ATOMIC_RELAXED) << 32 | (uint32_t)tid();
+}
+
+/* ---- the maps ---- */
+
+static struct edge *map_find(struct map *m, uint64_t key)
+{
+    /* acquire: pairs with the release in make_tables (the zeroed map) */
+    struct slot *t = __atomic_load_n(&m->slots, __ATOMIC_ACQUIRE);
+    if (!t)
+        return NULL;
+    for (uint32_t n = 0, i = (uint32_t)mix(key) & (MAP_SIZE - 1); n < MAP_SIZE; n++, i = (i + 1) & (MAP_SIZE - 1)) {
+        /* acquire: pairs with the release in map_put (the edge is complete) */
+        uint64_t k = __atomic_load_n(&t[i].key, __ATOMIC_ACQUIRE);
+        if (k == key)
+            return __atomic_load_n(&t[i].e, __ATOMIC_RELAXED); /* ordered by the key's acquire */
+        if (!k)
+            return NULL;
+    }
+    return NULL;
+}
+
+static void say_full(const char *what)
+{
+    if (!__atomic_exchange_n(&full_said, 1, __ATOMIC_RELAXED)) {
+        char line[160];
+        int n = snprintf(line, sizeof line, "ksync lockdep: the %s table is full: new ones are no longer checked\n",
+                         what);
+        if (n > 0 && write(2, line, (size_t)n) < 0) {
+        }
+    }
+}
+
+/* Under graph: room for one more key?  (Half full at most, to keep probes
+ * short; a full map stops recording for good, as the kernel's lockdep turns
+ * itself off when it runs out of entries.) */
+static int map_room(struct map *m)
+{
+    if (!m->slots || m->n + 1 >= MAP_SIZE / 2) { /* under graph: plain reads */
+        if (m->slots)
+            __atomic_store_n(&m->full, 1, __ATOMIC_RELAXED);
+        say_full(m->what);
+        return 0;
+    }
+    return 1;
+}
+
+/* Under graph, with room checked. */
+static void map_put(struct map *m, uint64_t key, struct edge *e)
+{
+    for (uint32_t i = (uint32_t)mix(key) & (MAP_SIZE - 1);; i = (i + 1) & (MAP_SIZE - 1))
+        if (!__atomic_load_n(&m->slots[i].key, __ATOMIC_RELAXED)) { /* only writers under graph store keys */
+            __atomic_store_n(&m->slots[i].e, e, __ATOMIC_RELAXED); /* published by the key's release */
+            __atomic_store_n(&m->slots[i].key, key, __ATOMIC_RELEASE); /* pairs with map_find */
+            m->n++;
+            return;
+        }
+}
+
+/* ---- taking `graph` ---- */
+
+/* `graph` in a process image other than the one it was last taken in (a
+ * child made by _Fork() or a raw clone, which run no fork handler) may be
+ * held by a thread that does not exist here: the first thread of the image
+ * that comes to take it makes it free.  No thread of this image can hold it
+ * then: every taker passes here first. */
+static void image_check(void)
+{
+    uint64_t g = ks_process_gen();
+    uint64_t was = __atomic_load_n(&graph_image, __ATOMIC_RELAXED); /* seeds the CAS */
+    if (KS_LIKELY(was == g))
+        return;
+    /* relaxed: the CAS elects one thread; the word store below is ordered
+     * for the others by graph's own acquire when they lock it */
+    if (__atomic_compare_exchange_n(&graph_image, &was, g, 0, __ATOMIC_RELAXED, __ATOMIC_RELAXED) && was)
+        __atomic_store_n(&graph.state, 0, __ATOMIC_RELEASE); /* pairs with the next locker's acquire */
+}
+
+static void graph_lock(void)
+{
+    image_check();
+    ks_mutex_lock(&graph);
+}
+
+static void graph_unlock(void)
+{
+    ks_mutex_unlock(&graph);
+}
+
 /* ---- classes ---- */
 
-static uint64_t class_hash(const char *name, const void *site, unsigned kind, unsigned sub)
+static uint64_t class_hash(const char *name, const void *site, uint32_t lgen, unsigned kind, unsigned sub)
 {
     uint64_t h = 1469598103934665603ull;
     if (name)
         for (const char *p = name; *p; p++)
             h = (h ^ (unsigned char)*p) * 1099511628211ull;
     else
-        h ^= mix((uint64_t)(uintptr_t)site);
+        h ^= mix((uint64_t)(uintptr_t)site ^ ((uint64_t)lgen << 48));
     return mix(h ^ ((uint64_t)kind << 40) ^ ((uint64_t)sub << 48));
 }
 
 static int class_is(const struct ks_ld_class *c, const char *name, const void *site, const void *lock,
-                    unsigned kind, unsigned sub)
+                    uint32_t lgen, unsigned kind, unsigned sub)
 {
     if (c->kind != kind || c->sub != sub)
         return 0;
     if (name || c->name)
         return name && c->name && strcmp(name, c->name) == 0;
-    return c->site == site && c->lock == lock;
+    return c->site == site && c->lock == lock && c->lgen == lgen;
 }
 
-static void say_full(const char *what)
+void ks_ld_changed(struct ks_lockrec *r)
 {
-    if (!__atomic_exchange_n(&full_said, 1, __ATOMIC_RELAXED))
-        fprintf(stderr, "ksync lockdep: the %s table is full: new orders are no longer checked\n", what);
+    /* seq_cst, both: class_of reads the generation before it looks the
+     * class up and again after it cached it, so one of the two sees this
+     * change, or this NULL store comes after its cache (see class_of) */
+    __atomic_add_fetch(&r->ld_gen, 1, __ATOMIC_SEQ_CST);
+    __atomic_store_n(&r->ld_class, NULL, __ATOMIC_SEQ_CST);
 }
 
 /* The class of the lock of record r: the record's cache, else found or
  * made (under graph).  NULL when the tables are full or memory is out. */
 static struct ks_ld_class *class_of(struct ks_lockrec *r)
 {
-    /* acquire: pairs with the release store below (the class is complete)
-     * and with the NULL stores of ks_ls_init and ks_lock_name */
-    struct ks_ld_class *c = __atomic_load_n(&r->ld_class, __ATOMIC_ACQUIRE);
+    /* seq_cst: see ks_ld_changed (the class, published whole by the CAS
+     * below, is read through this load) */
+    struct ks_ld_class *c = __atomic_load_n(&r->ld_class, __ATOMIC_SEQ_CST);
     if (KS_LIKELY(c))
         return c;
+    uint32_t g0 = __atomic_load_n(&r->ld_gen, __ATOMIC_SEQ_CST); /* see ks_ld_changed */
     const char *name = __atomic_load_n(&r->name, __ATOMIC_ACQUIRE); /* pairs with ks_lock_name */
-    const void *site = __atomic_load_n(&r->site, __ATOMIC_RELAXED); /* informative */
+    const void *site = __atomic_load_n(&r->site, __ATOMIC_RELAXED); /* after g0: ordered by it */
     unsigned kind = __atomic_load_n(&r->kind, __ATOMIC_RELAXED);
     unsigned sub = __atomic_load_n(&r->ld_sub, __ATOMIC_RELAXED);
     /* A lock that was never initialised (KS_MUTEX_INIT, PTHREAD_MUTEX_INITIALIZER,
      * zeroed memory) is a class of its own, as the kernel's static locks:
      * two such locks first taken at the same line (both sides of a
-     * ks_mutex_lock2) must not share a class, or the address order of
-     * lock2 would look like two opposite orders (relaxed: as `site`). */
+     * ks_mutex_lock2) must not share a class.  Its generation is part of
+     * it: memory reused after a destroy is another lock. */
     const void *first = NULL, *lock = NULL;
+    uint32_t lgen = 0;
     if (!name && !__atomic_load_n(&r->inited, __ATOMIC_RELAXED)) {
         first = site;
         site = NULL;
         lock = r->lock;
+        lgen = g0;
     }
-    struct ks_ld_class **t = __atomic_load_n(&ctab, __ATOMIC_ACQUIRE); /* pairs with ks_lockdep_set */
+    struct ks_ld_class **t = __atomic_load_n(&ctab, __ATOMIC_ACQUIRE); /* pairs with make_tables */
     if (!t)
         return NULL;
-    uint64_t h = class_hash(name, lock ? lock : site, kind, sub);
-    ks_mutex_lock(&graph);
+    uint64_t h = class_hash(name, lock ? lock : site, lgen, kind, sub);
+    graph_lock();
     for (uint32_t n = 0, i = (uint32_t)h & (CLASS_SIZE - 1); n < CLASS_SIZE; n++, i = (i + 1) & (CLASS_SIZE - 1)) {
         struct ks_ld_class *x = t[i];
-        if (x && class_is(x, name, site, lock, kind, sub)) {
+        if (x && class_is(x, name, site, lock, lgen, kind, sub)) {
             c = x;
             break;
         }
@@ -207,6 +329,7 @@ static struct ks_ld_class *class_of(struct ks_lockrec *r)
             x->name = name; /* names are never freed (src/lockstat.c) */
             x->site = site;
             x->lock = lock;
+            x->lgen = lgen;
             x->first = first;
             x->kind = kind;
             x->sub = sub;
@@ -215,58 +338,35 @@ static struct ks_ld_class *class_of(struct ks_lockrec *r)
             break;
         }
     }
-    ks_mutex_unlock(&graph);
+    graph_unlock();
     if (!c) {
         say_full("class");
         return NULL;
     }
-    /* release: the class's fields before the pointer (pairs with the acquire
-     * above); a rename or re-init racing with this may be overwritten: the
-     * next lookup after it finds the same class, a statistic's precision */
-    __atomic_store_n(&r->ld_class, c, __ATOMIC_RELEASE);
+    /* Cache it if nothing changed meanwhile; a change after the check
+     * stores NULL after our CAS (ks_ld_changed), one before it is seen by
+     * the check and undone here. */
+    struct ks_ld_class *none = NULL;
+    if (__atomic_compare_exchange_n(&r->ld_class, &none, c, 0, __ATOMIC_SEQ_CST, __ATOMIC_SEQ_CST) &&
+        __atomic_load_n(&r->ld_gen, __ATOMIC_SEQ_CST) != g0) {
+        struct ks_ld_class *mine = c;
+        __atomic_compare_exchange_n(&r->ld_class, &mine, NULL, 0, __ATOMIC_SEQ_CST, __ATOMIC_SEQ_CST);
+    }
     return c;
 }
 
-/* ---- the edge map ---- */
+/* ---- keys ---- */
 
 static uint64_t class_key(const struct ks_ld_class *a, const struct ks_ld_class *b)
 {
     return ((uint64_t)a->id << 32 | b->id) & ~(1ull << 63); /* ids < 2^14: never 0 */
 }
 
-static uint64_t pair_key(const void *x, const void *y)
+static uint64_t pair_key(const void *x, uint32_t gx, const void *y, uint32_t gy)
 {
-    uint64_t k = mix((uint64_t)(uintptr_t)x * 0x9e3779b97f4a7c15ull ^ mix((uint64_t)(uintptr_t)y));
-    return k | (1ull << 63); /* apart from the class keys, and never 0 */
-}
-
-static struct edge *edge_find(uint64_t key)
-{
-    /* acquire: pairs with the release in make_tables (the zeroed map) */
-    struct slot *etab_ = __atomic_load_n(&etab, __ATOMIC_ACQUIRE);
-    if (!etab_)
-        return NULL;
-    for (uint32_t n = 0, i = (uint32_t)mix(key) & (EDGE_SIZE - 1); n < EDGE_SIZE; n++, i = (i + 1) & (EDGE_SIZE - 1)) {
-        /* acquire: pairs with the release in edge_put (the edge is complete) */
-        uint64_t k = __atomic_load_n(&etab_[i].key, __ATOMIC_ACQUIRE);
-        if (k == key)
-            return __atomic_load_n(&etab_[i].e, __ATOMIC_RELAXED); /* ordered by the key's acquire */
-        if (!k)
-            return NULL;
-    }
-    return NULL;
-}
-
-/* Under graph, with room checked (nedges below EDGE_SIZE / 2). */
-static void edge_put(uint64_t key, struct edge *e)
-{
-    for (uint32_t i = (uint32_t)mix(key) & (EDGE_SIZE - 1);; i = (i + 1) & (EDGE_SIZE - 1))
-        if (!__atomic_load_n(&etab[i].key, __ATOMIC_RELAXED)) { /* only writers under graph store keys */
-            __atomic_store_n(&etab[i].e, e, __ATOMIC_RELAXED); /* published by the key's release */
-            __atomic_store_n(&etab[i].key, key, __ATOMIC_RELEASE); /* pairs with edge_find */
-            nedges++;
-            return;
-        }
+    uint64_t k = mix(((uint64_t)(uintptr_t)x ^ ((uint64_t)gx << 48)) * 0x9e3779b97f4a7c15ull ^
+                     mix((uint64_t)(uintptr_t)y ^ ((uint64_t)gy << 48)));
+    return k ? k : 1;
 }
 
 /* Under graph: is there a path from `from` to `to` in the graph?  If so,
@@ -409,7 +509,7 @@ static void held_text(FILE *f)
     }
     fprintf(f, "    it holds, oldest first:\n");
     for (unsigned i = 0; i < me.n; i++) {
-        fprintf(f, "      %s", me.h[i].trylock ? "(trylock) " : "");
+        fprintf(f, "      %s", (me.h[i].flags & HELD_TRY) ? "(trylock) " : "");
         lock_text(f, me.h[i].lock, me.h[i].cls);
         fprintf(f, " taken at ");
         frame(f, me.h[i].site);
@@ -444,88 +544,107 @@ static FILE *begin(int ev, char **buf, size_t *len)
     return f;
 }
 
-static FILE *out_file;        /* KSYNC_LOCKDEP_FILE, or NULL for stderr */
+static void write_all(int fd, const char *p, size_t n)
+{
+    while (n) {
+        ssize_t w = write(fd, p, n);
+        if (w <= 0)
+            return; /* a report is not worth a retry loop on a broken descriptor */
+        p += w;
+        n -= (size_t)w;
+    }
+}
 
-/* Ends the report begun into *bufp and hands it over. */
-static void deliver(int ev, FILE *f, char **bufp)
+/* Ends the report begun into *bufp and hands it over.  The default output
+ * is write(2), not stdio: the reporting thread may hold the locks of the
+ * report while another thread holds stderr's FILE lock and waits for one. */
+static void deliver(int ev, FILE *f, char **bufp, size_t *lenp)
 {
     if (!f)
         return;
-    fclose(f); /* sets *bufp */
+    fclose(f); /* sets *bufp and *lenp */
     char *buf = *bufp;
     if (!buf)
         return;
     __atomic_fetch_add(&counts[ev], 1, __ATOMIC_RELAXED); /* a statistic */
-    /* relaxed: a handler and its argument are set before the locks they
-     * watch are used (ks_lockdep_handler's contract) */
-    ks_lockdep_handler_fn *fn = __atomic_load_n(&handler, __ATOMIC_RELAXED);
-    void *arg = __atomic_load_n(&handler_arg, __ATOMIC_RELAXED);
-    if (fn) {
-        fn(ev, buf, arg);
+    /* acquire: pairs with the release in ks_lockdep_handler (fn and arg whole) */
+    const struct handler *h = __atomic_load_n(&handler, __ATOMIC_ACQUIRE);
+    if (h && h->fn) {
+        h->fn(ev, buf, h->arg);
     } else {
-        FILE *o = out_file ? out_file : stderr;
-        fputs(buf, o);
-        fflush(o);
+        int fd = __atomic_load_n(&out_fd, __ATOMIC_RELAXED); /* set once, before checking is on */
+        write_all(fd >= 0 ? fd : 2, buf, *lenp);
     }
     free(buf);
     if (__atomic_load_n(&abort_after, __ATOMIC_RELAXED)) {
-        fputs("ksync lockdep: KSYNC_LOCKDEP=abort: aborting\n", stderr);
+        static const char msg[] = "ksync lockdep: KSYNC_LOCKDEP=abort: aborting\n";
+        write_all(2, msg, sizeof msg - 1);
         abort();
     }
 }
 
 /* ---- the checks ---- */
 
-/* The list of a thread that is now in a new process image (a child made by
- * fork(), _Fork() or a raw clone: src/thread.c's generation tells them
- * all): the forking thread keeps its private locks (their copies are held
- * by it), but a KS_SHARED mutex is the same object in both processes, held
- * by the parent's thread, not by this one. */
-static void new_image(uint64_t gen)
-{
-    me.gen = gen;
-    unsigned k = 0;
-    for (unsigned i = 0; i < me.n; i++) {
-        const ks_mutex_t *m = me.h[i].lock;
-        if (me.h[i].cls && me.h[i].cls->kind == KS_LOCK_MUTEX && (m->flags & KS_SHARED))
-            continue;
-        me.h[k++] = me.h[i];
-    }
-    me.n = k;
-}
-
-/* Enters the checker: 0 if this thread is already inside it. */
+/* Enters the checker: 0 if this thread is already inside it.  The list is
+ * dropped when checking was switched off and on again since it was made
+ * (its releases were not seen), and trimmed in a new process image (a
+ * child made by fork(), _Fork() or a raw clone: src/thread.c's generation
+ * tells them all): the forking thread keeps its private locks (their
+ * copies are held by it), but a KS_SHARED mutex is the same object in both
+ * processes, held by the parent's thread, not by this one. */
 static int enter(void)
 {
     if (me.busy)
         return 0;
     me.busy = 1;
+    me.ordered_after = NULL; /* a hint lives until the thread's next hook (ks_ld_lock read it first) */
+    uint32_t e = __atomic_load_n(&epoch, __ATOMIC_RELAXED); /* a switch's count */
+    if (KS_UNLIKELY(e != me.epoch)) {
+        me.epoch = e;
+        me.n = 0;
+    }
     uint64_t g = ks_process_gen();
-    if (KS_UNLIKELY(g != me.gen))
-        new_image(g);
+    if (KS_UNLIKELY(g != me.image)) {
+        me.image = g;
+        unsigned k = 0;
+        for (unsigned i = 0; i < me.n; i++) {
+            const ks_mutex_t *m = me.h[i].lock;
+            if (me.h[i].cls && me.h[i].cls->kind == KS_LOCK_MUTEX && (m->flags & KS_SHARED))
+                continue;
+            me.h[k++] = me.h[i];
+        }
+        me.n = k;
+    }
     return 1;
 }
+
+static void leave(void)
+{
+    me.busy = 0;
+}
+
 /* 1 the first time `ev` happens at `site` (the misuse reports are made once
  * per call site: a loop that repeats one misuse makes one report).  Kept in
- * the edge map under a key of its own; 1 too when the map is full. */
+ * the orders map under a key of its own (bit 63, which class keys never
+ * have); 1 too when the map is full. */
 static struct edge said;
 
 static int first_at(int ev, const void *site)
 {
-    uint64_t key = mix((uint64_t)(uintptr_t)site ^ ((uint64_t)ev << 56) ^ 0x5bd1e995ull) | (1ull << 63) | 1;
-    if (edge_find(key))
+    uint64_t key = mix((uint64_t)(uintptr_t)site ^ ((uint64_t)ev << 56) ^ 0x5bd1e995ull) | (1ull << 63);
+    if (map_find(&orders, key))
         return 0;
     int first = 1;
-    ks_mutex_lock(&graph);
-    if (edge_find(key))
+    graph_lock();
+    if (map_find(&orders, key))
         first = 0;
-    else if (etab && nedges + 1 < EDGE_SIZE / 2) /* etab: under graph, a plain read */
-        edge_put(key, &said); /* any non-NULL edge: edge_find's "found" */
-    ks_mutex_unlock(&graph);
+    else if (map_room(&orders))
+        map_put(&orders, key, &said); /* any non-NULL edge: map_find's "found" */
+    graph_unlock();
     return first;
 }
 
-static int push(const void *lock, struct ks_ld_class *c, const void *site, int trylock)
+static int push(const void *lock, struct ks_ld_class *c, const void *site, uint32_t gen, unsigned flags)
 {
     if (me.n == me.cap) {
         unsigned cap = me.cap ? 2 * me.cap : 16;
@@ -535,7 +654,7 @@ static int push(const void *lock, struct ks_ld_class *c, const void *site, int t
         me.h = h;
         me.cap = cap;
     }
-    me.h[me.n++] = (struct held){lock, c, site, trylock};
+    me.h[me.n++] = (struct held){lock, c, site, gen, flags};
     return 0;
 }
 
@@ -547,8 +666,14 @@ static int find_held(const void *lock)
     return -1;
 }
 
+static void drop_held(int i)
+{
+    memmove(&me.h[i], &me.h[i + 1], (me.n - (unsigned)i - 1) * sizeof *me.h);
+    me.n--;
+}
+
 static struct edge *new_edge(const struct held *h, struct ks_ld_class *to, const void *lock, const void *site,
-                             void **frames, int nframes)
+                             void **frames, int nframes, int ordered)
 {
     struct edge *e = calloc(1, sizeof *e);
     if (!e)
@@ -560,6 +685,7 @@ static struct edge *new_edge(const struct held *h, struct ks_ld_class *to, const
     e->from_site = h->site;
     e->to_site = site;
     e->tid = tid();
+    e->ordered = ordered;
     my_name(e->thread);
     e->nframes = nframes;
     memcpy(e->frames, frames, (size_t)nframes * sizeof *frames);
@@ -576,57 +702,64 @@ static void edge_text(FILE *f, const struct edge *e)
     thread_text(f, e->tid, e->thread);
     fprintf(f, ", holding %p taken at ", e->from_lock);
     frame(f, e->from_site);
-    fprintf(f, ",\n      taking %p at:\n", e->to_lock);
+    fprintf(f, ",\n      taking %p%s at:\n", e->to_lock, e->ordered ? " in a ks_mutex_lock2 (address order)" : "");
     stack(f, e->frames, e->nframes, e->to_site);
 }
 
-/* The order h -> (lock, c) is new (not in the map): record it, or report
- * the cycle it closes.  Frames: this acquisition's stack, taken once. */
-static void add_order(const struct held *h, struct ks_ld_class *c, const void *lock, const void *site,
-                      void **frames, int *nframes)
+/* The opening of a cycle report: what the thread holds and is about to take. */
+static void cycle_head(FILE *f, const struct held *h, struct ks_ld_class *c, const void *lock, const void *site,
+                       void *const *frames, int nframes)
+{
+    fprintf(f, "    it holds ");
+    lock_text(f, h->lock, h->cls);
+    fprintf(f, ", taken at ");
+    frame(f, h->site);
+    fprintf(f, ",\n    and is about to wait for ");
+    lock_text(f, lock, c);
+    fprintf(f, " at:\n");
+    stack(f, frames, nframes, site);
+}
+
+/* How the order h -> (lock, c) is checked. */
+enum how { BY_CLASS, BY_PAIR, BY_LOCK2 };
+
+/* The order h -> (lock, c) is new (its key is not in its map): record it,
+ * or report the cycle it closes.  frames: this acquisition's stack, taken
+ * once per acquisition. */
+static void add_order(const struct held *h, struct ks_ld_class *c, const void *lock, uint32_t gen, const void *site,
+                      enum how how, void **frames, int *nframes)
 {
     if (*nframes < 0)
         *nframes = backtrace(frames, FRAMES);
-    int same = h->cls == c;
-    uint64_t key = same ? pair_key(h->lock, lock) : class_key(h->cls, c);
-    struct edge *e = new_edge(h, c, lock, site, frames, *nframes);
+    struct map *m = how == BY_CLASS ? &orders : &pairs;
+    uint64_t key = how == BY_CLASS ? class_key(h->cls, c) : pair_key(h->lock, h->gen, lock, gen);
+    struct edge *e = new_edge(h, c, lock, site, frames, *nframes, how == BY_LOCK2);
     if (!e)
         return;
     FILE *f = NULL;
     char *buf = NULL;
     size_t len = 0;
-    ks_mutex_lock(&graph);
-    /* another thread recorded it meanwhile, or there is no room left: the
-     * map half full keeps its probes short (a full map stops checking new
-     * orders for good, as the kernel's lockdep does when out of entries) */
-    if (edge_find(key) || nedges + 1 >= EDGE_SIZE / 2) {
-        if (!edge_find(key)) {
-            __atomic_store_n(&edges_full, 1, __ATOMIC_RELAXED); /* a switch */
-            say_full("order");
-        }
-        ks_mutex_unlock(&graph);
+    graph_lock();
+    if (map_find(m, key) || !map_room(m)) { /* recorded meanwhile by another thread, or no room */
+        graph_unlock();
         free(e);
         return;
     }
-    struct edge *back = NULL; /* the first edge of the path back, if any */
-    if (same)
-        back = edge_find(pair_key(lock, h->lock));
-    else if (reaches(c, h->cls))
-        back = h->cls->via; /* walked back from h->cls to c below */
-    if (back) {
+    struct edge *back = NULL;  /* the opposite pair, if any */
+    int path = 0;              /* or a path of classes c -> ... -> h->cls */
+    if (how != BY_CLASS)
+        back = map_find(&pairs, pair_key(lock, gen, h->lock, h->gen));
+    if (!back && how != BY_PAIR)
+        path = reaches(c, h->cls);
+    if (back || path) {
         f = begin(KS_LOCKDEP_CYCLE, &buf, &len);
         if (f) {
-            fprintf(f, "    it holds ");
-            lock_text(f, h->lock, h->cls);
-            fprintf(f, ", taken at ");
-            frame(f, h->site);
-            fprintf(f, ",\n    and is about to wait for ");
-            lock_text(f, lock, c);
-            fprintf(f, " at:\n");
-            stack(f, frames, *nframes, site);
-            if (same) {
-                fprintf(f, "    the two locks are of one class; the opposite order was seen:\n");
+            cycle_head(f, h, c, lock, site, frames, *nframes);
+            if (back) {
+                fprintf(f, "    the opposite order of these two locks was seen%s:\n",
+                        h->cls == c ? " (they are of one class)" : "");
                 edge_text(f, back);
+                fprintf(f, "    cycle: %p -> %p -> %p\n", h->lock, lock, h->lock);
                 fprintf(f, "    a thread in the first order and one in the second can wait for each other forever.\n");
             } else {
                 /* the path c -> ... -> h->cls, in order: collect it from the end */
@@ -638,34 +771,35 @@ static void add_order(const struct held *h, struct ks_ld_class *c, const void *l
                 fprintf(f, " to ");
                 class_text(f, h->cls);
                 fprintf(f, ", was seen before:\n");
-                struct edge **path = malloc((n ? n : 1) * sizeof *path);
+                struct edge **p = malloc((n ? n : 1) * sizeof *p);
                 unsigned k = n;
-                for (struct ks_ld_class *x = h->cls; path && x != c && x->via; x = x->via->from)
-                    path[--k] = x->via;
-                for (unsigned i = 0; path && i < n; i++)
-                    edge_text(f, path[i]);
+                for (struct ks_ld_class *x = h->cls; p && x != c && x->via; x = x->via->from)
+                    p[--k] = x->via;
+                for (unsigned i = 0; p && i < n; i++)
+                    edge_text(f, p[i]);
                 fprintf(f, "    cycle: ");
                 class_text(f, h->cls);
                 fprintf(f, " -> ");
                 class_text(f, c);
-                for (unsigned i = 0; path && i < n; i++) {
+                for (unsigned i = 0; p && i < n; i++) {
                     fprintf(f, " -> ");
-                    class_text(f, path[i]->to);
+                    class_text(f, p[i]->to);
                 }
-                free(path);
+                free(p);
                 fprintf(f, "\n    threads that take these orders at the same time can wait for each other forever.\n");
             }
             held_text(f);
         }
-        /* in the map (reported once), not in the graph (it stays acyclic) */
-        edge_put(key, e);
-    } else if (same || link_edge(e) == 0) {
-        edge_put(key, e);
+        map_put(m, key, e); /* reported once; never in the graph, which stays acyclic */
+    } else if (how != BY_CLASS || link_edge(e) == 0) {
+        map_put(m, key, e);
+        if (how == BY_LOCK2)
+            __atomic_store_n(&ordered_pairs, 1, __ATOMIC_RELAXED); /* a switch */
     } else {
         free(e); /* no memory for the list: the order is checked again next time */
     }
-    ks_mutex_unlock(&graph);
-    deliver(KS_LOCKDEP_CYCLE, f, &buf);
+    graph_unlock();
+    deliver(KS_LOCKDEP_CYCLE, f, &buf, &len);
 }
 
 static void thread_exit(void);
@@ -675,24 +809,30 @@ void ks_ld_forget(const void *lock)
     if (!enter())
         return;
     int i = find_held(lock);
-    if (i >= 0) {
-        memmove(&me.h[i], &me.h[i + 1], (me.n - (unsigned)i - 1) * sizeof *me.h);
-        me.n--;
-    }
-    me.busy = 0;
+    if (i >= 0)
+        drop_held(i);
+    leave();
 }
 
-/* The lock `lock` of record r is about to be waited for (not a trylock):
- * recursion and order checks. */
+void ks_lockdep_ordered_(const void *first)
+{
+    if (ks_ld_on())
+        me.ordered_after = first; /* this thread's own: read by its next ks_ld_lock */
+}
+
+/* The lock `lock` is about to be waited for (not a trylock): recursion and
+ * order checks. */
 void ks_ld_lock(const void *lock, unsigned kind, const void *site)
 {
+    const void *after = me.ordered_after; /* the hint is for this acquisition only: enter clears it */
     if (!enter())
         return;
     struct ks_lockrec *r = ks_lockrec_find(lock, 1, kind, site);
     struct ks_ld_class *c = r ? class_of(r) : NULL;
+    uint32_t gen = r ? __atomic_load_n(&r->ld_gen, __ATOMIC_RELAXED) : 0; /* after class_of's seq_cst loads */
     int i = find_held(lock);
-    {
-        if (i >= 0 && first_at(KS_LOCKDEP_RECURSION, site)) {
+    if (i >= 0) {
+        if (first_at(KS_LOCKDEP_RECURSION, site)) {
             char *buf = NULL;
             size_t len = 0;
             FILE *f = begin(KS_LOCKDEP_RECURSION, &buf, &len);
@@ -705,27 +845,37 @@ void ks_ld_lock(const void *lock, unsigned kind, const void *site)
                 frame(f, me.h[i].site);
                 fprintf(f, ",\n    and locks it again at:\n");
                 stack(f, fr, n, site);
-                fprintf(f, "    a ks_mutex is not recursive: this thread would wait for itself forever "
-                           "(use ks_rmutex).\n");
+                fprintf(f, "    a ks_mutex is not recursive: this thread waits for itself, forever or until a timed\n"
+                           "    lock's deadline (use ks_rmutex).\n");
                 held_text(f);
             }
-            deliver(KS_LOCKDEP_RECURSION, f, &buf);
-        } else if (i < 0 && c && !__atomic_load_n(&edges_full, __ATOMIC_RELAXED)) { /* a switch */
-            void *frames[FRAMES];
-            int nframes = -1;
-            /* me.h stays as it is meanwhile: nothing is pushed while busy */
-            for (unsigned k = 0; k < me.n; k++) {
-                const struct held *h = &me.h[k];
-                if (!h->cls)
-                    continue;
-                uint64_t key = h->cls == c ? pair_key(h->lock, lock) : class_key(h->cls, c);
-                if (KS_LIKELY(edge_find(key) != NULL))
-                    continue;
-                add_order(h, c, lock, site, frames, &nframes);
-            }
+            deliver(KS_LOCKDEP_RECURSION, f, &buf, &len);
+        }
+    } else if (c) {
+        void *frames[FRAMES];
+        int nframes = -1;
+        int check_pairs = __atomic_load_n(&ordered_pairs, __ATOMIC_RELAXED); /* a switch */
+        /* me.h stays as it is meanwhile: nothing is pushed while busy */
+        for (unsigned k = 0; k < me.n; k++) {
+            const struct held *h = &me.h[k];
+            if (!h->cls)
+                continue;
+            enum how how = h->cls == c ? BY_PAIR : h->lock == after ? BY_LOCK2 : BY_CLASS;
+            struct map *m = how == BY_CLASS ? &orders : &pairs;
+            if (__atomic_load_n(&m->full, __ATOMIC_RELAXED)) /* a switch */
+                continue;
+            /* a plain order opposite to a lock2 pair: reported as a pair
+             * (once: the pair is recorded then), whatever the classes say */
+            if (how == BY_CLASS && check_pairs &&
+                KS_UNLIKELY(map_find(&pairs, pair_key(lock, gen, h->lock, h->gen)) != NULL) &&
+                !map_find(&pairs, pair_key(h->lock, h->gen, lock, gen)))
+                add_order(h, c, lock, gen, site, BY_PAIR, frames, &nframes);
+            uint64_t key = how == BY_CLASS ? class_key(h->cls, c) : pair_key(h->lock, h->gen, lock, gen);
+            if (KS_UNLIKELY(map_find(m, key) == NULL))
+                add_order(h, c, lock, gen, site, how, frames, &nframes);
         }
     }
-    me.busy = 0;
+    leave();
 }
 
 /* The lock is now held by this thread. */
@@ -735,11 +885,12 @@ void ks_ld_locked(const void *lock, unsigned kind, const void *site, int trylock
         return;
     struct ks_lockrec *r = ks_lockrec_find(lock, 1, kind, site);
     struct ks_ld_class *c = r ? class_of(r) : NULL;
+    uint32_t gen = r ? __atomic_load_n(&r->ld_gen, __ATOMIC_RELAXED) : 0; /* as in ks_ld_lock */
     if (!me.armed && ks_thread_at_exit(KS_EXIT_LOCKDEP, thread_exit) == 0)
         me.armed = 1;
-    if (push(lock, c, site, trylock) == 0 && r)
-        __atomic_store_n(&r->ld_holder, tid(), __ATOMIC_RELAXED); /* informative: who took it */
-    me.busy = 0;
+    if (push(lock, c, site, gen, trylock ? HELD_TRY : 0) == 0 && r)
+        __atomic_store_n(&r->ld_holder, holder_word(), __ATOMIC_RELAXED); /* informative: who took it */
+    leave();
 }
 
 /* The caller is about to release `lock`; `locked`: the word says it is held. */
@@ -750,15 +901,15 @@ void ks_ld_unlock(const void *lock, int locked, const void *site)
     int i = find_held(lock);
     struct ks_lockrec *r = ks_lockrec_find(lock, 0, 0, NULL);
     if (i >= 0) {
-        memmove(&me.h[i], &me.h[i + 1], (me.n - (unsigned)i - 1) * sizeof *me.h);
-        me.n--;
+        drop_held(i);
         if (r)
             __atomic_store_n(&r->ld_holder, 0, __ATOMIC_RELAXED);
     } else if (!locked || r) {
         /* Not ours.  Report it if the mutex is not locked at all, or if
-         * lockdep saw another thread take it (a lock taken before checking
-         * was on is not known: silent). */
-        int holder = r ? __atomic_load_n(&r->ld_holder, __ATOMIC_RELAXED) : 0;
+         * the checker saw another thread take it in this epoch (a lock
+         * taken before checking was on is not known: silent). */
+        uint64_t hw = r ? __atomic_load_n(&r->ld_holder, __ATOMIC_RELAXED) : 0;
+        int holder = hw >> 32 == __atomic_load_n(&epoch, __ATOMIC_RELAXED) ? (int)(uint32_t)hw : 0;
         int ev = !locked ? KS_LOCKDEP_UNLOCKED : holder && holder != tid() ? KS_LOCKDEP_NOT_HELD : 0;
         if (ev && first_at(ev, site)) {
             char *buf = NULL;
@@ -775,53 +926,73 @@ void ks_ld_unlock(const void *lock, int locked, const void *site)
                 stack(f, fr, n, site);
                 held_text(f);
             }
-            if (ev == KS_LOCKDEP_NOT_HELD && r)
-                __atomic_store_n(&r->ld_holder, 0, __ATOMIC_RELAXED);
-            deliver(ev, f, &buf);
+            deliver(ev, f, &buf, &len);
         }
+        if (ev == KS_LOCKDEP_NOT_HELD && r)
+            __atomic_store_n(&r->ld_holder, 0, __ATOMIC_RELAXED);
     }
-    me.busy = 0;
+    leave();
 }
 
-/* `lock` is being destroyed; `locked`: its word says it is held. */
+/* `lock` is being destroyed; `locked`: its word says it is held.  A report
+ * if it is; and either way the lock's identity ends here: its pairs, its
+ * subclass and (for a lock never initialised) its class belong to it, not
+ * to what the memory holds next. */
 void ks_ld_destroy(const void *lock, int locked, const void *site)
 {
     if (!enter())
         return;
     int i = find_held(lock);
-    if ((i < 0 && !locked) || !first_at(KS_LOCKDEP_DESTROY_HELD, site)) {
-        me.busy = 0;
-        return;
-    }
     struct ks_lockrec *r = ks_lockrec_find(lock, 0, 0, NULL);
-    int holder = i >= 0 ? tid() : r ? __atomic_load_n(&r->ld_holder, __ATOMIC_RELAXED) : 0;
-    char *buf = NULL;
-    size_t len = 0;
-    FILE *f = begin(KS_LOCKDEP_DESTROY_HELD, &buf, &len);
-    if (f) {
-        void *fr[FRAMES];
-        int n = backtrace(fr, FRAMES);
-        fprintf(f, "    destroying ");
-        lock_text(f, lock, r ? class_of(r) : NULL);
-        if (i >= 0) {
-            fprintf(f, ", which this thread holds (taken at ");
-            frame(f, me.h[i].site);
-            fprintf(f, ")");
-        } else if (holder)
-            fprintf(f, ", which thread %d holds", holder);
-        else
-            fprintf(f, ", which is locked");
-        fprintf(f, ", at:\n");
-        stack(f, fr, n, site);
+    if ((i >= 0 || locked) && first_at(KS_LOCKDEP_DESTROY_HELD, site)) {
+        uint64_t hw = r ? __atomic_load_n(&r->ld_holder, __ATOMIC_RELAXED) : 0;
+        int holder = i >= 0 ? tid() : hw >> 32 == __atomic_load_n(&epoch, __ATOMIC_RELAXED) ? (int)(uint32_t)hw : 0;
+        char *buf = NULL;
+        size_t len = 0;
+        FILE *f = begin(KS_LOCKDEP_DESTROY_HELD, &buf, &len);
+        if (f) {
+            void *fr[FRAMES];
+            int n = backtrace(fr, FRAMES);
+            fprintf(f, "    destroying ");
+            lock_text(f, lock, r ? class_of(r) : NULL);
+            if (i >= 0) {
+                fprintf(f, ", which this thread holds (taken at ");
+                frame(f, me.h[i].site);
+                fprintf(f, ")");
+            } else if (holder) {
+                fprintf(f, ", which thread %d holds", holder);
+            } else {
+                fprintf(f, ", which is locked");
+            }
+            fprintf(f, ", at:\n");
+            stack(f, fr, n, site);
+        }
+        deliver(KS_LOCKDEP_DESTROY_HELD, f, &buf, &len);
     }
-    deliver(KS_LOCKDEP_DESTROY_HELD, f, &buf);
-    me.busy = 0;
+    if (!locked && r) { /* a destroy that succeeds (a locked one returns EBUSY and the lock lives on) */
+        if (i >= 0)
+            drop_held(i);
+        __atomic_store_n(&r->ld_sub, 0, __ATOMIC_RELAXED); /* read after ld_gen, which moves next */
+        ks_ld_changed(r);
+    }
+    leave();
 }
 
+/* The thread's exit.  A lock its own pthread key destructors release is
+ * released after this hook may have run (destructors run in key order, and
+ * this key is often the oldest): with locks held, the hook arms itself for
+ * glibc's next round of destructors and reports only what is still held
+ * then. */
 static void thread_exit(void)
 {
     me.armed = 0;
-    if (me.n && !me.busy && __atomic_load_n(&ks_ld_on_, __ATOMIC_RELAXED)) {
+    if (me.n && !me.exit_again && !me.busy && ks_thread_at_exit(KS_EXIT_LOCKDEP, thread_exit) == 0) {
+        me.exit_again = 1;
+        me.armed = 1;
+        return;
+    }
+    if (me.n && !me.busy && __atomic_load_n(&ks_ld_on_, __ATOMIC_RELAXED) &&
+        me.epoch == __atomic_load_n(&epoch, __ATOMIC_RELAXED)) {
         me.busy = 1;
         char *buf = NULL;
         size_t len = 0;
@@ -830,29 +1001,74 @@ static void thread_exit(void)
             held_text(f);
             fprintf(f, "    nobody can unlock them: a thread that waits for one waits forever.\n");
         }
-        deliver(KS_LOCKDEP_EXIT_HELD, f, &buf);
+        deliver(KS_LOCKDEP_EXIT_HELD, f, &buf, &len);
         me.busy = 0;
     }
     free(me.h);
     me.h = NULL;
     me.n = me.cap = 0;
+    me.exit_again = 0;
 }
 
 /* ---- switches ---- */
 
+/* fork(): `graph` is held across it, so the child gets the tables in one
+ * piece, and the forking thread is `busy` meanwhile: the prepare handlers
+ * registered before this one run after it and may take ksync locks, which
+ * must not come here for `graph`. */
+static int fork_was_busy;
+
 static void fork_prepare(void)
 {
-    ks_mutex_lock(&graph);
+    fork_was_busy = me.busy;
+    me.busy = 1;
+    graph_lock();
 }
 
-static void fork_release(void)
+static void fork_parent(void)
 {
-    ks_mutex_unlock(&graph);
+    graph_unlock();
+    me.busy = fork_was_busy;
 }
 
 static void fork_child(void)
 {
-    ks_mutex_unlock(&graph);
+    graph_unlock();
+    me.busy = fork_was_busy;
+}
+
+/* KSYNC_LOCKDEP_FILE, opened once (O_CLOEXEC: not a descriptor a program's
+ * children inherit). */
+static void open_out(void)
+{
+    static int tried; /* under graph */
+    if (tried)
+        return;
+    tried = 1;
+    const char *path = getenv("KSYNC_LOCKDEP_FILE");
+    if (!path || !*path)
+        return;
+    int fd = open(path, O_WRONLY | O_APPEND | O_CREAT | O_CLOEXEC, 0644);
+    if (fd < 0) {
+        char line[300];
+        int n = snprintf(line, sizeof line, "ksync: KSYNC_LOCKDEP_FILE=%s: cannot open it; reports go to stderr\n",
+                         path);
+        if (n > 0)
+            write_all(2, line, (size_t)n < sizeof line ? (size_t)n : sizeof line - 1);
+        return;
+    }
+    __atomic_store_n(&out_fd, fd, __ATOMIC_RELAXED); /* before checking is switched on (ks_lockdep_set) */
+}
+
+static int make_map(struct map *m)
+{
+    if (m->slots) /* under graph: a plain read */
+        return 0;
+    struct slot *t = calloc(MAP_SIZE, sizeof *t);
+    if (!t)
+        return ENOMEM;
+    __atomic_store_n(&m->slots, t, __ATOMIC_RELEASE); /* pairs with map_find */
+    return 0;
 }
 
 static int make_tables(void)
@@ -860,15 +1076,10 @@ static int make_tables(void)
     static int atfork_done;
     if (ks_lockrec_table())
         return ENOMEM;
-    ks_mutex_lock(&graph);
-    int e = 0;
-    if (!etab) { /* under graph: a plain read */
-        struct slot *t = calloc(EDGE_SIZE, sizeof *t);
-        if (t)
-            __atomic_store_n(&etab, t, __ATOMIC_RELEASE); /* pairs with edge_find */
-        else
-            e = ENOMEM;
-    }
+    graph_lock();
+    int e = make_map(&orders);
+    if (!e)
+        e = make_map(&pairs);
     if (!e && !__atomic_load_n(&ctab, __ATOMIC_RELAXED)) { /* under graph */
         struct ks_ld_class **t = calloc(CLASS_SIZE, sizeof *t);
         if (t)
@@ -876,11 +1087,12 @@ static int make_tables(void)
         else
             e = ENOMEM;
     }
-    ks_mutex_unlock(&graph);
+    if (!e)
+        open_out();
+    graph_unlock();
     if (!e && !__atomic_exchange_n(&atfork_done, 1, __ATOMIC_RELAXED)) {
-        /* a fork child must not inherit `graph` held by a thread it does
-         * not have; backtrace() loads its unwinder now, not inside a lock */
-        pthread_atfork(fork_prepare, fork_release, fork_child);
+        /* backtrace() loads its unwinder now, not inside a lock path */
+        pthread_atfork(fork_prepare, fork_parent, fork_child);
         void *fr[2];
         (void)backtrace(fr, 2);
     }
@@ -899,10 +1111,15 @@ int ks_lockdep_set(int mode)
         return -e;
     int old = __atomic_load_n(&abort_after, __ATOMIC_RELAXED) ? KS_LOCKDEP_ABORT : 0;
     __atomic_store_n(&abort_after, mode == KS_LOCKDEP_ABORT, __ATOMIC_RELAXED); /* a switch */
-    if (mode != KS_LOCKDEP_OFF) /* relaxed: switches (src/internal.h) */
+    if (mode != KS_LOCKDEP_OFF) { /* relaxed: switches (src/internal.h) */
+        /* a new epoch before the switch: lists made while it was on before
+         * missed the releases made while it was off */
+        if (!__atomic_load_n(&ks_ld_on_, __ATOMIC_RELAXED))
+            __atomic_add_fetch(&epoch, 1, __ATOMIC_RELAXED);
         __atomic_fetch_or(&ks_trace_all_, KS_TRACE_LOCKDEP, __ATOMIC_RELAXED);
-    else
+    } else {
         __atomic_fetch_and(&ks_trace_all_, ~KS_TRACE_LOCKDEP, __ATOMIC_RELAXED);
+    }
     int on = __atomic_exchange_n(&ks_ld_on_, mode != KS_LOCKDEP_OFF, __ATOMIC_RELAXED); /* a switch */
     return on ? (old ? old : KS_LOCKDEP_ON) : KS_LOCKDEP_OFF;
 }
@@ -916,9 +1133,22 @@ int ks_lockdep_mode(void)
 
 void ks_lockdep_handler(ks_lockdep_handler_fn *fn, void *arg)
 {
-    /* relaxed: set before the locks it watches are used (the header) */
-    __atomic_store_n(&handler_arg, arg, __ATOMIC_RELAXED);
-    __atomic_store_n(&handler, fn, __ATOMIC_RELAXED);
+    struct handler *h = NULL;
+    if (fn) {
+        h = malloc(sizeof *h);
+        if (!h)
+            return; /* the previous handler stays */
+        h->fn = fn;
+        h->arg = arg;
+    }
+    /* release: fn and arg before the pointer (pairs with deliver).  The old
+     * pair is never freed: a report may be using it. */
+    struct handler *old = __atomic_exchange_n(&handler, h, __ATOMIC_RELEASE);
+#ifdef __SANITIZE_ADDRESS__
+    (void)old; /* kept on purpose; LeakSanitizer sees it through `handler` until replaced */
+#else
+    (void)old;
+#endif
 }
 
 uint64_t ks_lockdep_count(int event)
@@ -931,35 +1161,39 @@ uint64_t ks_lockdep_count(int event)
     return n;
 }
 
+static void clear_map(struct map *m)
+{
+    if (!m->slots) /* under graph: a plain read */
+        return;
+    /* Every edge is in one map once (a linked edge is put there too); a
+     * reader that finds a key without the lock only compares its edge
+     * with NULL, and every dereference of an edge is made under graph. */
+    for (uint32_t i = 0; i < MAP_SIZE; i++) {
+        if (!__atomic_load_n(&m->slots[i].key, __ATOMIC_RELAXED)) /* under graph: a plain read */
+            continue;
+        __atomic_store_n(&m->slots[i].key, 0, __ATOMIC_RELAXED); /* readers then miss it: the slow path */
+        struct edge *e = m->slots[i].e; /* under graph, which alone writes it */
+        if (e != &said)
+            free(e);
+        __atomic_store_n(&m->slots[i].e, NULL, __ATOMIC_RELAXED); /* readers only compare it with NULL */
+    }
+    m->n = 0;
+    __atomic_store_n(&m->full, 0, __ATOMIC_RELAXED); /* a switch */
+}
+
 void ks_lockdep_reset(void)
 {
     int was_busy = me.busy;
     me.busy = 1;
-    ks_mutex_lock(&graph);
-    if (!etab) { /* never on: nothing recorded (under graph: a plain read) */
-        ks_mutex_unlock(&graph);
-        me.busy = was_busy;
-        return;
-    }
-    /* Every edge is in the map once (a linked edge is put there too); a
-     * reader that finds a key without the lock only compares its edge
-     * with NULL, and every dereference of an edge is made under graph. */
-    for (uint32_t i = 0; i < EDGE_SIZE; i++) {
-        if (!__atomic_load_n(&etab[i].key, __ATOMIC_RELAXED)) /* under graph: a plain read */
-            continue;
-        __atomic_store_n(&etab[i].key, 0, __ATOMIC_RELAXED); /* readers then miss it: the slow path */
-        struct edge *e = etab[i].e; /* under graph, which alone writes it */
-        if (e != &said)
-            free(e);
-        __atomic_store_n(&etab[i].e, NULL, __ATOMIC_RELAXED); /* readers only compare it with NULL */
-    }
-    nedges = 0;
+    graph_lock();
+    clear_map(&orders);
+    clear_map(&pairs);
     struct ks_ld_class **t = __atomic_load_n(&ctab, __ATOMIC_RELAXED); /* under graph */
     for (uint32_t i = 0; t && i < CLASS_SIZE; i++)
         if (t[i])
             t[i]->nout = 0;
-    __atomic_store_n(&edges_full, 0, __ATOMIC_RELAXED); /* a switch */
-    ks_mutex_unlock(&graph);
+    __atomic_store_n(&ordered_pairs, 0, __ATOMIC_RELAXED); /* a switch */
+    graph_unlock();
     me.busy = was_busy;
 }
 
@@ -972,10 +1206,8 @@ int ks_lock_nest(const void *lock, unsigned subclass)
     struct ks_lockrec *r = ks_lockrec_find(lock, 1, 0, NULL);
     if (!r)
         return ENOSPC;
-    __atomic_store_n(&r->ld_sub, subclass, __ATOMIC_RELAXED); /* read by class_of after the acquire below */
-    /* release: the subclass before the class is looked up again (pairs
-     * with the acquire in class_of) */
-    __atomic_store_n(&r->ld_class, NULL, __ATOMIC_RELEASE);
+    __atomic_store_n(&r->ld_sub, subclass, __ATOMIC_RELAXED); /* read by class_of after ld_gen, which moves next */
+    ks_ld_changed(r);
     return 0;
 }
 
@@ -987,20 +1219,14 @@ __attribute__((constructor)) static void lockdep_from_env(void)
     if (!v || !*v)
         return;
     int mode;
-    if (!strcasecmp(v, "abort"))
+    if (!strcasecmp(v, "abort") || !strcmp(v, "2"))
         mode = KS_LOCKDEP_ABORT;
     else if (!strcmp(v, "1") || !strcasecmp(v, "on") || !strcasecmp(v, "yes"))
         mode = KS_LOCKDEP_ON;
     else {
         if (strcmp(v, "0") && strcasecmp(v, "off") && strcasecmp(v, "no"))
-            fprintf(stderr, "ksync: KSYNC_LOCKDEP=%s: not 0, 1 or abort; checking stays off\n", v);
+            fprintf(stderr, "ksync: KSYNC_LOCKDEP=%s: not 0, 1, 2 or abort; checking stays off\n", v);
         return;
-    }
-    const char *path = getenv("KSYNC_LOCKDEP_FILE");
-    if (path && *path) {
-        out_file = fopen(path, "a");
-        if (!out_file)
-            fprintf(stderr, "ksync: KSYNC_LOCKDEP_FILE=%s: cannot open it; reports go to stderr\n", path);
     }
     if (ks_lockdep_set(mode) < 0)
         fprintf(stderr, "ksync: KSYNC_LOCKDEP: no memory for the tables; checking stays off\n");

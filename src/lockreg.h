@@ -28,15 +28,19 @@ struct ks_lockrec {
     uint64_t hist[KS_LOCKSTAT_BUCKETS];
     uint64_t t_acq;          /* the holder's ks_ticks() at acquisition, 0 if not stamped */
     /* lock-order checking (src/lockdep.c) */
-    struct ks_ld_class *ld_class; /* acquire/release: the class, NULL until looked up or after a change */
-    unsigned ld_sub;         /* relaxed: ks_lock_nest's subclass, 0 by default */
-    int ld_holder;           /* relaxed: the kernel tid of the thread lockdep saw take it, 0 if none */
+    struct ks_ld_class *ld_class; /* seq_cst: the class, NULL until looked up or after a change (ks_ld_changed) */
+    uint32_t ld_gen;         /* seq_cst: moved by every change of the lock's identity: init, destroy, name, nest */
+    unsigned ld_sub;         /* relaxed: ks_lock_nest's subclass, 0 by default (read after ld_gen) */
+    uint64_t ld_holder;      /* relaxed: (checking epoch << 32) | kernel tid of the thread seen taking it */
     int inited;              /* relaxed: `site` is an init site (ks_ls_init), not a first acquisition's */
 };
 
 /* The record of `lock`, made if `create` (with `kind` and `site`); NULL if
  * absent, or when the table is full or missing. */
 KS_HIDDEN struct ks_lockrec *ks_lockrec_find(const void *lock, int create, unsigned kind, const void *site);
+/* The lock's identity changed (init, destroy, ks_lock_name, ks_lock_nest):
+ * lock-order checking looks its class up again (src/lockdep.c). */
+KS_HIDDEN void ks_ld_changed(struct ks_lockrec *r);
 /* Makes the table: 0 or ENOMEM. */
 KS_HIDDEN int ks_lockrec_table(void);
 /* `name` (may be NULL) or `site` as text ("func+0x1c", "prog+0x1234", or

@@ -336,10 +336,9 @@ void ks_ls_init(const void *lock, unsigned kind, const void *site)
     __atomic_fetch_add(&r->gen, 1, __ATOMIC_RELAXED);
     zero(r);
     __atomic_store_n(&r->t_acq, 0, __ATOMIC_RELAXED);
-    /* lock-order checking: the class is looked up again from the new site
-     * (release: pairs with the acquire in src/lockdep.c's class_of), and
-     * nobody holds a lock that is being initialised */
-    __atomic_store_n(&r->ld_class, NULL, __ATOMIC_RELEASE);
+    /* lock-order checking: the class is looked up again from the new site,
+     * and nobody holds a lock that is being initialised */
+    ks_ld_changed(r);
     __atomic_store_n(&r->ld_holder, 0, __ATOMIC_RELAXED);
 }
 
@@ -545,9 +544,7 @@ int ks_lock_name(const void *lock, const char *name)
     /* release: the string's bytes before its pointer (pairs with snap and
      * src/lockdep.c's class_of) */
     __atomic_store_n(&r->name, nn->s, __ATOMIC_RELEASE);
-    /* a new name, a new class for lock-order checking (release: as in
-     * ks_ls_init) */
-    __atomic_store_n(&r->ld_class, NULL, __ATOMIC_RELEASE);
+    ks_ld_changed(r); /* a new name, a new class for lock-order checking */
     return 0;
 }
 

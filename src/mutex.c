@@ -91,8 +91,10 @@ int ks_mutex_destroy(ks_mutex_t *m)
     /* relaxed: destroy is only legal when no other thread uses the mutex;
      * this check is a courtesy for the caller who got that wrong. */
     uint32_t s = __atomic_load_n(&m->state, __ATOMIC_RELAXED);
-    if (KS_UNLIKELY(ks_ld_on()) && (s & L))
-        ks_ld_destroy(m, 1, __builtin_return_address(0));
+    /* lock-order checking: a report if it is locked, and the end of the
+     * lock's identity if the destroy succeeds (not while it is waited on) */
+    if (KS_UNLIKELY(ks_ld_on()) && ((s & L) || !(s & ~T)))
+        ks_ld_destroy(m, (s & L) != 0, __builtin_return_address(0));
     if (s & ~T)
         return EBUSY;
     if (s)

@@ -8,7 +8,9 @@
 #      inversion and the cycle;
 #   2. the tellers one after the other under "ksync-run --lockdep": no
 #      deadlock in this run; it must exit 0 with "total 200" and the report;
-#   3. the same without the checker: exit 0, no report.
+#   3. the same with the accounts' mutexes left as PTHREAD_MUTEX_INITIALIZER
+#      made them (never initialised, never contended): reported too;
+#   4. the same without the checker: exit 0, no report.
 set -eu
 [ $# -eq 1 ] || { echo "usage: $0 BUILD" >&2; exit 2; }
 BUILD=$1
@@ -38,6 +40,13 @@ grep -qx 'total 200' "$work/out" || fail "tellers in turn: wrong total: $(cat "$
 [ "$(grep -c 'possible deadlock: lock order inversion' "$work/err")" -eq 1 ] ||
     fail "tellers in turn: expected one inversion report"
 echo "check-lockdep: tellers in turn: no deadlock in this run, the inversion reported once"
+
+rc=0
+timeout -k 5 30 "$RUN" --lockdep -- "$PROG" 1 static >"$work/out" 2>"$work/err" || rc=$?
+[ $rc -eq 0 ] && grep -qx 'total 200' "$work/out" || fail "static mutexes, tellers in turn: status $rc"
+[ "$(grep -c 'possible deadlock: lock order inversion' "$work/err")" -eq 1 ] ||
+    fail "static mutexes (PTHREAD_MUTEX_INITIALIZER): expected one inversion report"
+echo "check-lockdep: the same with static mutexes: reported once"
 
 rc=0
 timeout -k 5 30 "$RUN" -- "$PROG" 1 >"$work/out" 2>"$work/err" || rc=$?

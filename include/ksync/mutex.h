@@ -61,6 +61,10 @@ KS_API int ks_mutex_init(ks_mutex_t *m, unsigned flags);
 KS_API int ks_mutex_destroy(ks_mutex_t *m);
 KS_API int ks_mutex_lock_slow(ks_mutex_t *m, int64_t deadline);
 KS_API int ks_mutex_unlock_slow(ks_mutex_t *m);
+/* Lock-order checking (ksync/lockdep.h): the next acquisition of the
+ * calling thread is the second lock of a ks_mutex_lock2 taken after
+ * `first`, in address order.  Called only for a marked mutex. */
+KS_API void ks_lockdep_ordered_(const void *first);
 /* A trylock that found KS_MUTEX_TRACED (ksync/lockstat.h, KS_LOCKSTAT_ALL;
  * ksync/lockdep.h), or any trylock under KSYNC_DEBUG. */
 KS_API int ks_mutex_trylock_slow(ks_mutex_t *m);
@@ -177,6 +181,10 @@ static inline int ks_mutex_timedlock2(ks_mutex_t *a, ks_mutex_t *b, int64_t dead
     int e = ks_mutex_timedlock(a, deadline);
     if (e != 0)
         return e;
+    /* relaxed: a hint; a marked mutex goes to the library, which is told
+     * that this order is lock2's (lock-order checking, docs/lockdep.md) */
+    if (KS_UNLIKELY(__atomic_load_n(&b->state, __ATOMIC_RELAXED) & KS_MUTEX_TRACED))
+        ks_lockdep_ordered_(a);
     e = ks_mutex_timedlock(b, deadline);
     if (e != 0)
         (void)ks_mutex_unlock(a);

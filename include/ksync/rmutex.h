@@ -70,6 +70,9 @@ static inline int ks_rmutex_timedlock2(ks_rmutex_t *a, ks_rmutex_t *b, int64_t d
     int e = ks_rmutex_timedlock(a, deadline);
     if (e != 0)
         return e;
+    /* relaxed: a hint for lock-order checking, as in ks_mutex_timedlock2 */
+    if (KS_UNLIKELY(__atomic_load_n(&b->lock.state, __ATOMIC_RELAXED) & KS_MUTEX_TRACED))
+        ks_lockdep_ordered_(&a->lock);
     e = ks_rmutex_timedlock(b, deadline);
     if (e != 0)
         (void)ks_rmutex_unlock(a);

@@ -151,12 +151,10 @@ KS_PT_EXPORT int pthread_mutex_destroy(pthread_mutex_t *mutex)
     if (pm_kind(m) & PM_GLIBC)
         return ks_pt_glibc()->destroy(mutex);
     /* relaxed: a courtesy check, as glibc's (EBUSY while locked). */
-    if (__atomic_load_n(&m->lock.state, __ATOMIC_RELAXED) & KS_MUTEX_LOCKED) {
-        if (KS_UNLIKELY(ks_ld_on()))
-            ks_ld_destroy(&m->lock, 1, __builtin_return_address(0));
-        return EBUSY;
-    }
-    return 0;
+    int locked = (__atomic_load_n(&m->lock.state, __ATOMIC_RELAXED) & KS_MUTEX_LOCKED) != 0;
+    if (KS_UNLIKELY(ks_ld_on())) /* a report if locked; else the end of its identity */
+        ks_ld_destroy(&m->lock, locked, __builtin_return_address(0));
+    return locked ? EBUSY : 0;
 }
 
 /* Every type but the fast one (and that one too while every acquisition
@@ -204,7 +202,8 @@ KS_PT_EXPORT int pthread_mutex_lock(pthread_mutex_t *mutex)
 {
     struct ks_pmutex *m = pmutex(mutex);
     int kind = pm_kind(m);
-    if (KS_LIKELY(kind == 0) && !ks_trace_all())
+    /* one test for both: the default kind, and nothing traced (relaxed: a switch) */
+    if (KS_LIKELY((kind | __atomic_load_n(&ks_trace_all_, __ATOMIC_RELAXED)) == 0))
         return ks_mutex_lock(&m->lock);
     return lock_other(mutex, kind, KS_FOREVER, __builtin_return_address(0));
 }
@@ -213,7 +212,7 @@ KS_PT_EXPORT int pthread_mutex_trylock(pthread_mutex_t *mutex)
 {
     struct ks_pmutex *m = pmutex(mutex);
     int kind = pm_kind(m);
-    if (KS_LIKELY(kind == 0) && !ks_trace_all())
+    if (KS_LIKELY((kind | __atomic_load_n(&ks_trace_all_, __ATOMIC_RELAXED)) == 0)) /* as in lock */
         return ks_mutex_trylock(&m->lock);
     return lock_other(mutex, kind, -1, __builtin_return_address(0));
 }
