@@ -113,7 +113,8 @@ help:
 ## make bench           throughput/latency against glibc, Concurrency Kit and liburcu, callgrind counts
 ##                      (BENCH_ARGS="--only cache")
 ## make asan            the Criterion tests under AddressSanitizer+UBSan (build/asan)
-## make tsan            the stress scenarios and self-test under ThreadSanitizer (build/tsan)
+## make tsan            the stress scenarios and self-test under ThreadSanitizer (build/tsan), then
+##                      tools/check-annotate.sh (TSan, Helgrind and DRD on tests/annotate/guarded.c)
 ## make check-aarch64   cross-build for AArch64 and run the self-test and stress runner under qemu-aarch64,
 ##                      then the stress runner again with the AArch64 drop-in layer preloaded
 ## make model           spin models of the futex protocols: each passes, each BUG_ variant fails (docs/model.md)
@@ -210,6 +211,9 @@ tsan: deps
 	@$(MAKE) --no-print-directory BUILD=build/tsan SAN=thread build/tsan/stress/ksync-stress build/tsan/stress/ksync-selftest
 	TSAN_OPTIONS=halt_on_error=1 build/tsan/stress/ksync-selftest
 	TSAN_OPTIONS=halt_on_error=1:die_after_fork=0 build/tsan/stress/ksync-stress --scenario all --impl ksync --iters 20000 --yield 20
+	@# a TSan-built program against the uninstrumented library: the annotations (docs/annotate.md)
+	@$(MAKE) --no-print-directory $(STATIC)
+	sh tools/check-annotate.sh $(BUILD)
 
 # ---- stress and bench -----------------------------------------------------------
 $(STRESS_BIN): $(STRESS_SRCS) $(wildcard stress/*.h) $(YSTATIC) | $(BUILD)/stress
