@@ -101,7 +101,7 @@ REF_LIBS    ?= -lck -lurcu -lurcu-cds
 REF_INC     ?=
 
 .PHONY: dropin check-dropin all help deps test run-tests stress bench asan tsan check-aarch64 model install clean check-exports docs-check
-all: $(STATIC) $(BUILD)/libksync.so $(EXAMPLES)
+all: $(STATIC) $(BUILD)/libksync.so $(EXAMPLES) $(BUILD)/ksync-top
 
 help:
 	@sed -n 's/^## //p' Makefile
@@ -124,7 +124,7 @@ help:
 ## make docs-check      fail if README.md or docs/ cite a test, file, make target, option or page that does not exist
 ## make deps            install the packages the build, tests and references need (tools/deps.sh)
 ## make install         PREFIX=/usr/local DESTDIR= : headers (arch/ included), libraries (libksync-pthread too),
-##                      pkg-config file, bin/ksync-run
+##                      pkg-config file, bin/ksync-run, bin/ksync-top
 ## make clean           remove build/
 ## variables: ARCH=generic (plain-C11 arch layer), CC, CXX, BUILD, PREFIX, DESTDIR, SAN
 
@@ -172,6 +172,8 @@ $(BUILD)/tests/test_python.o: TEST_DEFS := -DKT_REPO='"$(CURDIR)"' -DKT_LIB='"$(
     -DKT_WRITER='"$(abspath $(BUILD))/examples/shm_writer"' \
     $(if $(findstring address,$(SAN)),-DKT_ASAN_RT='"$(shell $(CC) -print-file-name=libasan.so)"',)
 $(BUILD)/tests/test_python.o: examples/course.h
+# tests/test_lockstat.c runs this build's ksync-top on its own process
+$(BUILD)/tests/test_lockstat.o: TEST_DEFS := -DKT_TOP='"$(abspath $(BUILD))/ksync-top"'
 $(BUILD)/tests/test_hpp.o $(BUILD)/tests/test_hpp20.o: HPP_DEFS := -DKT_HPP_NOEXC_BIN='"$(HPP_NOEXC_BIN)"'
 $(BUILD)/tests/%.o: tests/%.cc $(HEADERS) $(CXX_HEADERS) $(ARCH_HEADERS) | $(BUILD)/tests
 	$(CXX) $(CPPFLAGS) $(HPP_DEFS) -std=c++17 $(CXXWARN) $(SANFLAGS) $(CFLAGS) -c $< -o $@
@@ -179,7 +181,7 @@ $(BUILD)/tests/test_hpp20.o: tests/test_hpp.cc $(HEADERS) $(CXX_HEADERS) $(ARCH_
 	$(CXX) $(CPPFLAGS) $(HPP_DEFS) -std=c++20 -DKS_HPP_SUITE=hpp20 $(CXXWARN) $(SANFLAGS) $(CFLAGS) -c $< -o $@
 $(HPP_NOEXC_BIN): tests/hpp_noexceptions.cc $(HEADERS) $(CXX_HEADERS) $(ARCH_HEADERS) $(STATIC) | $(BUILD)/tests
 	$(CXX) $(CPPFLAGS) -std=c++17 -fno-exceptions $(CXXWARN) $(SANFLAGS) $(CFLAGS) -o $@ $< $(STATIC) $(LDLIBS)
-$(TEST_BIN): $(TEST_OBJS) $(STATIC) $(HPP_NOEXC_BIN) $(BUILD)/libksync.so $(EXAMPLES)
+$(TEST_BIN): $(TEST_OBJS) $(STATIC) $(HPP_NOEXC_BIN) $(BUILD)/libksync.so $(EXAMPLES) $(BUILD)/ksync-top
 	$(CXX) $(SANFLAGS) -o $@ $(TEST_OBJS) $(STATIC) -lcriterion $(LDLIBS) $(TEST_WRAP)
 
 # tests/test_robust_rwlock.c steps into the robust rwlock's call of ks_robust's
@@ -259,7 +261,10 @@ $(BUILD)/libksync-pthread.so: $(DROPIN_SO)
 	ln -sf libksync-pthread.so.$(DROPIN_VERSION) $@
 $(BUILD)/ksync-run: tools/ksync-run.in
 	sed -e 's|@LIBDIR@|$(abspath $(BUILD))|' $< > $@ && chmod 755 $@
-dropin: $(BUILD)/libksync-pthread.so $(BUILD)/ksync-run
+# ksync-top PID: the live view of a process's lock statistics (docs/lockstat.md)
+$(BUILD)/ksync-top: tools/ksync-top.c include/ksync/lockstat.h include/ksync/common.h | $(BUILD)/obj
+	$(CC) $(CPPFLAGS) $(APP_CFLAGS) $(CFLAGS) -o $@ $<
+dropin: $(BUILD)/libksync-pthread.so $(BUILD)/ksync-run $(BUILD)/ksync-top
 
 # The drop-in tests and bench are plain pthread programs: they never see
 # ksync's headers or library, so the same binary runs on glibc and preloaded.
@@ -270,10 +275,11 @@ $(DROPIN_BENCH): stress/dropin_bench.c | $(BUILD)/stress
 
 check-dropin: deps
 	@sh tools/deps.sh dropin
-	@$(MAKE) --no-print-directory dropin $(DROPIN_TEST_BIN) $(DROPIN_BENCH) $(STRESS_BIN) $(TEST_BIN) $(BUILD)/examples/bank_abba
+	@$(MAKE) --no-print-directory dropin $(DROPIN_TEST_BIN) $(DROPIN_BENCH) $(STRESS_BIN) $(TEST_BIN) $(BUILD)/examples/bank_abba $(BUILD)/ksync-top
 	$(DROPIN_TEST_BIN) $(TEST_ARGS)
 	KSYNC_DROPIN_EXPECT=1 $(BUILD)/ksync-run -- $(DROPIN_TEST_BIN) $(TEST_ARGS)
 	sh tools/check-lockdep.sh $(BUILD)
+	sh tools/check-top.sh $(BUILD)
 	sh tools/dropin-own.sh $(BUILD)
 	sh tools/check-dropin.sh $(BUILD)
 
@@ -317,6 +323,7 @@ install: all dropin
 	ln -sf libksync-pthread.so.$(DROPIN_VERSION) $(DESTDIR)$(PREFIX)/lib/libksync-pthread.so
 	sed -e 's|@LIBDIR@|$(PREFIX)/lib|' tools/ksync-run.in > $(DESTDIR)$(PREFIX)/bin/ksync-run
 	chmod 755 $(DESTDIR)$(PREFIX)/bin/ksync-run
+	install -m 755 $(BUILD)/ksync-top $(DESTDIR)$(PREFIX)/bin/
 	sed -e 's|@PREFIX@|$(PREFIX)|' -e 's|@VERSION@|$(VERSION)|' tools/ksync.pc.in \
 	    > $(DESTDIR)$(PREFIX)/lib/pkgconfig/ksync.pc
 

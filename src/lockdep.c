@@ -76,6 +76,7 @@ static int ordered_pairs;      /* relaxed: a lock2 pair of two classes was recor
 struct handler {
     ks_lockdep_handler_fn *fn;
     void *arg;
+    struct handler *prev; /* the ones before: never freed (a report may be using one), kept reachable */
 };
 static struct handler *handler; /* acquire/release: a pair published whole, never freed */
 
@@ -1133,22 +1134,15 @@ int ks_lockdep_mode(void)
 
 void ks_lockdep_handler(ks_lockdep_handler_fn *fn, void *arg)
 {
-    struct handler *h = NULL;
-    if (fn) {
-        h = malloc(sizeof *h);
-        if (!h)
-            return; /* the previous handler stays */
-        h->fn = fn;
-        h->arg = arg;
-    }
-    /* release: fn and arg before the pointer (pairs with deliver).  The old
-     * pair is never freed: a report may be using it. */
-    struct handler *old = __atomic_exchange_n(&handler, h, __ATOMIC_RELEASE);
-#ifdef __SANITIZE_ADDRESS__
-    (void)old; /* kept on purpose; LeakSanitizer sees it through `handler` until replaced */
-#else
-    (void)old;
-#endif
+    struct handler *h = malloc(sizeof *h);
+    if (!h)
+        return; /* the previous handler stays */
+    h->fn = fn; /* NULL: the default output */
+    h->arg = arg;
+    /* release: fn and arg before the pointer (pairs with deliver) */
+    h->prev = __atomic_load_n(&handler, __ATOMIC_RELAXED); /* seeds the CAS */
+    while (!__atomic_compare_exchange_n(&handler, &h->prev, h, 1, __ATOMIC_RELEASE, __ATOMIC_RELAXED))
+        ;
 }
 
 uint64_t ks_lockdep_count(int event)

@@ -26,7 +26,13 @@
 #include <ksync/lockstat.h>
 #include <ksync/mutex.h>
 #include <dlfcn.h>
+#include <fcntl.h>
+#include <ksync/cond.h>
+#include <pthread.h>
+#include <signal.h>
 #include <stdlib.h>
+#include <sys/mman.h>
+#include <time.h>
 #include <string.h>
 #include <strings.h>
 #include <unistd.h>
@@ -658,17 +664,18 @@ static void fmt_ns(char *b, size_t len, uint64_t ns)
         snprintf(b, len, "%.1f s", (double)ns / 1e9);
 }
 
-int ks_lockstat_report(FILE *f)
+/* The table by class, most contended first: *out (to be freed) gets the
+ * classes, *locks the number of locks; the number of classes, or -1
+ * without memory. */
+static long by_class(struct cls **out, size_t *locks)
 {
-    if (!f)
-        return EINVAL;
     size_t n = ks_lockstat_read(NULL, 0);
     struct ks_lockstat *all = n ? calloc(n, sizeof *all) : NULL;
     struct cls *c = n ? calloc(n, sizeof *c) : NULL;
     if (n && (!all || !c)) {
         free(all);
         free(c);
-        return ENOMEM;
+        return -1;
     }
     size_t now = ks_lockstat_read(all, n); /* records may have been added since: read what fits */
     if (now < n)
@@ -700,6 +707,22 @@ int ks_lockstat_report(FILE *f)
     }
     if (nc > 1)
         qsort(c, nc, sizeof *c, by_contention);
+    free(all);
+    *out = c;
+    *locks = n;
+    return (long)nc;
+}
+
+int ks_lockstat_report(FILE *f)
+{
+    if (!f)
+        return EINVAL;
+    struct cls *c = NULL;
+    size_t n = 0;
+    long got = by_class(&c, &n);
+    if (got < 0)
+        return ENOMEM;
+    size_t nc = (size_t)got;
     int mode = ks_ls_mode();
     fprintf(f, "ksync lockstat, pid %d, mode %s: %zu lock(s) in %zu class(es), most contended first%s\n",
             (int)getpid(), mode == KS_LOCKSTAT_ALL ? "all" : mode == KS_LOCKSTAT_CONTENTION ? "contention" : "off",
@@ -730,9 +753,194 @@ int ks_lockstat_report(FILE *f)
             fprintf(f, "\n");
         }
     }
-    free(all);
     free(c);
     return ferror(f) ? EIO : 0;
+}
+
+/* ---- the live view: a page that ksync-top reads (ksync/lockstat.h) ----
+ *
+ * A thread of the process (started by ks_lockstat_publish, or by
+ * KSYNC_LOCKSTAT) writes the table by class into a POSIX shared-memory
+ * object, /ksync-lockstat.<pid>, every interval, under a sequence count:
+ * odd while it writes, so a reader copies the page and keeps the copy only
+ * if the count was even and unchanged around it (a seqlock).  Nothing in
+ * the lock paths knows about it. */
+
+static struct ks_lockstat_page *page;   /* the mapping; the publisher alone writes it */
+static char page_name[40];
+static pthread_t publisher;
+static int pub_state;                   /* under setup: 0 none, 1 running, 2 asked to stop */
+static int64_t pub_interval_ns;         /* relaxed: read by the publisher each round */
+static ks_mutex_t pub_lock = KS_MUTEX_INIT; /* the publisher's sleep, and its stop */
+static ks_cond_t pub_wake = KS_COND_INIT;
+
+static void publish_once(void)
+{
+    struct cls *c = NULL;
+    size_t n = 0;
+    long nc = by_class(&c, &n);
+    if (nc < 0)
+        return;
+    struct ks_lockstat_page *pg = page;
+    /* relaxed store then a release fence: the odd count is visible before
+     * any row changes (a reader that sees a new row sees the odd count) */
+    uint32_t seq = __atomic_load_n(&pg->seq, __ATOMIC_RELAXED);
+    __atomic_store_n(&pg->seq, seq + 1, __ATOMIC_RELAXED);
+    __atomic_thread_fence(__ATOMIC_RELEASE);
+    uint32_t rows = nc < KS_LOCKSTAT_PAGE_ROWS ? (uint32_t)nc : KS_LOCKSTAT_PAGE_ROWS;
+    for (uint32_t k = 0; k < rows; k++) {
+        struct ks_lockstat_row *r = &pg->row[k];
+        const struct ks_lockstat *st = &c[k].s;
+        char what[sizeof r->cls];
+        ks_lockrec_describe(st->name, st->site, what, sizeof what);
+        /* relaxed: every field of the page is written under the odd count,
+         * and read by the other process only as a copy that it checks */
+        for (size_t i = 0; i < sizeof r->cls; i++)
+            __atomic_store_n(&r->cls[i], what[i], __ATOMIC_RELAXED);
+        __atomic_store_n(&r->kind, st->kind, __ATOMIC_RELAXED);
+        __atomic_store_n(&r->locks, c[k].locks, __ATOMIC_RELAXED);
+        __atomic_store_n(&r->acquisitions, st->acquisitions, __ATOMIC_RELAXED);
+        __atomic_store_n(&r->contended, st->contended, __ATOMIC_RELAXED);
+        __atomic_store_n(&r->wait_ns, st->wait_ns, __ATOMIC_RELAXED);
+        __atomic_store_n(&r->wait_max_ns, st->wait_max_ns, __ATOMIC_RELAXED);
+        __atomic_store_n(&r->holds, st->holds, __ATOMIC_RELAXED);
+        __atomic_store_n(&r->hold_ns, st->hold_ns, __ATOMIC_RELAXED);
+        __atomic_store_n(&r->hold_max_ns, st->hold_max_ns, __ATOMIC_RELAXED);
+    }
+    __atomic_store_n(&pg->rows, rows, __ATOMIC_RELAXED);
+    __atomic_store_n(&pg->classes, (uint32_t)nc, __ATOMIC_RELAXED);
+    __atomic_store_n(&pg->locks, (uint32_t)n, __ATOMIC_RELAXED);
+    __atomic_store_n(&pg->mode, (uint32_t)ks_ls_mode(), __ATOMIC_RELAXED);
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    __atomic_store_n(&pg->updated_ns, (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec, __ATOMIC_RELAXED);
+    __atomic_store_n(&pg->interval_ns, (uint64_t)__atomic_load_n(&pub_interval_ns, __ATOMIC_RELAXED),
+                     __ATOMIC_RELAXED);
+    /* release: the rows before the even count (pairs with the reader's
+     * acquire load of the count after its copy) */
+    __atomic_store_n(&pg->seq, seq + 2, __ATOMIC_RELEASE);
+    free(c);
+}
+
+static void *publish_loop(void *arg)
+{
+    (void)arg;
+    ks_mutex_lock(&pub_lock);
+    while (__atomic_load_n(&pub_state, __ATOMIC_RELAXED) == 1) { /* under pub_lock for the stop */
+        ks_mutex_unlock(&pub_lock);
+        publish_once();
+        ks_mutex_lock(&pub_lock);
+        if (__atomic_load_n(&pub_state, __ATOMIC_RELAXED) == 1)
+            ks_cond_timedwait(&pub_wake, &pub_lock,
+                              ks_deadline_after(__atomic_load_n(&pub_interval_ns, __ATOMIC_RELAXED)));
+    }
+    ks_mutex_unlock(&pub_lock);
+    return NULL;
+}
+
+static pid_t pub_pid; /* under setup: the process whose page it is */
+
+/* A fork child has no publisher thread and must not remove its parent's
+ * page: it forgets both (its copy of the mapping stays unused). */
+static int publisher_here(void)
+{
+    if (pub_state && pub_pid != getpid()) {
+        pub_state = 0;
+        page = NULL;
+        page_name[0] = 0;
+    }
+    return pub_state;
+}
+
+static void unpublish_at_exit(void)
+{
+    ks_mutex_lock(&setup);
+    if (publisher_here() && page_name[0])
+        shm_unlink(page_name);
+    ks_mutex_unlock(&setup);
+}
+
+int ks_lockstat_publish(int interval_ms)
+{
+    if (interval_ms < 0)
+        return EINVAL;
+    if (interval_ms > 0 && make_table())
+        return ENOMEM;
+    ks_mutex_lock(&setup);
+    int e = 0;
+    (void)publisher_here();
+    if (interval_ms == 0) {
+        if (pub_state == 1) {
+            ks_mutex_lock(&pub_lock);
+            __atomic_store_n(&pub_state, 2, __ATOMIC_RELAXED);
+            ks_cond_signal(&pub_wake);
+            ks_mutex_unlock(&pub_lock);
+            pthread_join(publisher, NULL);
+            pub_state = 0;
+            munmap(page, sizeof *page);
+            page = NULL;
+            shm_unlink(page_name);
+            page_name[0] = 0;
+        }
+        ks_mutex_unlock(&setup);
+        return 0;
+    }
+    __atomic_store_n(&pub_interval_ns, (int64_t)interval_ms * 1000000, __ATOMIC_RELAXED);
+    if (pub_state == 1) { /* running: a new interval only */
+        ks_mutex_lock(&pub_lock);
+        ks_cond_signal(&pub_wake);
+        ks_mutex_unlock(&pub_lock);
+        ks_mutex_unlock(&setup);
+        return 0;
+    }
+    char name[sizeof page_name];
+    snprintf(name, sizeof name, KS_LOCKSTAT_PAGE_PREFIX "%d", (int)getpid());
+    int fd = shm_open(name, O_RDWR | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
+    if (fd < 0) {
+        e = errno;
+    } else if (ftruncate(fd, sizeof *page) != 0) {
+        e = errno;
+        close(fd);
+        shm_unlink(name);
+    } else {
+        void *p = mmap(NULL, sizeof *page, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
+        e = p == MAP_FAILED ? errno : 0;
+        close(fd);
+        if (e) {
+            shm_unlink(name);
+        } else {
+            page = p;
+            page->magic = KS_LOCKSTAT_PAGE_MAGIC;
+            page->version = KS_LOCKSTAT_PAGE_VERSION;
+            page->rows_max = KS_LOCKSTAT_PAGE_ROWS;
+            page->pid = (int32_t)getpid();
+            snprintf(page->prog, sizeof page->prog, "%s", program_invocation_short_name);
+            memcpy(page_name, name, sizeof name);
+            pub_pid = getpid();
+            ks_lock_name(&pub_lock, "ksync: lock statistics publisher"); /* not a site in the library */
+            __atomic_store_n(&pub_state, 1, __ATOMIC_RELAXED); /* under setup; the thread reads it under pub_lock */
+            /* the publisher takes no signal meant for the program */
+            sigset_t all, old;
+            sigfillset(&all);
+            pthread_sigmask(SIG_SETMASK, &all, &old);
+            e = pthread_create(&publisher, NULL, publish_loop, NULL);
+            pthread_sigmask(SIG_SETMASK, &old, NULL);
+            if (e) {
+                pub_state = 0;
+                munmap(page, sizeof *page);
+                page = NULL;
+                shm_unlink(page_name);
+                page_name[0] = 0;
+            } else {
+                pthread_setname_np(publisher, "ksync-lockstat");
+                static int at_exit_armed; /* under setup */
+                if (!at_exit_armed && atexit(unpublish_at_exit) == 0)
+                    at_exit_armed = 1;
+            }
+        }
+    }
+    ks_mutex_unlock(&setup);
+    return e;
 }
 
 /* ---- KSYNC_LOCKSTAT: switched on before main, reported at exit ---- */
@@ -765,4 +973,14 @@ __attribute__((constructor)) static void lockstat_from_env(void)
     }
     if (ks_lockstat_set(mode) >= 0)
         atexit(report_at_exit);
+    /* the live view for ksync-top: KSYNC_LOCKSTAT_TOP=0 turns it off, a
+     * number of milliseconds sets its interval (default 1000) */
+    const char *t = getenv("KSYNC_LOCKSTAT_TOP");
+    long ms = t && *t ? strtol(t, NULL, 10) : 1000;
+    if (ms > 0 && ms <= 3600000) {
+        int e = ks_lockstat_publish((int)ms);
+        if (e)
+            fprintf(stderr, "ksync: lock statistics' live view: %s (ksync-top will not see this process)\n",
+                    strerror(e));
+    }
 }

@@ -3,7 +3,9 @@
  * from one test into the next. */
 #include "helpers.h"
 
+#include <fcntl.h>
 #include <string.h>
+#include <sys/mman.h>
 
 static struct ks_lockstat stat_of(const void *lock)
 {
@@ -473,4 +475,160 @@ Test(lockstat, an_allocator_guarded_by_a_ks_mutex_does_not_recurse, .timeout = 6
     }
     guarded = 0;
     cr_assert_eq(stat_of(&m[7]).acquisitions, 1);
+}
+
+/* ---- the live view: ks_lockstat_publish and ksync-top ---- */
+
+static char *page_path(pid_t pid, char *buf, size_t len)
+{
+    snprintf(buf, len, KS_LOCKSTAT_PAGE_PREFIX "%d", (int)pid);
+    return buf;
+}
+
+/* ksync-top's output on this process, to be freed. */
+static char *top_output(const char *args)
+{
+    char cmd[512];
+    snprintf(cmd, sizeof cmd, "%s %s %d 2>&1", KT_TOP, args, (int)getpid());
+    FILE *p = popen(cmd, "r");
+    cr_assert_not_null(p);
+    char *buf = calloc(1, 65536);
+    size_t n = fread(buf, 1, 65535, p);
+    buf[n] = 0;
+    int st = pclose(p);
+    cr_assert(WIFEXITED(st) && WEXITSTATUS(st) == 0, "%s: status %#x: %s", cmd, st, buf);
+    return buf;
+}
+
+static void *hammer_named(void *p)
+{
+    for (int i = 0; i < 2000; i++) {
+        ks_mutex_lock(p);
+        ks_mutex_unlock(p);
+    }
+    return NULL;
+}
+
+Test(lockstat, ksync_top_reads_the_published_page, .timeout = 60)
+{
+    static ks_mutex_t m;
+    cr_assert_eq(ks_lockstat_set(KS_LOCKSTAT_ALL), KS_LOCKSTAT_OFF);
+    cr_assert_eq(ks_mutex_init(&m, 0), 0);
+    cr_assert_eq(ks_lock_name(&m, "the-published-lock"), 0);
+    pthread_t t[4];
+    for (int i = 0; i < 4; i++)
+        kt_spawn(&t[i], hammer_named, &m);
+    for (int i = 0; i < 4; i++)
+        kt_join(t[i]); /* their counts are flushed at their exit */
+    cr_assert_eq(ks_lockstat_publish(20), 0);
+    char name[64];
+    int fd = shm_open(page_path(getpid(), name, sizeof name), O_RDONLY, 0);
+    cr_assert_geq(fd, 0, "no page: %s", strerror(errno));
+    const struct ks_lockstat_page *pg = mmap(NULL, sizeof *pg, PROT_READ, MAP_SHARED, fd, 0);
+    close(fd);
+    cr_assert_neq(pg, MAP_FAILED);
+    int64_t end = ks_now() + 5 * KS_NSEC_PER_SEC;
+    while (__atomic_load_n(&pg->updated_ns, __ATOMIC_ACQUIRE) == 0 && ks_now() < end)
+        kt_sleep_ns(5 * KT_MS);
+    cr_assert_eq(pg->magic, KS_LOCKSTAT_PAGE_MAGIC);
+    cr_assert_eq(pg->pid, (int32_t)getpid());
+    munmap((void *)pg, sizeof *pg);
+    char *out = top_output("-b -n 2 -d 0.05");
+    const char *row = strstr(out, "the-published-lock");
+    cr_assert_not_null(row, "%s", out);
+    unsigned locks = 0;
+    unsigned long long acq = 0;
+    cr_assert_eq(sscanf(row, "the-published-lock mutex %u %llu", &locks, &acq), 2, "%s", row);
+    cr_assert_eq(locks, 1u);
+    cr_assert_eq(acq, 8000ull, "%s", out);
+    cr_assert(strstr(out, "mode all"), "%s", out);
+    free(out);
+    /* stopped: the page is gone */
+    cr_assert_eq(ks_lockstat_publish(0), 0);
+    cr_assert_eq(shm_open(name, O_RDONLY, 0), -1);
+    cr_assert_eq(errno, ENOENT);
+}
+
+Test(lockstat, publish_careless_calls, .timeout = 30)
+{
+    char name[64];
+    cr_assert_eq(ks_lockstat_publish(-1), EINVAL);
+    cr_assert_eq(ks_lockstat_publish(0), 0, "stopping what does not run");
+    cr_assert_eq(ks_lockstat_publish(1000), 0);
+    cr_assert_eq(ks_lockstat_publish(10), 0, "running: a new interval");
+    cr_assert_eq(ks_lockstat_publish(0), 0);
+    cr_assert_eq(ks_lockstat_publish(0), 0);
+    cr_assert_eq(shm_open(page_path(getpid(), name, sizeof name), O_RDONLY, 0), -1);
+    cr_assert_eq(ks_lockstat_publish(5), 0, "again after a stop");
+    cr_assert_eq(ks_lockstat_publish(0), 0);
+}
+
+static int child_stops_publishing(void *arg)
+{
+    (void)arg;
+    return ks_lockstat_publish(0) == 0 ? 0 : 1; /* no thread to join here, no page of its own */
+}
+
+Test(lockstat, a_fork_child_leaves_its_parents_page_alone, .timeout = 30)
+{
+    char name[64];
+    cr_assert_eq(ks_lockstat_publish(10), 0);
+    for (int k = 0; k < KT_FORK_KINDS; k++)
+        kt_wait_child_named(kt_fork_as((enum kt_fork_kind)k, child_stops_publishing, NULL), kt_fork_names[k]);
+    int fd = shm_open(page_path(getpid(), name, sizeof name), O_RDONLY, 0);
+    cr_assert_geq(fd, 0, "the children removed the parent's page");
+    close(fd);
+    cr_assert_eq(ks_lockstat_publish(0), 0);
+}
+
+static int top_status(const char *args)
+{
+    char cmd[512];
+    snprintf(cmd, sizeof cmd, "%s %s >/dev/null 2>&1", KT_TOP, args);
+    int st = system(cmd);
+    cr_assert(WIFEXITED(st), "%s: %#x", cmd, st);
+    return WEXITSTATUS(st);
+}
+
+Test(lockstat, ksync_top_careless_use, .timeout = 30)
+{
+    cr_assert_eq(top_status(""), 2);
+    cr_assert_eq(top_status("-d 0 1"), 2);
+    cr_assert_eq(top_status("-n 0 1"), 2);
+    cr_assert_eq(top_status("abc"), 2);
+    cr_assert_eq(top_status("-1"), 2);
+    cr_assert_eq(top_status("1 2"), 2);
+    cr_assert_eq(top_status("-b -n 1 2147483646"), 1, "no such page");
+    /* a page that is not one: too short, then the right size of garbage */
+    char name[64];
+    pid_t fake = 2147483000;
+    page_path(fake, name, sizeof name);
+    int fd = shm_open(name, O_RDWR | O_CREAT | O_TRUNC, 0600);
+    cr_assert_geq(fd, 0);
+    cr_assert_eq(ftruncate(fd, 100), 0);
+    char args[64];
+    snprintf(args, sizeof args, "-b -n 1 %d", (int)fake);
+    cr_assert_eq(top_status(args), 1, "a short page");
+    cr_assert_eq(ftruncate(fd, sizeof(struct ks_lockstat_page)), 0);
+    unsigned char *p = mmap(NULL, sizeof(struct ks_lockstat_page), PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
+    cr_assert_neq(p, MAP_FAILED);
+    for (size_t i = 0; i < sizeof(struct ks_lockstat_page); i++)
+        p[i] = (unsigned char)(i * 2654435761u >> 13);
+    ((struct ks_lockstat_page *)(void *)p)->seq = 0;
+    cr_assert_eq(top_status(args), 1, "garbage");
+    struct ks_lockstat_page *pg = (void *)p;
+    pg->magic = KS_LOCKSTAT_PAGE_MAGIC;
+    pg->version = KS_LOCKSTAT_PAGE_VERSION;
+    pg->rows_max = KS_LOCKSTAT_PAGE_ROWS;
+    pg->pid = fake;
+    pg->mode = 1;
+    pg->rows = 100000;
+    cr_assert_eq(top_status(args), 1, "too many rows");
+    pg->rows = 3; /* rows of garbage text, unterminated: printed cut, not overrun */
+    cr_assert_eq(top_status(args), 0, "a page of garbage rows is shown, not followed");
+    pg->seq = 1; /* a writer that died in the middle */
+    cr_assert_eq(top_status(args), 1);
+    munmap(p, sizeof(struct ks_lockstat_page));
+    close(fd);
+    shm_unlink(name);
 }

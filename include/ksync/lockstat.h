@@ -61,9 +61,45 @@ struct ks_lockstat {
     uint64_t wait_hist[KS_LOCKSTAT_BUCKETS];
 };
 
+/* ---- the live view (ksync-top PID) ----
+ * ks_lockstat_publish(ms) starts a thread that writes the table by class,
+ * most contended first, into the POSIX shared-memory object
+ * KS_LOCKSTAT_PAGE_PREFIX "<pid>" every ms milliseconds; 0 stops it and
+ * removes the object (as the process's exit does).  KSYNC_LOCKSTAT starts
+ * it at 1000 ms (KSYNC_LOCKSTAT_TOP=ms, or 0 for none).  Returns 0, EINVAL
+ * (ms < 0), or the errno of shm_open, ftruncate, mmap, pthread_create.
+ * A reader copies the page and keeps the copy if `seq` was even and
+ * unchanged around the copy; the counts of a running thread may lag by the
+ * events its shard still holds (docs/lockstat.md). */
+#define KS_LOCKSTAT_PAGE_PREFIX "/ksync-lockstat."
+#define KS_LOCKSTAT_PAGE_MAGIC 0x6b736c6f636b7374ull /* "kslockst" */
+#define KS_LOCKSTAT_PAGE_VERSION 1u
+#define KS_LOCKSTAT_PAGE_ROWS 256u
+
+struct ks_lockstat_row {
+    char cls[80];          /* the class: its name or its site, NUL-terminated */
+    uint32_t kind, locks;  /* enum ks_lock_kind; locks in the class */
+    uint64_t acquisitions, contended, wait_ns, wait_max_ns, holds, hold_ns, hold_max_ns;
+};
+
+struct ks_lockstat_page {
+    uint64_t magic;
+    uint32_t version, rows_max;
+    uint32_t seq;          /* odd while the publisher writes */
+    uint32_t rows;         /* rows filled (the most contended classes) */
+    uint32_t classes, locks; /* in the whole table */
+    uint32_t mode;         /* KS_LOCKSTAT_* */
+    int32_t pid;
+    uint64_t updated_ns;   /* CLOCK_REALTIME of the last snapshot */
+    uint64_t interval_ns;
+    char prog[32];
+    struct ks_lockstat_row row[KS_LOCKSTAT_PAGE_ROWS];
+};
+
 KS_EXTERN_C_BEGIN
 
 KS_API int ks_lockstat_set(int mode);
+KS_API int ks_lockstat_publish(int interval_ms);
 KS_API int ks_lockstat_mode(void);
 KS_API int ks_lock_name(const void *lock, const char *name);
 KS_API size_t ks_lockstat_read(struct ks_lockstat *out, size_t max);
