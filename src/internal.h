@@ -343,6 +343,8 @@ static inline int ks_ld_on(void)
 }
 KS_HIDDEN void ks_ld_lock(const void *lock, unsigned kind, const void *site);
 KS_HIDDEN void ks_ld_locked(const void *lock, unsigned kind, const void *site, int trylock);
+/* a wait that ks_ld_lock announced ended without the lock (timeout, error) */
+KS_HIDDEN void ks_ld_wait_end(void);
 KS_HIDDEN void ks_ld_unlock(const void *lock, int locked, const void *site);
 KS_HIDDEN void ks_ld_destroy(const void *lock, int locked, const void *site);
 /* `lock` is being initialised: this thread no longer holds it (a fork

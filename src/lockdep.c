@@ -45,6 +45,7 @@
  */
 #include "lockreg.h"
 
+#include <ksync/cond.h>
 #include <ksync/lockdep.h>
 #include <ksync/mutex.h>
 #include <ksync/rmutex.h>
@@ -52,6 +53,7 @@
 #include <execinfo.h>
 #include <fcntl.h>
 #include <pthread.h>
+#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -136,9 +138,12 @@ struct held {
     unsigned flags;
 };
 
+struct watched;
+
 static KS_TLS struct {
     struct held *h;
     unsigned n, cap;
+    struct watched *w;  /* this thread's entry for the watchdog, or NULL: then h, n, cap change under w->spin */
     int busy;
     int armed;          /* the exit hook */
     int exit_again;     /* the exit hook has run once with locks held */
@@ -223,6 +228,11 @@ static void map_put(struct map *m, uint64_t key, struct edge *e)
         }
 }
 
+/* the watchdog's list (below): reset with `graph` in a new process image */
+struct watched;
+static ks_mutex_t watch_lock = {0u, 0u};
+static struct watched *watch_list; /* under watch_lock */
+
 /* ---- taking `graph` ---- */
 
 /* `graph` in a process image other than the one it was last taken in (a
@@ -238,8 +248,13 @@ static void image_check(void)
         return;
     /* relaxed: the CAS elects one thread; the word store below is ordered
      * for the others by graph's own acquire when they lock it */
-    if (__atomic_compare_exchange_n(&graph_image, &was, g, 0, __ATOMIC_RELAXED, __ATOMIC_RELAXED) && was)
+    if (__atomic_compare_exchange_n(&graph_image, &was, g, 0, __ATOMIC_RELAXED, __ATOMIC_RELAXED) && was) {
+        /* the watchdog's list holds the parent's threads, whose state is
+         * not in this image: dropped (leaked: it may be half-changed) */
+        __atomic_store_n(&watch_list, NULL, __ATOMIC_RELAXED); /* before the lock is freed below */
+        __atomic_store_n(&watch_lock.state, 0, __ATOMIC_RELEASE); /* as graph's */
         __atomic_store_n(&graph.state, 0, __ATOMIC_RELEASE); /* pairs with the next locker's acquire */
+    }
 }
 
 static void graph_lock(void)
@@ -527,6 +542,8 @@ static const char *event_title(int ev)
     case KS_LOCKDEP_UNLOCKED: return "a thread unlocks a mutex that is not locked";
     case KS_LOCKDEP_DESTROY_HELD: return "a locked mutex is destroyed";
     case KS_LOCKDEP_EXIT_HELD: return "a thread exits holding mutexes";
+    case KS_LOCKDEP_BLOCKED: return "a thread has waited longer than the threshold";
+    case KS_LOCKDEP_DEADLOCK: return "deadlock: threads wait for each other";
     }
     return "?";
 }
@@ -586,6 +603,10 @@ static void deliver(int ev, FILE *f, char **bufp, size_t *lenp)
 
 /* ---- the checks ---- */
 
+static void own_lock(void);
+static void own_unlock(void);
+static void thread_exit(void);
+
 /* Enters the checker: 0 if this thread is already inside it.  The list is
  * dropped when checking was switched off and on again since it was made
  * (its releases were not seen), and trimmed in a new process image (a
@@ -602,11 +623,15 @@ static int enter(void)
     uint32_t e = __atomic_load_n(&epoch, __ATOMIC_RELAXED); /* a switch's count */
     if (KS_UNLIKELY(e != me.epoch)) {
         me.epoch = e;
+        own_lock();
         me.n = 0;
+        own_unlock();
     }
     uint64_t g = ks_process_gen();
     if (KS_UNLIKELY(g != me.image)) {
         me.image = g;
+        /* a child's entry is a copy that is on no list of this image */
+        me.w = NULL;
         unsigned k = 0;
         for (unsigned i = 0; i < me.n; i++) {
             const ks_mutex_t *m = me.h[i].lock;
@@ -622,6 +647,108 @@ static int enter(void)
 static void leave(void)
 {
     me.busy = 0;
+}
+
+/* ---- what the watchdog sees of a thread ----
+ * A thread that runs while the watchdog is on has an entry on a list the
+ * watchdog walks: its id and name, the lock it waits for and since when,
+ * and (through pointers into the thread's own state) its held list.  The
+ * thread changes its list and its wait under the entry's spin word; the
+ * watchdog copies them under it.  The entry leaves the list at the
+ * thread's exit, under watch_lock, which the watchdog holds while it
+ * copies. */
+struct watched {
+    struct watched *next;      /* under watch_lock */
+    uint32_t spin;             /* acquire/release: a spin lock (see own_lock) */
+    int tid;
+    char name[16];
+    const void *waiting;       /* under spin: the lock it waits for, or NULL */
+    int64_t since;             /* under spin */
+    uint64_t waits;            /* under spin: counts the waits */
+    uint64_t reported;         /* the watchdog's: the wait it last reported */
+    struct held **h;           /* under spin: the thread's list (its own state) */
+    unsigned *n;
+};
+
+static int64_t watch_ns;           /* relaxed: the threshold, 0 when the watchdog is off */
+
+static void spin_lock(uint32_t *w)
+{
+    /* acquire: pairs with the release in spin_unlock */
+    while (__atomic_exchange_n(w, 1, __ATOMIC_ACQUIRE))
+        while (__atomic_load_n(w, __ATOMIC_RELAXED))
+            ks_cpu_relax();
+}
+
+static void spin_unlock(uint32_t *w)
+{
+    __atomic_store_n(w, 0, __ATOMIC_RELEASE); /* pairs with spin_lock's acquire */
+}
+
+static void own_lock(void)
+{
+    if (me.w)
+        spin_lock(&me.w->spin);
+}
+
+static void own_unlock(void)
+{
+    if (me.w)
+        spin_unlock(&me.w->spin);
+}
+
+/* Under `busy`: put this thread on the watchdog's list (once, and only if
+ * its exit hook runs, which takes it off). */
+static void watch_me(void)
+{
+    if (!me.armed && ks_thread_at_exit(KS_EXIT_LOCKDEP, thread_exit) == 0)
+        me.armed = 1;
+    if (me.w || !me.armed)
+        return;
+    struct watched *w = calloc(1, sizeof *w);
+    if (!w)
+        return;
+    w->tid = tid();
+    my_name(w->name);
+    w->h = &me.h;
+    w->n = &me.n;
+    image_check();
+    ks_mutex_lock(&watch_lock);
+    w->next = watch_list;
+    watch_list = w;
+    me.w = w;
+    ks_mutex_unlock(&watch_lock);
+}
+
+static void unwatch_me(void)
+{
+    struct watched *w = me.w;
+    if (!w)
+        return;
+    image_check();
+    ks_mutex_lock(&watch_lock);
+    for (struct watched **p = &watch_list; *p; p = &(*p)->next)
+        if (*p == w) {
+            *p = w->next;
+            break;
+        }
+    me.w = NULL;
+    ks_mutex_unlock(&watch_lock);
+    free(w);
+}
+
+static void set_waiting(const void *lock)
+{
+    struct watched *w = me.w;
+    if (!w)
+        return;
+    spin_lock(&w->spin);
+    w->waiting = lock;
+    if (lock) {
+        w->since = ks_now();
+        w->waits++;
+    }
+    spin_unlock(&w->spin);
 }
 
 /* 1 the first time `ev` happens at `site` (the misuse reports are made once
@@ -647,16 +774,22 @@ static int first_at(int ev, const void *site)
 
 static int push(const void *lock, struct ks_ld_class *c, const void *site, uint32_t gen, unsigned flags)
 {
+    int e = 0;
+    own_lock();
     if (me.n == me.cap) {
         unsigned cap = me.cap ? 2 * me.cap : 16;
         struct held *h = realloc(me.h, cap * sizeof *h);
         if (!h)
-            return -1;
-        me.h = h;
-        me.cap = cap;
+            e = -1;
+        else {
+            me.h = h;
+            me.cap = cap;
+        }
     }
-    me.h[me.n++] = (struct held){lock, c, site, gen, flags};
-    return 0;
+    if (!e)
+        me.h[me.n++] = (struct held){lock, c, site, gen, flags};
+    own_unlock();
+    return e;
 }
 
 static int find_held(const void *lock)
@@ -669,8 +802,10 @@ static int find_held(const void *lock)
 
 static void drop_held(int i)
 {
+    own_lock();
     memmove(&me.h[i], &me.h[i + 1], (me.n - (unsigned)i - 1) * sizeof *me.h);
     me.n--;
+    own_unlock();
 }
 
 static struct edge *new_edge(const struct held *h, struct ks_ld_class *to, const void *lock, const void *site,
@@ -876,6 +1011,18 @@ void ks_ld_lock(const void *lock, unsigned kind, const void *site)
                 add_order(h, c, lock, gen, site, how, frames, &nframes);
         }
     }
+    if (__atomic_load_n(&watch_ns, __ATOMIC_RELAXED)) { /* a switch */
+        watch_me();
+        set_waiting(lock);
+    }
+    leave();
+}
+
+void ks_ld_wait_end(void)
+{
+    if (!me.w || !enter())
+        return;
+    set_waiting(NULL);
     leave();
 }
 
@@ -889,6 +1036,7 @@ void ks_ld_locked(const void *lock, unsigned kind, const void *site, int trylock
     uint32_t gen = r ? __atomic_load_n(&r->ld_gen, __ATOMIC_RELAXED) : 0; /* as in ks_ld_lock */
     if (!me.armed && ks_thread_at_exit(KS_EXIT_LOCKDEP, thread_exit) == 0)
         me.armed = 1;
+    set_waiting(NULL);
     if (push(lock, c, site, gen, trylock ? HELD_TRY : 0) == 0 && r)
         __atomic_store_n(&r->ld_holder, holder_word(), __ATOMIC_RELAXED); /* informative: who took it */
     leave();
@@ -1005,10 +1153,218 @@ static void thread_exit(void)
         deliver(KS_LOCKDEP_EXIT_HELD, f, &buf, &len);
         me.busy = 0;
     }
+    unwatch_me();
     free(me.h);
     me.h = NULL;
     me.n = me.cap = 0;
     me.exit_again = 0;
+}
+
+/* ---- the watchdog ---- */
+
+struct wsnap {               /* one thread, as the watchdog copied it */
+    struct watched *w;
+    int tid;
+    char name[16];
+    const void *waiting;
+    int64_t since;
+    uint64_t waits;
+    struct held *h;
+    unsigned n;
+};
+
+static struct wsnap *holder_of(struct wsnap *t, size_t n, const void *lock)
+{
+    for (size_t i = 0; i < n; i++)
+        for (unsigned k = 0; k < t[i].n; k++)
+            if (t[i].h[k].lock == lock)
+                return &t[i];
+    return NULL;
+}
+
+static void snap_held(FILE *f, const struct wsnap *t)
+{
+    if (!t->n) {
+        fprintf(f, "        holding no lock that ksync knows of\n");
+        return;
+    }
+    for (unsigned k = 0; k < t->n; k++) {
+        fprintf(f, "        holding ");
+        lock_text(f, t->h[k].lock, t->h[k].cls);
+        fprintf(f, " taken at ");
+        frame(f, t->h[k].site);
+        fputc('\n', f);
+    }
+}
+
+/* One look: every thread that has waited longer than the threshold, not
+ * reported yet for this wait, gets a report that follows the chain of
+ * holders: to a thread that is not waiting (blocked), or back to a thread
+ * of the chain (a wait-for cycle: a deadlock). */
+static void watch_once(int64_t threshold)
+{
+    image_check();
+    ks_mutex_lock(&watch_lock);
+    size_t n = 0;
+    for (struct watched *w = watch_list; w; w = w->next)
+        n++;
+    struct wsnap *t = calloc(n ? n : 1, sizeof *t);
+    size_t k = 0;
+    for (struct watched *w = watch_list; t && w; w = w->next, k++) {
+        t[k].w = w;
+        t[k].tid = w->tid;
+        memcpy(t[k].name, w->name, sizeof t[k].name);
+        spin_lock(&w->spin);
+        t[k].waiting = w->waiting;
+        t[k].since = w->since;
+        t[k].waits = w->waits;
+        unsigned hn = *w->n;
+        t[k].h = hn ? malloc(hn * sizeof *t[k].h) : NULL;
+        if (t[k].h || !hn) {
+            if (hn)
+                memcpy(t[k].h, *w->h, hn * sizeof *t[k].h);
+            t[k].n = hn;
+        }
+        spin_unlock(&w->spin);
+    }
+    int64_t now = ks_now();
+    for (size_t i = 0; t && i < n; i++) {
+        struct wsnap *a = &t[i];
+        if (!a->waiting || now - a->since < threshold || a->w->reported == a->waits)
+            continue;
+        /* the chain: a, its lock's holder, that one's lock's holder, ... */
+        struct wsnap *chain[64];
+        size_t len = 0;
+        int cycle = -1;
+        for (struct wsnap *x = a; x && len < 64;) {
+            for (size_t j = 0; j < len; j++)
+                if (chain[j] == x)
+                    cycle = (int)j;
+            if (cycle >= 0)
+                break;
+            chain[len++] = x;
+            x = x->waiting ? holder_of(t, n, x->waiting) : NULL;
+        }
+        int ev = cycle >= 0 ? KS_LOCKDEP_DEADLOCK : KS_LOCKDEP_BLOCKED;
+        char *buf = NULL;
+        size_t blen = 0;
+        FILE *f = open_memstream(&buf, &blen);
+        if (f) {
+            fprintf(f, "ksync lockdep watchdog: %s\n",
+                    ev == KS_LOCKDEP_DEADLOCK ? "deadlock: threads wait for each other"
+                                              : "a thread has waited longer than the threshold");
+            fprintf(f, "    in process %d, threshold %.3f s:\n", (int)getpid(), (double)threshold / 1e9);
+            for (size_t j = 0; j < len; j++) {
+                struct wsnap *x = chain[j];
+                fprintf(f, "    ");
+                thread_text(f, x->tid, x->name);
+                if (x->waiting) {
+                    struct ks_lockrec *r = ks_lockrec_find(x->waiting, 0, 0, NULL);
+                    fprintf(f, " has waited %.3f s for ", (double)(now - x->since) / 1e9);
+                    lock_text(f, x->waiting, r ? __atomic_load_n(&r->ld_class, __ATOMIC_SEQ_CST) : NULL);
+                    struct wsnap *h = holder_of(t, n, x->waiting);
+                    if (h)
+                        fprintf(f, ", held by thread %d,\n", h->tid);
+                    else
+                        fprintf(f, ", held by no thread ksync knows of (another process, or a thread that"
+                                   " took it before checking was on),\n");
+                } else {
+                    fprintf(f, " is not waiting for a ksync lock,\n");
+                }
+                snap_held(f, x);
+            }
+            if (ev == KS_LOCKDEP_DEADLOCK)
+                fprintf(f, "    and so back to thread %d: none of these threads can go on (a wait-for cycle).\n",
+                        chain[cycle]->tid);
+        }
+        /* reported once per wait, and each thread of a cycle with it */
+        a->w->reported = a->waits;
+        for (size_t j = 0; cycle >= 0 && j < len; j++)
+            chain[j]->w->reported = chain[j]->waits;
+        ks_mutex_unlock(&watch_lock); /* the handler may take ksync locks: not under it */
+        deliver(ev, f, &buf, &blen);
+        ks_mutex_lock(&watch_lock);
+        /* entries of threads that exited meanwhile are gone: this look ends */
+        break;
+    }
+    ks_mutex_unlock(&watch_lock);
+    for (size_t i = 0; t && i < n; i++)
+        free(t[i].h);
+    free(t);
+}
+
+static pthread_t watchdog;
+static int wd_state;                 /* under wd_setup: 0 none, 1 running, 2 asked to stop */
+static pid_t wd_pid;                 /* under wd_setup: the process it runs in */
+static ks_mutex_t wd_setup = {0u, 0u};
+static ks_mutex_t wd_lock = {0u, 0u};
+static ks_cond_t wd_wake = KS_COND_INIT;
+
+static void *watch_loop(void *arg)
+{
+    (void)arg;
+    me.busy = 1; /* this thread's own locks are not checked */
+    ks_mutex_lock(&wd_lock);
+    while (__atomic_load_n(&wd_state, __ATOMIC_RELAXED) == 1) { /* under wd_lock for the stop */
+        int64_t th = __atomic_load_n(&watch_ns, __ATOMIC_RELAXED);
+        int64_t period = th / 4 > 10000000 ? th / 4 : 10000000;
+        ks_cond_timedwait(&wd_wake, &wd_lock, ks_deadline_after(period));
+        if (__atomic_load_n(&wd_state, __ATOMIC_RELAXED) != 1)
+            break;
+        ks_mutex_unlock(&wd_lock);
+        if (__atomic_load_n(&ks_ld_on_, __ATOMIC_RELAXED))
+            watch_once(th);
+        ks_mutex_lock(&wd_lock);
+    }
+    ks_mutex_unlock(&wd_lock);
+    return NULL;
+}
+
+int ks_lockdep_watchdog(int threshold_ms)
+{
+    if (threshold_ms < 0)
+        return EINVAL;
+    int was_busy = me.busy;
+    me.busy = 1;
+    ks_mutex_lock(&wd_setup);
+    if (wd_state && wd_pid != getpid())
+        wd_state = 0; /* a fork child: the thread is its parent's */
+    int e = 0;
+    if (threshold_ms == 0) {
+        __atomic_store_n(&watch_ns, 0, __ATOMIC_RELAXED);
+        if (wd_state == 1) {
+            ks_mutex_lock(&wd_lock);
+            __atomic_store_n(&wd_state, 2, __ATOMIC_RELAXED);
+            ks_cond_signal(&wd_wake);
+            ks_mutex_unlock(&wd_lock);
+            pthread_join(watchdog, NULL);
+            wd_state = 0;
+        }
+    } else {
+        __atomic_store_n(&watch_ns, (int64_t)threshold_ms * 1000000, __ATOMIC_RELAXED);
+        if (wd_state == 1) {
+            ks_mutex_lock(&wd_lock);
+            ks_cond_signal(&wd_wake);
+            ks_mutex_unlock(&wd_lock);
+        } else {
+            __atomic_store_n(&wd_state, 1, __ATOMIC_RELAXED);
+            wd_pid = getpid();
+            sigset_t all, old;
+            sigfillset(&all);
+            pthread_sigmask(SIG_SETMASK, &all, &old);
+            e = pthread_create(&watchdog, NULL, watch_loop, NULL);
+            pthread_sigmask(SIG_SETMASK, &old, NULL);
+            if (e) {
+                wd_state = 0;
+                __atomic_store_n(&watch_ns, 0, __ATOMIC_RELAXED);
+            } else {
+                pthread_setname_np(watchdog, "ksync-watchdog");
+            }
+        }
+    }
+    ks_mutex_unlock(&wd_setup);
+    me.busy = was_busy;
+    return e;
 }
 
 /* ---- switches ---- */
@@ -1222,6 +1578,18 @@ __attribute__((constructor)) static void lockdep_from_env(void)
             fprintf(stderr, "ksync: KSYNC_LOCKDEP=%s: not 0, 1, 2 or abort; checking stays off\n", v);
         return;
     }
-    if (ks_lockdep_set(mode) < 0)
+    if (ks_lockdep_set(mode) < 0) {
         fprintf(stderr, "ksync: KSYNC_LOCKDEP: no memory for the tables; checking stays off\n");
+        return;
+    }
+    /* the watchdog: KSYNC_LOCKDEP_WATCHDOG=ms (off by default) */
+    const char *wd = getenv("KSYNC_LOCKDEP_WATCHDOG");
+    if (wd && *wd) {
+        char *end;
+        long ms = strtol(wd, &end, 10);
+        if (*end || ms < 0 || ms > 3600000)
+            fprintf(stderr, "ksync: KSYNC_LOCKDEP_WATCHDOG=%s: not a number of milliseconds; no watchdog\n", wd);
+        else if (ms && ks_lockdep_watchdog((int)ms))
+            fprintf(stderr, "ksync: KSYNC_LOCKDEP_WATCHDOG: cannot start its thread\n");
+    }
 }

@@ -153,8 +153,11 @@ static int lock_stat(ks_mutex_t *m, int64_t deadline, int slept, const void *sit
         if (!t0)
             t0 = ks_ticks(); /* lost the CAS: a wait after all */
         int r = lock_slow(m, deadline, slept);
-        if (r)
+        if (r) {
+            if (ld)
+                ks_ld_wait_end(); /* for the watchdog: no longer waiting */
             return r;
+        }
     }
     uint32_t s = __atomic_load_n(&m->state, __ATOMIC_RELAXED); /* seeds the CAS */
     /* no record (the table full, no memory): no mark, or every call of

@@ -857,3 +857,105 @@ Test(lockdep, reports_go_to_the_file_also_when_switched_on_by_the_program, .time
     unlink(path);
     cr_assert(strstr(line, "lock order inversion"), "%s", line);
 }
+
+/* ---- the watchdog ---- */
+
+struct ab {
+    ks_mutex_t *first, *second;
+    int64_t hold_ns;
+    int result;
+};
+
+static void *take_and_wait(void *p)
+{
+    struct ab *x = p;
+    ks_mutex_lock(x->first);
+    kt_sleep_ns(x->hold_ns);
+    /* a real deadlock, bounded: the timed lock gives up after a second */
+    x->result = ks_mutex_timedlock(x->second, ks_deadline_after(KS_NSEC_PER_SEC));
+    if (!x->result)
+        ks_mutex_unlock(x->second);
+    ks_mutex_unlock(x->first);
+    return NULL;
+}
+
+Test(lockdep, the_watchdog_reports_a_real_deadlock_with_both_threads, .timeout = 60)
+{
+    static ks_mutex_t a, b;
+    on();
+    cr_assert_eq(ks_lockdep_watchdog(100), 0);
+    ks_mutex_init(&a, 0);
+    ks_mutex_init(&b, 0);
+    ks_lock_name(&a, "wd_a");
+    ks_lock_name(&b, "wd_b");
+    struct ab x = {&a, &b, 50 * KT_MS, -1}, y = {&b, &a, 50 * KT_MS, -1};
+    pthread_t t1, t2;
+    kt_spawn(&t1, take_and_wait, &x);
+    kt_spawn(&t2, take_and_wait, &y);
+    kt_join(t1);
+    kt_join(t2);
+    cr_assert(x.result == ETIMEDOUT || y.result == ETIMEDOUT, "they did meet: %d %d", x.result, y.result);
+    cr_assert_eq(seen[KS_LOCKDEP_DEADLOCK], 1, "%s", last);
+    cr_assert(strstr(last, "wd_a") && strstr(last, "wd_b"), "%s", last);
+    cr_assert(strstr(last, "none of these threads can go on"), "%s", last);
+    cr_assert_eq(seen[KS_LOCKDEP_CYCLE], 1, "and the inversion, before it: %s", last);
+    cr_assert_eq(ks_lockdep_watchdog(0), 0);
+}
+
+static void *hold_long(void *p)
+{
+    ks_mutex_lock(p);
+    kt_sleep_ns(600 * KT_MS);
+    ks_mutex_unlock(p);
+    return NULL;
+}
+
+Test(lockdep, the_watchdog_names_the_holder_of_a_long_wait, .timeout = 60)
+{
+    static ks_mutex_t m;
+    on();
+    cr_assert_eq(ks_lockdep_watchdog(150), 0);
+    ks_mutex_init(&m, 0);
+    ks_lock_name(&m, "wd_long");
+    pthread_t t;
+    kt_spawn(&t, hold_long, &m);
+    kt_sleep_ns(50 * KT_MS);
+    cr_assert_eq(ks_mutex_lock(&m), 0); /* waits ~550 ms */
+    ks_mutex_unlock(&m);
+    kt_join(t);
+    cr_assert_eq(seen[KS_LOCKDEP_BLOCKED], 1, "one report for one wait: %s", last);
+    cr_assert(strstr(last, "wd_long") && strstr(last, "is not waiting for a ksync lock"), "%s", last);
+    char holder[32];
+    snprintf(holder, sizeof holder, "held by thread ");
+    cr_assert(strstr(last, holder), "%s", last);
+    cr_assert_eq(reports(), 1);
+    cr_assert_eq(ks_lockdep_watchdog(0), 0);
+}
+
+static void *hammer_lock(void *p)
+{
+    for (int i = 0; i < 20000; i++) {
+        ks_mutex_lock(p);
+        ks_mutex_unlock(p);
+    }
+    return NULL;
+}
+
+Test(lockdep, the_watchdog_is_silent_for_short_waits_and_careless_calls, .timeout = 60)
+{
+    static ks_mutex_t m;
+    on();
+    cr_assert_eq(ks_lockdep_watchdog(-1), EINVAL);
+    cr_assert_eq(ks_lockdep_watchdog(0), 0, "stopping what does not run");
+    cr_assert_eq(ks_lockdep_watchdog(500), 0);
+    cr_assert_eq(ks_lockdep_watchdog(400), 0, "a new threshold");
+    ks_mutex_init(&m, 0);
+    pthread_t t[4];
+    for (int i = 0; i < 4; i++)
+        kt_spawn(&t[i], hammer_lock, &m);
+    for (int i = 0; i < 4; i++)
+        kt_join(t[i]);
+    cr_assert_eq(reports(), 0, "%s", last);
+    cr_assert_eq(ks_lockdep_watchdog(0), 0);
+    cr_assert_eq(ks_lockdep_watchdog(0), 0);
+}

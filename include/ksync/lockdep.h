@@ -24,6 +24,7 @@
  *   KS_LOCKDEP_UNLOCKED   a thread unlocks a mutex nobody holds.
  *   KS_LOCKDEP_DESTROY_HELD  a mutex is destroyed while it is locked.
  *   KS_LOCKDEP_EXIT_HELD  a thread exits holding mutexes.
+ *   KS_LOCKDEP_BLOCKED, KS_LOCKDEP_DEADLOCK  the watchdog (below).
  * A trylock never waits, so it adds no order towards the lock it takes
  * (taking A then trylocking B while another thread holds B and waits for A
  * cannot deadlock); locks taken while it is held are ordered after it.  A
@@ -63,6 +64,8 @@ enum ks_lockdep_event {
     KS_LOCKDEP_UNLOCKED,
     KS_LOCKDEP_DESTROY_HELD,
     KS_LOCKDEP_EXIT_HELD,
+    KS_LOCKDEP_BLOCKED,  /* the watchdog: a thread has waited longer than its threshold */
+    KS_LOCKDEP_DEADLOCK, /* the watchdog: threads wait for each other (a wait-for cycle) */
     KS_LOCKDEP_EVENTS
 };
 
@@ -84,6 +87,15 @@ KS_API int ks_lock_nest(const void *lock, unsigned subclass);
  * the locks threads hold are kept): a later inversion is reported again.
  * For tests, and for programs that check their phases one by one. */
 KS_API void ks_lockdep_reset(void);
+/* The watchdog (off by default; KSYNC_LOCKDEP_WATCHDOG=ms): a thread of its
+ * own looks, every quarter of the threshold, for threads that have waited
+ * for a mutex longer than threshold_ms, and reports each such wait once:
+ * the chain of holders (who holds the lock, what that thread holds and
+ * waits for), KS_LOCKDEP_DEADLOCK when the chain comes back to a thread of
+ * it, KS_LOCKDEP_BLOCKED otherwise.  It sees the threads while checking is
+ * on.  0 stops it.  Returns 0, EINVAL (negative), or pthread_create's
+ * error. */
+KS_API int ks_lockdep_watchdog(int threshold_ms);
 
 KS_EXTERN_C_END
 
