@@ -10,7 +10,10 @@
 #      deadlock in this run; it must exit 0 with "total 200" and the report;
 #   3. the same with the accounts' mutexes left as PTHREAD_MUTEX_INITIALIZER
 #      made them (never initialised, never contended): reported too;
-#   4. the same without the checker: exit 0, no report.
+#   4. the tellers together with the watchdog (KSYNC_LOCKDEP_WATCHDOG=300):
+#      the deadlock happens, and the watchdog reports the wait-for cycle
+#      (the run is stopped by timeout after 3 s);
+#   5. the same without the checker: exit 0, no report.
 set -eu
 [ $# -eq 1 ] || { echo "usage: $0 BUILD" >&2; exit 2; }
 BUILD=$1
@@ -47,6 +50,13 @@ timeout -k 5 30 "$RUN" --lockdep -- "$PROG" 1 static >"$work/out" 2>"$work/err" 
 [ "$(grep -c 'possible deadlock: lock order inversion' "$work/err")" -eq 1 ] ||
     fail "static mutexes (PTHREAD_MUTEX_INITIALIZER): expected one inversion report"
 echo "check-lockdep: the same with static mutexes: reported once"
+
+rc=0
+KSYNC_LOCKDEP_WATCHDOG=300 timeout -k 2 3 "$RUN" --lockdep -- "$PROG" >"$work/out" 2>"$work/err" || rc=$?
+[ $rc -eq 124 ] || fail "tellers together, --lockdep with the watchdog: status $rc, expected the deadlock (124)"
+grep -q 'ksync lockdep watchdog: deadlock: threads wait for each other' "$work/err" ||
+    fail "tellers together: the watchdog did not report the deadlock"
+echo "check-lockdep: tellers together, really deadlocked: the watchdog reported the wait-for cycle"
 
 rc=0
 timeout -k 5 30 "$RUN" -- "$PROG" 1 >"$work/out" 2>"$work/err" || rc=$?
