@@ -26,7 +26,6 @@ struct ks_lockrec {
     /* ks_ticks() units, converted when read: no division per event */
     uint64_t wait_ticks, wait_max_ticks, hold_ticks, hold_max_ticks;
     uint64_t hist[KS_LOCKSTAT_BUCKETS];
-    uint64_t t_acq;          /* the holder's ks_ticks() at acquisition, 0 if not stamped */
     /* lock-order checking (src/lockdep.c) */
     struct ks_ld_class *ld_class; /* seq_cst: the class, NULL until looked up or after a change (ks_ld_changed) */
     uint32_t ld_gen;         /* seq_cst: moved by every change of the lock's identity: init, destroy, name, nest */

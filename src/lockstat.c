@@ -341,7 +341,6 @@ void ks_ls_init(const void *lock, unsigned kind, const void *site)
     __atomic_store_n(&r->kind, kind, __ATOMIC_RELAXED);
     __atomic_fetch_add(&r->gen, 1, __ATOMIC_RELAXED);
     zero(r);
-    __atomic_store_n(&r->t_acq, 0, __ATOMIC_RELAXED);
     /* lock-order checking: the class is looked up again from the new site,
      * and nobody holds a lock that is being initialised */
     ks_ld_changed(r);
@@ -350,6 +349,8 @@ void ks_ls_init(const void *lock, unsigned kind, const void *site)
 
 /* Count one acquisition into this thread's shard (outside any critical
  * section: see ks_ls_acquired). */
+static void stamp(struct ks_lockrec *r, uint64_t now);
+
 static void count_acq(struct ks_lockrec *r, int contended, uint64_t wait_ticks)
 {
     struct pend *p = pending(r);
@@ -427,26 +428,67 @@ void ks_ls_acquired(void *cookie, int contended, uint64_t wait_ticks, uint64_t n
         stash.contended = contended;
         stash.wait_ticks = wait_ticks;
     }
-    /* relaxed: written and read by the holder only (the lock orders one
-     * holder's writes before the next holder's) */
-    __atomic_store_n(&r->t_acq, now ? now | 1 : 0, __ATOMIC_RELAXED); /* | 1: a stamp is never 0 */
+    stamp(r, now);
+}
+
+/* The hold stamps of this thread: the locks it holds whose hold is timed,
+ * with the ticks of the acquisition and the record's generation then.  In
+ * the thread, not in the record: a stamp in the record was written by
+ * every holder, which made the record's line a second contended line
+ * beside the lock's (the contended counter at 16 threads paid for it).
+ * A thread holds few timed locks at once; with more than STAMPS, the
+ * oldest stamp gives way (that hold is not timed). */
+#define STAMPS 8
+static KS_TLS struct stamp {
+    const void *lock;
+    struct ks_lockrec *r;
+    uint32_t gen;
+    uint64_t t;
+} stamps[STAMPS];
+static KS_TLS unsigned stamp_next;
+
+static void stamp(struct ks_lockrec *r, uint64_t now)
+{
+    struct stamp *free_one = NULL;
+    for (unsigned i = 0; i < STAMPS; i++) {
+        if (stamps[i].lock == r->lock) {
+            /* a stamp left for this lock (its release did not reach a
+             * slow path, as after a mode change): replaced or dropped */
+            stamps[i].lock = NULL;
+            free_one = &stamps[i];
+        } else if (!stamps[i].lock && !free_one) {
+            free_one = &stamps[i];
+        }
+    }
+    if (!now)
+        return;
+    if (!free_one) {
+        free_one = &stamps[stamp_next];
+        stamp_next = (stamp_next + 1) % STAMPS;
+    }
+    free_one->lock = r->lock;
+    free_one->r = r;
+    free_one->gen = __atomic_load_n(&r->gen, __ATOMIC_RELAXED); /* see flush_one */
+    free_one->t = now;
 }
 
 uint64_t ks_ls_hold_end(const void *lock, void **cookie)
 {
     *cookie = NULL;
-    if (busy || !get_table())
+    if (busy)
         return 0;
-    struct ks_lockrec *r = find(lock, 0, 0, NULL);
-    if (!r)
-        return 0;
-    uint64_t t = __atomic_load_n(&r->t_acq, __ATOMIC_RELAXED); /* the holder's own, see above */
-    if (!t)
-        return 0;
-    __atomic_store_n(&r->t_acq, 0, __ATOMIC_RELAXED);
-    uint64_t now = ks_ticks();
-    *cookie = r;
-    return now > t ? now - t : 0;
+    for (unsigned i = 0; i < STAMPS; i++)
+        if (stamps[i].lock == lock) {
+            struct stamp st = stamps[i];
+            stamps[i].lock = NULL;
+            /* a new lock at this address since (init, reset): not its hold */
+            if (st.gen != __atomic_load_n(&st.r->gen, __ATOMIC_RELAXED))
+                return 0;
+            uint64_t now = ks_ticks();
+            *cookie = st.r;
+            return now > st.t ? now - st.t : 0;
+        }
+    return 0;
 }
 
 void ks_ls_hold_add(void *cookie, uint64_t v)

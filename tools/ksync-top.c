@@ -191,6 +191,7 @@ int main(int argc, char **argv)
     if (fstat(fd, &st) != 0 || (size_t)st.st_size < sizeof(struct ks_lockstat_page)) {
         fprintf(stderr, "ksync-top: /dev/shm%s is not a ksync lock statistics page (size %lld)\n", name,
                 (long long)st.st_size);
+        close(fd);
         return 1;
     }
     const struct ks_lockstat_page *pg = mmap(NULL, sizeof *pg, PROT_READ, MAP_SHARED, fd, 0);
@@ -202,19 +203,23 @@ int main(int argc, char **argv)
     struct ks_lockstat_page *cur = malloc(sizeof *cur), *prev = malloc(sizeof *prev);
     if (!cur || !prev) {
         fprintf(stderr, "ksync-top: no memory\n");
+        free(cur);
+        free(prev);
         return 1;
     }
-    int have_prev = 0;
+    int have_prev = 0, status = 0;
     for (long n = 0; count < 0 || n < count; n++) {
         if (n)
             nanosleep(&(struct timespec){(time_t)delay, (long)((delay - (double)(time_t)delay) * 1e9)}, NULL);
         if (snapshot(pg, cur) != 0) {
             fprintf(stderr, "ksync-top: the page of pid %ld stays in the middle of an update\n", pid);
-            return 1;
+            status = 1;
+            break;
         }
         if (!valid(cur, (pid_t)pid)) {
             fprintf(stderr, "ksync-top: /dev/shm%s is not a page of this version for pid %ld\n", name, pid);
-            return 1;
+            status = 1;
+            break;
         }
         int alive = kill((pid_t)pid, 0) == 0 || errno == EPERM;
         if (!batch)
@@ -230,5 +235,8 @@ int main(int argc, char **argv)
         if (!alive)
             break;
     }
-    return 0;
+    free(cur);
+    free(prev);
+    munmap((void *)pg, sizeof *pg);
+    return status;
 }
