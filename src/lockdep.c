@@ -53,6 +53,7 @@
 #include <execinfo.h>
 #include <fcntl.h>
 #include <pthread.h>
+#include <sched.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -88,6 +89,7 @@ struct edge {
     const void *from_site, *to_site;   /* where each was taken then */
     int tid;
     int ordered;                       /* taken by ks_mutex_lock2 (address order) */
+    struct edge *next_out;             /* under graph: the next edge of `from`'s list */
     char thread[16];
     int nframes;
     void *frames[FRAMES];              /* the stack of the acquisition of `to` */
@@ -102,8 +104,7 @@ struct ks_ld_class {
     const void *first;       /* ... and where it was first taken, for reports */
     unsigned kind, sub;
     /* under `graph` */
-    struct edge **out;
-    uint32_t nout, cap;
+    struct edge *out;       /* its orders, a list through next_out (no allocation under graph) */
     uint32_t seen;          /* the search that last visited it */
     struct edge *via;       /* the edge that search came in by */
 };
@@ -149,7 +150,7 @@ static KS_TLS struct {
     int exit_again;     /* the exit hook has run once with locks held */
     uint32_t epoch;     /* the checking epoch the list belongs to */
     uint64_t image;     /* the process image the list belongs to (ks_process_gen) */
-    const void *ordered_after; /* ks_lockdep_ordered_: the next acquisition follows this lock in lock2 */
+    const void *ordered_after, *ordered_next; /* ks_lockdep_ordered_: next follows after in a lock2 */
 } me;
 
 static uint64_t mix(uint64_t x)
@@ -240,20 +241,36 @@ static struct watched *watch_list; /* under watch_lock */
  * held by a thread that does not exist here: the first thread of the image
  * that comes to take it makes it free.  No thread of this image can hold it
  * then: every taker passes here first. */
+#define IMAGE_RESETTING UINT64_MAX /* no generation is ever that */
+
 static void image_check(void)
 {
     uint64_t g = ks_process_gen();
-    uint64_t was = __atomic_load_n(&graph_image, __ATOMIC_RELAXED); /* seeds the CAS */
-    if (KS_LIKELY(was == g))
+    for (;;) {
+        /* acquire: pairs with the release below (the reset is done) */
+        uint64_t was = __atomic_load_n(&graph_image, __ATOMIC_ACQUIRE);
+        if (KS_LIKELY(was == g))
+            return;
+        if (was == IMAGE_RESETTING) { /* another thread of this image resets: microseconds */
+            sched_yield();
+            continue;
+        }
+        /* The CAS elects one thread; the others wait above until it has
+         * published the image, so none of them can hold either lock when
+         * it frees them.  acquire: as the load above. */
+        if (!__atomic_compare_exchange_n(&graph_image, &was, IMAGE_RESETTING, 0, __ATOMIC_ACQUIRE,
+                                         __ATOMIC_RELAXED))
+            continue;
+        if (was) {
+            /* the watchdog's list holds the parent's threads, whose state
+             * is not in this image: dropped (leaked: it may be half-changed);
+             * relaxed: published by the release store of the image */
+            __atomic_store_n(&watch_list, NULL, __ATOMIC_RELAXED);
+            __atomic_store_n(&watch_lock.state, 0, __ATOMIC_RELAXED);
+            __atomic_store_n(&graph.state, 0, __ATOMIC_RELAXED);
+        }
+        __atomic_store_n(&graph_image, g, __ATOMIC_RELEASE); /* pairs with the acquire loads above */
         return;
-    /* relaxed: the CAS elects one thread; the word store below is ordered
-     * for the others by graph's own acquire when they lock it */
-    if (__atomic_compare_exchange_n(&graph_image, &was, g, 0, __ATOMIC_RELAXED, __ATOMIC_RELAXED) && was) {
-        /* the watchdog's list holds the parent's threads, whose state is
-         * not in this image: dropped (leaked: it may be half-changed) */
-        __atomic_store_n(&watch_list, NULL, __ATOMIC_RELAXED); /* before the lock is freed below */
-        __atomic_store_n(&watch_lock.state, 0, __ATOMIC_RELEASE); /* as graph's */
-        __atomic_store_n(&graph.state, 0, __ATOMIC_RELEASE); /* pairs with the next locker's acquire */
     }
 }
 
@@ -331,6 +348,7 @@ static struct ks_ld_class *class_of(struct ks_lockrec *r)
     if (!t)
         return NULL;
     uint64_t h = class_hash(name, lock ? lock : site, lgen, kind, sub);
+    struct ks_ld_class *spare = calloc(1, sizeof *spare); /* not under graph: see reaches */
     graph_lock();
     for (uint32_t n = 0, i = (uint32_t)h & (CLASS_SIZE - 1); n < CLASS_SIZE; n++, i = (i + 1) & (CLASS_SIZE - 1)) {
         struct ks_ld_class *x = t[i];
@@ -339,8 +357,9 @@ static struct ks_ld_class *class_of(struct ks_lockrec *r)
             break;
         }
         if (!x) {
-            if (nclasses + 1 >= CLASS_SIZE / 2 || !(x = calloc(1, sizeof *x)))
+            if (nclasses + 1 >= CLASS_SIZE / 2 || !(x = spare))
                 break;
+            spare = NULL;
             x->id = ++nclasses;
             x->name = name; /* names are never freed (src/lockstat.c) */
             x->site = site;
@@ -355,6 +374,7 @@ static struct ks_ld_class *class_of(struct ks_lockrec *r)
         }
     }
     graph_unlock();
+    free(spare);
     if (!c) {
         say_full("class");
         return NULL;
@@ -387,57 +407,40 @@ static uint64_t pair_key(const void *x, uint32_t gx, const void *y, uint32_t gy)
 
 /* Under graph: is there a path from `from` to `to` in the graph?  If so,
  * each class on it has `via` set to the edge it was reached by. */
+/* Under graph, and without allocating (a thread that waits for `graph`
+ * may hold the allocator's lock): the search's stack holds each class at
+ * most once, so CLASS_SIZE entries are enough. */
+static struct ks_ld_class *todo[CLASS_SIZE]; /* under graph */
+
 static int reaches(struct ks_ld_class *from, struct ks_ld_class *to)
 {
     uint32_t mark = ++search_mark;
-    size_t cap = 64, n = 0;
-    struct ks_ld_class **todo = malloc(cap * sizeof *todo);
-    if (!todo)
-        return 0;
+    size_t n = 0;
     from->seen = mark;
     from->via = NULL;
     todo[n++] = from;
-    int found = 0;
-    while (n && !found) {
+    while (n) {
         struct ks_ld_class *c = todo[--n];
-        for (uint32_t k = 0; k < c->nout; k++) {
-            struct ks_ld_class *d = c->out[k]->to;
+        for (struct edge *e = c->out; e; e = e->next_out) {
+            struct ks_ld_class *d = e->to;
             if (d->seen == mark)
                 continue;
             d->seen = mark;
-            d->via = c->out[k];
-            if (d == to) {
-                found = 1;
-                break;
-            }
-            if (n == cap) {
-                struct ks_ld_class **more = realloc(todo, 2 * cap * sizeof *todo);
-                if (!more)
-                    break;
-                todo = more;
-                cap *= 2;
-            }
-            todo[n++] = d;
+            d->via = e;
+            if (d == to)
+                return 1;
+            if (n < CLASS_SIZE)
+                todo[n++] = d;
         }
     }
-    free(todo);
-    return found;
+    return 0;
 }
 
 /* Under graph: e into its source's list. */
-static int link_edge(struct edge *e)
+static void link_edge(struct edge *e)
 {
-    struct ks_ld_class *c = e->from;
-    if (c->nout == c->cap) {
-        uint32_t cap = c->cap ? 2 * c->cap : 4;
-        struct edge **out = realloc(c->out, cap * sizeof *out);
-        if (!out)
-            return -1;
-        c->out = out;
-        c->cap = cap;
-    }
-    c->out[c->nout++] = e;
-    return 0;
+    e->next_out = e->from->out;
+    e->from->out = e;
 }
 
 /* ---- reports ---- */
@@ -566,6 +569,8 @@ static void write_all(int fd, const char *p, size_t n)
 {
     while (n) {
         ssize_t w = write(fd, p, n);
+        if (w < 0 && errno == EINTR)
+            continue;
         if (w <= 0)
             return; /* a report is not worth a retry loop on a broken descriptor */
         p += w;
@@ -585,6 +590,10 @@ static void deliver(int ev, FILE *f, char **bufp, size_t *lenp)
     if (!buf)
         return;
     __atomic_fetch_add(&counts[ev], 1, __ATOMIC_RELAXED); /* a statistic */
+    /* No cancellation inside a lock call: write(2) is a cancellation point,
+     * and pthread_mutex_lock is not one. */
+    int cancel;
+    pthread_setcancelstate(PTHREAD_CANCEL_DISABLE, &cancel);
     /* acquire: pairs with the release in ks_lockdep_handler (fn and arg whole) */
     const struct handler *h = __atomic_load_n(&handler, __ATOMIC_ACQUIRE);
     if (h && h->fn) {
@@ -593,6 +602,7 @@ static void deliver(int ev, FILE *f, char **bufp, size_t *lenp)
         int fd = __atomic_load_n(&out_fd, __ATOMIC_RELAXED); /* set once, before checking is on */
         write_all(fd >= 0 ? fd : 2, buf, *lenp);
     }
+    pthread_setcancelstate(cancel, NULL);
     free(buf);
     if (__atomic_load_n(&abort_after, __ATOMIC_RELAXED)) {
         static const char msg[] = "ksync lockdep: KSYNC_LOCKDEP=abort: aborting\n";
@@ -619,7 +629,7 @@ static int enter(void)
     if (me.busy)
         return 0;
     me.busy = 1;
-    me.ordered_after = NULL; /* a hint lives until the thread's next hook (ks_ld_lock read it first) */
+    me.ordered_after = me.ordered_next = NULL; /* a hint lives until the next hook (ks_ld_lock read it first) */
     uint32_t e = __atomic_load_n(&epoch, __ATOMIC_RELAXED); /* a switch's count */
     if (KS_UNLIKELY(e != me.epoch)) {
         me.epoch = e;
@@ -635,7 +645,7 @@ static int enter(void)
         unsigned k = 0;
         for (unsigned i = 0; i < me.n; i++) {
             const ks_mutex_t *m = me.h[i].lock;
-            if (me.h[i].cls && me.h[i].cls->kind == KS_LOCK_MUTEX && (m->flags & KS_SHARED))
+            if (m->flags & KS_SHARED) /* every lock checked is a ks_mutex */
                 continue;
             me.h[k++] = me.h[i];
         }
@@ -872,69 +882,82 @@ static void add_order(const struct held *h, struct ks_ld_class *c, const void *l
     struct edge *e = new_edge(h, c, lock, site, frames, *nframes, how == BY_LOCK2);
     if (!e)
         return;
-    FILE *f = NULL;
-    char *buf = NULL;
-    size_t len = 0;
+    /* Under graph: decide, and copy what a report needs (edges are only
+     * dereferenced under graph; classes never change).  The report is
+     * written after graph is released: formatting calls dladdr, which
+     * takes the dynamic loader's lock, which a dlopen holds while the
+     * constructors it runs take ksync locks. */
+    enum { SHOWN = 32 };
+    struct edge back_copy, path[SHOWN];
+    unsigned steps = 0, shown = 0;
+    int found_back = 0, found_path = 0;
     graph_lock();
     if (map_find(m, key) || !map_room(m)) { /* recorded meanwhile by another thread, or no room */
         graph_unlock();
         free(e);
         return;
     }
-    struct edge *back = NULL;  /* the opposite pair, if any */
-    int path = 0;              /* or a path of classes c -> ... -> h->cls */
+    struct edge *back = NULL; /* the opposite pair, if any */
     if (how != BY_CLASS)
         back = map_find(&pairs, pair_key(lock, gen, h->lock, h->gen));
-    if (!back && how != BY_PAIR)
-        path = reaches(c, h->cls);
-    if (back || path) {
-        f = begin(KS_LOCKDEP_CYCLE, &buf, &len);
-        if (f) {
-            cycle_head(f, h, c, lock, site, frames, *nframes);
-            if (back) {
-                fprintf(f, "    the opposite order of these two locks was seen%s:\n",
-                        h->cls == c ? " (they are of one class)" : "");
-                edge_text(f, back);
-                fprintf(f, "    cycle: %p -> %p -> %p\n", h->lock, lock, h->lock);
-                fprintf(f, "    a thread in the first order and one in the second can wait for each other forever.\n");
-            } else {
-                /* the path c -> ... -> h->cls, in order: collect it from the end */
-                unsigned n = 0;
-                for (struct ks_ld_class *x = h->cls; x != c && x->via; x = x->via->from)
-                    n++;
-                fprintf(f, "    the opposite order, %u step(s) from ", n);
-                class_text(f, c);
-                fprintf(f, " to ");
-                class_text(f, h->cls);
-                fprintf(f, ", was seen before:\n");
-                struct edge **p = malloc((n ? n : 1) * sizeof *p);
-                unsigned k = n;
-                for (struct ks_ld_class *x = h->cls; p && x != c && x->via; x = x->via->from)
-                    p[--k] = x->via;
-                for (unsigned i = 0; p && i < n; i++)
-                    edge_text(f, p[i]);
-                fprintf(f, "    cycle: ");
-                class_text(f, h->cls);
-                fprintf(f, " -> ");
-                class_text(f, c);
-                for (unsigned i = 0; p && i < n; i++) {
-                    fprintf(f, " -> ");
-                    class_text(f, p[i]->to);
-                }
-                free(p);
-                fprintf(f, "\n    threads that take these orders at the same time can wait for each other forever.\n");
-            }
-            held_text(f);
-        }
+    if (back) {
+        back_copy = *back;
+        found_back = 1;
+    } else if (how != BY_PAIR && reaches(c, h->cls)) {
+        /* the path c -> ... -> h->cls: its last SHOWN steps, in order */
+        found_path = 1;
+        for (struct ks_ld_class *x = h->cls; x != c && x->via; x = x->via->from)
+            steps++;
+        shown = steps < SHOWN ? steps : SHOWN;
+        unsigned k = shown;
+        for (struct ks_ld_class *x = h->cls; k && x != c && x->via; x = x->via->from)
+            path[--k] = *x->via;
+    }
+    if (found_back || found_path) {
         map_put(m, key, e); /* reported once; never in the graph, which stays acyclic */
-    } else if (how != BY_CLASS || link_edge(e) == 0) {
+    } else {
+        if (how == BY_CLASS)
+            link_edge(e);
         map_put(m, key, e);
         if (how == BY_LOCK2)
             __atomic_store_n(&ordered_pairs, 1, __ATOMIC_RELAXED); /* a switch */
-    } else {
-        free(e); /* no memory for the list: the order is checked again next time */
     }
     graph_unlock();
+    if (!found_back && !found_path)
+        return;
+    char *buf = NULL;
+    size_t len = 0;
+    FILE *f = begin(KS_LOCKDEP_CYCLE, &buf, &len);
+    if (f) {
+        cycle_head(f, h, c, lock, site, frames, *nframes);
+        if (found_back) {
+            fprintf(f, "    the opposite order of these two locks was seen%s:\n",
+                    h->cls == c ? " (they are of one class)" : "");
+            edge_text(f, &back_copy);
+            fprintf(f, "    cycle: %p -> %p -> %p\n", h->lock, lock, h->lock);
+            fprintf(f, "    a thread in the first order and one in the second can wait for each other forever.\n");
+        } else {
+            fprintf(f, "    the opposite order, %u step(s) from ", steps);
+            class_text(f, c);
+            fprintf(f, " to ");
+            class_text(f, h->cls);
+            fprintf(f, ", was seen before%s:\n", shown < steps ? " (its last steps)" : "");
+            for (unsigned i = 0; i < shown; i++)
+                edge_text(f, &path[i]);
+            fprintf(f, "    cycle: ");
+            class_text(f, h->cls);
+            fprintf(f, " -> ");
+            class_text(f, c);
+            if (shown < steps)
+                fprintf(f, " -> ...");
+            for (unsigned i = 0; i < shown; i++) {
+                fprintf(f, " -> ");
+                class_text(f, path[i].to);
+            }
+            fprintf(f, "\n    threads that take these orders at the same time can wait for each other forever.\n");
+        }
+        held_text(f);
+    }
     deliver(KS_LOCKDEP_CYCLE, f, &buf, &len);
 }
 
@@ -950,17 +973,22 @@ void ks_ld_forget(const void *lock)
     leave();
 }
 
-void ks_lockdep_ordered_(const void *first)
+KS_API int ks_lockdep_on_; /* relaxed: the switch the headers read (ksync/mutex.h), as ks_ld_on_ */
+
+void ks_lockdep_ordered_(const void *first, const void *second)
 {
-    if (ks_ld_on())
-        me.ordered_after = first; /* this thread's own: read by its next ks_ld_lock */
+    if (ks_ld_on()) { /* this thread's own: read by its next ks_ld_lock, for `second` only */
+        me.ordered_after = first;
+        me.ordered_next = second;
+    }
 }
 
 /* The lock `lock` is about to be waited for (not a trylock): recursion and
  * order checks. */
 void ks_ld_lock(const void *lock, unsigned kind, const void *site)
 {
-    const void *after = me.ordered_after; /* the hint is for this acquisition only: enter clears it */
+    /* the hint is for this lock only, and lives until the next hook (enter clears it) */
+    const void *after = me.ordered_next == lock ? me.ordered_after : NULL;
     if (!enter())
         return;
     struct ks_lockrec *r = ks_lockrec_find(lock, 1, kind, site);
@@ -1121,7 +1149,12 @@ void ks_ld_destroy(const void *lock, int locked, const void *site)
     if (!locked && r) { /* a destroy that succeeds (a locked one returns EBUSY and the lock lives on) */
         if (i >= 0)
             drop_held(i);
-        __atomic_store_n(&r->ld_sub, 0, __ATOMIC_RELAXED); /* read after ld_gen, which moves next */
+        /* its init site and name go with it: memory reused for a lock that
+         * is never initialised is a lock of its own (read after ld_gen,
+         * which moves next) */
+        __atomic_store_n(&r->ld_sub, 0, __ATOMIC_RELAXED);
+        __atomic_store_n(&r->inited, 0, __ATOMIC_RELAXED);
+        __atomic_store_n(&r->name, NULL, __ATOMIC_RELEASE); /* as ks_lock_name's store */
         ks_ld_changed(r);
     }
     leave();
@@ -1478,6 +1511,7 @@ int ks_lockdep_set(int mode)
         __atomic_fetch_and(&ks_trace_all_, ~KS_TRACE_LOCKDEP, __ATOMIC_RELAXED);
     }
     int on = __atomic_exchange_n(&ks_ld_on_, mode != KS_LOCKDEP_OFF, __ATOMIC_RELAXED); /* a switch */
+    __atomic_store_n(&ks_lockdep_on_, mode != KS_LOCKDEP_OFF, __ATOMIC_RELAXED); /* the headers' copy */
     return on ? (old ? old : KS_LOCKDEP_ON) : KS_LOCKDEP_OFF;
 }
 
@@ -1511,7 +1545,9 @@ uint64_t ks_lockdep_count(int event)
     return n;
 }
 
-static void clear_map(struct map *m)
+/* Under graph: empties the map; its edges go on *freed (through
+ * next_out), freed by the caller after graph (see reaches). */
+static void clear_map(struct map *m, struct edge **freed)
 {
     if (!m->slots) /* under graph: a plain read */
         return;
@@ -1523,8 +1559,10 @@ static void clear_map(struct map *m)
             continue;
         __atomic_store_n(&m->slots[i].key, 0, __ATOMIC_RELAXED); /* readers then miss it: the slow path */
         struct edge *e = m->slots[i].e; /* under graph, which alone writes it */
-        if (e != &said)
-            free(e);
+        if (e != &said) {
+            e->next_out = *freed;
+            *freed = e;
+        }
         __atomic_store_n(&m->slots[i].e, NULL, __ATOMIC_RELAXED); /* readers only compare it with NULL */
     }
     m->n = 0;
@@ -1535,15 +1573,21 @@ void ks_lockdep_reset(void)
 {
     int was_busy = me.busy;
     me.busy = 1;
+    struct edge *freed = NULL;
     graph_lock();
-    clear_map(&orders);
-    clear_map(&pairs);
+    clear_map(&orders, &freed);
+    clear_map(&pairs, &freed);
     struct ks_ld_class **t = __atomic_load_n(&ctab, __ATOMIC_RELAXED); /* under graph */
     for (uint32_t i = 0; t && i < CLASS_SIZE; i++)
         if (t[i])
-            t[i]->nout = 0;
+            t[i]->out = NULL; /* the edges are freed with the maps */
     __atomic_store_n(&ordered_pairs, 0, __ATOMIC_RELAXED); /* a switch */
     graph_unlock();
+    while (freed) {
+        struct edge *next = freed->next_out;
+        free(freed);
+        freed = next;
+    }
     me.busy = was_busy;
 }
 

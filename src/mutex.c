@@ -135,8 +135,9 @@ static int lock_stat(ks_mutex_t *m, int64_t deadline, int slept, const void *sit
     uint32_t s0 = __atomic_load_n(&m->state, __ATOMIC_RELAXED); /* a statistic: ordered by nothing */
     if (KS_LIKELY(!mode && !ld && !(s0 & T)))
         return lock_slow(m, deadline, slept);
-    /* lock-order checking: before any wait (src/lockdep.c) */
-    if (ld)
+    /* lock-order checking: before any wait (src/lockdep.c); a deadline
+     * already past cannot wait: a trylock, no orders */
+    if (ld && (deadline == KS_FOREVER || !ks_deadline_passed(deadline)))
         ks_ld_lock(m, KS_LOCK_MUTEX, site);
     /* the record before the lock: nothing but the stamp inside it */
     void *rec = mode ? ks_ls_enter(m, KS_LOCK_MUTEX, site) : NULL;

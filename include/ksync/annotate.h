@@ -9,9 +9,9 @@
  * detector then sees neither the slow path's acquire nor its release, and
  * reports races on data that the lock protects.
  *
- * So the inline functions of ksync/mutex.h, ksync/rwlock.h and ksync/cond.h,
- * which are compiled into the program with the program's flags, tell the
- * detector themselves:
+ * So the inline functions of ksync/mutex.h, rwlock.h, cond.h, rmutex.h,
+ * sem.h, event.h and barrier.h, which are compiled into the program with
+ * the program's flags, tell the detector themselves:
  *   -fsanitize=thread            __tsan_mutex_pre_lock / post_lock /
  *                                pre_unlock / post_unlock (TSan's
  *                                interface for custom mutexes), automatic
@@ -50,6 +50,21 @@
     __tsan_mutex_post_lock((void *)(l), KS_ANN_FLAGS_(rd, may_fail) | ((err) ? __tsan_mutex_try_lock_failed : 0u), 0)
 #define KS_ANN_UNLOCK_PRE(l, rd) ((void)__tsan_mutex_pre_unlock((void *)(l), (rd) ? __tsan_mutex_read_lock : 0u))
 #define KS_ANN_UNLOCK_POST(l, rd) __tsan_mutex_post_unlock((void *)(l), (rd) ? __tsan_mutex_read_lock : 0u)
+/* a recursive mutex: the owner's relock is not a double lock */
+#define KS_ANN_RLOCK_PRE(l, may_fail) \
+    __tsan_mutex_pre_lock((void *)(l), KS_ANN_FLAGS_(0, may_fail) | __tsan_mutex_write_reentrant)
+#define KS_ANN_RLOCK_POST(l, may_fail, err)                                                                    \
+    __tsan_mutex_post_lock((void *)(l),                                                                       \
+                           KS_ANN_FLAGS_(0, may_fail) | __tsan_mutex_write_reentrant |                        \
+                               ((err) ? __tsan_mutex_try_lock_failed : 0u),                                   \
+                           0)
+#define KS_ANN_RUNLOCK_PRE(l) KS_ANN_UNLOCK_PRE(l, 0)
+/* not a lock: what one thread did before `release` happens before what
+ * another does after the `acquire` that saw it (a semaphore's post and
+ * wait, an event's set and wait, a barrier) */
+#define KS_ANN_RELEASE(o) __tsan_release((void *)(o))
+#define KS_ANN_ACQUIRE(o) __tsan_acquire((void *)(o))
+#define KS_ANN_OBJECT(o) ((void)0) /* TSan sees the library's atomics, or nothing of it */
 #define KS_ANNOTATING 1
 #elif defined(KS_ANN_VG)
 #if defined(KSYNC_DRD)
@@ -78,12 +93,32 @@
         ANNOTATE_RWLOCK_RELEASED((l), !(rd)); \
     } while (0)
 #define KS_ANN_UNLOCK_POST(l, rd) ((void)(rd))
+/* A recursive mutex: the tools know no recursive write lock, so only its
+ * first level is told (the depth is the owner's own field). */
+#define KS_ANN_RLOCK_PRE(l, may_fail) KS_ANN_LOCK_PRE(l, 0, may_fail)
+#define KS_ANN_RLOCK_POST(l, may_fail, err) KS_ANN_LOCK_POST(l, 0, may_fail, (err) || (l)->depth != 1)
+#define KS_ANN_RUNLOCK_PRE(l)   \
+    do {                        \
+        if ((l)->depth == 1)    \
+            KS_ANN_UNLOCK_PRE(l, 0); \
+    } while (0)
+#define KS_ANN_RELEASE(o) ANNOTATE_HAPPENS_BEFORE(o)
+#define KS_ANN_ACQUIRE(o) ANNOTATE_HAPPENS_AFTER(o)
+/* the object's own words, which the library reads and writes with atomics
+ * the tools do not model (they see the library's instructions) */
+#define KS_ANN_OBJECT(o) ANNOTATE_BENIGN_RACE_SIZED((o), sizeof *(o), "ksync object")
 #define KS_ANNOTATING 1
 #else
 #define KS_ANN_LOCK_PRE(l, rd, may_fail) ((void)0)
 #define KS_ANN_LOCK_POST(l, rd, may_fail, err) ((void)0)
 #define KS_ANN_UNLOCK_PRE(l, rd) ((void)0)
 #define KS_ANN_UNLOCK_POST(l, rd) ((void)0)
+#define KS_ANN_RLOCK_PRE(l, may_fail) ((void)0)
+#define KS_ANN_RLOCK_POST(l, may_fail, err) ((void)0)
+#define KS_ANN_RUNLOCK_PRE(l) ((void)0)
+#define KS_ANN_RELEASE(o) ((void)0)
+#define KS_ANN_ACQUIRE(o) ((void)0)
+#define KS_ANN_OBJECT(o) ((void)0)
 #define KS_ANNOTATING 0
 #endif
 

@@ -27,6 +27,7 @@
 #ifndef KSYNC_BARRIER_H
 #define KSYNC_BARRIER_H
 
+#include <ksync/annotate.h>
 #include <ksync/common.h>
 
 #define KS_BARRIER_SERIAL (-1) /* same value as PTHREAD_BARRIER_SERIAL_THREAD */
@@ -49,6 +50,23 @@ KS_EXTERN_C_BEGIN
 KS_API int ks_barrier_init(ks_barrier_t *b, unsigned count, unsigned flags);
 KS_API int ks_barrier_destroy(ks_barrier_t *b);
 KS_API int ks_barrier_wait(ks_barrier_t *b);
+
+#if KS_ANNOTATING
+/* What a race detector is told (ksync/annotate.h): what every thread did
+ * before the barrier happens before what any does after it. */
+static inline int ks_barrier_wait_annotated_(ks_barrier_t *b)
+{
+    if (b) {
+        KS_ANN_OBJECT(b);
+        KS_ANN_RELEASE(b);
+    }
+    int r = (ks_barrier_wait)(b);
+    if ((r == 0 || r == KS_BARRIER_SERIAL) && b)
+        KS_ANN_ACQUIRE(b);
+    return r;
+}
+#define ks_barrier_wait(b) ks_barrier_wait_annotated_(b)
+#endif
 
 KS_EXTERN_C_END
 

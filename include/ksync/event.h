@@ -26,6 +26,7 @@
 #ifndef KSYNC_EVENT_H
 #define KSYNC_EVENT_H
 
+#include <ksync/annotate.h>
 #include <ksync/common.h>
 #include <ksync/time.h>
 
@@ -49,11 +50,38 @@ KS_API int ks_event_set(ks_event_t *e);
 KS_API int ks_event_clear(ks_event_t *e);
 KS_API int ks_event_timedwait(ks_event_t *e, int64_t deadline);
 
+#if KS_ANNOTATING
+/* What a race detector is told (ksync/annotate.h): a set happens before
+ * the waits and looks that see it.  The library does both inside. */
+static inline int ks_event_set_annotated_(ks_event_t *e)
+{
+    if (e) {
+        KS_ANN_OBJECT(e);
+        KS_ANN_RELEASE(e);
+    }
+    return (ks_event_set)(e);
+}
+static inline int ks_event_timedwait_annotated_(ks_event_t *e, int64_t deadline)
+{
+    if (e)
+        KS_ANN_OBJECT(e);
+    int r = (ks_event_timedwait)(e, deadline);
+    if (!r)
+        KS_ANN_ACQUIRE(e);
+    return r;
+}
+#define ks_event_set(e) ks_event_set_annotated_(e)
+#define ks_event_timedwait(e, deadline) ks_event_timedwait_annotated_((e), (deadline))
+#endif
+
 /* acquire: pairs with the release in set(), so whatever the setter wrote
  * before set() is visible to a thread that sees the event set. */
 static inline int ks_event_is_set(const ks_event_t *e)
 {
-    return e ? (int)(__atomic_load_n(&e->word, __ATOMIC_ACQUIRE) & KS_EVENT_SET) : 0;
+    int set = e ? (int)(__atomic_load_n(&e->word, __ATOMIC_ACQUIRE) & KS_EVENT_SET) : 0;
+    if (set)
+        KS_ANN_ACQUIRE(e);
+    return set;
 }
 
 static inline int ks_event_wait(ks_event_t *e)

@@ -61,10 +61,12 @@ KS_API int ks_mutex_init(ks_mutex_t *m, unsigned flags);
 KS_API int ks_mutex_destroy(ks_mutex_t *m);
 KS_API int ks_mutex_lock_slow(ks_mutex_t *m, int64_t deadline);
 KS_API int ks_mutex_unlock_slow(ks_mutex_t *m);
-/* Lock-order checking (ksync/lockdep.h): the next acquisition of the
- * calling thread is the second lock of a ks_mutex_lock2 taken after
- * `first`, in address order.  Called only for a marked mutex. */
-KS_API void ks_lockdep_ordered_(const void *first);
+/* Lock-order checking (ksync/lockdep.h): the calling thread's next
+ * acquisition of `second` is the second lock of a ks_mutex_lock2 taken
+ * after `first`, in address order.  Called only while checking is on
+ * (ks_lockdep_on_, a switch the library sets: relaxed). */
+KS_API extern int ks_lockdep_on_;
+KS_API void ks_lockdep_ordered_(const void *first, const void *second);
 /* A trylock that found KS_MUTEX_TRACED (ksync/lockstat.h, KS_LOCKSTAT_ALL;
  * ksync/lockdep.h), or any trylock under KSYNC_DEBUG. */
 KS_API int ks_mutex_trylock_slow(ks_mutex_t *m);
@@ -181,10 +183,10 @@ static inline int ks_mutex_timedlock2(ks_mutex_t *a, ks_mutex_t *b, int64_t dead
     int e = ks_mutex_timedlock(a, deadline);
     if (e != 0)
         return e;
-    /* relaxed: a hint; a marked mutex goes to the library, which is told
-     * that this order is lock2's (lock-order checking, docs/lockdep.md) */
-    if (KS_UNLIKELY(__atomic_load_n(&b->state, __ATOMIC_RELAXED) & KS_MUTEX_TRACED))
-        ks_lockdep_ordered_(a);
+    /* relaxed: a switch; the checker is told that this order is lock2's
+     * (lock-order checking, docs/lockdep.md) */
+    if (KS_UNLIKELY(__atomic_load_n(&ks_lockdep_on_, __ATOMIC_RELAXED)))
+        ks_lockdep_ordered_(a, b);
     e = ks_mutex_timedlock(b, deadline);
     if (e != 0)
         (void)ks_mutex_unlock(a);

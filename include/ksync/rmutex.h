@@ -46,6 +46,35 @@ KS_API int ks_rmutex_unlock(ks_rmutex_t *r);
 /* The calling thread's ksync id (never 0, never reused within the process). */
 KS_API uint64_t ks_thread_id(void);
 
+#if KS_ANNOTATING
+/* What a race detector is told (ksync/annotate.h): a recursive mutex,
+ * whose owner may take it again. */
+static inline int ks_rmutex_timedlock_annotated_(ks_rmutex_t *r, int64_t deadline, int may_fail, int try_only)
+{
+    if (r) {
+        KS_ANN_OBJECT(r);
+        KS_ANN_RLOCK_PRE(r, may_fail);
+    }
+    int e = try_only ? (ks_rmutex_trylock)(r) : (ks_rmutex_timedlock)(r, deadline);
+    if (r)
+        KS_ANN_RLOCK_POST(r, may_fail, e);
+    return e;
+}
+static inline int ks_rmutex_unlock_annotated_(ks_rmutex_t *r)
+{
+    if (r)
+        KS_ANN_RUNLOCK_PRE(r);
+    int e = (ks_rmutex_unlock)(r);
+    if (r)
+        KS_ANN_UNLOCK_POST(r, 0);
+    return e;
+}
+#define ks_rmutex_lock(r) ks_rmutex_timedlock_annotated_((r), KS_FOREVER, 0, 0)
+#define ks_rmutex_timedlock(r, deadline) ks_rmutex_timedlock_annotated_((r), (deadline), 1, 0)
+#define ks_rmutex_trylock(r) ks_rmutex_timedlock_annotated_((r), 0, 1, 1)
+#define ks_rmutex_unlock(r) ks_rmutex_unlock_annotated_(r)
+#endif
+
 /* Two recursive mutexes at once, in one global order: the lower address first, so that
  * threads locking the same pair in opposite argument orders (the course's
  * bank transfer: lock(from), lock(to)) cannot deadlock.  a == b takes it
@@ -70,9 +99,11 @@ static inline int ks_rmutex_timedlock2(ks_rmutex_t *a, ks_rmutex_t *b, int64_t d
     int e = ks_rmutex_timedlock(a, deadline);
     if (e != 0)
         return e;
-    /* relaxed: a hint for lock-order checking, as in ks_mutex_timedlock2 */
-    if (KS_UNLIKELY(__atomic_load_n(&b->lock.state, __ATOMIC_RELAXED) & KS_MUTEX_TRACED))
-        ks_lockdep_ordered_(&a->lock);
+    /* relaxed: a switch, as in ks_mutex_timedlock2 (a re-entered b never
+     * reaches the checker: the hint names b's mutex, so it is not used for
+     * another lock) */
+    if (KS_UNLIKELY(__atomic_load_n(&ks_lockdep_on_, __ATOMIC_RELAXED)))
+        ks_lockdep_ordered_(&a->lock, &b->lock);
     e = ks_rmutex_timedlock(b, deadline);
     if (e != 0)
         (void)ks_rmutex_unlock(a);

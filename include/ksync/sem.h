@@ -25,6 +25,7 @@
 #ifndef KSYNC_SEM_H
 #define KSYNC_SEM_H
 
+#include <ksync/annotate.h>
 #include <ksync/common.h>
 #include <ksync/time.h>
 
@@ -65,7 +66,7 @@ static inline int ks_sem_value(const ks_sem_t *s)
 }
 
 /* Take a unit if there is one.  acquire: pairs with the release in post. */
-static inline int ks_sem_trywait(ks_sem_t *s)
+static inline int ks_sem_trywait_raw_(ks_sem_t *s)
 {
     if (KS_UNLIKELY(!s))
         return EINVAL;
@@ -76,23 +77,23 @@ static inline int ks_sem_trywait(ks_sem_t *s)
     return EAGAIN;
 }
 
-static inline int ks_sem_wait(ks_sem_t *s)
+static inline int ks_sem_wait_raw_(ks_sem_t *s)
 {
-    if (KS_LIKELY(ks_sem_trywait(s) == 0))
+    if (KS_LIKELY(ks_sem_trywait_raw_(s) == 0))
         return 0;
     return ks_sem_wait_slow(s, KS_FOREVER);
 }
 
-static inline int ks_sem_timedwait(ks_sem_t *s, int64_t deadline)
+static inline int ks_sem_timedwait_raw_(ks_sem_t *s, int64_t deadline)
 {
-    if (KS_LIKELY(deadline >= 0 && ks_sem_trywait(s) == 0))
+    if (KS_LIKELY(deadline >= 0 && ks_sem_trywait_raw_(s) == 0))
         return 0;
     return ks_sem_wait_slow(s, deadline);
 }
 
 /* Fast path: nobody registered as waiting and room below max: one CAS.
  * release: pairs with the acquire CAS of the waiter that takes the unit. */
-static inline int ks_sem_post(ks_sem_t *s)
+static inline int ks_sem_post_raw_(ks_sem_t *s)
 {
     if (KS_LIKELY(s != 0)) {
         uint64_t lim = s->max ? s->max : KS_SEM_VALUE_MAX;
@@ -102,6 +103,46 @@ static inline int ks_sem_post(ks_sem_t *s)
             return 0;
     }
     return ks_sem_post_slow(s);
+}
+
+/* What a race detector is told (ksync/annotate.h): a post happens before
+ * the wait that takes its unit.  Nothing unless the program is built for
+ * one. */
+static inline int ks_sem_trywait(ks_sem_t *s)
+{
+    int e = ks_sem_trywait_raw_(s);
+    if (!e)
+        KS_ANN_ACQUIRE(s);
+    return e;
+}
+
+static inline int ks_sem_wait(ks_sem_t *s)
+{
+    if (s)
+        KS_ANN_OBJECT(s);
+    int e = ks_sem_wait_raw_(s);
+    if (!e)
+        KS_ANN_ACQUIRE(s);
+    return e;
+}
+
+static inline int ks_sem_timedwait(ks_sem_t *s, int64_t deadline)
+{
+    if (s)
+        KS_ANN_OBJECT(s);
+    int e = ks_sem_timedwait_raw_(s, deadline);
+    if (!e)
+        KS_ANN_ACQUIRE(s);
+    return e;
+}
+
+static inline int ks_sem_post(ks_sem_t *s)
+{
+    if (s) {
+        KS_ANN_OBJECT(s);
+        KS_ANN_RELEASE(s);
+    }
+    return ks_sem_post_raw_(s);
 }
 
 KS_EXTERN_C_END

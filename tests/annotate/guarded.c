@@ -12,6 +12,10 @@
  *   a ks_mutex counter, 4 threads (contended: the slow paths run)
  *   a ks_cond hand-off of values through a one-slot buffer
  *   a ks_rwlock table, 3 readers and 1 writer
+ *   a ks_rmutex counter, taken twice (recursively) by 4 threads
+ *   a value handed through a ks_sem (post, then wait), and through a
+ *   ks_event (set, then wait)
+ *   a ks_barrier between two phases of 4 threads writing and reading an array
  * Exit status 0 when the counts are right (the detector has its own). */
 #include <ksync.h>
 
@@ -31,6 +35,54 @@ static long got_sum;
 static ks_rwlock_t rw;
 static int table[16]; /* under rw */
 static long read_sum[THREADS];
+
+static ks_rmutex_t rm;
+static long rcounter; /* under rm */
+
+static ks_sem_t sem;
+static ks_event_t ev;
+static long handed_sem, handed_ev; /* written before post / set, read after wait */
+
+static ks_barrier_t bar;
+static int phase1[THREADS]; /* written before the barrier, read by others after */
+static long phase2_sum;      /* under m */
+
+static void *rcount(void *p)
+{
+    (void)p;
+    for (int i = 0; i < ROUNDS / 4; i++) {
+        ks_rmutex_lock(&rm);
+        ks_rmutex_lock(&rm);
+        rcounter++;
+        ks_rmutex_unlock(&rm);
+        ks_rmutex_unlock(&rm);
+    }
+    return NULL;
+}
+
+static void *hand_over(void *p)
+{
+    (void)p;
+    handed_sem = 42;
+    ks_sem_post(&sem);
+    handed_ev = 43;
+    ks_event_set(&ev);
+    return NULL;
+}
+
+static void *phases(void *p)
+{
+    int id = (int)(long)p;
+    phase1[id] = id + 1;
+    ks_barrier_wait(&bar);
+    long sum = 0;
+    for (int k = 0; k < THREADS; k++)
+        sum += phase1[k];
+    ks_mutex_lock(&m);
+    phase2_sum += sum;
+    ks_mutex_unlock(&m);
+    return NULL;
+}
 
 static void *count(void *p)
 {
@@ -109,9 +161,28 @@ int main(void)
         pthread_create(&t[i], NULL, use_table, (void *)(long)i);
     for (int i = 0; i < THREADS; i++)
         pthread_join(t[i], NULL);
+    if (ks_rmutex_init(&rm, 0) || ks_sem_init(&sem, 0, 0) || ks_event_init(&ev, 0) ||
+        ks_barrier_init(&bar, THREADS, 0))
+        return 2;
+    for (int i = 0; i < THREADS; i++)
+        pthread_create(&t[i], NULL, rcount, NULL);
+    for (int i = 0; i < THREADS; i++)
+        pthread_join(t[i], NULL);
+    pthread_create(&pc[0], NULL, hand_over, NULL);
+    ks_sem_wait(&sem);
+    long got_sem = handed_sem;
+    ks_event_wait(&ev);
+    long got_ev = handed_ev;
+    pthread_join(pc[0], NULL);
+    for (int i = 0; i < THREADS; i++)
+        pthread_create(&t[i], NULL, phases, (void *)(long)i);
+    for (int i = 0; i < THREADS; i++)
+        pthread_join(t[i], NULL);
     long want = (long)ITEMS * (ITEMS + 1) / 2;
-    int ok = counter == (long)THREADS * ROUNDS && got_sum == want && table[0] == ROUNDS / 4;
-    printf("counter %ld, hand-off sum %ld (want %ld), table %d: %s\n", counter, got_sum, want, table[0],
-           ok ? "right" : "WRONG");
+    int ok = counter == (long)THREADS * ROUNDS && got_sum == want && table[0] == ROUNDS / 4 &&
+             rcounter == (long)THREADS * (ROUNDS / 4) && got_sem == 42 && got_ev == 43 &&
+             phase2_sum == (long)THREADS * (THREADS * (THREADS + 1) / 2);
+    printf("counter %ld, hand-off sum %ld (want %ld), table %d, rcounter %ld, sem %ld, event %ld, phases %ld: %s\n",
+           counter, got_sum, want, table[0], rcounter, got_sem, got_ev, phase2_sum, ok ? "right" : "WRONG");
     return ok ? 0 : 1;
 }
