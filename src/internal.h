@@ -330,6 +330,17 @@ KS_HIDDEN void ks_ls_acquired(void *cookie, int contended, uint64_t wait_ticks, 
 KS_HIDDEN uint64_t ks_ls_hold_end(const void *lock, void **cookie);
 KS_HIDDEN void ks_ls_hold_add(void *cookie, uint64_t ticks);
 
+/* MurmurHash3's 64-bit finalizer (fmix64): the lock registry's and the
+ * lock-order checker's hashes of addresses and keys. */
+static inline uint64_t ks_mix64(uint64_t x)
+{
+    x ^= x >> 33;
+    x *= 0xff51afd7ed558ccdull;
+    x ^= x >> 33;
+    x *= 0xc4ceb9fe1a85ec53ull;
+    return x ^ (x >> 33);
+}
+
 /* ---- lock-order checking (src/lockdep.c; docs/lockdep.md) ----
  * Called from slow paths only, when ks_ld_on() (one relaxed load).  lock:
  * before a thread waits for `lock` (not for a trylock): the recursion and

@@ -153,15 +153,6 @@ static KS_TLS struct {
     const void *ordered_after, *ordered_next; /* ks_lockdep_ordered_: next follows after in a lock2 */
 } me;
 
-static uint64_t mix(uint64_t x)
-{
-    x ^= x >> 33;
-    x *= 0xff51afd7ed558ccdull;
-    x ^= x >> 33;
-    x *= 0xc4ceb9fe1a85ec53ull;
-    x ^= x >> 33;
-    return x;
-}
 
 static int tid(void)
 {
@@ -173,6 +164,13 @@ static uint64_t holder_word(void)
     return (uint64_t)__atomic_load_n(&epoch, __ATOMIC_RELAXED) << 32 | (uint32_t)tid();
 }
 
+/* The thread seen taking the lock of record r in this epoch, or 0. */
+static int holder_of_rec(struct ks_lockrec *r)
+{
+    uint64_t hw = r ? __atomic_load_n(&r->ld_holder, __ATOMIC_RELAXED) : 0; /* informative */
+    return hw >> 32 == __atomic_load_n(&epoch, __ATOMIC_RELAXED) ? (int)(uint32_t)hw : 0;
+}
+
 /* ---- the maps ---- */
 
 static struct edge *map_find(struct map *m, uint64_t key)
@@ -181,7 +179,7 @@ static struct edge *map_find(struct map *m, uint64_t key)
     struct slot *t = __atomic_load_n(&m->slots, __ATOMIC_ACQUIRE);
     if (!t)
         return NULL;
-    for (uint32_t n = 0, i = (uint32_t)mix(key) & (MAP_SIZE - 1); n < MAP_SIZE; n++, i = (i + 1) & (MAP_SIZE - 1)) {
+    for (uint32_t n = 0, i = (uint32_t)ks_mix64(key) & (MAP_SIZE - 1); n < MAP_SIZE; n++, i = (i + 1) & (MAP_SIZE - 1)) {
         /* acquire: pairs with the release in map_put (the edge is complete) */
         uint64_t k = __atomic_load_n(&t[i].key, __ATOMIC_ACQUIRE);
         if (k == key)
@@ -220,7 +218,7 @@ static int map_room(struct map *m)
 /* Under graph, with room checked. */
 static void map_put(struct map *m, uint64_t key, struct edge *e)
 {
-    for (uint32_t i = (uint32_t)mix(key) & (MAP_SIZE - 1);; i = (i + 1) & (MAP_SIZE - 1))
+    for (uint32_t i = (uint32_t)ks_mix64(key) & (MAP_SIZE - 1);; i = (i + 1) & (MAP_SIZE - 1))
         if (!__atomic_load_n(&m->slots[i].key, __ATOMIC_RELAXED)) { /* only writers under graph store keys */
             __atomic_store_n(&m->slots[i].e, e, __ATOMIC_RELAXED); /* published by the key's release */
             __atomic_store_n(&m->slots[i].key, key, __ATOMIC_RELEASE); /* pairs with map_find */
@@ -294,8 +292,8 @@ static uint64_t class_hash(const char *name, const void *site, uint32_t lgen, un
         for (const char *p = name; *p; p++)
             h = (h ^ (unsigned char)*p) * 1099511628211ull;
     else
-        h ^= mix((uint64_t)(uintptr_t)site ^ ((uint64_t)lgen << 48));
-    return mix(h ^ ((uint64_t)kind << 40) ^ ((uint64_t)sub << 48));
+        h ^= ks_mix64((uint64_t)(uintptr_t)site ^ ((uint64_t)lgen << 48));
+    return ks_mix64(h ^ ((uint64_t)kind << 40) ^ ((uint64_t)sub << 48));
 }
 
 static int class_is(const struct ks_ld_class *c, const char *name, const void *site, const void *lock,
@@ -400,8 +398,8 @@ static uint64_t class_key(const struct ks_ld_class *a, const struct ks_ld_class 
 
 static uint64_t pair_key(const void *x, uint32_t gx, const void *y, uint32_t gy)
 {
-    uint64_t k = mix(((uint64_t)(uintptr_t)x ^ ((uint64_t)gx << 48)) * 0x9e3779b97f4a7c15ull ^
-                     mix((uint64_t)(uintptr_t)y ^ ((uint64_t)gy << 48)));
+    uint64_t k = ks_mix64(((uint64_t)(uintptr_t)x ^ ((uint64_t)gx << 48)) * 0x9e3779b97f4a7c15ull ^
+                     ks_mix64((uint64_t)(uintptr_t)y ^ ((uint64_t)gy << 48)));
     return k ? k : 1;
 }
 
@@ -769,7 +767,7 @@ static struct edge said;
 
 static int first_at(int ev, const void *site)
 {
-    uint64_t key = mix((uint64_t)(uintptr_t)site ^ ((uint64_t)ev << 56) ^ 0x5bd1e995ull) | (1ull << 63);
+    uint64_t key = ks_mix64((uint64_t)(uintptr_t)site ^ ((uint64_t)ev << 56) ^ 0x5bd1e995ull) | (1ull << 63);
     if (map_find(&orders, key))
         return 0;
     int first = 1;
@@ -1085,8 +1083,7 @@ void ks_ld_unlock(const void *lock, int locked, const void *site)
         /* Not ours.  Report it if the mutex is not locked at all, or if
          * the checker saw another thread take it in this epoch (a lock
          * taken before checking was on is not known: silent). */
-        uint64_t hw = r ? __atomic_load_n(&r->ld_holder, __ATOMIC_RELAXED) : 0;
-        int holder = hw >> 32 == __atomic_load_n(&epoch, __ATOMIC_RELAXED) ? (int)(uint32_t)hw : 0;
+        int holder = holder_of_rec(r);
         int ev = !locked ? KS_LOCKDEP_UNLOCKED : holder && holder != tid() ? KS_LOCKDEP_NOT_HELD : 0;
         if (ev && first_at(ev, site)) {
             char *buf = NULL;
@@ -1122,8 +1119,7 @@ void ks_ld_destroy(const void *lock, int locked, const void *site)
     int i = find_held(lock);
     struct ks_lockrec *r = ks_lockrec_find(lock, 0, 0, NULL);
     if ((i >= 0 || locked) && first_at(KS_LOCKDEP_DESTROY_HELD, site)) {
-        uint64_t hw = r ? __atomic_load_n(&r->ld_holder, __ATOMIC_RELAXED) : 0;
-        int holder = i >= 0 ? tid() : hw >> 32 == __atomic_load_n(&epoch, __ATOMIC_RELAXED) ? (int)(uint32_t)hw : 0;
+        int holder = i >= 0 ? tid() : holder_of_rec(r);
         char *buf = NULL;
         size_t len = 0;
         FILE *f = begin(KS_LOCKDEP_DESTROY_HELD, &buf, &len);

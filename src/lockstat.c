@@ -51,11 +51,7 @@ static ks_mutex_t setup = KS_MUTEX_INIT; /* never marked: the table's own lock *
 
 static inline size_t hash(const void *p)
 {
-    uint64_t x = (uint64_t)(uintptr_t)p;
-    x ^= x >> 33;
-    x *= 0xff51afd7ed558ccdull;
-    x ^= x >> 33;
-    return (size_t)(x & (TABLE_SIZE - 1));
+    return (size_t)(ks_mix64((uint64_t)(uintptr_t)p) & (TABLE_SIZE - 1));
 }
 
 static struct ks_lockrec **get_table(void)
