@@ -567,15 +567,23 @@ static inline void kt_bank_run(const struct kt_lock2_ops *ops, void *const *lock
 struct kt_lock2_hold {
     const struct kt_lock2_ops *ops;
     void *l;
+    int held, release; /* flags: the holder has it; it may let go */
 };
 
 static inline void *kt_lock2_holder(void *p)
 {
     struct kt_lock2_hold *h = p;
     cr_assert_eq(h->ops->lock(h->l), 0);
-    kt_sleep_ns(200 * KT_MS);
+    __atomic_store_n(&h->held, 1, __ATOMIC_RELEASE); /* pairs with kt_lock2_is_held */
+    while (!__atomic_load_n(&h->release, __ATOMIC_ACQUIRE)) /* pairs with the store in the contract */
+        kt_sleep_ns(KT_MS);
     cr_assert_eq(h->ops->unlock(h->l), 0);
     return NULL;
+}
+
+static inline int kt_lock2_is_held(void *p)
+{
+    return __atomic_load_n(&((struct kt_lock2_hold *)p)->held, __ATOMIC_ACQUIRE);
 }
 
 /* x and y: two free objects.  A timed lock2 whose second lock (the higher
@@ -585,13 +593,16 @@ static inline void *kt_lock2_holder(void *p)
 static inline void kt_lock2_contract(const struct kt_lock2_ops *o, void *x, void *y)
 {
     void *hi = (uintptr_t)x < (uintptr_t)y ? y : x, *lo = hi == x ? y : x;
-    struct kt_lock2_hold h = {o, hi};
+    struct kt_lock2_hold h = {o, hi, 0, 0};
     pthread_t t;
     kt_spawn(&t, kt_lock2_holder, &h); /* the one taken second */
-    kt_sleep_ns(20 * KT_MS);
+    /* held for sure before the timed lock2 (a fixed sleep was not, under
+     * ASan on a loaded machine) */
+    cr_assert(kt_wait_for(kt_lock2_is_held, &h, 10 * KS_NSEC_PER_SEC), "the holder never took it");
     cr_assert_eq(o->timedlock2(hi, lo, ks_deadline_after(20 * KT_MS)), ETIMEDOUT);
     cr_assert_eq(o->trylock(lo), 0, "the first was given back");
     cr_assert_eq(o->unlock(lo), 0);
+    __atomic_store_n(&h.release, 1, __ATOMIC_RELEASE); /* pairs with the holder's acquire */
     kt_join(t);
     cr_assert_eq(o->lock2(x, x), 0, "the same lock twice is taken once");
     cr_assert_eq(o->unlock2(x, x), 0);
