@@ -65,16 +65,20 @@ KS_API int ks_cond_broadcast(ks_cond_t *c);
 /* A race detector sees the wait release the mutex and take it again
  * (ksync/annotate.h): the library does both inside, where a program built
  * with -fsanitize=thread against an uninstrumented libksync cannot see
- * them.  EPERM: the caller did not hold it (the detector has been told of
- * that unlock, and reports it); EINVAL: it is still held. */
+ * them.  EPERM on a locked mutex (another thread's: the library cannot
+ * tell): the detector has been told of that unlock, and reports it;
+ * EINVAL: it is still held. */
 static inline int ks_cond_timedwait_annotated_(ks_cond_t *c, ks_mutex_t *m, int64_t deadline)
 {
-    if (m) {
+    /* a mutex that is not locked: the wait refuses (EPERM), nothing told
+     * (relaxed: the caller's own hold, if any) */
+    const int told = m && (__atomic_load_n(&m->state, __ATOMIC_RELAXED) & KS_MUTEX_LOCKED);
+    if (told) {
         KS_ANN_UNLOCK_PRE(m, 0);
         KS_ANN_UNLOCK_POST(m, 0);
     }
     int e = (ks_cond_timedwait)(c, m, deadline);
-    if (m && e != EPERM) {
+    if (told && e != EPERM) {
         KS_ANN_LOCK_PRE(m, 0, 0);
         KS_ANN_LOCK_POST(m, 0, 0, 0);
     }

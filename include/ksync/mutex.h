@@ -151,10 +151,13 @@ static inline int ks_mutex_timedlock(ks_mutex_t *m, int64_t deadline)
 
 static inline int ks_mutex_unlock(ks_mutex_t *m)
 {
-    if (m)
+    /* an unlock the call refuses (EPERM: not locked) is not told: the
+     * caller gets the error (relaxed: the caller's own hold, if any) */
+    const int told = KS_ANNOTATING && m && (__atomic_load_n(&m->state, __ATOMIC_RELAXED) & KS_MUTEX_LOCKED);
+    if (told)
         KS_ANN_UNLOCK_PRE(m, 0);
     int e = ks_mutex_unlock_raw_(m);
-    if (m)
+    if (told)
         KS_ANN_UNLOCK_POST(m, 0);
     return e;
 }

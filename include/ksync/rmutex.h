@@ -62,10 +62,13 @@ static inline int ks_rmutex_timedlock_annotated_(ks_rmutex_t *r, int64_t deadlin
 }
 static inline int ks_rmutex_unlock_annotated_(ks_rmutex_t *r)
 {
-    if (r)
+    /* an unlock by a thread that does not hold it is refused (EPERM), not
+     * told (relaxed: only the owner's own id can match) */
+    const int told = r && __atomic_load_n(&r->owner, __ATOMIC_RELAXED) == ks_thread_id();
+    if (told)
         KS_ANN_RUNLOCK_PRE(r);
     int e = (ks_rmutex_unlock)(r);
-    if (r)
+    if (told)
         KS_ANN_UNLOCK_POST(r, 0);
     return e;
 }

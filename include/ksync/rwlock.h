@@ -230,12 +230,14 @@ static inline int ks_rwlock_unlock(ks_rwlock_t *l)
      * shows a writer iff the caller is one (a writer waiting for table
      * readers to leave has its count in the word too: the table first).
      * relaxed: the caller's own hold, ordered by its acquisition. */
-    int rd = l && (ks_rwlock_table_held_(l) ||
-                   (__atomic_load_n(&l->state, __ATOMIC_RELAXED) & KS_RWLOCK_WRITER) != KS_RWLOCK_WRITER);
-    if (l)
+    int table = l && ks_rwlock_table_held_(l);
+    uint64_t held = l ? __atomic_load_n(&l->state, __ATOMIC_RELAXED) & KS_RWLOCK_WRITER : 0;
+    int rd = table || held != KS_RWLOCK_WRITER;
+    const int told = table || held; /* nobody holds it: EPERM, not told */
+    if (told)
         KS_ANN_UNLOCK_PRE(l, rd);
     int e = ks_rwlock_unlock_raw_(l);
-    if (l)
+    if (told)
         KS_ANN_UNLOCK_POST(l, rd);
     return e;
 #else
