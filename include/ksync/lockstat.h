@@ -21,7 +21,9 @@
  *                           unlock of it takes the slow path: exact
  *                           acquisition counts and every hold time, at the
  *                           cost of a table lookup per acquisition.
- * Covered so far: ks_mutex (and what is built on it: ks_cond's mutex).
+ * Covered so far: ks_mutex and what is built on it (ks_cond's mutex,
+ * ks_rmutex's first level, the drop-in layer's pthread mutexes: ksync-run
+ * --stat).  Not yet: the rwlock and the semaphore.
  *
  * Classes: a lock's class is the name given with ks_lock_name, else the
  * call site of its ks_*_init, else the call site of its first recorded
