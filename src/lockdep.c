@@ -161,7 +161,7 @@ static int tid(void)
 
 static uint64_t holder_word(void)
 {
-    return (uint64_t)__atomic_load_n(&epoch, __ATOMIC_RELAXED) << 32 | (uint32_t)tid();
+    return (uint64_t)__atomic_load_n(&epoch, __ATOMIC_RELAXED) << 32 | (uint32_t)tid(); /* a switch's count */
 }
 
 /* The thread seen taking the lock of record r in this epoch, or 0. */
@@ -192,7 +192,7 @@ static struct edge *map_find(struct map *m, uint64_t key)
 
 static void say_full(const char *what)
 {
-    if (!__atomic_exchange_n(&full_said, 1, __ATOMIC_RELAXED)) {
+    if (!__atomic_exchange_n(&full_said, 1, __ATOMIC_RELAXED)) { /* relaxed: says once, orders nothing */
         char line[160];
         int n = snprintf(line, sizeof line, "ksync lockdep: the %s table is full: new ones are no longer checked\n",
                          what);
@@ -208,7 +208,7 @@ static int map_room(struct map *m)
 {
     if (!m->slots || m->n + 1 >= MAP_SIZE / 2) { /* under graph: plain reads */
         if (m->slots)
-            __atomic_store_n(&m->full, 1, __ATOMIC_RELAXED);
+            __atomic_store_n(&m->full, 1, __ATOMIC_RELAXED); /* a switch: readers only skip work */
         say_full(m->what);
         return 0;
     }
@@ -328,7 +328,7 @@ static struct ks_ld_class *class_of(struct ks_lockrec *r)
     const char *name = __atomic_load_n(&r->name, __ATOMIC_ACQUIRE); /* pairs with ks_lock_name */
     const void *site = __atomic_load_n(&r->site, __ATOMIC_RELAXED); /* after g0: ordered by it */
     unsigned kind = __atomic_load_n(&r->kind, __ATOMIC_RELAXED);
-    unsigned sub = __atomic_load_n(&r->ld_sub, __ATOMIC_RELAXED);
+    unsigned sub = __atomic_load_n(&r->ld_sub, __ATOMIC_RELAXED); /* after g0, as `site` */
     /* A lock that was never initialised (KS_MUTEX_INIT, PTHREAD_MUTEX_INITIALIZER,
      * zeroed memory) is a class of its own, as the kernel's static locks:
      * two such locks first taken at the same line (both sides of a
@@ -336,7 +336,7 @@ static struct ks_ld_class *class_of(struct ks_lockrec *r)
      * it: memory reused after a destroy is another lock. */
     const void *first = NULL, *lock = NULL;
     uint32_t lgen = 0;
-    if (!name && !__atomic_load_n(&r->inited, __ATOMIC_RELAXED)) {
+    if (!name && !__atomic_load_n(&r->inited, __ATOMIC_RELAXED)) { /* after g0, as `site` */
         first = site;
         site = NULL;
         lock = r->lock;
@@ -602,7 +602,7 @@ static void deliver(int ev, FILE *f, char **bufp, size_t *lenp)
     }
     pthread_setcancelstate(cancel, NULL);
     free(buf);
-    if (__atomic_load_n(&abort_after, __ATOMIC_RELAXED)) {
+    if (__atomic_load_n(&abort_after, __ATOMIC_RELAXED)) { /* a switch */
         static const char msg[] = "ksync lockdep: KSYNC_LOCKDEP=abort: aborting\n";
         write_all(2, msg, sizeof msg - 1);
         abort();
@@ -684,7 +684,7 @@ static void spin_lock(uint32_t *w)
 {
     /* acquire: pairs with the release in spin_unlock */
     while (__atomic_exchange_n(w, 1, __ATOMIC_ACQUIRE))
-        while (__atomic_load_n(w, __ATOMIC_RELAXED))
+        while (__atomic_load_n(w, __ATOMIC_RELAXED)) /* test before the exchange retries */
             ks_cpu_relax();
 }
 
@@ -1078,7 +1078,7 @@ void ks_ld_unlock(const void *lock, int locked, const void *site)
     if (i >= 0) {
         drop_held(i);
         if (r)
-            __atomic_store_n(&r->ld_holder, 0, __ATOMIC_RELAXED);
+            __atomic_store_n(&r->ld_holder, 0, __ATOMIC_RELAXED); /* informative */
     } else if (!locked || r) {
         /* Not ours.  Report it if the mutex is not locked at all, or if
          * the checker saw another thread take it in this epoch (a lock
@@ -1103,7 +1103,7 @@ void ks_ld_unlock(const void *lock, int locked, const void *site)
             deliver(ev, f, &buf, &len);
         }
         if (ev == KS_LOCKDEP_NOT_HELD && r)
-            __atomic_store_n(&r->ld_holder, 0, __ATOMIC_RELAXED);
+            __atomic_store_n(&r->ld_holder, 0, __ATOMIC_RELAXED); /* informative */
     }
     leave();
 }
@@ -1149,7 +1149,7 @@ void ks_ld_destroy(const void *lock, int locked, const void *site)
          * is never initialised is a lock of its own (read after ld_gen,
          * which moves next) */
         __atomic_store_n(&r->ld_sub, 0, __ATOMIC_RELAXED);
-        __atomic_store_n(&r->inited, 0, __ATOMIC_RELAXED);
+        __atomic_store_n(&r->inited, 0, __ATOMIC_RELAXED); /* before ld_gen moves (seq_cst) */
         __atomic_store_n(&r->name, NULL, __ATOMIC_RELEASE); /* as ks_lock_name's store */
         ks_ld_changed(r);
     }
@@ -1169,7 +1169,7 @@ static void thread_exit(void)
         me.armed = 1;
         return;
     }
-    if (me.n && !me.busy && __atomic_load_n(&ks_ld_on_, __ATOMIC_RELAXED) &&
+    if (me.n && !me.busy && __atomic_load_n(&ks_ld_on_, __ATOMIC_RELAXED) && /* switches */
         me.epoch == __atomic_load_n(&epoch, __ATOMIC_RELAXED)) {
         me.busy = 1;
         char *buf = NULL;
@@ -1290,6 +1290,7 @@ static void watch_once(int64_t threshold)
                 if (x->waiting) {
                     struct ks_lockrec *r = ks_lockrec_find(x->waiting, 0, 0, NULL);
                     fprintf(f, " has waited %.3f s for ", (double)(now - x->since) / 1e9);
+                    /* seq_cst: as class_of's load (the class, or NULL) */
                     lock_text(f, x->waiting, r ? __atomic_load_n(&r->ld_class, __ATOMIC_SEQ_CST) : NULL);
                     struct wsnap *h = holder_of(t, n, x->waiting);
                     if (h)
@@ -1338,10 +1339,10 @@ static void *watch_loop(void *arg)
         int64_t th = __atomic_load_n(&watch_ns, __ATOMIC_RELAXED);
         int64_t period = th / 4 > 10000000 ? th / 4 : 10000000;
         ks_cond_timedwait(&wd_wake, &wd_lock, ks_deadline_after(period));
-        if (__atomic_load_n(&wd_state, __ATOMIC_RELAXED) != 1)
+        if (__atomic_load_n(&wd_state, __ATOMIC_RELAXED) != 1) /* under wd_lock, as its stores */
             break;
         ks_mutex_unlock(&wd_lock);
-        if (__atomic_load_n(&ks_ld_on_, __ATOMIC_RELAXED))
+        if (__atomic_load_n(&ks_ld_on_, __ATOMIC_RELAXED)) /* a switch */
             watch_once(th);
         ks_mutex_lock(&wd_lock);
     }
@@ -1360,23 +1361,23 @@ int ks_lockdep_watchdog(int threshold_ms)
         wd_state = 0; /* a fork child: the thread is its parent's */
     int e = 0;
     if (threshold_ms == 0) {
-        __atomic_store_n(&watch_ns, 0, __ATOMIC_RELAXED);
+        __atomic_store_n(&watch_ns, 0, __ATOMIC_RELAXED); /* a switch: threads stop announcing waits */
         if (wd_state == 1) {
             ks_mutex_lock(&wd_lock);
-            __atomic_store_n(&wd_state, 2, __ATOMIC_RELAXED);
+            __atomic_store_n(&wd_state, 2, __ATOMIC_RELAXED); /* under wd_lock: the loop reads it so */
             ks_cond_signal(&wd_wake);
             ks_mutex_unlock(&wd_lock);
             pthread_join(watchdog, NULL);
             wd_state = 0;
         }
     } else {
-        __atomic_store_n(&watch_ns, (int64_t)threshold_ms * 1000000, __ATOMIC_RELAXED);
+        __atomic_store_n(&watch_ns, (int64_t)threshold_ms * 1000000, __ATOMIC_RELAXED); /* a switch */
         if (wd_state == 1) {
             ks_mutex_lock(&wd_lock);
             ks_cond_signal(&wd_wake);
             ks_mutex_unlock(&wd_lock);
         } else {
-            __atomic_store_n(&wd_state, 1, __ATOMIC_RELAXED);
+            __atomic_store_n(&wd_state, 1, __ATOMIC_RELAXED); /* before the thread exists: its creation orders it */
             wd_pid = getpid();
             sigset_t all, old;
             sigfillset(&all);
@@ -1385,7 +1386,7 @@ int ks_lockdep_watchdog(int threshold_ms)
             pthread_sigmask(SIG_SETMASK, &old, NULL);
             if (e) {
                 wd_state = 0;
-                __atomic_store_n(&watch_ns, 0, __ATOMIC_RELAXED);
+                __atomic_store_n(&watch_ns, 0, __ATOMIC_RELAXED); /* a switch */
             } else {
                 pthread_setname_np(watchdog, "ksync-watchdog");
             }
@@ -1476,7 +1477,7 @@ static int make_tables(void)
     if (!e)
         open_out();
     graph_unlock();
-    if (!e && !__atomic_exchange_n(&atfork_done, 1, __ATOMIC_RELAXED)) {
+    if (!e && !__atomic_exchange_n(&atfork_done, 1, __ATOMIC_RELAXED)) { /* once: orders nothing */
         /* backtrace() loads its unwinder now, not inside a lock path */
         pthread_atfork(fork_prepare, fork_parent, fork_child);
         void *fr[2];
@@ -1495,7 +1496,7 @@ int ks_lockdep_set(int mode)
     me.busy = was_busy;
     if (e)
         return -e;
-    int old = __atomic_load_n(&abort_after, __ATOMIC_RELAXED) ? KS_LOCKDEP_ABORT : 0;
+    int old = __atomic_load_n(&abort_after, __ATOMIC_RELAXED) ? KS_LOCKDEP_ABORT : 0; /* a switch */
     __atomic_store_n(&abort_after, mode == KS_LOCKDEP_ABORT, __ATOMIC_RELAXED); /* a switch */
     if (mode != KS_LOCKDEP_OFF) { /* relaxed: switches (src/internal.h) */
         /* a new epoch before the switch: lists made while it was on before
@@ -1513,7 +1514,7 @@ int ks_lockdep_set(int mode)
 
 int ks_lockdep_mode(void)
 {
-    if (!__atomic_load_n(&ks_ld_on_, __ATOMIC_RELAXED))
+    if (!__atomic_load_n(&ks_ld_on_, __ATOMIC_RELAXED)) /* switches: ordered by nothing */
         return KS_LOCKDEP_OFF;
     return __atomic_load_n(&abort_after, __ATOMIC_RELAXED) ? KS_LOCKDEP_ABORT : KS_LOCKDEP_ON;
 }
