@@ -249,12 +249,24 @@ static void *hold_a_while(void *p)
     struct holder *h = p;
     cr_assert_eq(ks_mutex_lock(h->m), 0);
     ks_event_set(h->held);
+    /* Hold on until the other thread is in the slow path and has marked
+     * the word (it is about to sleep), then for h->ns more: its wait is at
+     * least h->ns however the two threads are scheduled.  Timing the hold
+     * from ks_event_set() alone failed in CI: with the suite's parallel
+     * jobs on 2 cores the waiter was not run for 20 ms, and found the
+     * mutex free (no contention recorded). */
+    int64_t give_up = ks_now() + 30 * INT64_C(1000000000);
+    while (!(__atomic_load_n(&h->m->state, __ATOMIC_RELAXED) & KS_MUTEX_CONTENDED))
+    {
+        cr_assert_lt(ks_now(), give_up, "the other thread never waited");
+        sched_yield();
+    }
     busy_ns(h->ns);
     cr_assert_eq(ks_mutex_unlock(h->m), 0);
     return NULL;
 }
 
-/* Lock m after waiting about 20 ms for a thread that holds it (the
+/* Lock m after waiting at least 20 ms for a thread that holds it (the
  * acquisition sleeps, so its release reaches the slow path); returns that
  * thread, to be joined. */
 static pthread_t lock_after_a_wait(ks_mutex_t *m, struct holder *h, ks_event_t *held)
