@@ -62,6 +62,10 @@ UNC_LOOP(ks_rmutex)
 UNC_LOOP(pthread_rec)
 UNC_LOOP(ks_sem)
 UNC_LOOP(sem_t)
+UNC_LOOP(ks_rwlock_rd)
+UNC_LOOP(pthread_rwlock_rd)
+UNC_LOOP(ks_rwlock_wr)
+UNC_LOOP(pthread_rwlock_wr)
 
 /* The C++ rows: the loop runs in stress/b_hpp.cc on an object of its own. */
 static __attribute__((noinline)) void loop_hpp_ks(bench_lock_t *l, uint64_t n)
@@ -132,9 +136,10 @@ static __attribute__((noinline)) void loop_empty(bench_lock_t *l, uint64_t n)
         __asm__ __volatile__("" ::: "memory");
 }
 
-enum { G_EMPTY = -1, G_MUTEX, G_RECURSIVE, G_SEM, G_READ, NGROUPS };
+enum { G_EMPTY = -1, G_MUTEX, G_RECURSIVE, G_SEM, G_RWREAD, G_RWWRITE, G_READ, NGROUPS };
 static const char *const group_title[NGROUPS] = {
     "mutex lock+unlock", "recursive mutex lock+unlock (depth 1)", "semaphore wait+post (value 1)",
+    "rwlock read lock+unlock", "rwlock write lock+unlock",
     "read-side section enter+exit (reclamation schemes)"};
 
 static const struct ukind {
@@ -157,6 +162,10 @@ static const struct ukind {
     {"pthread_mutex RECURSIVE", G_RECURSIVE, 0, pthread_rec_b_init, loop_pthread_rec},
     {"ks_sem", G_SEM, 1, ks_sem_b_init, loop_ks_sem},
     {"sem_t", G_SEM, 0, sem_t_b_init, loop_sem_t},
+    {"ks_rwlock rdlock", G_RWREAD, 1, ks_rwlock_b_init, loop_ks_rwlock_rd},
+    {"pthread_rwlock_rdlock", G_RWREAD, 0, pthread_rwlock_b_init, loop_pthread_rwlock_rd},
+    {"ks_rwlock wrlock", G_RWWRITE, 1, ks_rwlock_b_init, loop_ks_rwlock_wr},
+    {"pthread_rwlock_wrlock", G_RWWRITE, 0, pthread_rwlock_b_init, loop_pthread_rwlock_wr},
     {"ks_epoch enter+exit", G_READ, 1, ks_epoch_b_init, loop_ks_epoch},
     {"ck_epoch begin+end", G_READ, 0, ck_epoch_b_init, loop_ck_epoch},
     {"urcu-memb read lock+unlock", G_READ, 0, urcu_b_init, loop_urcu},

@@ -33,6 +33,7 @@
 #include <ksync/debug.h>
 #include <ksync/mutex.h>
 #include <ksync/rmutex.h>
+#include <ksync/rwlock.h>
 #include <ksync/sem.h>
 #include <ksync/time.h>
 
@@ -191,6 +192,8 @@ typedef union bench_lock {
     ks_mutex_t ks;
     ks_rmutex_t ksr;
     ks_sem_t kss;
+    ks_rwlock_t ksrw;
+    pthread_rwlock_t prw;
     pthread_mutex_t pm;
     sem_t ps;
     ck_spinlock_fas_t fas;
@@ -250,6 +253,21 @@ static inline void ks_sem_b_rel(bench_lock_t *l, bench_ctx_t *c) { (void)c; ks_s
 static inline void sem_t_b_init(bench_lock_t *l) { sem_init(&l->ps, 0, 1); }
 static inline void sem_t_b_acq(bench_lock_t *l, bench_ctx_t *c) { (void)c; sem_wait(&l->ps); }
 static inline void sem_t_b_rel(bench_lock_t *l, bench_ctx_t *c) { (void)c; sem_post(&l->ps); }
+
+/* Read-write locks (section 1: one thread, read or write lock + unlock). */
+static inline void ks_rwlock_b_init(bench_lock_t *l) { ks_rwlock_init(&l->ksrw, 0); }
+static inline void ks_rwlock_rd_b_acq(bench_lock_t *l, bench_ctx_t *c) { (void)c; ks_rwlock_rdlock(&l->ksrw); }
+static inline void ks_rwlock_wr_b_acq(bench_lock_t *l, bench_ctx_t *c) { (void)c; ks_rwlock_wrlock(&l->ksrw); }
+static inline void ks_rwlock_b_rel(bench_lock_t *l, bench_ctx_t *c) { (void)c; ks_rwlock_unlock(&l->ksrw); }
+#define ks_rwlock_rd_b_rel ks_rwlock_b_rel
+#define ks_rwlock_wr_b_rel ks_rwlock_b_rel
+
+static inline void pthread_rwlock_b_init(bench_lock_t *l) { pthread_rwlock_init(&l->prw, NULL); }
+static inline void pthread_rwlock_rd_b_acq(bench_lock_t *l, bench_ctx_t *c) { (void)c; pthread_rwlock_rdlock(&l->prw); }
+static inline void pthread_rwlock_wr_b_acq(bench_lock_t *l, bench_ctx_t *c) { (void)c; pthread_rwlock_wrlock(&l->prw); }
+static inline void pthread_rwlock_b_rel(bench_lock_t *l, bench_ctx_t *c) { (void)c; pthread_rwlock_unlock(&l->prw); }
+#define pthread_rwlock_rd_b_rel pthread_rwlock_b_rel
+#define pthread_rwlock_wr_b_rel pthread_rwlock_b_rel
 
 /* ---- sections ------------------------------------------------------------- */
 
