@@ -280,6 +280,7 @@ check-dropin: deps
 	KSYNC_DROPIN_EXPECT=1 $(BUILD)/ksync-run -- $(DROPIN_TEST_BIN) $(TEST_ARGS)
 	sh tools/check-lockdep.sh $(BUILD)
 	sh tools/check-top.sh $(BUILD)
+	sh tools/check-stat-rwsem.sh $(BUILD)
 	sh tools/dropin-own.sh $(BUILD)
 	sh tools/check-dropin.sh $(BUILD)
 

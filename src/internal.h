@@ -99,6 +99,11 @@ KS_HIDDEN int ks_mutex_lock_requeued(struct ks_mutex *m);
 #define KS_WAIT_EINTR 2u
 struct ks_sem;
 KS_HIDDEN int ks_sem_wait_ext(struct ks_sem *s, int64_t deadline, unsigned opts);
+/* The same with the caller's call site (the class of lock statistics: the
+ * drop-in layer passes the program's), and init and trywait with one. */
+KS_HIDDEN int ks_sem_wait_at(struct ks_sem *s, int64_t deadline, unsigned opts, const void *site);
+KS_HIDDEN int ks_sem_init_at(struct ks_sem *s, unsigned value, unsigned max, unsigned flags, const void *site);
+KS_HIDDEN int ks_sem_trywait_at(struct ks_sem *s, const void *site);
 /* A condition wait on any mutex: `mutex` is passed to the two operations;
  * `word` is the ks_mutex that broadcast may requeue waiters onto (it must be
  * the lock that ops->unlock releases and ops->relock takes), or NULL if the
@@ -116,11 +121,18 @@ struct ks_cond_lockops {
 KS_HIDDEN int ks_cond_wait_ext(struct ks_cond *c, void *mutex, struct ks_mutex *word,
                                const struct ks_cond_lockops *ops, int64_t deadline, unsigned opts);
 /* rwlock slow paths with the preference given by the caller (prefer_reader:
- * readers enter while writers wait, as glibc's default rwlock kind). */
+ * readers enter while writers wait, as glibc's default rwlock kind) and
+ * the caller's call site (the class of lock statistics: the drop-in layer
+ * passes the program's).  revoke_at: ks_rwlock_revoke_ (after a fast
+ * path's acquiring CAS). */
 struct ks_rwlock;
-KS_HIDDEN int ks_rwlock_rdlock_mode(struct ks_rwlock *l, int64_t deadline, int prefer_reader);
-KS_HIDDEN int ks_rwlock_tryrdlock_mode(struct ks_rwlock *l, int prefer_reader);
+KS_HIDDEN int ks_rwlock_init_at(struct ks_rwlock *l, unsigned flags, const void *site);
+KS_HIDDEN int ks_rwlock_rdlock_mode(struct ks_rwlock *l, int64_t deadline, int prefer_reader, const void *site);
+KS_HIDDEN int ks_rwlock_tryrdlock_mode(struct ks_rwlock *l, int prefer_reader, const void *site);
 KS_HIDDEN int ks_rwlock_unlock_mode(struct ks_rwlock *l, int prefer_reader);
+KS_HIDDEN int ks_rwlock_wrlock_at(struct ks_rwlock *l, int64_t deadline, const void *site);
+KS_HIDDEN int ks_rwlock_trywrlock_at(struct ks_rwlock *l, const void *site);
+KS_HIDDEN int ks_rwlock_revoke_at(struct ks_rwlock *l, int64_t deadline, const void *site);
 /* Readers holding l through the visible-readers table (for tests). */
 KS_HIDDEN unsigned ks_rwlock_table_readers_(const struct ks_rwlock *l);
 /* Run-once on a bare 32-bit word (pthread_once_t is an int); the word is
@@ -329,6 +341,14 @@ KS_HIDDEN void ks_ls_acquired(void *cookie, int contended, uint64_t wait_ticks, 
  * critical section; it touches the record, never the lock). */
 KS_HIDDEN uint64_t ks_ls_hold_end(const void *lock, void **cookie);
 KS_HIDDEN void ks_ls_hold_add(void *cookie, uint64_t ticks);
+/* The registry key of an rwlock's read side (its write side's is the
+ * lock's address): the address + 1, which no lock has (they are aligned);
+ * the record takes the lock's name (ks_lock_name), and reads report the
+ * lock's address. */
+static inline const void *ks_ls_read_key(const void *lock)
+{
+    return (const char *)lock + 1;
+}
 
 /* MurmurHash3's 64-bit finalizer (fmix64): the lock registry's and the
  * lock-order checker's hashes of addresses and keys. */

@@ -105,6 +105,14 @@ static struct ks_lockrec *find_slow(const void *lock, int create, unsigned kind,
                 mine->lock = lock;
                 mine->site = site;
                 mine->kind = kind;
+                /* an rwlock's read side takes the name given to the lock
+                 * (ks_lock_name names both sides; this is for a name given
+                 * before the read side was first seen) */
+                if ((uintptr_t)lock & 1) {
+                    struct ks_lockrec *base = find_slow((const char *)lock - 1, 0, 0, NULL);
+                    if (base) /* acquire: pairs with ks_lock_name's release */
+                        mine->name = __atomic_load_n(&base->name, __ATOMIC_ACQUIRE);
+                }
             }
             /* release: the record's fields before it is seen */
             if (__atomic_compare_exchange_n(&t[i], &r, mine, 0, __ATOMIC_RELEASE, __ATOMIC_ACQUIRE))
@@ -433,7 +441,14 @@ void ks_ls_acquired(void *cookie, int contended, uint64_t wait_ticks, uint64_t n
  * every holder, which made the record's line a second contended line
  * beside the lock's (the contended counter at 16 threads paid for it).
  * A thread holds few timed locks at once; with more than STAMPS, the
- * oldest stamp gives way (that hold is not timed). */
+ * oldest stamp gives way (that hold is not timed).
+ *
+ * An rwlock's read side (its key is odd: ks_ls_read_key) may be held
+ * several times by one thread, and each of its stamped holds is sure to
+ * reach a library unlock (src/rwlock.c, "Lock statistics"): its stamps
+ * stack, and an unlock takes the most recent.  A second stamp for any
+ * other lock means the first one's release took the fast path: it is
+ * replaced. */
 #define STAMPS 8
 static KS_TLS struct stamp {
     const void *lock;
@@ -446,8 +461,9 @@ static KS_TLS unsigned stamp_next;
 static void stamp(struct ks_lockrec *r, uint64_t now)
 {
     struct stamp *free_one = NULL;
+    const int stacks = (uintptr_t)r->lock & 1;
     for (unsigned i = 0; i < STAMPS; i++) {
-        if (stamps[i].lock == r->lock) {
+        if (stamps[i].lock == r->lock && !stacks) {
             /* a stamp left for this lock (its release did not reach a
              * slow path, as after a mode change): replaced or dropped */
             stamps[i].lock = NULL;
@@ -473,18 +489,20 @@ uint64_t ks_ls_hold_end(const void *lock, void **cookie)
     *cookie = NULL;
     if (busy)
         return 0;
-    for (unsigned i = 0; i < STAMPS; i++)
-        if (stamps[i].lock == lock) {
-            struct stamp st = stamps[i];
-            stamps[i].lock = NULL;
-            /* a new lock at this address since (init, reset): not its hold */
-            if (st.gen != __atomic_load_n(&st.r->gen, __ATOMIC_RELAXED))
-                return 0;
-            uint64_t now = ks_ticks();
-            *cookie = st.r;
-            return now > st.t ? now - st.t : 0;
-        }
-    return 0;
+    struct stamp *mine = NULL;
+    for (unsigned i = 0; i < STAMPS; i++) /* the most recent (see stamp) */
+        if (stamps[i].lock == lock && (!mine || stamps[i].t > mine->t))
+            mine = &stamps[i];
+    if (!mine)
+        return 0;
+    struct stamp st = *mine;
+    mine->lock = NULL;
+    /* a new lock at this address since (init, reset): not its hold */
+    if (st.gen != __atomic_load_n(&st.r->gen, __ATOMIC_RELAXED))
+        return 0;
+    uint64_t now = ks_ticks();
+    *cookie = st.r;
+    return now > st.t ? now - st.t : 0;
 }
 
 void ks_ls_hold_add(void *cookie, uint64_t v)
@@ -589,13 +607,18 @@ int ks_lock_name(const void *lock, const char *name)
      * src/lockdep.c's class_of) */
     __atomic_store_n(&r->name, nn->s, __ATOMIC_RELEASE);
     ks_ld_changed(r); /* a new name, a new class for lock-order checking */
+    /* an rwlock's read side, if it has a record already (release: as above) */
+    struct ks_lockrec *rd = find_slow(ks_ls_read_key(lock), 0, 0, NULL);
+    if (rd)
+        __atomic_store_n(&rd->name, nn->s, __ATOMIC_RELEASE);
     return 0;
 }
 
 static void snap(const struct ks_lockrec *r, struct ks_lockstat *o)
 {
     memset(o, 0, sizeof *o);
-    o->lock = r->lock;
+    /* an rwlock's read side is keyed by the address + 1 (ks_ls_read_key) */
+    o->lock = (uintptr_t)r->lock & 1 ? (const char *)r->lock - 1 : r->lock;
     o->name = __atomic_load_n(&r->name, __ATOMIC_ACQUIRE); /* acquire: pairs with ks_lock_name */
     o->site = __atomic_load_n(&r->site, __ATOMIC_RELAXED);
     o->kind = __atomic_load_n(&r->kind, __ATOMIC_RELAXED);
@@ -654,8 +677,10 @@ struct cls {
 
 static int same_class(const struct ks_lockstat *a, const struct ks_lockstat *b)
 {
+    /* kind 0: a lock named before it was first used, of no kind yet */
     if (a->name || b->name)
-        return a->name && b->name && strcmp(a->name, b->name) == 0;
+        return a->name && b->name && strcmp(a->name, b->name) == 0 &&
+               (a->kind == b->kind || !a->kind || !b->kind);
     return a->site == b->site && a->kind == b->kind;
 }
 
@@ -687,7 +712,11 @@ void ks_lockrec_describe(const char *name, const void *site, char *buf, size_t l
 
 static const char *kind_name(unsigned k)
 {
-    return k == KS_LOCK_MUTEX ? "mutex" : "?";
+    return k == KS_LOCK_MUTEX            ? "mutex"
+           : k == KS_LOCK_RWLOCK_READ  ? "rw-rd"
+           : k == KS_LOCK_RWLOCK_WRITE ? "rw-wr"
+           : k == KS_LOCK_SEM          ? "sem"
+                                       : "?";
 }
 
 static void fmt_ns(char *b, size_t len, uint64_t ns)
@@ -731,6 +760,8 @@ static long by_class(struct cls **out, size_t *locks)
         }
         struct ks_lockstat *s = &c[k].s;
         c[k].locks++;
+        if (!s->kind)
+            s->kind = all[i].kind;
         s->acquisitions += all[i].acquisitions;
         s->contended += all[i].contended;
         s->wait_ns += all[i].wait_ns;
@@ -773,8 +804,13 @@ int ks_lockstat_report(FILE *f)
         ks_lockrec_describe(s->name, s->site, what, sizeof what);
         fmt_ns(w, sizeof w, s->wait_ns);
         fmt_ns(wm, sizeof wm, s->wait_max_ns);
-        fmt_ns(ha, sizeof ha, s->holds ? s->hold_ns / s->holds : 0);
-        fmt_ns(hm, sizeof hm, s->hold_max_ns);
+        if (s->holds) {
+            fmt_ns(ha, sizeof ha, s->hold_ns / s->holds);
+            fmt_ns(hm, sizeof hm, s->hold_max_ns);
+        } else { /* none timed (a semaphore has no holder) */
+            snprintf(ha, sizeof ha, "-");
+            snprintf(hm, sizeof hm, "-");
+        }
         fprintf(f, "%-40.40s %-6s %5u %12llu %12llu %10s %10s %10s %10s %10llu\n", what, kind_name(s->kind),
                 c[k].locks, (unsigned long long)s->acquisitions, (unsigned long long)s->contended, w, wm, ha, hm,
                 (unsigned long long)s->holds);

@@ -65,6 +65,7 @@
  */
 #include "internal.h"
 
+#include <ksync/lockstat.h>
 #include <ksync/rwlock.h>
 
 #include <ksync/once.h>
@@ -95,13 +96,14 @@ static inline const uint32_t *fword(const ks_rwlock_t *l)
 
 #define BIAS KS_RWLOCK_BIAS
 #define BIAS_USED KS_RWLOCK_BIAS_USED
+#define TRACED KS_RWLOCK_TRACED
 #define NSLOTS 1024u      /* table size, a power of two; 64 KiB */
 #define MAX_WINDOW 256u   /* slots a writer scans at most */
 #define INHIBIT_MUL 9     /* BRAVO's N */
 #define CHEAP_REVOKE_NS 2000 /* revocations cheaper than this inhibit nothing */
 #define UNIT_SHIFT 10     /* inhibit times in units of 1024 ns */
-#define UNTIL_SHIFT 2
-#define UNTIL_MASK 0x3fffffffu
+#define UNTIL_SHIFT 3         /* bits 0-2: BIAS, BIAS_USED, TRACED */
+#define UNTIL_MASK 0x1fffffffu
 #define MAX_INHIBIT (1u << 18) /* units: ~0.27 s; longer reads as expired */
 #define NHELD 4           /* read locks a thread may hold through slots at once */
 #define SLOT_WAITER ((uintptr_t)1) /* a writer sleeps on this slot (locks are 8-aligned) */
@@ -295,10 +297,19 @@ static void maybe_enable_bias(ks_rwlock_t *l, uint64_t v)
  * concurrent tryrdlock calls fail, and blocking readers wait, while only
  * readers held the lock).  A reader that enters the table between this look
  * and the CAS is still found by revoke(), which gives the word back. */
-int ks_rwlock_trywrlock_slow(ks_rwlock_t *l)
+static int revoke(ks_rwlock_t *l, int64_t deadline, int *waited);
+
+/* After the writer's acquiring CAS (ks_rwlock_wrlock_revoke_'s test, for
+ * this file): revoke only if readers may sit in the table. */
+static inline int revoke_if_used(ks_rwlock_t *l, int64_t deadline, int *waited)
 {
-    if (!l)
-        return EINVAL;
+    if (KS_LIKELY(!(ks_rwlock_bias_(l) & BIAS_USED)))
+        return 0;
+    return revoke(l, deadline, waited);
+}
+
+static int trywr_core(ks_rwlock_t *l)
+{
     /* relaxed: a hint, as in ks_rwlock_wrlock_revoke_. */
     if (__atomic_load_n(&l->bias, __ATOMIC_RELAXED) & BIAS_USED) {
         unsigned w = window_size(), base = window_base(l, w);
@@ -311,13 +322,14 @@ int ks_rwlock_trywrlock_slow(ks_rwlock_t *l)
     while (!(v & WRITER))
         /* acquire: pairs with the release CAS in unlock. */
         if (__atomic_compare_exchange_n(&l->state, &v, v | WRITER, 1, __ATOMIC_ACQUIRE, __ATOMIC_RELAXED))
-            return ks_rwlock_wrlock_revoke_(l, -1);
+            return revoke_if_used(l, -1, NULL);
     return EBUSY;
 }
 
 /* The writer holds the lock word (R == WRITER): clear BIAS, then wait until
- * no slot holds the lock.  deadline -1: do not wait (try). */
-int ks_rwlock_revoke_(ks_rwlock_t *l, int64_t deadline)
+ * no slot holds the lock.  deadline -1: do not wait (try).  *waited (if
+ * waited is not NULL) is set when a reader inside made it wait. */
+static int revoke(ks_rwlock_t *l, int64_t deadline, int *waited_for)
 {
     int64_t t0 = ks_now();
     /* seq_cst: pairs with the reader's claim-then-check in biased_enter(). */
@@ -337,6 +349,8 @@ int ks_rwlock_revoke_(ks_rwlock_t *l, int64_t deadline)
          * on it; the reader's exchange sees the mark and wakes us, or the
          * futex finds the slot changed. */
         int64_t w0 = ks_now();
+        if (waited_for)
+            *waited_for = 1;
         struct ks_spin sp;
         if (deadline != -1 && ks_spin_begin(&sp, KS_SPIN_RWLOCK_WRITE)) {
             ks_spin_clip(&sp, deadline);
@@ -376,10 +390,11 @@ int ks_rwlock_revoke_(ks_rwlock_t *l, int64_t deadline)
         uint32_t until = (now_units() + (uint32_t)(span < MAX_INHIBIT ? span : MAX_INHIBIT)) & UNTIL_MASK;
         nb = (until ? until : 1) << UNTIL_SHIFT;
     }
-    /* relaxed: no reader sets the bias while we hold the word; the store
-     * clears BIAS_USED (no slot holds the lock) and publishes only the
+    /* relaxed: no reader sets the bias (or TRACED) while we hold the word;
+     * the store clears BIAS_USED (no slot holds the lock), keeps TRACED
+     * (lock statistics; the caller fixes it) and publishes only the
      * inhibition time. */
-    __atomic_store_n(&l->bias, nb, __ATOMIC_RELAXED);
+    __atomic_store_n(&l->bias, nb | (__atomic_load_n(&l->bias, __ATOMIC_RELAXED) & TRACED), __ATOMIC_RELAXED);
     return 0;
 }
 
@@ -393,14 +408,26 @@ unsigned ks_rwlock_table_readers_(const ks_rwlock_t *l)
     return n;
 }
 
-int ks_rwlock_init(ks_rwlock_t *l, unsigned flags)
+int ks_rwlock_init_at(ks_rwlock_t *l, unsigned flags, const void *site)
 {
     if (!l || (flags & ~(KS_FLAGS_VALID | KS_RWLOCK_PREFER_READER)))
         return EINVAL;
     l->state = 0;
     l->flags = flags;
-    l->bias = 0;
+    /* Lock statistics in KS_LOCKSTAT_ALL: marked from the start (see
+     * "Lock statistics" below); each side is a record of its own. */
+    int mode = ks_ls_mode();
+    l->bias = mode == KS_LOCKSTAT_ALL ? TRACED : 0;
+    if (KS_UNLIKELY(mode)) {
+        ks_ls_init(l, KS_LOCK_RWLOCK_WRITE, site);
+        ks_ls_init(ks_ls_read_key(l), KS_LOCK_RWLOCK_READ, site);
+    }
     return 0;
+}
+
+int ks_rwlock_init(ks_rwlock_t *l, unsigned flags)
+{
+    return ks_rwlock_init_at(l, flags, __builtin_return_address(0));
 }
 
 int ks_rwlock_destroy(ks_rwlock_t *l)
@@ -439,15 +466,37 @@ int ks_rwlock_unlock_mode(ks_rwlock_t *l, int prefer_reader)
 {
     const unsigned fl = l->flags; /* read before the release */
     /* relaxed: only this thread's own slot matters, and BIAS_USED cannot be
-     * cleared while it holds one. */
-    if (__atomic_load_n(&l->bias, __ATOMIC_RELAXED) & BIAS_USED) {
-        struct held *h = held_entry(l);
-        if (h) {
-            biased_leave(h);
-            return 0;
-        }
+     * cleared while it holds one; TRACED is set or cleared only by a thread
+     * that holds the lock (see "Lock statistics" below), so this holder
+     * reads its own acquisition's value. */
+    const uint32_t b = __atomic_load_n(&l->bias, __ATOMIC_RELAXED);
+    struct held *h = (b & BIAS_USED) ? held_entry(l) : NULL;
+    /* Lock statistics: the hold ends here, while the lock is still ours
+     * (after the release it may be freed: the counting after it touches
+     * only the record). */
+    void *rec = NULL;
+    uint64_t hold = 0;
+    if (KS_UNLIKELY((b & TRACED) || ks_ls_ever())) {
+        uint64_t v = __atomic_load_n(&l->state, __ATOMIC_RELAXED); /* our own hold: see above */
+        const int writer = !h && R(v) == WRITER;
+        if (h || R(v))
+            hold = ks_ls_hold_end(writer ? (const void *)l : ks_ls_read_key(l), &rec);
+        /* A writer, alone inside, takes off the mark it put on for its own
+         * hold (KS_LOCKSTAT_ALL keeps it).  relaxed: the mark publishes
+         * nothing; registering writers only clear BIAS meanwhile. */
+        if (writer && (b & TRACED) && ks_ls_mode() != KS_LOCKSTAT_ALL)
+            __atomic_fetch_and(&l->bias, ~TRACED, __ATOMIC_RELAXED);
     }
-    return unlock_word(l, fl, prefer_reader);
+    int r;
+    if (h) {
+        biased_leave(h);
+        r = 0;
+    } else {
+        r = unlock_word(l, fl, prefer_reader);
+    }
+    if (KS_UNLIKELY(rec))
+        ks_ls_hold_add(rec, hold);
+    return r;
 }
 
 /* Release a hold on the lock word (a writer's, or a reader's counted in R). */
@@ -499,7 +548,7 @@ int ks_rwlock_tryrdlock_slow(ks_rwlock_t *l)
 {
     if (!l)
         return EINVAL;
-    return ks_rwlock_tryrdlock_mode(l, !!(l->flags & KS_RWLOCK_PREFER_READER));
+    return ks_rwlock_tryrdlock_mode(l, !!(l->flags & KS_RWLOCK_PREFER_READER), __builtin_return_address(0));
 }
 
 /* Read lock without the word: a recursive hold through a slot, or a new one
@@ -519,7 +568,7 @@ static inline int read_through_table(ks_rwlock_t *l)
     return (b & BIAS) ? biased_enter(l) : EBUSY;
 }
 
-int ks_rwlock_tryrdlock_mode(ks_rwlock_t *l, int prefer_reader)
+static int tryrd_core(ks_rwlock_t *l, int prefer_reader)
 {
     if (read_through_table(l) == 0)
         return 0;
@@ -535,10 +584,11 @@ int ks_rwlock_rdlock_slow(ks_rwlock_t *l, int64_t deadline)
 {
     if (!l || deadline < 0)
         return EINVAL;
-    return ks_rwlock_rdlock_mode(l, deadline, !!(l->flags & KS_RWLOCK_PREFER_READER));
+    return ks_rwlock_rdlock_mode(l, deadline, !!(l->flags & KS_RWLOCK_PREFER_READER), __builtin_return_address(0));
 }
 
-int ks_rwlock_rdlock_mode(ks_rwlock_t *l, int64_t deadline, int prefer_reader)
+/* *waited: set when the reader had to spin or sleep for a writer. */
+static int rdlock_core(ks_rwlock_t *l, int64_t deadline, int prefer_reader, int *waited)
 {
     const unsigned fl = l->flags;
     if (read_through_table(l) == 0)
@@ -550,6 +600,7 @@ int ks_rwlock_rdlock_mode(ks_rwlock_t *l, int64_t deadline, int prefer_reader)
     struct ks_spin sp;
     int learn = 0;
     if (R(v) == WRITER && !(v & (RS | WW)) && ks_spin_begin(&sp, KS_SPIN_RWLOCK_READ)) {
+        *waited = 1;
         ks_spin_clip(&sp, deadline);
         do {
             ks_cpu_relax();
@@ -578,6 +629,7 @@ int ks_rwlock_rdlock_mode(ks_rwlock_t *l, int64_t deadline, int prefer_reader)
             return EAGAIN;
         if (ks_deadline_passed(deadline))
             return ETIMEDOUT; /* past deadline: no RS residue */
+        *waited = 1;
         if (!(v & RS)) {
             /* relaxed: announcing a sleeper publishes nothing. */
             if (!__atomic_compare_exchange_n(&l->state, &v, v | RS, 1, __ATOMIC_RELAXED, __ATOMIC_RELAXED))
@@ -592,10 +644,10 @@ int ks_rwlock_rdlock_mode(ks_rwlock_t *l, int64_t deadline, int prefer_reader)
     }
 }
 
-int ks_rwlock_wrlock_slow(ks_rwlock_t *l, int64_t deadline)
+/* *waited: set when the writer had to spin or sleep (for the lock word, or
+ * for readers inside the table). */
+static int wrlock_core(ks_rwlock_t *l, int64_t deadline, int *waited)
 {
-    if (!l || deadline < 0)
-        return EINVAL;
     const unsigned fl = l->flags;
     uint64_t v = __atomic_load_n(&l->state, __ATOMIC_RELAXED), nv;
     /* Spin while the lock is held and no other writer queues (src/spin.c
@@ -603,6 +655,7 @@ int ks_rwlock_wrlock_slow(ks_rwlock_t *l, int64_t deadline)
     struct ks_spin sp;
     int learn = 0;
     if (R(v) && !NW(v) && ks_spin_begin(&sp, KS_SPIN_RWLOCK_WRITE)) {
+        *waited = 1;
         ks_spin_clip(&sp, deadline);
         do {
             ks_cpu_relax();
@@ -628,10 +681,11 @@ int ks_rwlock_wrlock_slow(ks_rwlock_t *l, int64_t deadline)
             if (__atomic_compare_exchange_n(&l->state, &v, nv, 1, __ATOMIC_ACQUIRE, __ATOMIC_RELAXED)) {
                 if (learn)
                     ks_spin_waited(&sp);
-                return ks_rwlock_wrlock_revoke_(l, deadline);
+                return revoke_if_used(l, deadline, waited);
             }
             continue;
         }
+        *waited = 1;
         if (!registered) {
             if (ks_deadline_passed(deadline))
                 return ETIMEDOUT; /* past deadline: do not register at all */
@@ -673,4 +727,155 @@ int ks_rwlock_wrlock_slow(ks_rwlock_t *l, int64_t deadline)
             }
         }
     }
+}
+
+/* ---- Lock statistics (src/lockstat.c, docs/lockstat.md) --------------------------------
+ *
+ * Each side of the lock is a record of its own: the write side under the
+ * lock's address, the read side under ks_ls_read_key(l).  Only the library
+ * paths record; the inline fast paths are those of a build without
+ * statistics, except that they also fail on TRACED (bit 2 of the bias word:
+ * one more bit in a mask they test anyway).
+ *
+ * TRACED is set or cleared only by a thread that holds the lock, so that a
+ * hold timed at its acquisition (a stamp, src/lockstat.c) always reaches a
+ * library unlock, which consumes the stamp:
+ *   - a writer, alone inside, fixes it: set in KS_LOCKSTAT_ALL, and in
+ *     KS_LOCKSTAT_CONTENTION for a writer that waited (so its hold is
+ *     timed); its unlock takes it off again unless the mode is ALL;
+ *   - a reader only sets it (KS_LOCKSTAT_ALL), never clears it: clearing it
+ *     while other readers hold stamps would send their unlocks down the
+ *     fast path and leave their stamps behind;
+ *   - an acquisition stamps its hold only if TRACED is set once it holds
+ *     the lock: it stays set until a writer holds the lock, which is after
+ *     this hold's release.
+ * A reader's wait is for a writer (holding, or waiting under writer
+ * preference); a writer's is for the word or for readers in the table.
+ * Readers of a lock turned on ALL after their lock was initialised (or a
+ * statically initialised lock) are seen from the first library call. */
+
+static inline int traced_or_on(const ks_rwlock_t *l, int *mode)
+{
+    *mode = ks_ls_mode();
+    /* relaxed: a switch, and a mark that routes calls (see above) */
+    return KS_UNLIKELY(*mode || (__atomic_load_n(&l->bias, __ATOMIC_RELAXED) & TRACED));
+}
+
+/* A read acquisition (deadline -1: a try). */
+static int rd_stat(ks_rwlock_t *l, int64_t deadline, int prefer_reader, const void *site)
+{
+    int mode, waited = 0;
+    if (KS_LIKELY(!traced_or_on(l, &mode)))
+        return deadline == -1 ? tryrd_core(l, prefer_reader) : rdlock_core(l, deadline, prefer_reader, &waited);
+    /* the record before the lock: nothing but the stamp inside it */
+    void *rec = mode ? ks_ls_enter(ks_ls_read_key(l), KS_LOCK_RWLOCK_READ, site) : NULL;
+    const uint64_t t0 = rec ? ks_ticks() : 0;
+    /* A lock that only the mark sent here: first the inline path's one CAS
+     * (acquire: pairs with the release in unlock), so that counting does not
+     * change how the lock behaves (rdlock_core would turn the reader bias on,
+     * as after contention).  relaxed loads: as the inline path's (the
+     * bias is a hint there too). */
+    uint64_t v = __atomic_load_n(&l->state, __ATOMIC_RELAXED); /* seeds the CAS */
+    int r = 0;
+    if (deadline == -1 || (__atomic_load_n(&l->bias, __ATOMIC_RELAXED) & BIAS) || !ks_rwlock_read_lockable_(v) ||
+        !__atomic_compare_exchange_n(&l->state, &v, v + 1, 0, __ATOMIC_ACQUIRE, __ATOMIC_RELAXED))
+        r = deadline == -1 ? tryrd_core(l, prefer_reader) : rdlock_core(l, deadline, prefer_reader, &waited);
+    if (r)
+        return r;
+    /* relaxed: see above; we hold the lock, so a writer cannot change it */
+    uint32_t b = __atomic_load_n(&l->bias, __ATOMIC_RELAXED);
+    if (mode == KS_LOCKSTAT_ALL && rec && !(b & TRACED)) {
+        /* relaxed: the mark publishes nothing (an RMW: it keeps the bias
+         * bits and the release sequence of maybe_enable_bias's fetch_or) */
+        __atomic_fetch_or(&l->bias, TRACED, __ATOMIC_RELAXED);
+        b |= TRACED;
+    }
+    if (rec) {
+        const uint64_t now = waited ? ks_ticks() : t0;
+        ks_ls_acquired(rec, waited, now - t0, (b & TRACED) ? now : 0);
+    }
+    return 0;
+}
+
+enum { WR_WAIT, WR_TRY, WR_TAKEN };
+
+static int wr_core(ks_rwlock_t *l, int64_t deadline, int how, int *waited)
+{
+    return how == WR_WAIT ? wrlock_core(l, deadline, waited)
+           : how == WR_TRY ? trywr_core(l)
+                           : revoke_if_used(l, deadline, waited);
+}
+
+/* A write acquisition: WR_WAIT (lock or timed lock), WR_TRY, or WR_TAKEN
+ * (an inline fast path took the word; the bias, or the mark, sent it
+ * here). */
+static int wr_stat(ks_rwlock_t *l, int64_t deadline, int how, const void *site)
+{
+    int mode, waited = 0;
+    if (KS_LIKELY(!traced_or_on(l, &mode)))
+        return wr_core(l, deadline, how, &waited);
+    void *rec = mode ? ks_ls_enter(l, KS_LOCK_RWLOCK_WRITE, site) : NULL;
+    const uint64_t t0 = rec ? ks_ticks() : 0;
+    int r = wr_core(l, deadline, how, &waited);
+    if (r)
+        return r;
+    /* Alone inside: the mark fixed to the mode (see above).  relaxed: the
+     * mark publishes nothing; registering writers only clear BIAS
+     * meanwhile (RMWs, which keep it). */
+    const uint32_t want = rec && (mode == KS_LOCKSTAT_ALL || waited) ? TRACED : 0;
+    if ((__atomic_load_n(&l->bias, __ATOMIC_RELAXED) & TRACED) != want) {
+        if (want)
+            __atomic_fetch_or(&l->bias, TRACED, __ATOMIC_RELAXED);
+        else
+            __atomic_fetch_and(&l->bias, ~TRACED, __ATOMIC_RELAXED);
+    }
+    if (rec) {
+        const uint64_t now = waited ? ks_ticks() : t0;
+        ks_ls_acquired(rec, waited, now - t0, want ? now : 0);
+    }
+    return 0;
+}
+
+int ks_rwlock_rdlock_mode(ks_rwlock_t *l, int64_t deadline, int prefer_reader, const void *site)
+{
+    return rd_stat(l, deadline, prefer_reader, site);
+}
+
+int ks_rwlock_tryrdlock_mode(ks_rwlock_t *l, int prefer_reader, const void *site)
+{
+    return rd_stat(l, -1, prefer_reader, site);
+}
+
+int ks_rwlock_wrlock_at(ks_rwlock_t *l, int64_t deadline, const void *site)
+{
+    if (!l || deadline < 0)
+        return EINVAL;
+    return wr_stat(l, deadline, WR_WAIT, site);
+}
+
+int ks_rwlock_wrlock_slow(ks_rwlock_t *l, int64_t deadline)
+{
+    return ks_rwlock_wrlock_at(l, deadline, __builtin_return_address(0));
+}
+
+int ks_rwlock_trywrlock_at(ks_rwlock_t *l, const void *site)
+{
+    if (!l)
+        return EINVAL;
+    return wr_stat(l, -1, WR_TRY, site);
+}
+
+int ks_rwlock_trywrlock_slow(ks_rwlock_t *l)
+{
+    return ks_rwlock_trywrlock_at(l, __builtin_return_address(0));
+}
+
+int ks_rwlock_revoke_at(ks_rwlock_t *l, int64_t deadline, const void *site)
+{
+    return wr_stat(l, deadline, WR_TAKEN, site);
+}
+
+int ks_rwlock_revoke_(ks_rwlock_t *l, int64_t deadline)
+{
+    return ks_rwlock_revoke_at(l, deadline, __builtin_return_address(0));
 }

@@ -48,6 +48,7 @@
  */
 #include "internal.h"
 
+#include <ksync/lockstat.h>
 #include <ksync/sem.h>
 
 #include <pthread.h>
@@ -72,19 +73,26 @@ static inline const uint32_t *fword(const ks_sem_t *s)
 #endif
 }
 
-int ks_sem_init_bounded(ks_sem_t *s, unsigned value, unsigned max, unsigned flags)
+int ks_sem_init_at(ks_sem_t *s, unsigned value, unsigned max, unsigned flags, const void *site)
 {
     if (!s || (flags & ~KS_FLAGS_VALID) || max == 0 || max > KS_SEM_VALUE_MAX || value > max)
         return EINVAL;
     s->state = value;
     s->max = max;
     s->flags = flags;
+    if (KS_UNLIKELY(ks_ls_mode()))
+        ks_ls_init(s, KS_LOCK_SEM, site); /* lock statistics: a new record, or a reset one */
     return 0;
+}
+
+int ks_sem_init_bounded(ks_sem_t *s, unsigned value, unsigned max, unsigned flags)
+{
+    return ks_sem_init_at(s, value, max, flags, __builtin_return_address(0));
 }
 
 int ks_sem_init(ks_sem_t *s, unsigned value, unsigned flags)
 {
-    return ks_sem_init_bounded(s, value, KS_SEM_VALUE_MAX, flags);
+    return ks_sem_init_at(s, value, KS_SEM_VALUE_MAX, flags, __builtin_return_address(0));
 }
 
 int ks_sem_destroy(ks_sem_t *s)
@@ -223,15 +231,9 @@ static int sleep_cancellable(ks_sem_t *s, int64_t deadline, unsigned fl)
     return r;
 }
 
-int ks_sem_wait_slow(ks_sem_t *s, int64_t deadline)
+/* *waited: set once the caller spun without a unit, or registered. */
+static int wait_core(ks_sem_t *s, int64_t deadline, unsigned opts, int *waited)
 {
-    return ks_sem_wait_ext(s, deadline, 0);
-}
-
-int ks_sem_wait_ext(ks_sem_t *s, int64_t deadline, unsigned opts)
-{
-    if (!s || deadline < 0)
-        return EINVAL;
     const unsigned fl = s->flags;
     uint64_t v;
 
@@ -251,6 +253,7 @@ int ks_sem_wait_ext(ks_sem_t *s, int64_t deadline, unsigned opts)
                 ks_spin_won(&sp);
                 return 0;
             }
+            *waited = 1;
             ks_cpu_relax();
         } while (ks_spin_more(&sp));
         ks_spin_end(&sp);
@@ -264,6 +267,7 @@ int ks_sem_wait_ext(ks_sem_t *s, int64_t deadline, unsigned opts)
         ks_spin_waited(&sp);
         return 0;
     }
+    *waited = 1;
 
     for (;;) {
         if (take_or_settle(s, &v, fl)) {
@@ -301,6 +305,57 @@ int ks_sem_wait_ext(ks_sem_t *s, int64_t deadline, unsigned opts)
                 return ETIMEDOUT;
         }
     }
+}
+
+/* Lock statistics (src/lockstat.c, docs/lockstat.md): the waits that reach
+ * the library.  A wait counts as contended when it had to spin without a
+ * unit or register as a waiter; its wait time runs from here to the unit.
+ * No hold: a unit has no holder (a post may come from any thread). */
+int ks_sem_wait_at(ks_sem_t *s, int64_t deadline, unsigned opts, const void *site)
+{
+    if (!s || deadline < 0)
+        return EINVAL;
+    int waited = 0;
+    if (KS_LIKELY(!ks_ls_mode()))
+        return wait_core(s, deadline, opts, &waited);
+    void *rec = ks_ls_enter(s, KS_LOCK_SEM, site);
+    const uint64_t t0 = rec ? ks_ticks() : 0;
+    int r = wait_core(s, deadline, opts, &waited);
+    if (r == 0 && rec)
+        ks_ls_acquired(rec, waited, waited ? ks_ticks() - t0 : 0, 0);
+    return r;
+}
+
+int ks_sem_wait_ext(ks_sem_t *s, int64_t deadline, unsigned opts)
+{
+    return ks_sem_wait_at(s, deadline, opts, __builtin_return_address(0));
+}
+
+int ks_sem_wait_slow(ks_sem_t *s, int64_t deadline)
+{
+    return ks_sem_wait_at(s, deadline, 0, __builtin_return_address(0));
+}
+
+int ks_sem_trywait_at(ks_sem_t *s, const void *site)
+{
+    if (!s)
+        return EINVAL;
+    const int mode = ks_ls_mode();
+    void *rec = KS_UNLIKELY(mode) ? ks_ls_enter(s, KS_LOCK_SEM, site) : NULL;
+    uint64_t v = __atomic_load_n(&s->state, __ATOMIC_RELAXED);
+    while (V(v))
+        /* acquire: pairs with the release CAS in post. */
+        if (__atomic_compare_exchange_n(&s->state, &v, v - 1, 1, __ATOMIC_ACQUIRE, __ATOMIC_RELAXED)) {
+            if (rec)
+                ks_ls_acquired(rec, 0, 0, 0);
+            return 0;
+        }
+    return EAGAIN;
+}
+
+int ks_sem_trywait_slow(ks_sem_t *s)
+{
+    return ks_sem_trywait_at(s, __builtin_return_address(0));
 }
 
 /* ks_wait_any's hooks (src/internal.h).  arm: take a unit if there is one,

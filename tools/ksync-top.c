@@ -105,7 +105,11 @@ static const struct ks_lockstat_row *before(const struct ks_lockstat_page *prev,
 
 static const char *kind_name(uint32_t k)
 {
-    return k == KS_LOCK_MUTEX ? "mutex" : "?";
+    return k == KS_LOCK_MUTEX            ? "mutex"
+           : k == KS_LOCK_RWLOCK_READ  ? "rw-rd"
+           : k == KS_LOCK_RWLOCK_WRITE ? "rw-wr"
+           : k == KS_LOCK_SEM          ? "sem"
+                                       : "?";
 }
 
 static void show(const struct ks_lockstat_page *p, const struct ks_lockstat_page *prev, unsigned maxrows, int alive)
@@ -132,7 +136,10 @@ static void show(const struct ks_lockstat_page *p, const struct ks_lockstat_page
                                     : -1);
         fmt_ns(w, sizeof w, r->wait_ns);
         fmt_ns(wm, sizeof wm, r->wait_max_ns);
-        fmt_ns(ha, sizeof ha, r->holds ? r->hold_ns / r->holds : 0);
+        if (r->holds)
+            fmt_ns(ha, sizeof ha, r->hold_ns / r->holds);
+        else
+            snprintf(ha, sizeof ha, "-"); /* none timed (a semaphore has no holder) */
         printf("%-40.40s %-5s %5u %12llu %9s %12llu %9s %10s %10s %10s\n", r->cls, kind_name(r->kind), r->locks,
                (unsigned long long)r->acquisitions, ar, (unsigned long long)r->contended, cr, w, wm, ha);
     }

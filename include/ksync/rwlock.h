@@ -59,10 +59,14 @@
  *   bit 0      BIAS: readers may enter through the visible-readers table
  *   bit 1      BIAS_USED: the table may hold readers of this lock; only a
  *              writer that has seen every slot free clears it
- *   bits 2-31  after a revocation, the bias stays off until this time
- *              (ks_now() >> 10, 30 bits) */
+ *   bit 2      TRACED: lock statistics see every lock and unlock of it
+ *              (ksync/lockstat.h, docs/lockstat.md): the fast paths below
+ *              fail on it, as on BIAS or BIAS_USED
+ *   bits 3-31  after a revocation, the bias stays off until this time
+ *              (ks_now() >> 10, 29 bits) */
 #define KS_RWLOCK_BIAS 1u
 #define KS_RWLOCK_BIAS_USED 2u
+#define KS_RWLOCK_TRACED 4u
 
 typedef struct ks_rwlock {
     uint64_t state __attribute__((aligned(8)));
@@ -71,6 +75,12 @@ typedef struct ks_rwlock {
 } ks_rwlock_t;
 
 #define KS_RWLOCK_INIT {0u, 0u, 0u}
+
+#ifdef KSYNC_DEBUG
+#define KS_RWLOCK_FAST_ 0 /* every call reaches the library (lock statistics) */
+#else
+#define KS_RWLOCK_FAST_ 1
+#endif
 
 KS_EXTERN_C_BEGIN
 
@@ -102,7 +112,7 @@ static inline uint32_t ks_rwlock_bias_(const ks_rwlock_t *l)
  * so this load sees it. */
 static inline int ks_rwlock_wrlock_revoke_(ks_rwlock_t *l, int64_t deadline)
 {
-    if (KS_LIKELY(!(ks_rwlock_bias_(l) & KS_RWLOCK_BIAS_USED)))
+    if (KS_LIKELY(!(ks_rwlock_bias_(l) & (KS_RWLOCK_BIAS_USED | KS_RWLOCK_TRACED))))
         return 0;
     return ks_rwlock_revoke_(l, deadline);
 }
@@ -117,7 +127,8 @@ static inline int ks_rwlock_tryrdlock_raw_(ks_rwlock_t *l)
 {
     if (KS_UNLIKELY(!l))
         return EINVAL;
-    if (ks_rwlock_bias_(l) & KS_RWLOCK_BIAS_USED) /* the table, or a recursive hold there */
+    /* the table (or a recursive hold there), the mark, a debug build */
+    if (!KS_RWLOCK_FAST_ || (ks_rwlock_bias_(l) & (KS_RWLOCK_BIAS_USED | KS_RWLOCK_TRACED)))
         return ks_rwlock_tryrdlock_slow(l);
     uint64_t v = __atomic_load_n(&l->state, __ATOMIC_RELAXED);
     while (ks_rwlock_read_lockable_(v))
@@ -130,7 +141,7 @@ static inline int ks_rwlock_tryrdlock_raw_(ks_rwlock_t *l)
 
 static inline int ks_rwlock_rdlock_raw_(ks_rwlock_t *l)
 {
-    if (KS_LIKELY(l != 0 && !(ks_rwlock_bias_(l) & KS_RWLOCK_BIAS))) {
+    if (KS_LIKELY(KS_RWLOCK_FAST_ && l != 0 && !(ks_rwlock_bias_(l) & (KS_RWLOCK_BIAS | KS_RWLOCK_TRACED)))) {
         uint64_t v = __atomic_load_n(&l->state, __ATOMIC_RELAXED);
         if (ks_rwlock_read_lockable_(v) &&
             __atomic_compare_exchange_n(&l->state, &v, v + 1, 0, __ATOMIC_ACQUIRE, __ATOMIC_RELAXED))
@@ -141,7 +152,8 @@ static inline int ks_rwlock_rdlock_raw_(ks_rwlock_t *l)
 
 static inline int ks_rwlock_timedrdlock_raw_(ks_rwlock_t *l, int64_t deadline)
 {
-    if (KS_LIKELY(l != 0 && deadline >= 0 && !(ks_rwlock_bias_(l) & KS_RWLOCK_BIAS))) {
+    if (KS_LIKELY(KS_RWLOCK_FAST_ && l != 0 && deadline >= 0 &&
+                  !(ks_rwlock_bias_(l) & (KS_RWLOCK_BIAS | KS_RWLOCK_TRACED)))) {
         uint64_t v = __atomic_load_n(&l->state, __ATOMIC_RELAXED);
         if (ks_rwlock_read_lockable_(v) &&
             __atomic_compare_exchange_n(&l->state, &v, v + 1, 0, __ATOMIC_ACQUIRE, __ATOMIC_RELAXED))
@@ -154,7 +166,8 @@ static inline int ks_rwlock_trywrlock_raw_(ks_rwlock_t *l)
 {
     if (KS_UNLIKELY(!l))
         return EINVAL;
-    if (ks_rwlock_bias_(l) & KS_RWLOCK_BIAS_USED) /* look at the table before taking the word */
+    /* look at the table before taking the word; the mark, a debug build */
+    if (!KS_RWLOCK_FAST_ || (ks_rwlock_bias_(l) & (KS_RWLOCK_BIAS_USED | KS_RWLOCK_TRACED)))
         return ks_rwlock_trywrlock_slow(l);
     uint64_t v = __atomic_load_n(&l->state, __ATOMIC_RELAXED);
     while (!(v & KS_RWLOCK_WRITER))
@@ -167,8 +180,9 @@ static inline int ks_rwlock_trywrlock_raw_(ks_rwlock_t *l)
 static inline int ks_rwlock_wrlock_raw_(ks_rwlock_t *l)
 {
     uint64_t zero = 0;
-    if (KS_LIKELY(l && __atomic_compare_exchange_n(&l->state, &zero, KS_RWLOCK_WRITER, 0,
-                                                   __ATOMIC_ACQUIRE, __ATOMIC_RELAXED)))
+    if (KS_LIKELY(KS_RWLOCK_FAST_ && l &&
+                  __atomic_compare_exchange_n(&l->state, &zero, KS_RWLOCK_WRITER, 0, __ATOMIC_ACQUIRE,
+                                              __ATOMIC_RELAXED)))
         return ks_rwlock_wrlock_revoke_(l, KS_FOREVER);
     return ks_rwlock_wrlock_slow(l, KS_FOREVER);
 }
@@ -176,7 +190,7 @@ static inline int ks_rwlock_wrlock_raw_(ks_rwlock_t *l)
 static inline int ks_rwlock_timedwrlock_raw_(ks_rwlock_t *l, int64_t deadline)
 {
     uint64_t zero = 0;
-    if (KS_LIKELY(l && deadline >= 0 &&
+    if (KS_LIKELY(KS_RWLOCK_FAST_ && l && deadline >= 0 &&
                   __atomic_compare_exchange_n(&l->state, &zero, KS_RWLOCK_WRITER, 0, __ATOMIC_ACQUIRE,
                                               __ATOMIC_RELAXED)))
         return ks_rwlock_wrlock_revoke_(l, deadline);
@@ -190,7 +204,7 @@ static inline int ks_rwlock_timedwrlock_raw_(ks_rwlock_t *l, int64_t deadline)
  * reader. */
 static inline int ks_rwlock_unlock_raw_(ks_rwlock_t *l)
 {
-    if (KS_LIKELY(l != 0 && !(ks_rwlock_bias_(l) & KS_RWLOCK_BIAS_USED))) {
+    if (KS_LIKELY(KS_RWLOCK_FAST_ && l != 0 && !(ks_rwlock_bias_(l) & (KS_RWLOCK_BIAS_USED | KS_RWLOCK_TRACED)))) {
         uint64_t v = __atomic_load_n(&l->state, __ATOMIC_RELAXED);
         uint64_t held = v & KS_RWLOCK_WRITER;
         if (held && !(v & ~KS_RWLOCK_WRITER) &&

@@ -21,6 +21,13 @@
  * A semaphore can be destroyed and freed as soon as the wait that took the
  * last unit returns: post never touches it after the atomic increment except
  * to issue the futex wake on its address (glibc bug 12674).
+ *
+ * Lock statistics (ksync/lockstat.h) count the waits that reach the
+ * library: those that found no unit, and their wait times.  A wait that
+ * finds a unit is inline and unseen, unless built with -DKSYNC_DEBUG, which
+ * sends every wait and trywait to the library (or made through the drop-in
+ * layer's sem_t under KS_LOCKSTAT_ALL).  A semaphore has no holder: no
+ * hold times.
  */
 #ifndef KSYNC_SEM_H
 #define KSYNC_SEM_H
@@ -45,6 +52,12 @@ typedef struct ks_sem {
 
 #define KS_SEM_INIT(value) {(uint64_t)(value), 0u, 0u}
 
+#ifdef KSYNC_DEBUG
+#define KS_SEM_FAST_ 0 /* every wait reaches the library (lock statistics) */
+#else
+#define KS_SEM_FAST_ 1
+#endif
+
 KS_EXTERN_C_BEGIN
 
 KS_API int ks_sem_init(ks_sem_t *s, unsigned value, unsigned flags);
@@ -56,6 +69,8 @@ KS_API int ks_sem_destroy(ks_sem_t *s);
  * an inline function (python/ksync.py; docs/conventions.md). */
 KS_API int ks_sem_wait_slow(ks_sem_t *s, int64_t deadline);
 KS_API int ks_sem_post_slow(ks_sem_t *s);
+/* trywait in the library (a -DKSYNC_DEBUG build's, for lock statistics) */
+KS_API int ks_sem_trywait_slow(ks_sem_t *s);
 
 static inline int ks_sem_value(const ks_sem_t *s)
 {
@@ -70,6 +85,8 @@ static inline int ks_sem_trywait_raw_(ks_sem_t *s)
 {
     if (KS_UNLIKELY(!s))
         return EINVAL;
+    if (!KS_SEM_FAST_)
+        return ks_sem_trywait_slow(s);
     uint64_t v = __atomic_load_n(&s->state, __ATOMIC_RELAXED);
     while (v & KS_SEM_VALUE_MASK)
         if (__atomic_compare_exchange_n(&s->state, &v, v - 1, 1, __ATOMIC_ACQUIRE, __ATOMIC_RELAXED))
@@ -79,14 +96,14 @@ static inline int ks_sem_trywait_raw_(ks_sem_t *s)
 
 static inline int ks_sem_wait_raw_(ks_sem_t *s)
 {
-    if (KS_LIKELY(ks_sem_trywait_raw_(s) == 0))
+    if (KS_LIKELY(KS_SEM_FAST_ && ks_sem_trywait_raw_(s) == 0))
         return 0;
     return ks_sem_wait_slow(s, KS_FOREVER);
 }
 
 static inline int ks_sem_timedwait_raw_(ks_sem_t *s, int64_t deadline)
 {
-    if (KS_LIKELY(deadline >= 0 && ks_sem_trywait_raw_(s) == 0))
+    if (KS_LIKELY(KS_SEM_FAST_ && deadline >= 0 && ks_sem_trywait_raw_(s) == 0))
         return 0;
     return ks_sem_wait_slow(s, deadline);
 }

@@ -12,6 +12,11 @@
  * (2) keeps new readers out while a writer waits.  The preference is passed
  * to ksync's slow paths per call, read from the kind field.
  *
+ * Lock statistics (docs/lockstat.md): every call passes the program's call
+ * site, the class of the lock's records; while KS_LOCKSTAT_ALL is on
+ * (ks_trace_all_) the fast paths below give way to the library's, so that a
+ * statically initialised lock is counted from its first call.
+ *
  * EDEADLK, as glibc: a thread that holds the write lock and asks for it
  * again, or for a read lock.  The writer's tid is written after it takes
  * the lock and cleared before it releases it; other threads only compare
@@ -59,7 +64,8 @@ KS_PT_EXPORT int pthread_rwlock_init(pthread_rwlock_t *lock, const pthread_rwloc
         pthread_rwlockattr_getpshared(attr, &pshared);
     }
     memset(lock, 0, sizeof *lock);
-    int r = ks_rwlock_init(&prw(lock)->l, pshared == PTHREAD_PROCESS_SHARED ? KS_SHARED : 0);
+    int r = ks_rwlock_init_at(&prw(lock)->l, pshared == PTHREAD_PROCESS_SHARED ? KS_SHARED : 0,
+                              __builtin_return_address(0));
     lock->__data.__flags = (unsigned)kind;
     return r;
 }
@@ -69,32 +75,35 @@ KS_PT_EXPORT int pthread_rwlock_destroy(pthread_rwlock_t *lock)
     return ks_rwlock_destroy(&prw(lock)->l);
 }
 
-static int rdlock(pthread_rwlock_t *lock, int64_t deadline)
+static int rdlock(pthread_rwlock_t *lock, int64_t deadline, const void *site)
 {
     struct ks_prwlock *l = prw(lock);
     uint64_t v = __atomic_load_n(&l->l.state, __ATOMIC_RELAXED);
     /* acquire: pairs with the release in unlock (as ks_rwlock_rdlock). */
-    if (KS_LIKELY(ks_rwlock_read_lockable_(v) && !(ks_rwlock_bias_(&l->l) & KS_RWLOCK_BIAS) &&
+    if (KS_LIKELY(ks_rwlock_read_lockable_(v) &&
+                  !(ks_rwlock_bias_(&l->l) & (KS_RWLOCK_BIAS | KS_RWLOCK_TRACED)) && !ks_pt_counting_all() &&
                   __atomic_compare_exchange_n(&l->l.state, &v, v + 1, 0, __ATOMIC_ACQUIRE, __ATOMIC_RELAXED)))
         return 0;
     if (writer_is_me(l))
         return EDEADLK;
-    return ks_rwlock_rdlock_mode(&l->l, deadline, prefer_reader(lock));
+    return ks_rwlock_rdlock_mode(&l->l, deadline, prefer_reader(lock), site);
 }
 
-static int wrlock(pthread_rwlock_t *lock, int64_t deadline)
+static int wrlock(pthread_rwlock_t *lock, int64_t deadline, const void *site)
 {
     struct ks_prwlock *l = prw(lock);
     uint64_t zero = 0;
     int r;
     /* acquire: pairs with the release in unlock (as ks_rwlock_wrlock). */
-    if (KS_LIKELY(__atomic_compare_exchange_n(&l->l.state, &zero, KS_RWLOCK_WRITER, 0, __ATOMIC_ACQUIRE,
-                                              __ATOMIC_RELAXED)))
-        r = ks_rwlock_wrlock_revoke_(&l->l, deadline);
+    if (KS_LIKELY(!ks_pt_counting_all() && __atomic_compare_exchange_n(&l->l.state, &zero, KS_RWLOCK_WRITER, 0,
+                                                                 __ATOMIC_ACQUIRE, __ATOMIC_RELAXED)))
+        r = KS_LIKELY(!(ks_rwlock_bias_(&l->l) & (KS_RWLOCK_BIAS_USED | KS_RWLOCK_TRACED)))
+                ? 0
+                : ks_rwlock_revoke_at(&l->l, deadline, site);
     else if (writer_is_me(l))
         return EDEADLK;
     else
-        r = ks_rwlock_wrlock_slow(&l->l, deadline);
+        r = ks_rwlock_wrlock_at(&l->l, deadline, site);
     if (r == 0)
         __atomic_store_n(&l->writer, ks_pt_tid(), __ATOMIC_RELAXED);
     return r;
@@ -102,23 +111,23 @@ static int wrlock(pthread_rwlock_t *lock, int64_t deadline)
 
 KS_PT_EXPORT int pthread_rwlock_rdlock(pthread_rwlock_t *lock)
 {
-    return rdlock(lock, KS_FOREVER);
+    return rdlock(lock, KS_FOREVER, __builtin_return_address(0));
 }
 
 KS_PT_EXPORT int pthread_rwlock_wrlock(pthread_rwlock_t *lock)
 {
-    return wrlock(lock, KS_FOREVER);
+    return wrlock(lock, KS_FOREVER, __builtin_return_address(0));
 }
 
 KS_PT_EXPORT int pthread_rwlock_tryrdlock(pthread_rwlock_t *lock)
 {
-    return ks_rwlock_tryrdlock_mode(&prw(lock)->l, prefer_reader(lock));
+    return ks_rwlock_tryrdlock_mode(&prw(lock)->l, prefer_reader(lock), __builtin_return_address(0));
 }
 
 KS_PT_EXPORT int pthread_rwlock_trywrlock(pthread_rwlock_t *lock)
 {
     struct ks_prwlock *l = prw(lock);
-    int r = ks_rwlock_trywrlock(&l->l);
+    int r = ks_pt_counting_all() ? ks_rwlock_trywrlock_at(&l->l, __builtin_return_address(0)) : ks_rwlock_trywrlock(&l->l);
     if (r == 0)
         __atomic_store_n(&l->writer, ks_pt_tid(), __ATOMIC_RELAXED);
     return r;
@@ -126,32 +135,34 @@ KS_PT_EXPORT int pthread_rwlock_trywrlock(pthread_rwlock_t *lock)
 
 /* As glibc: the clock and tv_nsec are checked before the lock is tried
  * (EINVAL even when it is free). */
-KS_PT_EXPORT int pthread_rwlock_clockrdlock(pthread_rwlock_t *lock, clockid_t clock, const struct timespec *abstime)
+static int clocklock(pthread_rwlock_t *lock, clockid_t clock, const struct timespec *abstime, int wr,
+                     const void *site)
 {
     int64_t deadline;
     int r = ks_pt_deadline(clock, abstime, &deadline);
     if (r)
         return r;
-    return rdlock(lock, deadline);
+    return wr ? wrlock(lock, deadline, site) : rdlock(lock, deadline, site);
+}
+
+KS_PT_EXPORT int pthread_rwlock_clockrdlock(pthread_rwlock_t *lock, clockid_t clock, const struct timespec *abstime)
+{
+    return clocklock(lock, clock, abstime, 0, __builtin_return_address(0));
 }
 
 KS_PT_EXPORT int pthread_rwlock_clockwrlock(pthread_rwlock_t *lock, clockid_t clock, const struct timespec *abstime)
 {
-    int64_t deadline;
-    int r = ks_pt_deadline(clock, abstime, &deadline);
-    if (r)
-        return r;
-    return wrlock(lock, deadline);
+    return clocklock(lock, clock, abstime, 1, __builtin_return_address(0));
 }
 
 KS_PT_EXPORT int pthread_rwlock_timedrdlock(pthread_rwlock_t *lock, const struct timespec *abstime)
 {
-    return pthread_rwlock_clockrdlock(lock, CLOCK_REALTIME, abstime);
+    return clocklock(lock, CLOCK_REALTIME, abstime, 0, __builtin_return_address(0));
 }
 
 KS_PT_EXPORT int pthread_rwlock_timedwrlock(pthread_rwlock_t *lock, const struct timespec *abstime)
 {
-    return pthread_rwlock_clockwrlock(lock, CLOCK_REALTIME, abstime);
+    return clocklock(lock, CLOCK_REALTIME, abstime, 1, __builtin_return_address(0));
 }
 
 KS_PT_EXPORT int pthread_rwlock_unlock(pthread_rwlock_t *lock)
@@ -164,7 +175,8 @@ KS_PT_EXPORT int pthread_rwlock_unlock(pthread_rwlock_t *lock)
     uint64_t v = __atomic_load_n(&l->l.state, __ATOMIC_RELAXED);
     uint64_t held = v & KS_RWLOCK_WRITER;
     /* release: pairs with the acquire of the next locker (as ks_rwlock_unlock). */
-    if (KS_LIKELY(held && !(v & ~KS_RWLOCK_WRITER) && !(ks_rwlock_bias_(&l->l) & KS_RWLOCK_BIAS_USED) &&
+    if (KS_LIKELY(held && !(v & ~KS_RWLOCK_WRITER) &&
+                  !(ks_rwlock_bias_(&l->l) & (KS_RWLOCK_BIAS_USED | KS_RWLOCK_TRACED)) &&
                   __atomic_compare_exchange_n(&l->l.state, &v, held == KS_RWLOCK_WRITER ? 0 : v - 1, 0,
                                               __ATOMIC_RELEASE, __ATOMIC_RELAXED)))
         return 0;

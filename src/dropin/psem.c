@@ -52,7 +52,8 @@ KS_PT_EXPORT int sem_init(sem_t *sem, int pshared, unsigned value)
     if (value > SEM_VALUE_MAX)
         return fail(EINVAL);
     memset(sem, 0, sizeof *sem);
-    int r = ks_sem_init(psem(sem), value, pshared ? KS_SHARED : 0);
+    /* the program's call site: the class of lock statistics */
+    int r = ks_sem_init_at(psem(sem), value, KS_SEM_VALUE_MAX, pshared ? KS_SHARED : 0, __builtin_return_address(0));
     return r ? fail(r) : 0;
 }
 
@@ -70,7 +71,8 @@ KS_PT_EXPORT int sem_post(sem_t *sem)
 
 KS_PT_EXPORT int sem_trywait(sem_t *sem)
 {
-    int r = ks_sem_trywait(psem(sem));
+    int r = ks_pt_counting_all() ? ks_sem_trywait_at(psem(sem), __builtin_return_address(0))
+                                 : ks_sem_trywait(psem(sem));
     return r ? fail(r) : 0;
 }
 
@@ -80,32 +82,38 @@ KS_PT_EXPORT int sem_getvalue(sem_t *sem, int *value)
     return 0;
 }
 
-static int sem_wait_until(sem_t *sem, int64_t deadline)
+/* site: the program's call site (lock statistics) */
+static int sem_wait_until(sem_t *sem, int64_t deadline, const void *site)
 {
     pthread_testcancel(); /* POSIX: shall occur, blocking or not */
-    if (ks_sem_trywait(psem(sem)) == 0)
+    if (!ks_pt_counting_all() && ks_sem_trywait(psem(sem)) == 0)
         return 0;
-    int r = ks_sem_wait_ext(psem(sem), deadline, KS_WAIT_CANCEL | KS_WAIT_EINTR);
+    int r = ks_sem_wait_at(psem(sem), deadline, KS_WAIT_CANCEL | KS_WAIT_EINTR, site);
     return r ? fail(r) : 0;
 }
 
 KS_PT_EXPORT int sem_wait(sem_t *sem)
 {
-    return sem_wait_until(sem, KS_FOREVER);
+    return sem_wait_until(sem, KS_FOREVER, __builtin_return_address(0));
 }
 
-KS_PT_EXPORT int sem_clockwait(sem_t *sem, clockid_t clock, const struct timespec *abstime)
+static int clockwait(sem_t *sem, clockid_t clock, const struct timespec *abstime, const void *site)
 {
     int64_t deadline;
     int r = ks_pt_deadline(clock, abstime, &deadline);
     if (r)
         return fail(r);
-    return sem_wait_until(sem, deadline);
+    return sem_wait_until(sem, deadline, site);
+}
+
+KS_PT_EXPORT int sem_clockwait(sem_t *sem, clockid_t clock, const struct timespec *abstime)
+{
+    return clockwait(sem, clock, abstime, __builtin_return_address(0));
 }
 
 KS_PT_EXPORT int sem_timedwait(sem_t *sem, const struct timespec *abstime)
 {
-    return sem_clockwait(sem, CLOCK_REALTIME, abstime);
+    return clockwait(sem, CLOCK_REALTIME, abstime, __builtin_return_address(0));
 }
 
 /* ---- named semaphores ------------------------------------------------------------ */
