@@ -489,10 +489,15 @@ uint64_t ks_ls_hold_end(const void *lock, void **cookie)
     *cookie = NULL;
     if (busy)
         return 0;
+    /* a read side's stamps stack: the most recent; any other lock has one */
+    const int stacks = (uintptr_t)lock & 1;
     struct stamp *mine = NULL;
-    for (unsigned i = 0; i < STAMPS; i++) /* the most recent (see stamp) */
-        if (stamps[i].lock == lock && (!mine || stamps[i].t > mine->t))
+    for (unsigned i = 0; i < STAMPS; i++)
+        if (stamps[i].lock == lock && (!mine || stamps[i].t > mine->t)) {
             mine = &stamps[i];
+            if (!stacks)
+                break;
+        }
     if (!mine)
         return 0;
     struct stamp st = *mine;

@@ -297,15 +297,39 @@ static void maybe_enable_bias(ks_rwlock_t *l, uint64_t v)
  * concurrent tryrdlock calls fail, and blocking readers wait, while only
  * readers held the lock).  A reader that enters the table between this look
  * and the CAS is still found by revoke(), which gives the word back. */
-static int revoke(ks_rwlock_t *l, int64_t deadline, int *waited);
+/* What lock statistics need to know of one acquisition ("Lock statistics"
+ * at the end of this file): the slow paths call rw_waiting() just before
+ * they first spin or sleep. */
+struct rw_wait {
+    const void *key;  /* the record's key: the lock, or its read side's */
+    unsigned kind;    /* KS_LOCK_RWLOCK_READ or _WRITE */
+    const void *site; /* the caller's call site */
+    int lazy;         /* find the record at the first wait (CONTENTION) */
+    int waited;       /* the acquisition spun or slept */
+    void *rec;        /* the record, NULL if none */
+    uint64_t t0;      /* ks_ticks() when the wait began */
+};
+
+static void rw_waiting(struct rw_wait *w)
+{
+    if (w->waited)
+        return;
+    w->waited = 1;
+    if (w->lazy) {
+        w->rec = ks_ls_enter(w->key, w->kind, w->site);
+        w->t0 = ks_ticks();
+    }
+}
+
+static int revoke(ks_rwlock_t *l, int64_t deadline, struct rw_wait *w);
 
 /* After the writer's acquiring CAS (ks_rwlock_wrlock_revoke_'s test, for
  * this file): revoke only if readers may sit in the table. */
-static inline int revoke_if_used(ks_rwlock_t *l, int64_t deadline, int *waited)
+static inline int revoke_if_used(ks_rwlock_t *l, int64_t deadline, struct rw_wait *w)
 {
     if (KS_LIKELY(!(ks_rwlock_bias_(l) & BIAS_USED)))
         return 0;
-    return revoke(l, deadline, waited);
+    return revoke(l, deadline, w);
 }
 
 static int trywr_core(ks_rwlock_t *l)
@@ -327,9 +351,9 @@ static int trywr_core(ks_rwlock_t *l)
 }
 
 /* The writer holds the lock word (R == WRITER): clear BIAS, then wait until
- * no slot holds the lock.  deadline -1: do not wait (try).  *waited (if
- * waited is not NULL) is set when a reader inside made it wait. */
-static int revoke(ks_rwlock_t *l, int64_t deadline, int *waited_for)
+ * no slot holds the lock.  deadline -1: do not wait (try).  rw (NULL for a
+ * try) is told when a reader inside makes it wait. */
+static int revoke(ks_rwlock_t *l, int64_t deadline, struct rw_wait *rw)
 {
     int64_t t0 = ks_now();
     /* seq_cst: pairs with the reader's claim-then-check in biased_enter(). */
@@ -349,8 +373,8 @@ static int revoke(ks_rwlock_t *l, int64_t deadline, int *waited_for)
          * on it; the reader's exchange sees the mark and wakes us, or the
          * futex finds the slot changed. */
         int64_t w0 = ks_now();
-        if (waited_for)
-            *waited_for = 1;
+        if (rw && deadline != -1)
+            rw_waiting(rw);
         struct ks_spin sp;
         if (deadline != -1 && ks_spin_begin(&sp, KS_SPIN_RWLOCK_WRITE)) {
             ks_spin_clip(&sp, deadline);
@@ -587,8 +611,8 @@ int ks_rwlock_rdlock_slow(ks_rwlock_t *l, int64_t deadline)
     return ks_rwlock_rdlock_mode(l, deadline, !!(l->flags & KS_RWLOCK_PREFER_READER), __builtin_return_address(0));
 }
 
-/* *waited: set when the reader had to spin or sleep for a writer. */
-static int rdlock_core(ks_rwlock_t *l, int64_t deadline, int prefer_reader, int *waited)
+/* w: told when the reader has to spin or sleep for a writer. */
+static int rdlock_core(ks_rwlock_t *l, int64_t deadline, int prefer_reader, struct rw_wait *w)
 {
     const unsigned fl = l->flags;
     if (read_through_table(l) == 0)
@@ -600,7 +624,7 @@ static int rdlock_core(ks_rwlock_t *l, int64_t deadline, int prefer_reader, int 
     struct ks_spin sp;
     int learn = 0;
     if (R(v) == WRITER && !(v & (RS | WW)) && ks_spin_begin(&sp, KS_SPIN_RWLOCK_READ)) {
-        *waited = 1;
+        rw_waiting(w);
         ks_spin_clip(&sp, deadline);
         do {
             ks_cpu_relax();
@@ -629,7 +653,7 @@ static int rdlock_core(ks_rwlock_t *l, int64_t deadline, int prefer_reader, int 
             return EAGAIN;
         if (ks_deadline_passed(deadline))
             return ETIMEDOUT; /* past deadline: no RS residue */
-        *waited = 1;
+        rw_waiting(w);
         if (!(v & RS)) {
             /* relaxed: announcing a sleeper publishes nothing. */
             if (!__atomic_compare_exchange_n(&l->state, &v, v | RS, 1, __ATOMIC_RELAXED, __ATOMIC_RELAXED))
@@ -644,9 +668,9 @@ static int rdlock_core(ks_rwlock_t *l, int64_t deadline, int prefer_reader, int 
     }
 }
 
-/* *waited: set when the writer had to spin or sleep (for the lock word, or
- * for readers inside the table). */
-static int wrlock_core(ks_rwlock_t *l, int64_t deadline, int *waited)
+/* w: told when the writer has to spin or sleep (for the lock word, or for
+ * readers inside the table). */
+static int wrlock_core(ks_rwlock_t *l, int64_t deadline, struct rw_wait *w)
 {
     const unsigned fl = l->flags;
     uint64_t v = __atomic_load_n(&l->state, __ATOMIC_RELAXED), nv;
@@ -655,7 +679,7 @@ static int wrlock_core(ks_rwlock_t *l, int64_t deadline, int *waited)
     struct ks_spin sp;
     int learn = 0;
     if (R(v) && !NW(v) && ks_spin_begin(&sp, KS_SPIN_RWLOCK_WRITE)) {
-        *waited = 1;
+        rw_waiting(w);
         ks_spin_clip(&sp, deadline);
         do {
             ks_cpu_relax();
@@ -681,11 +705,11 @@ static int wrlock_core(ks_rwlock_t *l, int64_t deadline, int *waited)
             if (__atomic_compare_exchange_n(&l->state, &v, nv, 1, __ATOMIC_ACQUIRE, __ATOMIC_RELAXED)) {
                 if (learn)
                     ks_spin_waited(&sp);
-                return revoke_if_used(l, deadline, waited);
+                return revoke_if_used(l, deadline, w);
             }
             continue;
         }
-        *waited = 1;
+        rw_waiting(w);
         if (!registered) {
             if (ks_deadline_passed(deadline))
                 return ETIMEDOUT; /* past deadline: do not register at all */
@@ -754,22 +778,45 @@ static int wrlock_core(ks_rwlock_t *l, int64_t deadline, int *waited)
  * Readers of a lock turned on ALL after their lock was initialised (or a
  * statically initialised lock) are seen from the first library call. */
 
-static inline int traced_or_on(const ks_rwlock_t *l, int *mode)
+/* Sets up w for one acquisition; returns 1 if statistics see it at all.
+ * KS_LOCKSTAT_ALL, or a marked lock in CONTENTION: the record is found here,
+ * before the lock, and t0 read now.  CONTENTION otherwise: the record is
+ * found only if the acquisition waits (rw_waiting): a reader that enters
+ * through the table comes here without contention on every read while the
+ * bias is on, and must not pay for statistics it will not record.
+ * relaxed: a switch, and a mark that routes calls (see above). */
+static int rw_begin(const ks_rwlock_t *l, struct rw_wait *w, int *mode)
 {
     *mode = ks_ls_mode();
-    /* relaxed: a switch, and a mark that routes calls (see above) */
-    return KS_UNLIKELY(*mode || (__atomic_load_n(&l->bias, __ATOMIC_RELAXED) & TRACED));
+    const int marked = (__atomic_load_n(&l->bias, __ATOMIC_RELAXED) & TRACED) != 0;
+    if (KS_LIKELY(!*mode && !marked))
+        return 0;
+    if (*mode && (*mode == KS_LOCKSTAT_ALL || marked)) {
+        w->rec = ks_ls_enter(w->key, w->kind, w->site);
+        w->t0 = w->rec ? ks_ticks() : 0;
+    } else {
+        w->lazy = *mode != 0;
+    }
+    return 1;
+}
+
+/* After the acquisition (the lock is held): counts it, if it has a record,
+ * stamping its hold if `stamp`. */
+static void rw_acquired(struct rw_wait *w, int stamp)
+{
+    if (!w->rec)
+        return;
+    const uint64_t now = w->waited || stamp ? ks_ticks() : w->t0;
+    ks_ls_acquired(w->rec, w->waited, w->waited ? now - w->t0 : 0, stamp ? now : 0);
 }
 
 /* A read acquisition (deadline -1: a try). */
 static int rd_stat(ks_rwlock_t *l, int64_t deadline, int prefer_reader, const void *site)
 {
-    int mode, waited = 0;
-    if (KS_LIKELY(!traced_or_on(l, &mode)))
-        return deadline == -1 ? tryrd_core(l, prefer_reader) : rdlock_core(l, deadline, prefer_reader, &waited);
-    /* the record before the lock: nothing but the stamp inside it */
-    void *rec = mode ? ks_ls_enter(ks_ls_read_key(l), KS_LOCK_RWLOCK_READ, site) : NULL;
-    const uint64_t t0 = rec ? ks_ticks() : 0;
+    struct rw_wait w = {.key = ks_ls_read_key(l), .kind = KS_LOCK_RWLOCK_READ, .site = site};
+    int mode;
+    if (KS_LIKELY(!rw_begin(l, &w, &mode)))
+        return deadline == -1 ? tryrd_core(l, prefer_reader) : rdlock_core(l, deadline, prefer_reader, &w);
     /* A lock that only the mark sent here: first the inline path's one CAS
      * (acquire: pairs with the release in unlock), so that counting does not
      * change how the lock behaves (rdlock_core would turn the reader bias on,
@@ -779,31 +826,28 @@ static int rd_stat(ks_rwlock_t *l, int64_t deadline, int prefer_reader, const vo
     int r = 0;
     if (deadline == -1 || (__atomic_load_n(&l->bias, __ATOMIC_RELAXED) & BIAS) || !ks_rwlock_read_lockable_(v) ||
         !__atomic_compare_exchange_n(&l->state, &v, v + 1, 0, __ATOMIC_ACQUIRE, __ATOMIC_RELAXED))
-        r = deadline == -1 ? tryrd_core(l, prefer_reader) : rdlock_core(l, deadline, prefer_reader, &waited);
+        r = deadline == -1 ? tryrd_core(l, prefer_reader) : rdlock_core(l, deadline, prefer_reader, &w);
     if (r)
         return r;
     /* relaxed: see above; we hold the lock, so a writer cannot change it */
     uint32_t b = __atomic_load_n(&l->bias, __ATOMIC_RELAXED);
-    if (mode == KS_LOCKSTAT_ALL && rec && !(b & TRACED)) {
+    if (mode == KS_LOCKSTAT_ALL && w.rec && !(b & TRACED)) {
         /* relaxed: the mark publishes nothing (an RMW: it keeps the bias
          * bits and the release sequence of maybe_enable_bias's fetch_or) */
         __atomic_fetch_or(&l->bias, TRACED, __ATOMIC_RELAXED);
         b |= TRACED;
     }
-    if (rec) {
-        const uint64_t now = waited ? ks_ticks() : t0;
-        ks_ls_acquired(rec, waited, now - t0, (b & TRACED) ? now : 0);
-    }
+    rw_acquired(&w, (b & TRACED) != 0);
     return 0;
 }
 
 enum { WR_WAIT, WR_TRY, WR_TAKEN };
 
-static int wr_core(ks_rwlock_t *l, int64_t deadline, int how, int *waited)
+static int wr_core(ks_rwlock_t *l, int64_t deadline, int how, struct rw_wait *w)
 {
-    return how == WR_WAIT ? wrlock_core(l, deadline, waited)
+    return how == WR_WAIT ? wrlock_core(l, deadline, w)
            : how == WR_TRY ? trywr_core(l)
-                           : revoke_if_used(l, deadline, waited);
+                           : revoke_if_used(l, deadline, w);
 }
 
 /* A write acquisition: WR_WAIT (lock or timed lock), WR_TRY, or WR_TAKEN
@@ -811,28 +855,24 @@ static int wr_core(ks_rwlock_t *l, int64_t deadline, int how, int *waited)
  * here). */
 static int wr_stat(ks_rwlock_t *l, int64_t deadline, int how, const void *site)
 {
-    int mode, waited = 0;
-    if (KS_LIKELY(!traced_or_on(l, &mode)))
-        return wr_core(l, deadline, how, &waited);
-    void *rec = mode ? ks_ls_enter(l, KS_LOCK_RWLOCK_WRITE, site) : NULL;
-    const uint64_t t0 = rec ? ks_ticks() : 0;
-    int r = wr_core(l, deadline, how, &waited);
+    struct rw_wait w = {.key = l, .kind = KS_LOCK_RWLOCK_WRITE, .site = site};
+    int mode;
+    if (KS_LIKELY(!rw_begin(l, &w, &mode)))
+        return wr_core(l, deadline, how, &w);
+    int r = wr_core(l, deadline, how, &w);
     if (r)
         return r;
     /* Alone inside: the mark fixed to the mode (see above).  relaxed: the
      * mark publishes nothing; registering writers only clear BIAS
      * meanwhile (RMWs, which keep it). */
-    const uint32_t want = rec && (mode == KS_LOCKSTAT_ALL || waited) ? TRACED : 0;
+    const uint32_t want = w.rec && (mode == KS_LOCKSTAT_ALL || w.waited) ? TRACED : 0;
     if ((__atomic_load_n(&l->bias, __ATOMIC_RELAXED) & TRACED) != want) {
         if (want)
             __atomic_fetch_or(&l->bias, TRACED, __ATOMIC_RELAXED);
         else
             __atomic_fetch_and(&l->bias, ~TRACED, __ATOMIC_RELAXED);
     }
-    if (rec) {
-        const uint64_t now = waited ? ks_ticks() : t0;
-        ks_ls_acquired(rec, waited, now - t0, want ? now : 0);
-    }
+    rw_acquired(&w, want != 0);
     return 0;
 }
 
