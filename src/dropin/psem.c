@@ -82,14 +82,20 @@ KS_PT_EXPORT int sem_getvalue(sem_t *sem, int *value)
     return 0;
 }
 
+/* Out of line: the fast path then needs no stack frame to keep `site`. */
+static __attribute__((noinline)) int sem_wait_slow(sem_t *sem, int64_t deadline, const void *site)
+{
+    int r = ks_sem_wait_at(psem(sem), deadline, KS_WAIT_CANCEL | KS_WAIT_EINTR, site);
+    return r ? fail(r) : 0;
+}
+
 /* site: the program's call site (lock statistics) */
-static int sem_wait_until(sem_t *sem, int64_t deadline, const void *site)
+static inline int sem_wait_until(sem_t *sem, int64_t deadline, const void *site)
 {
     pthread_testcancel(); /* POSIX: shall occur, blocking or not */
     if (!ks_pt_counting_all() && ks_sem_trywait(psem(sem)) == 0)
         return 0;
-    int r = ks_sem_wait_at(psem(sem), deadline, KS_WAIT_CANCEL | KS_WAIT_EINTR, site);
-    return r ? fail(r) : 0;
+    return sem_wait_slow(sem, deadline, site);
 }
 
 KS_PT_EXPORT int sem_wait(sem_t *sem)
