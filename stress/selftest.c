@@ -5,7 +5,8 @@
  * threads, and the two
  * lifetime bugs of issue 17 (a pool destroyed while a woken borrower is
  * still inside it; a retire function run off the orphan list that calls
- * ks_epoch_barrier), with no test framework.  Besides qemu it is what
+ * ks_epoch_barrier), and ks_rwlock with lock statistics switched on and off
+ * under its readers and writers, with no test framework.  Besides qemu it is what
  * ThreadSanitizer runs (make tsan), since Criterion cannot start under
  * TSan: a use of the freed pool is a TSan report there.  It exists for targets where the
  * Criterion suite does not run, such as the AArch64 build under qemu-user
@@ -17,11 +18,13 @@
  */
 #include <ksync/channel.h>
 #include <ksync/epoch.h>
+#include <ksync/lockstat.h>
 #include <ksync/mutex.h>
 #include <ksync/pool.h>
 #include <ksync/queue.h>
 #include <ksync/rmutex.h>
 #include <ksync/robust_rwlock.h>
+#include <ksync/rwlock.h>
 #include <ksync/sem.h>
 #include <ksync/time.h>
 #include <ksync/wait_any.h>
@@ -773,6 +776,121 @@ static void test_epoch_barrier_from_orphan(void)
     EQ(atomic_load(&orph_ret), 0);
 }
 
+/* ---- ks_rwlock under lock statistics: the mode switched while readers and
+ * writers run (exclusion must hold, the plain data below is what
+ * ThreadSanitizer checks), then exact counts with the mode left on ---- */
+
+enum { RW_READERS = 4, RW_WRITERS = 2, RW_READS = 6000, RW_WRITES = 1500 };
+static ks_rwlock_t rwl;
+static long rw_a, rw_b;   /* plain: written under the write lock, read under the read lock */
+static atomic_long rw_torn;
+static atomic_int rw_stop;
+
+static void *rw_reader(void *arg)
+{
+    (void)arg;
+    for (int i = 0; i < RW_READS; i++) {
+        int e;
+        if (i % 3 == 1)
+            while ((e = ks_rwlock_tryrdlock(&rwl)) == EBUSY)
+                sched_yield();
+        else if (i % 3 == 2)
+            e = ks_rwlock_timedrdlock(&rwl, ks_deadline_after(60000 * MS));
+        else
+            e = ks_rwlock_rdlock(&rwl);
+        EQ(e, 0);
+        if (rw_a != rw_b)
+            atomic_fetch_add(&rw_torn, 1);
+        EQ(ks_rwlock_unlock(&rwl), 0);
+    }
+    return NULL;
+}
+
+static void *rw_writer(void *arg)
+{
+    (void)arg;
+    for (int i = 0; i < RW_WRITES; i++) {
+        int e;
+        if (i % 3 == 1)
+            while ((e = ks_rwlock_trywrlock(&rwl)) == EBUSY)
+                sched_yield();
+        else if (i % 3 == 2)
+            e = ks_rwlock_timedwrlock(&rwl, ks_deadline_after(60000 * MS));
+        else
+            e = ks_rwlock_wrlock(&rwl);
+        EQ(e, 0);
+        rw_a++;
+        rw_b++;
+        EQ(ks_rwlock_unlock(&rwl), 0);
+    }
+    return NULL;
+}
+
+static void *rw_switcher(void *arg)
+{
+    (void)arg;
+    static const int modes[] = {KS_LOCKSTAT_CONTENTION, KS_LOCKSTAT_ALL, KS_LOCKSTAT_OFF, KS_LOCKSTAT_ALL,
+                                KS_LOCKSTAT_CONTENTION};
+    struct ks_lockstat buf[8];
+    for (unsigned k = 0; !atomic_load(&rw_stop); k++) {
+        TRUE(ks_lockstat_set(modes[k % 5]) >= 0);
+        if (k % 7 == 6)
+            ks_lockstat_reset();
+        ks_lockstat_read(buf, 8);
+        sleep_ms(1);
+    }
+    return NULL;
+}
+
+static void rw_run(int switching)
+{
+    pthread_t t[RW_READERS + RW_WRITERS + 1];
+    int n = 0;
+    rw_a = rw_b = 0;
+    atomic_store(&rw_stop, 0);
+    for (int i = 0; i < RW_READERS; i++)
+        n += run_thread(rw_reader, NULL, &t[n]);
+    for (int i = 0; i < RW_WRITERS; i++)
+        n += run_thread(rw_writer, NULL, &t[n]);
+    pthread_t sw;
+    int have_sw = switching && run_thread(rw_switcher, NULL, &sw);
+    for (int i = 0; i < n; i++)
+        pthread_join(t[i], NULL);
+    atomic_store(&rw_stop, 1);
+    if (have_sw)
+        pthread_join(sw, NULL);
+    EQ(atomic_load(&rw_torn), 0);
+    EQ(rw_a, (long)RW_WRITERS * RW_WRITES);
+}
+
+static void test_rwlock_stats(void)
+{
+    for (int pref = 0; pref <= 1; pref++) {
+        EQ(ks_rwlock_init(&rwl, pref ? KS_RWLOCK_PREFER_READER : 0), 0);
+        rw_run(1);
+        EQ(ks_lockstat_set(KS_LOCKSTAT_OFF) >= 0, 1);
+        EQ(ks_rwlock_destroy(&rwl), 0);
+    }
+    /* left on: every acquisition of each side counted, every hold timed */
+    EQ(ks_lockstat_set(KS_LOCKSTAT_ALL), KS_LOCKSTAT_OFF);
+    EQ(ks_rwlock_init(&rwl, 0), 0);
+    rw_run(0);
+    struct ks_lockstat buf[64];
+    size_t got = ks_lockstat_read(buf, 64);
+    uint64_t rd = 0, wr = 0, rdh = 0, wrh = 0;
+    for (size_t i = 0; i < got && i < 64; i++)
+        if (buf[i].lock == &rwl && buf[i].kind == KS_LOCK_RWLOCK_READ)
+            rd = buf[i].acquisitions, rdh = buf[i].holds;
+        else if (buf[i].lock == &rwl && buf[i].kind == KS_LOCK_RWLOCK_WRITE)
+            wr = buf[i].acquisitions, wrh = buf[i].holds;
+    EQ(rd, (long)RW_READERS * RW_READS);
+    EQ(rdh, (long)RW_READERS * RW_READS);
+    EQ(wr, (long)RW_WRITERS * RW_WRITES);
+    EQ(wrh, (long)RW_WRITERS * RW_WRITES);
+    EQ(ks_lockstat_set(KS_LOCKSTAT_OFF), KS_LOCKSTAT_ALL);
+    EQ(ks_rwlock_destroy(&rwl), 0);
+}
+
 int main(void)
 {
     test_time();
@@ -784,6 +902,7 @@ int main(void)
     test_epoch();
     test_queue();
     test_robust_rwlock();
+    test_rwlock_stats();
     test_channel();
     test_pool_destroy_lifetime();
     test_epoch_barrier_from_orphan();
