@@ -127,7 +127,10 @@ KS_HIDDEN int ks_cond_wait_ext(struct ks_cond *c, void *mutex, struct ks_mutex *
  * path's acquiring CAS). */
 struct ks_rwlock;
 KS_HIDDEN int ks_rwlock_init_at(struct ks_rwlock *l, unsigned flags, const void *site);
-KS_HIDDEN int ks_rwlock_rdlock_mode(struct ks_rwlock *l, int64_t deadline, int prefer_reader, const void *site);
+/* skipped: the caller made no inline CAS (the drop-in layer counting every
+ * acquisition): the library makes it first */
+KS_HIDDEN int ks_rwlock_rdlock_mode(struct ks_rwlock *l, int64_t deadline, int prefer_reader, const void *site,
+                                    int skipped);
 KS_HIDDEN int ks_rwlock_tryrdlock_mode(struct ks_rwlock *l, int prefer_reader, const void *site);
 KS_HIDDEN int ks_rwlock_unlock_mode(struct ks_rwlock *l, int prefer_reader);
 KS_HIDDEN int ks_rwlock_wrlock_at(struct ks_rwlock *l, int64_t deadline, const void *site);

@@ -32,6 +32,10 @@ struct ks_lockrec {
     unsigned ld_sub;         /* relaxed: ks_lock_nest's subclass, 0 by default (read after ld_gen) */
     uint64_t ld_holder;      /* relaxed: (checking epoch << 32) | kernel tid of the thread seen taking it */
     int inited;              /* relaxed: `site` is an init site (ks_ls_init), not a first acquisition's */
+    /* an rwlock's read side (odd key): the hold stamps of its readers, a
+     * pool any releaser takes one from (src/lockstat.c); NULL otherwise or
+     * without memory.  Set before the record is published, then constant. */
+    uint64_t *rd_pool;
 };
 
 /* The record of `lock`, made if `create` (with `kind` and `site`); NULL if

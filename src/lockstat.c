@@ -38,6 +38,7 @@
 #include <unistd.h>
 
 #define TABLE_BITS 16
+#define RD_POOL 64 /* read holds of one rwlock timed at once (see rd_push) */
 #define TABLE_SIZE (1u << TABLE_BITS)
 #define MAX_PROBE 256
 
@@ -112,6 +113,7 @@ static struct ks_lockrec *find_slow(const void *lock, int create, unsigned kind,
                     struct ks_lockrec *base = find_slow((const char *)lock - 1, 0, 0, NULL);
                     if (base) /* acquire: pairs with ks_lock_name's release */
                         mine->name = __atomic_load_n(&base->name, __ATOMIC_ACQUIRE);
+                    mine->rd_pool = calloc(RD_POOL, sizeof *mine->rd_pool); /* NULL: holds untimed */
                 }
             }
             /* release: the record's fields before it is seen */
@@ -120,10 +122,14 @@ static struct ks_lockrec *find_slow(const void *lock, int create, unsigned kind,
             /* lost the slot: r is the winner (acquired by the failed CAS) */
         }
         if (r->lock == lock) {
+            if (mine)
+                free(mine->rd_pool);
             free(mine);
             return r;
         }
     }
+    if (mine)
+        free(mine->rd_pool);
     free(mine);
     __atomic_fetch_add(&dropped, 1, __ATOMIC_RELAXED);
     return NULL;
@@ -345,6 +351,9 @@ void ks_ls_init(const void *lock, unsigned kind, const void *site)
     __atomic_store_n(&r->kind, kind, __ATOMIC_RELAXED);
     __atomic_fetch_add(&r->gen, 1, __ATOMIC_RELAXED);
     zero(r);
+    if (r->rd_pool) /* a new lock has no read holds; relaxed: as the pool's */
+        for (unsigned i = 0; i < RD_POOL; i++)
+            __atomic_store_n(&r->rd_pool[i], 0, __ATOMIC_RELAXED);
     /* lock-order checking: the class is looked up again from the new site,
      * and nobody holds a lock that is being initialised */
     ks_ld_changed(r);
@@ -390,6 +399,54 @@ static KS_TLS struct {
     int contended;
 } stash;
 
+/* ---- an rwlock's read-side hold stamps: a pool in the record ----
+ *
+ * A reader whose hold will reach a library unlock (src/rwlock.c, "Lock
+ * statistics": the mark is set) puts its acquisition's ticks in a free
+ * slot of the pool, after its acquiring CAS; every library read unlock
+ * takes one stamp, any, before its releasing CAS.  So the pool never holds
+ * more stamps than there are read holds, and it is empty whenever no
+ * reader holds the lock: a stamp taken was put after the read side last
+ * became free, and the hold it gives is at most the time the read side
+ * has been held without a break.  Which reader's stamp a release takes does
+ * not change the sum of the holds, only how it is split between them (the
+ * maximum is that of such a split).  With RD_POOL readers inside, further
+ * ones go untimed.  Each thread starts its search at a slot of its own, so
+ * readers on different CPUs seldom write the same line.  relaxed: a stamp
+ * is a number; the lock orders the holds. */
+static KS_TLS unsigned pool_start; /* 1 + this thread's first slot, 0 until chosen */
+
+static unsigned pool_from(void)
+{
+    if (KS_UNLIKELY(!pool_start)) {
+        static unsigned next; /* relaxed: only spreads threads over slots */
+        pool_start = 1 + (__atomic_fetch_add(&next, 7, __ATOMIC_RELAXED) & (RD_POOL - 1));
+    }
+    return pool_start - 1;
+}
+
+static void rd_push(struct ks_lockrec *r, uint64_t t)
+{
+    unsigned i = pool_from();
+    for (unsigned n = 0; n < RD_POOL; n++, i = (i + 1) & (RD_POOL - 1)) {
+        uint64_t zero = 0;
+        if (!__atomic_load_n(&r->rd_pool[i], __ATOMIC_RELAXED) &&
+            __atomic_compare_exchange_n(&r->rd_pool[i], &zero, t ? t : 1, 0, __ATOMIC_RELAXED, __ATOMIC_RELAXED))
+            return;
+    }
+}
+
+static uint64_t rd_pop(struct ks_lockrec *r)
+{
+    unsigned i = pool_from();
+    for (unsigned n = 0; n < RD_POOL; n++, i = (i + 1) & (RD_POOL - 1)) {
+        uint64_t t = __atomic_load_n(&r->rd_pool[i], __ATOMIC_RELAXED);
+        if (t && __atomic_compare_exchange_n(&r->rd_pool[i], &t, 0, 0, __ATOMIC_RELAXED, __ATOMIC_RELAXED))
+            return t;
+    }
+    return 0;
+}
+
 static void unstash(void)
 {
     struct ks_lockrec *r = stash.r;
@@ -432,7 +489,12 @@ void ks_ls_acquired(void *cookie, int contended, uint64_t wait_ticks, uint64_t n
         stash.contended = contended;
         stash.wait_ticks = wait_ticks;
     }
-    stamp(r, now);
+    if (r->rd_pool) {
+        if (now)
+            rd_push(r, now);
+    } else {
+        stamp(r, now);
+    }
 }
 
 /* The hold stamps of this thread: the locks it holds whose hold is timed,
@@ -441,14 +503,13 @@ void ks_ls_acquired(void *cookie, int contended, uint64_t wait_ticks, uint64_t n
  * every holder, which made the record's line a second contended line
  * beside the lock's (the contended counter at 16 threads paid for it).
  * A thread holds few timed locks at once; with more than STAMPS, the
- * oldest stamp gives way (that hold is not timed).
+ * oldest stamp gives way (that hold is not timed).  A second stamp for a
+ * lock means the first one's release took the fast path: it is replaced.
  *
- * An rwlock's read side (its key is odd: ks_ls_read_key) may be held
- * several times by one thread, and each of its stamped holds is sure to
- * reach a library unlock (src/rwlock.c, "Lock statistics"): its stamps
- * stack, and an unlock takes the most recent.  A second stamp for any
- * other lock means the first one's release took the fast path: it is
- * replaced. */
+ * An rwlock's read side is different: its holds are anonymous (a program
+ * on the drop-in layer may release a read lock that another thread took,
+ * as glibc allows), so its stamps go to a pool in its record that any
+ * releaser takes one from (rd_push, rd_pop). */
 #define STAMPS 8
 static KS_TLS struct stamp {
     const void *lock;
@@ -461,9 +522,8 @@ static KS_TLS unsigned stamp_next;
 static void stamp(struct ks_lockrec *r, uint64_t now)
 {
     struct stamp *free_one = NULL;
-    const int stacks = (uintptr_t)r->lock & 1;
     for (unsigned i = 0; i < STAMPS; i++) {
-        if (stamps[i].lock == r->lock && !stacks) {
+        if (stamps[i].lock == r->lock) {
             /* a stamp left for this lock (its release did not reach a
              * slow path, as after a mode change): replaced or dropped */
             stamps[i].lock = NULL;
@@ -489,14 +549,22 @@ uint64_t ks_ls_hold_end(const void *lock, void **cookie)
     *cookie = NULL;
     if (busy)
         return 0;
-    /* a read side's stamps stack: the most recent; any other lock has one */
-    const int stacks = (uintptr_t)lock & 1;
+    if ((uintptr_t)lock & 1) { /* an rwlock's read side: its pool */
+        busy = 1;
+        struct ks_lockrec *r = find(lock, 0, 0, NULL);
+        busy = 0;
+        uint64_t t = r && r->rd_pool ? rd_pop(r) : 0;
+        if (!t)
+            return 0;
+        uint64_t now = ks_ticks();
+        *cookie = r;
+        return now > t ? now - t : 0;
+    }
     struct stamp *mine = NULL;
     for (unsigned i = 0; i < STAMPS; i++)
-        if (stamps[i].lock == lock && (!mine || stamps[i].t > mine->t)) {
+        if (stamps[i].lock == lock) {
             mine = &stamps[i];
-            if (!stacks)
-                break;
+            break;
         }
     if (!mine)
         return 0;
@@ -625,6 +693,14 @@ static void snap(const struct ks_lockrec *r, struct ks_lockstat *o)
     /* an rwlock's read side is keyed by the address + 1 (ks_ls_read_key) */
     o->lock = (uintptr_t)r->lock & 1 ? (const char *)r->lock - 1 : r->lock;
     o->name = __atomic_load_n(&r->name, __ATOMIC_ACQUIRE); /* acquire: pairs with ks_lock_name */
+    if (!o->name && ((uintptr_t)r->lock & 1)) {
+        /* an rwlock's read side made while its lock was being named: the
+         * record's creation and ks_lock_name may each miss the other; the
+         * lock's own record has the name (acquire: as above) */
+        struct ks_lockrec *base = find_slow(o->lock, 0, 0, NULL);
+        if (base)
+            o->name = __atomic_load_n(&base->name, __ATOMIC_ACQUIRE);
+    }
     o->site = __atomic_load_n(&r->site, __ATOMIC_RELAXED);
     o->kind = __atomic_load_n(&r->kind, __ATOMIC_RELAXED);
     /* relaxed: a snapshot of counters */

@@ -141,15 +141,17 @@ static int lock_stat(ks_mutex_t *m, int64_t deadline, int slept, const void *sit
         ks_ld_lock(m, KS_LOCK_MUTEX, site);
     /* the record before the lock: nothing but the stamp inside it */
     void *rec = mode ? ks_ls_enter(m, KS_LOCK_MUTEX, site) : NULL;
-    /* A free marked mutex (the fast path failed on the mark alone): one
-     * CAS, as the fast path would have done (acquire: pairs with the
-     * release in unlock).  Only a contended acquisition reads the clock
+    /* A free mutex (the fast path failed on the mark alone, or the caller
+     * made none: a -DKSYNC_DEBUG build, the drop-in layer counting every
+     * acquisition; or it was freed since the fast path failed): one CAS, as
+     * the fast path would have done (acquire: pairs with the release in
+     * unlock), and an acquisition without a wait if it wins.  Sending an
+     * unmarked one to lock_slow instead counted it as contended, with the
+     * time lock_slow took.  Only a contended acquisition reads the clock
      * before it. */
     const int contended = (s0 & (L | S)) || slept;
     uint64_t t0 = contended ? ks_ticks() : 0;
-    /* (an unmarked mutex found free goes to lock_slow as without
-     * statistics: its spin loop takes it and learns from the win) */
-    if (contended || !(s0 & T) ||
+    if (contended ||
         !__atomic_compare_exchange_n(&m->state, &s0, s0 | L, 0, __ATOMIC_ACQUIRE, __ATOMIC_RELAXED)) {
         if (!t0)
             t0 = ks_ticks(); /* lost the CAS: a wait after all */

@@ -414,10 +414,12 @@ static int revoke(ks_rwlock_t *l, int64_t deadline, struct rw_wait *rw)
         uint32_t until = (now_units() + (uint32_t)(span < MAX_INHIBIT ? span : MAX_INHIBIT)) & UNTIL_MASK;
         nb = (until ? until : 1) << UNTIL_SHIFT;
     }
-    /* relaxed: no reader sets the bias (or TRACED) while we hold the word;
-     * the store clears BIAS_USED (no slot holds the lock), keeps TRACED
-     * (lock statistics; the caller fixes it) and publishes only the
-     * inhibition time. */
+    /* relaxed: no reader sets the bias while we hold the word; a table
+     * reader may have set TRACED (lock statistics, src/rwlock.c's end) while
+     * inside, and the scan's acquire loads above synchronise with its
+     * releasing exchange when it left its slot, so this load sees it.  The
+     * store clears BIAS_USED (no slot holds the lock), keeps TRACED (the
+     * caller fixes it) and publishes only the inhibition time. */
     __atomic_store_n(&l->bias, nb | (__atomic_load_n(&l->bias, __ATOMIC_RELAXED) & TRACED), __ATOMIC_RELAXED);
     return 0;
 }
@@ -510,6 +512,19 @@ int ks_rwlock_unlock_mode(ks_rwlock_t *l, int prefer_reader)
          * nothing; registering writers only clear BIAS meanwhile. */
         if (writer && (b & TRACED) && ks_ls_mode() != KS_LOCKSTAT_ALL)
             __atomic_fetch_and(&l->bias, ~TRACED, __ATOMIC_RELAXED);
+        /* A marked lock that only readers use would keep its mark, and
+         * every call of it would keep coming here, once the mode has left
+         * ALL.  So the last reader in the word, when nothing else is there
+         * (the word is exactly one reader: no writer waits, nobody sleeps;
+         * no table reader can be inside without BIAS_USED), turns its hold
+         * into a write hold for a moment, takes the mark off alone inside,
+         * and releases as a writer.  relaxed: the CAS publishes nothing (no
+         * data was written under this hold); the release below orders
+         * what follows. */
+        uint64_t one = 1;
+        if (!h && !writer && (b & TRACED) && !(b & BIAS_USED) && ks_ls_mode() != KS_LOCKSTAT_ALL &&
+            __atomic_compare_exchange_n(&l->state, &one, WRITER, 0, __ATOMIC_RELAXED, __ATOMIC_RELAXED))
+            __atomic_fetch_and(&l->bias, ~TRACED, __ATOMIC_RELAXED); /* relaxed: as the writer's above */
     }
     int r;
     if (h) {
@@ -608,7 +623,14 @@ int ks_rwlock_rdlock_slow(ks_rwlock_t *l, int64_t deadline)
 {
     if (!l || deadline < 0)
         return EINVAL;
-    return ks_rwlock_rdlock_mode(l, deadline, !!(l->flags & KS_RWLOCK_PREFER_READER), __builtin_return_address(0));
+    return ks_rwlock_rdlock_mode(l, deadline, !!(l->flags & KS_RWLOCK_PREFER_READER), __builtin_return_address(0), 0);
+}
+
+int ks_rwlock_rdlock_debug_(ks_rwlock_t *l, int64_t deadline)
+{
+    if (!l || deadline < 0)
+        return EINVAL;
+    return ks_rwlock_rdlock_mode(l, deadline, !!(l->flags & KS_RWLOCK_PREFER_READER), __builtin_return_address(0), 1);
 }
 
 /* w: told when the reader has to spin or sleep for a writer. */
@@ -810,24 +832,30 @@ static void rw_acquired(struct rw_wait *w, int stamp)
     ks_ls_acquired(w->rec, w->waited, w->waited ? now - w->t0 : 0, stamp ? now : 0);
 }
 
-/* A read acquisition (deadline -1: a try). */
-static int rd_stat(ks_rwlock_t *l, int64_t deadline, int prefer_reader, const void *site)
+/* A read acquisition (deadline -1: a try).  skipped: the caller made no
+ * inline CAS (a -DKSYNC_DEBUG build, the drop-in layer counting every
+ * acquisition). */
+static int rd_stat(ks_rwlock_t *l, int64_t deadline, int prefer_reader, const void *site, int skipped)
 {
     struct rw_wait w = {.key = ks_ls_read_key(l), .kind = KS_LOCK_RWLOCK_READ, .site = site};
     int mode;
-    if (KS_LIKELY(!rw_begin(l, &w, &mode)))
-        return deadline == -1 ? tryrd_core(l, prefer_reader) : rdlock_core(l, deadline, prefer_reader, &w);
-    /* A lock that only the mark sent here: first the inline path's one CAS
-     * (acquire: pairs with the release in unlock), so that counting does not
-     * change how the lock behaves (rdlock_core would turn the reader bias on,
-     * as after contention).  relaxed loads: as the inline path's (the
-     * bias is a hint there too). */
+    const int counted = rw_begin(l, &w, &mode);
+    /* A call that the mark (or the caller) sent here without trying the
+     * inline path's CAS: that CAS first (acquire: pairs with the release in
+     * unlock), so that counting does not change how the lock behaves
+     * (rdlock_core would turn the reader bias on, as after contention).  A
+     * call whose inline CAS failed goes on to rdlock_core as it would
+     * without statistics.  relaxed loads: as the inline path's (the bias is
+     * a hint there too). */
+    const uint32_t b0 = __atomic_load_n(&l->bias, __ATOMIC_RELAXED);
     uint64_t v = __atomic_load_n(&l->state, __ATOMIC_RELAXED); /* seeds the CAS */
-    int r = 0;
-    if (deadline == -1 || (__atomic_load_n(&l->bias, __ATOMIC_RELAXED) & BIAS) || !ks_rwlock_read_lockable_(v) ||
-        !__atomic_compare_exchange_n(&l->state, &v, v + 1, 0, __ATOMIC_ACQUIRE, __ATOMIC_RELAXED))
-        r = deadline == -1 ? tryrd_core(l, prefer_reader) : rdlock_core(l, deadline, prefer_reader, &w);
+    int r = EBUSY;
+    if (deadline != -1 && (skipped || (b0 & TRACED)) && !(b0 & BIAS) && ks_rwlock_read_lockable_(v) &&
+        __atomic_compare_exchange_n(&l->state, &v, v + 1, 0, __ATOMIC_ACQUIRE, __ATOMIC_RELAXED))
+        r = 0;
     if (r)
+        r = deadline == -1 ? tryrd_core(l, prefer_reader) : rdlock_core(l, deadline, prefer_reader, &w);
+    if (r || !counted)
         return r;
     /* relaxed: see above; we hold the lock, so a writer cannot change it */
     uint32_t b = __atomic_load_n(&l->bias, __ATOMIC_RELAXED);
@@ -876,14 +904,14 @@ static int wr_stat(ks_rwlock_t *l, int64_t deadline, int how, const void *site)
     return 0;
 }
 
-int ks_rwlock_rdlock_mode(ks_rwlock_t *l, int64_t deadline, int prefer_reader, const void *site)
+int ks_rwlock_rdlock_mode(ks_rwlock_t *l, int64_t deadline, int prefer_reader, const void *site, int skipped)
 {
-    return rd_stat(l, deadline, prefer_reader, site);
+    return rd_stat(l, deadline, prefer_reader, site, skipped);
 }
 
 int ks_rwlock_tryrdlock_mode(ks_rwlock_t *l, int prefer_reader, const void *site)
 {
-    return rd_stat(l, -1, prefer_reader, site);
+    return rd_stat(l, -1, prefer_reader, site, 0);
 }
 
 int ks_rwlock_wrlock_at(ks_rwlock_t *l, int64_t deadline, const void *site)

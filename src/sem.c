@@ -311,16 +311,31 @@ static int wait_core(ks_sem_t *s, int64_t deadline, unsigned opts, int *waited)
  * the library.  A wait counts as contended when it had to spin without a
  * unit or register as a waiter; its wait time runs from here to the unit.
  * No hold: a unit has no holder (a post may come from any thread). */
+/* The inline trywait, made here for callers that skipped it (a
+ * -DKSYNC_DEBUG build, the drop-in layer counting every wait), so that a
+ * unit that is there is taken as it would be inline: without a turn of
+ * the spin loop, whose quick win would shrink the thread's spin budget
+ * (src/spin.c).  For a caller whose inline trywait failed, one load.
+ * acquire: pairs with the release CAS in post. */
+static int take_inline(ks_sem_t *s)
+{
+    uint64_t v = __atomic_load_n(&s->state, __ATOMIC_RELAXED);
+    while (V(v))
+        if (__atomic_compare_exchange_n(&s->state, &v, v - 1, 1, __ATOMIC_ACQUIRE, __ATOMIC_RELAXED))
+            return 1;
+    return 0;
+}
+
 int ks_sem_wait_at(ks_sem_t *s, int64_t deadline, unsigned opts, const void *site)
 {
     if (!s || deadline < 0)
         return EINVAL;
     int waited = 0;
     if (KS_LIKELY(!ks_ls_mode()))
-        return wait_core(s, deadline, opts, &waited);
+        return take_inline(s) ? 0 : wait_core(s, deadline, opts, &waited);
     void *rec = ks_ls_enter(s, KS_LOCK_SEM, site);
     const uint64_t t0 = rec ? ks_ticks() : 0;
-    int r = wait_core(s, deadline, opts, &waited);
+    int r = take_inline(s) ? 0 : wait_core(s, deadline, opts, &waited);
     if (r == 0 && rec)
         ks_ls_acquired(rec, waited, waited ? ks_ticks() - t0 : 0, 0);
     return r;

@@ -145,7 +145,6 @@ static void check_exact(const ks_rwlock_t *l)
     cr_assert_geq(wr.hold_max_ns, (uint64_t)WORK_NS);
     histogram_holds_every_wait(&rd);
     histogram_holds_every_wait(&wr);
-    cr_assert_gt(rd.contended + wr.contended, 0, "8 threads, 2 of them writers, on 2 CPUs: someone waited");
 }
 
 Test(lockstat_rw, all_mode_counts_both_sides_exactly, .timeout = 120)
@@ -313,56 +312,84 @@ Test(lockstat_rw, contention_mode_sees_a_reader_wait_for_a_writer, .timeout = 60
 
 /* ---- the mark across mode changes ---- */
 
-Test(lockstat_rw, the_mark_goes_with_the_next_writer)
+Test(lockstat_rw, the_mark_goes_with_the_next_lone_holder)
 {
     cr_assert_eq(ks_lockstat_set(KS_LOCKSTAT_ALL), KS_LOCKSTAT_OFF);
     ks_rwlock_t l;
-    cr_assert_eq(ks_rwlock_init(&l, 0), 0);
+    cr_assert_eq(ks_rwlock_init(&l, KS_RWLOCK_PREFER_READER), 0);
     cr_assert_eq(ks_rwlock_rdlock(&l), 0);
-    cr_assert_eq(ks_rwlock_unlock(&l), 0);
+    cr_assert_eq(ks_rwlock_rdlock(&l), 0);
     cr_assert_eq(ks_lockstat_set(KS_LOCKSTAT_OFF), KS_LOCKSTAT_ALL);
-    /* readers never take the mark off (another reader's stamp may count
-     * on it); the next writer does */
-    cr_assert_eq(ks_rwlock_rdlock(&l), 0);
+    /* a reader with another reader inside leaves the mark (the other's
+     * hold may be stamped); the last one, alone, takes it off */
     cr_assert_eq(ks_rwlock_unlock(&l), 0);
     cr_assert(bias(&l) & KS_RWLOCK_TRACED);
-    cr_assert_eq(ks_rwlock_wrlock(&l), 0);
-    cr_assert_eq(bias(&l) & KS_RWLOCK_TRACED, 0u, "the writer, alone inside, fixed the mark to the mode");
     cr_assert_eq(ks_rwlock_unlock(&l), 0);
-    cr_assert_eq(stat_of(&l, KS_LOCK_RWLOCK_READ).acquisitions, 1, "only the one made in ALL");
-    cr_assert_eq(stat_of(&l, KS_LOCK_RWLOCK_WRITE).acquisitions, 0);
-    /* a trywrlock does the same */
+    cr_assert_eq(bias(&l) & KS_RWLOCK_TRACED, 0u, "the lone reader took the mark off");
+    cr_assert_eq(l.state, 0u);
+    struct ks_lockstat rd = stat_of(&l, KS_LOCK_RWLOCK_READ);
+    cr_assert_eq(rd.acquisitions, 2, "the two made in ALL");
+    cr_assert_eq(rd.holds, 2, "both released through the library");
+    /* a writer does it too, and so does a trywrlock */
     cr_assert_eq(ks_lockstat_set(KS_LOCKSTAT_ALL), KS_LOCKSTAT_OFF);
-    ks_rwlock_t m;
+    ks_rwlock_t m, n;
     cr_assert_eq(ks_rwlock_init(&m, 0), 0);
+    cr_assert_eq(ks_rwlock_init(&n, 0), 0);
     cr_assert_eq(ks_lockstat_set(KS_LOCKSTAT_OFF), KS_LOCKSTAT_ALL);
-    cr_assert_eq(ks_rwlock_trywrlock(&m), 0);
-    cr_assert_eq(bias(&m) & KS_RWLOCK_TRACED, 0u);
-    cr_assert_eq(ks_rwlock_tryrdlock(&m), EBUSY);
+    cr_assert_eq(ks_rwlock_wrlock(&m), 0);
+    cr_assert_eq(bias(&m) & KS_RWLOCK_TRACED, 0u, "the writer, alone inside, fixed the mark to the mode");
     cr_assert_eq(ks_rwlock_unlock(&m), 0);
-    cr_assert_eq(m.state, 0u);
+    cr_assert_eq(ks_rwlock_trywrlock(&n), 0);
+    cr_assert_eq(bias(&n) & KS_RWLOCK_TRACED, 0u);
+    cr_assert_eq(ks_rwlock_tryrdlock(&n), EBUSY);
+    cr_assert_eq(ks_rwlock_unlock(&n), 0);
+    cr_assert_eq(n.state, 0u);
+    /* after which the fast paths serve them again: nothing more counted */
+    cr_assert_eq(ks_lockstat_set(KS_LOCKSTAT_ALL), KS_LOCKSTAT_OFF);
+    cr_assert_eq(ks_rwlock_rdlock(&l), 0);
+    cr_assert_eq(ks_rwlock_unlock(&l), 0);
+    cr_assert_eq(stat_of(&l, KS_LOCK_RWLOCK_READ).acquisitions, 2);
 }
 
-Test(lockstat_rw, a_read_stamp_from_before_the_mode_changed_is_not_a_hold, .timeout = 60)
+struct unlocker {
+    ks_rwlock_t *l;
+    int result;
+};
+
+static void *unlock_it(void *p)
 {
-    /* ALL: a read hold is stamped; the mode goes off while it is held; its
-     * release still comes to the library (the mark stays while a reader is
-     * inside), which consumes the stamp, so a later slow release of the
-     * same lock by this thread does not read it. */
+    struct unlocker *u = p;
+    u->result = ks_rwlock_unlock(u->l);
+    return NULL;
+}
+
+Test(lockstat_rw, a_read_lock_released_by_another_thread, .timeout = 60)
+{
+    /* glibc lets a thread release a read lock another took (the drop-in
+     * layer keeps that): the hold is timed by whoever releases it, and the
+     * taker is left with no stamp that a later release of its own would read
+     * as a hold (a stamp kept by the taker gave 200 ms here). */
     cr_assert_eq(ks_lockstat_set(KS_LOCKSTAT_ALL), KS_LOCKSTAT_OFF);
     ks_rwlock_t l;
     cr_assert_eq(ks_rwlock_init(&l, KS_RWLOCK_PREFER_READER), 0); /* no table: the word */
     cr_assert_eq(ks_rwlock_rdlock(&l), 0);
-    cr_assert_eq(ks_lockstat_set(KS_LOCKSTAT_OFF), KS_LOCKSTAT_ALL);
-    cr_assert_eq(ks_rwlock_unlock(&l), 0);
+    struct unlocker u = {&l, -1};
+    pthread_t t;
+    kt_spawn(&t, unlock_it, &u);
+    kt_join(t);
+    cr_assert_eq(u.result, 0);
+    cr_assert_eq(l.state, 0u);
     sleep_ms(200);
-    cr_assert_eq(ks_lockstat_set(KS_LOCKSTAT_ALL), KS_LOCKSTAT_OFF);
-    ks_lockstat_reset();
     cr_assert_eq(ks_rwlock_rdlock(&l), 0);
+    cr_assert_eq(ks_rwlock_rdlock(&l), 0);
+    kt_spawn(&t, unlock_it, &u);
+    kt_join(t);
+    cr_assert_eq(u.result, 0);
     cr_assert_eq(ks_rwlock_unlock(&l), 0);
     struct ks_lockstat rd = stat_of(&l, KS_LOCK_RWLOCK_READ);
-    cr_assert_eq(rd.holds, 1);
-    cr_assert_lt(rd.hold_max_ns, 100 * 1000 * 1000, "a hold of %.1f ms was read from an old stamp",
+    cr_assert_eq(rd.acquisitions, 3);
+    cr_assert_eq(rd.holds, 3, "every release took a stamp");
+    cr_assert_lt(rd.hold_max_ns, 100 * 1000 * 1000, "a hold of %.1f ms: a stamp outlived its hold",
                  (double)rd.hold_max_ns / 1e6);
 }
 
@@ -611,4 +638,70 @@ Test(lockstat_sem, init_site_is_the_class)
     cr_assert_eq(ks_sem_post(&b), 0);
     cr_assert_eq(ks_sem_trywait_slow(&b), 0);
     cr_assert_eq(stat_of(&b, KS_LOCK_SEM).acquisitions, 1, "a library trywait counts");
+}
+
+/* ---- regressions from the review (docs/lockstat.md, "Review") ---- */
+
+Test(lockstat_rw, contention_mode_keeps_the_bias_policy)
+{
+    /* A read lock whose inline CAS failed (here: a direct call of the
+     * library half) goes on as without statistics: the library's read path
+     * turns the reader bias on.  Retrying the inline CAS there first delayed
+     * it under reader contention. */
+    cr_assert_eq(ks_lockstat_set(KS_LOCKSTAT_CONTENTION), KS_LOCKSTAT_OFF);
+    ks_rwlock_t l;
+    cr_assert_eq(ks_rwlock_init(&l, 0), 0);
+    cr_assert_eq(ks_rwlock_rdlock_slow(&l, KS_FOREVER), 0);
+    cr_assert_eq(ks_rwlock_unlock(&l), 0);
+    cr_assert(bias(&l) & KS_RWLOCK_BIAS, "bias word %#x", bias(&l));
+}
+
+enum { RACED = 3000 };
+static ks_rwlock_t raced[RACED];
+static unsigned arrived;
+
+/* Both threads reach lock i before either touches it. */
+static void rendezvous(unsigned i)
+{
+    __atomic_fetch_add(&arrived, 1, __ATOMIC_SEQ_CST);
+    while (__atomic_load_n(&arrived, __ATOMIC_SEQ_CST) < 2 * (i + 1))
+        sched_yield();
+}
+
+static void *name_each(void *p)
+{
+    (void)p;
+    for (unsigned i = 0; i < RACED; i++) {
+        rendezvous(i);
+        cr_assert_eq(ks_lock_name(&raced[i], "raced"), 0);
+    }
+    return NULL;
+}
+
+Test(lockstat_rw, a_name_given_while_the_read_side_appears_is_kept, .timeout = 120)
+{
+    /* ks_lock_name and the first library read of a lock, at once: the read
+     * side's record is made with the lock's name, or named by ks_lock_name,
+     * or (when each missed the other) reported with the lock's name. */
+    for (unsigned i = 0; i < RACED; i++)
+        cr_assert_eq(ks_rwlock_init(&raced[i], 0), 0); /* statistics off: no records yet */
+    cr_assert_eq(ks_lockstat_set(KS_LOCKSTAT_ALL), KS_LOCKSTAT_OFF);
+    pthread_t t;
+    kt_spawn(&t, name_each, NULL);
+    for (unsigned i = 0; i < RACED; i++) {
+        rendezvous(i);
+        cr_assert_eq(ks_rwlock_rdlock_slow(&raced[i], KS_FOREVER), 0);
+        cr_assert_eq(ks_rwlock_unlock(&raced[i]), 0);
+    }
+    kt_join(t);
+    static struct ks_lockstat all[3 * RACED];
+    size_t n = ks_lockstat_read(all, 3 * RACED);
+    unsigned sides = 0, unnamed = 0;
+    for (size_t i = 0; i < n && i < 3 * RACED; i++)
+        if (all[i].kind == KS_LOCK_RWLOCK_READ) {
+            sides++;
+            unnamed += !all[i].name || strcmp(all[i].name, "raced") != 0;
+        }
+    cr_assert_eq(sides, RACED);
+    cr_assert_eq(unnamed, 0, "%u read sides of %u without their lock's name", unnamed, sides);
 }

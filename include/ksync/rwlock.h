@@ -87,6 +87,9 @@ KS_EXTERN_C_BEGIN
 KS_API int ks_rwlock_init(ks_rwlock_t *l, unsigned flags);
 KS_API int ks_rwlock_destroy(ks_rwlock_t *l);
 KS_API int ks_rwlock_rdlock_slow(ks_rwlock_t *l, int64_t deadline);
+/* A -DKSYNC_DEBUG build's read lock: the inline path's CAS made in the
+ * library (ks_rwlock_rdlock_slow is for a CAS that failed). */
+KS_API int ks_rwlock_rdlock_debug_(ks_rwlock_t *l, int64_t deadline);
 KS_API int ks_rwlock_wrlock_slow(ks_rwlock_t *l, int64_t deadline);
 KS_API int ks_rwlock_unlock_slow(ks_rwlock_t *l);
 KS_API int ks_rwlock_tryrdlock_slow(ks_rwlock_t *l);
@@ -147,7 +150,7 @@ static inline int ks_rwlock_rdlock_raw_(ks_rwlock_t *l)
             __atomic_compare_exchange_n(&l->state, &v, v + 1, 0, __ATOMIC_ACQUIRE, __ATOMIC_RELAXED))
             return 0;
     }
-    return ks_rwlock_rdlock_slow(l, KS_FOREVER);
+    return KS_RWLOCK_FAST_ ? ks_rwlock_rdlock_slow(l, KS_FOREVER) : ks_rwlock_rdlock_debug_(l, KS_FOREVER);
 }
 
 static inline int ks_rwlock_timedrdlock_raw_(ks_rwlock_t *l, int64_t deadline)
@@ -159,7 +162,7 @@ static inline int ks_rwlock_timedrdlock_raw_(ks_rwlock_t *l, int64_t deadline)
             __atomic_compare_exchange_n(&l->state, &v, v + 1, 0, __ATOMIC_ACQUIRE, __ATOMIC_RELAXED))
             return 0;
     }
-    return ks_rwlock_rdlock_slow(l, deadline);
+    return KS_RWLOCK_FAST_ ? ks_rwlock_rdlock_slow(l, deadline) : ks_rwlock_rdlock_debug_(l, deadline);
 }
 
 static inline int ks_rwlock_trywrlock_raw_(ks_rwlock_t *l)

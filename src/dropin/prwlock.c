@@ -82,7 +82,7 @@ static __attribute__((noinline)) int rdlock_slow(pthread_rwlock_t *lock, int64_t
 {
     if (writer_is_me(prw(lock)))
         return EDEADLK;
-    return ks_rwlock_rdlock_mode(&prw(lock)->l, deadline, prefer_reader(lock), site);
+    return ks_rwlock_rdlock_mode(&prw(lock)->l, deadline, prefer_reader(lock), site, ks_pt_counting_all());
 }
 
 static __attribute__((noinline)) int wrlock_slow(pthread_rwlock_t *lock, int64_t deadline, const void *site)
