@@ -797,6 +797,7 @@ static const char *kind_name(unsigned k)
            : k == KS_LOCK_RWLOCK_READ  ? "rw-rd"
            : k == KS_LOCK_RWLOCK_WRITE ? "rw-wr"
            : k == KS_LOCK_SEM          ? "sem"
+           : k == KS_LOCK_SPIN         ? "spin"
                                        : "?";
 }
 

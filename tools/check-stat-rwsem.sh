@@ -1,13 +1,14 @@
 #!/bin/sh
 # tools/check-stat-rwsem.sh BUILD - lock statistics of pthread rwlocks and
-# POSIX semaphores through the drop-in layer (docs/lockstat.md): the plain
-# pthread program tools/dropin/rwsem.c (a statically initialised rwlock, an
-# initialised writer-preferring one, a bounded buffer's two semaphores; every
-# form of lock, try and timed call) runs once on glibc and once under
-# "ksync-run --stat=all".  Its exit report must hold, for each lock side the
-# program names, a row with exactly the acquisitions it made: read and write
-# sides of both rwlocks with every hold timed, both semaphores with no hold
-# (a semaphore has no holder).
+# POSIX semaphores and pthread spinlocks through the drop-in layer
+# (docs/lockstat.md): the plain pthread program tools/dropin/rwsem.c (a
+# statically initialised rwlock, an initialised writer-preferring one, a
+# bounded buffer's two semaphores and a spinlock; every form of lock, try
+# and timed call) runs once on glibc and once under "ksync-run --stat=all".
+# Its exit report must hold, for each lock side the program names, a row
+# with exactly the acquisitions it made: read and write sides of both
+# rwlocks and the spinlock with every hold timed, both semaphores with no
+# hold (a semaphore has no holder).
 set -eu
 [ $# -eq 1 ] || { echo "usage: $0 BUILD" >&2; exit 2; }
 BUILD=$1
@@ -30,7 +31,7 @@ grep '^expect ' "$work/out" >"$work/expect" || fail "the program printed no expe
 # may have the same count: each takes its own row).
 awk '
     FNR == NR { want_kind[NR] = $2; want_n[NR] = $3; want_what[NR] = $4; nw = NR; next }
-    $2 ~ /^(rw-rd|rw-wr|sem)$/ && $3 == 1 { kind[++nr] = $2; acq[nr] = $4; holds[nr] = $NF; line[nr] = $0 }
+    $2 ~ /^(rw-rd|rw-wr|sem|spin)$/ && $3 == 1 { kind[++nr] = $2; acq[nr] = $4; holds[nr] = $NF; line[nr] = $0 }
     END {
         bad = 0
         for (w = 1; w <= nw; w++) {
@@ -55,5 +56,5 @@ awk '
         exit bad
     }' "$work/expect" "$work/report" || { cat "$work/report" >&2; exit 1; }
 sed -n '1,2p' "$work/report"
-grep -E ' (rw-rd|rw-wr|sem) ' "$work/report"
-echo "check-stat-rwsem: every rwlock side and semaphore counted exactly through the drop-in layer"
+grep -E ' (rw-rd|rw-wr|sem|spin) ' "$work/report"
+echo "check-stat-rwsem: every rwlock side, semaphore and spinlock counted exactly through the drop-in layer"

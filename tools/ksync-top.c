@@ -109,6 +109,7 @@ static const char *kind_name(uint32_t k)
            : k == KS_LOCK_RWLOCK_READ  ? "rw-rd"
            : k == KS_LOCK_RWLOCK_WRITE ? "rw-wr"
            : k == KS_LOCK_SEM          ? "sem"
+           : k == KS_LOCK_SPIN         ? "spin"
                                        : "?";
 }
 

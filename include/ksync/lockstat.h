@@ -26,12 +26,12 @@
  * _WRITE; its mark is a bit of its bias word, ksync/rwlock.h), ks_sem (the
  * waits that reach the library: it has no mark, so even in ALL a wait that
  * finds a unit stays inline and unseen unless built with -DKSYNC_DEBUG; no
- * holds), and through the drop-in layer
- * (ksync-run --stat) the pthread mutexes, rwlocks and sem_t.  CONTENTION
- * mode times the holds of mutex acquisitions after a wait and of rwlock
- * write acquisitions after a wait (not of readers: a read unlock may take
- * the fast path).  Not covered: ks_robust, the robust rwlock, spinlocks,
- * and waits on a semaphore through ks_wait_any.
+ * holds), and through the drop-in layer (ksync-run --stat) the pthread
+ * mutexes, rwlocks, spinlocks and sem_t.  CONTENTION mode times the holds
+ * of mutex acquisitions after a wait and of rwlock write acquisitions after
+ * a wait (not of readers: a read unlock may take the fast path).  Not
+ * covered: ks_robust, the robust rwlock, and waits on a semaphore through
+ * ks_wait_any.
  *
  * Classes: a lock's class is the name given with ks_lock_name, else the
  * call site of its ks_*_init, else the call site of its first recorded
@@ -59,7 +59,13 @@
 /* What a record counts.  An rwlock has two records, one per side (the
  * same lock address, two kinds).  A semaphore has no holder: its holds are
  * not measured (0). */
-enum ks_lock_kind { KS_LOCK_MUTEX = 1, KS_LOCK_RWLOCK_READ = 2, KS_LOCK_RWLOCK_WRITE = 3, KS_LOCK_SEM = 4 };
+enum ks_lock_kind {
+    KS_LOCK_MUTEX = 1,
+    KS_LOCK_RWLOCK_READ = 2,
+    KS_LOCK_RWLOCK_WRITE = 3,
+    KS_LOCK_SEM = 4,
+    KS_LOCK_SPIN = 5 /* the drop-in layer's pthread_spinlock_t */
+};
 
 struct ks_lockstat {
     const void *lock;     /* the lock's address in this process */

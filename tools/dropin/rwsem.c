@@ -1,10 +1,11 @@
 /* tools/dropin/rwsem.c - a plain pthread program (no ksync header) whose
- * rwlocks and semaphores tools/check-stat-rwsem.sh counts through the
- * drop-in layer under "ksync-run --stat=all" (docs/lockstat.md).
+ * rwlocks, semaphores and spinlock tools/check-stat-rwsem.sh counts through
+ * the drop-in layer under "ksync-run --stat=all" (docs/lockstat.md).
  *
  *   table   a statically initialised rwlock (PTHREAD_RWLOCK_INITIALIZER)
  *   routes  a writer-preferring rwlock made by pthread_rwlock_init
  *   slots, items   a bounded buffer's two semaphores (sem_init)
+ *   tally   a spinlock (pthread_spin_init) around the buffer's counters
  *
  * Readers and writers use every form of lock: plain, try (until it
  * succeeds), timed.  Producers and consumers use sem_wait, sem_trywait (until
@@ -34,6 +35,8 @@ static sem_t slots, items;
 static pthread_mutex_t ring_lock = PTHREAD_MUTEX_INITIALIZER;
 static int ring[SLOTS], head, tail;
 static long sum_taken;
+static pthread_spinlock_t tally;
+static long tally_put, tally_taken; /* under tally */
 
 static void die(const char *what, int e)
 {
@@ -150,6 +153,14 @@ static void *producer(void *arg)
         tail = (tail + 1) % SLOTS;
         pthread_mutex_unlock(&ring_lock);
         sem_post(&items);
+        if (i % 2) {
+            while (pthread_spin_trylock(&tally) == EBUSY)
+                sched_yield();
+        } else {
+            pthread_spin_lock(&tally);
+        }
+        tally_put++;
+        pthread_spin_unlock(&tally);
     }
     return NULL;
 }
@@ -164,6 +175,9 @@ static void *consumer(void *arg)
         head = (head + 1) % SLOTS;
         pthread_mutex_unlock(&ring_lock);
         sem_post(&slots);
+        pthread_spin_lock(&tally);
+        tally_taken++;
+        pthread_spin_unlock(&tally);
     }
     return NULL;
 }
@@ -178,6 +192,8 @@ int main(void)
     pthread_rwlockattr_destroy(&a);
     if (sem_init(&slots, 0, SLOTS) || sem_init(&items, 0, 0))
         die("sem_init", errno);
+    if (pthread_spin_init(&tally, PTHREAD_PROCESS_PRIVATE))
+        die("pthread_spin_init", 0);
     pthread_t t[READERS + WRITERS + PRODUCERS + CONSUMERS];
     int n = 0;
     for (int i = 0; i < READERS; i++)
@@ -191,9 +207,10 @@ int main(void)
     for (int i = 0; i < n; i++)
         pthread_join(t[i], NULL);
     long want_sum = (long)ITEMS * (ITEMS + 1) / 2;
-    if (torn || table_a != WRITERS * WR_ROUNDS || sum_taken != want_sum) {
-        fprintf(stderr, "rwsem: FAIL: torn reads %ld, writes %ld of %d, sum %ld of %ld\n", torn, table_a,
-                WRITERS * WR_ROUNDS, sum_taken, want_sum);
+    if (torn || table_a != WRITERS * WR_ROUNDS || sum_taken != want_sum || tally_put != ITEMS ||
+        tally_taken != ITEMS) {
+        fprintf(stderr, "rwsem: FAIL: torn reads %ld, writes %ld of %d, sum %ld of %ld, tally %ld and %ld of %d\n",
+                torn, table_a, WRITERS * WR_ROUNDS, sum_taken, want_sum, tally_put, tally_taken, ITEMS);
         return 1;
     }
     /* what the exit report must show, one line per lock side */
@@ -203,6 +220,7 @@ int main(void)
     printf("expect rw-wr %d routes\n", WRITERS * ((WR_ROUNDS + 2) / 3));
     printf("expect sem %d slots\n", ITEMS);
     printf("expect sem %d items\n", ITEMS);
+    printf("expect spin %d tally\n", 2 * ITEMS);
     printf("rwsem: checks passed\n");
     return 0;
 }
