@@ -36,6 +36,8 @@ struct ks_lockrec {
      * pool any releaser takes one from (src/lockstat.c); NULL otherwise or
      * without memory.  Set before the record is published, then constant. */
     uint64_t *rd_pool;
+    uint32_t rd_count;       /* release/acquire: stamps in the pool (a pop reserves one first) */
+    uint32_t rd_lost;        /* relaxed: read holds the full pool could not stamp, not yet released */
 };
 
 /* The record of `lock`, made if `create` (with `kind` and `site`); NULL if

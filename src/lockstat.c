@@ -282,8 +282,64 @@ static void zero(struct ks_lockrec *r)
         __atomic_store_n(&r->hist[b], 0, __ATOMIC_RELAXED);
 }
 
-/* ks_ticks() differences to ns, without src/spin.c's clamp (waits and
- * holds may last seconds): whole 100 ms chunks, then the rest. */
+/* ---- ticks to nanoseconds ----
+ * src/spin.c's scale is measured once per process over 50 us: good to a
+ * few percent, which is enough to size a spin but not to report a 50 ms
+ * hold as 50 ms (a test read 47.3).  Statistics convert only when they are
+ * read, so they keep a measure of their own: a (ticks, CLOCK_MONOTONIC)
+ * pair taken when the table is made, and a fresh pair at each read; over a
+ * baseline of 10 ms or more their ratio is good to a few parts per
+ * million.  A read sooner than that uses spin.c's scale. */
+static uint64_t base_ticks; /* written before the table is published: read after get_table's acquire */
+static int64_t base_ns;
+
+struct conv {
+    uint64_t dk, dn; /* ticks and ns since the base; dk 0: spin.c's scale */
+};
+
+/* The tightest of a few (ticks, ns) pairs: the clock read between two tick
+ * reads, the ticks taken as their midpoint. */
+static int tick_pair(uint64_t *k, int64_t *ns)
+{
+    uint64_t best = UINT64_MAX;
+    for (int i = 0; i < 8; i++) {
+        struct timespec ts;
+        uint64_t a = ks_ticks();
+        if (clock_gettime(CLOCK_MONOTONIC, &ts) != 0)
+            return -1;
+        uint64_t b = ks_ticks();
+        if (b >= a && b - a < best) {
+            best = b - a;
+            *k = a + (b - a) / 2;
+            *ns = (int64_t)ts.tv_sec * 1000000000 + ts.tv_nsec;
+        }
+    }
+    return best == UINT64_MAX ? -1 : 0;
+}
+
+static uint64_t ticks_ns(uint64_t ticks);
+
+static void conv_now(struct conv *c)
+{
+    uint64_t k;
+    int64_t n;
+    c->dk = c->dn = 0;
+    if (get_table() && base_ticks && tick_pair(&k, &n) == 0 && n - base_ns >= 10000000 && k > base_ticks) {
+        c->dk = k - base_ticks;
+        c->dn = (uint64_t)(n - base_ns);
+    }
+}
+
+static uint64_t conv_ns(const struct conv *c, uint64_t ticks)
+{
+    if (!c->dk)
+        return ticks_ns(ticks);
+    unsigned __int128 x = (unsigned __int128)ticks * c->dn / c->dk;
+    return x > UINT64_MAX ? UINT64_MAX : (uint64_t)x;
+}
+
+/* ks_ticks() differences to ns with src/spin.c's scale, without its clamp
+ * (waits and holds may last seconds): whole 100 ms chunks, then the rest. */
 static uint64_t ticks_ns(uint64_t ticks)
 {
     static uint64_t chunk_ticks; /* relaxed: the same value from every thread */
@@ -351,9 +407,12 @@ void ks_ls_init(const void *lock, unsigned kind, const void *site)
     __atomic_store_n(&r->kind, kind, __ATOMIC_RELAXED);
     __atomic_fetch_add(&r->gen, 1, __ATOMIC_RELAXED);
     zero(r);
-    if (r->rd_pool) /* a new lock has no read holds; relaxed: as the pool's */
+    if (r->rd_pool) { /* a new lock has no read holds; relaxed: nobody uses it meanwhile */
         for (unsigned i = 0; i < RD_POOL; i++)
             __atomic_store_n(&r->rd_pool[i], 0, __ATOMIC_RELAXED);
+        __atomic_store_n(&r->rd_count, 0, __ATOMIC_RELAXED);
+        __atomic_store_n(&r->rd_lost, 0, __ATOMIC_RELAXED);
+    }
     /* lock-order checking: the class is looked up again from the new site,
      * and nobody holds a lock that is being initialised */
     ks_ld_changed(r);
@@ -410,10 +469,19 @@ static KS_TLS struct {
  * became free, and the hold it gives is at most the time the read side
  * has been held without a break.  Which reader's stamp a release takes does
  * not change the sum of the holds, only how it is split between them (the
- * maximum is that of such a split).  With RD_POOL readers inside, further
- * ones go untimed.  Each thread starts its search at a slot of its own, so
- * readers on different CPUs seldom write the same line.  relaxed: a stamp
- * is a number; the lock orders the holds. */
+ * maximum is that of such a split).
+ *
+ * A count of the stamps keeps the claim under races: a pop first reserves
+ * a stamp by decrementing the count, then searches until it finds one (a
+ * single pass could miss them all while others took stamps ahead of it and
+ * new ones landed behind it, leaving a stamp in the pool of a free lock);
+ * a push places its stamp, then counts it.  An empty pool costs a release
+ * one load.  With the pool full (RD_POOL readers inside), a reader that
+ * cannot stamp leaves a token instead, and the next release takes a token
+ * before any stamp: the early releases go untimed, not the long holds.
+ * Each thread starts its search at a slot of its own, so readers on
+ * different CPUs seldom write the same line.  The slots: relaxed (a stamp
+ * is a number, published by the count's release). */
 static KS_TLS unsigned pool_start; /* 1 + this thread's first slot, 0 until chosen */
 
 static unsigned pool_from(void)
@@ -431,15 +499,34 @@ static void rd_push(struct ks_lockrec *r, uint64_t t)
     for (unsigned n = 0; n < RD_POOL; n++, i = (i + 1) & (RD_POOL - 1)) {
         uint64_t zero = 0;
         if (!__atomic_load_n(&r->rd_pool[i], __ATOMIC_RELAXED) &&
-            __atomic_compare_exchange_n(&r->rd_pool[i], &zero, t ? t : 1, 0, __ATOMIC_RELAXED, __ATOMIC_RELAXED))
+            __atomic_compare_exchange_n(&r->rd_pool[i], &zero, t ? t : 1, 0, __ATOMIC_RELAXED, __ATOMIC_RELAXED)) {
+            /* release: the stamp before its count (pairs with rd_pop's acquire) */
+            __atomic_fetch_add(&r->rd_count, 1, __ATOMIC_RELEASE);
             return;
+        }
     }
+    __atomic_fetch_add(&r->rd_lost, 1, __ATOMIC_RELAXED); /* a token: a count, ordered by nothing */
 }
 
 static uint64_t rd_pop(struct ks_lockrec *r)
 {
+    /* a token first: this release goes untimed (relaxed: as in rd_push) */
+    uint32_t lost = __atomic_load_n(&r->rd_lost, __ATOMIC_RELAXED);
+    while (lost)
+        if (__atomic_compare_exchange_n(&r->rd_lost, &lost, lost - 1, 1, __ATOMIC_RELAXED, __ATOMIC_RELAXED))
+            return 0;
+    /* reserve a stamp; acquire: pairs with rd_push's release, so the stamp
+     * counted is in a slot (relaxed load: it seeds the CAS) */
+    uint32_t c = __atomic_load_n(&r->rd_count, __ATOMIC_RELAXED);
+    do {
+        if (!c)
+            return 0;
+    } while (!__atomic_compare_exchange_n(&r->rd_count, &c, c - 1, 1, __ATOMIC_ACQUIRE, __ATOMIC_RELAXED));
+    /* There are at least as many stamps in the slots as reservations not
+     * yet served, so the search ends; the bound only guards a corrupted
+     * pool (then this release goes untimed). */
     unsigned i = pool_from();
-    for (unsigned n = 0; n < RD_POOL; n++, i = (i + 1) & (RD_POOL - 1)) {
+    for (unsigned n = 0; n < 1024 * RD_POOL; n++, i = (i + 1) & (RD_POOL - 1)) {
         uint64_t t = __atomic_load_n(&r->rd_pool[i], __ATOMIC_RELAXED);
         if (t && __atomic_compare_exchange_n(&r->rd_pool[i], &t, 0, 0, __ATOMIC_RELAXED, __ATOMIC_RELAXED))
             return t;
@@ -489,8 +576,8 @@ void ks_ls_acquired(void *cookie, int contended, uint64_t wait_ticks, uint64_t n
         stash.contended = contended;
         stash.wait_ticks = wait_ticks;
     }
-    if (r->rd_pool) {
-        if (now)
+    if ((uintptr_t)r->lock & 1) { /* an rwlock's read side: its pool, if it has one */
+        if (now && r->rd_pool)
             rd_push(r, now);
     } else {
         stamp(r, now);
@@ -623,6 +710,12 @@ static int make_table(void)
             ks_mutex_unlock(&setup);
             return ENOMEM;
         }
+        uint64_t k;
+        int64_t n;
+        if (tick_pair(&k, &n) == 0) { /* the base of the precise conversion, before the table is seen */
+            base_ticks = k;
+            base_ns = n;
+        }
         __atomic_store_n(&table, t, __ATOMIC_RELEASE); /* release: pairs with get_table */
         __atomic_store_n(&ks_ls_ever_, 1, __ATOMIC_RELAXED); /* a hint for the slow paths */
     }
@@ -687,7 +780,7 @@ int ks_lock_name(const void *lock, const char *name)
     return 0;
 }
 
-static void snap(const struct ks_lockrec *r, struct ks_lockstat *o)
+static void snap(const struct ks_lockrec *r, struct ks_lockstat *o, const struct conv *cv)
 {
     memset(o, 0, sizeof *o);
     /* an rwlock's read side is keyed by the address + 1 (ks_ls_read_key) */
@@ -706,11 +799,11 @@ static void snap(const struct ks_lockrec *r, struct ks_lockstat *o)
     /* relaxed: a snapshot of counters */
     o->acquisitions = __atomic_load_n(&r->acq, __ATOMIC_RELAXED);
     o->contended = __atomic_load_n(&r->contended, __ATOMIC_RELAXED);
-    o->wait_ns = ticks_ns(__atomic_load_n(&r->wait_ticks, __ATOMIC_RELAXED));
-    o->wait_max_ns = ticks_ns(__atomic_load_n(&r->wait_max_ticks, __ATOMIC_RELAXED));
+    o->wait_ns = conv_ns(cv, __atomic_load_n(&r->wait_ticks, __ATOMIC_RELAXED));
+    o->wait_max_ns = conv_ns(cv, __atomic_load_n(&r->wait_max_ticks, __ATOMIC_RELAXED));
     o->holds = __atomic_load_n(&r->holds, __ATOMIC_RELAXED);
-    o->hold_ns = ticks_ns(__atomic_load_n(&r->hold_ticks, __ATOMIC_RELAXED));
-    o->hold_max_ns = ticks_ns(__atomic_load_n(&r->hold_max_ticks, __ATOMIC_RELAXED));
+    o->hold_ns = conv_ns(cv, __atomic_load_n(&r->hold_ticks, __ATOMIC_RELAXED));
+    o->hold_max_ns = conv_ns(cv, __atomic_load_n(&r->hold_max_ticks, __ATOMIC_RELAXED));
     for (unsigned b = 0; b < KS_LOCKSTAT_BUCKETS; b++)
         o->wait_hist[b] = __atomic_load_n(&r->hist[b], __ATOMIC_RELAXED);
 }
@@ -722,12 +815,14 @@ size_t ks_lockstat_read(struct ks_lockstat *out, size_t max)
     size_t n = 0;
     if (!t)
         return 0;
+    struct conv cv;
+    conv_now(&cv);
     for (size_t i = 0; i < TABLE_SIZE; i++) {
         struct ks_lockrec *r = __atomic_load_n(&t[i], __ATOMIC_ACQUIRE); /* acquire: as in find */
         if (!r)
             continue;
         if (out && n < max)
-            snap(r, &out[n]);
+            snap(r, &out[n], &cv);
         n++;
     }
     return n;

@@ -523,11 +523,17 @@ int ks_rwlock_unlock_mode(ks_rwlock_t *l, int prefer_reader)
          * (the word is exactly one reader: no writer waits, nobody sleeps;
          * no table reader can be inside without BIAS_USED), turns its hold
          * into a write hold for a moment, takes the mark off alone inside,
-         * and releases as a writer.  relaxed: the CAS publishes nothing (no
-         * data was written under this hold); the release below orders
-         * what follows. */
+         * and releases as a writer.  A reader that comes meanwhile finds a
+         * writer (a try fails: once per lock and switch out of ALL).  Not
+         * for a KS_SHARED lock, whose mark another process in ALL may set
+         * again at each of its acquisitions (the window would recur), nor
+         * for a biased one (its readers are in the table: a writer takes
+         * the mark off).  relaxed: the CAS publishes nothing (no data was
+         * written under this hold); the release below orders what
+         * follows. */
         uint64_t one = 1;
-        if (!h && !writer && (b & TRACED) && !(b & BIAS_USED) && ks_ls_mode() != KS_LOCKSTAT_ALL &&
+        if (!h && !writer && (b & TRACED) && !(b & BIAS_USED) && !(fl & KS_SHARED) &&
+            ks_ls_mode() != KS_LOCKSTAT_ALL &&
             __atomic_compare_exchange_n(&l->state, &one, WRITER, 0, __ATOMIC_RELAXED, __ATOMIC_RELAXED))
             __atomic_fetch_and(&l->bias, ~TRACED, __ATOMIC_RELAXED); /* relaxed: as the writer's above */
     }
@@ -805,20 +811,22 @@ static int wrlock_core(ks_rwlock_t *l, int64_t deadline, struct rw_wait *w)
  * Readers of a lock turned on ALL after their lock was initialised (or a
  * statically initialised lock) are seen from the first library call. */
 
-/* Sets up w for one acquisition; returns 1 if statistics see it at all.
- * KS_LOCKSTAT_ALL, or a marked lock in CONTENTION: the record is found here,
- * before the lock, and t0 read now.  CONTENTION otherwise: the record is
- * found only if the acquisition waits (rw_waiting): a reader that enters
- * through the table comes here without contention on every read while the
- * bias is on, and must not pay for statistics it will not record.
- * relaxed: a switch, and a mark that routes calls (see above). */
+/* Sets up w for one acquisition; returns 1 if statistics see it at all
+ * (on, or the lock marked: the mark's rules above still apply).
+ * KS_LOCKSTAT_ALL: the record is found here, before the lock, and t0 read
+ * now.  CONTENTION: the record is found only if the acquisition waits
+ * (rw_waiting), even on a marked lock: a reader that enters through the
+ * table comes here without contention on every read while the bias is on,
+ * and must not pay for statistics it will not record (a mark left by ALL
+ * made every such read a counted, stamped one).  relaxed: a switch, and a
+ * mark that routes calls (see above). */
 static int rw_begin(const ks_rwlock_t *l, struct rw_wait *w, int *mode)
 {
     *mode = ks_ls_mode();
     const int marked = (__atomic_load_n(&l->bias, __ATOMIC_RELAXED) & TRACED) != 0;
     if (KS_LIKELY(!*mode && !marked))
         return 0;
-    if (*mode && (*mode == KS_LOCKSTAT_ALL || marked)) {
+    if (*mode == KS_LOCKSTAT_ALL) {
         w->rec = ks_ls_enter(w->key, w->kind, w->site);
         w->t0 = w->rec ? ks_ticks() : 0;
     } else {

@@ -319,7 +319,7 @@ static int wait_core(ks_sem_t *s, int64_t deadline, unsigned opts, int *waited)
  * acquire: pairs with the release CAS in post. */
 static int take_inline(ks_sem_t *s)
 {
-    uint64_t v = __atomic_load_n(&s->state, __ATOMIC_RELAXED);
+    uint64_t v = __atomic_load_n(&s->state, __ATOMIC_RELAXED); /* seeds the CAS */
     while (V(v))
         if (__atomic_compare_exchange_n(&s->state, &v, v - 1, 1, __ATOMIC_ACQUIRE, __ATOMIC_RELAXED))
             return 1;

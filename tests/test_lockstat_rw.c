@@ -705,3 +705,79 @@ Test(lockstat_rw, a_name_given_while_the_read_side_appears_is_kept, .timeout = 1
     cr_assert_eq(sides, RACED);
     cr_assert_eq(unnamed, 0, "%u read sides of %u without their lock's name", unnamed, sides);
 }
+
+Test(lockstat_rw, with_the_pool_full_the_early_releases_go_untimed, .timeout = 60)
+{
+    /* 70 read holds at once, more than the pool's 64 stamps: the 6 that
+     * could not be stamped leave tokens, and the first 6 releases take
+     * them, so the holds released last (the long ones) are timed. */
+    cr_assert_eq(ks_lockstat_set(KS_LOCKSTAT_ALL), KS_LOCKSTAT_OFF);
+    ks_rwlock_t l;
+    cr_assert_eq(ks_rwlock_init(&l, KS_RWLOCK_PREFER_READER), 0); /* one thread may hold it 70 times */
+    for (int i = 0; i < 70; i++)
+        cr_assert_eq(ks_rwlock_rdlock(&l), 0);
+    for (int i = 0; i < 10; i++) /* 6 tokens and 4 short holds */
+        cr_assert_eq(ks_rwlock_unlock(&l), 0);
+    sleep_ms(50);
+    for (int i = 0; i < 60; i++)
+        cr_assert_eq(ks_rwlock_unlock(&l), 0);
+    cr_assert_eq(l.state, 0u);
+    struct ks_lockstat rd = stat_of(&l, KS_LOCK_RWLOCK_READ);
+    cr_assert_eq(rd.acquisitions, 70);
+    cr_assert_eq(rd.holds, 64, "as many timed as the pool holds");
+    cr_assert_geq(rd.hold_ns, 60 * UINT64_C(49) * 1000 * 1000, "the 60 long holds are timed: %.1f ms in all",
+                  (double)rd.hold_ns / 1e6);
+    /* the pool is empty again: a new hold is timed short */
+    ks_lockstat_reset();
+    cr_assert_eq(ks_rwlock_rdlock(&l), 0);
+    cr_assert_eq(ks_rwlock_unlock(&l), 0);
+    rd = stat_of(&l, KS_LOCK_RWLOCK_READ);
+    cr_assert_eq(rd.holds, 1);
+    cr_assert_lt(rd.hold_max_ns, 10 * 1000 * 1000);
+}
+
+Test(lockstat_rw, a_mark_left_by_all_costs_contention_mode_no_count)
+{
+    /* A biased lock marked in ALL keeps its mark after the switch to
+     * CONTENTION until a writer takes it (its readers are in the table, not
+     * alone in the word); meanwhile its uncontended reads are not counted
+     * (they were, and stamped, each one). */
+    ks_rwlock_t l;
+    cr_assert_eq(ks_rwlock_init(&l, 0), 0);
+    cr_assert_eq(ks_rwlock_rdlock_slow(&l, KS_FOREVER), 0); /* the bias on */
+    cr_assert_eq(ks_rwlock_unlock(&l), 0);
+    cr_assert_eq(ks_lockstat_set(KS_LOCKSTAT_ALL), KS_LOCKSTAT_OFF);
+    cr_assert_eq(ks_rwlock_rdlock(&l), 0);
+    cr_assert_eq(ks_rwlock_unlock(&l), 0);
+    cr_assert_eq(bias(&l) & (KS_RWLOCK_TRACED | KS_RWLOCK_BIAS), KS_RWLOCK_TRACED | KS_RWLOCK_BIAS);
+    cr_assert_eq(ks_lockstat_set(KS_LOCKSTAT_CONTENTION), KS_LOCKSTAT_ALL);
+    ks_lockstat_reset();
+    for (int i = 0; i < 1000; i++) {
+        cr_assert_eq(ks_rwlock_rdlock(&l), 0);
+        cr_assert_eq(ks_rwlock_unlock(&l), 0);
+    }
+    struct ks_lockstat rd = stat_of(&l, KS_LOCK_RWLOCK_READ);
+    cr_assert_eq(rd.acquisitions, 0, "uncontended reads counted in contention mode: %llu",
+                 (unsigned long long)rd.acquisitions);
+    cr_assert_eq(rd.holds, 0);
+    cr_assert_eq(ks_rwlock_wrlock(&l), 0);
+    cr_assert_eq(ks_rwlock_unlock(&l), 0);
+    cr_assert_eq(bias(&l) & KS_RWLOCK_TRACED, 0u, "the writer took it off");
+}
+
+Test(lockstat_rw, a_shared_lock_keeps_its_mark_for_a_writer)
+{
+    /* A KS_SHARED lock's lone reader does not take the mark off (another
+     * process in ALL may set it again at once, and each time a reader
+     * would see a writer for a moment); its next writer does. */
+    cr_assert_eq(ks_lockstat_set(KS_LOCKSTAT_ALL), KS_LOCKSTAT_OFF);
+    ks_rwlock_t l;
+    cr_assert_eq(ks_rwlock_init(&l, KS_SHARED), 0);
+    cr_assert_eq(ks_lockstat_set(KS_LOCKSTAT_OFF), KS_LOCKSTAT_ALL);
+    cr_assert_eq(ks_rwlock_rdlock(&l), 0);
+    cr_assert_eq(ks_rwlock_unlock(&l), 0);
+    cr_assert(bias(&l) & KS_RWLOCK_TRACED);
+    cr_assert_eq(ks_rwlock_wrlock(&l), 0);
+    cr_assert_eq(ks_rwlock_unlock(&l), 0);
+    cr_assert_eq(bias(&l), 0u);
+}
