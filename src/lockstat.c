@@ -886,16 +886,6 @@ void ks_lockrec_describe(const char *name, const void *site, char *buf, size_t l
         snprintf(buf, len, "%p", site);
 }
 
-static const char *kind_name(unsigned k)
-{
-    return k == KS_LOCK_MUTEX            ? "mutex"
-           : k == KS_LOCK_RWLOCK_READ  ? "rw-rd"
-           : k == KS_LOCK_RWLOCK_WRITE ? "rw-wr"
-           : k == KS_LOCK_SEM          ? "sem"
-           : k == KS_LOCK_SPIN         ? "spin"
-                                       : "?";
-}
-
 static void fmt_ns(char *b, size_t len, uint64_t ns)
 {
     if (ns < 10000)
@@ -988,7 +978,7 @@ int ks_lockstat_report(FILE *f)
             snprintf(ha, sizeof ha, "-");
             snprintf(hm, sizeof hm, "-");
         }
-        fprintf(f, "%-40.40s %-6s %5u %12llu %12llu %10s %10s %10s %10s %10llu\n", what, kind_name(s->kind),
+        fprintf(f, "%-40.40s %-6s %5u %12llu %12llu %10s %10s %10s %10s %10llu\n", what, ks_lockstat_kind_name(s->kind),
                 c[k].locks, (unsigned long long)s->acquisitions, (unsigned long long)s->contended, w, wm, ha, hm,
                 (unsigned long long)s->holds);
         if (s->contended && k < 5) {

@@ -103,16 +103,6 @@ static const struct ks_lockstat_row *before(const struct ks_lockstat_page *prev,
     return NULL;
 }
 
-static const char *kind_name(uint32_t k)
-{
-    return k == KS_LOCK_MUTEX            ? "mutex"
-           : k == KS_LOCK_RWLOCK_READ  ? "rw-rd"
-           : k == KS_LOCK_RWLOCK_WRITE ? "rw-wr"
-           : k == KS_LOCK_SEM          ? "sem"
-           : k == KS_LOCK_SPIN         ? "spin"
-                                       : "?";
-}
-
 static void show(const struct ks_lockstat_page *p, const struct ks_lockstat_page *prev, unsigned maxrows, int alive)
 {
     struct timespec now;
@@ -141,7 +131,7 @@ static void show(const struct ks_lockstat_page *p, const struct ks_lockstat_page
             fmt_ns(ha, sizeof ha, r->hold_ns / r->holds);
         else
             snprintf(ha, sizeof ha, "-"); /* none timed (a semaphore has no holder) */
-        printf("%-40.40s %-5s %5u %12llu %9s %12llu %9s %10s %10s %10s\n", r->cls, kind_name(r->kind), r->locks,
+        printf("%-40.40s %-5s %5u %12llu %9s %12llu %9s %10s %10s %10s\n", r->cls, ks_lockstat_kind_name(r->kind), r->locks,
                (unsigned long long)r->acquisitions, ar, (unsigned long long)r->contended, cr, w, wm, ha);
     }
     if (p->classes > p->rows || p->rows > maxrows)

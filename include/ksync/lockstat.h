@@ -67,6 +67,18 @@ enum ks_lock_kind {
     KS_LOCK_SPIN = 5 /* the drop-in layer's pthread_spinlock_t */
 };
 
+/* A kind as reports print it: "mutex", "rw-rd", "rw-wr", "sem", "spin",
+ * or "?" (a lock named before it was first used). */
+static inline const char *ks_lockstat_kind_name(unsigned kind)
+{
+    return kind == KS_LOCK_MUTEX            ? "mutex"
+           : kind == KS_LOCK_RWLOCK_READ  ? "rw-rd"
+           : kind == KS_LOCK_RWLOCK_WRITE ? "rw-wr"
+           : kind == KS_LOCK_SEM          ? "sem"
+           : kind == KS_LOCK_SPIN         ? "spin"
+                                          : "?";
+}
+
 struct ks_lockstat {
     const void *lock;     /* the lock's address in this process */
     const char *name;     /* ks_lock_name's name, or NULL */
