@@ -106,7 +106,7 @@ BENCH_BIN   := $(BUILD)/stress/ksync-bench
 REF_LIBS    ?= -lck -lurcu -lurcu-cds
 REF_INC     ?=
 
-.PHONY: dropin check-dropin all help deps test run-tests stress bench asan tsan check-aarch64 model install clean check-exports docs-check
+.PHONY: dropin check-dropin all help deps test run-tests stress bench asan tsan check-aarch64 model install clean check-exports docs-check plots
 all: $(STATIC) $(BUILD)/libksync.so $(EXAMPLES) $(BUILD)/ksync-top
 
 help:
@@ -117,7 +117,8 @@ help:
 ## make stress          the stress scenarios on short defaults (S1-S22), then again with yield
 ##                      injection (STRESS_ARGS="...")
 ## make bench           throughput/latency against glibc, Concurrency Kit and liburcu, callgrind counts
-##                      (BENCH_ARGS="--only cache")
+##                      (BENCH_ARGS="--only cache"); every repetition also to build/bench.csv
+## make plots           SVG plots of the last make bench (build/bench.csv) into docs/plots/ (gnuplot)
 ## make asan            the Criterion tests under AddressSanitizer+UBSan (build/asan)
 ## make tsan            the stress scenarios and self-test under ThreadSanitizer (build/tsan), then
 ##                      tools/check-annotate.sh (TSan, Helgrind and DRD on tests/annotate/guarded.c)
@@ -238,7 +239,12 @@ stress: deps
 
 bench: deps
 	@$(MAKE) --no-print-directory $(BENCH_BIN)
-	$(BENCH_BIN) $(BENCH_ARGS)
+	$(BENCH_BIN) --csv $(BUILD)/bench.csv $(BENCH_ARGS)
+
+# docs/plots/*.svg from the last `make bench` (docs/bench.md, "Plots")
+plots:
+	@sh tools/deps.sh plots
+	sh tools/plots.sh $(BUILD)/bench.csv docs/plots
 
 # ---- drop-in pthread layer (docs/dropin.md) ------------------------------------
 # build/libksync-pthread.so: pthread_mutex/cond/rwlock/barrier/spin/once and

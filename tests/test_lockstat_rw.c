@@ -519,6 +519,10 @@ Test(lockstat_rw, careless_calls)
     cr_assert_eq(wr.acquisitions, 1);
     cr_assert_eq(wr.holds, 1);
     cr_assert_eq(ks_rwlock_destroy(&l), 0);
+    cr_assert_str_eq(ks_lockstat_kind_name(KS_LOCK_RWLOCK_READ), "rw-rd");
+    cr_assert_str_eq(ks_lockstat_kind_name(KS_LOCK_SPIN), "spin");
+    cr_assert_str_eq(ks_lockstat_kind_name(0), "?");
+    cr_assert_str_eq(ks_lockstat_kind_name(12345), "?");
 }
 
 /* ---- the semaphore ---- */

@@ -12,6 +12,8 @@
 #                                the drop-in pthread layer (pigz, xz, zstd,
 #                                python3, sqlite3, sysbench, stress-ng), and
 #                                valgrind for its callgrind counts
+#   tools/deps.sh plots          gnuplot (no X), which `make plots` runs on
+#                                ksync-bench's CSV
 # Idempotent: nothing runs apt when nothing is missing.  As non-root it
 # prints the exact command to run and fails.
 #
@@ -31,7 +33,9 @@ model)   pkgs="spin"
          foreign= ;;
 dropin)  pkgs="pigz xz-utils zstd python3 sqlite3 sysbench stress-ng valgrind"
          foreign= ;;
-*) echo "usage: $0 base | aarch64 DIR | model | dropin" >&2; exit 2 ;;
+plots)   pkgs="gnuplot-nox"
+         foreign= ;;
+*) echo "usage: $0 base | aarch64 DIR | model | dropin | plots" >&2; exit 2 ;;
 esac
 
 missing=
