@@ -78,7 +78,7 @@ MAKE_CODE_RE = re.compile(r"^\s*(?:\$\s+)?make\s+((?:-j\d+\s+|[A-Z_]+=\S+\s+)*)(
 # words near a path that say it is another project's file
 EXTERNAL = re.compile(r"musl|glibc|liburcu|urcu|Concurrency Kit|\bCK\b|ck_|\bGo\b|Linux|kernel|nptl|Rust|abseil|folly|nsync|Criterion|userspace-rcu|upstream", re.I)
 OPT_RE = re.compile(r"\b(ksync-bench|ksync-stress)((?:\s+(?:--[a-z][a-z0-9-]*(?:[ =][^\s`|-][^\s`|]*)?|[^\s`|-]\S*))*)")
-LINK_RE = re.compile(r"\]\(([A-Za-z0-9_./-]+\.md)(?:#[^)]*)?\)")
+LINK_RE = re.compile(r"\]\(([A-Za-z0-9_./-]+\.(?:md|svg|png|dot|gp))(?:#[^)]*)?\)")  # pages and pictures
 # C++ and other namespaces that are not test suites
 NOT_SUITES = {"ks", "std", "ksync"}
 
