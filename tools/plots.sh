@@ -12,7 +12,7 @@
 #                        against producers = consumers
 #   cache-MIX.svg        section 10: one per mix, M ops/s against threads
 #   handoff.svg          section 5: two-thread ping-pong, round trips/s (bars)
-#   barrier.svg          section 6: barrier phases/s against threads
+#   barrier.svg          section 6: barrier phases/s, a bar per thread count
 # Needs gnuplot (tools/deps.sh plots).  Exit status 1 if the CSV has no row
 # it knows, or gnuplot fails.
 set -eu
@@ -28,7 +28,7 @@ trap 'rm -rf "$work"' EXIT
 when=$(sed -n 's/^# ksync-bench //p' "$csv" | head -n 1)
 cpu=$(sed -n 's/^# cpu: //p' "$csv" | head -n 1)
 reps=$(sed -n 's/^# reps: //p' "$csv" | head -n 1)
-run="$cpu; $when; median of $reps, band min..max"
+run="$cpu; $when; median of $reps runs, min..max"
 
 # One line per (plot, series, x), tab-separated: plot series x median min
 # max.  Labels are split by section (their formats are in stress/b_*.c).
@@ -119,7 +119,35 @@ for plot in $(cut -f1 "$work/rows" | sort -u); do
         echo "set key outside right top"
         echo "set style fill transparent solid 0.15 noborder"
     } >"$gp"
-    if [ "$plot" = handoff ]; then
+    if [ "$plot" = barrier ]; then
+        # one row per implementation, then median min max for each N
+        xs=$(awk -F'\t' -v p="$plot" '$1 == p { print $3 }' "$work/rows" | sort -n -u)
+        awk -F'\t' -v p="$plot" -v xs="$(echo "$xs" | paste -sd' ' -)" '
+            $1 == p { if (!($2 in seen)) { seen[$2] = 1; order[++n] = $2 } v[$2, $3] = $4 " " $5 " " $6 }
+            END { nx = split(xs, x, " ")
+                  for (i = 1; i <= n; i++) { line = "\"" order[i] "\""
+                      for (j = 1; j <= nx; j++) line = line " " ((order[i], x[j]) in v ? v[order[i], x[j]] : "NaN NaN NaN")
+                      print line } }' "$work/rows" >"$work/$plot.dat"
+        cmd="plot"
+        sep=
+        j=0
+        for x in $xs; do
+            c=$((2 + 3 * j))
+            tics=
+            [ $j -ne 0 ] || tics=":xtic(1)"
+            cmd="$cmd$sep '$work/$plot.dat' using $c:$((c + 1)):$((c + 2))$tics title '$x threads'"
+            sep=","
+            j=$((j + 1))
+        done
+        {
+            echo "set style data histogram"
+            echo "set style histogram errorbars gap 2 lw 1"
+            echo "set style fill solid 0.6 border -1"
+            echo "set xtics rotate by -30"
+            echo "set logscale y"
+            printf '%s\n' "$cmd"
+        } >>"$gp"
+    elif [ "$plot" = handoff ]; then
         awk -F'\t' -v p="$plot" '$1 == p { printf "\"%s\" %s %s %s\n", $2, $4, $5, $6 }' "$work/rows" >"$work/$plot.dat"
         {
             echo "set style data histogram"
