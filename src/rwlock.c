@@ -794,18 +794,22 @@ static int wrlock_core(ks_rwlock_t *l, int64_t deadline, struct rw_wait *w)
  * statistics, except that they also fail on TRACED (bit 2 of the bias word:
  * one more bit in a mask they test anyway).
  *
- * TRACED is set or cleared only by a thread that holds the lock, so that a
- * hold timed at its acquisition (a stamp, src/lockstat.c) always reaches a
- * library unlock, which consumes the stamp:
+ * TRACED is cleared only by a thread alone inside, and set only by a
+ * holder, so that a hold timed at its acquisition (a stamp: the write
+ * side's in the thread, the read side's in its record's pool,
+ * src/lockstat.c) always reaches a library unlock, which consumes one:
  *   - a writer, alone inside, fixes it: set in KS_LOCKSTAT_ALL, and in
  *     KS_LOCKSTAT_CONTENTION for a writer that waited (so its hold is
  *     timed); its unlock takes it off again unless the mode is ALL;
- *   - a reader only sets it (KS_LOCKSTAT_ALL), never clears it: clearing it
- *     while other readers hold stamps would send their unlocks down the
- *     fast path and leave their stamps behind;
+ *   - a reader sets it (KS_LOCKSTAT_ALL) and does not clear it while other
+ *     readers may be inside: that would send their unlocks down the fast
+ *     path with their stamps left in the pool.  Out of ALL, the last reader
+ *     in the word, alone, turns its hold into a write hold for a moment to
+ *     take it off (ks_rwlock_unlock_mode; not for a biased or KS_SHARED
+ *     lock, whose next writer does);
  *   - an acquisition stamps its hold only if TRACED is set once it holds
- *     the lock: it stays set until a writer holds the lock, which is after
- *     this hold's release.
+ *     the lock: it stays set until a holder alone inside takes it off,
+ *     which is after this hold's release.
  * A reader's wait is for a writer (holding, or waiting under writer
  * preference); a writer's is for the word or for readers in the table.
  * Readers of a lock turned on ALL after their lock was initialised (or a
