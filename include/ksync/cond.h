@@ -14,10 +14,12 @@
  * Spurious wake-ups are part of the contract: a wait may return 0 without a
  * signal (and a signal may release more than one waiter that is still
  * spinning), so callers loop on their predicate.  signal and broadcast with
- * nobody waiting make no syscall.  broadcast wakes one waiter and moves the
- * others onto the mutex's futex (FUTEX_CMP_REQUEUE), so they are woken one
- * at a time by unlocks instead of stampeding.  It wakes all instead for a
- * KS_SHARED condition variable, and for one that has ever been waited on
+ * nobody waiting make no syscall.  broadcast wakes one waiter (two when the
+ * process may run on two CPUs or more, so that one is running when the
+ * first unlocks) and moves the others onto the mutex's futex
+ * (FUTEX_CMP_REQUEUE), so they are woken one at a time by unlocks instead
+ * of stampeding.  It wakes all instead for a KS_SHARED condition variable
+ * or one waited on with a KS_SHARED mutex, and for one that has ever been waited on
  * with two different mutexes (POSIX leaves concurrent waits with different
  * mutexes undefined; here they work, and such a condition variable wakes
  * all on broadcast from then on, until it is initialised again).

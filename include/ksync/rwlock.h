@@ -26,9 +26,12 @@
  * table (src/rwlock.c, docs/rwlock.md) and leave the lock's own cache line
  * alone; a writer revokes the bias and waits for those slots to empty.  A
  * read lock is therefore owned by the thread that took it: unlock it in that
- * thread (POSIX asks the same of pthread_rwlock_unlock); another thread's
- * unlock gets EPERM.  A fork() child drops the slots of the threads it does
- * not have; a child made by _Fork() or clone() does not.
+ * thread (POSIX asks the same of pthread_rwlock_unlock).  Another thread's
+ * unlock cannot release a hold in the table: it gets EPERM if nobody holds
+ * the lock through the word, and otherwise releases one of the word's read
+ * holds instead (the lock's count is then wrong: undefined behaviour, as in
+ * POSIX).  A fork() child drops the slots of the threads it does not have;
+ * a child made by _Fork() or clone() does not.
  */
 #ifndef KSYNC_RWLOCK_H
 #define KSYNC_RWLOCK_H
