@@ -30,9 +30,11 @@
  * cannot deadlock); locks taken while it is held are ordered after it.  A
  * timed lock waits, so it counts as a lock.
  *
- * Classes: as for lock statistics (ksync/lockstat.h), the name given with
- * ks_lock_name, else the ks_*_init call site, else the site of the first
- * acquisition that was seen.  ks_lock_nest(lock, n) puts one lock in
+ * Classes: the name given with ks_lock_name, else the ks_*_init call site,
+ * else (a lock never initialised while checking was on, such as a
+ * statically initialised one) a class of its own: the lock itself, with
+ * its generation (docs/lockdep.md, "Classes"; lock statistics use the site
+ * of its first acquisition instead).  ks_lock_nest(lock, n) puts one lock in
  * subclass n of its class: the annotation for a nesting on purpose that the
  * checker cannot see is ordered (two locks of one class taken in an order
  * by something other than their addresses, say parent and child).

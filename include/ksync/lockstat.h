@@ -37,10 +37,11 @@
  * call site of its ks_*_init, else the call site of its first recorded
  * acquisition (a statically initialised lock).  Reports aggregate by class.
  *
- * Return values: set: the previous mode, or -EINVAL for an unknown mode;
- * lock_name: 0, EINVAL (NULL lock or name), ENOSPC (the table is full);
- * read: the number of locks in the table (it writes at most max of them);
- * report: 0, EINVAL (NULL file), or an errno from writing.
+ * Return values: set: the previous mode, or -EINVAL for an unknown mode,
+ * -ENOMEM (no table); lock_name: 0, EINVAL (NULL lock or name), ENOSPC
+ * (the table is full), ENOMEM; read: the number of locks in the table (it
+ * writes at most max of them); report: 0, EINVAL (NULL file), ENOMEM, EIO
+ * (the stream's error flag was set after writing).
  */
 #ifndef KSYNC_LOCKSTAT_H
 #define KSYNC_LOCKSTAT_H
