@@ -131,7 +131,7 @@ help:
 ## make docs-check      fail if README.md or docs/ cite a test, file, make target, option or page that does not exist
 ## make deps            install the packages the build, tests and references need (tools/deps.sh)
 ## make install         PREFIX=/usr/local DESTDIR= : headers (arch/ included), libraries (libksync-pthread too),
-##                      pkg-config file, bin/ksync-run, bin/ksync-top
+##                      pkg-config file, bin/ksync-run, bin/ksync-top, man pages (man/: man ks_mutex)
 ## make clean           remove build/
 ## variables: ARCH=generic (plain-C11 arch layer), CC, CXX, BUILD, PREFIX, DESTDIR, SAN
 
@@ -339,6 +339,10 @@ install: all dropin
 	install -m 755 $(BUILD)/ksync-top $(DESTDIR)$(PREFIX)/bin/
 	sed -e 's|@PREFIX@|$(PREFIX)|' -e 's|@VERSION@|$(VERSION)|' tools/ksync.pc.in \
 	    > $(DESTDIR)$(PREFIX)/lib/pkgconfig/ksync.pc
+	install -d $(DESTDIR)$(PREFIX)/share/man/man1 $(DESTDIR)$(PREFIX)/share/man/man3
+	install -m 644 $(wildcard man/*.1) $(DESTDIR)$(PREFIX)/share/man/man1/
+	install -m 644 $(wildcard man/*.3) $(DESTDIR)$(PREFIX)/share/man/man3/
+	sh tools/man-links.sh $(DESTDIR)$(PREFIX)/share/man/man3 $(wildcard man/*.3)
 
 clean:
 	rm -rf build

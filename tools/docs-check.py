@@ -11,12 +11,17 @@ docs/*.md it checks:
   - `make TARGET` against the Makefile's targets;
   - `--option` of ksync-bench and ksync-stress against the strings their
     option parsers compare (stress/bench_main.c, stress/main.c);
-  - links [text](page.md) between pages;
-  - any citation of a file outside the repository (../shared/...).
+  - links [text](page.md) between pages, and to pictures (.svg, .png);
+  - any citation of a file outside the repository (../shared/...);
+and that every public header has its man page (man/ks_NAME.3; common.h:
+man/ksync.3), each rendering without a warning where groff is installed.
 Each failure is printed as page:line: what; the exit status is 1 if any.
 """
+import glob
 import os
 import re
+import shutil
+import subprocess
 import sys
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -83,6 +88,25 @@ LINK_RE = re.compile(r"\]\(([A-Za-z0-9_./-]+\.(?:md|svg|png|dot|gp))(?:#[^)]*)?\
 NOT_SUITES = {"ks", "std", "ksync"}
 
 
+def check_man():
+    """A man page per public header (man/ks_NAME.3; common.h is ksync(3)),
+    and, where groff is installed, every page renders without a warning."""
+    bad = 0
+    for h in sorted(glob.glob(os.path.join(ROOT, "include/ksync/*.h"))):
+        name = os.path.basename(h)[:-2]
+        page = "man/ksync.3" if name == "common" else f"man/ks_{name}.3"
+        if not os.path.exists(os.path.join(ROOT, page)):
+            print(f"include/ksync/{name}.h: no man page {page}")
+            bad += 1
+    if shutil.which("groff"):
+        for page in sorted(glob.glob(os.path.join(ROOT, "man/*.[13]"))):
+            r = subprocess.run(["groff", "-man", "-ww", "-z", page], capture_output=True, text=True)
+            if r.returncode != 0 or r.stderr.strip():
+                print(f"{os.path.relpath(page, ROOT)}: groff: {r.stderr.strip()[:200]}")
+                bad += 1
+    return bad
+
+
 def main():
     tests = test_names()
     suites = {t.split("::")[0] for t in tests}
@@ -139,8 +163,9 @@ def main():
                 target = os.path.normpath(os.path.join(base, link))
                 if not link.startswith("http") and not os.path.exists(os.path.join(ROOT, target)):
                     fail(f"broken link {link}")
+    bad += check_man()
     if bad:
-        print(f"docs-check: {bad} citation(s) of things that do not exist")
+        print(f"docs-check: {bad} citation(s) of things that do not exist, or man page problems")
         return 1
     print(f"docs-check: {len(pages())} pages, every test, file, make target, option and link they cite exists")
     return 0
