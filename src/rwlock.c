@@ -492,9 +492,9 @@ int ks_rwlock_unlock_mode(ks_rwlock_t *l, int prefer_reader)
 {
     const unsigned fl = l->flags; /* read before the release */
     /* relaxed: only this thread's own slot matters, and BIAS_USED cannot be
-     * cleared while it holds one; TRACED is set or cleared only by a thread
-     * that holds the lock (see "Lock statistics" below), so this holder
-     * reads its own acquisition's value. */
+     * cleared while it holds one; TRACED is set only by holders and cleared
+     * only by a holder alone inside (see "Lock statistics" below), so a
+     * hold stamped under it finds it still set here. */
     const uint32_t b = __atomic_load_n(&l->bias, __ATOMIC_RELAXED);
     struct held *h = (b & BIAS_USED) ? held_entry(l) : NULL;
     /* Lock statistics: the hold ends here, while the lock is still ours
@@ -515,7 +515,7 @@ int ks_rwlock_unlock_mode(ks_rwlock_t *l, int prefer_reader)
         /* A writer, alone inside, takes off the mark it put on for its own
          * hold (KS_LOCKSTAT_ALL keeps it).  relaxed: the mark publishes
          * nothing; registering writers only clear BIAS meanwhile. */
-        if (writer && (b & TRACED) && ks_ls_mode() != KS_LOCKSTAT_ALL)
+        if (writer && ks_ls_mode() != KS_LOCKSTAT_ALL)
             __atomic_fetch_and(&l->bias, ~TRACED, __ATOMIC_RELAXED);
         /* A marked lock that only readers use would keep its mark, and
          * every call of it would keep coming here, once the mode has left
@@ -532,7 +532,7 @@ int ks_rwlock_unlock_mode(ks_rwlock_t *l, int prefer_reader)
          * written under this hold); the release below orders what
          * follows. */
         uint64_t one = 1;
-        if (!h && !writer && (b & TRACED) && !(b & BIAS_USED) && !(fl & KS_SHARED) &&
+        if (!h && !writer && !(b & BIAS_USED) && !(fl & KS_SHARED) &&
             ks_ls_mode() != KS_LOCKSTAT_ALL &&
             __atomic_compare_exchange_n(&l->state, &one, WRITER, 0, __ATOMIC_RELAXED, __ATOMIC_RELAXED))
             __atomic_fetch_and(&l->bias, ~TRACED, __ATOMIC_RELAXED); /* relaxed: as the writer's above */

@@ -307,10 +307,6 @@ static int wait_core(ks_sem_t *s, int64_t deadline, unsigned opts, int *waited)
     }
 }
 
-/* Lock statistics (src/lockstat.c, docs/lockstat.md): the waits that reach
- * the library.  A wait counts as contended when it had to spin without a
- * unit or register as a waiter; its wait time runs from here to the unit.
- * No hold: a unit has no holder (a post may come from any thread). */
 /* The inline trywait, made here for callers that skipped it (a
  * -DKSYNC_DEBUG build, the drop-in layer counting every wait), so that a
  * unit that is there is taken as it would be inline: without a turn of
@@ -326,6 +322,10 @@ static int take_inline(ks_sem_t *s)
     return 0;
 }
 
+/* Lock statistics (src/lockstat.c, docs/lockstat.md): the waits that reach
+ * the library.  A wait counts as contended when it had to spin without a
+ * unit or register as a waiter; its wait time runs from here to the unit.
+ * No hold: a unit has no holder (a post may come from any thread). */
 int ks_sem_wait_at(ks_sem_t *s, int64_t deadline, unsigned opts, const void *site)
 {
     if (!s || deadline < 0)
@@ -357,15 +357,11 @@ int ks_sem_trywait_at(ks_sem_t *s, const void *site)
         return EINVAL;
     const int mode = ks_ls_mode();
     void *rec = KS_UNLIKELY(mode) ? ks_ls_enter(s, KS_LOCK_SEM, site) : NULL;
-    uint64_t v = __atomic_load_n(&s->state, __ATOMIC_RELAXED);
-    while (V(v))
-        /* acquire: pairs with the release CAS in post. */
-        if (__atomic_compare_exchange_n(&s->state, &v, v - 1, 1, __ATOMIC_ACQUIRE, __ATOMIC_RELAXED)) {
-            if (rec)
-                ks_ls_acquired(rec, 0, 0, 0);
-            return 0;
-        }
-    return EAGAIN;
+    if (!take_inline(s))
+        return EAGAIN;
+    if (rec)
+        ks_ls_acquired(rec, 0, 0, 0);
+    return 0;
 }
 
 int ks_sem_trywait_slow(ks_sem_t *s)

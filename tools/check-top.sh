@@ -1,7 +1,7 @@
 #!/bin/sh
 # tools/check-top.sh BUILD - ksync-top on a running, unmodified Debian
 # program (docs/lockstat.md, "The live view"): sysbench's mutex test with 8
-# threads under "ksync-run --stat".  While it runs, "ksync-top -b -n 2 PID"
+# threads under "ksync-run --stat".  While it runs, "ksync-top -b -n 3 PID"
 # must show its page (the program's name, its mutex classes); after it
 # exits, the page must be gone and the exit report printed.
 set -eu
@@ -16,7 +16,12 @@ fail() {
 command -v sysbench >/dev/null 2>&1 || fail "sysbench not found: run sh tools/deps.sh dropin (as root)"
 [ -x "$BUILD/ksync-top" ] || fail "no $BUILD/ksync-top (make)"
 
-"$BUILD/ksync-run" --stat -- sysbench mutex --threads=8 --mutex-locks=300000 run >"$work/out" 2>"$work/err" &
+# The page is first written when the layer loads, before sysbench has made
+# its mutexes, then every KSYNC_LOCKSTAT_TOP ms: 100 ms here, so that the
+# later looks below see sysbench's classes (with the default 1 s, two looks
+# 0.5 s apart could both read the first page: a CI run failed so).
+KSYNC_LOCKSTAT_TOP=100 "$BUILD/ksync-run" --stat -- sysbench mutex --threads=8 --mutex-locks=300000 run \
+    >"$work/out" 2>"$work/err" &
 pid=$!
 i=0
 while [ ! -e "/dev/shm/ksync-lockstat.$pid" ]; do
@@ -25,11 +30,11 @@ while [ ! -e "/dev/shm/ksync-lockstat.$pid" ]; do
     kill -0 $pid 2>/dev/null || fail "sysbench ended before its page appeared: $(tail -n 3 "$work/err")"
     sleep 0.05
 done
-"$BUILD/ksync-top" -b -n 2 -d 0.5 $pid >"$work/top" || fail "ksync-top exited non-zero: $(cat "$work/top")"
+"$BUILD/ksync-top" -b -n 3 -d 0.3 $pid >"$work/top" || fail "ksync-top exited non-zero: $(cat "$work/top")"
 wait $pid || fail "sysbench under ksync-run --stat exited non-zero"
 grep -q "^ksync-top: pid $pid (sysbench)" "$work/top" || fail "no header for sysbench: $(head -n 3 "$work/top")"
 grep -q ' mutex ' "$work/top" || fail "no mutex class in ksync-top's view: $(cat "$work/top")"
 [ ! -e "/dev/shm/ksync-lockstat.$pid" ] || fail "the page outlived the process"
 grep -q "^ksync lockstat, pid $pid" "$work/err" || fail "no exit report"
 sed -n '1,6p' "$work/top"
-echo "check-top: ksync-top read sysbench's live page twice; the page went with the process"
+echo "check-top: ksync-top read sysbench's live page three times; the page went with the process"
