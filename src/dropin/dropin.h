@@ -37,10 +37,10 @@
 
 #define KS_PT_EXPORT __attribute__((visibility("default")))
 
-/* Lock statistics count every acquisition (KS_LOCKSTAT_ALL): the rwlock's
- * and the semaphore's fast paths give way to the library's, which count
- * (a statically initialised object has no mark to send it there).
- * relaxed: a switch. */
+/* Lock statistics count every acquisition (KS_LOCKSTAT_ALL): the rwlock's,
+ * the spinlock's and the semaphore's fast paths give way to the library's,
+ * which count (a statically initialised object has no mark to send it
+ * there).  relaxed: a switch. */
 static inline int ks_pt_counting_all(void)
 {
     return KS_UNLIKELY(__atomic_load_n(&ks_trace_all_, __ATOMIC_RELAXED) & KS_TRACE_LOCKSTAT);
