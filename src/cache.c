@@ -64,17 +64,8 @@ static inline uint64_t now_of(const ks_cache_t *c)
     return c->clock(c->clock_arg);
 }
 
-/* splitmix64's finaliser (Steele, Lea, Flood, OOPSLA 2014). */
-static inline uint64_t mix64(uint64_t x)
-{
-    x ^= x >> 30;
-    x *= 0xbf58476d1ce4e5b9ull;
-    x ^= x >> 27;
-    x *= 0x94d049bb133111ebull;
-    return x ^ (x >> 31);
-}
-
-/* A keyed multiply-rotate hash over 8-byte words, finished by mix64.  Not a
+/* A keyed multiply-rotate hash over 8-byte words, finished by ks_mix64
+ * (src/internal.h).  Not a
  * cryptographic PRF: the random per-cache seed makes collisions hard to
  * aim at from outside, it does not make them impossible (docs/cache.md). */
 static uint64_t hash_bytes(uint64_t seed, const void *p, size_t n)
@@ -95,7 +86,7 @@ static uint64_t hash_bytes(uint64_t seed, const void *p, size_t n)
         h ^= w * 0xff51afd7ed558ccdull;
         h = ((h << 31) | (h >> 33)) * 0xc4ceb9fe1a85ec53ull;
     }
-    return mix64(h);
+    return ks_mix64(h);
 }
 
 static inline struct shard *shard_of(const ks_cache_t *c, uint64_t h)

@@ -353,15 +353,17 @@ static inline const void *ks_ls_read_key(const void *lock)
     return (const char *)lock + 1;
 }
 
-/* MurmurHash3's 64-bit finalizer (fmix64): the lock registry's and the
- * lock-order checker's hashes of addresses and keys. */
+/* splitmix64's finaliser (Steele, Lea, Flood, OOPSLA 2014), so that close
+ * inputs give unrelated outputs: the cache's keyed hash, the lock
+ * registry's and the lock-order checker's hashes of addresses and keys, the
+ * random fall-back of src/thread.c. */
 static inline uint64_t ks_mix64(uint64_t x)
 {
-    x ^= x >> 33;
-    x *= 0xff51afd7ed558ccdull;
-    x ^= x >> 33;
-    x *= 0xc4ceb9fe1a85ec53ull;
-    return x ^ (x >> 33);
+    x ^= x >> 30;
+    x *= 0xbf58476d1ce4e5b9ull;
+    x ^= x >> 27;
+    x *= 0x94d049bb133111ebull;
+    return x ^ (x >> 31);
 }
 
 /* ---- lock-order checking (src/lockdep.c; docs/lockdep.md) ----

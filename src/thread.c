@@ -58,10 +58,7 @@ uint64_t ks_random_u64(void)
     if (getrandom(&r, sizeof r, GRND_NONBLOCK) == (ssize_t)sizeof r)
         return r;
     r = ks_ticks() ^ ((uint64_t)getpid() << 32) ^ __atomic_add_fetch(&calls, 1, __ATOMIC_RELAXED);
-    /* splitmix64's finaliser, so that close inputs give unrelated outputs */
-    r = (r ^ (r >> 30)) * 0xbf58476d1ce4e5b9ull;
-    r = (r ^ (r >> 27)) * 0x94d049bb133111ebull;
-    return r ^ (r >> 31);
+    return ks_mix64(r); /* close inputs, unrelated outputs */
 }
 
 static uint32_t draw_nonce(void)

@@ -58,6 +58,7 @@ UNC_LOOP(pthread_mutex)
 UNC_LOOP(ck_fas)
 UNC_LOOP(ck_ticket)
 UNC_LOOP(ck_mcs)
+UNC_LOOP(pthread_spin)
 UNC_LOOP(ks_rmutex)
 UNC_LOOP(pthread_rec)
 UNC_LOOP(ks_sem)
@@ -155,6 +156,7 @@ static const struct ukind {
     {"ck_spinlock_fas", G_MUTEX, 0, ck_fas_b_init, loop_ck_fas},
     {"ck_spinlock_ticket", G_MUTEX, 0, ck_ticket_b_init, loop_ck_ticket},
     {"ck_spinlock_mcs", G_MUTEX, 0, ck_mcs_b_init, loop_ck_mcs},
+    {"pthread_spin_lock", G_MUTEX, 0, pthread_spin_b_init, loop_pthread_spin},
     {"KS_SCOPED_LOCK(ks_mutex) (C)", G_MUTEX, 0, ks_mutex_b_init, loop_ks_scoped},
     {"lock_guard<ks::mutex> (C++)", G_MUTEX, 0, NULL, loop_hpp_ks},
     {"lock_guard<std::mutex> (C++)", G_MUTEX, 0, NULL, loop_hpp_std},
@@ -171,7 +173,7 @@ static const struct ukind {
     {"urcu-memb read lock+unlock", G_READ, 0, urcu_b_init, loop_urcu},
 };
 #define NK ((int)(sizeof kinds / sizeof kinds[0]))
-#define K_HPP_KS 7 /* kinds[] index of lock_guard<ks::mutex> */
+#define K_HPP_KS 8 /* kinds[] index of lock_guard<ks::mutex> */
 #define WARMUP 1000
 
 static bench_lock_t obj __attribute__((aligned(KS_CACHELINE)));

@@ -194,6 +194,7 @@ typedef union bench_lock {
     ks_sem_t kss;
     ks_rwlock_t ksrw;
     pthread_rwlock_t prw;
+    pthread_spinlock_t pspin;
     pthread_mutex_t pm;
     sem_t ps;
     ck_spinlock_fas_t fas;
@@ -268,6 +269,11 @@ static inline void pthread_rwlock_wr_b_acq(bench_lock_t *l, bench_ctx_t *c) { (v
 static inline void pthread_rwlock_b_rel(bench_lock_t *l, bench_ctx_t *c) { (void)c; pthread_rwlock_unlock(&l->prw); }
 #define pthread_rwlock_rd_b_rel pthread_rwlock_b_rel
 #define pthread_rwlock_wr_b_rel pthread_rwlock_b_rel
+
+/* glibc's spinlock (section 1; under ksync-run, the drop-in layer's). */
+static inline void pthread_spin_b_init(bench_lock_t *l) { pthread_spin_init(&l->pspin, PTHREAD_PROCESS_PRIVATE); }
+static inline void pthread_spin_b_acq(bench_lock_t *l, bench_ctx_t *c) { (void)c; pthread_spin_lock(&l->pspin); }
+static inline void pthread_spin_b_rel(bench_lock_t *l, bench_ctx_t *c) { (void)c; pthread_spin_unlock(&l->pspin); }
 
 /* ---- sections ------------------------------------------------------------- */
 
