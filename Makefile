@@ -106,7 +106,7 @@ BENCH_BIN   := $(BUILD)/stress/ksync-bench
 REF_LIBS    ?= -lck -lurcu -lurcu-cds
 REF_INC     ?=
 
-.PHONY: dropin check-dropin all help deps test run-tests stress bench asan tsan check-aarch64 model install clean check-exports docs-check plots
+.PHONY: dropin check-dropin all help deps test run-tests stress bench asan tsan check-aarch64 model install clean check-exports docs-check plots docs
 all: $(STATIC) $(BUILD)/libksync.so $(EXAMPLES) $(BUILD)/ksync-top
 
 help:
@@ -128,6 +128,7 @@ help:
 ## make dropin          build/libksync-pthread.so and build/ksync-run (docs/dropin.md)
 ## make check-dropin    the drop-in tests on glibc and preloaded, then real Debian programs preloaded
 ## make check-exports   check that libksync.so exports ks_* symbols only
+## make docs            render docs/pictures/ (state graphs with graphviz, race timelines with mscgen) to SVG
 ## make docs-check      fail if README.md or docs/ cite a test, file, make target, option or page that does not exist
 ## make deps            install the packages the build, tests and references need (tools/deps.sh)
 ## make install         PREFIX=/usr/local DESTDIR= : headers (arch/ included), libraries (libksync-pthread too),
@@ -240,6 +241,11 @@ stress: deps
 bench: deps
 	@$(MAKE) --no-print-directory $(BENCH_BIN)
 	$(BENCH_BIN) --csv $(BUILD)/bench.csv $(BENCH_ARGS)
+
+# docs/pictures/*.svg from their .dot (graphviz) and .msc (mscgen) sources
+docs:
+	@sh tools/deps.sh docs
+	sh tools/pictures.sh
 
 # docs/plots/*.svg from the last `make bench` (docs/bench.md, "Plots")
 plots:

@@ -14,6 +14,8 @@
 #                                valgrind for its callgrind counts
 #   tools/deps.sh plots          gnuplot (no X), which `make plots` runs on
 #                                ksync-bench's CSV
+#   tools/deps.sh docs           graphviz and mscgen, which `make docs` runs on
+#                                docs/pictures/ (tools/pictures.sh)
 # Idempotent: nothing runs apt when nothing is missing.  As non-root it
 # prints the exact command to run and fails.
 #
@@ -35,7 +37,9 @@ dropin)  pkgs="pigz xz-utils zstd python3 sqlite3 sysbench stress-ng valgrind"
          foreign= ;;
 plots)   pkgs="gnuplot-nox"
          foreign= ;;
-*) echo "usage: $0 base | aarch64 DIR | model | dropin | plots" >&2; exit 2 ;;
+docs)    pkgs="graphviz mscgen"
+         foreign= ;;
+*) echo "usage: $0 base | aarch64 DIR | model | dropin | plots | docs" >&2; exit 2 ;;
 esac
 
 missing=
