@@ -129,7 +129,8 @@ help:
 ## make check-dropin    the drop-in tests on glibc and preloaded, then real Debian programs preloaded
 ## make check-exports   check that libksync.so exports ks_* symbols only
 ## make docs            render docs/pictures/ (state graphs with graphviz, race timelines with mscgen) to SVG
-## make docs-check      fail if README.md or docs/ cite a test, file, make target, option or page that does not exist
+## make docs-check      fail if README.md or docs/ cite a test, file, make target, option, commit or page that does
+##                      not exist, or a page or picture cannot be reached from README.md
 ## make deps            install the packages the build, tests and references need (tools/deps.sh)
 ## make install         PREFIX=/usr/local DESTDIR= : headers (arch/ included), libraries (libksync-pthread too),
 ##                      pkg-config file, bin/ksync-run, bin/ksync-top, man pages (man/: man ks_mutex)

@@ -13,7 +13,13 @@ docs/*.md it checks:
     option parsers compare (stress/bench_main.c, stress/main.c);
   - links [text](page.md) between pages, and to pictures (.svg, .png);
   - any citation of a file outside the repository (../shared/...);
-and that every public header has its man page (man/ks_NAME.3; common.h:
+  - commits: a hexadecimal id of 7 to 40 digits outside code blocks must
+    name a commit of this repository (git), unless another project (musl,
+    liburcu, glibc, ...) is named just before it;
+and that every page (docs/*.md), picture (docs/pictures/*.svg) and plot
+(docs/plots/*.svg) can be reached by links from README.md; that every picture
+is the rendering of its source (tools/pictures.sh --check, where graphviz
+and mscgen are installed); and that every public header has its man page (man/ks_NAME.3; common.h:
 man/ksync.3), each rendering without a warning where groff is installed.
 Each failure is printed as page:line: what; the exit status is 1 if any.
 """
@@ -88,6 +94,67 @@ LINK_RE = re.compile(r"\]\(([A-Za-z0-9_./-]+\.(?:md|svg|png|dot|gp))(?:#[^)]*)?\
 NOT_SUITES = {"ks", "std", "ksync"}
 
 
+COMMIT_RE = re.compile(r"(?<![\w/.#=&-])([0-9a-f]{7,40})(?![\w/-])")
+# another project named shortly before a commit id: the id is that project's
+OTHER_PROJECT = re.compile(r"musl|liburcu|urcu|glibc|SBCL|kernel|Linux|FreeBSD|Go\b|Rust|abseil|folly|nsync|Criterion|CK\b|Concurrency Kit|https?://", re.I)
+
+
+def git_commits_checkable():
+    if not shutil.which("git") or not os.path.exists(os.path.join(ROOT, ".git")):
+        return False
+    r = subprocess.run(["git", "-C", ROOT, "rev-parse", "--is-shallow-repository"], capture_output=True, text=True)
+    return r.returncode == 0 and r.stdout.strip() == "false"
+
+
+def is_commit(sha, cache={}):
+    if sha not in cache:
+        r = subprocess.run(["git", "-C", ROOT, "cat-file", "-e", sha + "^{commit}"], capture_output=True)
+        cache[sha] = r.returncode == 0
+    return cache[sha]
+
+
+def reachable():
+    """Pages and pictures reached from README.md by following links."""
+    seen = set()
+    todo = ["README.md"]
+    while todo:
+        page = todo.pop()
+        if page in seen:
+            continue
+        seen.add(page)
+        if not page.endswith(".md") or not os.path.exists(os.path.join(ROOT, page)):
+            continue
+        for link in LINK_RE.findall(read(page)):
+            target = os.path.normpath(os.path.join(os.path.dirname(page), link))
+            if target not in seen:
+                todo.append(target)
+    return seen
+
+
+def check_reach():
+    seen = reachable()
+    bad = 0
+    wanted = pages()
+    for d in ("docs/pictures", "docs/plots"):
+        if os.path.isdir(os.path.join(ROOT, d)):
+            wanted += sorted(d + "/" + f for f in os.listdir(os.path.join(ROOT, d)) if f.endswith(".svg"))
+    for w in wanted:
+        if w not in seen:
+            print(f"{w}: not reachable by links from README.md")
+            bad += 1
+    return bad
+
+
+def check_pictures():
+    if not (shutil.which("dot") and shutil.which("mscgen")):
+        return 0
+    r = subprocess.run(["sh", os.path.join(ROOT, "tools/pictures.sh"), "--check"], capture_output=True, text=True)
+    if r.returncode != 0:
+        print(r.stdout.strip() or r.stderr.strip())
+        return 1
+    return 0
+
+
 def check_man():
     """A man page per public header (man/ks_NAME.3; common.h is ksync(3)),
     and, where groff is installed, every page renders without a warning."""
@@ -116,9 +183,15 @@ def main():
         "ksync-stress": options("stress/main.c") | options("stress/harness.c"),
     }
     bad = 0
+    commits_ok = git_commits_checkable()
     for page in pages():
         in_code = False
-        for n, line in enumerate(read(page).splitlines(), 1):
+        text = read(page)
+        starts = [0]
+        for line in text.splitlines():
+            starts.append(starts[-1] + len(line) + 1)
+        for n, line in enumerate(text.splitlines(), 1):
+            offset = starts[n - 1]
             if line.startswith("```"):
                 in_code = not in_code
 
@@ -127,6 +200,15 @@ def main():
                 bad += 1
                 print(f"{page}:{n}: {what}")
 
+            if not in_code and commits_ok:
+                for cm in COMMIT_RE.finditer(line):
+                    sha = cm.group(1)
+                    if not (re.search("[a-f]", sha) and re.search("[0-9]", sha)):
+                        continue  # a word or a number, not an id
+                    before = text[max(0, offset + cm.start() - 160):offset + cm.start()]
+                    if OTHER_PROJECT.search(before) or is_commit(sha):
+                        continue
+                    fail(f"no commit {sha} in this repository")
             if "../shared" in line:
                 fail("cites a file outside the repository (../shared)")
             for m in set(SUITE_RE.findall(line)) | set(BARE_RE.findall(line)):
@@ -163,11 +245,14 @@ def main():
                 target = os.path.normpath(os.path.join(base, link))
                 if not link.startswith("http") and not os.path.exists(os.path.join(ROOT, target)):
                     fail(f"broken link {link}")
+    bad += check_reach()
+    bad += check_pictures()
     bad += check_man()
     if bad:
-        print(f"docs-check: {bad} citation(s) of things that do not exist, or man page problems")
+        print(f"docs-check: {bad} problem(s): citations of things that do not exist, pages or pictures out of reach, stale pictures, man pages")
         return 1
-    print(f"docs-check: {len(pages())} pages, every test, file, make target, option and link they cite exists")
+    print(f"docs-check: {len(pages())} pages, every test, file, make target, option, commit and link they cite exists; "
+          "every page, picture and plot is reachable from README.md")
     return 0
 
 
