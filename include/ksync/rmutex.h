@@ -18,6 +18,11 @@
  * mutex leaves it locked for good instead of handing it to a later thread
  * that reuses its TID (musl fffc5cda, Austin Group 755).  The recursion count
  * lives outside the futex word (docs/pitfalls.md item 11).
+ * A thread that exits, or a process that dies, holding a ks_rmutex leaves it
+ * locked for good.  Where that must not wedge the others (a mutex in memory
+ * shared between processes), use the robust recursive mutex instead:
+ * ks_robust_t with KS_ROBUST_RECURSIVE (ksync/robust.h), whose next locker
+ * gets EOWNERDEAD.
  * Built on ks_mutex: docs/rmutex.md.
  */
 #ifndef KSYNC_RMUTEX_H
