@@ -9,8 +9,12 @@
  * What every caller can rely on (docs/pitfalls.md):
  *  - a 0 return proves nothing (stale wakes from an earlier object at the same
  *    address, EINTR): callers loop on their own state;
- *  - EINTR is folded into 0 here, once (ks_futex_wait_exact alone keeps it
- *    apart, for ks_queue's wake-up accounting: see internal.h);
+ *  - EINTR is folded into 0 here, once (ks_futex_wait_intr and
+ *    ks_futex_wait_cancellable keep it apart for calls that report it,
+ *    ks_futex_wait_exact for ks_queue's wake-up accounting: internal.h);
+ *  - a KS_SHARED sleep ends within KS_PEER_RECHECK_NS as a spurious wake-up
+ *    (except in ks_futex_wait_exact), so a wake lost with a killed peer
+ *    process costs at most that delay (wait_sliced below);
  *  - ETIMEDOUT is confirmed by reading the clock (nsync re-reads the clock
  *    after ETIMEDOUT; item 34), and a deadline already in the past returns
  *    ETIMEDOUT without entering the kernel (an old NPTL hung there);
@@ -60,11 +64,37 @@ int ks_futex_wait(const uint32_t *word, uint32_t expect, int64_t deadline, unsig
     return ks_futex_wait_mask(word, expect, deadline, flags, FUTEX_BITSET_MATCH_ANY);
 }
 
+/* A KS_SHARED sleep lasts at most KS_PEER_RECHECK_NS (internal.h).  A peer
+ * process killed after the store that publishes its change and before its
+ * FUTEX_WAKE takes that wake with it, and the sleepers would wait for one
+ * that never comes: a semaphore's unit posted, an event set, a barrier's
+ * phase opened, a condition variable signalled (docs/shared.md).  The end
+ * of a slice is a spurious wake-up, 0, which every caller re-checks: it
+ * then sees the change and acts on it as if woken.  Private objects are not
+ * sliced: a thread cannot be killed alone. */
+static int wait_sliced(const uint32_t *word, uint32_t expect, int64_t deadline, unsigned flags,
+                       uint32_t mask)
+{
+    if (flags & KS_SHARED) {
+        int64_t slice = ks_deadline_after(KS_PEER_RECHECK_NS);
+        if (deadline > slice) {
+            int e = ks_futex_wait_exact(word, expect, slice, flags, mask);
+            return e == ETIMEDOUT ? 0 : e;
+        }
+    }
+    return ks_futex_wait_exact(word, expect, deadline, flags, mask);
+}
+
 int ks_futex_wait_mask(const uint32_t *word, uint32_t expect, int64_t deadline, unsigned flags,
                        uint32_t mask)
 {
-    int e = ks_futex_wait_exact(word, expect, deadline, flags, mask);
+    int e = wait_sliced(word, expect, deadline, flags, mask);
     return e == EINTR ? 0 : e;
+}
+
+int ks_futex_wait_intr(const uint32_t *word, uint32_t expect, int64_t deadline, unsigned flags)
+{
+    return wait_sliced(word, expect, deadline, flags, FUTEX_BITSET_MATCH_ANY);
 }
 
 int ks_futex_wait_exact(const uint32_t *word, uint32_t expect, int64_t deadline, unsigned flags,
@@ -108,7 +138,7 @@ int ks_futex_wait_cancellable(const uint32_t *word, uint32_t expect, int64_t dea
 {
     int old;
     pthread_setcanceltype(PTHREAD_CANCEL_ASYNCHRONOUS, &old);
-    int e = ks_futex_wait_exact(word, expect, deadline, flags, FUTEX_BITSET_MATCH_ANY);
+    int e = wait_sliced(word, expect, deadline, flags, FUTEX_BITSET_MATCH_ANY);
     pthread_setcanceltype(old, &old);
     return e;
 }

@@ -36,6 +36,9 @@
  *                deadline already past returns this without a syscall)
  *   It never returns EINTR: a signal handler running during the wait is a
  *   spurious wake-up, and the caller's loop keeps its absolute deadline.
+ *   With KS_SHARED it sleeps at most KS_PEER_RECHECK_NS at a time and
+ *   returns 0 at the end of such a slice: a peer process killed between
+ *   its change and its wake cannot strand the sleepers (src/futex.c).
  * ks_futex_wake: wake up to n waiters; returns how many the kernel woke.
  * ks_futex_requeue: wake up to n_wake waiters on `word` and move up to
  *   n_move others to `to`, if *word == expect (FUTEX_CMP_REQUEUE); returns
@@ -55,13 +58,17 @@ KS_HIDDEN int ks_futex_wake(const uint32_t *word, int n, unsigned flags);
  * writers on one word and wakes either kind). */
 KS_HIDDEN int ks_futex_wait_mask(const uint32_t *word, uint32_t expect, int64_t deadline, unsigned flags,
                                  uint32_t mask);
+/* ks_futex_wait, except that EINTR (a signal handler ran during the wait) is
+ * returned instead of 0: for calls that must report it (the drop-in
+ * layer's sem_wait). */
+KS_HIDDEN int ks_futex_wait_intr(const uint32_t *word, uint32_t expect, int64_t deadline, unsigned flags);
 /* The same, except that a return the kernel did not report as a FUTEX_WAKE
  * (a signal, a refused ETIMEDOUT, an old kernel's ENOSYS) is EINTR instead
  * of 0: 0 then means a FUTEX_WAKE on this word chose this thread (ks_queue
  * lets its wakers count off the sleepers they wake). */
 KS_HIDDEN int ks_futex_wait_exact(const uint32_t *word, uint32_t expect, int64_t deadline,
                                   unsigned flags, uint32_t mask);
-/* ks_futex_wait_exact with asynchronous cancellation enabled around the
+/* ks_futex_wait_intr with asynchronous cancellation enabled around the
  * syscall: a pthread_cancel() of the thread unwinds out of the wait (the
  * caller must have pushed a cleanup handler that repairs its state).  For
  * the POSIX cancellation points of the drop-in layer (src/dropin/). */
@@ -260,8 +267,10 @@ KS_HIDDEN void ks_keeper_release(void *slot);
  * KS_WAITSET_MAX in all) sets `overflow`: the waiter then sleeps in slices
  * and looks again. */
 #define KS_WAITSET_MAX 128
-/* A channel wait (ks_channel, and ks_wait_any over channels) looks at its
- * peers again at least this often.  The kernel wakes one waiter at a
+/* A KS_SHARED futex sleep (src/futex.c), a robust lock's sleep, a channel
+ * wait and ks_wait_any over shared objects look again at least this often.
+ * For the futex sleeps: a peer killed between its change and its wake took
+ * the wake with it.  For channels: the kernel wakes one waiter at a
  * death, and that one can die before it passes the death on (a process
  * group killed at once), as can a reaper between its release of the slot
  * and its wakes, or a first peer killed inside open before its wake: a

@@ -279,7 +279,7 @@ static int wait_core(ks_sem_t *s, int64_t deadline, unsigned opts, int *waited)
         if (opts & KS_WAIT_CANCEL)
             r = sleep_cancellable(s, deadline, fl);
         else if (opts & KS_WAIT_EINTR)
-            r = ks_futex_wait_exact(fword(s), 0, deadline, fl, KS_MATCH_ANY);
+            r = ks_futex_wait_intr(fword(s), 0, deadline, fl);
         else
             r = ks_futex_wait(fword(s), 0, deadline, fl);
         v = __atomic_load_n(&s->state, __ATOMIC_RELAXED);

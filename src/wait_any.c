@@ -108,11 +108,13 @@ int ks_wait_any(const struct ks_any *set, unsigned n, int64_t deadline, unsigned
             disarm(set, armed, n, n);
             return ETIMEDOUT;
         }
-        /* a channel watches its peers: look again within KS_PEER_RECHECK_NS
-         * (internal.h); the loop below looks again after any timeout */
+        /* a channel watches its peers, and a wake on a shared object can be
+         * lost with a killed poster or setter: look again within
+         * KS_PEER_RECHECK_NS (internal.h); the loop below looks again after
+         * any timeout */
         int64_t until = deadline;
-        for (unsigned i = 0; i < n; i++)
-            if (set[i].kind == KS_ANY_RECV || set[i].kind == KS_ANY_SEND) {
+        for (unsigned i = 0; i < ws.n; i++)
+            if (ws.flags[i] & KS_SHARED) {
                 int64_t cap = ks_deadline_after(KS_PEER_RECHECK_NS);
                 if (cap < until)
                     until = cap;

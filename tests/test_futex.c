@@ -203,6 +203,44 @@ Test(futex, timed_wait_is_not_early_nor_late, .timeout = 30)
         }
 }
 
+/* A KS_SHARED sleep ends within KS_PEER_RECHECK_NS as a spurious 0, so that
+ * a wake lost with a killed peer process strands nobody (docs/shared.md);
+ * the caller's deadline still ends the wait exactly, and a private sleep
+ * is not cut.  Neither word is ever woken here. */
+Test(futex, shared_sleeps_end_within_the_recheck_bound_private_ones_do_not, .timeout = 30)
+{
+    uint32_t w = 0;
+    int64_t t0 = ks_now();
+    cr_assert_eq(ks_futex_wait(&w, 0, KS_FOREVER, KS_SHARED), 0, "an untimed shared sleep ends as a spurious 0");
+    int64_t took = ks_now() - t0;
+    cr_assert_geq(took, KS_PEER_RECHECK_NS, "ended after %lld ms: woken?", (long long)(took / KT_MS));
+    cr_assert_lt(took, KS_PEER_RECHECK_NS + KT_LATE_NS, "ended after %lld ms", (long long)(took / KT_MS));
+    /* the same through the call that reports EINTR: the slice is not EINTR */
+    cr_assert_eq(ks_futex_wait_intr(&w, 0, ks_deadline_after(KS_PEER_RECHECK_NS + 200 * KT_MS), KS_SHARED), 0);
+    /* a deadline inside the slice is the caller's: ETIMEDOUT, on time */
+    int64_t dl = ks_deadline_after(50 * KT_MS);
+    int r;
+    while ((r = ks_futex_wait(&w, 0, dl, KS_SHARED)) == 0)
+        ;
+    cr_assert_eq(r, ETIMEDOUT);
+    cr_assert_geq(ks_now(), dl);
+    /* a private sleep runs to its deadline past the bound */
+    t0 = ks_now();
+    dl = t0 + KS_PEER_RECHECK_NS + 300 * KT_MS;
+    int zeros = 0;
+    while ((r = ks_futex_wait(&w, 0, dl, KS_PRIVATE)) == 0)
+        zeros++;
+    cr_assert_eq(r, ETIMEDOUT);
+    cr_assert_eq(zeros, 0, "a private sleep was cut");
+    /* ks_futex_wait_exact is never cut: ks_queue counts its 0s as wakes */
+    t0 = ks_now();
+    dl = t0 + KS_PEER_RECHECK_NS + 300 * KT_MS;
+    while ((r = ks_futex_wait_exact(&w, 0, dl, KS_SHARED, KS_MATCH_ANY)) == EINTR)
+        ;
+    cr_assert_eq(r, ETIMEDOUT, "exact wait: %d", r);
+    cr_assert_geq(ks_now(), dl);
+}
+
 /* A signal handler without SA_RESTART interrupts FUTEX_WAIT with EINTR; the
  * futex core must report that as a spurious 0 and never as EINTR, and must
  * never report ETIMEDOUT before the deadline. */
