@@ -9,9 +9,8 @@
  *                                 loop again; further posts need not wake
  *   bits 32-63  waiters N         threads registered in the slow path
  *
- * post:    V+1; if N > 0 and !WAKING and (the value was 0, or this is one in
- *          64 of the thread's posts), also set WAKING, and FUTEX_WAKE 1
- *          after the CAS.  Nothing is read after the CAS.
+ * post:    V+1; if N > 0 and !WAKING and the value was 0, also set WAKING,
+ *          and FUTEX_WAKE 1 after the CAS.  Nothing is read after the CAS.
  * waiter:  registers (N+1) unless it can take a unit; then loops:
  *            V > 0  take a unit, unregister and clear WAKING in one CAS; if
  *                   units and other waiters remain, set WAKING again and wake
@@ -38,13 +37,18 @@
  * post wakes only when a unit appears where there was none, and at most one
  * wake is in flight (docs/sem.md has the figures).  The price is fairness:
  * threads that keep posting and waiting re-take units ahead of sleepers, as
- * with any barging semaphore; one post in 64 per thread wakes a sleeper
- * anyway, so sleepers get turns while the running threads keep going.
+ * with any barging semaphore (sem_t, Python's Semaphore).  No post can
+ * wake "for fairness" while units are there: by the claim above, V > 0 with
+ * N > 0 always has WAKING set, so such a post would only add a second wake
+ * in flight.  (An earlier one-in-64 "fair turn" tested for V > 0 with
+ * WAKING clear, a state no transition reaches, and never fired; it is gone:
+ * docs/sem.md.)  Sleepers are never stranded: when the running threads
+ * stop, the chain hands every remaining unit to a sleeper.
  *
- * Known limit: a thread killed between a post's CAS and its wake leaves
- * WAKING set, and the waiters sleep until a waiter times out and clears it.
- * The same death inside any other ksync primitive is just as fatal (none is
- * robust); see docs/sem.md.
+ * A process killed between a post's CAS and its wake (KS_SHARED) leaves
+ * WAKING set and no wake on its way; the sleepers' shared sleeps end within
+ * KS_PEER_RECHECK_NS (src/futex.c) and the first to look takes a unit and
+ * chains (docs/shared.md).
  */
 #include "internal.h"
 
@@ -57,11 +61,6 @@
 #define NW(x) ((x) >> 32)
 #define WAKING KS_SEM_WAKING
 #define ONE_W KS_SEM_ONE_WAITER
-
-/* Anti-starvation: every KS_SEM_FAIR_PERIOD-th slow-path post of a thread
- * wakes a sleeper even if units are already available. */
-#define KS_SEM_FAIR_PERIOD 64
-static KS_TLS unsigned tls_posts;
 
 /* The futex word: the half of the 64-bit state that holds V and WAKING. */
 static inline const uint32_t *fword(const ks_sem_t *s)
@@ -112,19 +111,16 @@ int ks_sem_post_slow(ks_sem_t *s)
     /* Everything post needs from the object is read before the CAS. */
     const uint64_t lim = s->max ? s->max : KS_SEM_VALUE_MAX;
     const unsigned fl = s->flags;
-    const int fair_turn = ++tls_posts % KS_SEM_FAIR_PERIOD == 0;
     uint64_t v = __atomic_load_n(&s->state, __ATOMIC_RELAXED), nv;
     int wake;
     do {
         if (V(v) >= lim)
             return EOVERFLOW;
         nv = v + 1;
-        /* Wake on 0 -> 1 (while units are available, either the threads that
-         * keep posting and waiting take them, or a woken waiter is running
-         * and chains: see the proof above), and on one in
-         * KS_SEM_FAIR_PERIOD of this thread's posts, so sleepers get a turn
-         * even while running threads keep the value above 0. */
-        wake = NW(v) && !(v & WAKING) && (V(v) == 0 || fair_turn);
+        /* Wake on 0 -> 1 only: while units are available, either the
+         * threads that keep posting and waiting take them, or a woken waiter
+         * is running and chains (see the proof above). */
+        wake = NW(v) && !(v & WAKING) && V(v) == 0;
         if (wake)
             nv |= WAKING;
         /* release: pairs with the acquire CAS of whoever takes the unit. */

@@ -315,15 +315,15 @@ Test(sem, permit_limit_16_threads, .timeout = 120) { run_permits(16, 0, 0); }
 Test(sem, permit_limit_64_threads, .timeout = 120) { run_permits(64, 0, 0); }
 Test(sem, permit_limit_64_threads_bounded_shared_flag, .timeout = 120) { run_permits(64, KS_SHARED, 1); }
 
-/* ---- sleepers get turns while the others keep going (issue 13) ----------------------- *
+/* ---- sleepers get turns while the others keep going ----------------------------------- *
  * The limiter of bench section 3: threads that keep posting and waiting re-take units
  * ahead of sleepers (docs/sem.md).  Every thread must reach FAIR_OPS operations while
  * all of them keep looping (a wake policy that leaves sleepers asleep for as long as
  * the running threads keep going would hang here), and when they stop, the sleepers
  * left in wait must all be released with the permits intact.  A liveness guard, not a
- * proof of the fair turn: with fair turns disabled it still passed on 2 CPUs, where
- * the value keeps coming back to 0.  No timing is asserted; the deadline only turns a
- * hang into a failure. */
+ * proof of fairness: ks_sem barges, and sleepers get turns because the value keeps
+ * coming back to 0, where a post wakes one.  No timing is asserted; the deadline only
+ * turns a hang into a failure. */
 
 #define FAIR_THREADS 16
 #define FAIR_OPS 50
