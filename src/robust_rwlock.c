@@ -181,7 +181,10 @@ static int rd_acquire(ks_robust_rwlock_t *rw, int64_t deadline, int try)
                 if (e != REPAIRED)
                     return e; /* EOWNERDEAD (held exclusively), or an error with nothing held */
             } else {
-                ks_cpu_relax(); /* the holder is between its two steps */
+                /* released since `r` was read (the holder clears WRITER
+                 * before it releases the word, which holds its TID until
+                 * then): `r` is stale, look again */
+                ks_cpu_relax();
             }
             r = __atomic_load_n(&rw->readers, __ATOMIC_RELAXED); /* relaxed: seeds the CAS */
             continue;
