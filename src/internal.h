@@ -495,8 +495,10 @@ enum {
 };
 
 /* The bounds of a budget, in ns of CLOCK_MONOTONIC time.
- *   FLOOR  the least a thread that spins at all spins (about what 100
- *          `pause` rounds took on the machines measured, docs/spin.md)
+ *   FLOOR  the least a thread that spins at all spins: between what the
+ *          old fixed spin of 100 `pause` rounds took on the two machines
+ *          measured (about 1 us on the Intel Xeon guest, 3.2 us on the AMD
+ *          EPYC guest: docs/spin.md)
  *   START  a thread's first budget at a site
  *   CAP    no wait spins longer (a slow vCPU wake-up is tens of us), and
  *          a wait longer than this had a partner that was really away */
