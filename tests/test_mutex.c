@@ -854,7 +854,16 @@ Test(mutex, process_shared_wake_reaches_child, .timeout = 60)
     pid_t pid = kt_fork(shm_child_blocks, c);
     cr_assert(kt_wait_child_in_futex(pid, 10 * KS_NSEC_PER_SEC), "child never blocked");
     cr_assert(state_of(&c->m) & KS_MUTEX_CONTENDED);
+    /* The unlock's wake must reach the child: a shared sleep also ends on
+     * its own within a second (src/futex.c), so a wake on the wrong futex
+     * key would only slow the child down, unless the kernel's count is
+     * checked. */
+    struct ks_futex_stats st0 = kt_futex_stats();
     cr_assert_eq(ks_mutex_unlock(&c->m), 0);
+    struct ks_futex_stats st1 = kt_futex_stats();
+    cr_assert_eq(st1.wakes - st0.wakes, 1u);
+    cr_assert_eq(st1.woken - st0.woken, 1u, "the unlock's wake reached %llu sleepers",
+                 (unsigned long long)(st1.woken - st0.woken));
     kt_wait_child(pid);
     cr_assert_eq(c->value, 7);
     cr_assert_eq(state_of(&c->m), 0u);

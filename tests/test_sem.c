@@ -843,7 +843,11 @@ Test(sem, process_shared_across_fork, .timeout = 120)
     pid = kt_fork(child_waits, ss);
     cr_assert(wait_registered(&ss->a, 10 * KS_NSEC_PER_SEC), "the child never waited");
     cr_assert(kt_wait_child_in_futex(pid, 10 * KS_NSEC_PER_SEC));
+    /* the post's wake must reach the child (a shared sleep would also end
+     * on its own within a second: only the kernel's count tells) */
+    struct ks_futex_stats st0 = kt_futex_stats();
     cr_assert_eq(ks_sem_post(&ss->a), 0);
+    cr_assert_eq(kt_futex_stats().woken - st0.woken, 1u, "the post's wake did not reach the child");
     kt_wait_child(pid);
 
     /* Ping-pong. */
