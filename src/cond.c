@@ -254,12 +254,27 @@ static inline __attribute__((always_inline)) int wait_core(ks_cond_t *c, void *m
     __atomic_fetch_add(&c->sleepers, 1, __ATOMIC_SEQ_CST); /* Dekker pair with signal */
     slept = 1;
     KS_RACE_POINT();
-    if (opts & KS_WAIT_CANCEL) {
-        struct cancel_frame f = {c, mutex, ops, may_requeue};
-        r = sleep_cancellable(&f, s, deadline, fl);
-    } else {
-        r = ks_futex_wait(&c->seq, s, deadline, fl);
-    }
+    /* KS_SHARED: a 0 with seq unmoved is no signal (the sleep's slice
+     * ended, src/futex.c; a signal handler ran; a stale wake): sleep again
+     * rather than hand the caller a spurious wake-up every second, which a
+     * loop that re-arms a relative timeout on each return would never get
+     * out of.  Every signal and broadcast moves seq before it wakes, so a
+     * signaller killed before its wake is still seen at the slice's end.
+     * Only shared: a shared condition variable never requeues (see
+     * requeue_target), while a private waiter may have been moved onto the
+     * mutex's word, where any wake it gets is the mutex's and must be acted
+     * on by relocking (a waiter that joined after a broadcast's increment
+     * and was moved with the others is woken there with seq unmoved: going
+     * back to sleep on seq would swallow a mutex wake).  relaxed: seq only
+     * says "go re-check", as in the spin above. */
+    do {
+        if (opts & KS_WAIT_CANCEL) {
+            struct cancel_frame f = {c, mutex, ops, may_requeue};
+            r = sleep_cancellable(&f, s, deadline, fl);
+        } else {
+            r = ks_futex_wait(&c->seq, s, deadline, fl);
+        }
+    } while (r == 0 && (fl & KS_SHARED) && __atomic_load_n(&c->seq, __ATOMIC_RELAXED) == s);
     /* relaxed: a count that only decides whether signal makes a syscall;
      * an over-estimate costs one wake, and the increment was seq_cst. */
     __atomic_fetch_sub(&c->sleepers, 1, __ATOMIC_RELAXED);

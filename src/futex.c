@@ -71,11 +71,15 @@ int ks_futex_wait(const uint32_t *word, uint32_t expect, int64_t deadline, unsig
  * phase opened, a condition variable signalled (docs/shared.md).  The end
  * of a slice is a spurious wake-up, 0, which every caller re-checks: it
  * then sees the change and acts on it as if woken.  Private objects are not
- * sliced: a thread cannot be killed alone. */
+ * sliced: a thread cannot be killed alone.  A caller passes
+ * KS_FUTEX_NOSLICE when it slices for itself (ks_mutex, which must tell a
+ * slice's end from a wake) or must not be sliced (the drop-in layer's
+ * untimed sem_wait: a timed FUTEX_WAIT interrupted by a signal handler
+ * returns EINTR even under SA_RESTART, and sem_wait would report it). */
 static int wait_sliced(const uint32_t *word, uint32_t expect, int64_t deadline, unsigned flags,
                        uint32_t mask)
 {
-    if (flags & KS_SHARED) {
+    if ((flags & (KS_SHARED | KS_FUTEX_NOSLICE)) == KS_SHARED) {
         int64_t slice = ks_deadline_after(KS_PEER_RECHECK_NS);
         if (deadline > slice) {
             int e = ks_futex_wait_exact(word, expect, slice, flags, mask);

@@ -38,7 +38,8 @@
  *   spurious wake-up, and the caller's loop keeps its absolute deadline.
  *   With KS_SHARED it sleeps at most KS_PEER_RECHECK_NS at a time and
  *   returns 0 at the end of such a slice: a peer process killed between
- *   its change and its wake cannot strand the sleepers (src/futex.c).
+ *   its change and its wake cannot strand the sleepers (src/futex.c);
+ *   KS_FUTEX_NOSLICE in flags turns that off for one call.
  * ks_futex_wake: wake up to n waiters; returns how many the kernel woke.
  * ks_futex_requeue: wake up to n_wake waiters on `word` and move up to
  *   n_move others to `to`, if *word == expect (FUTEX_CMP_REQUEUE); returns
@@ -50,6 +51,10 @@
  *   (docs/pitfalls.md item 6).
  */
 #define KS_WAKE_ALL INT32_MAX     /* the n of a wake (or requeue) that reaches every waiter */
+/* In the flags of a wait: do not cut this KS_SHARED sleep into slices (the
+ * caller cuts its own, or must not be cut: src/futex.c, wait_sliced).  No
+ * object keeps this bit in its own flags. */
+#define KS_FUTEX_NOSLICE 0x80000000u
 #define KS_MATCH_ANY 0xffffffffu /* the bitset mask that matches every waiter */
 KS_HIDDEN int ks_futex_wait(const uint32_t *word, uint32_t expect, int64_t deadline, unsigned flags);
 KS_HIDDEN int ks_futex_wake(const uint32_t *word, int n, unsigned flags);

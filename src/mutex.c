@@ -268,6 +268,7 @@ static int lock_slow(ks_mutex_t *m, int64_t deadline, int slept)
 
     int set_s = 0;    /* this thread set S and must clear it when it leaves */
     int adopt = 0;    /* it waited KS_MUTEX_ORPHAN_NS for a free reserved mutex: it takes S over */
+    int quiet = 0;    /* its last sleep ended at a KS_SHARED slice's end, with no wake */
     int64_t since = 0;
     s = __atomic_load_n(&m->state, __ATOMIC_RELAXED);
     for (;;) {
@@ -288,7 +289,7 @@ static int lock_slow(ks_mutex_t *m, int64_t deadline, int slept)
         if (!since && ks_deadline_passed(deadline))
             return ETIMEDOUT;
         uint32_t ns = s | C; /* (I1) */
-        int want_s = since && !set_s && !(s & S) && ks_now() - since > KS_MUTEX_STARVE_NS;
+        int want_s = since && !quiet && !set_s && !(s & S) && ks_now() - since > KS_MUTEX_STARVE_NS;
         if (want_s)
             ns |= S;
         if (ns != s) {
@@ -302,17 +303,35 @@ static int lock_slow(ks_mutex_t *m, int64_t deadline, int slept)
             since = ks_now();
         KS_RACE_POINT();
         /* Asleep on a free mutex reserved by S: if the reserving waiter is
-         * dead, no unlock will come.  Bounded, then the reservation is ours. */
+         * dead, no unlock will come.  Bounded, then the reservation is ours.
+         * A KS_SHARED sleep is cut here rather than in src/futex.c, so that
+         * the end of a slice (a peer killed between its unlock and its wake
+         * is looked for) is not taken for a wake that found the mutex held
+         * again: that would set S on a mutex that was merely held long. */
         int orphan_watch = !(ns & L) && (ns & S) && !set_s;
         int64_t until = deadline;
+        enum { WOKEN_OR_DEADLINE, ORPHAN_WATCH, SLICE } cut = WOKEN_OR_DEADLINE;
         if (orphan_watch) {
             int64_t o = ks_deadline_after(KS_MUTEX_ORPHAN_NS);
-            until = o < deadline ? o : deadline;
+            if (o < until) {
+                until = o;
+                cut = ORPHAN_WATCH;
+            }
+        } else if (fl & KS_SHARED) {
+            int64_t sl = ks_deadline_after(KS_PEER_RECHECK_NS);
+            if (sl < until) {
+                until = sl;
+                cut = SLICE;
+            }
         }
-        int r = ks_futex_wait(&m->state, ns, until, fl);
+        int r = ks_futex_wait(&m->state, ns, until, fl | KS_FUTEX_NOSLICE);
         slept = 1;
-        if (r == ETIMEDOUT && until != deadline) {
+        quiet = 0;
+        if (r == ETIMEDOUT && cut == ORPHAN_WATCH) {
             adopt = 1; /* the mutex stayed free and reserved for 10 ms */
+            r = 0;
+        } else if (r == ETIMEDOUT && cut == SLICE) {
+            quiet = 1; /* nobody woke us: not a reason to set S */
             r = 0;
         }
         if (r == ETIMEDOUT) {

@@ -265,6 +265,10 @@ static int wait_core(ks_sem_t *s, int64_t deadline, unsigned opts, int *waited)
     }
     *waited = 1;
 
+    /* The drop-in layer's untimed sem_wait (KS_WAIT_EINTR) sleeps unsliced,
+     * as glibc's: a sliced sleep is a timed FUTEX_WAIT, which a signal
+     * handler ends with EINTR even under SA_RESTART (src/futex.c). */
+    const unsigned sfl = (opts & KS_WAIT_EINTR) && deadline == KS_FOREVER ? fl | KS_FUTEX_NOSLICE : fl;
     for (;;) {
         if (take_or_settle(s, &v, fl)) {
             ks_spin_waited(&sp);
@@ -273,9 +277,9 @@ static int wait_core(ks_sem_t *s, int64_t deadline, unsigned opts, int *waited)
         KS_RACE_POINT();
         int r;
         if (opts & KS_WAIT_CANCEL)
-            r = sleep_cancellable(s, deadline, fl);
+            r = sleep_cancellable(s, deadline, sfl);
         else if (opts & KS_WAIT_EINTR)
-            r = ks_futex_wait_intr(fword(s), 0, deadline, fl);
+            r = ks_futex_wait_intr(fword(s), 0, deadline, sfl);
         else
             r = ks_futex_wait(fword(s), 0, deadline, fl);
         v = __atomic_load_n(&s->state, __ATOMIC_RELAXED);

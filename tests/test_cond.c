@@ -226,6 +226,30 @@ static void *holder_main(void *p)
     return NULL;
 }
 
+/* A KS_SHARED wait looks again every second (src/futex.c: a signaller
+ * killed before its wake must not strand it), but it does not return to
+ * the caller without a signal: a loop that re-arms a relative timeout on
+ * each return would never time out (a review's reproducer: pshared
+ * pthread_cond_wait returned 0 after 1.00 s with no signal). */
+Test(cond, shared_wait_does_not_return_at_a_slice_without_a_signal, .timeout = 30)
+{
+    ks_mutex_t m;
+    ks_cond_t c;
+    cr_assert_eq(ks_mutex_init(&m, KS_SHARED), 0);
+    cr_assert_eq(ks_cond_init(&c, KS_SHARED), 0);
+    cr_assert_eq(ks_mutex_lock(&m), 0);
+    int64_t t0 = ks_now();
+    int64_t deadline = t0 + 1800 * KT_MS; /* past one slice of 1 s (KS_PEER_RECHECK_NS) */
+    int e = ks_cond_timedwait(&c, &m, deadline);
+    int64_t t1 = ks_now();
+    cr_assert_eq(e, ETIMEDOUT, "returned %d after %lld ms with nobody signalling", e,
+                 (long long)((t1 - t0) / KT_MS));
+    cr_assert_geq(t1, deadline);
+    cr_assert_eq(ks_mutex_unlock(&m), 0);
+    cr_assert_eq(ks_cond_destroy(&c), 0);
+    cr_assert_eq(ks_mutex_destroy(&m), 0);
+}
+
 Test(cond, timed_out_wait_returns_only_with_the_mutex, .timeout = 30)
 {
     ks_cond_t c = KS_COND_INIT;

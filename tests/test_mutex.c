@@ -870,6 +870,49 @@ Test(mutex, process_shared_wake_reaches_child, .timeout = 60)
     kt_shared_free(c, sizeof *c);
 }
 
+/* A KS_SHARED waiter looks again every second (a holder killed between its
+ * unlock and its wake must not strand it), but the end of such a slice is
+ * not a wake that found the mutex held again: it must not set STARVING.
+ * Before that was told apart, a mutex merely held for over a second was
+ * left reserved (S) at its unlock, and a trylock right after it, with
+ * nobody holding the mutex, said EBUSY (a review's reproducer). */
+struct slice_waiter {
+    ks_mutex_t m;
+    int tid;
+    int done;
+};
+
+static void *slice_waiter_main(void *p)
+{
+    struct slice_waiter *w = p;
+    __atomic_store_n(&w->tid, (int)gettid(), __ATOMIC_RELEASE);
+    int e = ks_mutex_lock(&w->m);
+    cr_assert_eq(e, 0);
+    cr_assert_eq(ks_mutex_unlock(&w->m), 0);
+    __atomic_store_n(&w->done, 1, __ATOMIC_RELEASE);
+    return NULL;
+}
+
+Test(mutex, shared_waiter_slices_do_not_set_starving, .timeout = 60)
+{
+    struct slice_waiter w;
+    memset(&w, 0, sizeof w);
+    cr_assert_eq(ks_mutex_init(&w.m, KS_SHARED), 0);
+    cr_assert_eq(ks_mutex_lock(&w.m), 0);
+    pthread_t t;
+    kt_spawn(&t, slice_waiter_main, &w);
+    while (!__atomic_load_n(&w.tid, __ATOMIC_ACQUIRE))
+        kt_sleep_ns(KT_MS);
+    cr_assert(kt_wait_in_futex(w.tid, 10 * KS_NSEC_PER_SEC), "the waiter never slept");
+    kt_sleep_ns(2500 * KT_MS); /* two slices of 1 s */
+    cr_assert_eq(state_of(&w.m) & KS_MUTEX_STARVING, 0u, "word %#x: S set with no wake", state_of(&w.m));
+    cr_assert_eq(ks_mutex_unlock(&w.m), 0);
+    kt_join(t);
+    cr_assert_eq(state_of(&w.m), 0u);
+    cr_assert_eq(ks_mutex_trylock(&w.m), 0);
+    cr_assert_eq(ks_mutex_unlock(&w.m), 0);
+}
+
 /* ---- unlock touches nothing after the releasing CAS (hardware watchpoint) -------- */
 
 static ks_mutex_t *watched_mutex;

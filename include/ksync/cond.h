@@ -13,10 +13,11 @@
  *
  * Spurious wake-ups are part of the contract: a wait may return 0 without a
  * signal (and a signal may release more than one waiter that is still
- * spinning, and a KS_SHARED wait returns 0 after a second asleep without
- * a wake, so that a signaller killed before its wake strands nobody:
- * docs/shared.md), so callers loop on their predicate.  signal and
- * broadcast with nobody waiting make no syscall.  broadcast wakes one waiter (two when the
+ * spinning), so callers loop on their predicate.  A KS_SHARED wait does
+ * not return on a futex wake-up that came with no signal: its sleep looks
+ * again every second, so that a signaller killed before its wake strands
+ * nobody (docs/shared.md), and sleeps on.  signal and broadcast with
+ * nobody waiting make no syscall.  broadcast wakes one waiter (two when the
  * process may run on two CPUs or more, so that one is running when the
  * first unlocks) and moves the others onto the mutex's futex
  * (FUTEX_CMP_REQUEUE), so they are woken one at a time by unlocks instead

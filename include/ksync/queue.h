@@ -65,9 +65,15 @@
  *     that wakes nobody (a system call each).
  *   - killed on its way out of a wait: `users` stays up, destroy answers
  *     EBUSY after 100 ms.
+ *   - killed after a put's item is in the ring and before its wake (or a
+ *     get's cell freed and before its wake): the sleeper it meant to wake
+ *     sleeps on (an untimed one for ever) until another put or get wakes
+ *     that side.  The queue's sleeps are not cut into the one-second slices
+ *     of the other KS_SHARED sleeps (docs/futex.md): its wakers count off
+ *     the sleepers they wake, so a sleeper must not wake by itself.
  * None of this is detected or repaired; a peer death means the queue's
  * memory must be set up again (init) by a process that knows every peer is
- * gone.  Robustness is for a later issue.
+ * gone (docs/shared.md).
  *
  * A stray FUTEX_WAKE on the queue's words (from an object that used this
  * memory before and was destroyed between its atomic and its wake, glibc
