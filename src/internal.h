@@ -107,8 +107,14 @@ KS_HIDDEN int ks_mutex_lock_requeued(struct ks_mutex *m);
  *   passes on any wake it may have absorbed).
  * KS_WAIT_EINTR: a signal handler that interrupts the sleep ends the wait
  *   with EINTR (sem_wait's documented behaviour; ksync's own calls restart). */
+/* KS_WAIT_UNTIMED: the call has no timeout (sem_wait, as against a
+ *   sem_timedwait whose deadline is too far to count): with KS_WAIT_EINTR
+ *   its sleep is one untimed futex wait, which the kernel restarts after an
+ *   SA_RESTART handler, instead of one-second slices, which it would not
+ *   (src/futex.c). */
 #define KS_WAIT_CANCEL 1u
 #define KS_WAIT_EINTR 2u
+#define KS_WAIT_UNTIMED 4u
 struct ks_sem;
 KS_HIDDEN int ks_sem_wait_ext(struct ks_sem *s, int64_t deadline, unsigned opts);
 /* The same with the caller's call site (the class of lock statistics: the

@@ -265,10 +265,13 @@ static int wait_core(ks_sem_t *s, int64_t deadline, unsigned opts, int *waited)
     }
     *waited = 1;
 
-    /* The drop-in layer's untimed sem_wait (KS_WAIT_EINTR) sleeps unsliced,
-     * as glibc's: a sliced sleep is a timed FUTEX_WAIT, which a signal
-     * handler ends with EINTR even under SA_RESTART (src/futex.c). */
-    const unsigned sfl = (opts & KS_WAIT_EINTR) && deadline == KS_FOREVER ? fl | KS_FUTEX_NOSLICE : fl;
+    /* The drop-in layer's sem_wait (KS_WAIT_EINTR | KS_WAIT_UNTIMED) sleeps
+     * unsliced, as glibc's: a sliced sleep is a timed FUTEX_WAIT, which a
+     * signal handler ends with EINTR even under SA_RESTART (src/futex.c).
+     * A sem_timedwait whose deadline is too far to count (KS_FOREVER) stays
+     * sliced: a timed wait, EINTR under any handler, as glibc's. */
+    const unsigned untimed = KS_WAIT_EINTR | KS_WAIT_UNTIMED;
+    const unsigned sfl = (opts & untimed) == untimed ? fl | KS_FUTEX_NOSLICE : fl;
     for (;;) {
         if (take_or_settle(s, &v, fl)) {
             ks_spin_waited(&sp);

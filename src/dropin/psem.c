@@ -83,24 +83,27 @@ KS_PT_EXPORT int sem_getvalue(sem_t *sem, int *value)
 }
 
 /* Out of line: the fast path then needs no stack frame to keep `site`. */
-static __attribute__((noinline)) int sem_wait_slow(sem_t *sem, int64_t deadline, const void *site)
+static __attribute__((noinline)) int sem_wait_slow(sem_t *sem, int64_t deadline, unsigned opts,
+                                                   const void *site)
 {
-    int r = ks_sem_wait_at(psem(sem), deadline, KS_WAIT_CANCEL | KS_WAIT_EINTR, site);
+    int r = ks_sem_wait_at(psem(sem), deadline, KS_WAIT_CANCEL | KS_WAIT_EINTR | opts, site);
     return r ? fail(r) : 0;
 }
 
 /* site: the program's call site (lock statistics) */
-static inline int sem_wait_until(sem_t *sem, int64_t deadline, const void *site)
+/* opts: KS_WAIT_UNTIMED for sem_wait (a timed call whose abstime is too
+ * far to count is KS_FOREVER too, but must stay a timed wait) */
+static inline int sem_wait_until(sem_t *sem, int64_t deadline, unsigned opts, const void *site)
 {
     pthread_testcancel(); /* POSIX: shall occur, blocking or not */
     if (!ks_pt_counting_all() && ks_sem_trywait(psem(sem)) == 0)
         return 0;
-    return sem_wait_slow(sem, deadline, site);
+    return sem_wait_slow(sem, deadline, opts, site);
 }
 
 KS_PT_EXPORT int sem_wait(sem_t *sem)
 {
-    return sem_wait_until(sem, KS_FOREVER, __builtin_return_address(0));
+    return sem_wait_until(sem, KS_FOREVER, KS_WAIT_UNTIMED, __builtin_return_address(0));
 }
 
 static int clockwait(sem_t *sem, clockid_t clock, const struct timespec *abstime, const void *site)
@@ -109,7 +112,7 @@ static int clockwait(sem_t *sem, clockid_t clock, const struct timespec *abstime
     int r = ks_pt_deadline(clock, abstime, &deadline);
     if (r)
         return fail(r);
-    return sem_wait_until(sem, deadline, site);
+    return sem_wait_until(sem, deadline, 0, site);
 }
 
 KS_PT_EXPORT int sem_clockwait(sem_t *sem, clockid_t clock, const struct timespec *abstime)
