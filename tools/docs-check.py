@@ -18,8 +18,8 @@ docs/*.md it checks:
     liburcu, glibc, ...) is named just before it;
 and that every page (docs/*.md), picture (docs/pictures/*.svg) and plot
 (docs/plots/*.svg) can be reached by links from README.md; that every picture
-is the rendering of its source (tools/pictures.sh --check, where graphviz
-and mscgen are installed); and that every public header has its man page (man/ks_NAME.3; common.h:
+says what its source says (tools/pictures.sh --check: the same labels in
+the same order, where graphviz and mscgen are installed); and that every public header has its man page (man/ks_NAME.3; common.h:
 man/ksync.3), each rendering without a warning where groff is installed.
 Each failure is printed as page:line: what; the exit status is 1 if any.
 """
