@@ -878,18 +878,16 @@ Test(mutex, process_shared_wake_reaches_child, .timeout = 60)
  * nobody holding the mutex, said EBUSY (a review's reproducer). */
 struct slice_waiter {
     ks_mutex_t m;
-    int tid;
-    int done;
+    pid_t tid;
 };
 
 static void *slice_waiter_main(void *p)
 {
     struct slice_waiter *w = p;
-    __atomic_store_n(&w->tid, (int)gettid(), __ATOMIC_RELEASE);
-    int e = ks_mutex_lock(&w->m);
-    cr_assert_eq(e, 0);
+    /* release: pairs with the test's acquire load of tid */
+    __atomic_store_n(&w->tid, kt_gettid(), __ATOMIC_RELEASE);
+    cr_assert_eq(ks_mutex_lock(&w->m), 0);
     cr_assert_eq(ks_mutex_unlock(&w->m), 0);
-    __atomic_store_n(&w->done, 1, __ATOMIC_RELEASE);
     return NULL;
 }
 
@@ -901,7 +899,7 @@ Test(mutex, shared_waiter_slices_do_not_set_starving, .timeout = 60)
     cr_assert_eq(ks_mutex_lock(&w.m), 0);
     pthread_t t;
     kt_spawn(&t, slice_waiter_main, &w);
-    while (!__atomic_load_n(&w.tid, __ATOMIC_ACQUIRE))
+    while (!__atomic_load_n(&w.tid, __ATOMIC_ACQUIRE)) /* acquire: pairs with the waiter's release */
         kt_sleep_ns(KT_MS);
     cr_assert(kt_wait_in_futex(w.tid, 10 * KS_NSEC_PER_SEC), "the waiter never slept");
     kt_sleep_ns(2500 * KT_MS); /* two slices of 1 s */
