@@ -15,17 +15,38 @@
  *            V > 0  take a unit, unregister and clear WAKING in one CAS; if
  *                   units and other waiters remain, set WAKING again and wake
  *                   one more ("chained wake-up")
- *            V == 0 clear WAKING (if set) and FUTEX_WAIT on the low word == 0
+ *            V == 0 clear WAKING (if set) and FUTEX_WAIT on the low word == 0,
+ *                   or, watching (below), set WAKING and FUTEX_WAIT on the
+ *                   low word == WAKING with a timeout
  *          on ETIMEDOUT it takes a unit if one appeared, else unregisters
  *          (and clears WAKING) in one CAS.
  *
+ * The watch.  A waiter that slept, was woken and finds V == 0 learns that a
+ * running thread took the unit first (the poster itself, mostly: wait; work;
+ * post; wait again).  Clearing WAKING would make the next 0 -> 1 post wake
+ * another sleeper, which would find the unit gone too: with 16 threads on
+ * 3 permits that was 0.15-0.2 futex wakes per post, each a sleep and a
+ * wake-up, and half the machine's time (docs/sem.md).  Instead the woken
+ * waiter becomes a watcher: it keeps WAKING set, so posts do not wake, and
+ * sleeps with a timeout of KS_SEM_WATCH_NS, doubling up to
+ * KS_SEM_WATCH_MAX_NS (20 us .. 160 us, 300 us in all), looking for a
+ * unit at each end; then it clears WAKING as before.  A watcher answers
+ * for the units posted while it sleeps within its timeout: that is the
+ * price, a unit nobody re-takes waits up to 160 us for a watcher.  Waits
+ * that must report EINTR (KS_WAIT_EINTR, the drop-in's sem_wait) do not
+ * watch: a timed sleep ends in EINTR under SA_RESTART, where glibc's
+ * untimed sem_wait is restarted.
+ *
  * No lost wake-up.  Claim: whenever V > 0 and N > 0, a registered waiter is
- * awake in its loop or a wake is in flight to a sleeper.  A waiter registers
+ * awake in its loop, a wake is in flight to a sleeper, or a watcher's timed
+ * sleep will end and it will look (WAKING is set in all three).  A waiter registers
  * and sleeps only while V == 0, so V > 0 with waiters begins with a post
  * that took V from 0 to 1; that post woke one (or found WAKING set: a wake
  * already in flight).  WAKING is cleared only by a waiter running its loop,
  * and only (a) together with taking a unit, in which case it re-arms WAKING
  * and wakes another if V > 1 and N > 1, or (b) when it observed V == 0.
+ * A watcher sets or keeps WAKING only when it observed V == 0 and is about
+ * to sleep with a timeout, after which it runs its loop again.
  * Posts that find V > 0 need not wake: the units they add are either taken by
  * the running threads, or found by the woken waiter, which chains.  A waiter
  * between its clearing CAS and FUTEX_WAIT sleeps only if the low word is
@@ -61,6 +82,14 @@
 #define NW(x) ((x) >> 32)
 #define WAKING KS_SEM_WAKING
 #define ONE_W KS_SEM_ONE_WAITER
+
+/* A watcher's first timeout and the longest one (see wait_core). */
+#ifndef KS_SEM_WATCH_NS
+#define KS_SEM_WATCH_NS 20000
+#endif
+#ifndef KS_SEM_WATCH_MAX_NS
+#define KS_SEM_WATCH_MAX_NS (8 * KS_SEM_WATCH_NS)
+#endif
 
 /* The futex word: the half of the 64-bit state that holds V and WAKING. */
 static inline const uint32_t *fword(const ks_sem_t *s)
@@ -193,14 +222,24 @@ static int take_or_register(ks_sem_t *s, uint64_t *v, int expired)
 }
 
 /* Registered: take a unit if there is one (1), else clear WAKING, as a
- * waiter about to sleep does (0: sleep on the low word == 0). */
-static int take_or_settle(ks_sem_t *s, uint64_t *v, unsigned fl)
+ * waiter about to sleep does (0: sleep on the low word == 0).  A watcher
+ * (`watch`) sets WAKING instead and sleeps on the low word == WAKING: it
+ * answers for the units posts add while it sleeps, within its timeout. */
+static int take_or_settle(ks_sem_t *s, uint64_t *v, unsigned fl, int watch)
 {
     for (;;) {
         if (V(*v)) {
             if (take_registered(s, v, fl))
                 return 1;
             continue;
+        }
+        if (watch) {
+            /* relaxed: the token carries no data, see the proof above. */
+            if (!(*v & WAKING) &&
+                !__atomic_compare_exchange_n(&s->state, v, *v | WAKING, 1, __ATOMIC_RELAXED, __ATOMIC_RELAXED))
+                continue;
+            *v |= WAKING;
+            return 0;
         }
         if (*v & WAKING) {
             /* relaxed: the token carries no data, see the proof above. */
@@ -218,11 +257,11 @@ static void on_cancel(void *p)
     unregister(s, s->flags);
 }
 
-static int sleep_cancellable(ks_sem_t *s, int64_t deadline, unsigned fl)
+static int sleep_cancellable(ks_sem_t *s, uint32_t expect, int64_t deadline, unsigned fl)
 {
     int r;
     pthread_cleanup_push(on_cancel, s);
-    r = ks_futex_wait_cancellable(fword(s), 0, deadline, fl);
+    r = ks_futex_wait_cancellable(fword(s), expect, deadline, fl);
     pthread_cleanup_pop(0);
     return r;
 }
@@ -272,19 +311,36 @@ static int wait_core(ks_sem_t *s, int64_t deadline, unsigned opts, int *waited)
      * sliced: a timed wait, EINTR under any handler, as glibc's. */
     const unsigned untimed = KS_WAIT_EINTR | KS_WAIT_UNTIMED;
     const unsigned sfl = (opts & untimed) == untimed ? fl | KS_FUTEX_NOSLICE : fl;
+    /* Watching (see the comment at the top): after a wake-up that found no
+     * unit, sleep with WAKING kept set for `watch` ns, doubling up to
+     * KS_SEM_WATCH_MAX_NS, instead of clearing it for the next post to
+     * wake someone else.  Not for KS_WAIT_EINTR callers: a timed sleep
+     * would end in EINTR where an untimed one is restarted (src/futex.c). */
+    const int may_watch = !(opts & KS_WAIT_EINTR);
+    int64_t watch = 0;
     for (;;) {
-        if (take_or_settle(s, &v, fl)) {
+        if (take_or_settle(s, &v, fl, watch != 0)) {
             ks_spin_waited(&sp);
             return 0;
         }
         KS_RACE_POINT();
+        int64_t dl = deadline;
+        int tick = 0;
+        if (watch) {
+            const int64_t w = ks_now() + watch;
+            if (deadline == KS_FOREVER || w < deadline) {
+                dl = w;
+                tick = 1;
+            }
+        }
+        const uint32_t expect = (uint32_t)(v & (KS_SEM_VALUE_MASK | WAKING)); /* 0, or WAKING when watching */
         int r;
         if (opts & KS_WAIT_CANCEL)
-            r = sleep_cancellable(s, deadline, sfl);
+            r = sleep_cancellable(s, expect, dl, sfl);
         else if (opts & KS_WAIT_EINTR)
-            r = ks_futex_wait_intr(fword(s), 0, deadline, sfl);
+            r = ks_futex_wait_intr(fword(s), expect, dl, sfl);
         else
-            r = ks_futex_wait(fword(s), 0, deadline, fl);
+            r = ks_futex_wait(fword(s), expect, dl, fl);
         v = __atomic_load_n(&s->state, __ATOMIC_RELAXED);
         if (r == EINTR && (opts & KS_WAIT_EINTR)) {
             /* A signal handler ran: take a unit that is there, else leave. */
@@ -293,8 +349,19 @@ static int wait_core(ks_sem_t *s, int64_t deadline, unsigned opts, int *waited)
             unregister(s, fl);
             return EINTR;
         }
-        if (r != ETIMEDOUT)
+        if (r == ETIMEDOUT && tick) {
+            /* The end of a watch: look again, and watch twice as long, or
+             * give WAKING back when the watch has lasted long enough. */
+            watch = watch < KS_SEM_WATCH_MAX_NS ? 2 * watch : 0;
             continue;
+        }
+        if (r != ETIMEDOUT) {
+            /* Woken (or spuriously): if no unit is there, a running thread
+             * took it first; start watching. */
+            if (may_watch && !watch && !V(v))
+                watch = KS_SEM_WATCH_NS;
+            continue;
+        }
         /* Timed out: leave, unless a unit is there to take right now. */
         for (;;) {
             if (V(v)) {
@@ -381,7 +448,7 @@ int ks_sem_any_arm(ks_sem_t *s, struct ks_waitset *ws)
     if (!s)
         return -EINVAL;
     uint64_t v;
-    if (take_or_register(s, &v, 0) || take_or_settle(s, &v, s->flags))
+    if (take_or_register(s, &v, 0) || take_or_settle(s, &v, s->flags, 0))
         return 1;
     ks_waitset_add(ws, fword(s), 0, s->flags);
     return 0;

@@ -52,6 +52,7 @@ cond-brief-dmixed    cond.pml    fail    -DCOLLAPSE    -DSCEN_DMIXED -DBUG_NO_RE
 sem                  sem.pml     pass    -             -DNWAITER=2 -DNPOST=2
 sem-no-chain         sem.pml     fail    -             -DNWAITER=2 -DNPOST=2 -DBUG_NO_CHAIN
 sem-stale-n          sem.pml     fail    -             -DNWAITER=2 -DNPOST=2 -DBUG_STALE_N
+sem-watch-untimed    sem.pml     fail    -             -DNWAITER=2 -DNPOST=2 -DBUG_WATCH_UNTIMED
 sem-3x3              sem.pml     pass    -DCOLLAPSE    -DNWAITER=3 -DNPOST=3
 event                event.pml   pass    -             -DNWAITER=3
 event-no-gen         event.pml   fail    -             -DNWAITER=3 -DBUG_NO_GEN

@@ -19,7 +19,20 @@
  *   BUG_STALE_N       post reads N in a load before its CAS (the waker checks
  *                     the waiter count before the releasing add): a waiter
  *                     that registers in between sleeps through the post
+ *   BUG_WATCH_UNTIMED a watcher (a waiter woken to find no unit, which keeps
+ *                     WAKING set so that posts do not wake another) sleeps
+ *                     without a timeout: the posts made while it watches
+ *                     wake nobody and it never looks again
+ *
+ * The watch: a waiter whose sleep ended (not by a timeout) and that finds no
+ * unit sets WAKING instead of clearing it and sleeps on the word == WAKING
+ * with a timeout, up to WATCHN times (the doubling timeouts of src/sem.c;
+ * the model lets each end at any moment), then clears WAKING as before.
+ * A timed waiter's timeout and a watch's may each end such a sleep.
  */
+#ifndef WATCHN
+#define WATCHN 2
+#endif
 #ifndef NWAITER
 #define NWAITER 2
 #endif
@@ -59,7 +72,7 @@ inline take_registered()
 proctype Waiter()
 {
     FUTEX_LOCALS;
-    byte tmo, r, chain, wn, done;
+    byte tmo, r, chain, wn, done, watch;
     if
     :: tmo = 0
     :: tmo = 1
@@ -80,15 +93,26 @@ proctype Waiter()
         atomic {
             if
             :: VAL(fw[SEMW]) > 0 -> take_registered(); done = 1
-            :: else -> fw[SEMW] = fw[SEMW] & ~WAKING   /* clear WAKING (if set) */
+            :: else ->
+                if
+                :: watch -> fw[SEMW] = fw[SEMW] | WAKING    /* a watcher keeps WAKING set */
+                :: else -> fw[SEMW] = fw[SEMW] & ~WAKING   /* clear WAKING (if set) */
+                fi
             fi
         };
         if
         :: done
         :: else ->
-            futex_wait(SEMW, 0, tmo, r);
+#ifdef BUG_WATCH_UNTIMED
+            futex_wait(SEMW, (watch -> WAKING : 0), tmo, r);
+#else
+            futex_wait(SEMW, (watch -> WAKING : 0), (tmo || watch), r);
+#endif
             if
-            :: r == ETIMEDOUT ->
+            :: r == ETIMEDOUT && watch ->
+                watch--;                      /* a watch ends: look again */
+                printf("P%d: watch ends, %d left\n", _pid, watch)
+            :: r == ETIMEDOUT && tmo ->
                 atomic {
                     if
                     :: VAL(fw[SEMW]) > 0 -> take_registered()
@@ -97,7 +121,14 @@ proctype Waiter()
                     fi
                 };
                 done = 1
-            :: else
+            :: r != ETIMEDOUT ->
+                /* woken (or EAGAIN): no unit there means a running thread
+                 * took it first; start watching */
+                if
+                :: VAL(fw[SEMW]) == 0 && watch == 0 -> watch = WATCHN;
+                    printf("P%d: watches\n", _pid)
+                :: else
+                fi
             fi
         fi;
         if
