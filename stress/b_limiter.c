@@ -179,8 +179,8 @@ void bench_limiter(void)
 {
     const int R = bopt.reps;
     struct lim_result *res = calloc((size_t)(NK * R), sizeof *res);
-    double per_iter, solo[1000], solo_cpu[1000];
-    struct bench_stat mops[NK], cpu[NK], fair[NK], slp[NK], pcpu[NK], wpp, wpw, solo_s, solo_c;
+    double per_iter, solo[1000], solo_cpu[1000], nw_par[1000], nw_per[1000];
+    struct bench_stat mops[NK], cpu[NK], fair[NK], slp[NK], pcpu[NK], wpp, wpw, solo_s, solo_c, nwp_s, nwq_s;
     long ncpu = sysconf(_SC_NPROCESSORS_ONLN);
     int par = bopt.permits < ncpu ? bopt.permits : (int)ncpu;
 
@@ -199,9 +199,16 @@ void bench_limiter(void)
         struct lim_result one = run_once(&kinds[0], 1, bopt.seconds / 4);
         solo[r] = one.mops;
         solo_cpu[r] = one.per_cpu;
+        /* With no more threads than permits nobody waits: what sharing the
+         * semaphore's (and the permit check's) lines between CPUs costs,
+         * with min(permits, CPUs) threads and with one thread per permit. */
+        nw_par[r] = run_once(&kinds[0], par, bopt.seconds / 4).mops;
+        nw_per[r] = run_once(&kinds[0], bopt.permits, bopt.seconds / 4).mops;
     }
     solo_s = bench_stats_l("1 thread ks_sem", solo, R);
     solo_c = bench_stats(solo_cpu, R);
+    nwp_s = bench_stats_l("min(permits,CPUs) threads ks_sem, no waits", nw_par, R);
+    nwq_s = bench_stats_l("permits threads ks_sem, no waits", nw_per, R);
 
     for (int k = 0; k < NK; k++) {
         mops[k] = BENCH_STATS_OF(kinds[k].name, res[k * R], mops, R);
@@ -232,6 +239,11 @@ void bench_limiter(void)
            "would make %.3f Mops/s; ks_sem reaches %.0f%% of that, sem_t %.0f%%\n",
            solo_s.med, par, par * solo_s.med, 100 * mops[0].med / (par * solo_s.med),
            100 * mops[1].med / (par * solo_s.med));
+    printf("no waiting: %d threads (min(permits, CPUs)) make %.3f Mops/s, %.0f%% of the ceiling (the\n"
+           "semaphore's and the permit check's lines go back and forth between CPUs); %d (one per permit)\n"
+           "%.3f, %.0f%%; ks_sem at %d threads reaches %.0f%% of the latter\n",
+           par, nwp_s.med, 100 * nwp_s.med / (par * solo_s.med), bopt.permits, nwq_s.med,
+           100 * nwq_s.med / (par * solo_s.med), bopt.lim_threads, 100 * mops[0].med / nwq_s.med);
     /* Other processes' load lowers every Mops/s above and the ceiling does
      * not know it; work done per CPU-second the threads got does not depend
      * on how many CPU-seconds they got. */
