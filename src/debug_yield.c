@@ -9,6 +9,7 @@
 
 #include <ksync/debug.h>
 #include <sched.h>
+#include <pthread.h>
 #include <time.h>
 
 static unsigned yield_permille; /* relaxed: a tuning knob, no data hangs on it */
@@ -56,8 +57,14 @@ void ks_race_point(void)
         break;
     }
     default: {
+        /* nanosleep is a cancellation point, and a race point is not one
+         * in the real build: a cancel acting here, between a waiter's
+         * registration and its cleanup handler, would leak the waiter. */
         struct timespec ts = {0, (long)(1000 + (r >> 40) % 50000)};
+        int old;
+        pthread_setcancelstate(PTHREAD_CANCEL_DISABLE, &old);
         nanosleep(&ts, NULL);
+        pthread_setcancelstate(old, &old);
         break;
     }
     }

@@ -32,10 +32,11 @@
  * KS_SEM_WATCH_MAX_NS (20 us .. 160 us, 300 us in all), looking for a
  * unit at each end; then it clears WAKING as before.  A watcher answers
  * for the units posted while it sleeps within its timeout: that is the
- * price, a unit nobody re-takes waits up to 160 us for a watcher.  Waits
- * that must report EINTR (KS_WAIT_EINTR, the drop-in's sem_wait) do not
- * watch: a timed sleep ends in EINTR under SA_RESTART, where glibc's
- * untimed sem_wait is restarted.
+ * price, a unit nobody re-takes waits up to 160 us (plus the timer's slack)
+ * for a watcher.  Waits that must report EINTR (KS_WAIT_EINTR, the
+ * drop-in's sem_wait) do not watch: a timed sleep ends in EINTR under
+ * SA_RESTART, where glibc's untimed sem_wait is restarted.  Nor do waiters
+ * of a KS_SHARED semaphore (see wait_core).
  *
  * No lost wake-up.  Claim: whenever V > 0 and N > 0, a registered waiter is
  * awake in its loop, a wake is in flight to a sleeper, or a watcher's timed
@@ -315,8 +316,13 @@ static int wait_core(ks_sem_t *s, int64_t deadline, unsigned opts, int *waited)
      * unit, sleep with WAKING kept set for `watch` ns, doubling up to
      * KS_SEM_WATCH_MAX_NS, instead of clearing it for the next post to
      * wake someone else.  Not for KS_WAIT_EINTR callers: a timed sleep
-     * would end in EINTR where an untimed one is restarted (src/futex.c). */
-    const int may_watch = !(opts & KS_WAIT_EINTR);
+     * would end in EINTR where an untimed one is restarted (src/futex.c).
+     * Not for KS_SHARED semaphores: a watcher's process killed while it
+     * watches would leave WAKING set, and posts would wake nobody until a
+     * sleeper's slice ended (KS_PEER_RECHECK_NS, a second); and a shared
+     * sleep's slice ends as a spurious return, which would start a watch
+     * every second. */
+    const int may_watch = !(opts & KS_WAIT_EINTR) && !(fl & KS_SHARED);
     int64_t watch = 0;
     for (;;) {
         if (take_or_settle(s, &v, fl, watch != 0)) {

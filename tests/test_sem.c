@@ -666,6 +666,81 @@ Test(sem, woken_waiter_that_finds_no_unit_watches_instead_of_making_posts_wake, 
     free(g);
 }
 
+/* A post wakes the one sleeper and the posting thread takes the unit back
+ * at once (before the sleeper runs), 40 times, 3 ms apart.  A private
+ * sleeper that finds the unit gone watches: four timed sleeps (20..160 us)
+ * before it sleeps untimed again, so about five futex waits per round.  A
+ * process-shared one must not (a killed watcher would leave WAKING set and
+ * posts would wake nobody for up to a second, docs/sem.md): one or two. */
+#define ST_ROUNDS 40
+
+struct st {
+    ks_sem_t s;
+    int stop, got, errors;
+    uint64_t waits; /* the sleeper's futex waits, written once at its end */
+};
+
+static void *st_sleeper(void *p)
+{
+    struct st *t = p;
+    struct ks_futex_stats a = kt_futex_stats();
+    /* acquire: pairs with the release store of stop in st_run. */
+    while (!__atomic_load_n(&t->stop, __ATOMIC_ACQUIRE)) {
+        if (ks_sem_wait(&t->s))
+            __atomic_add_fetch(&t->errors, 1, __ATOMIC_RELAXED);
+        __atomic_add_fetch(&t->got, 1, __ATOMIC_RELAXED);
+    }
+    struct ks_futex_stats b = kt_futex_stats();
+    t->waits = b.waits - a.waits;
+    return NULL;
+}
+
+/* Returns the sleeper's futex waits per round; *rounds says in how many
+ * rounds the unit was taken back before the sleeper got it. */
+static double st_run(unsigned flags, int *rounds)
+{
+    struct st *t = calloc(1, sizeof *t);
+    cr_assert_not_null(t);
+    cr_assert_eq(ks_sem_init(&t->s, 0, flags), 0);
+    pthread_t th;
+    kt_spawn(&th, st_sleeper, t);
+    int stolen = 0;
+    for (int i = 0; i < ST_ROUNDS; i++) {
+        kt_sleep_ns(3 * KT_MS); /* the sleeper is asleep, untimed */
+        cr_assert_eq(ks_sem_post(&t->s), 0);
+        if (ks_sem_trywait(&t->s) == 0)
+            stolen++;
+    }
+    kt_sleep_ns(3 * KT_MS);
+    /* release: pairs with the acquire load in st_sleeper. */
+    __atomic_store_n(&t->stop, 1, __ATOMIC_RELEASE);
+    cr_assert_eq(ks_sem_post(&t->s), 0); /* the sleeper's last unit */
+    kt_join(th);
+    cr_assert_eq(t->errors, 0);
+    cr_assert_eq(t->got, ST_ROUNDS - stolen + 1, "units lost or made up");
+    cr_assert_eq(ks_sem_value(&t->s), 0);
+    cr_assert_eq(waiters_of(&t->s), 0u);
+    *rounds = stolen;
+    double per = (double)t->waits / ST_ROUNDS;
+    free(t);
+    return per;
+}
+
+Test(sem, a_private_sleeper_watches_after_a_stolen_wake_a_shared_one_does_not, .timeout = 60)
+{
+    int rp, rs;
+    double wp = st_run(KS_PRIVATE, &rp);
+    double ws = st_run(KS_SHARED, &rs);
+    cr_log_info("futex waits per round: private %.2f (unit taken back in %d of %d rounds), shared %.2f (%d)",
+                wp, rp, ST_ROUNDS, ws, rs);
+    /* A round whose unit the sleeper got first costs one wait either way;
+     * the shared sleeper's wake is slower to issue, so it wins more often. */
+    cr_assert_geq(rp, ST_ROUNDS / 2, "the unit was taken back in only %d of %d rounds", rp, ST_ROUNDS);
+    cr_assert_geq(rs, ST_ROUNDS / 8, "the unit was taken back in only %d of %d rounds", rs, ST_ROUNDS);
+    cr_assert_geq(wp, 1.0 + 3.0 * rp / ST_ROUNDS, "private: %.2f futex waits per round: no watch", wp);
+    cr_assert_leq(ws, 2.0, "shared: %.2f futex waits per round: it watched", ws);
+}
+
 /* ---- post, then the waiter frees it (glibc bug 12674, tst-sem11) --------------------- */
 
 #define PF_ROUNDS 3000
