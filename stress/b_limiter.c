@@ -183,6 +183,7 @@ void bench_limiter(void)
     struct bench_stat mops[NK], cpu[NK], fair[NK], slp[NK], pcpu[NK], wpp, wpw, solo_s, solo_c, nwp_s, nwq_s;
     long ncpu = sysconf(_SC_NPROCESSORS_ONLN);
     int par = bopt.permits < ncpu ? bopt.permits : (int)ncpu;
+    int per_permit = bopt.permits < bopt.lim_threads ? bopt.permits : bopt.lim_threads;
 
     work_iters = bench_spin_calibrate(bopt.work_ns, &per_iter);
     bench_section("3");
@@ -203,7 +204,7 @@ void bench_limiter(void)
          * semaphore's (and the permit check's) lines between CPUs costs,
          * with min(permits, CPUs) threads and with one thread per permit. */
         nw_par[r] = run_once(&kinds[0], par, bopt.seconds / 4).mops;
-        nw_per[r] = run_once(&kinds[0], bopt.permits, bopt.seconds / 4).mops;
+        nw_per[r] = run_once(&kinds[0], per_permit, bopt.seconds / 4).mops;
     }
     solo_s = bench_stats_l("1 thread ks_sem", solo, R);
     solo_c = bench_stats(solo_cpu, R);
@@ -242,7 +243,7 @@ void bench_limiter(void)
     printf("no waiting: %d threads (min(permits, CPUs)) make %.3f Mops/s, %.0f%% of the ceiling (the\n"
            "semaphore's and the permit check's lines go back and forth between CPUs); %d (one per permit)\n"
            "%.3f, %.0f%%; ks_sem at %d threads reaches %.0f%% of the latter\n",
-           par, nwp_s.med, 100 * nwp_s.med / (par * solo_s.med), bopt.permits, nwq_s.med,
+           par, nwp_s.med, 100 * nwp_s.med / (par * solo_s.med), per_permit, nwq_s.med,
            100 * nwq_s.med / (par * solo_s.med), bopt.lim_threads, 100 * mops[0].med / nwq_s.med);
     /* Other processes' load lowers every Mops/s above and the ceiling does
      * not know it; work done per CPU-second the threads got does not depend
