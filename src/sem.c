@@ -333,7 +333,7 @@ static int wait_core(ks_sem_t *s, int64_t deadline, unsigned opts, int *waited)
         int64_t dl = deadline;
         int tick = 0;
         if (watch) {
-            const int64_t w = ks_now() + watch;
+            const int64_t w = ks_deadline_after(watch);
             if (deadline == KS_FOREVER || w < deadline) {
                 dl = w;
                 tick = 1;
