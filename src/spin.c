@@ -299,3 +299,84 @@ void ks_spin_waited(struct ks_spin *sp)
     else if (w + w / 4 > b)
         ks_spin_set_budget_ns(sp->site, (uint32_t)(w + w / 4)); /* set_budget caps it */
 }
+
+/* ---- the cull (docs/spin.md, "The cull") ----
+ * Concurrency restriction after Dice's Malthusian locks (EuroSys 2017):
+ * when more threads fight for a lock than it can serve, send the excess
+ * away for a while instead of letting them all spin, sleep and wake on it.
+ * With 16 threads on 2 CPUs, a rwlock with 10% writes ran both CPUs at 98%
+ * and made 11 Mops/s: every operation moved the lock's line between the
+ * CPUs.  On one CPU the same program made 56 Mops/s.  A culled thread
+ * sleeps, the other threads of its CPU run, and when every lock-bound
+ * thread of a CPU is away the lock is worked from the other CPU alone.
+ *
+ * Who is culled: a thread whose lock is taken (1) for the second time
+ * within KS_CULL_PAIR_NS (it is bound by the lock just now: a thread with
+ * work between its acquisitions rarely meets two such waits that close),
+ * (2) on a CPU where another thread passed (1) within KS_CULL_SHARED_NS
+ * (the CPU has other lock-bound work: two threads on two CPUs are never
+ * culled, since sleeping would only leave a CPU idle), (3) with more than
+ * one usable CPU.  Each acquisition is culled at most once, then waits as
+ * before: the delay is bounded, and nothing of the lock's state changes.
+ *
+ * occupancy[cpu]: the last thread that passed (1) on that CPU and when, in
+ * one word (bits 16-63: ks_now() in units of 1024 ns, modulo 2^48; bits
+ * 0-15: a thread id) so a reader never sees a torn pair.  Relaxed: a hint; a stale or lost entry only changes one decision.
+ * Thread ids are 16 bits and wrap: two threads that share one only miss a
+ * cull. */
+#define CULL_CPUS 256 /* higher CPU numbers fold onto these entries */
+static struct {
+    uint64_t v;
+    char pad[KS_CACHELINE - sizeof(uint64_t)];
+} occupancy[CULL_CPUS] __attribute__((aligned(KS_CACHELINE)));
+static unsigned cull_next_id;
+static KS_TLS unsigned tls_cull_id;    /* 1..65535 once assigned */
+static KS_TLS int64_t tls_contended;   /* ks_now() of this thread's last contended acquisition */
+static uint64_t cull_count;            /* relaxed: a statistic */
+static uint32_t cull_word;             /* never written or woken: a cull ends by its timeout */
+
+#define CULL_UNITS(ns) ((uint64_t)(ns) >> 10 & ((1ull << 48) - 1))
+
+int ks_spin_cull_decide(int64_t now, int cpu)
+{
+    const int64_t prev = tls_contended;
+    tls_contended = now;
+    if (prev == 0 || now - prev > KS_CULL_PAIR_NS || now < prev || cpu < 0 || ks_usable_cpus() <= 1)
+        return 0;
+    if (KS_UNLIKELY(!tls_cull_id)) /* relaxed: only tells threads apart */
+        tls_cull_id = __atomic_fetch_add(&cull_next_id, 1, __ATOMIC_RELAXED) % 0xffffu + 1;
+    uint64_t *e = &occupancy[(unsigned)cpu % CULL_CPUS].v;
+    const uint64_t old = __atomic_load_n(e, __ATOMIC_RELAXED); /* relaxed: see above */
+    __atomic_store_n(e, CULL_UNITS(now) << 16 | tls_cull_id, __ATOMIC_RELAXED);
+    if (old == 0 || (old & 0xffffu) == tls_cull_id)
+        return 0;
+    const uint64_t ago = (CULL_UNITS(now) - (old >> 16)) & ((1ull << 48) - 1); /* wraps with the units */
+    return ago <= CULL_UNITS(KS_CULL_SHARED_NS);
+}
+
+int ks_spin_cull_wanted(void)
+{
+    return ks_spin_cull_decide(ks_now(), sched_getcpu());
+}
+
+void ks_spin_cull(int64_t deadline)
+{
+    const int64_t now = ks_now();
+    const int64_t until = deadline < now + KS_CULL_NS ? deadline : now + KS_CULL_NS;
+    if (until <= now)
+        return;
+    __atomic_fetch_add(&cull_count, 1, __ATOMIC_RELAXED); /* relaxed: a statistic */
+    /* Private, not a cancellation point, ends by its timeout (or a signal:
+     * the acquisition then just goes on). */
+    ks_futex_wait(&cull_word, 0, until, 0);
+    /* Two new contended acquisitions before the next cull: with the first
+     * one counted from here, a thread woken into a busy lock was culled
+     * again at once, and one of 8 threads got 3% of the fastest's share. */
+    tls_contended = 0;
+}
+
+uint64_t ks_spin_culls(void)
+{
+    return __atomic_load_n(&cull_count, __ATOMIC_RELAXED); /* relaxed: a statistic */
+}
+

@@ -272,6 +272,170 @@ Test(spin, conversions_round_trip_and_clamp)
     cr_assert_eq(ks_spin_ns_to_ticks(UINT64_MAX), ks_spin_ns_to_ticks(1ull << 28));
 }
 
+/* ---- the cull (src/spin.c, docs/spin.md "The cull") ------------------------
+ * The rule, with made-up times and CPU numbers: each list of calls runs in a
+ * thread of its own (the rule keeps the thread's last contended acquisition
+ * in thread-local storage); CPU numbers 3, 4 and 5 are used by nobody else
+ * in this process. */
+struct cull_step {
+    int64_t at;
+    int cpu;
+};
+struct cull_calls {
+    const struct cull_step *steps;
+    int n;
+    int got[8];
+};
+
+static void *cull_thread(void *p)
+{
+    struct cull_calls *c = p;
+    for (int i = 0; i < c->n; i++)
+        c->got[i] = ks_spin_cull_decide(c->steps[i].at, c->steps[i].cpu);
+    return NULL;
+}
+
+static void cull_run(struct cull_calls *c)
+{
+    pthread_t t;
+    kt_spawn(&t, cull_thread, c);
+    kt_join(t);
+}
+
+Test(spin, the_cull_takes_a_lock_bound_thread_on_a_cpu_that_another_such_thread_uses)
+{
+    const int yes = ks_usable_cpus() > 1; /* with one CPU, never */
+    const int64_t t = ks_now(), pair = KS_CULL_PAIR_NS, shared = KS_CULL_SHARED_NS;
+
+    /* A, CPU 3: two contended acquisitions within the pair window, the
+     * first such thread there. */
+    const struct cull_step a[] = {{t, 3}, {t + pair / 2, 3}};
+    struct cull_calls ca = {a, 2, {0}};
+    cull_run(&ca);
+    cr_assert_eq(ca.got[0], 0, "a thread's first contended acquisition is not culled");
+    cr_assert_eq(ca.got[1], 0, "nobody else was bound on CPU 3: sleeping would leave it idle");
+
+    /* B, CPU 3: a contended acquisition, one too late to pair with it, one
+     * that pairs (A passed there 3 pair windows ago), and one more that
+     * finds only its own entry. */
+    const struct cull_step b[] = {
+        {t + pair, 3}, {t + 3 * pair, 3}, {t + 3 * pair + pair / 2, 3}, {t + 4 * pair, 3}};
+    struct cull_calls cb = {b, 4, {0}};
+    cull_run(&cb);
+    cr_assert_eq(cb.got[0], 0, "a first contended acquisition");
+    cr_assert_eq(cb.got[1], 0, "two contended acquisitions %lld ns apart do not pair", (long long)(2 * pair));
+    cr_assert_eq(cb.got[2], yes, "a pair on a CPU another bound thread used just now (one CPU: never)");
+    cr_assert_eq(cb.got[3], 0, "its own entry does not count");
+
+    /* C, CPU 3, once B's entry is older than the shared window. */
+    const struct cull_step c[] = {{t + shared + 8 * pair, 3}, {t + shared + 8 * pair + pair / 2, 3}};
+    struct cull_calls cc = {c, 2, {0}};
+    cull_run(&cc);
+    cr_assert_eq(cc.got[1], 0, "an entry older than %lld ns does not count", (long long)shared);
+
+    /* D, CPU 4, which nobody else used; E, CPU 5, with a bad CPU number in
+     * between (sched_getcpu failed: no cull, and the pair starts again). */
+    const struct cull_step d[] = {{t, 4}, {t + pair / 2, 4}};
+    struct cull_calls cd = {d, 2, {0}};
+    cull_run(&cd);
+    cr_assert_eq(cd.got[1], 0, "CPU 4 had no other bound thread");
+    const struct cull_step e[] = {{t, 5}, {t + pair / 4, -1}, {t + pair / 2, 5}};
+    struct cull_calls ce = {e, 3, {0}};
+    cull_run(&ce);
+    cr_assert_eq(ce.got[1], 0, "no CPU number, no cull");
+}
+
+/* The rule on a real lock: threads loop on a ks_rwlock (one write in ten,
+ * the writes counted and checked), each pinned to one of two usable CPUs. */
+struct cull_load {
+    ks_rwlock_t l;
+    uint64_t counter; /* guarded by l */
+    int stop;
+    uint64_t writes;
+};
+
+struct cull_worker {
+    struct cull_load *ld;
+    int cpu; /* -1: not pinned */
+    unsigned seed;
+};
+
+static void *cull_worker(void *p)
+{
+    struct cull_worker *w = p;
+    if (w->cpu >= 0) {
+        cpu_set_t set;
+        CPU_ZERO(&set);
+        CPU_SET(w->cpu, &set);
+        cr_assert_eq(pthread_setaffinity_np(pthread_self(), sizeof set, &set), 0);
+    }
+    uint64_t x = 0x9e3779b97f4a7c15ull * (w->seed + 1), writes = 0;
+    while (!__atomic_load_n(&w->ld->stop, __ATOMIC_RELAXED)) { /* relaxed: a flag polled */
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        if ((x >> 32) % 10 == 0) {
+            cr_assert_eq(ks_rwlock_wrlock(&w->ld->l), 0);
+            w->ld->counter++;
+            writes++;
+        } else {
+            cr_assert_eq(ks_rwlock_rdlock(&w->ld->l), 0);
+            (void)*(volatile uint64_t *)&w->ld->counter;
+        }
+        cr_assert_eq(ks_rwlock_unlock(&w->ld->l), 0);
+    }
+    __atomic_fetch_add(&w->ld->writes, writes, __ATOMIC_RELAXED); /* relaxed: read after join */
+    return NULL;
+}
+
+/* Run n workers, CPU i % 2 of cpus[] each (cpus NULL: unpinned), until
+ * `enough` culls were made in this process or `cap_ns` passed; returns the
+ * culls made. */
+static uint64_t cull_load_run(int n, const int *cpus, uint64_t enough, int64_t cap_ns)
+{
+    struct cull_load ld = {.stop = 0};
+    cr_assert_eq(ks_rwlock_init(&ld.l, KS_PRIVATE), 0);
+    struct cull_worker w[8];
+    pthread_t t[8];
+    const uint64_t c0 = ks_spin_culls();
+    for (int i = 0; i < n; i++) {
+        w[i] = (struct cull_worker){&ld, cpus ? cpus[i % 2] : -1, (unsigned)i};
+        kt_spawn(&t[i], cull_worker, &w[i]);
+    }
+    const int64_t end = ks_now() + cap_ns;
+    while (ks_now() < end && ks_spin_culls() - c0 < enough)
+        kt_sleep_ns(10 * KT_MS);
+    __atomic_store_n(&ld.stop, 1, __ATOMIC_RELAXED); /* relaxed: see the worker */
+    for (int i = 0; i < n; i++)
+        kt_join(t[i]);
+    cr_assert_eq(ld.counter, ld.writes, "%llu writes counted, the word says %llu",
+                 (unsigned long long)ld.writes, (unsigned long long)ld.counter);
+    cr_assert_eq(ks_rwlock_destroy(&ld.l), 0);
+    return ks_spin_culls() - c0;
+}
+
+Test(spin, two_threads_on_two_cpus_are_never_culled_three_per_cpu_are, .timeout = 60)
+{
+    cpu_set_t set;
+    cr_assert_eq(sched_getaffinity(0, sizeof set, &set), 0);
+    int cpus[2], k = 0;
+    for (int c = 0; c < CPU_SETSIZE && k < 2; c++)
+        if (CPU_ISSET(c, &set))
+            cpus[k++] = c;
+    if (k < 2 || ks_usable_cpus() < 2) {
+        /* One CPU: a cull would gain nothing, and there is none. */
+        cr_assert_eq(cull_load_run(6, NULL, UINT64_MAX, 300 * KT_MS), 0, "a cull with one usable CPU");
+        return;
+    }
+    /* One lock-bound thread per CPU: a culled thread would only leave its
+     * CPU idle. */
+    uint64_t culls = cull_load_run(2, cpus, UINT64_MAX, 300 * KT_MS);
+    cr_assert_eq(culls, 0, "%llu culls of two threads on two CPUs", (unsigned long long)culls);
+    /* Three per CPU: a culled thread leaves its CPU to the other two. */
+    culls = cull_load_run(6, cpus, 1, 20 * KT_SLOW * 1000 * KT_MS);
+    cr_assert_gt(culls, 0, "no cull in %d s of 6 lock-bound threads on 2 CPUs", 20 * KT_SLOW);
+}
+
 /* ---- CPU guards ------------------------------------------------------------
  * One waiter, one partner that makes it wait `delay` and then lets it go,
  * per primitive.  Only the waiting call is timed: its thread CPU time over
