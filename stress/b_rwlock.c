@@ -145,7 +145,7 @@ static const struct rkind {
 static struct rw_obj obj;
 
 struct rw_result {
-    double mops, write_share, fair, sleeps_per_kop, waits_per_kop, wakes_per_kop, cpu_share;
+    double mops, write_share, fair, sleeps_per_kop, waits_per_kop, wakes_per_kop, culls_per_kop, cpu_share;
     int pinned;
 };
 
@@ -158,7 +158,9 @@ static struct rw_result run_once(const struct rkind *k, int nthreads)
     memset(&obj, 0, sizeof obj);
     memset(&tally, 0, sizeof tally);
     k->init(&obj);
+    const uint64_t culls0 = ks_spin_culls();
     bench_team_run(&team);
+    const uint64_t culls = ks_spin_culls() - culls0;
     if (tally.torn)
         bench_fail("%s, %d threads: readers saw %llu words that a writer was changing", k->name, nthreads,
                    (unsigned long long)tally.torn);
@@ -183,6 +185,7 @@ static struct rw_result run_once(const struct rkind *k, int nthreads)
     res.sleeps_per_kop = kops > 0 ? (double)sleeps / kops : 0;
     res.waits_per_kop = kops > 0 ? (double)waits / kops : 0;
     res.wakes_per_kop = kops > 0 ? (double)wakes / kops : 0;
+    res.culls_per_kop = kops > 0 ? (double)culls / kops : 0;
     res.cpu_share = 100.0 * (double)cpu / ((double)team.elapsed_ns * (double)sysconf(_SC_NPROCESSORS_ONLN));
     res.pinned = team.pinned;
     bench_team_free(&team);
@@ -193,7 +196,8 @@ static void bench_rwlock_mix(int m)
 {
     const int R = bopt.reps;
     struct rw_result *res = calloc((size_t)(NT * NK * R), sizeof *res);
-    struct bench_stat mops[NT][NK], fair[NT][NK], slp[NT][NK], wshare[NT][NK], cpu[NT][NK], waits[NT], wakes[NT];
+    struct bench_stat mops[NT][NK], fair[NT][NK], slp[NT][NK], wshare[NT][NK], cpu[NT][NK], waits[NT], wakes[NT],
+        culls[NT];
 #define RES(ti, k, r) res[((ti) * NK + (k)) * R + (r)]
 
     rw_write_one_in = rw_mixes[m];
@@ -220,6 +224,7 @@ static void bench_rwlock_mix(int m)
         /* kinds[0] is ks_rwlock */
         waits[ti] = BENCH_STATS_OF(NULL, RES(ti, 0, 0), waits_per_kop, R);
         wakes[ti] = BENCH_STATS_OF(NULL, RES(ti, 0, 0), wakes_per_kop, R);
+        culls[ti] = BENCH_STATS_OF(NULL, RES(ti, 0, 0), culls_per_kop, R);
     }
 
     for (int ti = 0; ti < NT; ti++) {
@@ -235,8 +240,9 @@ static void bench_rwlock_mix(int m)
             printf(" %9.2f %12.3f %8.0f%% %8.1f%%\n", fair[ti][k].med, slp[ti][k].med, cpu[ti][k].med,
                    wshare[ti][k].med);
         }
-        printf("ks_rwlock futex calls per 1000 lock operations (all threads): %.3f waits, %.3f wakes\n",
-               waits[ti].med, wakes[ti].med);
+        printf("ks_rwlock per 1000 lock operations (all threads): %.3f futex waits, %.3f futex wakes,\n"
+               " %.3f culls (a thread bound by the lock stepped away for 1 ms: docs/spin.md, \"The cull\")\n",
+               waits[ti].med, wakes[ti].med, culls[ti].med);
     }
     printf("(pthread_rwlock_wp: kind PTHREAD_RWLOCK_PREFER_WRITER_NONRECURSIVE_NP, writer-preferring like\n"
            " ks_rwlock; fairness: slowest / fastest thread's count; sleeps/kop: voluntary context switches\n"

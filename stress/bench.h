@@ -37,6 +37,10 @@
 #include <ksync/sem.h>
 #include <ksync/time.h>
 
+/* Culls made in this process so far (src/spin.c, docs/spin.md "The cull"):
+ * internal to the library, reached here through the static archive. */
+uint64_t ks_spin_culls(void);
+
 /* Concurrency Kit picks its fences from the memory model in ck_md.h, which
  * Debian generates per architecture (amd64: TSO, arm64: RMO).  The two
  * packages cannot be co-installed (tools/deps.sh unpacks the arm64 one
