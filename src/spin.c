@@ -52,6 +52,10 @@
 #include "internal.h"
 
 #include <sched.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -337,11 +341,28 @@ static uint32_t cull_word;             /* never written or woken: a cull ends by
 
 #define CULL_UNITS(ns) ((uint64_t)(ns) >> 10 & ((1ull << 48) - 1))
 
+/* KSYNC_CULL=0 (or off, no) in the environment turns the cull off for the
+ * process, for a program that prefers every waiter to stay in line over
+ * throughput.  Read once, before main. */
+static int cull_off;
+
+__attribute__((constructor)) static void cull_from_env(void)
+{
+    const char *v = getenv("KSYNC_CULL");
+    if (!v || !*v || !strcmp(v, "1") || !strcasecmp(v, "on") || !strcasecmp(v, "yes"))
+        return;
+    if (!strcmp(v, "0") || !strcasecmp(v, "off") || !strcasecmp(v, "no"))
+        cull_off = 1;
+    else
+        fprintf(stderr, "ksync: KSYNC_CULL=%s: not 0 or 1; the cull stays on\n", v);
+}
+
 int ks_spin_cull_decide(int64_t now, int cpu)
 {
     const int64_t prev = tls_contended;
     tls_contended = now;
-    if (prev == 0 || now - prev > KS_CULL_PAIR_NS || now < prev || cpu < 0 || ks_usable_cpus() <= 1)
+    if (prev == 0 || now - prev > KS_CULL_PAIR_NS || now < prev || cpu < 0 || cull_off ||
+        ks_usable_cpus() <= 1)
         return 0;
     if (KS_UNLIKELY(!tls_cull_id)) /* relaxed: only tells threads apart */
         tls_cull_id = __atomic_fetch_add(&cull_next_id, 1, __ATOMIC_RELAXED) % 0xffffu + 1;

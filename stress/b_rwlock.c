@@ -5,6 +5,8 @@
  * in a hundred), else a read.
  *   read:  rdlock; read the RW_WORDS shared words; unlock
  *   write: wrlock; increment each of the words; unlock
+ * With --rw-work-ns N each thread also spins N ns after each operation,
+ * outside the lock (default 0: the lock is all the threads do).
  * The lock and the words share one 128-byte block (a lock sits beside the
  * data it guards).  Compared: ks_rwlock (writer-preferring), glibc's
  * pthread_rwlock with default attributes (reader-preferring), CK's
@@ -39,6 +41,7 @@ static const int rw_threads[] = {2, 16};
 static const unsigned rw_mixes[] = {10, 100};
 #define NM ((int)(sizeof rw_mixes / sizeof rw_mixes[0]))
 static unsigned rw_write_one_in;
+static uint64_t rw_work_iters; /* --rw-work-ns, in bench_spin iterations */
 
 struct rw_obj {
     union {
@@ -103,6 +106,7 @@ static inline uint64_t xorshift64(uint64_t *s)
         uint64_t n = 0, writes = 0, torn = 0;                                     \
         uint64_t seed = 0x9e3779b97f4a7c15ull * (uint64_t)(t->id + 1);            \
         const unsigned one_in = rw_write_one_in;                                  \
+        const uint64_t work = rw_work_iters;                                      \
         while (!bench_stopped()) {                                                \
             if ((xorshift64(&seed) >> 32) % one_in == 0) {                        \
                 name##_rw_wr(o);                                                  \
@@ -120,6 +124,8 @@ static inline uint64_t xorshift64(uint64_t *s)
                     torn += x[i] != x[0];                                         \
             }                                                                     \
             n++;                                                                  \
+            if (work)                                                             \
+                bench_spin(work);                                                 \
         }                                                                         \
         t->ops = n;                                                               \
         __atomic_fetch_add(&tally.writes, writes, __ATOMIC_RELAXED);              \
@@ -270,6 +276,12 @@ static void bench_rwlock_mix(int m)
 
 void bench_rwlock(void)
 {
+    double per_iter = 0;
+    rw_work_iters = bopt.rw_work_ns ? bench_spin_calibrate(bopt.rw_work_ns, &per_iter) : 0;
+    if (rw_work_iters)
+        printf("\n(--rw-work-ns %d: after each operation every thread spins %llu iterations = %.0f ns\n"
+               " outside the lock, calibrated now)\n",
+               bopt.rw_work_ns, (unsigned long long)rw_work_iters, (double)rw_work_iters * per_iter);
     for (int m = 0; m < NM; m++)
         bench_rwlock_mix(m);
 }

@@ -81,6 +81,8 @@ static void usage(FILE *f)
             "  --lim-threads N   section 3 threads (default %d)\n"
             "  --permits N       section 3 permits (default %d)\n"
             "  --work-ns N       section 3 busy work per permit (default %d)\n"
+            "  --rw-work-ns N    section 7 busy work after each operation, outside the lock\n"
+            "                    (default 0: the lock is all the threads do)\n"
             "  --pin MODE        bind thread i to CPU i mod nCPU: auto (when threads <= CPUs;\n"
             "                    default), always, never\n"
             "  --verbose         also print every repetition's value, in run order\n"
@@ -161,7 +163,7 @@ static void parse_tlist(const char *s)
 }
 
 enum { O_ONLY = 256, O_REPS, O_SECONDS, O_THREADS, O_ITERS, O_CG_ITERS, O_NO_CG, O_VALGRIND,
-       O_LIM_THREADS, O_PERMITS, O_WORK_NS, O_PIN, O_VERBOSE, O_CG_CHILD, O_QUICK, O_CSV, O_HELP };
+       O_LIM_THREADS, O_PERMITS, O_WORK_NS, O_RW_WORK_NS, O_PIN, O_VERBOSE, O_CG_CHILD, O_QUICK, O_CSV, O_HELP };
 
 int main(int argc, char **argv)
 {
@@ -177,6 +179,7 @@ int main(int argc, char **argv)
         {"lim-threads", required_argument, 0, O_LIM_THREADS},
         {"permits", required_argument, 0, O_PERMITS},
         {"work-ns", required_argument, 0, O_WORK_NS},
+        {"rw-work-ns", required_argument, 0, O_RW_WORK_NS},
         {"pin", required_argument, 0, O_PIN},
         {"verbose", no_argument, 0, O_VERBOSE},
         {"quick", no_argument, 0, O_QUICK},
@@ -208,6 +211,7 @@ int main(int argc, char **argv)
         case O_LIM_THREADS: bopt.lim_threads = (int)parse_long("--lim-threads", optarg, 1, BENCH_MAX_THREADS); break;
         case O_PERMITS: bopt.permits = (int)parse_long("--permits", optarg, 1, 1000000); break;
         case O_WORK_NS: bopt.work_ns = (int)parse_long("--work-ns", optarg, 0, 100000000); break;
+        case O_RW_WORK_NS: bopt.rw_work_ns = (int)parse_long("--rw-work-ns", optarg, 0, 100000000); break;
         case O_PIN:
             if (!strcmp(optarg, "auto"))
                 bopt.pin = PIN_AUTO;
