@@ -558,14 +558,15 @@ KS_HIDDEN void ks_spin_set_budget_ns(unsigned site, uint32_t ns);
 KS_HIDDEN uint64_t ks_spin_ns_to_ticks(uint64_t ns);
 KS_HIDDEN uint64_t ks_spin_ticks_to_ns(uint64_t ticks);
 
-/* The cull (src/spin.c, docs/spin.md "The cull"): a waiter that keeps
- * finding its lock taken while other such waiters share its CPU steps away
- * for KS_CULL_NS instead of joining the fight, so that the lock is worked
- * from fewer CPUs.  Call ks_spin_cull_wanted once per acquisition, when the
- * lock is first found unavailable; if it says 1, ks_spin_cull(deadline)
- * sleeps until KS_CULL_NS later or the deadline, whichever comes first, and
- * the acquisition then goes on as before.  A cull changes no lock state: it
- * only delays one acquisition by at most KS_CULL_NS.
+/* The cull (src/spin.c, docs/spin.md "The cull"), off unless KSYNC_CULL=1
+ * or ks_spin_cull_set(1): a waiter that keeps finding its lock taken while
+ * other such waiters share its CPU steps away for KS_CULL_NS instead of
+ * joining the fight, so that the lock is worked from fewer CPUs.  Call
+ * ks_spin_cull_wanted once per acquisition, when the lock is first found
+ * unavailable, and only for a wait that may be delayed (not a timed one, not
+ * one that a guarantee such as writer preference depends on); if it says 1,
+ * ks_spin_cull(deadline) sleeps until KS_CULL_NS later or the deadline,
+ * whichever comes first, and the acquisition then goes on as before.
  *   PAIR    two contended acquisitions of one thread this close together:
  *           the thread is bound by the lock at the moment
  *   SHARED  another such thread was on this CPU this recently: the CPU has
@@ -576,6 +577,7 @@ KS_HIDDEN uint64_t ks_spin_ticks_to_ns(uint64_t ticks);
 KS_HIDDEN int ks_spin_cull_wanted(void);
 KS_HIDDEN int ks_spin_cull_decide(int64_t now, int cpu); /* the rule, for tests: now, CPU given */
 KS_HIDDEN void ks_spin_cull(int64_t deadline);
+KS_HIDDEN void ks_spin_cull_set(int on); /* tests and the bench; KSYNC_CULL sets it at start-up */
 KS_HIDDEN uint64_t ks_spin_culls(void); /* culls so far in this process */
 
 #endif

@@ -651,12 +651,15 @@ static int rdlock_core(ks_rwlock_t *l, int64_t deadline, int prefer_reader, stru
     if (read_through_table(l) == 0)
         return 0;
     uint64_t v = __atomic_load_n(&l->state, __ATOMIC_RELAXED);
-    /* Taken: a thread bound by the lock, on a CPU other such threads share,
-     * steps away first (the cull, src/spin.c). */
-    if (!read_lockable(v, prefer_reader) && ks_spin_cull_wanted()) {
+    /* Taken: with the cull on (src/spin.c, off by default), a reader bound
+     * by the lock on a CPU that other such threads share steps away first.
+     * Untimed read locks only: a writer that stepped away would not be
+     * waiting yet, and readers coming meanwhile would pass it (writer
+     * preference); a timed lock would lose up to 1 ms of its budget. */
+    if (deadline == KS_FOREVER && !read_lockable(v, prefer_reader) && ks_spin_cull_wanted()) {
         rw_waiting(w);
         ks_spin_cull(deadline);
-        v = __atomic_load_n(&l->state, __ATOMIC_RELAXED);
+        v = __atomic_load_n(&l->state, __ATOMIC_RELAXED); /* relaxed: as the load above */
     }
     /* Spin while a writer holds it and nobody queues behind it, for the
      * policy's budget (src/spin.c).  learn: 1 when the spin ran out, so the
@@ -714,11 +717,6 @@ static int wrlock_core(ks_rwlock_t *l, int64_t deadline, struct rw_wait *w)
 {
     const unsigned fl = l->flags;
     uint64_t v = __atomic_load_n(&l->state, __ATOMIC_RELAXED), nv;
-    if (R(v) && ks_spin_cull_wanted()) { /* the cull, as in rdlock */
-        rw_waiting(w);
-        ks_spin_cull(deadline);
-        v = __atomic_load_n(&l->state, __ATOMIC_RELAXED);
-    }
     /* Spin while the lock is held and no other writer queues (src/spin.c
      * decides how long); learn as in rdlock. */
     struct ks_spin sp;

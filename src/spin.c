@@ -304,7 +304,7 @@ void ks_spin_waited(struct ks_spin *sp)
         ks_spin_set_budget_ns(sp->site, (uint32_t)(w + w / 4)); /* set_budget caps it */
 }
 
-/* ---- the cull (docs/spin.md, "The cull") ----
+/* ---- the cull (docs/spin.md, "The cull"): off unless asked for ----
  * Concurrency restriction after Dice's Malthusian locks (EuroSys 2017):
  * when more threads fight for a lock than it can serve, send the excess
  * away for a while instead of letting them all spin, sleep and wake on it.
@@ -314,20 +314,26 @@ void ks_spin_waited(struct ks_spin *sp)
  * sleeps, the other threads of its CPU run, and when every lock-bound
  * thread of a CPU is away the lock is worked from the other CPU alone.
  *
- * Who is culled: a thread whose lock is taken (1) for the second time
- * within KS_CULL_PAIR_NS (it is bound by the lock just now: a thread with
- * work between its acquisitions rarely meets two such waits that close),
- * (2) on a CPU where another thread passed (1) within KS_CULL_SHARED_NS
- * (the CPU has other lock-bound work: two threads on two CPUs are never
- * culled, since sleeping would only leave a CPU idle), (3) with more than
- * one usable CPU.  Each acquisition is culled at most once, then waits as
- * before: the delay is bounded, and nothing of the lock's state changes.
+ * Who is culled, when the cull is on: a thread whose lock is taken (1) for
+ * the second time within KS_CULL_PAIR_NS (it is bound by the lock just
+ * now), (2) on a CPU where another thread passed (1) within
+ * KS_CULL_SHARED_NS (the CPU has other lock-bound work: two threads on two
+ * CPUs are never culled, since sleeping would only leave a CPU idle), (3)
+ * with more than one usable CPU.  The caller decides which waits may be
+ * culled (ks_rwlock: untimed read locks only).  Each acquisition is culled
+ * at most once, then waits as before: nothing of the lock's state changes.
+ *
+ * Why off by default: nothing makes the culled threads take turns, so the
+ * threads that share a CPU can be culled again and again while one alone
+ * on the other CPU never is (4 threads on 2 CPUs: the slowest thread made
+ * 1-2% of the fastest's acquisitions), and with work between acquisitions
+ * a CPU left idle can cost more than the line transfers saved.
  *
  * occupancy[cpu]: the last thread that passed (1) on that CPU and when, in
  * one word (bits 16-63: ks_now() in units of 1024 ns, modulo 2^48; bits
- * 0-15: a thread id) so a reader never sees a torn pair.  Relaxed: a hint; a stale or lost entry only changes one decision.
- * Thread ids are 16 bits and wrap: two threads that share one only miss a
- * cull. */
+ * 0-15: a thread id) so a reader never sees a torn pair.  Relaxed: a hint;
+ * a stale or lost entry only changes one decision.  Thread ids are 16 bits
+ * and wrap: two threads that share one only miss a cull. */
 #define CULL_CPUS 256 /* higher CPU numbers fold onto these entries */
 static struct {
     uint64_t v;
@@ -341,33 +347,41 @@ static uint32_t cull_word;             /* never written or woken: a cull ends by
 
 #define CULL_UNITS(ns) ((uint64_t)(ns) >> 10 & ((1ull << 48) - 1))
 
-/* KSYNC_CULL=0 (or off, no) in the environment turns the cull off for the
- * process, for a program that prefers every waiter to stay in line over
- * throughput.  Read once, before main. */
-static int cull_off;
+/* Off unless KSYNC_CULL=1 (or on, yes) is in the environment (read once,
+ * before main) or ks_spin_cull_set turned it on: the cull trades fairness
+ * for throughput (docs/spin.md, "What it costs").  relaxed: a switch; a
+ * thread that sees it late makes one decision the old way. */
+static int cull_on;
 
 __attribute__((constructor)) static void cull_from_env(void)
 {
     const char *v = getenv("KSYNC_CULL");
-    if (!v || !*v || !strcmp(v, "1") || !strcasecmp(v, "on") || !strcasecmp(v, "yes"))
+    if (!v || !*v || !strcmp(v, "0") || !strcasecmp(v, "off") || !strcasecmp(v, "no"))
         return;
-    if (!strcmp(v, "0") || !strcasecmp(v, "off") || !strcasecmp(v, "no"))
-        cull_off = 1;
+    if (!strcmp(v, "1") || !strcasecmp(v, "on") || !strcasecmp(v, "yes"))
+        __atomic_store_n(&cull_on, 1, __ATOMIC_RELAXED);
     else
-        fprintf(stderr, "ksync: KSYNC_CULL=%s: not 0 or 1; the cull stays on\n", v);
+        fprintf(stderr, "ksync: KSYNC_CULL=%s: not 0 or 1; the cull stays off\n", v);
+}
+
+void ks_spin_cull_set(int on)
+{
+    __atomic_store_n(&cull_on, !!on, __ATOMIC_RELAXED); /* relaxed: see above */
 }
 
 int ks_spin_cull_decide(int64_t now, int cpu)
 {
     const int64_t prev = tls_contended;
     tls_contended = now;
-    if (prev == 0 || now - prev > KS_CULL_PAIR_NS || now < prev || cpu < 0 || cull_off ||
-        ks_usable_cpus() <= 1)
+    if (prev == 0 || now - prev > KS_CULL_PAIR_NS || now < prev || cpu < 0 ||
+        !__atomic_load_n(&cull_on, __ATOMIC_RELAXED) || ks_usable_cpus() <= 1) /* relaxed: a switch */
         return 0;
     if (KS_UNLIKELY(!tls_cull_id)) /* relaxed: only tells threads apart */
         tls_cull_id = __atomic_fetch_add(&cull_next_id, 1, __ATOMIC_RELAXED) % 0xffffu + 1;
     uint64_t *e = &occupancy[(unsigned)cpu % CULL_CPUS].v;
-    const uint64_t old = __atomic_load_n(e, __ATOMIC_RELAXED); /* relaxed: see above */
+    /* relaxed (both): a hint, see above.  A load and a store, not one RMW:
+     * a racing thread's entry may be lost, which only changes a decision. */
+    const uint64_t old = __atomic_load_n(e, __ATOMIC_RELAXED);
     __atomic_store_n(e, CULL_UNITS(now) << 16 | tls_cull_id, __ATOMIC_RELAXED);
     if (old == 0 || (old & 0xffffu) == tls_cull_id)
         return 0;

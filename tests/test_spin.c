@@ -273,10 +273,11 @@ Test(spin, conversions_round_trip_and_clamp)
 }
 
 /* ---- the cull (src/spin.c, docs/spin.md "The cull") ------------------------
- * The rule, with made-up times and CPU numbers: each list of calls runs in a
- * thread of its own (the rule keeps the thread's last contended acquisition
- * in thread-local storage); CPU numbers 3, 4 and 5 are used by nobody else
- * in this process. */
+ * Off unless asked for (KSYNC_CULL=1, or ks_spin_cull_set(1) as here: each
+ * test runs in a process of its own).  The rule first, with made-up times
+ * and CPU numbers: each list of calls runs in a thread of its own (the rule
+ * keeps the thread's last contended acquisition in thread-local storage);
+ * CPU numbers 3, 4 and 5 are used by nobody else in this process. */
 struct cull_step {
     int64_t at;
     int cpu;
@@ -304,8 +305,18 @@ static void cull_run(struct cull_calls *c)
 
 Test(spin, the_cull_takes_a_lock_bound_thread_on_a_cpu_that_another_such_thread_uses)
 {
-    const int yes = ks_usable_cpus() > 1; /* with one CPU, never */
     const int64_t t = ks_now(), pair = KS_CULL_PAIR_NS, shared = KS_CULL_SHARED_NS;
+
+    /* Off (the default): A and B below, as a pair, would be culled. */
+    const struct cull_step off_a[] = {{t - 8 * pair, 6}, {t - 8 * pair + pair / 2, 6}};
+    const struct cull_step off_b[] = {{t - 7 * pair, 6}, {t - 7 * pair + pair / 2, 6}};
+    struct cull_calls oa = {off_a, 2, {0}}, ob = {off_b, 2, {0}};
+    cull_run(&oa);
+    cull_run(&ob);
+    cr_assert_eq(ob.got[1], 0, "the cull is off unless asked for");
+
+    ks_spin_cull_set(1);
+    const int yes = ks_usable_cpus() > 1; /* with one CPU, never */
 
     /* A, CPU 3: two contended acquisitions within the pair window, the
      * first such thread there. */
@@ -345,12 +356,45 @@ Test(spin, the_cull_takes_a_lock_bound_thread_on_a_cpu_that_another_such_thread_
     cr_assert_eq(ce.got[1], 0, "no CPU number, no cull");
 }
 
-/* The rule on a real lock: threads loop on a ks_rwlock (one write in ten,
- * the writes counted and checked), each pinned to one of two usable CPUs. */
+Test(spin, a_cull_sleeps_its_time_and_never_past_the_deadline)
+{
+    uint64_t c0 = ks_spin_culls();
+    int64_t t0 = ks_now();
+    ks_spin_cull(t0 - 1);
+    cr_assert_eq(ks_spin_culls(), c0, "a deadline already past: no cull at all");
+    t0 = ks_now();
+    ks_spin_cull(KS_FOREVER);
+    int64_t took = ks_now() - t0;
+    cr_assert_geq(took, KS_CULL_NS - KS_CULL_NS / 20, "a cull slept %lld ns, not %d", (long long)took,
+                  KS_CULL_NS);
+    cr_assert_lt(took, KT_LATE_NS, "a cull slept %lld ns", (long long)took);
+    cr_assert_eq(ks_spin_culls(), c0 + 1);
+    /* A deadline 100 us away ends it then: never before, and (once in five
+     * tries, whatever the load) well before the full 1 ms. */
+    int64_t best = INT64_MAX;
+    for (int i = 0; i < 5; i++) {
+        t0 = ks_now();
+        ks_spin_cull(t0 + 100000);
+        took = ks_now() - t0;
+        cr_assert_geq(took, 100000 - 1000, "a cull ended %lld ns after it began, before its deadline",
+                      (long long)took);
+        best = took < best ? took : best;
+    }
+    cr_assert_lt(best, KS_CULL_NS * 9 / 10, "a cull with a deadline 100 us away slept %lld ns", (long long)best);
+}
+
+/* The rule on a real lock: threads loop on a ks_rwlock, each pinned to one
+ * of two usable CPUs (or not pinned), in one of three ways:
+ *   CL_READS  one write in ten, else an untimed read (culled when bound)
+ *   CL_WRITES writes only (a writer is never culled: writer preference)
+ *   CL_TIMED  one write in ten, else a timed read (never culled)
+ * The writes are counted and checked against the shared counter. */
+enum { CL_READS, CL_WRITES, CL_TIMED };
+
 struct cull_load {
     ks_rwlock_t l;
     uint64_t counter; /* guarded by l */
-    int stop;
+    int stop, mode;
     uint64_t writes;
 };
 
@@ -369,17 +413,20 @@ static void *cull_worker(void *p)
         CPU_SET(w->cpu, &set);
         cr_assert_eq(pthread_setaffinity_np(pthread_self(), sizeof set, &set), 0);
     }
+    const int mode = w->ld->mode;
     uint64_t x = 0x9e3779b97f4a7c15ull * (w->seed + 1), writes = 0;
     while (!__atomic_load_n(&w->ld->stop, __ATOMIC_RELAXED)) { /* relaxed: a flag polled */
         x ^= x << 13;
         x ^= x >> 7;
         x ^= x << 17;
-        if ((x >> 32) % 10 == 0) {
+        if (mode == CL_WRITES || (x >> 32) % 10 == 0) {
             cr_assert_eq(ks_rwlock_wrlock(&w->ld->l), 0);
             w->ld->counter++;
             writes++;
         } else {
-            cr_assert_eq(ks_rwlock_rdlock(&w->ld->l), 0);
+            int e = mode == CL_TIMED ? ks_rwlock_timedrdlock(&w->ld->l, ks_deadline_after(1000 * KT_MS))
+                                     : ks_rwlock_rdlock(&w->ld->l);
+            cr_assert_eq(e, 0);
             (void)*(volatile uint64_t *)&w->ld->counter;
         }
         cr_assert_eq(ks_rwlock_unlock(&w->ld->l), 0);
@@ -388,12 +435,12 @@ static void *cull_worker(void *p)
     return NULL;
 }
 
-/* Run n workers, CPU i % 2 of cpus[] each (cpus NULL: unpinned), until
- * `enough` culls were made in this process or `cap_ns` passed; returns the
- * culls made. */
-static uint64_t cull_load_run(int n, const int *cpus, uint64_t enough, int64_t cap_ns)
+/* Run n workers in `mode`, CPU i % 2 of cpus[] each (cpus NULL: unpinned),
+ * until `enough` culls were made in this process or `cap_ns` passed;
+ * returns the culls made. */
+static uint64_t cull_load_run(int n, int mode, const int *cpus, uint64_t enough, int64_t cap_ns)
 {
-    struct cull_load ld = {.stop = 0};
+    struct cull_load ld = {.stop = 0, .mode = mode};
     cr_assert_eq(ks_rwlock_init(&ld.l, KS_PRIVATE), 0);
     struct cull_worker w[8];
     pthread_t t[8];
@@ -414,7 +461,7 @@ static uint64_t cull_load_run(int n, const int *cpus, uint64_t enough, int64_t c
     return ks_spin_culls() - c0;
 }
 
-Test(spin, two_threads_on_two_cpus_are_never_culled_three_per_cpu_are, .timeout = 60)
+Test(spin, only_untimed_readers_sharing_a_cpu_are_culled_and_only_when_asked, .timeout = 90)
 {
     cpu_set_t set;
     cr_assert_eq(sched_getaffinity(0, sizeof set, &set), 0);
@@ -422,17 +469,30 @@ Test(spin, two_threads_on_two_cpus_are_never_culled_three_per_cpu_are, .timeout 
     for (int c = 0; c < CPU_SETSIZE && k < 2; c++)
         if (CPU_ISSET(c, &set))
             cpus[k++] = c;
+    const int64_t short_run = 300 * KT_MS;
+    uint64_t culls = 0;
+    if (k == 2 && ks_usable_cpus() >= 2) {
+        culls = cull_load_run(6, CL_READS, cpus, UINT64_MAX, short_run);
+        cr_assert_eq(culls, 0, "%llu culls while the cull is off", (unsigned long long)culls);
+    }
+    ks_spin_cull_set(1);
     if (k < 2 || ks_usable_cpus() < 2) {
         /* One CPU: a cull would gain nothing, and there is none. */
-        cr_assert_eq(cull_load_run(6, NULL, UINT64_MAX, 300 * KT_MS), 0, "a cull with one usable CPU");
+        cr_assert_eq(cull_load_run(6, CL_READS, NULL, UINT64_MAX, short_run), 0, "a cull with one usable CPU");
         return;
     }
     /* One lock-bound thread per CPU: a culled thread would only leave its
      * CPU idle. */
-    uint64_t culls = cull_load_run(2, cpus, UINT64_MAX, 300 * KT_MS);
+    culls = cull_load_run(2, CL_READS, cpus, UINT64_MAX, short_run);
     cr_assert_eq(culls, 0, "%llu culls of two threads on two CPUs", (unsigned long long)culls);
-    /* Three per CPU: a culled thread leaves its CPU to the other two. */
-    culls = cull_load_run(6, cpus, 1, 20 * KT_SLOW * 1000 * KT_MS);
+    /* Three per CPU, but writers only, or timed readers: never culled. */
+    culls = cull_load_run(6, CL_WRITES, cpus, UINT64_MAX, short_run);
+    cr_assert_eq(culls, 0, "%llu culls of writers", (unsigned long long)culls);
+    culls = cull_load_run(6, CL_TIMED, cpus, UINT64_MAX, short_run);
+    cr_assert_eq(culls, 0, "%llu culls of timed readers", (unsigned long long)culls);
+    /* Three per CPU with untimed readers: a culled thread leaves its CPU to
+     * the other two. */
+    culls = cull_load_run(6, CL_READS, cpus, 1, 20 * KT_SLOW * 1000 * KT_MS);
     cr_assert_gt(culls, 0, "no cull in %d s of 6 lock-bound threads on 2 CPUs", 20 * KT_SLOW);
 }
 
