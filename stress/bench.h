@@ -37,9 +37,11 @@
 #include <ksync/sem.h>
 #include <ksync/time.h>
 
-/* Culls made in this process so far (src/spin.c, docs/spin.md "The cull"):
- * internal to the library, reached here through the static archive. */
+/* The cull (src/spin.c, docs/spin.md "The cull"): culls made in this
+ * process so far, and its switch.  Internal to the library, reached here
+ * through the static archive. */
 uint64_t ks_spin_culls(void);
+void ks_spin_cull_set(int on);
 
 /* Concurrency Kit picks its fences from the memory model in ck_md.h, which
  * Debian generates per architecture (amd64: TSO, arm64: RMO).  The two
