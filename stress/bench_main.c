@@ -29,6 +29,7 @@ struct bench_opts bopt = {
     .lim_threads = 16,
     .permits = 3,
     .work_ns = 300,
+    .rw_threads = {2, 16},
     .pin = PIN_AUTO,
 };
 
@@ -83,6 +84,8 @@ static void usage(FILE *f)
             "  --work-ns N       section 3 busy work per permit (default %d)\n"
             "  --rw-work-ns N    section 7 busy work after each operation, outside the lock\n"
             "                    (default 0: the lock is all the threads do)\n"
+            "  --rw-threads A,B  section 7's two thread counts (default 2,16; its targets are\n"
+            "                    printed for those only)\n"
             "  --pin MODE        bind thread i to CPU i mod nCPU: auto (when threads <= CPUs;\n"
             "                    default), always, never\n"
             "  --verbose         also print every repetition's value, in run order\n"
@@ -163,7 +166,7 @@ static void parse_tlist(const char *s)
 }
 
 enum { O_ONLY = 256, O_REPS, O_SECONDS, O_THREADS, O_ITERS, O_CG_ITERS, O_NO_CG, O_VALGRIND,
-       O_LIM_THREADS, O_PERMITS, O_WORK_NS, O_RW_WORK_NS, O_PIN, O_VERBOSE, O_CG_CHILD, O_QUICK, O_CSV, O_HELP };
+       O_LIM_THREADS, O_PERMITS, O_WORK_NS, O_RW_WORK_NS, O_RW_THREADS, O_PIN, O_VERBOSE, O_CG_CHILD, O_QUICK, O_CSV, O_HELP };
 
 int main(int argc, char **argv)
 {
@@ -180,6 +183,7 @@ int main(int argc, char **argv)
         {"permits", required_argument, 0, O_PERMITS},
         {"work-ns", required_argument, 0, O_WORK_NS},
         {"rw-work-ns", required_argument, 0, O_RW_WORK_NS},
+        {"rw-threads", required_argument, 0, O_RW_THREADS},
         {"pin", required_argument, 0, O_PIN},
         {"verbose", no_argument, 0, O_VERBOSE},
         {"quick", no_argument, 0, O_QUICK},
@@ -212,6 +216,17 @@ int main(int argc, char **argv)
         case O_PERMITS: bopt.permits = (int)parse_long("--permits", optarg, 1, 1000000); break;
         case O_WORK_NS: bopt.work_ns = (int)parse_long("--work-ns", optarg, 0, 100000000); break;
         case O_RW_WORK_NS: bopt.rw_work_ns = (int)parse_long("--rw-work-ns", optarg, 0, 100000000); break;
+        case O_RW_THREADS: {
+            char *comma = strchr(optarg, ',');
+            if (!comma || strchr(comma + 1, ',')) {
+                fprintf(stderr, "ksync-bench: --rw-threads wants two counts, such as 4,16\n");
+                return 1;
+            }
+            *comma = 0;
+            bopt.rw_threads[0] = (int)parse_long("--rw-threads", optarg, 1, BENCH_MAX_THREADS);
+            bopt.rw_threads[1] = (int)parse_long("--rw-threads", comma + 1, 1, BENCH_MAX_THREADS);
+            break;
+        }
         case O_PIN:
             if (!strcmp(optarg, "auto"))
                 bopt.pin = PIN_AUTO;
