@@ -653,13 +653,14 @@ static int rdlock_core(ks_rwlock_t *l, int64_t deadline, int prefer_reader, stru
     uint64_t v = __atomic_load_n(&l->state, __ATOMIC_RELAXED);
     /* Taken: with the cull on (src/spin.c, off by default), a reader bound
      * by the lock on a CPU that other such threads share steps away first.
-     * Untimed read locks only: a writer that stepped away would not be
-     * waiting yet, and readers coming meanwhile would pass it (writer
-     * preference); a timed lock would lose up to 1 ms of its budget. */
+     * Untimed read locks only (a timed one whose deadline is KS_FOREVER
+     * counts as untimed): a writer that stepped away would not be waiting
+     * yet, and readers coming meanwhile would pass it (writer preference);
+     * a timed lock would lose up to 1 ms of its budget. */
     if (deadline == KS_FOREVER && !read_lockable(v, prefer_reader) && ks_spin_cull_wanted()) {
         rw_waiting(w);
         ks_spin_cull(deadline);
-        v = __atomic_load_n(&l->state, __ATOMIC_RELAXED); /* relaxed: as the load above */
+        v = __atomic_load_n(&l->state, __ATOMIC_RELAXED); /* relaxed: a hint; the acquiring CAS below re-checks */
     }
     /* Spin while a writer holds it and nobody queues behind it, for the
      * policy's budget (src/spin.c).  learn: 1 when the spin ran out, so the

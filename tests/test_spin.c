@@ -307,7 +307,9 @@ Test(spin, the_cull_takes_a_lock_bound_thread_on_a_cpu_that_another_such_thread_
 {
     const int64_t t = ks_now(), pair = KS_CULL_PAIR_NS, shared = KS_CULL_SHARED_NS;
 
-    /* Off (the default): A and B below, as a pair, would be culled. */
+    /* Off (the default; set here too, should KSYNC_CULL=1 be in the
+     * environment of the tests): A and B below, as a pair, would be culled. */
+    ks_spin_cull_set(0);
     const struct cull_step off_a[] = {{t - 8 * pair, 6}, {t - 8 * pair + pair / 2, 6}};
     const struct cull_step off_b[] = {{t - 7 * pair, 6}, {t - 7 * pair + pair / 2, 6}};
     struct cull_calls oa = {off_a, 2, {0}}, ob = {off_b, 2, {0}};
@@ -471,6 +473,7 @@ Test(spin, only_untimed_readers_sharing_a_cpu_are_culled_and_only_when_asked, .t
             cpus[k++] = c;
     const int64_t short_run = 300 * KT_MS;
     uint64_t culls = 0;
+    ks_spin_cull_set(0); /* the default, whatever KSYNC_CULL says */
     if (k == 2 && ks_usable_cpus() >= 2) {
         culls = cull_load_run(6, CL_READS, cpus, UINT64_MAX, short_run);
         cr_assert_eq(culls, 0, "%llu culls while the cull is off", (unsigned long long)culls);
