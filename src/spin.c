@@ -325,9 +325,9 @@ void ks_spin_waited(struct ks_spin *sp)
  *
  * Why off by default: nothing makes the culled threads take turns, so the
  * threads that share a CPU can be culled again and again while one alone
- * on the other CPU never is (4 threads on 2 CPUs: the slowest thread made
- * 1-2% of the fastest's acquisitions), and with work between acquisitions
- * a CPU left idle can cost more than the line transfers saved.
+ * on the other CPU never is (bench section 7 with 3 and 4 threads on 2
+ * CPUs: fairness 0.00 and 0.02), and with work between acquisitions a CPU
+ * left idle can cost more than the line transfers saved.
  *
  * occupancy[cpu]: the last thread that passed (1) on that CPU and when, in
  * one word (bits 16-63: ks_now() in units of 1024 ns, modulo 2^48; bits
@@ -406,7 +406,7 @@ void ks_spin_cull(int64_t deadline)
     ks_futex_wait(&cull_word, 0, until, 0);
     /* Two new contended acquisitions before the next cull: with the first
      * one counted from here, a thread woken into a busy lock was culled
-     * again at once, and one of 8 threads got 3% of the fastest's share. */
+     * again at once, and the culls kept falling on the same threads. */
     tls_contended = 0;
 }
 
