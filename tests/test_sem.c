@@ -364,29 +364,44 @@ static void *fair_main(void *p)
     return NULL;
 }
 
-Test(sem, sleepers_get_turns_while_the_others_keep_going, .timeout = 120)
+/* The fair workload: FAIR_THREADS threads running fair_main on PERMITS
+ * permits, started together; fair_stop stops and joins them and checks
+ * what every run of it must keep (no error, never more than PERMITS
+ * holders, the permits all back, no waiter left). */
+static struct fair *fair_start(pthread_t *t)
 {
     struct fair *f = calloc(1, sizeof *f);
     cr_assert_not_null(f);
     cr_assert_eq(ks_sem_init(&f->s, PERMITS, 0), 0);
     kt_gate_init(&f->gate, FAIR_THREADS);
-    pthread_t t[FAIR_THREADS];
     for (int i = 0; i < FAIR_THREADS; i++)
         kt_spawn(&t[i], fair_main, f);
-    int64_t end = ks_now() + 60 * KS_NSEC_PER_SEC;
-    while (__atomic_load_n(&f->reached, __ATOMIC_RELAXED) < FAIR_THREADS && ks_now() < end)
-        usleep(1000);
-    int reached = __atomic_load_n(&f->reached, __ATOMIC_RELAXED);
+    return f;
+}
+
+static void fair_stop(struct fair *f, const pthread_t *t)
+{
     /* release: pairs with the acquire loads in fair_main. */
     __atomic_store_n(&f->stop, 1, __ATOMIC_RELEASE);
     for (int i = 0; i < FAIR_THREADS; i++)
         kt_join(t[i]);
-    cr_assert_eq(reached, FAIR_THREADS, "only %d of %d threads reached %d operations in 60 s", reached,
-                 FAIR_THREADS, FAIR_OPS);
     cr_assert_eq(f->errors, 0);
-    cr_assert_eq(f->violations, 0);
+    cr_assert_eq(f->violations, 0, "more than %d holders at once", PERMITS);
     cr_assert_eq(ks_sem_value(&f->s), PERMITS, "permits lost or created");
     cr_assert_eq(waiters_of(&f->s), 0u);
+}
+
+Test(sem, sleepers_get_turns_while_the_others_keep_going, .timeout = 120)
+{
+    pthread_t t[FAIR_THREADS];
+    struct fair *f = fair_start(t);
+    int64_t end = ks_now() + 60 * KS_NSEC_PER_SEC;
+    while (__atomic_load_n(&f->reached, __ATOMIC_RELAXED) < FAIR_THREADS && ks_now() < end)
+        usleep(1000);
+    int reached = __atomic_load_n(&f->reached, __ATOMIC_RELAXED);
+    fair_stop(f, t);
+    cr_assert_eq(reached, FAIR_THREADS, "only %d of %d threads reached %d operations in 60 s", reached,
+                 FAIR_THREADS, FAIR_OPS);
     kt_gate_destroy(&f->gate);
     free(f);
 }
@@ -611,23 +626,11 @@ Test(sem, woken_waiter_that_finds_no_unit_watches_instead_of_making_posts_wake, 
 {
     /* The workload of sleepers_get_turns_while_the_others_keep_going, for a
      * fixed time. */
-    struct fair *f = calloc(1, sizeof *f);
-    cr_assert_not_null(f);
-    cr_assert_eq(ks_sem_init(&f->s, PERMITS, 0), 0);
-    kt_gate_init(&f->gate, FAIR_THREADS);
     pthread_t t[FAIR_THREADS];
-    for (int i = 0; i < FAIR_THREADS; i++)
-        kt_spawn(&t[i], fair_main, f);
+    struct fair *f = fair_start(t);
     kt_sleep_ns(BG_MS * KT_MS);
-    /* release: pairs with the acquire loads in fair_main. */
-    __atomic_store_n(&f->stop, 1, __ATOMIC_RELEASE);
-    for (int i = 0; i < FAIR_THREADS; i++)
-        kt_join(t[i]);
+    fair_stop(f, t);
     const uint64_t posts = f->posts;
-    cr_assert_eq(f->errors, 0);
-    cr_assert_eq(f->violations, 0, "more than %d holders at once", PERMITS);
-    cr_assert_eq(ks_sem_value(&f->s), PERMITS, "permits lost or created");
-    cr_assert_eq(waiters_of(&f->s), 0u);
     cr_log_info("%llu posts: %llu futex wakes, %llu futex waits", (unsigned long long)posts,
                 (unsigned long long)f->wakes, (unsigned long long)f->waits);
     /* The threads did contend: some waited in the kernel (else the bound
