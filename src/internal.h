@@ -561,8 +561,9 @@ KS_HIDDEN uint64_t ks_spin_ticks_to_ns(uint64_t ticks);
 /* The cull (src/spin.c, docs/spin.md "The cull"), off unless KSYNC_CULL=1
  * or ks_spin_cull_set(1): a waiter that keeps finding its lock taken while
  * other such waiters share its CPU steps away for KS_CULL_NS instead of
- * joining the fight, so that the lock is worked from fewer CPUs.  Call
- * ks_spin_cull_wanted once per acquisition, when the lock is first found
+ * joining the fight, so that the lock is worked from one CPU at a time,
+ * the CPUs taking turns of KS_CULL_TENURE_NS.  Call
+ * ks_spin_cull_wanted(lock) once per acquisition, when the lock is first found
  * unavailable, and only for a wait that may be delayed (not a timed one, not
  * one that a guarantee such as writer preference depends on); if it says 1,
  * ks_spin_cull(deadline) sleeps until KS_CULL_NS later or the deadline,
@@ -570,12 +571,16 @@ KS_HIDDEN uint64_t ks_spin_ticks_to_ns(uint64_t ticks);
  *   PAIR    two contended acquisitions of one thread this close together:
  *           the thread is bound by the lock at the moment
  *   SHARED  another such thread was on this CPU this recently: the CPU has
- *           other work to run while this one sleeps */
+ *           other work to run while this one sleeps (and a lock's turn
+ *           nobody renewed for this long is nobody's)
+ *   TENURE  a CPU's turn on a lock: after it, the next thread culled
+ *           elsewhere takes the turn for its own CPU instead */
 #define KS_CULL_NS 1000000
 #define KS_CULL_PAIR_NS 3000
 #define KS_CULL_SHARED_NS 2000000
-KS_HIDDEN int ks_spin_cull_wanted(void);
-KS_HIDDEN int ks_spin_cull_decide(int64_t now, int cpu); /* the rule, for tests: now, CPU given */
+#define KS_CULL_TENURE_NS 4000000
+KS_HIDDEN int ks_spin_cull_wanted(const void *lock);
+KS_HIDDEN int ks_spin_cull_decide(int64_t now, int cpu, const void *lock); /* the rule, for tests: now, CPU given */
 KS_HIDDEN void ks_spin_cull(int64_t deadline);
 KS_HIDDEN void ks_spin_cull_set(int on); /* tests and the bench; KSYNC_CULL sets it at start-up */
 KS_HIDDEN uint64_t ks_spin_culls(void); /* culls so far in this process */

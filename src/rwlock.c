@@ -657,7 +657,7 @@ static int rdlock_core(ks_rwlock_t *l, int64_t deadline, int prefer_reader, stru
      * counts as untimed): a writer that stepped away would not be waiting
      * yet, and readers coming meanwhile would pass it (writer preference);
      * a timed lock would lose up to 1 ms of its budget. */
-    if (deadline == KS_FOREVER && !read_lockable(v, prefer_reader) && ks_spin_cull_wanted()) {
+    if (deadline == KS_FOREVER && !read_lockable(v, prefer_reader) && ks_spin_cull_wanted(l)) {
         rw_waiting(w);
         ks_spin_cull(deadline);
         v = __atomic_load_n(&l->state, __ATOMIC_RELAXED); /* relaxed: a hint; the acquiring CAS below re-checks */

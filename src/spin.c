@@ -319,26 +319,49 @@ void ks_spin_waited(struct ks_spin *sp)
  * now), (2) on a CPU where another thread passed (1) within
  * KS_CULL_SHARED_NS (the CPU has other lock-bound work: two threads on two
  * CPUs are never culled, since sleeping would only leave a CPU idle), (3)
- * with more than one usable CPU.  The caller decides which waits may be
- * culled (ks_rwlock: untimed read locks only).  Each acquisition is culled
- * at most once, then waits as before: nothing of the lock's state changes.
+ * with more than one usable CPU, (4) while another CPU holds this lock's
+ * turn.  The caller decides which waits may be culled (ks_rwlock: untimed
+ * read locks only).  Each acquisition is culled at most once, then waits as
+ * before: nothing of the lock's state changes.
  *
- * Why off by default: nothing makes the culled threads take turns, so the
- * threads that share a CPU can be culled again and again while one alone
- * on the other CPU never is (bench section 7 with 3 and 4 threads on 2
- * CPUs: fairness 0.00 and 0.02), and with work between acquisitions a CPU
- * left idle can cost more than the line transfers saved.
+ * The turn (4): per lock (hashed), the CPU whose threads work it now.  A
+ * thread that passes (1)-(3) on the turn's CPU, or finds no turn (none, or
+ * none seen for KS_CULL_SHARED_NS), holds it and is not culled; on another
+ * CPU it is culled, unless the turn is older than KS_CULL_TENURE_NS: then
+ * its CPU takes the turn.  So the lock is worked from one CPU at a time and
+ * the CPUs take turns.  The first version had no turn (a thread was culled
+ * whenever another bound thread had passed on its CPU): the threads of a
+ * shared CPU culled each other while a thread alone on another CPU never
+ * was, and with 3 or 4 threads on 2 CPUs the slowest made almost nothing
+ * (fairness 0.00 and 0.02 in bench section 7; docs/spin.md, "What it
+ * costs").
+ *
+ * Why still off by default: with real work between acquisitions, the CPU
+ * left to the culled threads can cost more than the line transfers saved
+ * (docs/spin.md has the figures).
  *
  * occupancy[cpu]: the last thread that passed (1) on that CPU and when, in
  * one word (bits 16-63: ks_now() in units of 1024 ns, modulo 2^48; bits
  * 0-15: a thread id) so a reader never sees a torn pair.  Relaxed: a hint;
  * a stale or lost entry only changes one decision.  Thread ids are 16 bits
- * and wrap: two threads that share one only miss a cull. */
+ * and wrap: two threads that share one only miss a cull.
+ *
+ * turn[hash(lock)]: bits 0-15: 1 + the CPU (modulo 65535), bits 16-39: when
+ * it took the turn, bits 40-63: when a thread last passed (1)-(3) there
+ * (24-bit times in 1024 ns units: they wrap every 17 s, so an entry left
+ * that long may look fresh, which costs at most KS_CULL_SHARED_NS of wrong
+ * decisions on that lock).  One word, relaxed, a hint like occupancy[]; two
+ * locks that hash together share their turns. */
 #define CULL_CPUS 256 /* higher CPU numbers fold onto these entries */
 static struct {
     uint64_t v;
     char pad[KS_CACHELINE - sizeof(uint64_t)];
 } occupancy[CULL_CPUS] __attribute__((aligned(KS_CACHELINE)));
+#define CULL_TURNS 64 /* a power of two */
+static struct {
+    uint64_t v;
+    char pad[KS_CACHELINE - sizeof(uint64_t)];
+} turn[CULL_TURNS] __attribute__((aligned(KS_CACHELINE)));
 static unsigned cull_next_id;
 static KS_TLS unsigned tls_cull_id;    /* 1..65535 once assigned */
 static KS_TLS int64_t tls_contended;   /* ks_now() of this thread's last contended acquisition */
@@ -369,7 +392,14 @@ void ks_spin_cull_set(int on)
     __atomic_store_n(&cull_on, !!on, __ATOMIC_RELAXED); /* relaxed: see above */
 }
 
-int ks_spin_cull_decide(int64_t now, int cpu)
+#define TURN_UNITS(ns) ((uint64_t)(ns) >> 10 & 0xffffffu)
+#define TURN_AGO(now_u, then_u) (((now_u) - (then_u)) & 0xffffffu) /* wraps with the units */
+#define TURN(cpu1, since_u, seen_u) ((uint64_t)(cpu1) | (uint64_t)(since_u) << 16 | (uint64_t)(seen_u) << 40)
+#define TURN_CPU(v) ((unsigned)((v) & 0xffffu))
+#define TURN_SINCE(v) ((v) >> 16 & 0xffffffu)
+#define TURN_SEEN(v) ((v) >> 40)
+
+int ks_spin_cull_decide(int64_t now, int cpu, const void *lock)
 {
     const int64_t prev = tls_contended;
     tls_contended = now;
@@ -386,12 +416,31 @@ int ks_spin_cull_decide(int64_t now, int cpu)
     if (old == 0 || (old & 0xffffu) == tls_cull_id)
         return 0;
     const uint64_t ago = (CULL_UNITS(now) - (old >> 16)) & ((1ull << 48) - 1); /* wraps with the units */
-    return ago <= CULL_UNITS(KS_CULL_SHARED_NS);
+    if (ago > CULL_UNITS(KS_CULL_SHARED_NS))
+        return 0;
+    /* (4), the turn.  relaxed (all): a hint, as occupancy[]; a lost store
+     * gives one CPU a turn it did not take, or one cull too few. */
+    const uint64_t h = (uint64_t)(uintptr_t)lock * 0x9e3779b97f4a7c15ull;
+    uint64_t *tp = &turn[h >> 58 & (CULL_TURNS - 1)].v;
+    const uint64_t t = __atomic_load_n(tp, __ATOMIC_RELAXED), u = TURN_UNITS(now);
+    const unsigned me = (unsigned)cpu % 0xffffu + 1;
+    if (t == 0 || TURN_AGO(u, TURN_SEEN(t)) > TURN_UNITS(KS_CULL_SHARED_NS) ||
+        (TURN_CPU(t) != me && TURN_AGO(u, TURN_SINCE(t)) > TURN_UNITS(KS_CULL_TENURE_NS))) {
+        __atomic_store_n(tp, TURN(me, u, u), __ATOMIC_RELAXED); /* nobody's, or over: take it */
+        return 0;
+    }
+    if (TURN_CPU(t) != me)
+        return 1;
+    /* Ours: say we are still here, at most once per 16 units (16 us), to
+     * keep the line in this CPU's cache. */
+    if (TURN_AGO(u, TURN_SEEN(t)) > 16)
+        __atomic_store_n(tp, TURN(me, TURN_SINCE(t), u), __ATOMIC_RELAXED);
+    return 0;
 }
 
-int ks_spin_cull_wanted(void)
+int ks_spin_cull_wanted(const void *lock)
 {
-    return ks_spin_cull_decide(ks_now(), sched_getcpu());
+    return ks_spin_cull_decide(ks_now(), sched_getcpu(), lock);
 }
 
 void ks_spin_cull(int64_t deadline)

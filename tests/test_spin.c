@@ -277,7 +277,7 @@ Test(spin, conversions_round_trip_and_clamp)
  * test runs in a process of its own).  The rule first, with made-up times
  * and CPU numbers: each list of calls runs in a thread of its own (the rule
  * keeps the thread's last contended acquisition in thread-local storage);
- * CPU numbers 3, 4 and 5 are used by nobody else in this process. */
+ * CPU numbers 3 to 6 are used by nobody else in this process. */
 struct cull_step {
     int64_t at;
     int cpu;
@@ -285,6 +285,7 @@ struct cull_step {
 struct cull_calls {
     const struct cull_step *steps;
     int n;
+    const void *lock;
     int got[8];
 };
 
@@ -292,7 +293,7 @@ static void *cull_thread(void *p)
 {
     struct cull_calls *c = p;
     for (int i = 0; i < c->n; i++)
-        c->got[i] = ks_spin_cull_decide(c->steps[i].at, c->steps[i].cpu);
+        c->got[i] = ks_spin_cull_decide(c->steps[i].at, c->steps[i].cpu, c->lock);
     return NULL;
 }
 
@@ -303,57 +304,80 @@ static void cull_run(struct cull_calls *c)
     kt_join(t);
 }
 
-Test(spin, the_cull_takes_a_lock_bound_thread_on_a_cpu_that_another_such_thread_uses)
+/* A new thread's two contended acquisitions of `lock` on `cpu`, half a pair
+ * window apart, the second at `at`: is the second culled?  (The first never
+ * is: it has nothing to pair with.) */
+static int cull_pair_at(int64_t at, int cpu, const void *lock)
 {
-    const int64_t t = ks_now(), pair = KS_CULL_PAIR_NS, shared = KS_CULL_SHARED_NS;
+    const struct cull_step s[] = {{at - KS_CULL_PAIR_NS / 2, cpu}, {at, cpu}};
+    struct cull_calls c = {s, 2, lock, {0}};
+    cull_run(&c);
+    cr_assert_eq(c.got[0], 0, "a thread's first contended acquisition is not culled");
+    return c.got[1];
+}
+
+static char cull_lock, cull_other[8];
+
+Test(spin, the_cull_takes_turns_of_cpus_among_lock_bound_threads_that_share_a_cpu)
+{
+    const int64_t t = ks_now(), P = KS_CULL_PAIR_NS, SH = KS_CULL_SHARED_NS, TEN = KS_CULL_TENURE_NS;
+    const void *L = &cull_lock;
 
     /* Off (the default; set here too, should KSYNC_CULL=1 be in the
-     * environment of the tests): A and B below, as a pair, would be culled. */
+     * environment of the tests): the second pair below would be culled. */
     ks_spin_cull_set(0);
-    const struct cull_step off_a[] = {{t - 8 * pair, 6}, {t - 8 * pair + pair / 2, 6}};
-    const struct cull_step off_b[] = {{t - 7 * pair, 6}, {t - 7 * pair + pair / 2, 6}};
-    struct cull_calls oa = {off_a, 2, {0}}, ob = {off_b, 2, {0}};
-    cull_run(&oa);
-    cull_run(&ob);
-    cr_assert_eq(ob.got[1], 0, "the cull is off unless asked for");
+    cr_assert_eq(cull_pair_at(t - 100 * P, 6, L), 0);
+    cr_assert_eq(cull_pair_at(t - 99 * P, 6, L), 0, "the cull is off unless asked for");
 
     ks_spin_cull_set(1);
     const int yes = ks_usable_cpus() > 1; /* with one CPU, never */
 
-    /* A, CPU 3: two contended acquisitions within the pair window, the
-     * first such thread there. */
-    const struct cull_step a[] = {{t, 3}, {t + pair / 2, 3}};
-    struct cull_calls ca = {a, 2, {0}};
-    cull_run(&ca);
-    cr_assert_eq(ca.got[0], 0, "a thread's first contended acquisition is not culled");
-    cr_assert_eq(ca.got[1], 0, "nobody else was bound on CPU 3: sleeping would leave it idle");
+    /* A pair that is not one: two contended acquisitions 2 pair windows
+     * apart (on CPU 5, where the next call would pair with it). */
+    const struct cull_step far[] = {{t, 5}, {t + 2 * P, 5}};
+    struct cull_calls cf = {far, 2, L, {0}};
+    cull_run(&cf);
+    cr_assert_eq(cf.got[1], 0, "two contended acquisitions %lld ns apart do not pair", (long long)(2 * P));
 
-    /* B, CPU 3: a contended acquisition, one too late to pair with it, one
-     * that pairs (A passed there 3 pair windows ago), and one more that
-     * finds only its own entry. */
-    const struct cull_step b[] = {
-        {t + pair, 3}, {t + 3 * pair, 3}, {t + 3 * pair + pair / 2, 3}, {t + 4 * pair, 3}};
-    struct cull_calls cb = {b, 4, {0}};
-    cull_run(&cb);
-    cr_assert_eq(cb.got[0], 0, "a first contended acquisition");
-    cr_assert_eq(cb.got[1], 0, "two contended acquisitions %lld ns apart do not pair", (long long)(2 * pair));
-    cr_assert_eq(cb.got[2], yes, "a pair on a CPU another bound thread used just now (one CPU: never)");
-    cr_assert_eq(cb.got[3], 0, "its own entry does not count");
+    cr_assert_eq(cull_pair_at(t, 3, L), 0, "alone on CPU 3: sleeping would leave it idle");
+    cr_assert_eq(cull_pair_at(t + P, 3, L), 0, "CPU 3 shared, the lock's turn nobody's: CPU 3 takes it");
+    cr_assert_eq(cull_pair_at(t + 2 * P, 4, L), 0, "alone on CPU 4");
+    cr_assert_eq(cull_pair_at(t + 3 * P, 4, L), yes, "CPU 4 shared while CPU 3 has the turn: culled");
+    cr_assert_eq(cull_pair_at(t + 4 * P, 3, L), 0, "the turn's own CPU is never culled");
 
-    /* C, CPU 3, once B's entry is older than the shared window. */
-    const struct cull_step c[] = {{t + shared + 8 * pair, 3}, {t + shared + 8 * pair + pair / 2, 3}};
-    struct cull_calls cc = {c, 2, {0}};
-    cull_run(&cc);
-    cr_assert_eq(cc.got[1], 0, "an entry older than %lld ns does not count", (long long)shared);
+    /* Another lock has turns of its own: of 8 others (a hash picks the
+     * entry, and one may share the lock's), at least one is not culled on
+     * CPU 4 now.  Each takes its own lock's turn for CPU 4. */
+    int free_others = 0;
+    for (int i = 0; i < 8; i++)
+        free_others += !cull_pair_at(t + 5 * P + i, 4, &cull_other[i]);
+    cr_assert_geq(free_others, 1, "every other lock shared this lock's turn");
 
-    /* D, CPU 4, which nobody else used; E, CPU 5, with a bad CPU number in
-     * between (sched_getcpu failed: no cull, and the pair starts again). */
-    const struct cull_step d[] = {{t, 4}, {t + pair / 2, 4}};
-    struct cull_calls cd = {d, 2, {0}};
-    cull_run(&cd);
-    cr_assert_eq(cd.got[1], 0, "CPU 4 had no other bound thread");
-    const struct cull_step e[] = {{t, 5}, {t + pair / 4, -1}, {t + pair / 2, 5}};
-    struct cull_calls ce = {e, 3, {0}};
+    /* The turn ends: CPU 3 keeps renewing it (its bound threads pass every
+     * TEN / 3, less than SH apart) until just before its tenure is over,
+     * then a pair on CPU 4 (shared again: a thread there first) takes it,
+     * and CPU 3 waits. */
+    _Static_assert(KS_CULL_TENURE_NS / 3 + 8 * KS_CULL_PAIR_NS < KS_CULL_SHARED_NS, "renewals below");
+    cr_assert_eq(cull_pair_at(t + TEN / 3, 3, L), 0, "CPU 3 renews its turn");
+    cr_assert_eq(cull_pair_at(t + 2 * TEN / 3, 3, L), 0, "CPU 3 renews its turn");
+    cr_assert_eq(cull_pair_at(t + TEN - P, 3, L), 0, "CPU 3 renews its turn");
+    cr_assert_eq(cull_pair_at(t + TEN + P, 4, L), 0);
+    cr_assert_eq(cull_pair_at(t + TEN + 2 * P, 4, L), 0, "CPU 3's turn is %lld ns old: CPU 4 takes it",
+                 (long long)TEN);
+    cr_assert_eq(cull_pair_at(t + TEN + 3 * P, 3, L), yes, "now CPU 3 is the one culled");
+
+    /* A turn nobody renewed for SH is nobody's: CPU 3 (shared again: its
+     * last bound thread is older than SH, so one comes first) takes it. */
+    cr_assert_eq(cull_pair_at(t + TEN + SH + 5 * P, 3, L), 0);
+    cr_assert_eq(cull_pair_at(t + TEN + SH + 6 * P, 3, L), 0, "a turn left for %lld ns is nobody's",
+                 (long long)SH);
+
+    /* A CPU's bound thread older than SH does not make it shared, and no
+     * CPU number (sched_getcpu failed) means no cull, and the pair starts
+     * again. */
+    cr_assert_eq(cull_pair_at(t + TEN + 2 * SH + 10 * P, 4, L), 0, "CPU 4's last bound thread left long ago");
+    const struct cull_step e[] = {{t, 6}, {t + P / 4, -1}, {t + P / 2, 6}};
+    struct cull_calls ce = {e, 3, L, {0}};
     cull_run(&ce);
     cr_assert_eq(ce.got[1], 0, "no CPU number, no cull");
 }
@@ -404,6 +428,7 @@ struct cull_worker {
     struct cull_load *ld;
     int cpu; /* -1: not pinned */
     unsigned seed;
+    uint64_t ops; /* this worker's operations, read after the join */
 };
 
 static void *cull_worker(void *p)
@@ -432,6 +457,7 @@ static void *cull_worker(void *p)
             (void)*(volatile uint64_t *)&w->ld->counter;
         }
         cr_assert_eq(ks_rwlock_unlock(&w->ld->l), 0);
+        w->ops++;
     }
     __atomic_fetch_add(&w->ld->writes, writes, __ATOMIC_RELAXED); /* relaxed: read after join */
     return NULL;
@@ -439,8 +465,9 @@ static void *cull_worker(void *p)
 
 /* Run n workers in `mode`, CPU i % 2 of cpus[] each (cpus NULL: unpinned),
  * until `enough` culls were made in this process or `cap_ns` passed;
- * returns the culls made. */
-static uint64_t cull_load_run(int n, int mode, const int *cpus, uint64_t enough, int64_t cap_ns)
+ * returns the culls made, and the slowest worker's operations over the
+ * fastest's in *fair if fair is not NULL. */
+static uint64_t cull_load_run_fair(int n, int mode, const int *cpus, uint64_t enough, int64_t cap_ns, double *fair)
 {
     struct cull_load ld = {.stop = 0, .mode = mode};
     cr_assert_eq(ks_rwlock_init(&ld.l, KS_PRIVATE), 0);
@@ -448,19 +475,30 @@ static uint64_t cull_load_run(int n, int mode, const int *cpus, uint64_t enough,
     pthread_t t[8];
     const uint64_t c0 = ks_spin_culls();
     for (int i = 0; i < n; i++) {
-        w[i] = (struct cull_worker){&ld, cpus ? cpus[i % 2] : -1, (unsigned)i};
+        w[i] = (struct cull_worker){&ld, cpus ? cpus[i % 2] : -1, (unsigned)i, 0};
         kt_spawn(&t[i], cull_worker, &w[i]);
     }
     const int64_t end = ks_now() + cap_ns;
     while (ks_now() < end && ks_spin_culls() - c0 < enough)
         kt_sleep_ns(10 * KT_MS);
     __atomic_store_n(&ld.stop, 1, __ATOMIC_RELAXED); /* relaxed: see the worker */
-    for (int i = 0; i < n; i++)
+    uint64_t lo = UINT64_MAX, hi = 0;
+    for (int i = 0; i < n; i++) {
         kt_join(t[i]);
+        lo = w[i].ops < lo ? w[i].ops : lo;
+        hi = w[i].ops > hi ? w[i].ops : hi;
+    }
+    if (fair)
+        *fair = hi ? (double)lo / (double)hi : 0;
     cr_assert_eq(ld.counter, ld.writes, "%llu writes counted, the word says %llu",
                  (unsigned long long)ld.writes, (unsigned long long)ld.counter);
     cr_assert_eq(ks_rwlock_destroy(&ld.l), 0);
     return ks_spin_culls() - c0;
+}
+
+static uint64_t cull_load_run(int n, int mode, const int *cpus, uint64_t enough, int64_t cap_ns)
+{
+    return cull_load_run_fair(n, mode, cpus, enough, cap_ns, NULL);
 }
 
 Test(spin, only_untimed_readers_sharing_a_cpu_are_culled_and_only_when_asked, .timeout = 90)
@@ -497,6 +535,36 @@ Test(spin, only_untimed_readers_sharing_a_cpu_are_culled_and_only_when_asked, .t
      * the other two. */
     culls = cull_load_run(6, CL_READS, cpus, 1, 20 * KT_SLOW * 1000 * KT_MS);
     cr_assert_gt(culls, 0, "no cull in %d s of 6 lock-bound threads on 2 CPUs", 20 * KT_SLOW);
+}
+
+/* The turns.  The first version (no turns) culled a bound thread whenever
+ * another had passed on its CPU: with two untimed readers on one CPU and
+ * one on the other, the two culled each other while the third ran on, and
+ * the slowest thread made almost nothing (bench section 7, 3 and 4
+ * threads: fairness 0.00 and 0.02).  Now a CPU's threads are culled only
+ * while another CPU has the lock's turn, and the CPUs take turns. */
+Test(spin, the_cull_starves_no_thread_when_threads_share_cpus_unevenly_or_evenly, .timeout = 90)
+{
+    cpu_set_t set;
+    cr_assert_eq(sched_getaffinity(0, sizeof set, &set), 0);
+    int cpus[2], k = 0;
+    for (int c = 0; c < CPU_SETSIZE && k < 2; c++)
+        if (CPU_ISSET(c, &set))
+            cpus[k++] = c;
+    if (k < 2 || ks_usable_cpus() < 2)
+        return; /* one CPU: never a cull (the test above checks it) */
+    ks_spin_cull_set(1);
+    double fair = 0;
+    /* Two on one CPU, one on the other: the shared CPU keeps the turn (the
+     * lone thread's CPU never asks for it), so nobody is culled. */
+    uint64_t culls = cull_load_run_fair(3, CL_READS, cpus, UINT64_MAX, 1000 * KT_MS, &fair);
+    cr_assert_geq(fair, 0.1, "2 + 1 threads: the slowest made %.3f of the fastest's operations (%llu culls)", fair,
+                  (unsigned long long)culls);
+    /* Two on each: the CPUs take turns. */
+    culls = cull_load_run_fair(4, CL_READS, cpus, UINT64_MAX, 1000 * KT_MS, &fair);
+    cr_assert_gt(culls, 0, "no cull in 1 s of 2 + 2 lock-bound threads");
+    cr_assert_geq(fair, 0.1, "2 + 2 threads: the slowest made %.3f of the fastest's operations (%llu culls)", fair,
+                  (unsigned long long)culls);
 }
 
 /* ---- CPU guards ------------------------------------------------------------
