@@ -349,8 +349,9 @@ void ks_spin_waited(struct ks_spin *sp)
  * turn[hash(lock)]: bits 0-15: 1 + the CPU (modulo 65535), bits 16-39: when
  * it took the turn, bits 40-63: when a thread last passed (1)-(3) there
  * (24-bit times in 1024 ns units: they wrap every 17 s, so an entry left
- * that long may look fresh, which costs at most KS_CULL_SHARED_NS of wrong
- * decisions on that lock).  One word, relaxed, a hint like occupancy[]; two
+ * that long may look fresh, which costs at most KS_CULL_TENURE_NS of wrong
+ * decisions on that lock; a time slightly ahead of the reader's clock
+ * counts as now, see turn_ago).  One word, relaxed, a hint like occupancy[]; two
  * locks that hash together share their turns. */
 #define CULL_CPUS 256 /* higher CPU numbers fold onto these entries */
 static struct {
@@ -362,6 +363,19 @@ static struct {
     uint64_t v;
     char pad[KS_CACHELINE - sizeof(uint64_t)];
 } turn[CULL_TURNS] __attribute__((aligned(KS_CACHELINE)));
+
+/* A lock's entry: its address mixed (the 64-bit finaliser of MurmurHash3)
+ * so that locks in an array, whatever their stride, spread over the table. */
+static inline unsigned turn_index(const void *lock)
+{
+    uint64_t h = (uint64_t)(uintptr_t)lock;
+    h ^= h >> 33;
+    h *= 0xff51afd7ed558ccdull;
+    h ^= h >> 33;
+    h *= 0xc4ceb9fe1a85ec53ull;
+    h ^= h >> 33;
+    return (unsigned)h & (CULL_TURNS - 1);
+}
 static unsigned cull_next_id;
 static KS_TLS unsigned tls_cull_id;    /* 1..65535 once assigned */
 static KS_TLS int64_t tls_contended;   /* ks_now() of this thread's last contended acquisition */
@@ -393,7 +407,15 @@ void ks_spin_cull_set(int on)
 }
 
 #define TURN_UNITS(ns) ((uint64_t)(ns) >> 10 & 0xffffffu)
-#define TURN_AGO(now_u, then_u) (((now_u) - (then_u)) & 0xffffffu) /* wraps with the units */
+/* How long ago, in units, modulo 2^24; a time up to TURN_SLACK units ahead
+ * of ours (another thread stored it between our ks_now() and our load)
+ * counts as now, not as 17 s ago. */
+#define TURN_SLACK 64u
+static inline uint64_t turn_ago(uint64_t now_u, uint64_t then_u)
+{
+    const uint64_t d = (now_u - then_u) & 0xffffffu;
+    return d > 0xffffffu - TURN_SLACK ? 0 : d;
+}
 #define TURN(cpu1, since_u, seen_u) ((uint64_t)(cpu1) | (uint64_t)(since_u) << 16 | (uint64_t)(seen_u) << 40)
 #define TURN_CPU(v) ((unsigned)((v) & 0xffffu))
 #define TURN_SINCE(v) ((v) >> 16 & 0xffffffu)
@@ -420,12 +442,11 @@ int ks_spin_cull_decide(int64_t now, int cpu, const void *lock)
         return 0;
     /* (4), the turn.  relaxed (all): a hint, as occupancy[]; a lost store
      * gives one CPU a turn it did not take, or one cull too few. */
-    const uint64_t h = (uint64_t)(uintptr_t)lock * 0x9e3779b97f4a7c15ull;
-    uint64_t *tp = &turn[h >> 58 & (CULL_TURNS - 1)].v;
+    uint64_t *tp = &turn[turn_index(lock)].v;
     const uint64_t t = __atomic_load_n(tp, __ATOMIC_RELAXED), u = TURN_UNITS(now);
     const unsigned me = (unsigned)cpu % 0xffffu + 1;
-    if (t == 0 || TURN_AGO(u, TURN_SEEN(t)) > TURN_UNITS(KS_CULL_SHARED_NS) ||
-        (TURN_CPU(t) != me && TURN_AGO(u, TURN_SINCE(t)) > TURN_UNITS(KS_CULL_TENURE_NS))) {
+    if (t == 0 || turn_ago(u, TURN_SEEN(t)) > TURN_UNITS(KS_CULL_SHARED_NS) ||
+        (TURN_CPU(t) != me && turn_ago(u, TURN_SINCE(t)) > TURN_UNITS(KS_CULL_TENURE_NS))) {
         __atomic_store_n(tp, TURN(me, u, u), __ATOMIC_RELAXED); /* nobody's, or over: take it */
         return 0;
     }
@@ -433,7 +454,7 @@ int ks_spin_cull_decide(int64_t now, int cpu, const void *lock)
         return 1;
     /* Ours: say we are still here, at most once per 16 units (16 us), to
      * keep the line in this CPU's cache. */
-    if (TURN_AGO(u, TURN_SEEN(t)) > 16)
+    if (turn_ago(u, TURN_SEEN(t)) > 16)
         __atomic_store_n(tp, TURN(me, TURN_SINCE(t), u), __ATOMIC_RELAXED);
     return 0;
 }
