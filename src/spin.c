@@ -385,8 +385,9 @@ static uint32_t cull_word;             /* never written or woken: a cull ends by
 #define CULL_UNITS(ns) ((uint64_t)(ns) >> 10 & ((1ull << 48) - 1))
 
 /* Off unless KSYNC_CULL=1 (or on, yes) is in the environment (read once,
- * before main) or ks_spin_cull_set turned it on: the cull trades fairness
- * for throughput (docs/spin.md, "What it costs").  relaxed: a switch; a
+ * before main) or ks_spin_cull_set turned it on: with work between
+ * acquisitions it can cost more than it saves (docs/spin.md, "What it
+ * costs").  relaxed: a switch; a
  * thread that sees it late makes one decision the old way. */
 static int cull_on;
 
