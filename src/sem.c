@@ -33,10 +33,14 @@
  * unit at each end; then it clears WAKING as before.  A watcher answers
  * for the units posted while it sleeps within its timeout: that is the
  * price, a unit nobody re-takes waits up to 160 us (plus the timer's slack)
- * for a watcher.  Waits that must report EINTR (KS_WAIT_EINTR, the
- * drop-in's sem_wait) do not watch: a timed sleep ends in EINTR under
- * SA_RESTART, where glibc's untimed sem_wait is restarted.  Nor do waiters
- * of a KS_SHARED semaphore (see wait_core).
+ * for a watcher.  The drop-in's untimed sem_wait (KS_WAIT_EINTR |
+ * KS_WAIT_UNTIMED) does not watch: a timed sleep ends in EINTR under
+ * SA_RESTART, where glibc's untimed sem_wait is restarted.  Its
+ * sem_timedwait and sem_clockwait do: their sleeps are timed anyway, and a
+ * signal that ends a watch ends the call with EINTR as it would have ended
+ * the sleep (the watcher unregisters, which clears WAKING and passes a
+ * unit that is there to another waiter).  Nor do waiters of a KS_SHARED
+ * semaphore (see wait_core).
  *
  * No lost wake-up.  Claim: whenever V > 0 and N > 0, a registered waiter is
  * awake in its loop, a wake is in flight to a sleeper, or a watcher's timed
@@ -315,14 +319,16 @@ static int wait_core(ks_sem_t *s, int64_t deadline, unsigned opts, int *waited)
     /* Watching (see the comment at the top): after a wake-up that found no
      * unit, sleep with WAKING kept set for `watch` ns, doubling up to
      * KS_SEM_WATCH_MAX_NS, instead of clearing it for the next post to
-     * wake someone else.  Not for KS_WAIT_EINTR callers: a timed sleep
-     * would end in EINTR where an untimed one is restarted (src/futex.c).
+     * wake someone else.  Not for the drop-in's untimed sem_wait: a timed
+     * sleep would end in EINTR where an untimed one is restarted
+     * (src/futex.c); its timed waits sleep timed anyway, and an EINTR
+     * during a watch leaves through unregister() like any other.
      * Not for KS_SHARED semaphores: a watcher's process killed while it
      * watches would leave WAKING set, and posts would wake nobody until a
      * sleeper's slice ended (KS_PEER_RECHECK_NS, a second); and a shared
      * sleep's slice ends as a spurious return, which would start a watch
      * every second. */
-    const int may_watch = !(opts & KS_WAIT_EINTR) && !(fl & KS_SHARED);
+    const int may_watch = (opts & untimed) != untimed && !(fl & KS_SHARED);
     int64_t watch = 0;
     for (;;) {
         if (take_or_settle(s, &v, fl, watch != 0)) {

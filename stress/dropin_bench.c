@@ -21,6 +21,11 @@
  *                                  read-mostly rwlock: each thread takes the
  *                                  write lock on every K-th operation
  *                                  (default 100), the read lock otherwise
+ *   dropin-bench --limiter [--timed] --threads T --seconds S [--permits P]
+ *                                  T threads through a P-permit sem_t
+ *                                  (default 3): sem_wait (--timed:
+ *                                  sem_timedwait, deadline 1 h away); 300
+ *                                  ns of work (timed on the clock); sem_post
  *
  * Each measurement prints one line, "NAME key=value ...", with the rate as
  * ops_per_s (handoff: round trips per second).  The program checks what it
@@ -35,6 +40,7 @@
 #include <errno.h>
 #include <pthread.h>
 #include <sched.h>
+#include <semaphore.h>
 #include <stdatomic.h>
 #include <stdint.h>
 #include <stdio.h>
@@ -321,6 +327,70 @@ static int run_rwlock(int nthr, double seconds)
     return 0;
 }
 
+/* ---- (d) semaphore limiter ------------------------------------------------ */
+
+static sem_t lim;
+static int lim_timed, lim_permits = 3;
+static atomic_int lim_inside;
+
+static void *limiter_body(void *arg)
+{
+    struct thr *t = arg;
+    uint64_t n = 0;
+    struct timespec far;
+    clock_gettime(CLOCK_REALTIME, &far);
+    far.tv_sec += 3600;
+    wait_go();
+    while (!stopped()) {
+        int r = lim_timed ? sem_timedwait(&lim, &far) : sem_wait(&lim);
+        if (r != 0) {
+            if (errno == EINTR)
+                continue;
+            die(lim_timed ? "sem_timedwait" : "sem_wait", errno);
+        }
+        if (atomic_fetch_add_explicit(&lim_inside, 1, memory_order_relaxed) >= lim_permits)
+            t->bad = 1;
+        const double until = now_s() + 300e-9;
+        while (now_s() < until)
+            ;
+        atomic_fetch_sub_explicit(&lim_inside, 1, memory_order_relaxed);
+        if (sem_post(&lim) != 0)
+            die("sem_post", errno);
+        n++;
+    }
+    t->ops = n;
+    return NULL;
+}
+
+static int run_limiter(int nthr, double seconds)
+{
+    struct thr *t = aligned_alloc(LINE, sizeof *t * (size_t)nthr);
+    if (!t)
+        die("aligned_alloc", ENOMEM);
+    memset(t, 0, sizeof *t * (size_t)nthr);
+    if (sem_init(&lim, 0, (unsigned)lim_permits) != 0)
+        die("sem_init", errno);
+    double el = run_timed(t, nthr, limiter_body, seconds);
+    uint64_t total, lo, hi;
+    int bad = 0;
+    spread(t, nthr, &total, &lo, &hi);
+    for (int i = 0; i < nthr; i++)
+        bad |= t[i].bad;
+    int v = -1;
+    sem_getvalue(&lim, &v);
+    printf("limiter threads=%d permits=%d wait=%s seconds=%.2f ops=%llu ops_per_s=%.0f fairness=%.2f\n", nthr,
+           lim_permits, lim_timed ? "sem_timedwait" : "sem_wait", el, (unsigned long long)total,
+           (double)total / el, hi ? (double)lo / (double)hi : 0.0);
+    free(t);
+    sem_destroy(&lim);
+    if (bad || v != lim_permits) {
+        fprintf(stderr, "dropin-bench: limiter: more than %d threads inside, or %d permits at the end\n",
+                lim_permits, v);
+        return 1;
+    }
+    return 0;
+}
+
 /* ---- options -------------------------------------------------------------- */
 
 static void usage(void)
@@ -329,7 +399,8 @@ static void usage(void)
             "usage: dropin-bench --uncontended N | --empty N\n"
             "       dropin-bench [--threads T] [--seconds S]            (contended counter)\n"
             "       dropin-bench --handoff [--seconds S]\n"
-            "       dropin-bench --rwlock [--threads T] [--seconds S] [--write-every K]\n");
+            "       dropin-bench --rwlock [--threads T] [--seconds S] [--write-every K]\n"
+            "       dropin-bench --limiter [--timed] [--threads T] [--seconds S] [--permits P]\n");
     exit(2);
 }
 
@@ -345,7 +416,7 @@ static unsigned long long num(const char *s, unsigned long long lo, unsigned lon
 
 int main(int argc, char **argv)
 {
-    enum { COUNTER, UNCONTENDED, EMPTY, HANDOFF, RWLOCK } mode = COUNTER;
+    enum { COUNTER, UNCONTENDED, EMPTY, HANDOFF, RWLOCK, LIMITER } mode = COUNTER;
     uint64_t iters = 0;
     int nthr = 2;
     double seconds = 1.0;
@@ -377,6 +448,13 @@ int main(int argc, char **argv)
             mode = HANDOFF;
         } else if (!strcmp(a, "--rwlock")) {
             mode = RWLOCK;
+        } else if (!strcmp(a, "--limiter")) {
+            mode = LIMITER;
+        } else if (!strcmp(a, "--timed")) {
+            lim_timed = 1;
+        } else if (!strcmp(a, "--permits") && v) {
+            lim_permits = (int)num(v, 1, 1000);
+            i++;
         } else {
             usage();
         }
@@ -389,6 +467,7 @@ int main(int argc, char **argv)
     case EMPTY: rc = run_uncontended(iters, 1); break;
     case HANDOFF: rc = run_handoff(seconds); break;
     case RWLOCK: rc = run_rwlock(nthr, seconds); break;
+    case LIMITER: rc = run_limiter(nthr, seconds); break;
     default: rc = run_counter(nthr, seconds); break;
     }
     fflush(stdout);

@@ -15,6 +15,8 @@
 #              taken alternately, then the ratio ksync / glibc
 #   handoff    two threads passing a token through a mutex and two condvars
 #   rwlock     16 threads, read lock, write lock on every 100th operation
+#   limiter    16 threads through a 3-permit sem_t, 300 ns of work each
+#              time: sem_wait, then sem_timedwait (a deadline 1 h away)
 #
 # The targets (reported, never failed on): fewer instructions than glibc
 # uncontended; the counter at least 1.2x glibc at 2 threads and 1.5x at 16.
@@ -181,3 +183,5 @@ timed counter2 "counter, 2 threads" --threads 2 --seconds "$SECS"
 timed counter16 "counter, 16 threads" --threads 16 --seconds "$SECS"
 timed handoff "cond handoff, 2 threads" --handoff --seconds "$SECS"
 timed rwlock "rwlock 1% writes, 16 thr" --rwlock --threads 16 --seconds "$SECS"
+timed limiter "sem_wait limiter, 16 thr" --limiter --threads 16 --seconds "$SECS"
+timed limiter "sem_timedwait limiter, 16" --limiter --timed --threads 16 --seconds "$SECS"

@@ -316,6 +316,162 @@ Test(psem, shared_far_sem_timedwait_interrupted_by_a_handler, .timeout = 30)
     interrupted(1, 2, 1, 1);
 }
 
+/* A limiter of timed waits under a storm of signals.  sem_timedwait and
+ * sem_clockwait watch (src/sem.c, "The watch": a waiter woken into no unit
+ * keeps WAKING set and sleeps short timed sleeps instead of letting the
+ * next post wake another); a handler (no SA_RESTART) that ends a watch
+ * ends the call with EINTR, and the watcher must give WAKING back on the
+ * way out, or posts stop waking the sleepers and the limiter stalls until
+ * their deadlines.  12 threads on 3 permits, for 1 s, rounds of wait;
+ * work; post, retrying on EINTR, while the main thread signals one of them
+ * every 20 us: no more than 3 inside at once, every thread out within its
+ * bound once told to stop, no error but EINTR (a stalled limiter fails
+ * its waits with ETIMEDOUT), and some EINTR (the storm did interrupt
+ * waits). */
+#define LIM_THREADS 12
+#define LIM_PERMITS 3
+
+struct lim {
+    sem_t s;
+    int inside, max_inside, stop, errors;
+    uint64_t eintr, rounds;
+};
+
+static void *lim_worker(void *p)
+{
+    struct lim *l = p;
+    uint64_t i = 0;
+    while (!__atomic_load_n(&l->stop, __ATOMIC_RELAXED)) { /* relaxed: a flag polled */
+        int r;
+        if (i & 1) {
+            struct timespec dl = dt_deadline(CLOCK_MONOTONIC, 15 * DT_S);
+            r = sem_clockwait(&l->s, CLOCK_MONOTONIC, &dl);
+        } else {
+            struct timespec dl = dt_deadline(CLOCK_REALTIME, 15 * DT_S);
+            r = sem_timedwait(&l->s, &dl);
+        }
+        if (r != 0) {
+            if (errno == EINTR)
+                __atomic_add_fetch(&l->eintr, 1, __ATOMIC_RELAXED);
+            else
+                __atomic_add_fetch(&l->errors, 1, __ATOMIC_RELAXED);
+            continue;
+        }
+        /* The semaphore orders these; relaxed is enough for a count. */
+        int in = __atomic_add_fetch(&l->inside, 1, __ATOMIC_RELAXED);
+        int m = __atomic_load_n(&l->max_inside, __ATOMIC_RELAXED);
+        while (in > m && !__atomic_compare_exchange_n(&l->max_inside, &m, in, 1, __ATOMIC_RELAXED, __ATOMIC_RELAXED))
+            ;
+        for (volatile int k = 0; k < 200; k++)
+            ;
+        __atomic_sub_fetch(&l->inside, 1, __ATOMIC_RELAXED);
+        if (sem_post(&l->s) != 0)
+            __atomic_add_fetch(&l->errors, 1, __ATOMIC_RELAXED);
+        i++;
+    }
+    __atomic_add_fetch(&l->rounds, i, __ATOMIC_RELAXED);
+    return NULL;
+}
+
+Test(psem, timed_waits_limiter_under_a_signal_storm, .timeout = 60)
+{
+    static struct lim l;
+    memset(&l, 0, sizeof l);
+    cr_assert_eq(sem_init(&l.s, 0, LIM_PERMITS), 0);
+    dt_install_handler(SIGUSR1, 0);
+    dt_signals_seen = 0;
+    pthread_t t[LIM_THREADS];
+    for (int i = 0; i < LIM_THREADS; i++)
+        dt_spawn(&t[i], lim_worker, &l);
+    unsigned x = 12345;
+    const int64_t end = dt_now(CLOCK_MONOTONIC) + DT_S;
+    while (dt_now(CLOCK_MONOTONIC) < end) {
+        x = x * 1103515245u + 12345u;
+        cr_assert_eq(pthread_kill(t[(x >> 16) % LIM_THREADS], SIGUSR1), 0);
+        dt_sleep_ns(20000);
+    }
+    __atomic_store_n(&l.stop, 1, __ATOMIC_RELAXED); /* relaxed: see the worker */
+    for (int i = 0; i < LIM_THREADS; i++)
+        dt_join(t[i]);
+    signal(SIGUSR1, SIG_DFL);
+    cr_assert_eq(l.errors, 0, "%d waits or posts failed other than with EINTR", l.errors);
+    cr_assert_leq(l.max_inside, LIM_PERMITS, "%d threads inside a %d-permit limiter", l.max_inside, LIM_PERMITS);
+    cr_assert_gt(l.eintr, 0, "no wait was interrupted (%d signals handled, %llu rounds)", (int)dt_signals_seen,
+                 (unsigned long long)l.rounds);
+    cr_assert_eq(value_of(&l.s), LIM_PERMITS);
+    cr_assert_eq(sem_destroy(&l.s), 0);
+}
+
+/* The same, pinned down: A sleeps, then B; a post wakes A (the first
+ * sleeper) and the main thread takes the unit first, so A, finding none,
+ * starts watching with WAKING set; a signal ends A's call with EINTR.  A
+ * post must then wake B.  Had A left WAKING set, that post (0 -> 1, WAKING
+ * seen) would wake nobody and B would sleep to its deadline.  The signal
+ * does not always land inside A's watch (300 us at most), so 40 rounds,
+ * at delays that sweep it. */
+struct wpair {
+    sem_t s;
+    int tid[2], ret[2], err[2];
+};
+struct wside {
+    struct wpair *p;
+    int i;
+};
+
+static void *wpair_waiter(void *arg)
+{
+    struct wside *w = arg;
+    dt_publish_tid(&w->p->tid[w->i]);
+    struct timespec dl = dt_deadline(CLOCK_REALTIME, 10 * DT_S);
+    int r = sem_timedwait(&w->p->s, &dl);
+    w->p->err[w->i] = r == 0 ? 0 : errno;
+    w->p->ret[w->i] = r;
+    return NULL;
+}
+
+Test(psem, a_timed_waiter_interrupted_in_its_watch_lets_the_next_post_wake_another, .timeout = 120)
+{
+    dt_install_handler(SIGUSR1, 0);
+    int eintr = 0;
+    for (int round = 0; round < 40; round++) {
+        static struct wpair p;
+        memset(&p, 0, sizeof p);
+        cr_assert_eq(sem_init(&p.s, 0, 0), 0);
+        struct wside a = {&p, 0}, b = {&p, 1};
+        pthread_t ta, tb;
+        dt_spawn(&ta, wpair_waiter, &a);
+        dt_wait_blocked(&p.tid[0], "A");
+        dt_spawn(&tb, wpair_waiter, &b);
+        dt_wait_blocked(&p.tid[1], "B");
+        cr_assert_eq(sem_post(&p.s), 0);
+        int stolen = sem_trywait(&p.s) == 0;
+        /* Into A's watch: the first signal 0 to 285 us after the theft
+         * (busy-waited: a sleep that short is mostly timer slack).  One
+         * that lands while A runs interrupts nothing: again, until A
+         * returns. */
+        const int64_t at = dt_now(CLOCK_MONOTONIC) + (round % 20) * 15000;
+        while (dt_now(CLOCK_MONOTONIC) < at)
+            ;
+        int joined = 0;
+        for (int k = 0; k < 5000 && !joined; k++) {
+            cr_assert_eq(pthread_kill(ta, SIGUSR1), 0);
+            joined = dt_join_within(ta, DT_MS, NULL) == 0;
+        }
+        cr_assert(joined, "round %d: A never returned", round);
+        cr_assert(p.ret[0] == 0 ? !stolen : p.err[0] == EINTR, "round %d: A returned %d, errno %d", round,
+                  p.ret[0], p.err[0]);
+        eintr += p.ret[0] != 0;
+        cr_assert_eq(sem_post(&p.s), 0);
+        cr_assert_eq(dt_join_within(tb, 2 * DT_S, NULL), 0, "round %d: a post woke nobody (A: %s)", round,
+                     p.ret[0] ? "EINTR" : "took the unit");
+        cr_assert_eq(p.ret[1], 0, "round %d: B returned %d, errno %d", round, p.ret[1], p.err[1]);
+        cr_assert_eq(value_of(&p.s), 0);
+        cr_assert_eq(sem_destroy(&p.s), 0);
+    }
+    signal(SIGUSR1, SIG_DFL);
+    cr_assert_gt(eintr, 0, "no round interrupted A");
+}
+
 /* ---- cancellation ---------------------------------------------------------------------------- */
 
 struct canc {
