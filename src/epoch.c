@@ -435,15 +435,20 @@ void ks_epoch_flush(void)
 }
 
 /* Sleep a little while waiting for readers: yield first, then back off up
- * to 1 ms (a reader preempted inside a section needs the CPU to leave it). */
+ * to 1 ms (a reader preempted inside a section needs the CPU to leave it).
+ * The naps are timed futex waits on a word nobody writes or wakes, not
+ * nanosleep: nanosleep is a cancellation point, and no ksync call is one
+ * (a pending cancel acted inside ks_epoch_barrier, and so inside a retire
+ * that waits at KS_EPOCH_MAX; tests/test_epoch.c checks it). */
+static uint32_t nap_word;
+
 static void backoff(unsigned *round)
 {
     if (*round < 8) {
         sched_yield();
     } else {
-        long ns = 1000L << (*round < 18 ? *round - 8 : 10);
-        struct timespec ts = {0, ns > 1000000 ? 1000000 : ns};
-        nanosleep(&ts, NULL);
+        int64_t ns = (int64_t)1000 << (*round < 18 ? *round - 8 : 10);
+        ks_futex_wait(&nap_word, 0, ks_now() + (ns > 1000000 ? 1000000 : ns), 0); /* ends by its timeout */
     }
     (*round)++;
 }

@@ -1298,3 +1298,51 @@ Test(epoch, a_section_ended_inside_the_exit_hooks_leave_does_not_release_the_rec
     cr_assert(__atomic_load_n(&nl.x_done, __ATOMIC_ACQUIRE));
     cr_assert_eq(nl.freed, 1);
 }
+
+/* No ksync call is a cancellation point.  A barrier that waits for a reader
+ * naps between its looks; the naps were nanosleep, a cancellation point, so
+ * a cancel pending in the barrier's thread acted inside the barrier (and
+ * inside a retire that waits at KS_EPOCH_MAX).  Here a reader stays in its
+ * section for 50 ms while a thread with a cancel pending (deferred) calls
+ * ks_epoch_barrier: the barrier returns 0, and the cancel acts at the
+ * thread's own pthread_testcancel() afterwards. */
+struct nap_reader {
+    int in;
+};
+
+static void *nap_reader_main(void *p)
+{
+    struct nap_reader *r = p;
+    cr_assert_eq(ks_epoch_enter(), 0);
+    __atomic_store_n(&r->in, 1, __ATOMIC_RELEASE); /* release: the test waits for it */
+    kt_sleep_ns(50 * KT_MS);
+    cr_assert_eq(ks_epoch_exit(), 0);
+    return NULL;
+}
+
+static int nap_barrier_returned = -1;
+
+static void *nap_barrier_main(void *p)
+{
+    (void)p;
+    cr_assert_eq(pthread_cancel(pthread_self()), 0); /* pending: deferred, enabled */
+    int e = ks_epoch_barrier();
+    __atomic_store_n(&nap_barrier_returned, e, __ATOMIC_RELEASE); /* release: read after the join */
+    pthread_testcancel();
+    return NULL;
+}
+
+Test(epoch, a_barrier_that_waits_for_a_reader_is_not_a_cancellation_point, .timeout = 30)
+{
+    struct nap_reader r = {0};
+    pthread_t rt, bt;
+    kt_spawn(&rt, nap_reader_main, &r);
+    while (!__atomic_load_n(&r.in, __ATOMIC_ACQUIRE)) /* acquire: see the reader */
+        kt_sleep_ns(KT_MS);
+    kt_spawn(&bt, nap_barrier_main, NULL);
+    void *res = kt_join(bt);
+    cr_assert_eq(__atomic_load_n(&nap_barrier_returned, __ATOMIC_ACQUIRE), 0,
+                 "the pending cancel acted inside ks_epoch_barrier (it returned %d)", nap_barrier_returned);
+    cr_assert_eq(res, PTHREAD_CANCELED, "the cancel did not act at pthread_testcancel");
+    kt_join(rt);
+}
