@@ -51,7 +51,12 @@
  * and only (a) together with taking a unit, in which case it re-arms WAKING
  * and wakes another if V > 1 and N > 1, or (b) when it observed V == 0.
  * A watcher sets or keeps WAKING only when it observed V == 0 and is about
- * to sleep with a timeout, after which it runs its loop again.
+ * to sleep with a timeout, after which it runs its loop again.  (A signal
+ * handler that runs on a watcher delays that look until it returns: a post
+ * meanwhile wakes nobody, and the watcher takes the unit after its handler.
+ * No unit is lost, but another sleeper waits for the handler; a review's
+ * reproducer with a 300 ms handler.  The library cannot act before a
+ * handler runs.)
  * Posts that find V > 0 need not wake: the units they add are either taken by
  * the running threads, or found by the woken waiter, which chains.  A waiter
  * between its clearing CAS and FUTEX_WAIT sleeps only if the low word is
@@ -312,8 +317,9 @@ static int wait_core(ks_sem_t *s, int64_t deadline, unsigned opts, int *waited)
     /* The drop-in layer's sem_wait (KS_WAIT_EINTR | KS_WAIT_UNTIMED) sleeps
      * unsliced, as glibc's: a sliced sleep is a timed FUTEX_WAIT, which a
      * signal handler ends with EINTR even under SA_RESTART (src/futex.c).
-     * A sem_timedwait whose deadline is too far to count (KS_FOREVER) stays
-     * sliced: a timed wait, EINTR under any handler, as glibc's. */
+     * A sem_timedwait whose abstime is too far to count stays a timed
+     * wait, EINTR under any handler, as glibc's: the layer passes it as
+     * KS_FOREVER - 1 (src/dropin/psem.c). */
     const unsigned untimed = KS_WAIT_EINTR | KS_WAIT_UNTIMED;
     const unsigned sfl = (opts & untimed) == untimed ? fl | KS_FUTEX_NOSLICE : fl;
     /* Watching (see the comment at the top): after a wake-up that found no

@@ -24,7 +24,8 @@
  *   dropin-bench --limiter [--timed] --threads T --seconds S [--permits P]
  *                                  T threads through a P-permit sem_t
  *                                  (default 3): sem_wait (--timed:
- *                                  sem_timedwait, deadline 1 h away); 300
+ *                                  sem_timedwait, deadline 1 h after the
+ *                                  run); 300
  *                                  ns of work (timed on the clock); sem_post
  *
  * Each measurement prints one line, "NAME key=value ...", with the rate as
@@ -331,15 +332,16 @@ static int run_rwlock(int nthr, double seconds)
 
 static sem_t lim;
 static int lim_timed, lim_permits = 3;
+static double lim_seconds;
 static atomic_int lim_inside;
 
 static void *limiter_body(void *arg)
 {
     struct thr *t = arg;
     uint64_t n = 0;
-    struct timespec far;
+    struct timespec far; /* an hour past the end of the run */
     clock_gettime(CLOCK_REALTIME, &far);
-    far.tv_sec += 3600;
+    far.tv_sec += 3600 + (time_t)lim_seconds;
     wait_go();
     while (!stopped()) {
         int r = lim_timed ? sem_timedwait(&lim, &far) : sem_wait(&lim);
@@ -368,6 +370,7 @@ static int run_limiter(int nthr, double seconds)
     if (!t)
         die("aligned_alloc", ENOMEM);
     memset(t, 0, sizeof *t * (size_t)nthr);
+    lim_seconds = seconds;
     if (sem_init(&lim, 0, (unsigned)lim_permits) != 0)
         die("sem_init", errno);
     double el = run_timed(t, nthr, limiter_body, seconds);
@@ -420,6 +423,7 @@ int main(int argc, char **argv)
     uint64_t iters = 0;
     int nthr = 2;
     double seconds = 1.0;
+    int limiter_opts = 0;
 
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i];
@@ -452,14 +456,18 @@ int main(int argc, char **argv)
             mode = LIMITER;
         } else if (!strcmp(a, "--timed")) {
             lim_timed = 1;
+            limiter_opts = 1;
         } else if (!strcmp(a, "--permits") && v) {
             lim_permits = (int)num(v, 1, 1000);
+            limiter_opts = 1;
             i++;
         } else {
             usage();
         }
     }
 
+    if (limiter_opts && mode != LIMITER)
+        usage(); /* --timed and --permits belong to --limiter */
     go_multithreaded();
     int rc;
     switch (mode) {

@@ -16,7 +16,7 @@
 #   handoff    two threads passing a token through a mutex and two condvars
 #   rwlock     16 threads, read lock, write lock on every 100th operation
 #   limiter    16 threads through a 3-permit sem_t, 300 ns of work each
-#              time: sem_wait, then sem_timedwait (a deadline 1 h away)
+#              time: sem_wait, then sem_timedwait (a deadline 1 h after the run)
 #
 # The targets (reported, never failed on): fewer instructions than glibc
 # uncontended; the counter at least 1.2x glibc at 2 threads and 1.5x at 16.

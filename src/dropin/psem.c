@@ -112,6 +112,13 @@ static int clockwait(sem_t *sem, clockid_t clock, const struct timespec *abstime
     int r = ks_pt_deadline(clock, abstime, &deadline);
     if (r)
         return fail(r);
+    /* An abstime too far to count: still a timed futex wait, as glibc's,
+     * which a handler ends with EINTR even under SA_RESTART.  As
+     * KS_FOREVER, a private semaphore's sleep was one untimed wait, which
+     * the kernel restarts (a review's reproducer: restarted 20 times in 20
+     * where glibc returned EINTR). */
+    if (deadline == KS_FOREVER)
+        deadline = KS_FOREVER - 1;
     return sem_wait_until(sem, deadline, 0, site);
 }
 
