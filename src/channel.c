@@ -938,7 +938,7 @@ static int open_mapped(int fd, unsigned role, int creating, size_t ring, size_t 
     return 0;
 }
 
-int ks_channel_create(const char *name, size_t capacity, size_t max_msg, unsigned role, ks_channel_t **out)
+static int channel_create(const char *name, size_t capacity, size_t max_msg, unsigned role, ks_channel_t **out)
 {
     if (!out || !valid_role(role) || max_msg == 0 || max_msg > KS_CHANNEL_MAX_MSG || capacity == 0 ||
         capacity > KS_CHANNEL_MAX_CAPACITY)
@@ -963,7 +963,7 @@ int ks_channel_create(const char *name, size_t capacity, size_t max_msg, unsigne
     return e;
 }
 
-int ks_channel_open_fd(int fd, unsigned role, ks_channel_t **out)
+static int channel_open_fd(int fd, unsigned role, ks_channel_t **out)
 {
     if (!out || !valid_role(role) || fd < 0)
         return EINVAL;
@@ -976,7 +976,7 @@ int ks_channel_open_fd(int fd, unsigned role, ks_channel_t **out)
     return e;
 }
 
-int ks_channel_open(const char *name, unsigned role, ks_channel_t **out)
+static int channel_open(const char *name, unsigned role, ks_channel_t **out)
 {
     if (!name || !out || !valid_role(role))
         return EINVAL;
@@ -989,6 +989,32 @@ int ks_channel_open(const char *name, unsigned role, ks_channel_t **out)
     return e;
 }
 
+/* Not cancellation points (docs/conventions.md): shm_open and close are,
+ * and a cancel acting in one left a descriptor or the handle behind. */
+int ks_channel_create(const char *name, size_t capacity, size_t max_msg, unsigned role, ks_channel_t **out)
+{
+    const int c = ks_nocancel_begin();
+    const int e = channel_create(name, capacity, max_msg, role, out);
+    ks_nocancel_end(c);
+    return e;
+}
+
+int ks_channel_open_fd(int fd, unsigned role, ks_channel_t **out)
+{
+    const int c = ks_nocancel_begin();
+    const int e = channel_open_fd(fd, role, out);
+    ks_nocancel_end(c);
+    return e;
+}
+
+int ks_channel_open(const char *name, unsigned role, ks_channel_t **out)
+{
+    const int c = ks_nocancel_begin();
+    const int e = channel_open(name, role, out);
+    ks_nocancel_end(c);
+    return e;
+}
+
 int ks_channel_unlink(const char *name)
 {
     if (!name)
@@ -996,7 +1022,7 @@ int ks_channel_unlink(const char *name)
     return shm_unlink(name) ? errno : 0;
 }
 
-int ks_channel_close(ks_channel_t *ch)
+static int channel_close(ks_channel_t *ch)
 {
     if (!ch)
         return EINVAL;
@@ -1016,6 +1042,14 @@ int ks_channel_close(ks_channel_t *ch)
     close(ch->fd);
     free(ch);
     return 0;
+}
+
+int ks_channel_close(ks_channel_t *ch)
+{
+    const int c = ks_nocancel_begin();
+    const int e = channel_close(ch);
+    ks_nocancel_end(c);
+    return e;
 }
 
 int ks_channel_fd(const ks_channel_t *ch)

@@ -3,6 +3,7 @@
 #define KS_INTERNAL_H
 
 #include <errno.h>
+#include <pthread.h>
 #include <stddef.h>
 #include <stdint.h>
 
@@ -11,6 +12,19 @@
 #include <ksync/common.h>
 #include <ksync/time.h>
 #include <ksync/debug.h>
+
+/* No ksync call is a cancellation point (docs/conventions.md), except the
+ * drop-in layer's POSIX calls that are one and waits that ask for it
+ * (KS_WAIT_CANCEL).  A call that makes a system call which is one (open,
+ * close, pthread_join, write) brackets it with these: a cancel pending or
+ * arriving meanwhile acts at the caller's next cancellation point. */
+static inline int ks_nocancel_begin(void)
+{
+    int old = PTHREAD_CANCEL_ENABLE;
+    pthread_setcancelstate(PTHREAD_CANCEL_DISABLE, &old);
+    return old;
+}
+static inline void ks_nocancel_end(int old) { pthread_setcancelstate(old, NULL); }
 
 #define KS_HIDDEN __attribute__((visibility("hidden")))
 

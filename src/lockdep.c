@@ -1356,6 +1356,9 @@ int ks_lockdep_watchdog(int threshold_ms)
         return EINVAL;
     int was_busy = me.busy;
     me.busy = 1;
+    /* Not a cancellation point (docs/conventions.md): stopping joins the
+     * watchdog thread while wd_setup is held. */
+    const int cancel = ks_nocancel_begin();
     ks_mutex_lock(&wd_setup);
     if (wd_state && wd_pid != getpid())
         wd_state = 0; /* a fork child: the thread is its parent's */
@@ -1393,6 +1396,7 @@ int ks_lockdep_watchdog(int threshold_ms)
         }
     }
     ks_mutex_unlock(&wd_setup);
+    ks_nocancel_end(cancel);
     me.busy = was_busy;
     return e;
 }

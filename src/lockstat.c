@@ -949,7 +949,19 @@ static long by_class(struct cls **out, size_t *locks)
     return (long)nc;
 }
 
+static int report(FILE *f);
+
+/* Not a cancellation point (docs/conventions.md): stdio writes may be one,
+ * and a cancel acting there left the snapshot allocated. */
 int ks_lockstat_report(FILE *f)
+{
+    const int c = ks_nocancel_begin();
+    const int e = report(f);
+    ks_nocancel_end(c);
+    return e;
+}
+
+static int report(FILE *f)
 {
     if (!f)
         return EINVAL;
@@ -1102,7 +1114,7 @@ static void unpublish_at_exit(void)
     ks_mutex_unlock(&setup);
 }
 
-int ks_lockstat_publish(int interval_ms)
+static int publish(int interval_ms)
 {
     if (interval_ms < 0)
         return EINVAL;
@@ -1182,6 +1194,17 @@ int ks_lockstat_publish(int interval_ms)
         }
     }
     ks_mutex_unlock(&setup);
+    return e;
+}
+
+/* Not a cancellation point (docs/conventions.md): publish() joins the
+ * publisher thread and opens and closes the page, all cancellation points,
+ * while it holds `setup`; a cancel acting there left `setup` locked. */
+int ks_lockstat_publish(int interval_ms)
+{
+    const int c = ks_nocancel_begin();
+    const int e = publish(interval_ms);
+    ks_nocancel_end(c);
     return e;
 }
 

@@ -1507,3 +1507,40 @@ Test(channel, a_first_receiver_killed_inside_open_ends_a_waiting_sender, .timeou
 {
     first_peer_killed_inside_open(1);
 }
+
+/* No ksync call is a cancellation point (docs/conventions.md).  create and
+ * close make system calls that are (close; shm_open for a named channel):
+ * a cancel pending in the caller acted inside them, and close then left the
+ * handle allocated.  Now both return, and the cancel acts at the caller's
+ * own pthread_testcancel(). */
+static int chan_nocancel_done;
+
+static void *chan_nocancel_main(void *p)
+{
+    const char *name = p;
+    cr_assert_eq(pthread_cancel(pthread_self()), 0); /* pending: deferred, enabled */
+    ks_channel_t *ch = NULL;
+    cr_assert_eq(ks_channel_create(name, 4096, 64, KS_CHANNEL_SEND | KS_CHANNEL_RECV, &ch), 0);
+    cr_assert_eq(ks_channel_close(ch), 0);
+    if (name)
+        cr_assert_eq(ks_channel_unlink(name), 0);
+    __atomic_store_n(&chan_nocancel_done, 1, __ATOMIC_RELEASE); /* release: read after the join */
+    pthread_testcancel();
+    return NULL;
+}
+
+Test(channel, create_and_close_are_not_cancellation_points, .timeout = 30)
+{
+    char name[64];
+    snprintf(name, sizeof name, "/ksync-test-nocancel-%d", (int)getpid());
+    const char *names[2] = {NULL, name};
+    for (int i = 0; i < 2; i++) {
+        chan_nocancel_done = 0;
+        pthread_t t;
+        kt_spawn(&t, chan_nocancel_main, (void *)names[i]);
+        void *r = kt_join(t);
+        cr_assert_eq(__atomic_load_n(&chan_nocancel_done, __ATOMIC_ACQUIRE), 1,
+                     "%s channel: a pending cancel acted inside create or close", names[i] ? "a named" : "an anonymous");
+        cr_assert_eq(r, PTHREAD_CANCELED);
+    }
+}

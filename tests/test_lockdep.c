@@ -959,3 +959,34 @@ Test(lockdep, the_watchdog_is_silent_for_short_waits_and_careless_calls, .timeou
     cr_assert_eq(ks_lockdep_watchdog(0), 0);
     cr_assert_eq(ks_lockdep_watchdog(0), 0);
 }
+
+/* No ksync call is a cancellation point (docs/conventions.md).  Stopping the
+ * watchdog joins its thread, a cancellation point, while the watchdog's
+ * set-up lock is held: a cancel pending in the caller acted there and left
+ * that lock held, and the next ks_lockdep_watchdog call hung.  Now the call
+ * returns, the cancel acts at the caller's own pthread_testcancel(), and
+ * the watchdog starts and stops again. */
+static int wd_nocancel_done;
+
+static void *wd_nocancel_main(void *p)
+{
+    (void)p;
+    cr_assert_eq(ks_lockdep_watchdog(100), 0);
+    cr_assert_eq(pthread_cancel(pthread_self()), 0); /* pending: deferred, enabled */
+    cr_assert_eq(ks_lockdep_watchdog(0), 0);
+    __atomic_store_n(&wd_nocancel_done, 1, __ATOMIC_RELEASE); /* release: read after the join */
+    pthread_testcancel();
+    return NULL;
+}
+
+Test(lockdep, the_watchdog_switch_is_not_a_cancellation_point, .timeout = 30)
+{
+    pthread_t t;
+    kt_spawn(&t, wd_nocancel_main, NULL);
+    void *r = kt_join(t);
+    cr_assert_eq(__atomic_load_n(&wd_nocancel_done, __ATOMIC_ACQUIRE), 1,
+                 "a pending cancel acted inside ks_lockdep_watchdog(0)");
+    cr_assert_eq(r, PTHREAD_CANCELED);
+    cr_assert_eq(ks_lockdep_watchdog(100), 0, "the watchdog after a cancelled caller");
+    cr_assert_eq(ks_lockdep_watchdog(0), 0);
+}

@@ -644,3 +644,38 @@ Test(lockstat, ksync_top_careless_use, .timeout = 30)
     close(fd);
     shm_unlink(name);
 }
+
+/* No ksync call is a cancellation point (docs/conventions.md).  publish
+ * opens the page and, stopping, joins its thread, both cancellation points,
+ * while it holds its set-up lock: a cancel pending in the caller acted there
+ * and left that lock held, and every later publish hung.  report writes
+ * through stdio.  Now all return, and the cancel acts at the caller's own
+ * pthread_testcancel(); publish works afterwards. */
+static int ls_nocancel_done;
+
+static void *ls_nocancel_main(void *p)
+{
+    FILE *f = p; /* the test closes it */
+    cr_assert_eq(pthread_cancel(pthread_self()), 0); /* pending: deferred, enabled */
+    cr_assert_eq(ks_lockstat_publish(20), 0);
+    cr_assert_eq(ks_lockstat_publish(0), 0);
+    cr_assert_eq(ks_lockstat_report(f), 0);
+    __atomic_store_n(&ls_nocancel_done, 1, __ATOMIC_RELEASE); /* release: read after the join */
+    pthread_testcancel();
+    return NULL;
+}
+
+Test(lockstat, publish_and_report_are_not_cancellation_points, .timeout = 30)
+{
+    FILE *f = fopen("/dev/null", "w");
+    cr_assert_not_null(f);
+    pthread_t t;
+    kt_spawn(&t, ls_nocancel_main, f);
+    void *r = kt_join(t);
+    fclose(f);
+    cr_assert_eq(__atomic_load_n(&ls_nocancel_done, __ATOMIC_ACQUIRE), 1,
+                 "a pending cancel acted inside publish or report");
+    cr_assert_eq(r, PTHREAD_CANCELED);
+    cr_assert_eq(ks_lockstat_publish(20), 0, "publish after a cancelled caller");
+    cr_assert_eq(ks_lockstat_publish(0), 0);
+}
