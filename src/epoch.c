@@ -207,16 +207,22 @@ static void run_later(struct ks_epoch_node *list)
 }
 
 /* Run every function queued on this thread, those queued by a caller up
- * the stack included; returns how many ran. */
+ * the stack included; returns how many ran.  With cancellation disabled
+ * (docs/conventions.md): a function that reached a cancellation point
+ * (close() of a descriptor its object owns) unwound the thread with
+ * orphan_busy still counted, and every later barrier in the process waited
+ * for it forever (a review's reproducer). */
 static size_t run_queued(void)
 {
     size_t k = 0;
     struct ks_epoch_node *n;
+    const int c = ks_nocancel_begin();
     while ((n = to_run)) {
         to_run = n->next; /* unlinked first: n->fn may call us again */
         n->fn(n);
         k++;
     }
+    ks_nocancel_end(c);
     return k;
 }
 

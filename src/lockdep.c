@@ -196,8 +196,10 @@ static void say_full(const char *what)
         char line[160];
         int n = snprintf(line, sizeof line, "ksync lockdep: the %s table is full: new ones are no longer checked\n",
                          what);
+        const int c = ks_nocancel_begin(); /* inside a lock call, maybe under graph */
         if (n > 0 && write(2, line, (size_t)n) < 0) {
         }
+        ks_nocancel_end(c);
     }
 }
 
@@ -600,13 +602,15 @@ static void deliver(int ev, FILE *f, char **bufp, size_t *lenp)
         int fd = __atomic_load_n(&out_fd, __ATOMIC_RELAXED); /* set once, before checking is on */
         write_all(fd >= 0 ? fd : 2, buf, *lenp);
     }
-    pthread_setcancelstate(cancel, NULL);
     free(buf);
     if (__atomic_load_n(&abort_after, __ATOMIC_RELAXED)) { /* a switch */
+        /* Still not cancellable: a pending cancel acting in this write
+         * unwound the thread instead of aborting the process. */
         static const char msg[] = "ksync lockdep: KSYNC_LOCKDEP=abort: aborting\n";
         write_all(2, msg, sizeof msg - 1);
         abort();
     }
+    pthread_setcancelstate(cancel, NULL);
 }
 
 /* ---- the checks ---- */
@@ -1496,7 +1500,11 @@ int ks_lockdep_set(int mode)
         return -EINVAL;
     int was_busy = me.busy;
     me.busy = 1; /* the tables' own locks are not checked */
+    /* Not a cancellation point (docs/conventions.md): make_tables opens
+     * KSYNC_LOCKDEP_FILE under graph. */
+    const int c = ks_nocancel_begin();
     int e = mode != KS_LOCKDEP_OFF ? make_tables() : 0;
+    ks_nocancel_end(c);
     me.busy = was_busy;
     if (e)
         return -e;

@@ -55,7 +55,16 @@ uint64_t ks_random_u64(void)
 {
     static uint64_t calls; /* relaxed: only makes two fall-back draws differ */
     uint64_t r;
-    if (getrandom(&r, sizeof r, GRND_NONBLOCK) == (ssize_t)sizeof r)
+    /* With cancellation disabled: glibc's getrandom() is a cancellation
+     * point, and no ksync call is one (docs/conventions.md; a review's
+     * reproducer was cancelled here inside ks_cache_create, and inside a
+     * lock-statistics mutex lock after it had taken the mutex).  Still
+     * getrandom(), not the raw system call: a program may interpose it
+     * (tests/test_rmutex.c does). */
+    const int c = ks_nocancel_begin();
+    const ssize_t got = getrandom(&r, sizeof r, GRND_NONBLOCK);
+    ks_nocancel_end(c);
+    if (got == (ssize_t)sizeof r)
         return r;
     r = ks_ticks() ^ ((uint64_t)getpid() << 32) ^ __atomic_add_fetch(&calls, 1, __ATOMIC_RELAXED);
     return ks_mix64(r); /* close inputs, unrelated outputs */

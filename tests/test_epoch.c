@@ -1322,12 +1322,20 @@ static void *nap_reader_main(void *p)
 
 static int nap_barrier_returned = -1;
 
-static void *nap_barrier_main(void *p)
+/* The calls, in a frame of their own that has returned before the cancel
+ * unwinds the thread (ASan: an unwound frame's stack redzones stay
+ * poisoned, and the thread's own exit then writes there). */
+__attribute__((noinline)) static void nap_barrier_calls(void)
 {
-    (void)p;
     cr_assert_eq(pthread_cancel(pthread_self()), 0); /* pending: deferred, enabled */
     int e = ks_epoch_barrier();
     __atomic_store_n(&nap_barrier_returned, e, __ATOMIC_RELEASE); /* release: read after the join */
+}
+
+static void *nap_barrier_main(void *p)
+{
+    (void)p;
+    nap_barrier_calls();
     pthread_testcancel();
     return NULL;
 }
@@ -1345,4 +1353,56 @@ Test(epoch, a_barrier_that_waits_for_a_reader_is_not_a_cancellation_point, .time
                  "the pending cancel acted inside ks_epoch_barrier (it returned %d)", nap_barrier_returned);
     cr_assert_eq(res, PTHREAD_CANCELED, "the cancel did not act at pthread_testcancel");
     kt_join(rt);
+}
+
+/* Functions ksync runs for the caller run with cancellation disabled
+ * (docs/conventions.md).  A retire function that reached a cancellation
+ * point (here pthread_testcancel; a review's reproducer used close() of a
+ * descriptor its object owned) while a barrier ran it from the orphan list
+ * unwound the thread with the orphan counted as busy, and every later
+ * barrier in the process waited for it forever.  Here a thread retires an
+ * object whose function calls pthread_testcancel, then, with a cancel
+ * pending, calls the barrier that runs it: the function runs to its end,
+ * the barrier returns, the cancel acts at the thread's own
+ * pthread_testcancel(), and a later barrier returns too. */
+static int cb_nocancel_ran, cb_nocancel_done;
+
+static void cb_testcancel(struct ks_epoch_node *n)
+{
+    pthread_testcancel(); /* a cancellation point, in the caller's thread */
+    __atomic_add_fetch(&cb_nocancel_ran, 1, __ATOMIC_RELAXED); /* read after the joins */
+    free(n);
+}
+
+/* The calls, in a frame of their own that has returned before the cancel
+ * unwinds the thread (ASan: an unwound frame's stack redzones stay
+ * poisoned, and the thread's own exit then writes there). */
+__attribute__((noinline)) static void cb_nocancel_calls(void)
+{
+    struct ks_epoch_node *n = calloc(1, sizeof *n);
+    cr_assert_not_null(n);
+    cr_assert_eq(ks_epoch_retire(n, cb_testcancel), 0);
+    cr_assert_eq(pthread_cancel(pthread_self()), 0); /* pending: deferred, enabled */
+    cr_assert_eq(ks_epoch_barrier(), 0); /* runs the function here */
+    __atomic_store_n(&cb_nocancel_done, 1, __ATOMIC_RELEASE); /* release: read after the join */
+}
+
+static void *cb_nocancel_main(void *p)
+{
+    (void)p;
+    cb_nocancel_calls();
+    pthread_testcancel();
+    return NULL;
+}
+
+Test(epoch, a_retire_function_runs_with_cancellation_disabled, .timeout = 30)
+{
+    pthread_t t;
+    kt_spawn(&t, cb_nocancel_main, NULL);
+    void *r = kt_join(t);
+    cr_assert_eq(__atomic_load_n(&cb_nocancel_done, __ATOMIC_ACQUIRE), 1,
+                 "a pending cancel acted inside the retire function run by ks_epoch_barrier");
+    cr_assert_eq(r, PTHREAD_CANCELED);
+    cr_assert_eq(__atomic_load_n(&cb_nocancel_ran, __ATOMIC_RELAXED), 1);
+    cr_assert_eq(ks_epoch_barrier(), 0, "a later barrier");
 }
