@@ -164,8 +164,21 @@ static double run_timed(struct thr *t, int nthr, void *(*fn)(void *), double sec
     return now_s() - t0;
 }
 
-static void spread(const struct thr *t, int nthr, uint64_t *total, uint64_t *lo, uint64_t *hi)
+/* nthr zeroed per-thread records, one cache line each */
+static struct thr *new_threads(int nthr)
 {
+    struct thr *t = aligned_alloc(LINE, sizeof *t * (size_t)nthr);
+    if (!t)
+        die("aligned_alloc", ENOMEM);
+    memset(t, 0, sizeof *t * (size_t)nthr);
+    return t;
+}
+
+/* Sum and extremes of the threads' counts; returns 1 if a thread saw a
+ * failed check (its `bad`). */
+static int spread(const struct thr *t, int nthr, uint64_t *total, uint64_t *lo, uint64_t *hi)
+{
+    int bad = 0;
     *total = 0;
     *lo = UINT64_MAX;
     *hi = 0;
@@ -175,7 +188,9 @@ static void spread(const struct thr *t, int nthr, uint64_t *total, uint64_t *lo,
             *lo = t[i].ops;
         if (t[i].ops > *hi)
             *hi = t[i].ops;
+        bad |= t[i].bad;
     }
+    return bad;
 }
 
 /* ---- (b) contended counter ------------------------------------------------ */
@@ -203,10 +218,7 @@ static void *counter_body(void *arg)
 
 static int run_counter(int nthr, double seconds)
 {
-    struct thr *t = aligned_alloc(LINE, sizeof *t * (size_t)nthr);
-    if (!t)
-        die("aligned_alloc", ENOMEM);
-    memset(t, 0, sizeof *t * (size_t)nthr);
+    struct thr *t = new_threads(nthr);
     ctr.counter = 0;
     double el = run_timed(t, nthr, counter_body, seconds);
     uint64_t total, lo, hi;
@@ -307,16 +319,10 @@ static void *rwlock_body(void *arg)
 
 static int run_rwlock(int nthr, double seconds)
 {
-    struct thr *t = aligned_alloc(LINE, sizeof *t * (size_t)nthr);
-    if (!t)
-        die("aligned_alloc", ENOMEM);
-    memset(t, 0, sizeof *t * (size_t)nthr);
+    struct thr *t = new_threads(nthr);
     double el = run_timed(t, nthr, rwlock_body, seconds);
     uint64_t total, lo, hi;
-    int bad = 0;
-    spread(t, nthr, &total, &lo, &hi);
-    for (int i = 0; i < nthr; i++)
-        bad |= t[i].bad;
+    const int bad = spread(t, nthr, &total, &lo, &hi);
     printf("rwlock threads=%d write_every=%d seconds=%.2f ops=%llu ops_per_s=%.0f fairness=%.2f\n",
            nthr, rw_every, el, (unsigned long long)total, (double)total / el,
            hi ? (double)lo / (double)hi : 0.0);
@@ -366,19 +372,13 @@ static void *limiter_body(void *arg)
 
 static int run_limiter(int nthr, double seconds)
 {
-    struct thr *t = aligned_alloc(LINE, sizeof *t * (size_t)nthr);
-    if (!t)
-        die("aligned_alloc", ENOMEM);
-    memset(t, 0, sizeof *t * (size_t)nthr);
+    struct thr *t = new_threads(nthr);
     lim_seconds = seconds;
     if (sem_init(&lim, 0, (unsigned)lim_permits) != 0)
         die("sem_init", errno);
     double el = run_timed(t, nthr, limiter_body, seconds);
     uint64_t total, lo, hi;
-    int bad = 0;
-    spread(t, nthr, &total, &lo, &hi);
-    for (int i = 0; i < nthr; i++)
-        bad |= t[i].bad;
+    const int bad = spread(t, nthr, &total, &lo, &hi);
     int v = -1;
     sem_getvalue(&lim, &v);
     printf("limiter threads=%d permits=%d wait=%s seconds=%.2f ops=%llu ops_per_s=%.0f fairness=%.2f\n", nthr,

@@ -616,4 +616,37 @@ static inline void kt_lock2_contract(const struct kt_lock2_ops *o, void *x, void
     cr_assert_eq(o->unlock(x), 0);
 }
 
+/* ---- "not a cancellation point" ------------------------------------------
+ * Run calls(arg) on a new thread, then that thread's own
+ * pthread_testcancel(); calls() makes a cancel pending (pthread_cancel of
+ * pthread_self()) before the call under test.  Returns 1 if calls()
+ * returned (the pending cancel did not act inside it) and the thread then
+ * ended cancelled at its own pthread_testcancel().  calls() is reached
+ * through a pointer and the trampoline has no local whose address is taken:
+ * under ASan the frames a cancel unwinds keep their stack redzones
+ * poisoned, and the thread's exit then writes there. */
+struct kt_cancel_run {
+    void (*calls)(void *);
+    void *arg;
+    int returned;
+};
+
+static inline void *kt_cancel_trampoline(void *p)
+{
+    struct kt_cancel_run *r = p;
+    r->calls(r->arg);
+    __atomic_store_n(&r->returned, 1, __ATOMIC_RELEASE); /* read after the join */
+    pthread_testcancel();
+    return NULL;
+}
+
+static inline int kt_returned_then_cancelled(void (*calls)(void *), void *arg)
+{
+    struct kt_cancel_run r = {calls, arg, 0};
+    pthread_t t;
+    kt_spawn(&t, kt_cancel_trampoline, &r);
+    void *res = kt_join(t);
+    return __atomic_load_n(&r.returned, __ATOMIC_ACQUIRE) && res == PTHREAD_CANCELED;
+}
+
 #endif

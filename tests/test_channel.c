@@ -1514,13 +1514,9 @@ Test(channel, a_first_receiver_killed_inside_open_ends_a_waiting_sender, .timeou
  * a cancel pending in the caller acted inside them, and close then left the
  * handle allocated.  Now both return, and the cancel acts at the caller's
  * own pthread_testcancel(). */
-static int chan_nocancel_done;
-
-/* The calls, in a frame of their own that has returned before the cancel
- * unwinds the thread (ASan: an unwound frame's stack redzones stay
- * poisoned, and the thread's own exit then writes there). */
-__attribute__((noinline)) static void chan_nocancel_calls(const char *name)
+static void chan_nocancel_calls(void *p)
 {
+    const char *name = p;
     cr_assert_eq(pthread_cancel(pthread_self()), 0); /* pending: deferred, enabled */
     ks_channel_t *ch = NULL, *again = NULL;
     cr_assert_eq(ks_channel_create(name, 4096, 64, KS_CHANNEL_SEND | KS_CHANNEL_RECV, &ch), 0);
@@ -1533,14 +1529,6 @@ __attribute__((noinline)) static void chan_nocancel_calls(const char *name)
     cr_assert_eq(ks_channel_close(ch), 0);
     if (name)
         cr_assert_eq(ks_channel_unlink(name), 0);
-    __atomic_store_n(&chan_nocancel_done, 1, __ATOMIC_RELEASE); /* release: read after the join */
-}
-
-static void *chan_nocancel_main(void *p)
-{
-    chan_nocancel_calls(p);
-    pthread_testcancel();
-    return NULL;
 }
 
 Test(channel, create_open_and_close_are_not_cancellation_points, .timeout = 30)
@@ -1548,13 +1536,7 @@ Test(channel, create_open_and_close_are_not_cancellation_points, .timeout = 30)
     char name[64];
     snprintf(name, sizeof name, "/ksync-test-nocancel-%d", (int)getpid());
     const char *names[2] = {NULL, name};
-    for (int i = 0; i < 2; i++) {
-        chan_nocancel_done = 0;
-        pthread_t t;
-        kt_spawn(&t, chan_nocancel_main, (void *)names[i]);
-        void *r = kt_join(t);
-        cr_assert_eq(__atomic_load_n(&chan_nocancel_done, __ATOMIC_ACQUIRE), 1,
-                     "%s channel: a pending cancel acted inside create, open or close", names[i] ? "a named" : "an anonymous");
-        cr_assert_eq(r, PTHREAD_CANCELED);
-    }
+    for (int i = 0; i < 2; i++)
+        cr_assert(kt_returned_then_cancelled(chan_nocancel_calls, (void *)names[i]),
+                  "%s channel: a pending cancel acted inside create, open or close", names[i] ? "a named" : "an anonymous");
 }

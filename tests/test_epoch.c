@@ -1320,38 +1320,21 @@ static void *nap_reader_main(void *p)
     return NULL;
 }
 
-static int nap_barrier_returned = -1;
-
-/* The calls, in a frame of their own that has returned before the cancel
- * unwinds the thread (ASan: an unwound frame's stack redzones stay
- * poisoned, and the thread's own exit then writes there). */
-__attribute__((noinline)) static void nap_barrier_calls(void)
-{
-    cr_assert_eq(pthread_cancel(pthread_self()), 0); /* pending: deferred, enabled */
-    int e = ks_epoch_barrier();
-    __atomic_store_n(&nap_barrier_returned, e, __ATOMIC_RELEASE); /* release: read after the join */
-}
-
-static void *nap_barrier_main(void *p)
+static void nap_barrier_calls(void *p)
 {
     (void)p;
-    nap_barrier_calls();
-    pthread_testcancel();
-    return NULL;
+    cr_assert_eq(pthread_cancel(pthread_self()), 0); /* pending: deferred, enabled */
+    cr_assert_eq(ks_epoch_barrier(), 0);
 }
 
 Test(epoch, a_barrier_that_waits_for_a_reader_is_not_a_cancellation_point, .timeout = 30)
 {
     struct nap_reader r = {0};
-    pthread_t rt, bt;
+    pthread_t rt;
     kt_spawn(&rt, nap_reader_main, &r);
     while (!__atomic_load_n(&r.in, __ATOMIC_ACQUIRE)) /* acquire: see the reader */
         kt_sleep_ns(KT_MS);
-    kt_spawn(&bt, nap_barrier_main, NULL);
-    void *res = kt_join(bt);
-    cr_assert_eq(__atomic_load_n(&nap_barrier_returned, __ATOMIC_ACQUIRE), 0,
-                 "the pending cancel acted inside ks_epoch_barrier (it returned %d)", nap_barrier_returned);
-    cr_assert_eq(res, PTHREAD_CANCELED, "the cancel did not act at pthread_testcancel");
+    cr_assert(kt_returned_then_cancelled(nap_barrier_calls, NULL), "the pending cancel acted inside ks_epoch_barrier");
     kt_join(rt);
 }
 
@@ -1365,7 +1348,7 @@ Test(epoch, a_barrier_that_waits_for_a_reader_is_not_a_cancellation_point, .time
  * pending, calls the barrier that runs it: the function runs to its end,
  * the barrier returns, the cancel acts at the thread's own
  * pthread_testcancel(), and a later barrier returns too. */
-static int cb_nocancel_ran, cb_nocancel_done;
+static int cb_nocancel_ran;
 
 static void cb_testcancel(struct ks_epoch_node *n)
 {
@@ -1374,35 +1357,20 @@ static void cb_testcancel(struct ks_epoch_node *n)
     free(n);
 }
 
-/* The calls, in a frame of their own that has returned before the cancel
- * unwinds the thread (ASan: an unwound frame's stack redzones stay
- * poisoned, and the thread's own exit then writes there). */
-__attribute__((noinline)) static void cb_nocancel_calls(void)
+static void cb_nocancel_calls(void *p)
 {
+    (void)p;
     struct ks_epoch_node *n = calloc(1, sizeof *n);
     cr_assert_not_null(n);
     cr_assert_eq(ks_epoch_retire(n, cb_testcancel), 0);
     cr_assert_eq(pthread_cancel(pthread_self()), 0); /* pending: deferred, enabled */
     cr_assert_eq(ks_epoch_barrier(), 0); /* runs the function here */
-    __atomic_store_n(&cb_nocancel_done, 1, __ATOMIC_RELEASE); /* release: read after the join */
-}
-
-static void *cb_nocancel_main(void *p)
-{
-    (void)p;
-    cb_nocancel_calls();
-    pthread_testcancel();
-    return NULL;
 }
 
 Test(epoch, a_retire_function_runs_with_cancellation_disabled, .timeout = 30)
 {
-    pthread_t t;
-    kt_spawn(&t, cb_nocancel_main, NULL);
-    void *r = kt_join(t);
-    cr_assert_eq(__atomic_load_n(&cb_nocancel_done, __ATOMIC_ACQUIRE), 1,
-                 "a pending cancel acted inside the retire function run by ks_epoch_barrier");
-    cr_assert_eq(r, PTHREAD_CANCELED);
+    cr_assert(kt_returned_then_cancelled(cb_nocancel_calls, NULL),
+              "a pending cancel acted inside the retire function run by ks_epoch_barrier");
     cr_assert_eq(__atomic_load_n(&cb_nocancel_ran, __ATOMIC_RELAXED), 1);
     cr_assert_eq(ks_epoch_barrier(), 0, "a later barrier");
 }

@@ -966,35 +966,18 @@ Test(lockdep, the_watchdog_is_silent_for_short_waits_and_careless_calls, .timeou
  * that lock held, and the next ks_lockdep_watchdog call hung.  Now the call
  * returns, the cancel acts at the caller's own pthread_testcancel(), and
  * the watchdog starts and stops again. */
-static int wd_nocancel_done;
-
-/* The calls, in a frame of their own that has returned before the cancel
- * unwinds the thread (ASan: an unwound frame's stack redzones stay
- * poisoned, and the thread's own exit then writes there). */
-__attribute__((noinline)) static void wd_nocancel_calls(void)
+static void wd_nocancel_calls(void *p)
 {
+    (void)p;
     cr_assert_eq(ks_lockdep_watchdog(100), 0);
     cr_assert_eq(pthread_cancel(pthread_self()), 0); /* pending: deferred, enabled */
     cr_assert_eq(ks_lockdep_watchdog(0), 0);
-    __atomic_store_n(&wd_nocancel_done, 1, __ATOMIC_RELEASE); /* release: read after the join */
-}
-
-static void *wd_nocancel_main(void *p)
-{
-    (void)p;
-    wd_nocancel_calls();
-    pthread_testcancel();
-    return NULL;
 }
 
 Test(lockdep, the_watchdog_switch_is_not_a_cancellation_point, .timeout = 30)
 {
-    pthread_t t;
-    kt_spawn(&t, wd_nocancel_main, NULL);
-    void *r = kt_join(t);
-    cr_assert_eq(__atomic_load_n(&wd_nocancel_done, __ATOMIC_ACQUIRE), 1,
-                 "a pending cancel acted inside ks_lockdep_watchdog(0)");
-    cr_assert_eq(r, PTHREAD_CANCELED);
+    cr_assert(kt_returned_then_cancelled(wd_nocancel_calls, NULL),
+              "a pending cancel acted inside ks_lockdep_watchdog(0)");
     cr_assert_eq(ks_lockdep_watchdog(100), 0, "the watchdog after a cancelled caller");
     cr_assert_eq(ks_lockdep_watchdog(0), 0);
 }
@@ -1003,21 +986,11 @@ Test(lockdep, the_watchdog_switch_is_not_a_cancellation_point, .timeout = 30)
  * first ks_lockdep_set opens the file under the checker's graph lock (a
  * review's reproducer was cancelled there, and the next ks_lockdep_reset
  * hung). */
-static int set_nocancel_done;
-
-__attribute__((noinline)) static void set_nocancel_calls(void)
-{
-    cr_assert_eq(pthread_cancel(pthread_self()), 0); /* pending: deferred, enabled */
-    cr_assert_geq(ks_lockdep_set(KS_LOCKDEP_ON), 0);
-    __atomic_store_n(&set_nocancel_done, 1, __ATOMIC_RELEASE); /* release: read after the join */
-}
-
-static void *set_nocancel_main(void *p)
+static void set_nocancel_calls(void *p)
 {
     (void)p;
-    set_nocancel_calls();
-    pthread_testcancel();
-    return NULL;
+    cr_assert_eq(pthread_cancel(pthread_self()), 0); /* pending: deferred, enabled */
+    cr_assert_geq(ks_lockdep_set(KS_LOCKDEP_ON), 0);
 }
 
 Test(lockdep, switching_on_with_a_report_file_is_not_a_cancellation_point, .timeout = 30)
@@ -1025,13 +998,9 @@ Test(lockdep, switching_on_with_a_report_file_is_not_a_cancellation_point, .time
     char path[64];
     snprintf(path, sizeof path, "/tmp/ksync-test-lockdep-nocancel-%d", (int)getpid());
     cr_assert_eq(setenv("KSYNC_LOCKDEP_FILE", path, 1), 0); /* this test's process only */
-    pthread_t t;
-    kt_spawn(&t, set_nocancel_main, NULL);
-    void *r = kt_join(t);
+    const int ok = kt_returned_then_cancelled(set_nocancel_calls, NULL);
     unlink(path);
-    cr_assert_eq(__atomic_load_n(&set_nocancel_done, __ATOMIC_ACQUIRE), 1,
-                 "a pending cancel acted inside ks_lockdep_set");
-    cr_assert_eq(r, PTHREAD_CANCELED);
+    cr_assert(ok, "a pending cancel acted inside ks_lockdep_set");
     ks_lockdep_reset(); /* takes the graph lock */
     cr_assert_eq(ks_lockdep_set(KS_LOCKDEP_OFF), KS_LOCKDEP_ON);
 }

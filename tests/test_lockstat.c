@@ -651,25 +651,12 @@ Test(lockstat, ksync_top_careless_use, .timeout = 30)
  * and left that lock held, and every later publish hung.  report writes
  * through stdio.  Now all return, and the cancel acts at the caller's own
  * pthread_testcancel(); publish works afterwards. */
-static int ls_nocancel_done;
-
-/* The calls, in a frame of their own that has returned before the cancel
- * unwinds the thread (ASan: an unwound frame's stack redzones stay
- * poisoned, and the thread's own exit then writes there). */
-__attribute__((noinline)) static void ls_nocancel_calls(FILE *f)
+static void ls_nocancel_calls(void *f)
 {
     cr_assert_eq(pthread_cancel(pthread_self()), 0); /* pending: deferred, enabled */
     cr_assert_eq(ks_lockstat_report(f), 0); /* unbuffered: its writes are write(2) calls */
     cr_assert_eq(ks_lockstat_publish(20), 0);
     cr_assert_eq(ks_lockstat_publish(0), 0);
-    __atomic_store_n(&ls_nocancel_done, 1, __ATOMIC_RELEASE); /* release: read after the join */
-}
-
-static void *ls_nocancel_main(void *p)
-{
-    ls_nocancel_calls(p); /* the test closes the file */
-    pthread_testcancel();
-    return NULL;
 }
 
 Test(lockstat, publish_and_report_are_not_cancellation_points, .timeout = 30)
@@ -677,13 +664,9 @@ Test(lockstat, publish_and_report_are_not_cancellation_points, .timeout = 30)
     FILE *f = fopen("/dev/null", "w");
     cr_assert_not_null(f);
     cr_assert_eq(setvbuf(f, NULL, _IONBF, 0), 0);
-    pthread_t t;
-    kt_spawn(&t, ls_nocancel_main, f);
-    void *r = kt_join(t);
+    const int ok = kt_returned_then_cancelled(ls_nocancel_calls, f);
     fclose(f);
-    cr_assert_eq(__atomic_load_n(&ls_nocancel_done, __ATOMIC_ACQUIRE), 1,
-                 "a pending cancel acted inside publish or report");
-    cr_assert_eq(r, PTHREAD_CANCELED);
+    cr_assert(ok, "a pending cancel acted inside publish or report");
     cr_assert_eq(ks_lockstat_publish(20), 0, "publish after a cancelled caller");
     cr_assert_eq(ks_lockstat_publish(0), 0);
 }

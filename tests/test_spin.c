@@ -514,14 +514,23 @@ static uint64_t cull_load_run(int n, int mode, const int *cpus, uint64_t enough,
     return cull_load_run_fair(n, mode, cpus, enough, cap_ns, NULL);
 }
 
-Test(spin, only_untimed_readers_sharing_a_cpu_are_culled_and_only_when_asked, .timeout = 90)
+/* The first two CPUs this process may use, in cpus[]; returns how many
+ * there are (0, 1 or 2). */
+static int first_two_cpus(int cpus[2])
 {
     cpu_set_t set;
     cr_assert_eq(sched_getaffinity(0, sizeof set, &set), 0);
-    int cpus[2], k = 0;
+    int k = 0;
     for (int c = 0; c < CPU_SETSIZE && k < 2; c++)
         if (CPU_ISSET(c, &set))
             cpus[k++] = c;
+    return k;
+}
+
+Test(spin, only_untimed_readers_sharing_a_cpu_are_culled_and_only_when_asked, .timeout = 90)
+{
+    int cpus[2];
+    const int k = first_two_cpus(cpus);
     const int64_t short_run = 300 * KT_MS;
     uint64_t culls = 0;
     ks_spin_cull_set(0); /* the default, whatever KSYNC_CULL says */
@@ -558,12 +567,8 @@ Test(spin, only_untimed_readers_sharing_a_cpu_are_culled_and_only_when_asked, .t
  * while another CPU has the lock's turn, and the CPUs take turns. */
 Test(spin, the_cull_starves_no_thread_when_threads_share_cpus_unevenly_or_evenly, .timeout = 90)
 {
-    cpu_set_t set;
-    cr_assert_eq(sched_getaffinity(0, sizeof set, &set), 0);
-    int cpus[2], k = 0;
-    for (int c = 0; c < CPU_SETSIZE && k < 2; c++)
-        if (CPU_ISSET(c, &set))
-            cpus[k++] = c;
+    int cpus[2];
+    const int k = first_two_cpus(cpus);
     if (k < 2 || ks_usable_cpus() < 2)
         return; /* one CPU: never a cull (the test above checks it) */
     ks_spin_cull_set(1);
