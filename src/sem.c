@@ -37,9 +37,10 @@
  * KS_WAIT_UNTIMED) does not watch: a timed sleep ends in EINTR under
  * SA_RESTART, where glibc's untimed sem_wait is restarted.  Its
  * sem_timedwait and sem_clockwait do: their sleeps are timed anyway, and a
- * signal that ends a watch ends the call with EINTR as it would have ended
- * the sleep (the watcher unregisters, which clears WAKING and passes a
- * unit that is there to another waiter).  Nor do waiters of a KS_SHARED
+ * signal that ends a watch ends the call as it would have ended the sleep,
+ * with EINTR (the watcher unregisters, which clears WAKING and passes a
+ * unit that is there to another waiter) or with a unit posted while the
+ * handler ran.  Nor do waiters of a KS_SHARED
  * semaphore (see wait_core).
  *
  * No lost wake-up.  Claim: whenever V > 0 and N > 0, a registered waiter is

@@ -57,8 +57,8 @@ uint64_t ks_random_u64(void)
     uint64_t r;
     /* With cancellation disabled: glibc's getrandom() is a cancellation
      * point, and no ksync call is one (docs/conventions.md; a review's
-     * reproducer was cancelled here inside ks_cache_create, and inside a
-     * lock-statistics mutex lock after it had taken the mutex).  Still
+     * reproducer was cancelled here inside ks_cache_create, and, with
+     * lockdep on, inside ks_mutex_lock after it had taken the mutex).  Still
      * getrandom(), not the raw system call: a program may interpose it
      * (tests/test_rmutex.c does). */
     const int c = ks_nocancel_begin();
