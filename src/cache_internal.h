@@ -58,7 +58,6 @@ struct shard {
         ks_mutex_t m;
         ks_rwlock_t rw;
     } lock __attribute__((aligned(KS_CACHELINE)));
-    struct table *t; /* release store (growth), acquire load (readers) */
     /* under the lock; loaded relaxed by ks_cache_stats */
     size_t count, bytes, timed; /* timed: entries with a deadline */
     uint64_t puts, deletes, expirations, evictions;
@@ -68,7 +67,16 @@ struct shard {
     uint64_t *ghost; /* hashes recently evicted from `small`; under the lock */
     size_t ghost_mask;
     size_t ghost_max; /* slots it may grow to (ks_cache_ghost_bound) */
+    /* The table, on a line of its own: every lock-free get loads it, and on
+     * the lock's line (where it was) a get missed it after every put of the
+     * shard from another CPU (docs/cache.md, "What a get shares with a
+     * put").  Release store (growth), acquire load (readers). */
+    struct table *t __attribute__((aligned(KS_CACHELINE)));
 };
+_Static_assert(offsetof(struct shard, t) % KS_CACHELINE == 0 &&
+                   offsetof(struct shard, t) >= offsetof(struct shard, ghost_max) + sizeof(size_t) &&
+                   sizeof(struct shard) - offsetof(struct shard, t) <= KS_CACHELINE,
+               "a shard's table pointer shares its line with nothing a writer changes");
 
 struct hitmiss {
     uint64_t hits, misses;
