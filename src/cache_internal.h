@@ -72,10 +72,13 @@ struct shard {
      * shard from another CPU (docs/cache.md, "What a get shares with a
      * put").  Release store (growth), acquire load (readers). */
     struct table *t __attribute__((aligned(KS_CACHELINE)));
+    char t_pad[KS_CACHELINE - sizeof(struct table *)]; /* the rest of t's line */
 };
-_Static_assert(offsetof(struct shard, t) % KS_CACHELINE == 0 &&
-                   offsetof(struct shard, t) >= offsetof(struct shard, ghost_max) + sizeof(size_t) &&
-                   sizeof(struct shard) - offsetof(struct shard, t) <= KS_CACHELINE,
+/* t starts a line after every writer's field, and the padding right after it
+ * fills that line: a field added after t_pad starts the next one. */
+_Static_assert(offsetof(struct shard, t) >= offsetof(struct shard, ghost_max) + sizeof(size_t) &&
+                   offsetof(struct shard, t_pad) == offsetof(struct shard, t) + sizeof(struct table *) &&
+                   sizeof(struct shard) == offsetof(struct shard, t) + KS_CACHELINE,
                "a shard's table pointer shares its line with nothing a writer changes");
 
 struct hitmiss {
