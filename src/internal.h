@@ -581,9 +581,14 @@ KS_HIDDEN uint64_t ks_spin_ticks_to_ns(uint64_t ticks);
  * unavailable, and only for a wait that may be delayed (not a timed one, not
  * one that a guarantee such as writer preference depends on); if it says 1,
  * ks_spin_cull(deadline) sleeps until KS_CULL_NS later or the deadline,
- * whichever comes first, and the acquisition then goes on as before.
- *   PAIR    two contended acquisitions of one thread this close together:
- *           the thread is bound by the lock at the moment
+ * whichever comes first, and the acquisition then goes on as before.  Call
+ * ks_spin_cull_acquired() when such an acquisition succeeds: how long it
+ * took is half of what tells a bound thread (SHARE).
+ *   PAIR    two contended acquisitions of one thread this close together,
+ *   SHARE   the first of which took at least 1/SHARE of the time between
+ *           them: the thread is bound by the lock at the moment (a thread
+ *           that works between acquisitions pairs within PAIR too, but
+ *           spends most of the time outside the lock)
  *   SHARED  another such thread was on this CPU this recently: the CPU has
  *           other work to run while this one sleeps (and a lock's turn
  *           nobody renewed for this long is nobody's)
@@ -591,10 +596,13 @@ KS_HIDDEN uint64_t ks_spin_ticks_to_ns(uint64_t ticks);
  *           elsewhere takes the turn for its own CPU instead */
 #define KS_CULL_NS 1000000
 #define KS_CULL_PAIR_NS 3000
+#define KS_CULL_SHARE 4
 #define KS_CULL_SHARED_NS 2000000
 #define KS_CULL_TENURE_NS 4000000
 KS_HIDDEN int ks_spin_cull_wanted(const void *lock);
 KS_HIDDEN int ks_spin_cull_decide(int64_t now, int cpu, const void *lock); /* the rule, for tests: now, CPU given */
+KS_HIDDEN void ks_spin_cull_acquired(void);
+KS_HIDDEN void ks_spin_cull_acquired_at(int64_t now); /* for tests: the time given */
 KS_HIDDEN void ks_spin_cull(int64_t deadline);
 KS_HIDDEN void ks_spin_cull_set(int on); /* tests and the bench; KSYNC_CULL sets it at start-up */
 KS_HIDDEN uint64_t ks_spin_culls(void); /* culls so far in this process */

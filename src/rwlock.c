@@ -689,6 +689,7 @@ static int rdlock_core(ks_rwlock_t *l, int64_t deadline, int prefer_reader, stru
                     maybe_enable_bias(l, v);
                 if (learn)
                     ks_spin_waited(&sp);
+                ks_spin_cull_acquired(); /* how long it took: rule (5) of the cull */
                 return 0;
             }
             continue;

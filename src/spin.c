@@ -315,8 +315,9 @@ void ks_spin_waited(struct ks_spin *sp)
  * thread of a CPU is away the lock is worked from the other CPU alone.
  *
  * Who is culled, when the cull is on: a thread whose lock is taken (1) for
- * the second time within KS_CULL_PAIR_NS (it is bound by the lock just
- * now), (2) on a CPU where another thread passed (1) within
+ * the second time within KS_CULL_PAIR_NS, (5) when the first of the two
+ * acquisitions took at least 1/KS_CULL_SHARE of the time between them (with
+ * (1): it is bound by the lock just now), (2) on a CPU where another thread passed (1) within
  * KS_CULL_SHARED_NS (the CPU has other lock-bound work: two threads on two
  * CPUs are never culled, since sleeping would only leave a CPU idle), (3)
  * with more than one usable CPU, (4) while another CPU holds this lock's
@@ -336,9 +337,14 @@ void ks_spin_waited(struct ks_spin *sp)
  * (fairness 0.00 and 0.02 in bench section 7; docs/spin.md, "What it
  * costs").
  *
- * Why still off by default: with real work between acquisitions, the CPU
- * left to the culled threads can cost more than the line transfers saved
- * (docs/spin.md has the figures).
+ * Rule (5) came last: without it, threads that work 100-500 ns between
+ * acquisitions still paired within (1) and were culled, which cost up to
+ * 20% there (16 threads, 90% reads, 500 ns of work); a thread that spends
+ * most of its time outside the lock is not bound by it.
+ *
+ * Why still off by default: it sleeps threads on purpose, and the figures
+ * that would justify that for every program come from one machine so far
+ * (docs/spin.md, "What it costs").
  *
  * occupancy[cpu]: the last thread that passed (1) on that CPU and when, in
  * one word (bits 16-63: ks_now() in units of 1024 ns, modulo 2^48; bits
@@ -379,6 +385,9 @@ static inline unsigned turn_index(const void *lock)
 static unsigned cull_next_id;
 static KS_TLS unsigned tls_cull_id;    /* 1..65535 once assigned */
 static KS_TLS int64_t tls_contended;   /* ks_now() of this thread's last contended acquisition */
+/* How long that acquisition took, from its ks_spin_cull_wanted to its
+ * ks_spin_cull_acquired (0: not measured, or it has not ended) */
+static KS_TLS int64_t tls_took;
 static uint64_t cull_count;            /* relaxed: a statistic */
 static uint32_t cull_word;             /* never written or woken: a cull ends by its timeout */
 
@@ -422,12 +431,28 @@ static inline uint64_t turn_ago(uint64_t now_u, uint64_t then_u)
 #define TURN_SINCE(v) ((v) >> 16 & 0xffffffu)
 #define TURN_SEEN(v) ((v) >> 40)
 
+void ks_spin_cull_acquired_at(int64_t now)
+{
+    if (tls_contended && now >= tls_contended)
+        tls_took = now - tls_contended;
+}
+
+void ks_spin_cull_acquired(void)
+{
+    /* relaxed: a switch (see cull_on).  The clock is read only with the
+     * cull on, and only by acquisitions that asked ks_spin_cull_wanted. */
+    if (tls_contended && __atomic_load_n(&cull_on, __ATOMIC_RELAXED))
+        ks_spin_cull_acquired_at(ks_now());
+}
+
 int ks_spin_cull_decide(int64_t now, int cpu, const void *lock)
 {
-    const int64_t prev = tls_contended;
+    const int64_t prev = tls_contended, took = tls_took;
     tls_contended = now;
-    if (prev == 0 || now - prev > KS_CULL_PAIR_NS || now < prev || cpu < 0 ||
-        !__atomic_load_n(&cull_on, __ATOMIC_RELAXED) || ks_usable_cpus() <= 1) /* relaxed: a switch */
+    tls_took = 0;
+    /* (1) and (5): a pair, the first of which took its share of the time */
+    if (prev == 0 || now - prev > KS_CULL_PAIR_NS || now < prev || took * KS_CULL_SHARE < now - prev ||
+        cpu < 0 || !__atomic_load_n(&cull_on, __ATOMIC_RELAXED) || ks_usable_cpus() <= 1) /* relaxed: a switch */
         return 0;
     if (KS_UNLIKELY(!tls_cull_id)) /* relaxed: only tells threads apart */
         tls_cull_id = __atomic_fetch_add(&cull_next_id, 1, __ATOMIC_RELAXED) % 0xffffu + 1;
@@ -479,6 +504,7 @@ void ks_spin_cull(int64_t deadline)
      * one counted from here, a thread woken into a busy lock was culled
      * again at once, and the culls kept falling on the same threads. */
     tls_contended = 0;
+    tls_took = 0;
 }
 
 uint64_t ks_spin_culls(void)

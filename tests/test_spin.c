@@ -281,6 +281,9 @@ Test(spin, conversions_round_trip_and_clamp)
 struct cull_step {
     int64_t at;
     int cpu;
+    int64_t took; /* how long the acquisition took: 0 means a quarter of the
+                     pair window (bound in every pair made here), -1 that it
+                     never ended (no ks_spin_cull_acquired_at) */
 };
 struct cull_calls {
     const struct cull_step *steps;
@@ -292,8 +295,12 @@ struct cull_calls {
 static void *cull_thread(void *p)
 {
     struct cull_calls *c = p;
-    for (int i = 0; i < c->n; i++)
-        c->got[i] = ks_spin_cull_decide(c->steps[i].at, c->steps[i].cpu, c->lock);
+    for (int i = 0; i < c->n; i++) {
+        const struct cull_step *st = &c->steps[i];
+        c->got[i] = ks_spin_cull_decide(st->at, st->cpu, c->lock);
+        if (st->took >= 0)
+            ks_spin_cull_acquired_at(st->at + (st->took ? st->took : KS_CULL_PAIR_NS / 4));
+    }
     return NULL;
 }
 
@@ -307,13 +314,18 @@ static void cull_run(struct cull_calls *c)
 /* A new thread's two contended acquisitions of `lock` on `cpu`, half a pair
  * window apart, the second at `at`: is the second culled?  (The first never
  * is: it has nothing to pair with.) */
-static int cull_pair_at(int64_t at, int cpu, const void *lock)
+static int cull_pair_took(int64_t at, int cpu, const void *lock, int64_t took)
 {
-    const struct cull_step s[] = {{at - KS_CULL_PAIR_NS / 2, cpu}, {at, cpu}};
+    const struct cull_step s[] = {{at - KS_CULL_PAIR_NS / 2, cpu, took}, {at, cpu, 0}};
     struct cull_calls c = {s, 2, lock, {0}};
     cull_run(&c);
     cr_assert_eq(c.got[0], 0, "a thread's first contended acquisition is not culled");
     return c.got[1];
+}
+
+static int cull_pair_at(int64_t at, int cpu, const void *lock)
+{
+    return cull_pair_took(at, cpu, lock, 0);
 }
 
 /* Locks as far apart as real ones in an array: a hash on the low bits
@@ -340,7 +352,7 @@ Test(spin, the_cull_takes_turns_of_cpus_among_lock_bound_threads_that_share_a_cp
 
     /* A pair that is not one: two contended acquisitions 2 pair windows
      * apart (on CPU 5, where the next call would pair with it). */
-    const struct cull_step far[] = {{t, 5}, {t + 2 * P, 5}};
+    const struct cull_step far[] = {{t, 5, 2 * P}, {t + 2 * P, 5, 0}}; /* the first took it all: (5) holds */
     struct cull_calls cf = {far, 2, L, {0}};
     cull_run(&cf);
     cr_assert_eq(cf.got[1], 0, "two contended acquisitions %lld ns apart do not pair", (long long)(2 * P));
@@ -389,10 +401,45 @@ Test(spin, the_cull_takes_turns_of_cpus_among_lock_bound_threads_that_share_a_cp
     cr_assert_eq(cull_pair_at(y + 10000, 3, L), yes, "a turn taken 10 us after our clock read is fresh");
 
     /* No CPU number (sched_getcpu failed) means no cull. */
-    const struct cull_step e[] = {{t, 6}, {t + P / 4, -1}, {t + P / 2, 6}};
+    const struct cull_step e[] = {{t, 6, 0}, {t + P / 4, -1, 0}, {t + P / 2, 6, 0}};
     struct cull_calls ce = {e, 3, L, {0}};
     cull_run(&ce);
     cr_assert_eq(ce.got[1], 0, "no CPU number, no cull");
+}
+
+/* Rule (5): a thread whose contended acquisitions pair within the window
+ * is bound by the lock only if the first of the two took at least
+ * 1/KS_CULL_SHARE of the time between them; one that works between them
+ * (16 threads with 100-500 ns of work between rwlock operations: the cull
+ * cost up to 20% there before this rule) is left alone. */
+Test(spin, the_cull_leaves_alone_threads_that_spend_their_time_outside_the_lock)
+{
+    const int64_t P = KS_CULL_PAIR_NS, gap = KS_CULL_PAIR_NS / 2; /* a pair's gap, see cull_pair_took */
+    const int64_t t = ks_now();
+    const void *L = cull_lock;
+    ks_spin_cull_set(1);
+    const int yes = ks_usable_cpus() > 1;
+    /* CPU 4 takes the lock's turn; CPU 3 becomes shared. */
+    cr_assert_eq(cull_pair_at(t, 4, L), 0);
+    cr_assert_eq(cull_pair_at(t + P, 4, L), 0);
+    cr_assert_eq(cull_pair_at(t + 2 * P, 3, L), 0);
+    /* On CPU 3 now, a pair is culled exactly when its first acquisition
+     * took its share. */
+    cr_assert_eq(cull_pair_took(t + 3 * P, 3, L, gap / KS_CULL_SHARE), yes,
+                 "an acquisition that took 1/%d of the gap: bound", KS_CULL_SHARE);
+    cr_assert_eq(cull_pair_took(t + 4 * P, 3, L, gap / KS_CULL_SHARE - 1), 0,
+                 "an acquisition that took less than 1/%d of the gap: not bound", KS_CULL_SHARE);
+    cr_assert_eq(cull_pair_took(t + 5 * P, 3, L, -1), 0, "an acquisition that never ended: not bound");
+    cr_assert_eq(cull_pair_took(t + 6 * P, 3, L, gap), yes, "one that took the whole gap: bound");
+
+    /* Through the lock: with the cull off, ks_spin_cull_acquired does not
+     * even read the clock, so a pair stays unbound whatever it took (then,
+     * turned on, the next pair of the same thread is judged as usual). */
+    ks_spin_cull_set(0);
+    const struct cull_step off[] = {{t + 7 * P, 3, -1}, {t + 7 * P + gap, 3, -1}};
+    struct cull_calls co = {off, 2, L, {0}};
+    cull_run(&co);
+    cr_assert_eq(co.got[1], 0, "the cull is off");
 }
 
 Test(spin, a_cull_sleeps_its_time_and_never_past_the_deadline)
