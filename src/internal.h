@@ -582,8 +582,8 @@ KS_HIDDEN uint64_t ks_spin_ticks_to_ns(uint64_t ticks);
  * one that a guarantee such as writer preference depends on); if it says 1,
  * ks_spin_cull(deadline) sleeps until KS_CULL_NS later or the deadline,
  * whichever comes first, and the acquisition then goes on as before.  Call
- * ks_spin_cull_acquired() when such an acquisition succeeds: how long it
- * took is half of what tells a bound thread (SHARE).
+ * ks_spin_cull_acquired() when an acquisition that asked succeeds, and from
+ * no other (how long it took is half of what tells a bound thread: SHARE).
  *   PAIR    two contended acquisitions of one thread this close together,
  *   SHARE   the first of which took at least 1/SHARE of the time between
  *           them: the thread is bound by the lock at the moment (a thread
@@ -603,6 +603,7 @@ KS_HIDDEN int ks_spin_cull_wanted(const void *lock);
 KS_HIDDEN int ks_spin_cull_decide(int64_t now, int cpu, const void *lock); /* the rule, for tests: now, CPU given */
 KS_HIDDEN void ks_spin_cull_acquired(void);
 KS_HIDDEN void ks_spin_cull_acquired_at(int64_t now); /* for tests: the time given */
+KS_HIDDEN int64_t ks_spin_cull_took(void); /* for tests: this thread's last measure */
 KS_HIDDEN void ks_spin_cull(int64_t deadline);
 KS_HIDDEN void ks_spin_cull_set(int on); /* tests and the bench; KSYNC_CULL sets it at start-up */
 KS_HIDDEN uint64_t ks_spin_culls(void); /* culls so far in this process */

@@ -657,7 +657,12 @@ static int rdlock_core(ks_rwlock_t *l, int64_t deadline, int prefer_reader, stru
      * counts as untimed): a writer that stepped away would not be waiting
      * yet, and readers coming meanwhile would pass it (writer preference);
      * a timed lock would lose up to 1 ms of its budget. */
-    if (deadline == KS_FOREVER && !read_lockable(v, prefer_reader) && ks_spin_cull_wanted(l)) {
+    /* asked: this acquisition asked the cull, so its success tells the cull
+     * how long it took (rule (5)); one that did not ask (the lock was free
+     * when it came, or the call is timed) must not, or the time since the
+     * last asking acquisition would pass for that acquisition's wait. */
+    const int asked = deadline == KS_FOREVER && !read_lockable(v, prefer_reader);
+    if (asked && ks_spin_cull_wanted(l)) {
         rw_waiting(w);
         ks_spin_cull(deadline);
         v = __atomic_load_n(&l->state, __ATOMIC_RELAXED); /* relaxed: a hint; the acquiring CAS below re-checks */
@@ -689,7 +694,8 @@ static int rdlock_core(ks_rwlock_t *l, int64_t deadline, int prefer_reader, stru
                     maybe_enable_bias(l, v);
                 if (learn)
                     ks_spin_waited(&sp);
-                ks_spin_cull_acquired(); /* how long it took: rule (5) of the cull */
+                if (asked)
+                    ks_spin_cull_acquired(); /* how long it took: rule (5) of the cull */
                 return 0;
             }
             continue;

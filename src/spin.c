@@ -317,8 +317,8 @@ void ks_spin_waited(struct ks_spin *sp)
  * Who is culled, when the cull is on: a thread whose lock is taken (1) for
  * the second time within KS_CULL_PAIR_NS, (5) when the first of the two
  * acquisitions took at least 1/KS_CULL_SHARE of the time between them (with
- * (1): it is bound by the lock just now), (2) on a CPU where another thread passed (1) within
- * KS_CULL_SHARED_NS (the CPU has other lock-bound work: two threads on two
+ * (1): it is bound by the lock just now), (2) on a CPU where another thread
+ * passed (1) within KS_CULL_SHARED_NS (the CPU has other lock-bound work: two threads on two
  * CPUs are never culled, since sleeping would only leave a CPU idle), (3)
  * with more than one usable CPU, (4) while another CPU holds this lock's
  * turn.  The caller decides which waits may be culled (ks_rwlock: untimed
@@ -386,7 +386,9 @@ static unsigned cull_next_id;
 static KS_TLS unsigned tls_cull_id;    /* 1..65535 once assigned */
 static KS_TLS int64_t tls_contended;   /* ks_now() of this thread's last contended acquisition */
 /* How long that acquisition took, from its ks_spin_cull_wanted to its
- * ks_spin_cull_acquired (0: not measured, or it has not ended) */
+ * ks_spin_cull_acquired (0: not measured, or it has not ended).  Only the
+ * acquisition that asked may call ks_spin_cull_acquired: the caller keeps
+ * that promise (src/rwlock.c, `asked`). */
 static KS_TLS int64_t tls_took;
 static uint64_t cull_count;            /* relaxed: a statistic */
 static uint32_t cull_word;             /* never written or woken: a cull ends by its timeout */
@@ -437,10 +439,16 @@ void ks_spin_cull_acquired_at(int64_t now)
         tls_took = now - tls_contended;
 }
 
+int64_t ks_spin_cull_took(void)
+{
+    return tls_took;
+}
+
 void ks_spin_cull_acquired(void)
 {
     /* relaxed: a switch (see cull_on).  The clock is read only with the
-     * cull on, and only by acquisitions that asked ks_spin_cull_wanted. */
+     * cull on, and only by acquisitions that asked ks_spin_cull_wanted
+     * (the caller's promise, see tls_took). */
     if (tls_contended && __atomic_load_n(&cull_on, __ATOMIC_RELAXED))
         ks_spin_cull_acquired_at(ks_now());
 }
@@ -487,6 +495,11 @@ int ks_spin_cull_decide(int64_t now, int cpu, const void *lock)
 
 int ks_spin_cull_wanted(const void *lock)
 {
+    /* Off (the default): no clock read, no CPU number (they were paid by
+     * every contended untimed read lock, cull or not, until the review of
+     * rule (5)).  relaxed: a switch, see cull_on. */
+    if (!__atomic_load_n(&cull_on, __ATOMIC_RELAXED))
+        return 0;
     return ks_spin_cull_decide(ks_now(), sched_getcpu(), lock);
 }
 
@@ -503,8 +516,7 @@ void ks_spin_cull(int64_t deadline)
     /* Two new contended acquisitions before the next cull: with the first
      * one counted from here, a thread woken into a busy lock was culled
      * again at once, and the culls kept falling on the same threads. */
-    tls_contended = 0;
-    tls_took = 0;
+    tls_contended = 0; /* (and so no pair: tls_took is not looked at) */
 }
 
 uint64_t ks_spin_culls(void)

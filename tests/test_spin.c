@@ -432,14 +432,38 @@ Test(spin, the_cull_leaves_alone_threads_that_spend_their_time_outside_the_lock)
     cr_assert_eq(cull_pair_took(t + 5 * P, 3, L, -1), 0, "an acquisition that never ended: not bound");
     cr_assert_eq(cull_pair_took(t + 6 * P, 3, L, gap), yes, "one that took the whole gap: bound");
 
-    /* Through the lock: with the cull off, ks_spin_cull_acquired does not
-     * even read the clock, so a pair stays unbound whatever it took (then,
-     * turned on, the next pair of the same thread is judged as usual). */
+}
+
+/* What rule (5) measures, through the real clock and the real lock: only
+ * the acquisitions that asked the cull, only with the cull on, and each
+ * measure counts for the next decision alone.  (The first version measured
+ * every read lock that reached the library's slow path: one that found the
+ * lock free after an inline CAS lost to another reader passed the time
+ * since the last contended acquisition off as that acquisition's wait.) */
+Test(spin, the_cull_measures_only_the_acquisitions_that_asked_it)
+{
     ks_spin_cull_set(0);
-    const struct cull_step off[] = {{t + 7 * P, 3, -1}, {t + 7 * P + gap, 3, -1}};
-    struct cull_calls co = {off, 2, L, {0}};
-    cull_run(&co);
-    cr_assert_eq(co.got[1], 0, "the cull is off");
+    ks_spin_cull_decide(ks_now() - 1000, 3, cull_lock);
+    ks_spin_cull_acquired();
+    cr_assert_eq(ks_spin_cull_took(), 0, "the cull is off: nothing measured");
+
+    ks_spin_cull_set(1);
+    ks_spin_cull_decide(ks_now() - 1000, 3, cull_lock);
+    ks_spin_cull_acquired();
+    const int64_t took = ks_spin_cull_took();
+    cr_assert_geq(took, 1000, "an acquisition that asked 1 us ago took %lld ns", (long long)took);
+
+    /* A read lock that never asked: the lock is free, and the call goes
+     * through the library's slow path (what a lost inline CAS does). */
+    ks_rwlock_t free_lock = KS_RWLOCK_INIT;
+    cr_assert_eq(ks_rwlock_rdlock_slow(&free_lock, KS_FOREVER), 0);
+    cr_assert_eq(ks_rwlock_unlock(&free_lock), 0);
+    cr_assert_eq(ks_spin_cull_took(), took, "a read lock that did not ask the cull changed its measure");
+
+    /* The next decision uses the measure up, whatever it says. */
+    ks_spin_cull_decide(ks_now(), 3, cull_lock);
+    cr_assert_eq(ks_spin_cull_took(), 0, "a measure outlived the decision it was for");
+    ks_spin_cull_set(0);
 }
 
 Test(spin, a_cull_sleeps_its_time_and_never_past_the_deadline)
