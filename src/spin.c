@@ -384,7 +384,9 @@ static inline unsigned turn_index(const void *lock)
 }
 static unsigned cull_next_id;
 static KS_TLS unsigned tls_cull_id;    /* 1..65535 once assigned */
-static KS_TLS int64_t tls_contended;   /* ks_now() of this thread's last contended acquisition */
+/* ks_now() of this thread's last contended acquisition that asked with the
+ * cull on (0: none yet, or it was culled) */
+static KS_TLS int64_t tls_contended;
 /* How long that acquisition took, from its ks_spin_cull_wanted to its
  * ks_spin_cull_acquired (0: not measured, or it has not ended).  Only the
  * acquisition that asked may call ks_spin_cull_acquired: the caller keeps

@@ -460,7 +460,14 @@ Test(spin, the_cull_measures_only_the_acquisitions_that_asked_it)
     cr_assert_eq(ks_rwlock_unlock(&free_lock), 0);
     cr_assert_eq(ks_spin_cull_took(), took, "a read lock that did not ask the cull changed its measure");
 
+    /* With the cull off, asking reads no clock and decides nothing: the
+     * measure stays (a decision would have used it up). */
+    ks_spin_cull_set(0);
+    cr_assert_eq(ks_spin_cull_wanted(cull_lock), 0);
+    cr_assert_eq(ks_spin_cull_took(), took, "asking with the cull off went on to decide");
+
     /* The next decision uses the measure up, whatever it says. */
+    ks_spin_cull_set(1);
     ks_spin_cull_decide(ks_now(), 3, cull_lock);
     cr_assert_eq(ks_spin_cull_took(), 0, "a measure outlived the decision it was for");
     ks_spin_cull_set(0);
