@@ -318,12 +318,12 @@ void ks_spin_waited(struct ks_spin *sp)
  * the second time within KS_CULL_PAIR_NS, (5) when the first of the two
  * acquisitions took at least 1/KS_CULL_SHARE of the time between them (with
  * (1): it is bound by the lock just now), (2) on a CPU where another thread
- * passed (1) within KS_CULL_SHARED_NS (the CPU has other lock-bound work: two threads on two
- * CPUs are never culled, since sleeping would only leave a CPU idle), (3)
- * with more than one usable CPU, (4) while another CPU holds this lock's
- * turn.  The caller decides which waits may be culled (ks_rwlock: untimed
- * read locks only).  Each acquisition is culled at most once, then waits as
- * before: nothing of the lock's state changes.
+ * passed (1) within KS_CULL_SHARED_NS (the CPU has other lock-bound work:
+ * two threads on two CPUs are never culled, since sleeping would only leave
+ * a CPU idle), (3) with more than one usable CPU, (4) while another CPU
+ * holds this lock's turn.  The caller decides which waits may be culled
+ * (ks_rwlock: untimed read locks only).  Each acquisition is culled at most
+ * once, then waits as before: nothing of the lock's state changes.
  *
  * The turn (4): per lock (hashed), the CPU whose threads work it now.  A
  * thread that passes (1)-(3) on the turn's CPU, or finds no turn (none, or

@@ -431,7 +431,6 @@ Test(spin, the_cull_leaves_alone_threads_that_spend_their_time_outside_the_lock)
                  "an acquisition that took less than 1/%d of the gap: not bound", KS_CULL_SHARE);
     cr_assert_eq(cull_pair_took(t + 5 * P, 3, L, -1), 0, "an acquisition that never ended: not bound");
     cr_assert_eq(cull_pair_took(t + 6 * P, 3, L, gap), yes, "one that took the whole gap: bound");
-
 }
 
 /* What rule (5) measures, through the real clock and the real lock: only
