@@ -341,8 +341,8 @@ void ks_spin_waited(struct ks_spin *sp)
  * acquisitions still paired within (1) and were culled, which cost up to
  * 20% there (16 threads, 90% reads, 500 ns of work); a thread that spends
  * most of its time outside the lock is not bound by it.  Its measure is a
- * clock read inside the lock, taken only while another thread may share
- * the CPU (see tls_measure).
+ * clock read inside the lock, skipped while the thread's own entry in
+ * occupancy[] is fresh (see tls_measure).
  *
  * Why still off by default: it sleeps threads on purpose, and the figures
  * that would justify that for every program come from one machine so far
@@ -394,10 +394,13 @@ static KS_TLS int64_t tls_contended;
  * acquisition that asked may call ks_spin_cull_acquired: the caller keeps
  * that promise (src/rwlock.c, `asked`). */
 static KS_TLS int64_t tls_took;
-/* 1: that acquisition is to be measured.  0 when this thread was the last
- * to pass (1) and (5) on its CPU (its own id in occupancy[]): then its
- * next pair could not be culled by rule (2) anyway, and the clock is not
- * read inside the lock for nothing.  (Taken on every asking acquisition,
+/* 1: that acquisition is to be measured.  0 when this thread's own id is
+ * in its CPU's occupancy[] entry, renewed less than KS_CULL_SHARED_NS / 4
+ * ago: it has just passed (1) and (5) there, and its next passes would
+ * only renew the entry; the clock is not read inside the lock for that.
+ * If another thread passes on the CPU meanwhile, one of our pairs that
+ * rule (2) would have culled fails (5) instead: one cull missed, and the
+ * next acquisition is measured.  (Taken on every asking acquisition,
  * that read cost 0-23%, median 11% over ten runs, at 90% reads with two
  * threads pinned to two CPUs, where nobody is ever culled: it lengthens
  * contended read holds that the other CPU's writer waits for.  Moved out of
@@ -479,12 +482,14 @@ int ks_spin_cull_decide(int64_t now, int cpu, const void *lock)
     /* relaxed (both): a hint, see above.  A load and a store, not one RMW:
      * a racing thread's entry may be lost, which only changes a decision. */
     const uint64_t old = __atomic_load_n(e, __ATOMIC_RELAXED);
-    /* Measure this acquisition unless we were the last to pass here.  So a
-     * thread passes (1) and (5) at most once between two passes of other
-     * threads on its CPU, and renews neither its entry nor the lock's turn
-     * in between: a turn whose CPU runs one lock-bound thread lapses
-     * after KS_CULL_SHARED_NS, as one nobody works would. */
-    tls_measure = !tls_cull_id || (old & 0xffffu) != tls_cull_id;
+    const uint64_t ago = (CULL_UNITS(now) - (old >> 16)) & ((1ull << 48) - 1); /* wraps with the units */
+    /* Measure this acquisition unless our own entry here is fresh (see
+     * tls_measure): then our pairs fail (5) from the next but one, until
+     * the entry is KS_CULL_SHARED_NS / 4 old; the first pair after that
+     * renews it.  So the entry of a CPU where one lock-bound thread runs
+     * alone never gets older than about KS_CULL_SHARED_NS / 4, and rule
+     * (2) still sees that thread for the next one scheduled there. */
+    tls_measure = !tls_cull_id || (old & 0xffffu) != tls_cull_id || ago > CULL_UNITS(KS_CULL_SHARED_NS) / 4;
     /* (1) and (5): a pair, the first of which took its share of the time */
     if (prev == 0 || now - prev > KS_CULL_PAIR_NS || now < prev || took * KS_CULL_SHARE < now - prev)
         return 0;
@@ -493,7 +498,6 @@ int ks_spin_cull_decide(int64_t now, int cpu, const void *lock)
     __atomic_store_n(e, CULL_UNITS(now) << 16 | tls_cull_id, __ATOMIC_RELAXED);
     if (old == 0 || (old & 0xffffu) == tls_cull_id)
         return 0;
-    const uint64_t ago = (CULL_UNITS(now) - (old >> 16)) & ((1ull << 48) - 1); /* wraps with the units */
     if (ago > CULL_UNITS(KS_CULL_SHARED_NS))
         return 0;
     /* (4), the turn.  relaxed (all): a hint, as occupancy[]; a lost store
