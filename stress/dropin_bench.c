@@ -13,7 +13,10 @@
  *                                  (loop_empty), to subtract
  *   dropin-bench --threads T --seconds S
  *                                  contended counter: T threads loop
- *                                  { lock; counter++; unlock } for S seconds
+ *                                  { lock; counter++; unlock } for S seconds;
+ *                                  handoffs_per_op: the share of increments
+ *                                  made by another thread than the one
+ *                                  before (how often the lock changed hands)
  *   dropin-bench --handoff --seconds S
  *                                  two threads pass a token back and forth
  *                                  through one mutex and two condvars
@@ -198,17 +201,24 @@ static int spread(const struct thr *t, int nthr, uint64_t *total, uint64_t *lo, 
 /* The lock beside the data it guards, as in a program. */
 static struct {
     pthread_mutex_t lock;
-    uint64_t counter; /* guarded by lock */
-} __attribute__((aligned(LINE))) ctr = {PTHREAD_MUTEX_INITIALIZER, 0};
+    uint64_t counter;  /* guarded by lock */
+    uint64_t handoffs; /* guarded by lock: increments made by another thread than the one before */
+    int last;          /* guarded by lock: 1 + the index of the thread that made the last increment */
+} __attribute__((aligned(LINE))) ctr = {PTHREAD_MUTEX_INITIALIZER, 0, 0, 0};
 
 static void *counter_body(void *arg)
 {
     struct thr *t = arg;
+    const int me = t->index + 1;
     uint64_t n = 0;
     wait_go();
     while (!stopped()) {
         pthread_mutex_lock(&ctr.lock);
         ctr.counter++;
+        if (ctr.last != me) {
+            ctr.handoffs++;
+            ctr.last = me;
+        }
         pthread_mutex_unlock(&ctr.lock);
         n++;
     }
@@ -220,11 +230,14 @@ static int run_counter(int nthr, double seconds)
 {
     struct thr *t = new_threads(nthr);
     ctr.counter = 0;
+    ctr.handoffs = 0;
+    ctr.last = 0;
     double el = run_timed(t, nthr, counter_body, seconds);
     uint64_t total, lo, hi;
     spread(t, nthr, &total, &lo, &hi);
-    printf("counter threads=%d seconds=%.2f ops=%llu ops_per_s=%.0f fairness=%.2f\n", nthr, el,
-           (unsigned long long)total, (double)total / el, hi ? (double)lo / (double)hi : 0.0);
+    printf("counter threads=%d seconds=%.2f ops=%llu ops_per_s=%.0f fairness=%.2f handoffs_per_op=%.3f\n", nthr,
+           el, (unsigned long long)total, (double)total / el, hi ? (double)lo / (double)hi : 0.0,
+           total ? (double)ctr.handoffs / (double)total : 0.0);
     free(t);
     if (ctr.counter != total) {
         fprintf(stderr, "dropin-bench: counter %llu != sum of the threads' counts %llu\n",

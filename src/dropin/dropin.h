@@ -69,13 +69,28 @@ static inline int pm_is_krobust(int kind)
 }
 
 struct ks_pmutex {
-    ks_mutex_t lock; /* the lock word and its KS_SHARED flag */
-    int owner;       /* errorcheck, recursive: the holder's kernel tid, 0 if none */
-    unsigned depth;  /* recursive: how many times the holder took it */
-    int kind;        /* glibc's __kind, at glibc's offset */
+    uint32_t glibc_word_[2]; /* glibc's __lock and __count: the word of the mutexes
+                              * glibc or ks_robust keep; never written by the layer
+                              * for its own (see lock below) */
+    int owner;               /* errorcheck, recursive: the holder's kernel tid, 0 if none */
+    unsigned depth;          /* recursive: how many times the holder took it */
+    int kind;                /* glibc's __kind, at glibc's offset */
+    ks_mutex_t lock;         /* the lock word and its KS_SHARED flag, where glibc
+                              * has __spins, __elision and __list.__prev */
 };
 _Static_assert(offsetof(struct ks_pmutex, kind) == offsetof(pthread_mutex_t, __data.__kind),
                "the kind field must stay where glibc's static initializers put it");
+/* pthread_mutex_lock's first compare-and-swap (src/dropin/pmutex.c) goes to
+ * this word before the kind is known.  It must be a word that neither glibc
+ * (for the priority-inheritance, priority-protection and robust mutexes it
+ * keeps, whose futex word is at 0) nor ks_robust ever uses: glibc touches
+ * __spins only for adaptive mutexes and __elision only for elided default
+ * ones (nptl's pthread_mutex_lock.c), both of which the layer keeps, and
+ * ks_robust keeps it zero (its reserved_[2]). */
+_Static_assert(offsetof(struct ks_pmutex, lock) == offsetof(pthread_mutex_t, __data.__spins),
+               "the layer's lock word must be where glibc keeps __spins");
+_Static_assert(offsetof(struct ks_pmutex, lock) == offsetof(ks_robust_t, reserved_[2]),
+               "the layer's lock word must be a word ks_robust never writes");
 _Static_assert(sizeof(struct ks_pmutex) <= sizeof(pthread_mutex_t), "fits in pthread_mutex_t");
 
 static inline struct ks_pmutex *pmutex(pthread_mutex_t *m)

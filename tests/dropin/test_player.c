@@ -300,3 +300,108 @@ Test(player, robust_mutexes_are_served_by_the_expected_library, .timeout = 30)
     cr_assert_eq(pthread_mutex_destroy(&m), 0);
     cr_assert_eq(pthread_mutexattr_destroy(&a), 0);
 }
+
+/* ---- where the mutex word is ---------------------------------------------------- */
+
+/* The layer's mutex word is at offset 20 (glibc's __spins), and its
+ * pthread_mutex_lock and trylock swap that word before they read the kind
+ * (src/dropin/pmutex.c, swap_first).  In a mutex that glibc keeps (priority
+ * inheritance) or that the layer keeps as a ks_robust_t, the word is at 0,
+ * and the swap must leave no trace there or at 20: while a thread holds
+ * one, the word at 0 is its tid (glibc's and the kernel's protocol), and
+ * once every call has returned the word at 20 is 0 again, also after
+ * threads took it by lock and trylock against each other.  glibc itself
+ * never writes __spins in these kinds, so the same holds on glibc. */
+#define SW_THREADS 8
+#define SW_ITERS 20000
+struct sw {
+    pthread_mutex_t *m;
+    long counter; /* guarded by m */
+    int errors;
+};
+
+static void *sw_worker(void *p)
+{
+    struct sw *s = p;
+    for (int i = 0; i < SW_ITERS; i++) {
+        int r = (i & 1) ? pthread_mutex_trylock(s->m) : pthread_mutex_lock(s->m);
+        if (r == EBUSY && (i & 1))
+            continue;
+        if (r != 0) {
+            __atomic_add_fetch(&s->errors, 1, __ATOMIC_RELAXED);
+            continue;
+        }
+        s->counter++;
+        if (pthread_mutex_unlock(s->m) != 0)
+            __atomic_add_fetch(&s->errors, 1, __ATOMIC_RELAXED);
+    }
+    return NULL;
+}
+
+static uint32_t word_at(const pthread_mutex_t *m, size_t off)
+{
+    uint32_t w;
+    memcpy(&w, (const char *)m + off, sizeof w);
+    return w;
+}
+
+static void kept_elsewhere(pthread_mutex_t *m, const char *what)
+{
+    const uint32_t tid = (uint32_t)syscall(SYS_gettid);
+    cr_assert_eq(pthread_mutex_lock(m), 0, "%s", what);
+    cr_assert_eq(word_at(m, 0) & 0x3fffffffu, tid, "%s: word at 0 is %#x, not the holder's tid", what,
+                 word_at(m, 0));
+    cr_assert_eq(word_at(m, 20), 0, "%s: word at 20 is %#x while held", what, word_at(m, 20));
+    cr_assert_eq(pthread_mutex_unlock(m), 0, "%s", what);
+    cr_assert_eq(pthread_mutex_trylock(m), 0, "%s", what);
+    cr_assert_eq(word_at(m, 0) & 0x3fffffffu, tid, "%s: trylock: word at 0 is %#x", what, word_at(m, 0));
+    cr_assert_eq(word_at(m, 20), 0, "%s: trylock: word at 20 is %#x", what, word_at(m, 20));
+    cr_assert_eq(pthread_mutex_unlock(m), 0, "%s", what);
+
+    struct sw s = {.m = m};
+    pthread_t t[SW_THREADS];
+    for (int i = 0; i < SW_THREADS; i++)
+        dt_spawn(&t[i], sw_worker, &s);
+    for (int i = 0; i < SW_THREADS; i++)
+        dt_join(t[i]);
+    cr_assert_eq(s.errors, 0, "%s: %d failed calls", what, s.errors);
+    cr_assert_geq(s.counter, (long)SW_THREADS * SW_ITERS / 2, "%s: %ld increments", what, s.counter);
+    cr_assert_eq(word_at(m, 0), 0, "%s: word at 0 is %#x after the threads", what, word_at(m, 0));
+    cr_assert_eq(word_at(m, 20), 0, "%s: word at 20 is %#x after the threads", what, word_at(m, 20));
+    cr_assert_eq(pthread_mutex_destroy(m), 0, "%s", what);
+}
+
+Test(player, the_first_swap_leaves_the_mutexes_glibc_or_ks_robust_keep_alone, .timeout = 60)
+{
+    pthread_mutexattr_t a;
+    pthread_mutex_t m;
+    cr_assert_eq(pthread_mutexattr_init(&a), 0);
+    cr_assert_eq(pthread_mutexattr_setprotocol(&a, PTHREAD_PRIO_INHERIT), 0);
+    cr_assert_eq(pthread_mutex_init(&m, &a), 0);
+    kept_elsewhere(&m, "priority inheritance");
+    cr_assert_eq(pthread_mutexattr_setprotocol(&a, PTHREAD_PRIO_NONE), 0);
+    cr_assert_eq(pthread_mutexattr_setrobust(&a, PTHREAD_MUTEX_ROBUST), 0);
+    cr_assert_eq(pthread_mutex_init(&m, &a), 0);
+    if (expect_layer())
+        cr_assert(m.__data.__kind & 0x10000, "kind %#x: not the layer's ks_robust", m.__data.__kind);
+    kept_elsewhere(&m, "robust");
+    cr_assert_eq(pthread_mutexattr_destroy(&a), 0);
+
+    /* The layer's own: its word at 20, glibc's __lock and __count at 0 left
+     * zero; an errorcheck mutex's owner at glibc's __owner (offset 8). */
+    pthread_mutex_t d = PTHREAD_MUTEX_INITIALIZER;
+    pthread_mutex_t e = PTHREAD_ERRORCHECK_MUTEX_INITIALIZER_NP;
+    cr_assert_eq(pthread_mutex_lock(&d), 0);
+    cr_assert_eq(pthread_mutex_lock(&e), 0);
+    cr_assert_eq(e.__data.__owner, (int)syscall(SYS_gettid));
+    if (expect_layer()) {
+        cr_assert_eq(word_at(&d, 20), 1, "default: word at 20 is %#x while held", word_at(&d, 20));
+        cr_assert_eq(word_at(&d, 0) | word_at(&d, 4), 0, "default: glibc's __lock or __count written");
+        cr_assert_eq(word_at(&e, 20), 1, "errorcheck: word at 20 is %#x while held", word_at(&e, 20));
+    }
+    cr_assert_eq(pthread_mutex_lock(&e), EDEADLK);
+    cr_assert_eq(pthread_mutex_unlock(&e), 0);
+    cr_assert_eq(pthread_mutex_unlock(&d), 0);
+    if (expect_layer())
+        cr_assert_eq(word_at(&d, 20) | word_at(&e, 20), 0, "word at 20 left set after unlock");
+}
