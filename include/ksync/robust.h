@@ -97,7 +97,10 @@ typedef struct ks_robust {
     uint32_t word;          /* the futex word: owner TID | WAITERS | OWNER_DIED */
     uint32_t flags;         /* KS_SHARED, KS_ROBUST_RECURSIVE; constant after init */
     uint32_t depth;         /* recursive: levels above the first; the owner's alone */
-    uint32_t reserved_[3];  /* keeps the node where glibc has its list */
+    uint32_t reserved_[3];  /* keeps the node where glibc has its list; zero
+                             * after init and never written after it: the
+                             * drop-in layer's mutex word overlays
+                             * reserved_[2] (src/dropin/dropin.h) */
     void *prev_;            /* glibc's __list.__prev: the previous node's next slot */
     void *next_;            /* glibc's __list.__next, the kernel's struct robust_list */
 } ks_robust_t;

@@ -2,8 +2,9 @@
  * docs/dropin.md has the whole design; in short:
  *
  * - Each POSIX object keeps glibc's size, and ksync's object sits at its
- *   start.  Fields that glibc's static initializers write (a mutex's kind,
- *   an rwlock's kind) stay where glibc puts them, and all zeros is a valid
+ *   start, except the mutex's ks_mutex_t, at offset 20 (struct ks_pmutex).
+ *   Fields that glibc's static initializers write (a mutex's kind, an
+ *   rwlock's kind) stay where glibc puts them, and all zeros is a valid
  *   default object, as in glibc.
  * - A mutex whose kind asks for something ksync does not implement
  *   (priority inheritance, priority protection, robustness) is handed to

@@ -217,12 +217,13 @@ static __attribute__((noinline)) int lock_other(pthread_mutex_t *mutex, int kind
  * fail and read the kind.  Returns 1 if the word was free and is now ours
  * (acquire: pairs with the release in unlock, or in swapped_other), 0 if
  * not, with the word as the swap saw it in *seen.  Not while anything
- * traces every acquisition (relaxed: a switch), which must see the
- * uncontended ones too. */
-static inline int swap_first(struct ks_pmutex *m, uint32_t *seen)
+ * traces every acquisition (traced: the caller's one read of ks_trace_all_,
+ * which then sees every kind go the library's way), which must see the
+ * uncontended ones too, nor in a -DKSYNC_DEBUG build. */
+static inline int swap_first(struct ks_pmutex *m, int traced, uint32_t *seen)
 {
     *seen = 0;
-    return KS_LIKELY(!__atomic_load_n(&ks_trace_all_, __ATOMIC_RELAXED)) &&
+    return KS_MUTEX_FAST_ && KS_LIKELY(!traced) &&
            __atomic_compare_exchange_n(&m->lock.state, seen, KS_MUTEX_LOCKED, 0, __ATOMIC_ACQUIRE,
                                        __ATOMIC_RELAXED);
 }
@@ -245,27 +246,28 @@ static __attribute__((noinline)) int swapped_other(pthread_mutex_t *mutex, int k
         }
         return 0;
     }
-    /* release: pairs with the acquire of the next swap_first; nothing is
-     * published (no data is guarded by this word in such a mutex), and
-     * only swaps ever write it there, so a plain store cannot lose a bit. */
-    __atomic_store_n(&m->lock.state, 0, __ATOMIC_RELEASE);
+    /* relaxed: nothing is published (this word guards no data in such a
+     * mutex: the next swap_first to win it gives it back too), and only
+     * swaps ever write it there, so a plain store cannot lose a bit. */
+    __atomic_store_n(&m->lock.state, 0, __ATOMIC_RELAXED);
     return lock_other(mutex, kind, deadline, site);
 }
 
 KS_PT_EXPORT int pthread_mutex_lock(pthread_mutex_t *mutex)
 {
     struct ks_pmutex *m = pmutex(mutex);
+    const int traced = __atomic_load_n(&ks_trace_all_, __ATOMIC_RELAXED); /* relaxed: a switch, read once */
     uint32_t seen;
     int kind;
-    if (KS_LIKELY(swap_first(m, &seen))) {
+    if (KS_LIKELY(swap_first(m, traced, &seen))) {
         kind = pm_kind(m); /* the line is ours now: a hit */
         if (KS_LIKELY(kind == 0))
             return 0;
         return swapped_other(mutex, kind, KS_FOREVER, __builtin_return_address(0));
     }
     kind = pm_kind(m);
-    /* one test for both: the default kind, and nothing traced (relaxed: a switch) */
-    if (KS_LIKELY((kind | __atomic_load_n(&ks_trace_all_, __ATOMIC_RELAXED)) == 0))
+    /* one test for both: the default kind, and nothing traced */
+    if (KS_LIKELY((kind | traced) == 0))
         return ks_mutex_lock_slow(&m->lock, KS_FOREVER); /* tail call: the site is the caller's */
     return lock_other(mutex, kind, KS_FOREVER, __builtin_return_address(0));
 }
@@ -273,18 +275,22 @@ KS_PT_EXPORT int pthread_mutex_lock(pthread_mutex_t *mutex)
 KS_PT_EXPORT int pthread_mutex_trylock(pthread_mutex_t *mutex)
 {
     struct ks_pmutex *m = pmutex(mutex);
+    const int traced = __atomic_load_n(&ks_trace_all_, __ATOMIC_RELAXED); /* as in lock */
     uint32_t seen;
     int kind;
-    if (KS_LIKELY(swap_first(m, &seen))) { /* as in lock */
+    if (KS_LIKELY(swap_first(m, traced, &seen))) {
         kind = pm_kind(m);
         if (KS_LIKELY(kind == 0))
             return 0;
         return swapped_other(mutex, kind, -1, __builtin_return_address(0));
     }
     kind = pm_kind(m);
-    /* as in lock; the swap failed on the word it saw (a mark sends the
-     * trylock to the library, as ks_mutex_trylock does) */
-    if (KS_LIKELY((kind | __atomic_load_n(&ks_trace_all_, __ATOMIC_RELAXED)) == 0))
+    /* as in lock: with the one read of the switch, (kind | traced) == 0
+     * means the swap was made and failed on the word it saw (a mark sends
+     * the trylock to the library, as ks_mutex_trylock does).  A review
+     * found a second read of the switch here: one that changed between the
+     * two reads answered EBUSY for a free mutex that nobody had tried. */
+    if (KS_LIKELY((kind | traced) == 0))
         return KS_LIKELY(!(seen & KS_MUTEX_TRACED)) ? EBUSY : ks_mutex_trylock_slow(&m->lock);
     return lock_other(mutex, kind, -1, __builtin_return_address(0));
 }
