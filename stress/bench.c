@@ -418,9 +418,10 @@ static void print_context(void)
     printf("options      --reps %d --seconds %.2f --threads", bopt.reps, bopt.seconds);
     for (int i = 0; i < bopt.ntlist; i++)
         printf("%c%d", i ? ',' : ' ', bopt.tlist[i]);
-    printf(" --pin %s --lim-threads %d --permits %d --work-ns %d --rw-work-ns %d --rw-threads %d,%d\n",
+    printf(" --pin %s --lim-threads %d --permits %d --work-ns %d --rw-work-ns %d --rw-threads %d,%d%s\n",
            bopt.pin == PIN_AUTO ? "auto" : bopt.pin == PIN_ALWAYS ? "always" : "never", bopt.lim_threads,
-           bopt.permits, bopt.work_ns, bopt.rw_work_ns, bopt.rw_threads[0], bopt.rw_threads[1]);
+           bopt.permits, bopt.work_ns, bopt.rw_work_ns, bopt.rw_threads[0], bopt.rw_threads[1],
+           bopt.counter_apart ? " --counter-apart" : "");
     print_load("start", "");
 }
 

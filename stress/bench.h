@@ -105,6 +105,7 @@ struct bench_opts {
     int permits;           /* section 3 */
     int work_ns;           /* section 3: busy work while holding a permit */
     int rw_work_ns;        /* section 7: busy work after each operation, outside the lock */
+    int counter_apart;     /* section 2: the counter on the line after the lock's, not beside it */
     int rw_threads[2];     /* section 7: its two thread counts (2 and 16; the targets need those) */
     int pin;               /* PIN_*: team threads bound to CPUs */
     int verbose;           /* print every repetition's value */

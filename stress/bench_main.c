@@ -75,6 +75,8 @@ static void usage(FILE *f)
             "                    sections 5-8 run --seconds/%d per run (they have many runs),\n"
             "                    sections 9 and 10 --seconds/%d\n"
             "  --threads LIST    thread counts of section 2 (default 2,4,16)\n"
+            "  --counter-apart   section 2 with the counter on the cache line after the lock's\n"
+            "                    (default: beside the lock, on its line)\n"
             "  --iters N         section 1: lock+unlock pairs per timed repetition (default %llu)\n"
             "  --cg-iters N      section 1: pairs per callgrind repetition (default %llu)\n"
             "  --no-callgrind    section 1 without the valgrind half\n"
@@ -166,7 +168,7 @@ static void parse_tlist(const char *s)
 }
 
 enum { O_ONLY = 256, O_REPS, O_SECONDS, O_THREADS, O_ITERS, O_CG_ITERS, O_NO_CG, O_VALGRIND,
-       O_LIM_THREADS, O_PERMITS, O_WORK_NS, O_RW_WORK_NS, O_RW_THREADS, O_PIN, O_VERBOSE, O_CG_CHILD, O_QUICK, O_CSV, O_HELP };
+       O_LIM_THREADS, O_PERMITS, O_WORK_NS, O_RW_WORK_NS, O_RW_THREADS, O_COUNTER_APART, O_PIN, O_VERBOSE, O_CG_CHILD, O_QUICK, O_CSV, O_HELP };
 
 int main(int argc, char **argv)
 {
@@ -184,6 +186,7 @@ int main(int argc, char **argv)
         {"work-ns", required_argument, 0, O_WORK_NS},
         {"rw-work-ns", required_argument, 0, O_RW_WORK_NS},
         {"rw-threads", required_argument, 0, O_RW_THREADS},
+        {"counter-apart", no_argument, 0, O_COUNTER_APART},
         {"pin", required_argument, 0, O_PIN},
         {"verbose", no_argument, 0, O_VERBOSE},
         {"quick", no_argument, 0, O_QUICK},
@@ -215,6 +218,7 @@ int main(int argc, char **argv)
         case O_LIM_THREADS: bopt.lim_threads = (int)parse_long("--lim-threads", optarg, 1, BENCH_MAX_THREADS); break;
         case O_PERMITS: bopt.permits = (int)parse_long("--permits", optarg, 1, 1000000); break;
         case O_WORK_NS: bopt.work_ns = (int)parse_long("--work-ns", optarg, 0, 100000000); break;
+        case O_COUNTER_APART: bopt.counter_apart = 1; break;
         case O_RW_WORK_NS: bopt.rw_work_ns = (int)parse_long("--rw-work-ns", optarg, 0, 100000000); break;
         case O_RW_THREADS: {
             char *comma = strchr(optarg, ',');
