@@ -572,6 +572,32 @@ KS_HIDDEN void ks_spin_set_budget_ns(unsigned site, uint32_t ns);
 KS_HIDDEN uint64_t ks_spin_ns_to_ticks(uint64_t ns);
 KS_HIDDEN uint64_t ks_spin_ticks_to_ns(uint64_t ticks);
 
+/* Deferring to the holder (src/spin.c, docs/spin.md "Deferring to the
+ * holder"): a spinner that sees its lock free waits a moment without
+ * looking, and takes the lock only if it is still free then; if the
+ * holder has taken it again meanwhile, the spinner has left it the lines
+ * it works on.  The moment is learned per thread and site:
+ *
+ *   uint32_t d = ks_spin_defer_ns(KS_SPIN_MUTEX);   // 0: take it now
+ *   if (d && ks_spin_defer(&sp, d)) { look again;
+ *       ks_spin_deferred(KS_SPIN_MUTEX, retaken); ... }
+ *
+ *   FLOOR  the shortest deferral, about one cache-line transfer between
+ *          two CPUs (the holder's relock must fetch back the line our look
+ *          took); a deferral that decays below it becomes 0
+ *   CAP    the longest
+ *   PROBE  at 0, one free sighting in PROBE still defers, by FLOOR, to
+ *          notice a holder that has started to take the lock again */
+#define KS_DEFER_FLOOR_NS 100u
+#define KS_DEFER_CAP_NS 1000u
+#define KS_DEFER_PROBE 16u
+KS_HIDDEN uint32_t ks_spin_defer_ns(unsigned site);
+KS_HIDDEN int ks_spin_defer(struct ks_spin *sp, uint32_t ns);
+KS_HIDDEN void ks_spin_deferred(unsigned site, int retaken);
+/* (for tests) the calling thread's learned deferral at a site, and setting it */
+KS_HIDDEN uint32_t ks_spin_defer_get(unsigned site);
+KS_HIDDEN void ks_spin_defer_set(unsigned site, uint32_t ns);
+
 /* The cull (src/spin.c, docs/spin.md "The cull"), off unless KSYNC_CULL=1
  * or ks_spin_cull_set(1): a waiter that keeps finding its lock taken while
  * other such waiters share its CPU steps away for KS_CULL_NS instead of

@@ -240,15 +240,34 @@ static int lock_slow(ks_mutex_t *m, int64_t deadline, int slept)
      * src/spin.c allows.  The pause between two looks doubles up to 16
      * cpu_relax: each look pulls the line away from the owner, whose next
      * CAS then has to fetch it back, so fewer looks let it run longer
-     * (figures in docs/mutex.md).  A thread that slept on the word already
-     * (requeued from a condition variable) neither spins nor learns. */
+     * (figures in docs/mutex.md).  A free word is first left to its holder
+     * for the thread's learned deferral (src/spin.c, "deferring to the
+     * holder"), and taken if it is still free after it.  A thread that
+     * slept on the word already (requeued from a condition variable)
+     * neither spins nor learns. */
     struct ks_spin sp;
     const int learn = !slept;
     if (learn && ks_spin_begin(&sp, KS_SPIN_MUTEX)) {
         ks_spin_clip(&sp, deadline); /* a deadline already past: barely spin */
         int b = 1;
+        int deferred = 0; /* the look after a deferral: what it sees is learned */
         do {
             s = __atomic_load_n(&m->state, __ATOMIC_RELAXED);
+            if (deferred) {
+                deferred = 0;
+                if (s & L)
+                    ks_spin_deferred(KS_SPIN_MUTEX, 1); /* the holder (or another) took it */
+                else if ((s & ~T) == 0)
+                    ks_spin_deferred(KS_SPIN_MUTEX, 0); /* still free: take it below */
+            } else if ((s & ~T) == 0) {
+                const uint32_t d = ks_spin_defer_ns(KS_SPIN_MUTEX);
+                if (d) {
+                    if (!ks_spin_defer(&sp, d))
+                        break; /* the spin is over: the loop below takes a free word */
+                    deferred = 1;
+                    continue;
+                }
+            }
             if ((s & ~T) == 0) {
                 /* acquire: pairs with the release in unlock. */
                 if (__atomic_compare_exchange_n(&m->state, &s, s | L, 1, __ATOMIC_ACQUIRE, __ATOMIC_RELAXED)) {

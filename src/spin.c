@@ -304,6 +304,81 @@ void ks_spin_waited(struct ks_spin *sp)
         ks_spin_set_budget_ns(sp->site, (uint32_t)(w + w / 4)); /* set_budget caps it */
 }
 
+/* ---- deferring to the holder (docs/spin.md, "Deferring to the holder") ----
+ * A spinner that looks at a lock and sees it free is racing the thread that
+ * has just freed it.  If that thread takes the lock again at once (a loop
+ * of short critical sections, the common case of a busy lock), taking it
+ * first moves the lock's line and the lines of the data it guards to the
+ * spinner's CPU, and the holder, now a spinner itself, soon takes them
+ * back: every change of hands costs two or more line transfers.  With the
+ * counter on the line after the lock's, two threads made 12 Mops/s that
+ * way where glibc, whose waiter sleeps and leaves the holder alone, made
+ * 27-36 (Intel Xeon guest, bench section 2 with --counter-apart).
+ *
+ * So a spinner that sees the lock free first waits, without looking (a
+ * look would pull the line away from the holder again), for the thread's
+ * learned deferral d, and then looks once more:
+ *   - taken again: the holder wanted it; the spinner goes on spinning,
+ *     and d doubles (from 0: 2 * FLOOR), up to CAP;
+ *   - still free: the holder had left; the spinner takes it, and d loses
+ *     an eighth; below FLOOR it becomes 0.
+ * At 0, a free lock is taken at once, but one free sighting in PROBE still
+ * defers by FLOOR, so a thread whose holders start to come back learns it.
+ * A pattern where the holder leaves pays FLOOR on a sixteenth of its
+ * hand-offs; a lock retaken at once has d near CAP and its spinners mostly
+ * run out of budget and sleep, which leaves the holder alone, as glibc's
+ * waiter does (docs/spin.md has the figures).
+ *
+ * Per thread and site, like the budget; thread-local, so no atomics. */
+static KS_TLS uint32_t tls_defer[KS_SPIN_SITES];
+static KS_TLS uint32_t tls_sightings; /* free sightings at d == 0, for PROBE */
+
+uint32_t ks_spin_defer_ns(unsigned site)
+{
+    if (site >= KS_SPIN_SITES)
+        return 0;
+    const uint32_t d = tls_defer[site];
+    if (d)
+        return d;
+    return ++tls_sightings % KS_DEFER_PROBE == 0 ? KS_DEFER_FLOOR_NS : 0;
+}
+
+int ks_spin_defer(struct ks_spin *sp, uint32_t ns)
+{
+    /* A deferral is part of the spin: it ends early if the spin does (its
+     * budget, or no spinner place to go on with; ks_spin_more). */
+    const uint64_t until = ks_ticks() + ks_spin_ns_to_ticks(ns);
+    do {
+        if (ks_ticks() >= until)
+            return 1;
+        ks_cpu_relax();
+    } while (ks_spin_more(sp));
+    return 0;
+}
+
+void ks_spin_deferred(unsigned site, int retaken)
+{
+    if (site >= KS_SPIN_SITES)
+        return;
+    uint32_t d = tls_defer[site];
+    if (retaken)
+        d = d < KS_DEFER_FLOOR_NS ? 2 * KS_DEFER_FLOOR_NS : d > KS_DEFER_CAP_NS / 2 ? KS_DEFER_CAP_NS : 2 * d;
+    else if ((d -= d / 8) < KS_DEFER_FLOOR_NS)
+        d = 0;
+    tls_defer[site] = d;
+}
+
+uint32_t ks_spin_defer_get(unsigned site)
+{
+    return site < KS_SPIN_SITES ? tls_defer[site] : 0;
+}
+
+void ks_spin_defer_set(unsigned site, uint32_t ns)
+{
+    if (site < KS_SPIN_SITES)
+        tls_defer[site] = ns > KS_DEFER_CAP_NS ? KS_DEFER_CAP_NS : ns;
+}
+
 /* ---- the cull (docs/spin.md, "The cull"): off unless asked for ----
  * Concurrency restriction after Dice's Malthusian locks (EuroSys 2017):
  * when more threads fight for a lock than it can serve, send the excess

@@ -13,6 +13,8 @@
 
 #include "internal.h"
 
+#include <stdatomic.h>
+
 /* A wait that began `ns` ago at `site`, not counted as a spinner. */
 static struct ks_spin waited_for(unsigned site, uint64_t ns)
 {
@@ -148,6 +150,148 @@ Test(spin, the_first_microsecond_needs_no_spinner_place)
     ks_spin_clip(&sp, 0);
     cr_assert_eq(sp.until, 0u);
     ks_spin_end(&sp);
+}
+
+/* ---- deferring to the holder (src/spin.c, docs/spin.md) ---- */
+
+Test(spin, a_deferral_doubles_when_the_holder_retakes_and_decays_to_zero_when_it_does_not)
+{
+    ks_spin_defer_set(KS_SPIN_MUTEX, 0);
+    const uint32_t up[] = {2 * KS_DEFER_FLOOR_NS, 4 * KS_DEFER_FLOOR_NS, 8 * KS_DEFER_FLOOR_NS, KS_DEFER_CAP_NS,
+                           KS_DEFER_CAP_NS};
+    for (unsigned i = 0; i < sizeof up / sizeof up[0]; i++) {
+        ks_spin_deferred(KS_SPIN_MUTEX, 1);
+        cr_assert_eq(ks_spin_defer_get(KS_SPIN_MUTEX), up[i], "retaken #%u: %u ns, expected %u", i + 1,
+                     ks_spin_defer_get(KS_SPIN_MUTEX), up[i]);
+    }
+    /* still free: an eighth less each time, then 0 below the floor */
+    uint32_t d = KS_DEFER_CAP_NS;
+    int steps = 0;
+    while (d) {
+        ks_spin_deferred(KS_SPIN_MUTEX, 0);
+        uint32_t want = d - d / 8 < KS_DEFER_FLOOR_NS ? 0 : d - d / 8;
+        d = ks_spin_defer_get(KS_SPIN_MUTEX);
+        cr_assert_eq(d, want, "still free #%d: %u ns, expected %u", steps + 1, d, want);
+        cr_assert_lt(++steps, 40, "the deferral does not reach 0");
+    }
+    cr_assert_geq(steps, 10, "the deferral fell from the cap to 0 in %d steps: not a slow decay", steps);
+    /* other sites keep their own */
+    ks_spin_defer_set(KS_SPIN_RWLOCK_WRITE, 0);
+    ks_spin_deferred(KS_SPIN_MUTEX, 1);
+    cr_assert_eq(ks_spin_defer_get(KS_SPIN_RWLOCK_WRITE), 0u);
+    /* a site out of range is ignored, not written past the array */
+    ks_spin_deferred(KS_SPIN_SITES, 1);
+    ks_spin_defer_set(KS_SPIN_SITES, 500);
+    cr_assert_eq(ks_spin_defer_get(KS_SPIN_SITES), 0u);
+    cr_assert_eq(ks_spin_defer_ns(KS_SPIN_SITES), 0u);
+    ks_spin_defer_set(KS_SPIN_MUTEX, UINT32_MAX);
+    cr_assert_eq(ks_spin_defer_get(KS_SPIN_MUTEX), KS_DEFER_CAP_NS);
+    ks_spin_defer_set(KS_SPIN_MUTEX, 0);
+}
+
+Test(spin, at_zero_one_free_sighting_in_sixteen_still_defers_by_the_floor)
+{
+    ks_spin_defer_set(KS_SPIN_MUTEX, 0);
+    int probes = 0;
+    for (unsigned i = 0; i < 4 * KS_DEFER_PROBE; i++) {
+        uint32_t d = ks_spin_defer_ns(KS_SPIN_MUTEX);
+        cr_assert(d == 0 || d == KS_DEFER_FLOOR_NS, "sighting %u: %u ns", i, d);
+        probes += d != 0;
+    }
+    cr_assert_eq(probes, 4, "%d probes in %u sightings", probes, 4 * KS_DEFER_PROBE);
+    ks_spin_defer_set(KS_SPIN_MUTEX, 600);
+    for (int i = 0; i < 20; i++)
+        cr_assert_eq(ks_spin_defer_ns(KS_SPIN_MUTEX), 600u);
+    ks_spin_defer_set(KS_SPIN_MUTEX, 0);
+}
+
+Test(spin, a_deferral_waits_its_time_and_ends_with_the_spin)
+{
+    struct ks_spin sp;
+    ks_spin_set_budget_ns(KS_SPIN_MUTEX, KS_SPIN_CAP_NS);
+    if (ks_spin_begin(&sp, KS_SPIN_MUTEX)) {
+        int64_t t0 = ks_now();
+        cr_assert_eq(ks_spin_defer(&sp, KS_DEFER_CAP_NS), 1, "a deferral inside the budget ended the spin");
+        cr_assert_geq(ks_now() - t0, (int64_t)KS_DEFER_CAP_NS * 9 / 10, "the deferral took %lld ns",
+                      (long long)(ks_now() - t0));
+        ks_spin_end(&sp);
+    }
+    /* a spin with nothing left: the deferral ends at once and says so */
+    memset(&sp, 0, sizeof sp);
+    sp.start = sp.stop = ks_ticks();
+    int64_t t0 = ks_now();
+    cr_assert_eq(ks_spin_defer(&sp, KS_DEFER_CAP_NS), 0);
+    cr_assert_lt(ks_now() - t0, 50 * KT_MS);
+}
+
+struct defer_arg {
+    ks_mutex_t *m;
+    atomic_int phase; /* 1: the helper holds m; 2: main is about to lock */
+    int64_t hold_ns;  /* how long the helper holds after phase 2 */
+    int relock;       /* the helper takes m again at once, for relock_ns */
+    int64_t relock_ns;
+};
+
+static void *defer_helper(void *p)
+{
+    struct defer_arg *a = p;
+    ks_mutex_lock(a->m);
+    atomic_store(&a->phase, 1);
+    while (atomic_load(&a->phase) != 2)
+        ;
+    int64_t t0 = ks_now();
+    while (ks_now() - t0 < a->hold_ns)
+        ;
+    ks_mutex_unlock(a->m);
+    t0 = ks_now();
+    while (a->relock && ks_now() - t0 < a->relock_ns) {
+        ks_mutex_lock(a->m);
+        ks_mutex_unlock(a->m);
+    }
+    return NULL;
+}
+
+/* One attempt: main locks the mutex the helper holds; returns main's
+ * deferral after it got the mutex. */
+static uint32_t defer_after(uint32_t start_ns, int relock)
+{
+    ks_mutex_t m;
+    cr_assert_eq(ks_mutex_init(&m, 0), 0);
+    struct defer_arg a = {.m = &m, .hold_ns = 20000, .relock = relock, .relock_ns = 2 * KT_MS};
+    ks_spin_set_budget_ns(KS_SPIN_MUTEX, KS_SPIN_CAP_NS);
+    ks_spin_defer_set(KS_SPIN_MUTEX, start_ns);
+    pthread_t t;
+    kt_spawn(&t, defer_helper, &a);
+    while (atomic_load(&a.phase) != 1)
+        ;
+    atomic_store(&a.phase, 2);
+    cr_assert_eq(ks_mutex_lock(&m), 0);
+    uint32_t d = ks_spin_defer_get(KS_SPIN_MUTEX);
+    cr_assert_eq(ks_mutex_unlock(&m), 0);
+    kt_join(t);
+    cr_assert_eq(ks_mutex_destroy(&m), 0);
+    return d;
+}
+
+Test(spin, a_spinner_learns_whether_the_holder_of_a_mutex_comes_back, .timeout = 60)
+{
+    if (ks_usable_cpus() < 2)
+        return; /* no spin at all with one usable CPU (tested above): nothing to learn */
+    /* The helper frees the mutex for good after 20 us: main, spinning with
+     * a long deferral, finds it still free after the deferral and takes it,
+     * and its deferral shrinks.  A preemption can make main sleep instead
+     * (then it learns nothing): several attempts, one must show it. */
+    int shrank = 0;
+    for (int i = 0; i < 50 && !shrank; i++)
+        shrank = defer_after(KS_DEFER_CAP_NS, 0) < KS_DEFER_CAP_NS;
+    cr_assert(shrank, "a mutex freed for good never taught a spinner to defer less");
+    /* The helper takes the mutex again at once, for 2 ms: main's deferrals
+     * see it retaken and grow. */
+    int grew = 0;
+    for (int i = 0; i < 50 && !grew; i++)
+        grew = defer_after(2 * KS_DEFER_FLOOR_NS, 1) > 2 * KS_DEFER_FLOOR_NS;
+    cr_assert(grew, "a holder that kept retaking the mutex never taught a spinner to defer more");
+    ks_spin_defer_set(KS_SPIN_MUTEX, 0);
 }
 
 Test(spin, spinners_leave_one_usable_cpu_free_and_ending_a_spin_frees_its_place)
