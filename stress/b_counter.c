@@ -13,7 +13,10 @@
  * for a lock that guards data elsewhere: the holder then leaves the lock's
  * line alone inside the critical section, and every change of hands moves
  * two lines.  The ratios differ widely between the two layouts (docs/mutex.md,
- * "Measured").
+ * "Measured").  --counter-hold-ns and --counter-work-ns add busy work inside
+ * the lock and after each unlock: a holder that leaves for a while before it
+ * comes back, which is where a spinner that waits before taking a freed
+ * mutex (docs/spin.md, "Deferring to the holder") pays for its wait.
  */
 #include "bench.h"
 
@@ -29,19 +32,27 @@ struct counter_obj {
     uint64_t apart __attribute__((aligned(KS_CACHELINE))); /* guarded by lock: --counter-apart's counter */
 } __attribute__((aligned(KS_CACHELINE)));
 
+/* --counter-hold-ns / --counter-work-ns, in bench_spin iterations (0: none) */
+static uint64_t hold_iters, work_iters;
+
 #define COUNTER_BODY(name)                                \
     static void body_##name(bench_thr_t *t)               \
     {                                                     \
         struct counter_obj *o = t->arg;                   \
         uint64_t *c = bopt.counter_apart ? &o->apart : &o->counter; \
+        const uint64_t hold = hold_iters, work = work_iters; \
         bench_ctx_t ctx;                                  \
         uint64_t n = 0;                                   \
         memset(&ctx, 0, sizeof ctx);                      \
         while (!bench_stopped()) {                        \
             name##_b_acq(&o->lock, &ctx);                 \
             (*c)++;                                       \
+            if (hold)                                     \
+                bench_spin(hold);                         \
             name##_b_rel(&o->lock, &ctx);                 \
             n++;                                          \
+            if (work)                                     \
+                bench_spin(work);                         \
         }                                                 \
         t->ops = n;                                       \
     }
@@ -118,6 +129,14 @@ void bench_counter(void)
     printf("\n== 2. Contended counter: T threads loop { lock; counter++; unlock } ==\n");
     if (bopt.counter_apart)
         printf("--counter-apart: the counter is on the cache line after the lock's\n");
+    double per_iter = 0;
+    hold_iters = bopt.counter_hold_ns ? bench_spin_calibrate(bopt.counter_hold_ns, &per_iter) : 0;
+    work_iters = bopt.counter_work_ns ? bench_spin_calibrate(bopt.counter_work_ns, &per_iter) : 0;
+    if (hold_iters || work_iters)
+        printf("--counter-hold-ns %d --counter-work-ns %d: busy loops of %llu and %llu iterations inside and\n"
+               "after the lock (%.2f ns per iteration, calibrated now)\n",
+               bopt.counter_hold_ns, bopt.counter_work_ns, (unsigned long long)hold_iters,
+               (unsigned long long)work_iters, per_iter);
     printf("%.2f s per run; rate = increments / (start .. last thread out); %ld CPUs online\n", bopt.seconds,
            sysconf(_SC_NPROCESSORS_ONLN));
     for (int ti = 0; ti < NT; ti++) {
@@ -187,9 +206,10 @@ void bench_counter(void)
     }
 #undef RES
 
-    if (bopt.counter_apart) {
+    if (bopt.counter_apart || hold_iters || work_iters) {
         /* the targets are set for the default layout; the ratio table above has the figures */
-        printf("(no target lines with --counter-apart: they are set for the counter beside the lock)\n");
+        printf("(no target lines with --counter-apart or --counter-*-ns: they are set for the counter\n"
+               "beside the lock and no work)\n");
     } else {
         bench_target("contended counter, 2 threads: ks_mutex / pthread", ratio2, ">=", 1.2, "x");
         bench_target("contended counter, 16 threads: ks_mutex / pthread", ratio16, ">=", 1.0, "x");

@@ -422,6 +422,8 @@ static void print_context(void)
            bopt.pin == PIN_AUTO ? "auto" : bopt.pin == PIN_ALWAYS ? "always" : "never", bopt.lim_threads,
            bopt.permits, bopt.work_ns, bopt.rw_work_ns, bopt.rw_threads[0], bopt.rw_threads[1],
            bopt.counter_apart ? " --counter-apart" : "");
+    if (bopt.counter_hold_ns || bopt.counter_work_ns)
+        printf("             --counter-hold-ns %d --counter-work-ns %d\n", bopt.counter_hold_ns, bopt.counter_work_ns);
     print_load("start", "");
 }
 

@@ -106,6 +106,8 @@ struct bench_opts {
     int work_ns;           /* section 3: busy work while holding a permit */
     int rw_work_ns;        /* section 7: busy work after each operation, outside the lock */
     int counter_apart;     /* section 2: the counter on the line after the lock's, not beside it */
+    int counter_hold_ns;   /* section 2: busy work inside the lock, after the increment */
+    int counter_work_ns;   /* section 2: busy work after each unlock, outside the lock */
     int rw_threads[2];     /* section 7: its two thread counts (2 and 16; the targets need those) */
     int pin;               /* PIN_*: team threads bound to CPUs */
     int verbose;           /* print every repetition's value */

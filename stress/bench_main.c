@@ -84,6 +84,8 @@ static void usage(FILE *f)
             "  --lim-threads N   section 3 threads (default %d)\n"
             "  --permits N       section 3 permits (default %d)\n"
             "  --work-ns N       section 3 busy work per permit (default %d)\n"
+            "  --counter-hold-ns N  section 2 busy work inside the lock (default 0)\n"
+            "  --counter-work-ns N  section 2 busy work after each unlock, outside the lock (default 0)\n"
             "  --rw-work-ns N    section 7 busy work after each operation, outside the lock\n"
             "                    (default 0: the lock is all the threads do)\n"
             "  --rw-threads A,B  section 7's two thread counts (default 2,16; its targets are\n"
@@ -168,7 +170,7 @@ static void parse_tlist(const char *s)
 }
 
 enum { O_ONLY = 256, O_REPS, O_SECONDS, O_THREADS, O_ITERS, O_CG_ITERS, O_NO_CG, O_VALGRIND,
-       O_LIM_THREADS, O_PERMITS, O_WORK_NS, O_RW_WORK_NS, O_RW_THREADS, O_COUNTER_APART, O_PIN, O_VERBOSE, O_CG_CHILD, O_QUICK, O_CSV, O_HELP };
+       O_LIM_THREADS, O_PERMITS, O_WORK_NS, O_RW_WORK_NS, O_RW_THREADS, O_COUNTER_APART, O_COUNTER_HOLD_NS, O_COUNTER_WORK_NS, O_PIN, O_VERBOSE, O_CG_CHILD, O_QUICK, O_CSV, O_HELP };
 
 int main(int argc, char **argv)
 {
@@ -187,6 +189,8 @@ int main(int argc, char **argv)
         {"rw-work-ns", required_argument, 0, O_RW_WORK_NS},
         {"rw-threads", required_argument, 0, O_RW_THREADS},
         {"counter-apart", no_argument, 0, O_COUNTER_APART},
+        {"counter-hold-ns", required_argument, 0, O_COUNTER_HOLD_NS},
+        {"counter-work-ns", required_argument, 0, O_COUNTER_WORK_NS},
         {"pin", required_argument, 0, O_PIN},
         {"verbose", no_argument, 0, O_VERBOSE},
         {"quick", no_argument, 0, O_QUICK},
@@ -219,6 +223,12 @@ int main(int argc, char **argv)
         case O_PERMITS: bopt.permits = (int)parse_long("--permits", optarg, 1, 1000000); break;
         case O_WORK_NS: bopt.work_ns = (int)parse_long("--work-ns", optarg, 0, 100000000); break;
         case O_COUNTER_APART: bopt.counter_apart = 1; break;
+        case O_COUNTER_HOLD_NS:
+            bopt.counter_hold_ns = (int)parse_long("--counter-hold-ns", optarg, 0, 100000000);
+            break;
+        case O_COUNTER_WORK_NS:
+            bopt.counter_work_ns = (int)parse_long("--counter-work-ns", optarg, 0, 100000000);
+            break;
         case O_RW_WORK_NS: bopt.rw_work_ns = (int)parse_long("--rw-work-ns", optarg, 0, 100000000); break;
         case O_RW_THREADS: {
             char *comma = strchr(optarg, ',');
