@@ -553,6 +553,7 @@ struct ks_spin {
     uint64_t lease;       /* the value of the spinner place it holds */
     unsigned site;        /* KS_SPIN_SITES: learn nothing (one usable CPU) */
     unsigned place;       /* its spinner place + 1, 0 when it holds none */
+    unsigned clipped;     /* ks_spin_clip found the deadline passed: no deferral */
 };
 KS_HIDDEN int ks_spin_begin(struct ks_spin *sp, unsigned site);
 KS_HIDDEN int ks_spin_extend(struct ks_spin *sp);
@@ -592,6 +593,8 @@ KS_HIDDEN uint64_t ks_spin_ticks_to_ns(uint64_t ticks);
 #define KS_DEFER_CAP_NS 1000u
 #define KS_DEFER_PROBE 16u
 KS_HIDDEN uint32_t ks_spin_defer_ns(unsigned site);
+/* sp: a spin begun by ks_spin_begin (which returned 1) and not yet ended;
+ * returns 0 when the spin is over (then end it as usual) */
 KS_HIDDEN int ks_spin_defer(struct ks_spin *sp, uint32_t ns);
 KS_HIDDEN void ks_spin_deferred(unsigned site, int retaken);
 /* (for tests) the calling thread's learned deferral at a site, and setting it */

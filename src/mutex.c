@@ -259,7 +259,7 @@ static int lock_slow(ks_mutex_t *m, int64_t deadline, int slept)
                     ks_spin_deferred(KS_SPIN_MUTEX, 1); /* the holder (or another) took it */
                 else if ((s & ~T) == 0)
                     ks_spin_deferred(KS_SPIN_MUTEX, 0); /* still free: take it below */
-            } else if ((s & ~T) == 0) {
+            } else if ((s & ~T) == 0 && !sp.clipped) {
                 const uint32_t d = ks_spin_defer_ns(KS_SPIN_MUTEX);
                 if (d) {
                     if (!ks_spin_defer(&sp, d))
@@ -269,8 +269,9 @@ static int lock_slow(ks_mutex_t *m, int64_t deadline, int slept)
                 }
             }
             if ((s & ~T) == 0) {
-                /* acquire: pairs with the release in unlock. */
-                if (__atomic_compare_exchange_n(&m->state, &s, s | L, 1, __ATOMIC_ACQUIRE, __ATOMIC_RELAXED)) {
+                /* acquire: pairs with the release in unlock.  Strong: a
+                 * spurious failure (LL/SC) would defer a second time. */
+                if (__atomic_compare_exchange_n(&m->state, &s, s | L, 0, __ATOMIC_ACQUIRE, __ATOMIC_RELAXED)) {
                     ks_spin_won(&sp);
                     return 0;
                 }

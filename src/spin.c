@@ -209,18 +209,22 @@ int ks_spin_begin(struct ks_spin *sp, unsigned site)
     sp->site = site;
     sp->place = 0;
     sp->until = 0;
-    sp->start = ks_ticks();
-    sp->stop = sp->start;
+    sp->clipped = 0;
     if (ks_usable_cpus() <= 1) {
+        sp->start = sp->stop = ks_ticks();
         sp->site = KS_SPIN_SITES; /* nothing to learn: never spins */
         return 0;
     }
     /* The first KS_SPIN_FREE_NS need no place: most waits of a hand-off end
      * within them, and taking a place would make both threads of the pair
      * write the place's line on every round trip.  The rest of the budget
-     * needs one (ks_spin_extend). */
+     * needs one (ks_spin_extend).  The conversions come before the start is
+     * read: the first one of a process calibrates for 50 us, which used to
+     * come out of its first spin's budget. */
     const uint64_t budget = ks_spin_ns_to_ticks(ks_spin_budget_ns(site));
     const uint64_t free_part = ks_spin_ns_to_ticks(KS_SPIN_FREE_NS);
+    sp->start = ks_ticks();
+    sp->stop = sp->start;
     if (budget <= free_part) {
         sp->stop = sp->start + budget;
     } else {
@@ -258,8 +262,10 @@ int ks_spin_extend(struct ks_spin *sp)
  * tryget that retries through the timed path).  The free part only. */
 void ks_spin_clip(struct ks_spin *sp, int64_t deadline)
 {
-    if (sp->until && ks_deadline_passed(deadline))
+    if (ks_deadline_passed(deadline)) {
         sp->until = 0;
+        sp->clipped = 1; /* and no deferral to the holder (ks_spin_defer_ns's callers) */
+    }
 }
 
 void ks_spin_end(struct ks_spin *sp)
@@ -311,9 +317,10 @@ void ks_spin_waited(struct ks_spin *sp)
  * first moves the lock's line and the lines of the data it guards to the
  * spinner's CPU, and the holder, now a spinner itself, soon takes them
  * back: every change of hands costs two or more line transfers.  With the
- * counter on the line after the lock's, two threads made 12 Mops/s that
+ * counter on the line after the lock's, two threads made 11.7 Mops/s that
  * way where glibc, whose waiter sleeps and leaves the holder alone, made
- * 27-36 (Intel Xeon guest, bench section 2 with --counter-apart).
+ * 34.1 (Intel Xeon guest, bench section 2 with --counter-apart;
+ * docs/mutex.md "Measured").
  *
  * So a spinner that sees the lock free first waits, without looking (a
  * look would pull the line away from the holder again), for the thread's
@@ -329,9 +336,12 @@ void ks_spin_waited(struct ks_spin *sp)
  * run out of budget and sleep, which leaves the holder alone, as glibc's
  * waiter does (docs/spin.md has the figures).
  *
- * Per thread and site, like the budget; thread-local, so no atomics. */
+ * d is per thread and site, like the budget; thread-local, so no atomics.
+ * A spin whose deadline has already passed (ks_spin_clip: a trylock
+ * through the timed path) does not defer: it has about a microsecond, and
+ * a deferral would spend it leaving the mutex to the holder. */
 static KS_TLS uint32_t tls_defer[KS_SPIN_SITES];
-static KS_TLS uint32_t tls_sightings; /* free sightings at d == 0, for PROBE */
+static KS_TLS uint32_t tls_sightings; /* per thread, all sites: free sightings at d == 0, for PROBE */
 
 uint32_t ks_spin_defer_ns(unsigned site)
 {
