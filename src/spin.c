@@ -20,6 +20,17 @@
  *           max(budget, W + W/4))
  *        -> W >  KS_SPIN_CAP_NS: no allowed spin would have covered it
  *           (the partner was away): halve
+ *        -> at a lock's site (mutex, rwlock, sem: KS_SPIN_LOCK_SITES), the
+ *           KS_SPIN_MISSES-th such wait in a row, and each after it until a
+ *           spin wins: halve, whatever W was.  The spin has been lengthened
+ *           to cover the last waits and still covers none: the holders'
+ *           holds are not of a length a spin can catch (16 threads on 2
+ *           CPUs whose holder yields inside the lock, or needs the CPU the
+ *           spinner occupies), and spinning on only takes CPU time from
+ *           the threads that would end them.  Not at the hand-off sites
+ *           (event, cond, barrier, queue, channel): there a long spin that
+ *           rarely wins still paid in bench section 8 (16 waiters of a
+ *           broadcast, 1.1x glibc's broadcasts/s, 0.8-0.9x with the rule)
  *   timed out, error: nothing learned
  *
  * So a hand-off whose wake-ups are slow (a vCPU woken in tens of us) moves
@@ -192,6 +203,9 @@ static unsigned take_place(int most, uint64_t now, uint64_t lease)
 
 /* Budget in ns per thread and site; 0 = not yet used by this thread. */
 static KS_TLS uint32_t tls_budget[KS_SPIN_SITES];
+/* Waits in a row, per thread and site, that the spin did not cover (since
+ * its last win), up to KS_SPIN_MISSES. */
+static KS_TLS unsigned tls_misses[KS_SPIN_SITES];
 
 uint32_t ks_spin_budget_ns(unsigned site)
 {
@@ -202,6 +216,17 @@ uint32_t ks_spin_budget_ns(unsigned site)
 void ks_spin_set_budget_ns(unsigned site, uint32_t ns)
 {
     tls_budget[site] = ns < KS_SPIN_FLOOR_NS ? KS_SPIN_FLOOR_NS : ns > KS_SPIN_CAP_NS ? KS_SPIN_CAP_NS : ns;
+}
+
+unsigned ks_spin_misses(unsigned site)
+{
+    return site < KS_SPIN_SITES ? tls_misses[site] : 0;
+}
+
+void ks_spin_set_misses(unsigned site, unsigned n)
+{
+    if (site < KS_SPIN_SITES)
+        tls_misses[site] = n < KS_SPIN_MISSES ? n : KS_SPIN_MISSES;
 }
 
 int ks_spin_begin(struct ks_spin *sp, unsigned site)
@@ -285,6 +310,7 @@ void ks_spin_won(struct ks_spin *sp)
     ks_spin_end(sp);
     if (sp->site >= KS_SPIN_SITES)
         return;
+    tls_misses[sp->site] = 0;
     uint64_t now = ks_ticks();
     uint64_t t = now > sp->start ? ks_spin_ticks_to_ns(now - sp->start) : 0;
     uint32_t b = ks_spin_budget_ns(sp->site);
@@ -304,8 +330,10 @@ void ks_spin_waited(struct ks_spin *sp)
         return;
     uint64_t w = ks_spin_ticks_to_ns(now - sp->start);
     uint32_t b = ks_spin_budget_ns(sp->site);
-    if (w > KS_SPIN_CAP_NS)
-        ks_spin_set_budget_ns(sp->site, b / 2); /* no spin could have covered it */
+    /* (saturates: a thread that never wins keeps halving) */
+    const unsigned misses = tls_misses[sp->site] < KS_SPIN_MISSES ? ++tls_misses[sp->site] : KS_SPIN_MISSES;
+    if (w > KS_SPIN_CAP_NS || (misses >= KS_SPIN_MISSES && (KS_SPIN_LOCK_SITES >> sp->site & 1)))
+        ks_spin_set_budget_ns(sp->site, b / 2); /* no spin could have, or longer ones did not */
     else if (w + w / 4 > b)
         ks_spin_set_budget_ns(sp->site, (uint32_t)(w + w / 4)); /* set_budget caps it */
 }

@@ -39,6 +39,7 @@ static void near(uint32_t got, uint32_t want, const char *what)
 static uint32_t learn(unsigned site, uint64_t ns, int won)
 {
     const uint32_t before = ks_spin_budget_ns(site);
+    const unsigned misses = ks_spin_misses(site);
     for (int attempt = 0; attempt < 100; attempt++) {
         int64_t t0 = ks_now();
         struct ks_spin sp = waited_for(site, ns);
@@ -49,6 +50,7 @@ static uint32_t learn(unsigned site, uint64_t ns, int won)
         if (ks_now() - t0 < 2000)
             return ks_spin_budget_ns(site);
         ks_spin_set_budget_ns(site, before);
+        ks_spin_set_misses(site, misses);
     }
     cr_assert_fail("100 attempts were preempted");
     return 0;
@@ -92,6 +94,32 @@ Test(spin, a_wait_the_spin_missed_by_a_little_lengthens_the_next_spin)
     near(learn(KS_SPIN_EVENT, 5000, 0), 37500, "after a 5 us wait");
     /* nor does a wait longer than the cap lengthen it past the cap */
     cr_assert_eq(learn(KS_SPIN_EVENT, KS_SPIN_CAP_NS - 1000, 0), KS_SPIN_CAP_NS);
+}
+
+Test(spin, at_a_lock_waits_no_spin_covers_four_times_in_a_row_halve_the_budget_until_a_win)
+{
+    (void)ks_spin_ns_to_ticks(1); /* calibrate first: learn() retries a preempted attempt */
+    /* three uncovered waits of 40 us lengthen the spin to 50 us as before */
+    for (unsigned i = 1; i < KS_SPIN_MISSES; i++) {
+        near(learn(KS_SPIN_SEM, 40000, 0), 50000, "an uncovered 40 us wait");
+        cr_assert_eq(ks_spin_misses(KS_SPIN_SEM), i);
+    }
+    /* the fourth in a row, and each after it, halves: longer spins did not help */
+    near(learn(KS_SPIN_SEM, 40000, 0), 25000, "the fourth uncovered wait in a row");
+    near(learn(KS_SPIN_SEM, 40000, 0), 12500, "the fifth");
+    cr_assert_eq(ks_spin_misses(KS_SPIN_SEM), KS_SPIN_MISSES, "the count saturates");
+    /* a win starts the count again, and the next uncovered wait lengthens */
+    learn(KS_SPIN_SEM, 5000, 1);
+    cr_assert_eq(ks_spin_misses(KS_SPIN_SEM), 0u);
+    near(learn(KS_SPIN_SEM, 40000, 0), 50000, "after a win");
+    /* other sites keep their own count */
+    cr_assert_eq(ks_spin_misses(KS_SPIN_EVENT), 0u);
+    /* a hand-off site counts too, but keeps lengthening (docs/spin.md) */
+    for (unsigned i = 0; i < KS_SPIN_MISSES + 2; i++)
+        near(learn(KS_SPIN_EVENT, 40000, 0), 50000, "an uncovered 40 us wait at the event site");
+    cr_assert_eq(ks_spin_misses(KS_SPIN_EVENT), KS_SPIN_MISSES);
+    ks_spin_set_misses(KS_SPIN_SITES, 3);
+    cr_assert_eq(ks_spin_misses(KS_SPIN_SITES), 0u);
 }
 
 Test(spin, a_partner_that_was_away_halves_the_budget_down_to_the_floor)
