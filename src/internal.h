@@ -532,7 +532,8 @@ enum {
 #define KS_SPIN_CAP_NS 100000u
 /* At the sites of KS_SPIN_LOCK_SITES, this many waits in a row that the
  * spin did not cover (no win between) halve the budget, whatever they
- * lasted (src/spin.c) */
+ * lasted, and so does each after it but one in this many (a probe that
+ * learns as usual; src/spin.c) */
 #define KS_SPIN_MISSES 4u
 #define KS_SPIN_LOCK_SITES                                                                           \
     (1u << KS_SPIN_MUTEX | 1u << KS_SPIN_RWLOCK_READ | 1u << KS_SPIN_RWLOCK_WRITE | 1u << KS_SPIN_SEM)
@@ -577,7 +578,7 @@ KS_HIDDEN void ks_spin_waited(struct ks_spin *sp);
 KS_HIDDEN uint32_t ks_spin_budget_ns(unsigned site);
 KS_HIDDEN void ks_spin_set_budget_ns(unsigned site, uint32_t ns);
 /* (for tests) the calling thread's count of uncovered waits in a row at a
- * site (KS_SPIN_MISSES), and setting it */
+ * site (1 .. 2 * KS_SPIN_MISSES - 1, src/spin.c), and setting it */
 KS_HIDDEN unsigned ks_spin_misses(unsigned site);
 KS_HIDDEN void ks_spin_set_misses(unsigned site, unsigned n);
 KS_HIDDEN uint64_t ks_spin_ns_to_ticks(uint64_t ns);
