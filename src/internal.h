@@ -530,11 +530,12 @@ enum {
 #define KS_SPIN_FLOOR_NS 2000u
 #define KS_SPIN_START_NS 4000u
 #define KS_SPIN_CAP_NS 100000u
-/* At the sites of KS_SPIN_LOCK_SITES, this many waits in a row that the
- * spin did not cover (no win between) halve the budget, whatever they
- * lasted, and so does each after it but one in this many (a probe that
- * learns as usual; src/spin.c) */
+/* At the sites of KS_SPIN_LOCK_SITES, the KS_SPIN_MISSES-th wait in a row
+ * that the spin did not cover (no win between) halves the budget, whatever
+ * it lasted, and so does each after it but one in KS_SPIN_PROBE (a probe
+ * that learns as usual; src/spin.c) */
 #define KS_SPIN_MISSES 4u
+#define KS_SPIN_PROBE 16u
 #define KS_SPIN_LOCK_SITES                                                                           \
     (1u << KS_SPIN_MUTEX | 1u << KS_SPIN_RWLOCK_READ | 1u << KS_SPIN_RWLOCK_WRITE | 1u << KS_SPIN_SEM)
 /* The first part of a spin, which needs no spinner place (src/spin.c). */
@@ -578,7 +579,7 @@ KS_HIDDEN void ks_spin_waited(struct ks_spin *sp);
 KS_HIDDEN uint32_t ks_spin_budget_ns(unsigned site);
 KS_HIDDEN void ks_spin_set_budget_ns(unsigned site, uint32_t ns);
 /* (for tests) the calling thread's count of uncovered waits in a row at a
- * site (1 .. 2 * KS_SPIN_MISSES - 1, src/spin.c), and setting it */
+ * site (1 .. KS_SPIN_MISSES + KS_SPIN_PROBE - 1, src/spin.c), and setting it */
 KS_HIDDEN unsigned ks_spin_misses(unsigned site);
 KS_HIDDEN void ks_spin_set_misses(unsigned site, unsigned n);
 KS_HIDDEN uint64_t ks_spin_ns_to_ticks(uint64_t ns);

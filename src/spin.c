@@ -22,14 +22,17 @@
  *           (the partner was away): halve
  *        -> at a lock's site (mutex, rwlock, sem: KS_SPIN_LOCK_SITES), the
  *           KS_SPIN_MISSES-th such wait in a row, and each after it until a
- *           spin wins: halve, whatever W was; except one in KS_SPIN_MISSES
- *           of those (the 7th, 11th, ... in a row), a probe, which learns
+ *           spin wins: halve, whatever W was; except one in KS_SPIN_PROBE
+ *           of those (the 19th, 35th, ... in a row), a probe, which learns
  *           as above.  Without the probe, a hand-off whose partner answers
  *           after more than the floor, once pushed to 4 misses (an absent
  *           phase of the partner, a few preemptions), could never win
  *           again at the floor and stayed in the sleeping state (a review's
  *           ks_sem ping-pong, 20 us of work per answer: 40-85 us per round
- *           trip for 0.5 s instead of 21 us).  The spin has been lengthened
+ *           trip for 0.5 s instead of 21 us).  A probe in 4 cost most of
+ *           what the rule gained for python3 (1.12x glibc's time instead
+ *           of about 1.03x); one in 16 keeps it, and a trapped pair is out
+ *           within 16 waits, well under a millisecond.  The spin has been lengthened
  *           to cover the last waits and still covers none: the holders'
  *           holds are not of a length a spin can catch (16 threads on 2
  *           CPUs whose holder yields inside the lock, or needs the CPU the
@@ -212,8 +215,8 @@ static unsigned take_place(int most, uint64_t now, uint64_t lease)
 /* Budget in ns per thread and site; 0 = not yet used by this thread. */
 static KS_TLS uint32_t tls_budget[KS_SPIN_SITES];
 /* Waits in a row, per thread and site, that the spin did not cover (since
- * its last win), counted 1 .. 2 * KS_SPIN_MISSES - 1, then from
- * KS_SPIN_MISSES again (ks_spin_waited). */
+ * its last win), counted 1 .. KS_SPIN_MISSES + KS_SPIN_PROBE - 1, then
+ * from KS_SPIN_MISSES again (ks_spin_waited). */
 static KS_TLS unsigned tls_misses[KS_SPIN_SITES];
 
 uint32_t ks_spin_budget_ns(unsigned site)
@@ -235,7 +238,7 @@ unsigned ks_spin_misses(unsigned site)
 void ks_spin_set_misses(unsigned site, unsigned n)
 {
     if (site < KS_SPIN_SITES)
-        tls_misses[site] = n < 2 * KS_SPIN_MISSES ? n : 2 * KS_SPIN_MISSES - 1;
+        tls_misses[site] = n < KS_SPIN_MISSES + KS_SPIN_PROBE ? n : KS_SPIN_MISSES + KS_SPIN_PROBE - 1;
 }
 
 int ks_spin_begin(struct ks_spin *sp, unsigned site)
@@ -339,15 +342,15 @@ void ks_spin_waited(struct ks_spin *sp)
         return;
     uint64_t w = ks_spin_ticks_to_ns(now - sp->start);
     uint32_t b = ks_spin_budget_ns(sp->site);
-    /* 1, 2, ..., 2 * MISSES - 1, then MISSES again: past MISSES - 1 the
-     * lock sites halve, except at 2 * MISSES - 1, a probe, which learns as
-     * before (and a win after it sets the count back to 0) */
+    /* 1, 2, ..., MISSES + PROBE - 1, then MISSES again: past MISSES - 1
+     * the lock sites halve, except at MISSES + PROBE - 1, a probe, which
+     * learns as before (and a win after it sets the count back to 0) */
     unsigned misses = tls_misses[sp->site] + 1;
-    if (misses >= 2 * KS_SPIN_MISSES)
+    if (misses >= KS_SPIN_MISSES + KS_SPIN_PROBE)
         misses = KS_SPIN_MISSES;
     tls_misses[sp->site] = misses;
     const int shrink = (KS_SPIN_LOCK_SITES >> sp->site & 1) && misses >= KS_SPIN_MISSES &&
-                       misses != 2 * KS_SPIN_MISSES - 1;
+                       misses != KS_SPIN_MISSES + KS_SPIN_PROBE - 1;
     if (w > KS_SPIN_CAP_NS || shrink)
         ks_spin_set_budget_ns(sp->site, b / 2); /* no spin could have, or longer ones did not */
     else if (w + w / 4 > b)

@@ -105,21 +105,29 @@ Test(spin, at_a_lock_waits_no_spin_covers_four_times_in_a_row_halve_the_budget_b
         cr_assert_eq(ks_spin_misses(KS_SPIN_SEM), i);
     }
     /* the fourth in a row, and each after it, halves: longer spins did not
-     * help; but one in four of those is a probe that lengthens as before */
+     * help; but one in KS_SPIN_PROBE of those is a probe that lengthens as
+     * before */
     near(learn(KS_SPIN_SEM, 40000, 0), 25000, "the fourth uncovered wait in a row");
     near(learn(KS_SPIN_SEM, 40000, 0), 12500, "the fifth");
     near(learn(KS_SPIN_SEM, 40000, 0), 6250, "the sixth");
-    near(learn(KS_SPIN_SEM, 40000, 0), 50000, "the seventh: a probe");
-    cr_assert_eq(ks_spin_misses(KS_SPIN_SEM), 2 * KS_SPIN_MISSES - 1);
-    near(learn(KS_SPIN_SEM, 40000, 0), 25000, "the eighth");
+    uint32_t prev = ks_spin_budget_ns(KS_SPIN_SEM);
+    for (unsigned i = KS_SPIN_MISSES + 3; i < KS_SPIN_MISSES + KS_SPIN_PROBE - 1; i++) {
+        uint32_t b = learn(KS_SPIN_SEM, 40000, 0);
+        cr_assert_eq(b, prev / 2 < KS_SPIN_FLOOR_NS ? KS_SPIN_FLOOR_NS : prev / 2, "uncovered wait %u in a row", i);
+        prev = b;
+    }
+    cr_assert_eq(prev, KS_SPIN_FLOOR_NS);
+    near(learn(KS_SPIN_SEM, 40000, 0), 50000, "the probe");
+    cr_assert_eq(ks_spin_misses(KS_SPIN_SEM), KS_SPIN_MISSES + KS_SPIN_PROBE - 1);
+    near(learn(KS_SPIN_SEM, 40000, 0), 25000, "the wait after the probe");
     cr_assert_eq(ks_spin_misses(KS_SPIN_SEM), KS_SPIN_MISSES, "the count goes round");
-    /* the floor is no trap: a probe comes within four waits */
+    /* the floor is no trap: a probe comes within KS_SPIN_PROBE waits */
     for (int i = 0; i < 10; i++)
         learn(KS_SPIN_SEM, 40000, 0);
     int probed = 0;
-    for (unsigned i = 0; i < KS_SPIN_MISSES && !probed; i++)
+    for (unsigned i = 0; i < KS_SPIN_PROBE && !probed; i++)
         probed = learn(KS_SPIN_SEM, 40000, 0) > 40000;
-    cr_assert(probed, "no probe in %u waits", KS_SPIN_MISSES);
+    cr_assert(probed, "no probe in %u waits", KS_SPIN_PROBE);
     /* a win starts the count again, and the next uncovered wait lengthens */
     learn(KS_SPIN_SEM, 5000, 1);
     cr_assert_eq(ks_spin_misses(KS_SPIN_SEM), 0u);
