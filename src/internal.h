@@ -579,7 +579,7 @@ KS_HIDDEN void ks_spin_waited(struct ks_spin *sp);
 KS_HIDDEN uint32_t ks_spin_budget_ns(unsigned site);
 KS_HIDDEN void ks_spin_set_budget_ns(unsigned site, uint32_t ns);
 /* (for tests) the calling thread's count of uncovered waits in a row at a
- * site (1 .. KS_SPIN_MISSES + KS_SPIN_PROBE - 1, src/spin.c), and setting it */
+ * site (0 .. KS_SPIN_MISSES + KS_SPIN_PROBE - 1, src/spin.c), and setting it */
 KS_HIDDEN unsigned ks_spin_misses(unsigned site);
 KS_HIDDEN void ks_spin_set_misses(unsigned site, unsigned n);
 KS_HIDDEN uint64_t ks_spin_ns_to_ticks(uint64_t ns);

@@ -22,25 +22,30 @@
  *           (the partner was away): halve
  *        -> at a lock's site (mutex, rwlock, sem: KS_SPIN_LOCK_SITES), the
  *           KS_SPIN_MISSES-th such wait in a row, and each after it until a
- *           spin wins: halve, whatever W was; except one in KS_SPIN_PROBE
- *           of those (the 19th, 35th, ... in a row), a probe, which learns
- *           as above.  Without the probe, a hand-off whose partner answers
- *           after more than the floor, once pushed to 4 misses (an absent
- *           phase of the partner, a few preemptions), could never win
- *           again at the floor and stayed in the sleeping state (a review's
- *           ks_sem ping-pong, 20 us of work per answer: 40-85 us per round
- *           trip for 0.5 s instead of 21 us).  A probe in 4 cost most of
- *           what the rule gained for python3 (1.12x glibc's time instead
- *           of about 1.03x); one in 16 keeps it, and a trapped pair is out
- *           within 16 waits, well under a millisecond.  The spin has been lengthened
+ *           spin wins: halve, whatever W was.  The spin has been lengthened
  *           to cover the last waits and still covers none: the holders'
  *           holds are not of a length a spin can catch (16 threads on 2
  *           CPUs whose holder yields inside the lock, or needs the CPU the
  *           spinner occupies), and spinning on only takes CPU time from
- *           the threads that would end them.  Not at the hand-off sites
- *           (event, cond, barrier, queue, channel): there a long spin that
- *           rarely wins still paid in bench section 8 (16 waiters of a
- *           broadcast, 1.1x glibc's broadcasts/s, 0.8-0.9x with the rule)
+ *           the threads that would end them.  Except one in KS_SPIN_PROBE
+ *           of those (the 19th, 35th, ... in a row), a probe: budget =
+ *           max(budget, 1.25 x the longest wait within the cap since the
+ *           last win).  Without the probe, a hand-off whose partner answers
+ *           after more than the floor, once pushed to 4 misses (an absent
+ *           phase of the partner, a few preemptions), could never win
+ *           again at the floor and stayed in the sleeping state (a review's
+ *           ks_sem ping-pong, 20 us of work per answer: 40-85 us per round
+ *           trip for 0.5 s instead of 21 us).  The probe's own wait is not
+ *           what it learns from: a partner whose answers alternate 30 and
+ *           75 us put every probe on a wait beyond the cap, which halved
+ *           (the second review's program: 90 us per round trip, 55 before
+ *           the rule).  A probe in 4 cost most of what the rule gained for
+ *           python3 (1.12x glibc's time instead of about 1.03x); one in 16
+ *           keeps it, and a trapped pair gets its long spin within 17 waits.
+ *           Not at the hand-off sites (event, cond, barrier, queue,
+ *           channel): there a long spin that rarely wins still paid in
+ *           bench section 8 (16 waiters of a broadcast, 1.1x glibc's
+ *           broadcasts/s, 0.8-0.9x with the rule)
  *   timed out, error: nothing learned
  *
  * So a hand-off whose wake-ups are slow (a vCPU woken in tens of us) moves
@@ -218,6 +223,10 @@ static KS_TLS uint32_t tls_budget[KS_SPIN_SITES];
  * its last win), counted 1 .. KS_SPIN_MISSES + KS_SPIN_PROBE - 1, then
  * from KS_SPIN_MISSES again (ks_spin_waited). */
 static KS_TLS unsigned tls_misses[KS_SPIN_SITES];
+/* The longest of those waits that was within the cap, in ns (0: none),
+ * which the probe lengthens the budget to cover (ks_spin_waited). */
+static KS_TLS uint32_t tls_miss_max[KS_SPIN_SITES];
+_Static_assert(KS_SPIN_PROBE >= 2, "a probe period of 0 or 1 is no probe");
 
 uint32_t ks_spin_budget_ns(unsigned site)
 {
@@ -323,6 +332,7 @@ void ks_spin_won(struct ks_spin *sp)
     if (sp->site >= KS_SPIN_SITES)
         return;
     tls_misses[sp->site] = 0;
+    tls_miss_max[sp->site] = 0;
     uint64_t now = ks_ticks();
     uint64_t t = now > sp->start ? ks_spin_ticks_to_ns(now - sp->start) : 0;
     uint32_t b = ks_spin_budget_ns(sp->site);
@@ -344,17 +354,28 @@ void ks_spin_waited(struct ks_spin *sp)
     uint32_t b = ks_spin_budget_ns(sp->site);
     /* 1, 2, ..., MISSES + PROBE - 1, then MISSES again: past MISSES - 1
      * the lock sites halve, except at MISSES + PROBE - 1, a probe, which
-     * learns as before (and a win after it sets the count back to 0) */
-    unsigned misses = tls_misses[sp->site] + 1;
+     * lengthens the budget to 1.25 times the longest wait within the cap
+     * since the last win (not this wait's: a probe that fell on a wait
+     * beyond the cap would halve, and against a partner whose answers
+     * alternate every probe can fall on such a wait).  The spin after the
+     * probe is the one that may win, and a win sets the count to 0. */
+    const unsigned site = sp->site;
+    unsigned misses = tls_misses[site] + 1;
     if (misses >= KS_SPIN_MISSES + KS_SPIN_PROBE)
         misses = KS_SPIN_MISSES;
-    tls_misses[sp->site] = misses;
-    const int shrink = (KS_SPIN_LOCK_SITES >> sp->site & 1) && misses >= KS_SPIN_MISSES &&
-                       misses != KS_SPIN_MISSES + KS_SPIN_PROBE - 1;
-    if (w > KS_SPIN_CAP_NS || shrink)
-        ks_spin_set_budget_ns(sp->site, b / 2); /* no spin could have, or longer ones did not */
-    else if (w + w / 4 > b)
-        ks_spin_set_budget_ns(sp->site, (uint32_t)(w + w / 4)); /* set_budget caps it */
+    tls_misses[site] = misses;
+    if (w <= KS_SPIN_CAP_NS && w > tls_miss_max[site])
+        tls_miss_max[site] = (uint32_t)w;
+    const int lock = KS_SPIN_LOCK_SITES >> site & 1;
+    if (lock && misses == KS_SPIN_MISSES + KS_SPIN_PROBE - 1 && tls_miss_max[site]) {
+        const uint32_t m = tls_miss_max[site];
+        if (m + m / 4 > b)
+            ks_spin_set_budget_ns(site, m + m / 4); /* the probe */
+    } else if (w > KS_SPIN_CAP_NS || (lock && misses >= KS_SPIN_MISSES)) {
+        ks_spin_set_budget_ns(site, b / 2); /* no spin could have, or longer ones did not */
+    } else if (w + w / 4 > b) {
+        ks_spin_set_budget_ns(site, (uint32_t)(w + w / 4)); /* set_budget caps it */
+    }
 }
 
 /* ---- deferring to the holder (docs/spin.md, "Deferring to the holder") ----

@@ -121,13 +121,25 @@ Test(spin, at_a_lock_waits_no_spin_covers_four_times_in_a_row_halve_the_budget_b
     cr_assert_eq(ks_spin_misses(KS_SPIN_SEM), KS_SPIN_MISSES + KS_SPIN_PROBE - 1);
     near(learn(KS_SPIN_SEM, 40000, 0), 25000, "the wait after the probe");
     cr_assert_eq(ks_spin_misses(KS_SPIN_SEM), KS_SPIN_MISSES, "the count goes round");
-    /* the floor is no trap: a probe comes within KS_SPIN_PROBE waits */
+    /* the floor is no trap: the probe comes every KS_SPIN_PROBE waits */
     for (int i = 0; i < 10; i++)
         learn(KS_SPIN_SEM, 40000, 0);
-    int probed = 0;
-    for (unsigned i = 0; i < KS_SPIN_PROBE && !probed; i++)
-        probed = learn(KS_SPIN_SEM, 40000, 0) > 40000;
-    cr_assert(probed, "no probe in %u waits", KS_SPIN_PROBE);
+    unsigned first = 0, second = 0;
+    for (unsigned i = 1; i <= 2 * KS_SPIN_PROBE && !second; i++)
+        if (learn(KS_SPIN_SEM, 40000, 0) > 40000) {
+            if (first)
+                second = i;
+            else
+                first = i;
+        }
+    cr_assert(first && second - first == KS_SPIN_PROBE, "probes at uncovered waits %u and %u", first, second);
+    /* a probe that falls on a wait beyond the cap still lengthens, to
+     * 1.25 x the longest wait within the cap since the last win: a partner
+     * whose answers alternate could otherwise put every probe on such a wait */
+    ks_spin_set_misses(KS_SPIN_SEM, KS_SPIN_MISSES + KS_SPIN_PROBE - 2);
+    ks_spin_set_budget_ns(KS_SPIN_SEM, KS_SPIN_FLOOR_NS);
+    near(learn(KS_SPIN_SEM, KS_SPIN_CAP_NS + 20000, 0), 50000, "a probe on a wait beyond the cap");
+    cr_assert_eq(ks_spin_misses(KS_SPIN_SEM), KS_SPIN_MISSES + KS_SPIN_PROBE - 1);
     /* a win starts the count again, and the next uncovered wait lengthens */
     learn(KS_SPIN_SEM, 5000, 1);
     cr_assert_eq(ks_spin_misses(KS_SPIN_SEM), 0u);
@@ -354,14 +366,19 @@ Test(spin, a_spinner_learns_whether_the_holder_of_a_mutex_comes_back, .timeout =
      * a long deferral, finds it still free after the deferral and takes it,
      * and its deferral shrinks.  A preemption can make main sleep instead
      * (then it learns nothing): several attempts, one must show it. */
+    /* Attempts for up to 5 s each way, not a count: on a loaded machine
+     * (CI runs tests side by side on 2 CPUs) whole stretches of
+     * milliseconds can pass with one of the two threads not running. */
+    int64_t t0 = ks_now();
     int shrank = 0;
-    for (int i = 0; i < 100 && !shrank; i++)
+    while (!shrank && ks_now() - t0 < 5000 * KT_MS)
         shrank = defer_after(KS_DEFER_CAP_NS, 0) < KS_DEFER_CAP_NS;
     cr_assert(shrank, "a mutex freed for good never taught a spinner to defer less");
     /* The helper takes the mutex again at once, for 2 ms: main's deferrals
      * see it retaken and grow. */
     int grew = 0;
-    for (int i = 0; i < 100 && !grew; i++)
+    t0 = ks_now();
+    while (!grew && ks_now() - t0 < 5000 * KT_MS)
         grew = defer_after(2 * KS_DEFER_FLOOR_NS, 1) > 2 * KS_DEFER_FLOOR_NS;
     cr_assert(grew, "a holder that kept retaking the mutex never taught a spinner to defer more");
     ks_spin_defer_set(KS_SPIN_MUTEX, 0);
