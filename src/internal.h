@@ -532,8 +532,9 @@ enum {
 #define KS_SPIN_CAP_NS 100000u
 /* At the sites of KS_SPIN_LOCK_SITES, the KS_SPIN_MISSES-th wait in a row
  * that the spin did not cover (no win between) halves the budget, whatever
- * it lasted, and so does each after it but one in KS_SPIN_PROBE (a probe
- * that learns as usual; src/spin.c) */
+ * it lasted, and so does each after it but one in KS_SPIN_PROBE (a probe,
+ * which lengthens it to 1.25 times the longest such wait within the cap;
+ * src/spin.c) */
 #define KS_SPIN_MISSES 4u
 #define KS_SPIN_PROBE 16u
 #define KS_SPIN_LOCK_SITES                                                                           \
