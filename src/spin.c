@@ -51,9 +51,9 @@
  * So a hand-off whose wake-ups are slow (a vCPU woken in tens of us) moves
  * its threads into the spinning state after one or two slow round trips and
  * stays there (at a lock's site, a pair pushed past KS_SPIN_MISSES misses
- * in a row comes back at the next probe), while a waiter whose partner answers after a millisecond
- * drops to the floor within a few waits (1/2, 1/4, ... of the cap).  No
- * spin exceeds KS_SPIN_CAP_NS.
+ * in a row comes back after the next probe), while a waiter whose partner
+ * answers after a millisecond drops to the floor within a few waits (1/2,
+ * 1/4, ... of the cap).  No spin exceeds KS_SPIN_CAP_NS.
  *
  * When not to spin at all: with one usable CPU (the thread waited for
  * cannot run while we spin), and when usable CPUs - 1 threads of the
