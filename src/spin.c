@@ -33,15 +33,14 @@
  *           last win).  Without the probe, a hand-off whose partner answers
  *           after more than the floor, once pushed to 4 misses (an absent
  *           phase of the partner, a few preemptions), could never win
- *           again at the floor and stayed in the sleeping state (a review's
- *           ks_sem ping-pong, 20 us of work per answer: 40-85 us per round
- *           trip for 0.5 s instead of 21 us).  The probe's own wait is not
- *           what it learns from: a partner whose answers alternate 30 and
- *           75 us put every probe on a wait beyond the cap, which halved
- *           (the second review's program: 90 us per round trip, 55 before
- *           the rule).  A probe in 4 cost most of what the rule gained for
- *           python3 (1.12x glibc's time instead of about 1.03x); one in 16
- *           keeps it, and a trapped pair gets its long spin within 17 waits.
+ *           again at the floor and stayed in the sleeping state.  The
+ *           probe's own wait is not what it learns from: a partner whose
+ *           answers alternate 30 and 75 us put every probe on a wait beyond
+ *           the cap, which halved, and the pair stayed asleep (both found by
+ *           reviews; docs/spin.md, "Why it converges").  One probe in 16,
+ *           not 4, keeps most of what the rule gains for python3 through
+ *           the drop-in layer, and a trapped pair gets its long spin
+ *           within 17 waits.
  *           Not at the hand-off sites (event, cond, barrier, queue,
  *           channel): there a long spin that rarely wins still paid in
  *           bench section 8 (16 waiters of a broadcast, 1.1x glibc's
@@ -400,9 +399,10 @@ void ks_spin_waited(struct ks_spin *sp)
  * At 0, a free lock is taken at once, but one free sighting in PROBE still
  * defers by FLOOR, so a thread whose holders start to come back learns it.
  * A pattern where the holder leaves pays FLOOR on a sixteenth of its
- * hand-offs; a lock retaken at once has d near CAP and its spinners mostly
- * run out of budget and sleep, which leaves the holder alone, as glibc's
- * waiter does (docs/spin.md has the figures).
+ * hand-offs; a lock retaken at once has d near CAP, and its spinners no
+ * longer take it between the holder's unlock and relock, which leaves the
+ * holder the data's lines, as glibc's sleeping waiter does (docs/spin.md
+ * has the figures).
  *
  * d is per thread and site, like the budget; thread-local, so no atomics.
  * A spin whose deadline has already passed (ks_spin_clip: a trylock
