@@ -120,6 +120,16 @@ LIM_BODY(ks_sem)
 LIM_BODY(sem_t)
 LIM_BODY(cv)
 
+/* No semaphore at all: the loop and its permit check alone.  Run with
+ * min(permits, CPUs) threads, so the check still holds, it is what no
+ * semaphore can beat on this machine: the permit check's line goes back and
+ * forth between the CPUs whatever limits the threads. */
+static void none_l_init(struct lim_obj *o, unsigned v) { (void)o, (void)v; }
+static inline void none_l_wait(struct lim_obj *o) { (void)o; }
+static inline void none_l_post(struct lim_obj *o) { (void)o; }
+static int none_l_value(struct lim_obj *o) { return (void)o, bopt.permits; }
+LIM_BODY(none)
+
 static const struct lkind {
     const char *name;
     void (*init)(struct lim_obj *o, unsigned v);
@@ -131,6 +141,7 @@ static const struct lkind {
     {"mutex+condvar", cv_l_init, cv_l_value, body_cv},
 };
 #define NK ((int)(sizeof kinds / sizeof kinds[0]))
+static const struct lkind no_sem = {"no semaphore", none_l_init, none_l_value, body_none};
 
 static struct lim_obj obj;
 
@@ -179,8 +190,8 @@ void bench_limiter(void)
 {
     const int R = bopt.reps;
     struct lim_result *res = calloc((size_t)(NK * R), sizeof *res);
-    double per_iter, solo[1000], solo_cpu[1000], nw_par[1000], nw_per[1000];
-    struct bench_stat mops[NK], cpu[NK], fair[NK], slp[NK], pcpu[NK], wpp, wpw, solo_s, solo_c, nwp_s, nwq_s;
+    double per_iter, solo[1000], solo_cpu[1000], nw_par[1000], nw_per[1000], bare[1000];
+    struct bench_stat mops[NK], cpu[NK], fair[NK], slp[NK], pcpu[NK], wpp, wpw, solo_s, solo_c, nwp_s, nwq_s, bare_s;
     long ncpu = sysconf(_SC_NPROCESSORS_ONLN);
     int par = bopt.permits < ncpu ? bopt.permits : (int)ncpu;
     int per_permit = bopt.permits < bopt.lim_threads ? bopt.permits : bopt.lim_threads;
@@ -205,11 +216,13 @@ void bench_limiter(void)
          * with min(permits, CPUs) threads and with one thread per permit. */
         nw_par[r] = run_once(&kinds[0], par, bopt.seconds / 4).mops;
         nw_per[r] = run_once(&kinds[0], per_permit, bopt.seconds / 4).mops;
+        bare[r] = run_once(&no_sem, par, bopt.seconds / 4).mops;
     }
     solo_s = bench_stats_l("1 thread ks_sem", solo, R);
     solo_c = bench_stats(solo_cpu, R);
     nwp_s = bench_stats_l("min(permits,CPUs) threads ks_sem, no waits", nw_par, R);
     nwq_s = bench_stats_l("permits threads ks_sem, no waits", nw_per, R);
+    bare_s = bench_stats_l("min(permits,CPUs) threads, no semaphore", bare, R);
 
     for (int k = 0; k < NK; k++) {
         mops[k] = BENCH_STATS_OF(kinds[k].name, res[k * R], mops, R);
@@ -245,6 +258,10 @@ void bench_limiter(void)
            "%.3f, %.0f%%; ks_sem at %d threads reaches %.0f%% of the latter\n",
            par, nwp_s.med, 100 * nwp_s.med / (par * solo_s.med), per_permit, nwq_s.med,
            100 * nwq_s.med / (par * solo_s.med), bopt.lim_threads, 100 * mops[0].med / nwq_s.med);
+    printf("no semaphore: the loop and its permit check alone, %d threads, make %.3f Mops/s, %.0f%% of the\n"
+           "ceiling: no semaphore can do better here; that is %.2fx sem_t and %.2fx mutex+condvar\n",
+           par, bare_s.med, 100 * bare_s.med / (par * solo_s.med), bare_s.med / mops[1].med,
+           bare_s.med / mops[2].med);
     /* Other processes' load lowers every Mops/s above and the ceiling does
      * not know it; work done per CPU-second the threads got does not depend
      * on how many CPU-seconds they got. */
