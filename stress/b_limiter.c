@@ -10,6 +10,11 @@
  * final value other than --permits, stops the program.  (The two relaxed
  * atomic operations are part of every implementation's work alike.)
  *
+ * Bounds, with ks_sem: one thread alone (the ceiling is min(permits, CPUs)
+ * times its rate), min(permits, CPUs) and one thread per permit (nobody
+ * waits), and the loop with no semaphore at all (what no semaphore can
+ * beat: the permit check's line is shared whatever limits the threads).
+ *
  * Also reported: ks_sem's futex wakes per post and waits per wait, from
  * ks_futex_stats() summed over the threads, and for every implementation the
  * CPU time all threads used as a share of (wall time x nproc), and the work
