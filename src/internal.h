@@ -596,25 +596,15 @@ KS_HIDDEN uint64_t ks_spin_ticks_to_ns(uint64_t ticks);
  *   if (d && ks_spin_defer(&sp, d)) { look again;
  *       ks_spin_deferred(KS_SPIN_MUTEX, retaken); ... }
  *
- *   FLOOR     the shortest deferral, about one cache-line transfer between
- *             two CPUs (the holder's relock must fetch back the line our
- *             look took); a deferral that decays below it becomes 0
- *   CAP       the longest
- *   DECAY     a look that finds the lock still free takes d / DECAY off d;
- *             one that finds it retaken doubles d.  A free look is weak
- *             evidence (it cannot tell "still free" from "taken and freed
- *             again"), so d keeps growing while more than about one look
- *             in 45 (one doubling undoes 44 decays of 1/64) finds the lock
- *             retaken
- *   PROBE     at 0, one free sighting in PROBE still defers, by PROBE_NS,
- *             to notice a holder that has started to take the lock again
- *   PROBE_NS  long enough to outlast a holder that works ~100 ns between
- *             its unlock and its relock */
+ *   FLOOR  the shortest deferral, about one cache-line transfer between
+ *          two CPUs (the holder's relock must fetch back the line our look
+ *          took); a deferral that decays below it becomes 0
+ *   CAP    the longest
+ *   PROBE  at 0, one free sighting in PROBE still defers, by FLOOR, to
+ *          notice a holder that has started to take the lock again */
 #define KS_DEFER_FLOOR_NS 100u
 #define KS_DEFER_CAP_NS 1000u
-#define KS_DEFER_DECAY 64u
 #define KS_DEFER_PROBE 16u
-#define KS_DEFER_PROBE_NS 200u
 KS_HIDDEN uint32_t ks_spin_defer_ns(unsigned site);
 /* sp: a spin begun by ks_spin_begin (which returned 1) and not yet ended;
  * returns 0 when the spin is over (then end it as usual) */

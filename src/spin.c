@@ -394,12 +394,11 @@ void ks_spin_waited(struct ks_spin *sp)
  * learned deferral d, and then looks once more:
  *   - taken again: the holder wanted it; the spinner goes on spinning,
  *     and d doubles (from 0: 2 * FLOOR), up to CAP;
- *   - still free: the holder had left, or took it and freed it again
- *     during the deferral (one look cannot tell); the spinner takes it,
- *     and d loses 1/DECAY; below FLOOR it becomes 0.
+ *   - still free: the holder had left; the spinner takes it, and d loses
+ *     an eighth; below FLOOR it becomes 0.
  * At 0, a free lock is taken at once, but one free sighting in PROBE still
- * defers by PROBE_NS, so a thread whose holders start to come back learns
- * it.  A pattern where the holder leaves pays PROBE_NS on a sixteenth of its
+ * defers by FLOOR, so a thread whose holders start to come back learns it.
+ * A pattern where the holder leaves pays FLOOR on a sixteenth of its
  * hand-offs; a lock retaken at once has d near CAP, and its spinners no
  * longer take it between the holder's unlock and relock, which leaves the
  * holder the data's lines, as glibc's sleeping waiter does (docs/spin.md
@@ -419,7 +418,7 @@ uint32_t ks_spin_defer_ns(unsigned site)
     const uint32_t d = tls_defer[site];
     if (d)
         return d;
-    return ++tls_sightings % KS_DEFER_PROBE == 0 ? KS_DEFER_PROBE_NS : 0;
+    return ++tls_sightings % KS_DEFER_PROBE == 0 ? KS_DEFER_FLOOR_NS : 0;
 }
 
 int ks_spin_defer(struct ks_spin *sp, uint32_t ns)
@@ -442,7 +441,7 @@ void ks_spin_deferred(unsigned site, int retaken)
     uint32_t d = tls_defer[site];
     if (retaken)
         d = d < KS_DEFER_FLOOR_NS ? 2 * KS_DEFER_FLOOR_NS : d > KS_DEFER_CAP_NS / 2 ? KS_DEFER_CAP_NS : 2 * d;
-    else if ((d -= d / KS_DEFER_DECAY) < KS_DEFER_FLOOR_NS)
+    else if ((d -= d / 8) < KS_DEFER_FLOOR_NS)
         d = 0;
     tls_defer[site] = d;
 }
