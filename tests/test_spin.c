@@ -307,11 +307,34 @@ struct defer_arg {
     int64_t hold_ns;  /* how long the helper holds after phase 2 */
     int relock;       /* the helper takes m again at once, for relock_ns */
     int64_t relock_ns;
+    int cpu; /* the helper's CPU, or -1 */
 };
+
+/* Two CPUs main and the helper may use, or -1 if there are not two. */
+static void two_cpus(int *c0, int *c1)
+{
+    cpu_set_t s;
+    *c0 = *c1 = -1;
+    if (sched_getaffinity(0, sizeof s, &s) != 0)
+        return;
+    for (int c = 0; c < CPU_SETSIZE && *c1 < 0; c++)
+        if (CPU_ISSET(c, &s))
+            *(*c0 < 0 ? c0 : c1) = c;
+}
+
+static void pin_self(int cpu)
+{
+    cpu_set_t s;
+    CPU_ZERO(&s);
+    CPU_SET(cpu, &s);
+    pthread_setaffinity_np(pthread_self(), sizeof s, &s);
+}
 
 static void *defer_helper(void *p)
 {
     struct defer_arg *a = p;
+    if (a->cpu >= 0)
+        pin_self(a->cpu);
     ks_mutex_lock(a->m);
     atomic_store(&a->phase, 1);
     while (atomic_load(&a->phase) != 2)
@@ -340,7 +363,18 @@ static uint32_t defer_after(uint32_t start_ns, int relock)
 {
     ks_mutex_t m;
     cr_assert_eq(ks_mutex_init(&m, 0), 0);
-    struct defer_arg a = {.m = &m, .hold_ns = 20000, .relock = relock, .relock_ns = 2 * KT_MS};
+    /* Main and the helper on two different CPUs: on a loaded machine the
+     * scheduler could keep both on one, where main never sees the helper
+     * retake the mutex while it defers (14 failures in 400 runs beside two
+     * busy loops, 2026-12-05, before they were pinned). */
+    int c0, c1;
+    cpu_set_t was;
+    two_cpus(&c0, &c1);
+    const int pinned = c1 >= 0 && sched_getaffinity(0, sizeof was, &was) == 0;
+    if (pinned)
+        pin_self(c0);
+    struct defer_arg a = {
+        .m = &m, .hold_ns = 20000, .relock = relock, .relock_ns = 2 * KT_MS, .cpu = pinned ? c1 : -1};
     const uint32_t budget = ks_spin_budget_ns(KS_SPIN_MUTEX);
     ks_spin_set_budget_ns(KS_SPIN_MUTEX, KS_SPIN_CAP_NS);
     ks_spin_defer_set(KS_SPIN_MUTEX, start_ns);
@@ -353,6 +387,8 @@ static uint32_t defer_after(uint32_t start_ns, int relock)
     uint32_t d = ks_spin_defer_get(KS_SPIN_MUTEX);
     cr_assert_eq(ks_mutex_unlock(&m), 0);
     kt_join(t);
+    if (pinned)
+        pthread_setaffinity_np(pthread_self(), sizeof was, &was);
     ks_spin_set_budget_ns(KS_SPIN_MUTEX, budget);
     cr_assert_eq(ks_mutex_destroy(&m), 0);
     return d;
