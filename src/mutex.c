@@ -248,7 +248,7 @@ static int lock_slow(ks_mutex_t *m, int64_t deadline, int slept)
     struct ks_spin sp;
     const int learn = !slept;
     if (learn && ks_spin_begin(&sp, KS_SPIN_MUTEX)) {
-        ks_spin_clip(&sp, deadline); /* a deadline already past: barely spin */
+        ks_spin_clip(&sp, deadline); /* ends at the deadline; one already past: barely spin */
         int b = 1;
         int deferred = 0; /* the look after a deferral: what it sees is learned */
         do {

@@ -288,7 +288,7 @@ static int wait_core(ks_sem_t *s, int64_t deadline, unsigned opts, int *waited)
      * item 9). */
     struct ks_spin sp;
     if (ks_spin_begin(&sp, KS_SPIN_SEM)) {
-        ks_spin_clip(&sp, deadline); /* a deadline already past: try, barely spin */
+        ks_spin_clip(&sp, deadline); /* ends at the deadline; one already past: try, barely spin */
         do {
             v = __atomic_load_n(&s->state, __ATOMIC_RELAXED);
             if (NW(v))

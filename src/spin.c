@@ -303,14 +303,26 @@ int ks_spin_extend(struct ks_spin *sp)
     return 1;
 }
 
-/* A spin that must not last: its deadline has already passed (a trylock or
- * tryget that retries through the timed path).  The free part only. */
+/* A timed wait's spin ends at its deadline: a spin of up to KS_SPIN_CAP_NS
+ * would otherwise return ETIMEDOUT that much after a deadline a few
+ * microseconds away.  A deadline already past (a trylock or tryget that
+ * retries through the timed path) keeps the free part only, so that the
+ * call still tries for a moment, as before. */
 void ks_spin_clip(struct ks_spin *sp, int64_t deadline)
 {
-    if (ks_deadline_passed(deadline)) {
+    if (deadline == KS_FOREVER)
+        return;
+    const int64_t left = deadline - ks_now();
+    if (left <= 0) {
         sp->until = 0;
         sp->clipped = 1; /* and no deferral to the holder (ks_spin_defer_ns's callers) */
+        return;
     }
+    const uint64_t end = sp->start + ks_spin_ns_to_ticks((uint64_t)left);
+    if (sp->stop > end)
+        sp->stop = end;
+    if (sp->until > end)
+        sp->until = end > sp->stop ? end : 0;
 }
 
 void ks_spin_end(struct ks_spin *sp)

@@ -301,6 +301,76 @@ Test(spin, a_deferral_waits_its_time_and_ends_with_the_spin)
     cr_assert_lt(ks_now() - t0, 50 * KT_MS);
 }
 
+/* A timed wait's spin ends at its deadline (ks_spin_clip): with a budget of
+ * KS_SPIN_CAP_NS, a deadline 10 us away leaves 10 us of spin, not 100. */
+Test(spin, a_timed_spin_ends_at_its_deadline)
+{
+    struct ks_spin sp;
+    const uint32_t before = ks_spin_budget_ns(KS_SPIN_MUTEX);
+    ks_spin_set_budget_ns(KS_SPIN_MUTEX, KS_SPIN_CAP_NS);
+    if (!ks_spin_begin(&sp, KS_SPIN_MUTEX)) {
+        ks_spin_set_budget_ns(KS_SPIN_MUTEX, before);
+        return; /* one usable CPU: no spin to clip */
+    }
+    const uint64_t stop = sp.stop, until = sp.until;
+    cr_assert_gt(until, stop, "a budget of the cap goes past the free part");
+    ks_spin_clip(&sp, KS_FOREVER);
+    cr_assert(sp.stop == stop && sp.until == until && !sp.clipped, "KS_FOREVER clipped the spin");
+    ks_spin_clip(&sp, ks_now() + 1000 * KT_MS); /* a second away: beyond the budget */
+    cr_assert(sp.stop == stop && sp.until == until && !sp.clipped, "a far deadline clipped the spin");
+    ks_spin_clip(&sp, ks_now() + 10000); /* 10 us */
+    const uint64_t end = sp.until ? sp.until : sp.stop;
+    cr_assert_leq(ks_spin_ticks_to_ns(end - sp.start), 10000u + 1000u, "a spin of %llu ns for a deadline 10 us away",
+                  (unsigned long long)ks_spin_ticks_to_ns(end - sp.start));
+    cr_assert_leq(sp.stop, stop);
+    cr_assert_eq(sp.clipped, 0u, "a deadline still ahead forbids no deferral");
+    ks_spin_end(&sp);
+    ks_spin_set_budget_ns(KS_SPIN_MUTEX, before);
+}
+
+static void *hold_mutex_ms(void *p)
+{
+    ks_mutex_t *m = p;
+    ks_mutex_lock(m);
+    kt_sleep_ns(20 * KT_MS);
+    ks_mutex_unlock(m);
+    return NULL;
+}
+
+/* The same through ks_mutex_timedlock: against a holder that keeps the
+ * mutex 20 ms, a thread whose budget is the cap (100 us) gives up about at
+ * its deadline, 5 us away, not after spinning its budget (the median of 15
+ * tries, with a margin for a loaded machine). */
+Test(spin, a_timed_lock_gives_up_at_its_deadline_not_after_its_spin, .timeout = 60)
+{
+    if (ks_usable_cpus() < 2)
+        return; /* no spin at all with one usable CPU */
+    ks_mutex_t m;
+    cr_assert_eq(ks_mutex_init(&m, 0), 0);
+    pthread_t t;
+    kt_spawn(&t, hold_mutex_ms, &m);
+    while (ks_mutex_trylock(&m) == 0) { /* wait until the helper holds it */
+        ks_mutex_unlock(&m);
+        sched_yield();
+    }
+    int64_t late[15];
+    for (int i = 0; i < 15; i++) {
+        ks_spin_set_budget_ns(KS_SPIN_MUTEX, KS_SPIN_CAP_NS);
+        const int64_t dl = ks_now() + 5000;
+        cr_assert_eq(ks_mutex_timedlock(&m, dl), ETIMEDOUT);
+        late[i] = ks_now() - dl;
+    }
+    kt_join(t);
+    cr_assert_eq(ks_mutex_destroy(&m), 0);
+    for (int i = 1; i < 15; i++) /* insertion sort: the median */
+        for (int j = i; j > 0 && late[j] < late[j - 1]; j--) {
+            int64_t x = late[j];
+            late[j] = late[j - 1];
+            late[j - 1] = x;
+        }
+    cr_assert_lt(late[7], 50000, "timed locks with a 5 us deadline returned a median %lld ns after it", (long long)late[7]);
+}
+
 struct defer_arg {
     ks_mutex_t *m;
     atomic_int phase; /* 1: the helper holds m; 2: main is about to lock */
