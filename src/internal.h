@@ -563,6 +563,7 @@ struct ks_spin {
     unsigned site;        /* KS_SPIN_SITES: learn nothing (one usable CPU) */
     unsigned place;       /* its spinner place + 1, 0 when it holds none */
     unsigned clipped;     /* ks_spin_clip found the deadline passed: no deferral */
+    unsigned cut;         /* ks_spin_clip ended it at a deadline ahead: waited learns nothing */
 };
 KS_HIDDEN int ks_spin_begin(struct ks_spin *sp, unsigned site);
 KS_HIDDEN int ks_spin_extend(struct ks_spin *sp);

@@ -318,50 +318,74 @@ Test(spin, a_timed_spin_ends_at_its_deadline)
     cr_assert(sp.stop == stop && sp.until == until && !sp.clipped, "KS_FOREVER clipped the spin");
     ks_spin_clip(&sp, ks_now() + 1000 * KT_MS); /* a second away: beyond the budget */
     cr_assert(sp.stop == stop && sp.until == until && !sp.clipped, "a far deadline clipped the spin");
-    ks_spin_clip(&sp, ks_now() + 10000); /* 10 us */
+    cr_assert_eq(sp.cut, 0u);
+    /* 50 us away; measured from before the spin began, so that a preemption
+     * here cannot make the bound wrong */
+    const int64_t t0 = ks_now() - (int64_t)ks_spin_ticks_to_ns(ks_ticks() - sp.start);
+    const int64_t dl = ks_now() + 50000;
+    ks_spin_clip(&sp, dl);
     const uint64_t end = sp.until ? sp.until : sp.stop;
-    cr_assert_leq(ks_spin_ticks_to_ns(end - sp.start), 10000u + 1000u, "a spin of %llu ns for a deadline 10 us away",
-                  (unsigned long long)ks_spin_ticks_to_ns(end - sp.start));
+    cr_assert_leq((int64_t)ks_spin_ticks_to_ns(end - sp.start), dl - t0 + 1000, "a spin of %llu ns for a deadline %lld ns away",
+                  (unsigned long long)ks_spin_ticks_to_ns(end - sp.start), (long long)(dl - t0));
     cr_assert_leq(sp.stop, stop);
-    cr_assert_eq(sp.clipped, 0u, "a deadline still ahead forbids no deferral");
-    ks_spin_end(&sp);
+    if (sp.clipped) { /* preempted past the deadline before the clip: nothing more to see */
+        ks_spin_end(&sp);
+        ks_spin_set_budget_ns(KS_SPIN_MUTEX, before);
+        return;
+    }
+    cr_assert_eq(sp.cut, 1u);
+    /* a spin its deadline ended teaches the budget nothing: a wait after it
+     * (here 0 ns, or whatever the preemptions made it) neither counts as a
+     * miss nor moves the budget */
+    ks_spin_set_misses(KS_SPIN_MUTEX, KS_SPIN_MISSES - 1);
+    ks_spin_waited(&sp);
+    cr_assert_eq(ks_spin_misses(KS_SPIN_MUTEX), KS_SPIN_MISSES - 1, "a cut spin counted a miss");
+    cr_assert_eq(ks_spin_budget_ns(KS_SPIN_MUTEX), KS_SPIN_CAP_NS, "a cut spin moved the budget to %u ns",
+                 ks_spin_budget_ns(KS_SPIN_MUTEX));
+    ks_spin_set_misses(KS_SPIN_MUTEX, 0);
     ks_spin_set_budget_ns(KS_SPIN_MUTEX, before);
 }
 
-static void *hold_mutex_ms(void *p)
+struct hold_arg {
+    ks_mutex_t m;
+    atomic_int held, done;
+};
+
+static void *hold_mutex_until_done(void *p)
 {
-    ks_mutex_t *m = p;
-    ks_mutex_lock(m);
-    kt_sleep_ns(20 * KT_MS);
-    ks_mutex_unlock(m);
+    struct hold_arg *h = p;
+    ks_mutex_lock(&h->m);
+    atomic_store(&h->held, 1);
+    while (!atomic_load(&h->done))
+        kt_sleep_ns(KT_MS);
+    ks_mutex_unlock(&h->m);
     return NULL;
 }
 
 /* The same through ks_mutex_timedlock: against a holder that keeps the
- * mutex 20 ms, a thread whose budget is the cap (100 us) gives up about at
- * its deadline, 5 us away, not after spinning its budget (the median of 15
- * tries, with a margin for a loaded machine). */
+ * mutex until the tries are over, a thread whose budget is the cap (100 us)
+ * gives up about at its deadline, 5 us away, not after spinning its budget
+ * (the median of 15 tries, with a margin for a loaded machine). */
 Test(spin, a_timed_lock_gives_up_at_its_deadline_not_after_its_spin, .timeout = 60)
 {
     if (ks_usable_cpus() < 2)
         return; /* no spin at all with one usable CPU */
-    ks_mutex_t m;
-    cr_assert_eq(ks_mutex_init(&m, 0), 0);
+    static struct hold_arg h;
+    cr_assert_eq(ks_mutex_init(&h.m, 0), 0);
     pthread_t t;
-    kt_spawn(&t, hold_mutex_ms, &m);
-    while (ks_mutex_trylock(&m) == 0) { /* wait until the helper holds it */
-        ks_mutex_unlock(&m);
+    kt_spawn(&t, hold_mutex_until_done, &h);
+    while (!atomic_load(&h.held))
         sched_yield();
-    }
     int64_t late[15];
     for (int i = 0; i < 15; i++) {
         ks_spin_set_budget_ns(KS_SPIN_MUTEX, KS_SPIN_CAP_NS);
         const int64_t dl = ks_now() + 5000;
-        cr_assert_eq(ks_mutex_timedlock(&m, dl), ETIMEDOUT);
+        cr_assert_eq(ks_mutex_timedlock(&h.m, dl), ETIMEDOUT);
         late[i] = ks_now() - dl;
     }
+    atomic_store(&h.done, 1);
     kt_join(t);
-    cr_assert_eq(ks_mutex_destroy(&m), 0);
+    cr_assert_eq(ks_mutex_destroy(&h.m), 0);
     for (int i = 1; i < 15; i++) /* insertion sort: the median */
         for (int j = i; j > 0 && late[j] < late[j - 1]; j--) {
             int64_t x = late[j];
