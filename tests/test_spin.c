@@ -302,7 +302,8 @@ Test(spin, a_deferral_waits_its_time_and_ends_with_the_spin)
 }
 
 /* A timed wait's spin ends at its deadline (ks_spin_clip): with a budget of
- * KS_SPIN_CAP_NS, a deadline 10 us away leaves 10 us of spin, not 100. */
+ * KS_SPIN_CAP_NS, a deadline 50 us away leaves at most 50 us of spin, not
+ * 100, and the wait after such a spin teaches the budget nothing. */
 Test(spin, a_timed_spin_ends_at_its_deadline)
 {
     struct ks_spin sp;
@@ -325,7 +326,8 @@ Test(spin, a_timed_spin_ends_at_its_deadline)
     const int64_t dl = ks_now() + 50000;
     ks_spin_clip(&sp, dl);
     const uint64_t end = sp.until ? sp.until : sp.stop;
-    cr_assert_leq((int64_t)ks_spin_ticks_to_ns(end - sp.start), dl - t0 + 1000, "a spin of %llu ns for a deadline %lld ns away",
+    cr_assert_leq((int64_t)ks_spin_ticks_to_ns(end - sp.start), dl - t0 + 1000,
+                  "a spin of %llu ns for a deadline %lld ns away",
                   (unsigned long long)ks_spin_ticks_to_ns(end - sp.start), (long long)(dl - t0));
     cr_assert_leq(sp.stop, stop);
     if (sp.clipped) { /* preempted past the deadline before the clip: nothing more to see */
@@ -392,7 +394,8 @@ Test(spin, a_timed_lock_gives_up_at_its_deadline_not_after_its_spin, .timeout = 
             late[j] = late[j - 1];
             late[j - 1] = x;
         }
-    cr_assert_lt(late[7], 50000, "timed locks with a 5 us deadline returned a median %lld ns after it", (long long)late[7]);
+    cr_assert_lt(late[7], 50000, "timed locks with a 5 us deadline returned a median %lld ns after it",
+                 (long long)late[7]);
 }
 
 struct defer_arg {
