@@ -115,8 +115,8 @@ help:
 ## make test            install missing packages (as root), build and run the Criterion tests
 ## make run-tests       run the Criterion tests without the package check (TEST_ARGS="--filter cond/*")
 ## make stress          the stress scenarios on short defaults (S1-S22), then again with yield
-##                      injection, then the process scenarios asked for 64 parties (they run 31:
-##                      a channel holds 32 attachments) (STRESS_ARGS="...")
+##                      injection (STRESS_ARGS="..." for both), then the process scenarios S21
+##                      and S22 asked for 64 parties (they run 31: a channel holds 32 attachments)
 ## make bench           throughput/latency against glibc, Concurrency Kit and liburcu, callgrind counts
 ##                      (BENCH_ARGS="--only cache"); every repetition also to build/bench.csv
 ## make plots           SVG plots of the last make bench (build/bench.csv) into docs/plots/ (gnuplot)
@@ -239,7 +239,7 @@ stress: deps
 	@$(MAKE) --no-print-directory $(STRESS_BIN)
 	$(STRESS_BIN) --scenario all $(STRESS_ARGS)
 	$(STRESS_BIN) --scenario all --yield 20 $(STRESS_ARGS)
-	$(STRESS_BIN) --scenario S21,S22 --threads 64 --iters 300 $(STRESS_ARGS)
+	$(STRESS_BIN) --scenario S21,S22 --threads 64 --iters 300
 
 bench: deps
 	@$(MAKE) --no-print-directory $(BENCH_BIN)

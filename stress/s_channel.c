@@ -54,8 +54,9 @@
 #define MAXP 64
 /* Parties per run, whatever --threads asks: the channel side attaches one
  * sender per child (S21) or client (S22) plus the parent or server, and a
- * channel holds KS_CHANNEL_PEERS attachments at once (a 33rd open fails
- * with EUSERS, by design), so 31 at most; the reference rows of the same
+ * channel holds KS_CHANNEL_PEERS attachments at once (the creator's is the
+ * first; the open that would make a 33rd fails with EUSERS, by design), so
+ * 31 at most; the reference rows of the same
  * configuration use the same number.  The row's thread column shows it. */
 #define MAX_PARTIES (KS_CHANNEL_PEERS - 1 < MAXP ? KS_CHANNEL_PEERS - 1 : MAXP)
 #define STALL_NS ((int64_t)(ST_STALL_S * 1e9))
