@@ -665,12 +665,13 @@ static int rd_stat(ks_rwlock_t *l, int64_t deadline, int prefer_reader, const vo
  * rdlock_core would try the table first all the same (read_through_table:
  * a recursive hold, else a new one through the thread's slot).  Skipping
  * the layers takes a biased read lock and unlock pair from 238 to 155
- * instructions (bench section 1, callgrind); one that finds its slot or
- * its room for holds taken pays a few more than before (the tests
- * above).  0 on success; EBUSY: take the
+ * instructions (bench section 1, callgrind); one that fails pays a few
+ * more than before (the tests below).  0 on success; EBUSY: take the
  * general path, told by *looked (1) not to try the table again: this
- * thread holds no slot for l (its held[] entries are its own) and its
- * slot, or its room for holds, was taken a moment ago; the word serves. */
+ * thread holds no slot for l (its held[] entries are its own), and its
+ * slot was taken (by another thread, or by its own hold on another lock
+ * of the window), or its room for holds was full, or the bias was revoked
+ * as it claimed the slot; the word serves. */
 static inline int rdlock_biased(ks_rwlock_t *l, int *looked)
 {
     /* relaxed: a hint; biased_enter re-checks BIAS (seq_cst) after its claim. */
